@@ -1,0 +1,94 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "stovepipe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "stovepipe", targets: ["stovepipe"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // The domain: entities, contracts, controllers. Nothing about HTTP or MySQL.
+        .target(
+            name: "Domain",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // In-memory stores and topic, and the static and git SourceControl backends.
+        .target(
+            name: "Backends",
+            dependencies: ["Domain", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // HTTP/1.1 on raw sockets; knows no domain type.
+        .target(
+            name: "HTTPServer",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
+        .systemLibrary(
+            name: "CMySQL",
+            pkgConfig: "mysqlclient",
+            providers: [.apt(["default-libmysqlclient-dev"])]
+        ),
+        // A blocking MySQL client: connections, prepared statements, pool. Knows no domain type.
+        .target(
+            name: "MySQLClient",
+            dependencies: ["CMySQL", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The MySQL stores, counter and topic: the only MySQL-code-to-domain-error translation.
+        .target(
+            name: "MySQLBackend",
+            dependencies: ["Domain", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // libcrypto's HMAC for webhook signatures.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // Routes, JSON, problem+json: the single place where domain errors map to statuses.
+        .target(
+            name: "API",
+            dependencies: [
+                "Domain", "HTTPServer", "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        // The composition root: config, wiring, signals, shutdown.
+        .executableTarget(
+            name: "stovepipe",
+            dependencies: [
+                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
+        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient"], swiftSettings: strict),
+        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
+        .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient"], swiftSettings: strict),
+        .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe"], swiftSettings: strict),
+    ]
+)

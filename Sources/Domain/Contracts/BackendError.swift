@@ -1,0 +1,21 @@
+/// The closed error type of every storage, counter, SourceControl and topic contract.
+public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The key (row, queue, ref, URI, cursor) does not exist.
+    case notFound
+    /// A create collided with an existing key; for the URI index this is the dedup signal.
+    case alreadyExists
+    /// A conditional write found another version, or no row at all.
+    case versionMismatch
+    /// The backend could not answer; `retryable` says whether the same call may succeed later.
+    /// `detail` is for logs and never carries user data or bound values.
+    case unavailable(retryable: Bool, detail: String)
+
+    public var description: String {
+        switch self {
+        case .notFound: "not found"
+        case .alreadyExists: "already exists"
+        case .versionMismatch: "version mismatch"
+        case .unavailable(let retryable, let detail): "unavailable (\(retryable ? "retryable" : "final")): \(detail)"
+        }
+    }
+}

@@ -1,0 +1,1 @@
+print("stovepipe: not wired yet")
