@@ -22,7 +22,10 @@ let package = Package(
         // The domain: entities, contracts, controllers. Nothing about HTTP or MySQL.
         .target(
             name: "Domain",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: strict
         ),
         // In-memory stores and topic, and the static and git SourceControl backends.
