@@ -93,6 +93,6 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient"], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends"], swiftSettings: strict),
     ]
 )
