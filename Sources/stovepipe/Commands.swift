@@ -10,7 +10,7 @@ struct Stovepipe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stovepipe",
         abstract: "At which commit is this branch green?",
-        subcommands: [Serve.self, Migrate.self],
+        subcommands: [Serve.self, Migrate.self, Healthcheck.self],
         defaultSubcommand: Serve.self)
 }
 
