@@ -188,6 +188,24 @@ struct GitSourceControlLocalTests {
         #expect(throws: BackendError.notFound) { try git.latest() }
     }
 
+    @Test("a directory that is not itself a repository is notFound, even inside one")
+    func notARepository() throws {
+        let plain = try makeScratchDirectory("plain")
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: plain, ref: "main", logger: silentLogger).latest()
+        }
+
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let inside = repository.path + "/sub"
+        try FileManager.default.createDirectory(atPath: inside, withIntermediateDirectories: true)
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: inside, ref: "main", logger: silentLogger).latest()
+        }
+    }
+
     @Test("a ref that looks like an option is rejected without running git", arguments: ["--upload-pack=x", "-c", "main..other"])
     func maliciousRefRunsNothing(_ ref: String) throws {
         let repository = try ScratchRepository()
