@@ -136,6 +136,7 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
             }
             condition.unlock()
             let outcome = handler(delivery)
+            log(outcome, of: delivery)
             condition.lock()
             record(outcome, of: delivery, in: key)
             condition.broadcast()
@@ -158,10 +159,6 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
                 deadLetter(delivery, reason: reason, in: key)
             } else {
                 let wait = policy.backoff(afterAttempt: delivery.attempt)
-                logger.debug(
-                    "delivery will be retried",
-                    metadata: ["messagequeue.topic": "\(key.topic)", "messagequeue.attempt": "\(delivery.attempt)"]
-                )
                 state.requeueHead(of: key, attemptsMade: delivery.attempt, dueAt: now + wait)
             }
         case .reject(let reason):
@@ -176,10 +173,21 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         state.finishHead(of: key)
         let letter = DeadLetter(message: delivery.message, attempts: delivery.attempt, reason: reason)
         state.deadLetters[key.topic, default: []].append(letter)
-        logger.info(
-            "message dead-lettered",
-            metadata: ["messagequeue.topic": "\(key.topic)", "messagequeue.attempts": "\(delivery.attempt)"]
-        )
+    }
+
+    // Outside the lock: what happens follows from the outcome, the attempt and the immutable policy alone.
+    private func log(_ outcome: DeliveryOutcome, of delivery: Delivery) {
+        let metadata: Logger.Metadata = [
+            "messagequeue.topic": "\(delivery.message.topic)", "messagequeue.attempt": "\(delivery.attempt)",
+        ]
+        switch outcome {
+        case .ack, .postpone:
+            return
+        case .retry where delivery.attempt < policy.maxAttempts:
+            logger.debug("delivery will be retried", metadata: metadata)
+        case .retry, .reject:
+            logger.info("message dead-lettered", metadata: metadata)
+        }
     }
 
     private static func seconds(_ duration: Duration) -> Double {

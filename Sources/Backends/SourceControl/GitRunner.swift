@@ -28,8 +28,14 @@ struct GitRunner: Sendable {
         self.environment = Self.environment(from: ProcessInfo.processInfo.environment)
     }
 
+    /// Runs `git -C directory arguments`, never discovering a repository above `directory`.
+    func run(in directory: String, _ arguments: [String]) throws(BackendError) -> GitOutput {
+        let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().path
+        return try run(["-C", directory] + arguments, ceiling: parent)
+    }
+
     /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout.
-    func run(_ arguments: [String]) throws(BackendError) -> GitOutput {
+    func run(_ arguments: [String], ceiling: String? = nil) throws(BackendError) -> GitOutput {
         let scratch = FileManager.default.temporaryDirectory
         let token = UUID().uuidString
         let outPath = scratch.appendingPathComponent("stovepipe-git-\(token).out").path
@@ -55,6 +61,9 @@ struct GitRunner: Sendable {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        var environment = environment
+        // A configured path must itself be a repository, not a directory inside one.
+        if let ceiling { environment["GIT_CEILING_DIRECTORIES"] = ceiling }
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = outHandle
@@ -107,7 +116,7 @@ struct GitRunner: Sendable {
         // Variables that would point git at another repository than the one named in the arguments.
         let relocating: Set<String> = [
             "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-            "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+            "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CEILING_DIRECTORIES",
         ]
         var environment = inherited.filter { !relocating.contains($0.key) }
         environment["GIT_TERMINAL_PROMPT"] = "0"

@@ -49,7 +49,7 @@ public final class GitSourceControl: SourceControl {
                 .appendingPathComponent(Self.mirrorName(for: repository)).path
             location = .remote(url: repository, mirror: mirror)
         } else {
-            location = .local(path: repository)
+            location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
         }
     }
 
@@ -69,7 +69,7 @@ public final class GitSourceControl: SourceControl {
         }
         let (directory, _) = try prepare()
         try requireCommits([ancestorID, descendantID], in: directory)
-        let result = try runner.run(["-C", directory, "merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID])
+        let result = try runner.run(in: directory, ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID])
         switch result.status {
         case 0: return true
         case 1: return false
@@ -93,8 +93,8 @@ public final class GitSourceControl: SourceControl {
             start = cursor
         }
         // One extra commit: it is the next page's start, and its absence means this is the last page.
-        let result = try runner.run([
-            "-C", directory, "rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start,
+        let result = try runner.run(in: directory, [
+            "rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start,
         ])
         guard result.status == 0 else { throw failure("rev-list", result) }
         let ids = result.stdout.split(whereSeparator: \.isNewline).map(String.init)
@@ -128,7 +128,6 @@ public final class GitSourceControl: SourceControl {
             && !ref.hasSuffix(".lock") && ref != "HEAD"
     }
 
-    // MARK: - Commands
 
     /// The directory git runs in and the full ref, or `notFound` for an invalid configuration.
     private func prepare() throws(BackendError) -> (directory: String, fullRef: String) {
@@ -146,7 +145,7 @@ public final class GitSourceControl: SourceControl {
     }
 
     private func resolve(_ fullRef: String, in directory: String) throws(BackendError) -> String {
-        let result = try runner.run(["-C", directory, "rev-parse", "--verify", "--quiet", "--end-of-options", "\(fullRef)^{commit}"])
+        let result = try runner.run(in: directory, ["rev-parse", "--verify", "--quiet", "--end-of-options", "\(fullRef)^{commit}"])
         switch result.status {
         case 0:
             let id = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -162,7 +161,7 @@ public final class GitSourceControl: SourceControl {
     }
 
     private func commitExists(_ id: String, in directory: String) throws(BackendError) -> Bool {
-        let result = try runner.run(["-C", directory, "rev-parse", "--verify", "--quiet", "--end-of-options", "\(id)^{commit}"])
+        let result = try runner.run(in: directory, ["rev-parse", "--verify", "--quiet", "--end-of-options", "\(id)^{commit}"])
         switch result.status {
         case 0: return true
         case 1: return false
@@ -200,8 +199,8 @@ public final class GitSourceControl: SourceControl {
 
     private func fetch(url: String, into mirror: String, fullRef: String) throws(BackendError) {
         try Self.withMirrorLock(mirror) { () throws(BackendError) in
-            let result = try runner.run([
-                "-C", mirror, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
+            let result = try runner.run(in: mirror, [
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                 "+\(fullRef):\(fullRef)",
             ])
             guard result.status == 0 else {
@@ -211,13 +210,15 @@ public final class GitSourceControl: SourceControl {
         }
     }
 
-    /// Logs the exit status (never stderr, which may echo a URL with credentials) and makes the error.
+    /// `notFound` when the directory is not a repository, else `unavailable`; logs the exit status only
+    /// (never stderr, which may echo a URL with credentials).
     private func failure(_ command: String, _ result: GitOutput) -> BackendError {
+        // LC_ALL=C keeps this message in English; git has no distinct exit status for it.
+        if result.stderr.contains("not a git repository") { return .notFound }
         logger.debug("git failed", metadata: ["git.command": "\(command)", "git.status": "\(result.status)"])
         return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
     }
 
-    // MARK: - URIs
 
     private func uri(_ id: String) -> SourceURI { SourceURI(uriPrefix + id) }
 
@@ -233,7 +234,6 @@ public final class GitSourceControl: SourceControl {
             && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
     }
 
-    // MARK: - Remotes
 
     private static func isRemote(_ repository: String) -> Bool {
         repository.contains("://") || repository.hasPrefix("git@")
