@@ -1,0 +1,151 @@
+/// A MySQL server, client-library or pool error number; open-ended, so new codes never break a `switch`.
+public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The error number: server codes below 2000 and from 3000, client-library codes 2000-2999 and 5000-5999,
+    /// and this package's own codes from 90000.
+    public let rawValue: UInt32
+
+    /// Wraps an error number.
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// ER_DUP_ENTRY: an insert or update collided with a unique key.
+    public static let duplicateEntry = Self(rawValue: 1062)
+    /// ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock victim and rolled it back.
+    public static let deadlock = Self(rawValue: 1213)
+    /// ER_LOCK_WAIT_TIMEOUT: a row lock was not granted within innodb_lock_wait_timeout.
+    public static let lockWaitTimeout = Self(rawValue: 1205)
+    /// ER_NO_REFERENCED_ROW_2: a foreign key points at a missing row.
+    public static let noReferencedRow = Self(rawValue: 1452)
+    /// ER_PARSE_ERROR: the SQL text does not parse.
+    public static let syntaxError = Self(rawValue: 1064)
+    /// ER_NO_SUCH_TABLE: the table does not exist.
+    public static let noSuchTable = Self(rawValue: 1146)
+    /// ER_QUERY_INTERRUPTED: the statement was killed; the connection itself survives.
+    public static let queryInterrupted = Self(rawValue: 1317)
+    /// ER_SERVER_SHUTDOWN: the server is shutting down.
+    public static let serverShutdown = Self(rawValue: 1053)
+    /// ER_CONNECTION_KILLED (MariaDB): the connection was killed.
+    public static let connectionKilled = Self(rawValue: 1927)
+    /// ER_CON_COUNT_ERROR: the server refused the connection because it has too many.
+    public static let tooManyConnections = Self(rawValue: 1040)
+    /// ER_ACCESS_DENIED_ERROR: wrong user or password.
+    public static let accessDenied = Self(rawValue: 1045)
+    /// CR_SOCKET_CREATE_ERROR: the client could not create a socket.
+    public static let socketCreateError = Self(rawValue: 2001)
+    /// CR_CONNECTION_ERROR: the Unix socket (or TCP port) refused or timed out.
+    public static let connectionError = Self(rawValue: 2002)
+    /// CR_CONN_HOST_ERROR: the TCP connection to the host failed.
+    public static let hostConnectionError = Self(rawValue: 2003)
+    /// CR_UNKNOWN_HOST: the host name does not resolve.
+    public static let unknownHost = Self(rawValue: 2005)
+    /// CR_SERVER_GONE_ERROR: the server went away between statements.
+    public static let serverGone = Self(rawValue: 2006)
+    /// CR_OUT_OF_MEMORY: the client library could not allocate.
+    public static let outOfMemory = Self(rawValue: 2008)
+    /// CR_SERVER_HANDSHAKE_ERR: the connection handshake failed.
+    public static let handshakeError = Self(rawValue: 2012)
+    /// CR_SERVER_LOST: the server went away during a statement.
+    public static let serverLost = Self(rawValue: 2013)
+    /// CR_COMMANDS_OUT_OF_SYNC: the protocol state of the connection is unusable.
+    public static let commandsOutOfSync = Self(rawValue: 2014)
+    /// CR_SSL_CONNECTION_ERROR: TLS could not be established or verified.
+    public static let sslConnectionError = Self(rawValue: 2026)
+    /// CR_MALFORMED_PACKET: the server sent something the client cannot read.
+    public static let malformedPacket = Self(rawValue: 2027)
+    /// CR_SERVER_LOST_EXTENDED: the server went away during a statement (with system error detail).
+    public static let serverLostExtended = Self(rawValue: 2055)
+    /// ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8): the server closed an idle connection.
+    public static let clientInteractionTimeout = Self(rawValue: 4031)
+    /// CR_ERR_NET_READ (MariaDB Connector/C): reading from the network failed.
+    public static let networkReadError = Self(rawValue: 5013)
+    /// CR_ERR_NET_WRITE (MariaDB Connector/C): writing to the network failed.
+    public static let networkWriteError = Self(rawValue: 5014)
+
+    /// The pool had no free connection within its acquire timeout.
+    public static let poolTimeout = Self(rawValue: 90001)
+    /// The pool was closed.
+    public static let poolClosed = Self(rawValue: 90002)
+    /// The connection was closed, or a failed rollback made it unusable.
+    public static let connectionClosed = Self(rawValue: 90003)
+    /// The number of bound values differs from the number of `?` placeholders.
+    public static let bindCountMismatch = Self(rawValue: 90004)
+    /// mysql_library_init failed.
+    public static let libraryInitFailed = Self(rawValue: 90005)
+    /// A text argument (host, user, SQL) contained a NUL byte, which the C API cannot carry.
+    public static let invalidArgument = Self(rawValue: 90006)
+
+    /// The codes after which the connection cannot be used again.
+    public static let connectionBrokenCodes: Set<Self> = [
+        .serverShutdown, .connectionKilled, .socketCreateError, .connectionError, .hostConnectionError,
+        .unknownHost, .serverGone, .handshakeError, .serverLost, .commandsOutOfSync, .sslConnectionError,
+        .malformedPacket, .serverLostExtended, .clientInteractionTimeout, .networkReadError,
+        .networkWriteError, .connectionClosed,
+    ]
+
+    /// True when a connection that reported this code must be discarded rather than reused.
+    public var isConnectionBroken: Bool { Self.connectionBrokenCodes.contains(self) }
+
+    /// True for deadlock and lock wait timeout: the transaction may succeed if run again.
+    public var isTransient: Bool { self == .deadlock || self == .lockWaitTimeout }
+
+    public var description: String { String(rawValue) }
+
+    /// Lets callers write `catch MySQLErrorCode.duplicateEntry { ... }`.
+    public static func ~= (code: Self, error: any Error) -> Bool {
+        (error as? MySQLError)?.code == code
+    }
+
+    /// Lets callers of typed-throwing (`throws(MySQLError)`) functions match a code in `catch`.
+    public static func ~= (code: Self, error: MySQLError) -> Bool {
+        error.code == code
+    }
+}
+
+/// An error of the MySQL server, the client library or the pool.
+///
+/// `message` never carries bound values: server messages of executed statements (which can quote the values,
+/// as ER_DUP_ENTRY does) are replaced by a fixed text per code. `description` is generic on purpose (after
+/// postgres-nio's PSQLError); use `String(reflecting:)` or `message` for details.
+public struct MySQLError: Error, Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The error number.
+    public let code: MySQLErrorCode
+    /// The five-character SQLSTATE, `HY000` when the client library gave none.
+    public let sqlState: String
+    /// A human-readable explanation without bound values or secrets.
+    public let message: String
+
+    /// Makes an error; `message` must not contain bound values or secrets.
+    public init(code: MySQLErrorCode, sqlState: String = "HY000", message: String) {
+        self.code = code
+        self.sqlState = sqlState
+        self.message = message
+    }
+
+    /// True when the connection that raised this error must be discarded.
+    public var isConnectionBroken: Bool { code.isConnectionBroken }
+
+    public var description: String { "MySQLError(code: \(code.rawValue), sqlState: \(sqlState))" }
+
+    public var debugDescription: String {
+        "MySQLError(code: \(code.rawValue), sqlState: \(sqlState), message: \(message))"
+    }
+
+    static func poolTimeout(after timeout: Duration) -> Self {
+        Self(code: .poolTimeout, message: "no pooled connection became free within \(timeout)")
+    }
+
+    static let poolClosed = Self(code: .poolClosed, message: "the pool is closed")
+
+    static let connectionClosed = Self(code: .connectionClosed, message: "the connection is closed")
+
+    /// The text shown instead of a server message that may quote bound values.
+    static func withheldMessage(for code: MySQLErrorCode) -> String {
+        switch code {
+        case .duplicateEntry: "duplicate entry for a unique key"
+        case .deadlock: "deadlock found when trying to get lock; the transaction was rolled back"
+        case .lockWaitTimeout: "lock wait timeout exceeded"
+        case .noReferencedRow: "a foreign key constraint fails"
+        case .queryInterrupted: "the statement was interrupted"
+        default: "server error \(code.rawValue) (message withheld: it may quote bound values)"
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import struct Foundation.Date
+
+/// The name and kind of one result column.
+public struct MySQLColumn: Sendable, Hashable {
+    /// The column name or alias.
+    public let name: String
+    /// The C API field type (`enum_field_types`) as its raw number.
+    public let fieldType: UInt32
+    /// True for UNSIGNED numeric columns.
+    public let isUnsigned: Bool
+    /// True for binary strings (character set 63, `binary`).
+    public let isBinary: Bool
+}
+
+/// One result row; accessors return nil for NULL and for values that do not convert to the asked type.
+public struct MySQLRow: Sendable, Hashable {
+    /// The columns, shared by every row of one result.
+    public let columns: [MySQLColumn]
+    /// The values, one per column.
+    public let values: [MySQLValue]
+
+    /// Makes a row.
+    public init(columns: [MySQLColumn], values: [MySQLValue]) {
+        self.columns = columns
+        self.values = values
+    }
+
+    /// The index of the first column called `name` (exact match, then case-insensitive), if any.
+    public func index(of name: String) -> Int? {
+        columns.firstIndex(where: { $0.name == name })
+            ?? columns.firstIndex(where: { $0.name.lowercased() == name.lowercased() })
+    }
+
+    /// The value at `index`; `.null` when out of range.
+    public subscript(index: Int) -> MySQLValue {
+        values.indices.contains(index) ? values[index] : .null
+    }
+
+    /// The value of column `name`; `.null` when there is no such column.
+    public subscript(name: String) -> MySQLValue {
+        index(of: name).map { self[$0] } ?? .null
+    }
+
+    /// True when the value at `index` is NULL (or out of range).
+    public func isNull(_ index: Int) -> Bool { self[index].isNull }
+
+    /// True when the column `name` is NULL (or missing).
+    public func isNull(_ name: String) -> Bool { self[name].isNull }
+
+    /// Text, or binary data that is valid UTF-8.
+    public func string(_ index: Int) -> String? { Self.string(self[index]) }
+
+    /// Text, or binary data that is valid UTF-8.
+    public func string(_ name: String) -> String? { Self.string(self[name]) }
+
+    /// A signed integer; unsigned values and decimal text that fit convert.
+    public func int64(_ index: Int) -> Int64? { Self.int64(self[index]) }
+
+    /// A signed integer; unsigned values and decimal text that fit convert.
+    public func int64(_ name: String) -> Int64? { Self.int64(self[name]) }
+
+    /// An unsigned integer; non-negative signed values and decimal text convert.
+    public func uint64(_ index: Int) -> UInt64? { Self.uint64(self[index]) }
+
+    /// An unsigned integer; non-negative signed values and decimal text convert.
+    public func uint64(_ name: String) -> UInt64? { Self.uint64(self[name]) }
+
+    /// A floating-point number; integers and decimal text convert.
+    public func double(_ index: Int) -> Double? { Self.double(self[index]) }
+
+    /// A floating-point number; integers and decimal text convert.
+    public func double(_ name: String) -> Double? { Self.double(self[name]) }
+
+    /// A boolean from an integer: 0 is false, anything else true.
+    public func bool(_ index: Int) -> Bool? { Self.int64(self[index]).map { $0 != 0 } }
+
+    /// A boolean from an integer: 0 is false, anything else true.
+    public func bool(_ name: String) -> Bool? { Self.int64(self[name]).map { $0 != 0 } }
+
+    /// Binary data, or the UTF-8 bytes of text.
+    public func bytes(_ index: Int) -> [UInt8]? { Self.bytes(self[index]) }
+
+    /// Binary data, or the UTF-8 bytes of text.
+    public func bytes(_ name: String) -> [UInt8]? { Self.bytes(self[name]) }
+
+    /// A DATE, DATETIME or TIMESTAMP.
+    public func dateTime(_ index: Int) -> MySQLDateTime? { Self.dateTime(self[index]) }
+
+    /// A DATE, DATETIME or TIMESTAMP.
+    public func dateTime(_ name: String) -> MySQLDateTime? { Self.dateTime(self[name]) }
+
+    /// A DATE, DATETIME or TIMESTAMP read as UTC.
+    public func date(_ index: Int) -> Date? { Self.dateTime(self[index])?.date }
+
+    /// A DATE, DATETIME or TIMESTAMP read as UTC.
+    public func date(_ name: String) -> Date? { Self.dateTime(self[name])?.date }
+
+    private static func string(_ value: MySQLValue) -> String? {
+        switch value {
+        case .string(let text): text
+        case .bytes(let bytes): String(validating: bytes, as: UTF8.self)
+        default: nil
+        }
+    }
+
+    private static func int64(_ value: MySQLValue) -> Int64? {
+        switch value {
+        case .int64(let number): number
+        case .uint64(let number): Int64(exactly: number)
+        case .double(let number): Int64(exactly: number)
+        case .string(let text): Int64(text)
+        default: nil
+        }
+    }
+
+    private static func uint64(_ value: MySQLValue) -> UInt64? {
+        switch value {
+        case .int64(let number): UInt64(exactly: number)
+        case .uint64(let number): number
+        case .double(let number): UInt64(exactly: number)
+        case .string(let text): UInt64(text)
+        default: nil
+        }
+    }
+
+    private static func double(_ value: MySQLValue) -> Double? {
+        switch value {
+        case .int64(let number): Double(number)
+        case .uint64(let number): Double(number)
+        case .double(let number): number
+        case .string(let text): Double(text)
+        default: nil
+        }
+    }
+
+    private static func bytes(_ value: MySQLValue) -> [UInt8]? {
+        switch value {
+        case .bytes(let bytes): bytes
+        case .string(let text): Array(text.utf8)
+        default: nil
+        }
+    }
+
+    private static func dateTime(_ value: MySQLValue) -> MySQLDateTime? {
+        if case .dateTime(let dateTime) = value { return dateTime }
+        return nil
+    }
+}

@@ -1,0 +1,363 @@
+internal import CMySQL
+
+/// What one execution returned: rows (empty without a result set), affected rows and the insert id.
+struct ExecutionOutcome {
+    var rows: [MySQLRow]
+    var affectedRows: UInt64
+    var lastInsertID: UInt64
+}
+
+/// One server-side prepared statement, owned by the connection that prepared it.
+final class PreparedStatement {
+    let handle: UnsafeMutablePointer<MYSQL_STMT>
+    let parameterCount: Int
+    /// The connection's use counter when this statement last ran; the smallest is evicted first.
+    var lastUse: UInt64 = 0
+
+    // A string or binary column starts with a buffer of at most this many bytes; longer values are
+    // re-read whole with mysql_stmt_fetch_column, so the cap costs a call, never data.
+    static let initialStringBufferCap = 8 * 1024
+
+    private init(handle: UnsafeMutablePointer<MYSQL_STMT>) {
+        self.handle = handle
+        self.parameterCount = Int(mysql_stmt_param_count(handle))
+    }
+
+    /// Prepares `sql` on `mysql`; prepare-time messages quote only the SQL text, never bound values.
+    static func prepare(_ sql: String, on mysql: UnsafeMutablePointer<MYSQL>) throws(MySQLError) -> PreparedStatement {
+        guard let handle = mysql_stmt_init(mysql) else { throw MySQLConnection.error(of: mysql) }
+        var text = sql
+        let status = text.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                mysql_stmt_prepare(handle, chars.baseAddress, UInt(chars.count))
+            }
+        }
+        guard status == 0 else {
+            let error = Self.error(of: handle, withholdServerMessage: false)
+            mysql_stmt_close(handle)
+            throw error
+        }
+        return PreparedStatement(handle: handle)
+    }
+
+    /// Frees the statement on the server and in the client; the connection calls this exactly once.
+    func close() {
+        mysql_stmt_close(handle)
+    }
+
+    /// Binds `values`, executes, and reads any result set whole.
+    func execute(_ values: [MySQLValue]) throws(MySQLError) -> ExecutionOutcome {
+        let parameters = ParameterBuffers(values)
+        defer { withExtendedLifetime(parameters) {} }
+        // The C API reads the parameter buffers during mysql_stmt_execute, so they live until it returns.
+        if !values.isEmpty {
+            guard mysql_stmt_bind_param(handle, parameters.binds) == 0 else {
+                throw Self.error(of: handle, withholdServerMessage: false)
+            }
+        }
+        guard mysql_stmt_execute(handle) == 0 else {
+            throw Self.error(of: handle, withholdServerMessage: true)
+        }
+        guard mysql_stmt_field_count(handle) > 0 else {
+            return ExecutionOutcome(
+                rows: [], affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+        }
+        defer { mysql_stmt_free_result(handle) }
+        let rows = try fetchAll()
+        return ExecutionOutcome(
+            rows: rows, affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+    }
+
+    private func fetchAll() throws(MySQLError) -> [MySQLRow] {
+        guard let metadata = mysql_stmt_result_metadata(handle) else {
+            throw Self.error(of: handle, withholdServerMessage: true)
+        }
+        defer { mysql_free_result(metadata) }
+        // Buffer the whole result client-side so the connection is free for the next command at once.
+        guard mysql_stmt_store_result(handle) == 0 else {
+            throw Self.error(of: handle, withholdServerMessage: true)
+        }
+        let count = Int(mysql_num_fields(metadata))
+        guard count > 0, let fields = mysql_fetch_fields(metadata) else { return [] }
+        let results = ResultBuffers(fields: UnsafeBufferPointer(start: fields, count: count))
+        guard mysql_stmt_bind_result(handle, results.binds) == 0 else {
+            throw Self.error(of: handle, withholdServerMessage: false)
+        }
+        var rows: [MySQLRow] = []
+        rows.reserveCapacity(Int(clamping: mysql_stmt_num_rows(handle)))
+        while true {
+            let status = mysql_stmt_fetch(handle)
+            if status == MYSQL_NO_DATA { break }
+            // MYSQL_DATA_TRUNCATED still delivers the row; ResultBuffers re-reads the cut columns.
+            guard status == 0 || status == MYSQL_DATA_TRUNCATED else {
+                throw Self.error(of: handle, withholdServerMessage: true)
+            }
+            rows.append(MySQLRow(columns: results.columns, values: try results.values(of: handle)))
+        }
+        return rows
+    }
+
+    /// The statement's last error; server messages of executions are withheld because they can quote
+    /// bound values (ER_DUP_ENTRY does), while client-library messages never do.
+    static func error(of handle: UnsafeMutablePointer<MYSQL_STMT>, withholdServerMessage: Bool) -> MySQLError {
+        let code = MySQLErrorCode(rawValue: mysql_stmt_errno(handle))
+        let sqlState = mysql_stmt_sqlstate(handle).map { String(cString: $0) } ?? "HY000"
+        let serverMessage = mysql_stmt_error(handle).map { String(cString: $0) } ?? ""
+        let isClientCode = (2000..<3000).contains(code.rawValue) || (5000..<6000).contains(code.rawValue)
+        let message = withholdServerMessage && !isClientCode ? MySQLError.withheldMessage(for: code) : serverMessage
+        return MySQLError(code: code, sqlState: sqlState.isEmpty ? "HY000" : sqlState, message: message)
+    }
+}
+
+/// The MYSQL_BIND array and value buffers of one execution's parameters.
+private final class ParameterBuffers {
+    let binds: UnsafeMutablePointer<MYSQL_BIND>
+    private let count: Int
+    private let lengths: UnsafeMutablePointer<UInt>
+    private var storage: [UnsafeMutableRawPointer] = []
+
+    init(_ values: [MySQLValue]) {
+        count = values.count
+        binds = .allocate(capacity: max(count, 1))
+        binds.initialize(repeating: MYSQL_BIND(), count: max(count, 1))
+        lengths = .allocate(capacity: max(count, 1))
+        lengths.initialize(repeating: 0, count: max(count, 1))
+        for (index, value) in values.enumerated() {
+            bind(value, at: index)
+        }
+    }
+
+    deinit {
+        for pointer in storage { pointer.deallocate() }
+        lengths.deallocate()
+        binds.deinitialize(count: max(count, 1))
+        binds.deallocate()
+    }
+
+    private func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 8)
+        storage.append(pointer)
+        return pointer
+    }
+
+    private func bind(_ value: MySQLValue, at index: Int) {
+        switch value {
+        case .null:
+            binds[index].buffer_type = MYSQL_TYPE_NULL
+        case .int64(let number):
+            let buffer = allocate(byteCount: 8)
+            buffer.storeBytes(of: number, as: Int64.self)
+            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
+            binds[index].buffer = buffer
+            binds[index].is_unsigned = 0
+        case .uint64(let number):
+            let buffer = allocate(byteCount: 8)
+            buffer.storeBytes(of: number, as: UInt64.self)
+            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
+            binds[index].buffer = buffer
+            binds[index].is_unsigned = 1
+        case .double(let number):
+            let buffer = allocate(byteCount: 8)
+            buffer.storeBytes(of: number, as: Double.self)
+            binds[index].buffer_type = MYSQL_TYPE_DOUBLE
+            binds[index].buffer = buffer
+        case .string(let text):
+            bindBytes(Array(text.utf8), type: MYSQL_TYPE_STRING, at: index)
+        case .bytes(let bytes):
+            bindBytes(bytes, type: MYSQL_TYPE_BLOB, at: index)
+        case .dateTime(let dateTime):
+            let buffer = allocate(byteCount: MemoryLayout<MYSQL_TIME>.stride)
+            var time = MYSQL_TIME()
+            time.year = UInt32(clamping: dateTime.year)
+            time.month = UInt32(clamping: dateTime.month)
+            time.day = UInt32(clamping: dateTime.day)
+            time.hour = UInt32(clamping: dateTime.hour)
+            time.minute = UInt32(clamping: dateTime.minute)
+            time.second = UInt32(clamping: dateTime.second)
+            time.second_part = UInt(clamping: dateTime.microsecond)
+            time.time_type = MYSQL_TIMESTAMP_DATETIME
+            buffer.initializeMemory(as: MYSQL_TIME.self, to: time)
+            binds[index].buffer_type = MYSQL_TYPE_DATETIME
+            binds[index].buffer = buffer
+            binds[index].buffer_length = UInt(MemoryLayout<MYSQL_TIME>.size)
+        }
+    }
+
+    private func bindBytes(_ bytes: [UInt8], type: enum_field_types, at index: Int) {
+        let buffer = allocate(byteCount: bytes.count)
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress { buffer.copyMemory(from: base, byteCount: source.count) }
+        }
+        lengths[index] = UInt(bytes.count)
+        binds[index].buffer_type = type
+        binds[index].buffer = buffer
+        binds[index].buffer_length = UInt(bytes.count)
+        binds[index].length = lengths + index
+    }
+}
+
+/// The MYSQL_BIND array and buffers one result set is fetched into, sized from its metadata.
+private final class ResultBuffers {
+    private enum Kind {
+        case signed, unsigned, double, dateTime, text, binary
+    }
+
+    let binds: UnsafeMutablePointer<MYSQL_BIND>
+    let columns: [MySQLColumn]
+    private let kinds: [Kind]
+    private let count: Int
+    private let lengths: UnsafeMutablePointer<UInt>
+    private let nulls: UnsafeMutablePointer<my_bool>
+    private let errors: UnsafeMutablePointer<my_bool>
+    private var buffers: [UnsafeMutableRawPointer] = []
+
+    init(fields: UnsafeBufferPointer<MYSQL_FIELD>) {
+        count = fields.count
+        binds = .allocate(capacity: count)
+        binds.initialize(repeating: MYSQL_BIND(), count: count)
+        lengths = .allocate(capacity: count)
+        lengths.initialize(repeating: 0, count: count)
+        nulls = .allocate(capacity: count)
+        nulls.initialize(repeating: 0, count: count)
+        errors = .allocate(capacity: count)
+        errors.initialize(repeating: 0, count: count)
+        var columns: [MySQLColumn] = []
+        var kinds: [Kind] = []
+        for field in fields {
+            let kind = Self.kind(of: field)
+            let name = field.name.map { String(cString: $0) } ?? ""
+            let isUnsigned = field.flags & UInt32(UNSIGNED_FLAG) != 0
+            columns.append(
+                MySQLColumn(name: name, fieldType: field.type.rawValue, isUnsigned: isUnsigned, isBinary: kind == .binary))
+            kinds.append(kind)
+        }
+        self.columns = columns
+        self.kinds = kinds
+        for (index, field) in fields.enumerated() {
+            prepareBind(at: index, kind: kinds[index], declaredLength: Int(clamping: field.length))
+        }
+    }
+
+    deinit {
+        for buffer in buffers { buffer.deallocate() }
+        errors.deallocate()
+        nulls.deallocate()
+        lengths.deallocate()
+        binds.deinitialize(count: count)
+        binds.deallocate()
+    }
+
+    private static func kind(of field: MYSQL_FIELD) -> Kind {
+        switch field.type {
+        case MYSQL_TYPE_TINY, MYSQL_TYPE_SHORT, MYSQL_TYPE_INT24, MYSQL_TYPE_LONG, MYSQL_TYPE_LONGLONG, MYSQL_TYPE_YEAR:
+            return field.flags & UInt32(UNSIGNED_FLAG) != 0 ? .unsigned : .signed
+        case MYSQL_TYPE_FLOAT, MYSQL_TYPE_DOUBLE:
+            return .double
+        case MYSQL_TYPE_DATE, MYSQL_TYPE_NEWDATE, MYSQL_TYPE_DATETIME, MYSQL_TYPE_TIMESTAMP:
+            return .dateTime
+        case MYSQL_TYPE_STRING, MYSQL_TYPE_VAR_STRING, MYSQL_TYPE_VARCHAR, MYSQL_TYPE_TINY_BLOB,
+            MYSQL_TYPE_MEDIUM_BLOB, MYSQL_TYPE_LONG_BLOB, MYSQL_TYPE_BLOB, MYSQL_TYPE_BIT, MYSQL_TYPE_GEOMETRY:
+            // Character set 63 is `binary`: VARBINARY, BLOB and BIT; text columns carry their own set.
+            return field.charsetnr == 63 ? .binary : .text
+        default:
+            // DECIMAL, TIME, ENUM, SET, JSON and NULL read as text, which represents each exactly.
+            return .text
+        }
+    }
+
+    private func prepareBind(at index: Int, kind: Kind, declaredLength: Int) {
+        let byteCount: Int
+        switch kind {
+        case .signed, .unsigned:
+            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
+            binds[index].is_unsigned = kind == .unsigned ? 1 : 0
+            byteCount = 8
+        case .double:
+            binds[index].buffer_type = MYSQL_TYPE_DOUBLE
+            byteCount = 8
+        case .dateTime:
+            binds[index].buffer_type = MYSQL_TYPE_DATETIME
+            byteCount = MemoryLayout<MYSQL_TIME>.stride
+        case .text, .binary:
+            binds[index].buffer_type = kind == .binary ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING
+            byteCount = min(max(declaredLength, 1), PreparedStatement.initialStringBufferCap)
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        buffers.append(buffer)
+        binds[index].buffer = buffer
+        binds[index].buffer_length = UInt(byteCount)
+        binds[index].length = lengths + index
+        binds[index].is_null = nulls + index
+        binds[index].error = errors + index
+    }
+
+    /// Decodes the current row; string columns longer than their buffer are re-read whole.
+    func values(of statement: UnsafeMutablePointer<MYSQL_STMT>) throws(MySQLError) -> [MySQLValue] {
+        var values: [MySQLValue] = []
+        values.reserveCapacity(count)
+        for index in 0..<count {
+            guard nulls[index] == 0 else {
+                values.append(.null)
+                continue
+            }
+            let buffer = buffers[index]
+            switch kinds[index] {
+            case .signed:
+                values.append(.int64(buffer.load(as: Int64.self)))
+            case .unsigned:
+                values.append(.uint64(buffer.load(as: UInt64.self)))
+            case .double:
+                values.append(.double(buffer.load(as: Double.self)))
+            case .dateTime:
+                let time = buffer.load(as: MYSQL_TIME.self)
+                values.append(
+                    .dateTime(
+                        MySQLDateTime(
+                            year: Int(time.year), month: Int(time.month), day: Int(time.day), hour: Int(time.hour),
+                            minute: Int(time.minute), second: Int(time.second), microsecond: Int(time.second_part))))
+            case .text, .binary:
+                let bytes = try readBytes(at: index, statement: statement)
+                if kinds[index] == .binary {
+                    values.append(.bytes(bytes))
+                } else {
+                    // utf8mb4 is the connection character set, so text arrives as UTF-8.
+                    values.append(.string(String(decoding: bytes, as: UTF8.self)))
+                }
+            }
+        }
+        return values
+    }
+
+    private func readBytes(at index: Int, statement: UnsafeMutablePointer<MYSQL_STMT>) throws(MySQLError) -> [UInt8] {
+        let length = Int(lengths[index])
+        let capacity = Int(binds[index].buffer_length)
+        if length <= capacity {
+            return Array(UnsafeRawBufferPointer(start: buffers[index], count: length))
+        }
+        // The fetch cut this column (length holds its full size): fetch it again into a buffer that fits,
+        // as the C API documents for MYSQL_DATA_TRUNCATED.
+        var bytes = [UInt8](repeating: 0, count: length)
+        var fetchedLength: UInt = 0
+        var isNull: my_bool = 0
+        var truncated: my_bool = 0
+        let status = bytes.withUnsafeMutableBytes { target in
+            withUnsafeMutablePointer(to: &fetchedLength) { fetchedLengthPointer in
+                withUnsafeMutablePointer(to: &isNull) { isNullPointer in
+                    withUnsafeMutablePointer(to: &truncated) { truncatedPointer in
+                        var bind = MYSQL_BIND()
+                        bind.buffer_type = binds[index].buffer_type
+                        bind.buffer = target.baseAddress
+                        bind.buffer_length = UInt(target.count)
+                        bind.length = fetchedLengthPointer
+                        bind.is_null = isNullPointer
+                        bind.error = truncatedPointer
+                        return mysql_stmt_fetch_column(statement, &bind, UInt32(index), 0)
+                    }
+                }
+            }
+        }
+        guard status == 0 else { throw PreparedStatement.error(of: statement, withholdServerMessage: false) }
+        return Array(bytes.prefix(Int(fetchedLength)))
+    }
+}

@@ -1,0 +1,277 @@
+import Foundation
+import MySQLClient
+import Synchronization
+import Testing
+
+/// Records pool events for assertions.
+final class RecordingObserver: MySQLPoolObserver {
+    let discarded = Mutex<[MySQLErrorCode]>([])
+    let retried = Mutex<[MySQLErrorCode]>([])
+    let acquired = Mutex(0)
+    let timedOut = Mutex(0)
+
+    func connectionAcquired(wait: Duration) { acquired.withLock { $0 += 1 } }
+    func acquireTimedOut(wait: Duration) { timedOut.withLock { $0 += 1 } }
+    func connectionDiscarded(code: MySQLErrorCode) { discarded.withLock { $0.append(code) } }
+    func transactionRetried(code: MySQLErrorCode) { retried.withLock { $0.append(code) } }
+}
+
+@Suite("MySQLPool against a live server", .enabled(if: LiveDatabase.shouldRun), .serialized)
+struct MySQLPoolTests {
+    @Test("a killed connection fails once with a connection-lost code, is discarded, and the pool recovers")
+    func brokenConnectionDiscarded() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 2, pingAfterIdle: .seconds(3600)),
+                observer: observer, logger: quietLogger)
+            defer { pool.close() }
+            let firstID = try pool.withConnection { connection in
+                try #require(try connection.query("SELECT CONNECTION_ID()").first?.uint64(0))
+            }
+            let killer = try MySQLConnection(configuration: configuration)
+            try killer.execute(MySQLQuery(unsafeSQL: "KILL \(firstID)"))
+
+            let error = try #require(throws: MySQLError.self) {
+                try pool.withConnection { connection in try connection.query("SELECT 1") }
+            }
+            #expect(error.isConnectionBroken, "got \(String(reflecting: error))")
+            #expect(pool.statistics.totalDiscarded == 1)
+            #expect(observer.discarded.withLock { $0 } == [error.code])
+            #expect(pool.statistics.idle == 0)
+
+            let secondID = try pool.withConnection { connection in
+                try #require(try connection.query("SELECT CONNECTION_ID()").first?.uint64(0))
+            }
+            #expect(secondID != firstID)
+            #expect(pool.statistics.totalOpened == 2)
+            #expect(pool.statistics.inUse == 0)
+            #expect(pool.statistics.idle == 1)
+        }
+    }
+
+    @Test("a connection idle past pingAfterIdle is pinged; a dead one is replaced without the caller seeing an error")
+    func pingBeforeUse() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1, pingAfterIdle: .zero), logger: quietLogger)
+            defer { pool.close() }
+            let firstID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
+            let killer = try MySQLConnection(configuration: configuration)
+            try killer.execute(MySQLQuery(unsafeSQL: "KILL \(firstID)"))
+            let secondID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
+            #expect(secondID != firstID)
+            #expect(pool.statistics.totalDiscarded == 1)
+        }
+    }
+
+    @Test("an exhausted pool throws poolTimeout once the acquire timeout passes")
+    func exhaustion() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1, acquireTimeout: .milliseconds(300)),
+                observer: observer, logger: quietLogger)
+            defer { pool.close() }
+            let held = Signal()
+            let release = Signal()
+            let holder = BackgroundWork {
+                try pool.withConnection { connection in
+                    _ = try connection.query("SELECT 1")
+                    held.fire()
+                    try release.wait()
+                }
+            }
+            try held.wait()
+            #expect(pool.statistics.inUse == 1)
+            let started = ContinuousClock.now
+            let error = try #require(throws: MySQLError.self) { try pool.withConnection { _ in 1 } }
+            let waited = started.duration(to: .now)
+            #expect(error.code == .poolTimeout)
+            #expect(waited >= .milliseconds(250))
+            #expect(waited < .seconds(30))
+            #expect(pool.statistics.totalAcquireTimeouts == 1)
+            #expect(observer.timedOut.withLock { $0 } == 1)
+            release.fire()
+            try holder.join()
+            #expect(try pool.withConnection { try $0.query("SELECT 2").first?.int64(0) } == 2)
+            #expect(pool.statistics.totalOpened == 1)
+        }
+    }
+
+    @Test("transaction commits, and rolls back and rethrows on error")
+    func transactions() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(connection: configuration, logger: quietLogger)
+            defer { pool.close() }
+            try pool.withConnection { try $0.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB") }
+            try pool.transaction { connection in
+                try connection.execute("INSERT INTO t VALUES (\(1))")
+                try connection.execute("INSERT INTO t VALUES (\(2))")
+            }
+            do {
+                try pool.transaction { connection in
+                    try connection.execute("INSERT INTO t VALUES (\(3))")
+                    try connection.execute("INSERT INTO t VALUES (\(1))")
+                }
+                Issue.record("a duplicate insert committed")
+            } catch MySQLErrorCode.duplicateEntry {
+                // Rolled back and rethrown.
+            }
+            let ids = try pool.withConnection { try $0.query("SELECT id FROM t ORDER BY id").compactMap { $0.int64(0) } }
+            #expect(ids == [1, 2])
+            #expect(pool.statistics.totalDiscarded == 0)
+            #expect(pool.statistics.totalTransactionRetries == 0)
+        }
+    }
+
+    @Test("a connection returned inside an open transaction is rolled back before reuse")
+    func leakedTransactionRolledBack() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
+            defer { pool.close() }
+            try pool.withConnection { try $0.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB") }
+            try pool.withConnection { connection in
+                try connection.execute("START TRANSACTION")
+                try connection.execute("INSERT INTO t VALUES (\(1))")
+                #expect(connection.isInTransaction)
+            }
+            let (count, inTransaction) = try pool.withConnection { connection in
+                (try connection.query("SELECT COUNT(*) FROM t").first?.int64(0), connection.isInTransaction)
+            }
+            #expect(count == 0)
+            #expect(inTransaction == false)
+            #expect(pool.statistics.totalOpened == 1)
+        }
+    }
+
+    @Test("a deadlock is retried and both transactions commit")
+    func deadlockRetried() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 4, transactionAttempts: 3),
+                observer: observer, logger: quietLogger)
+            defer { pool.close() }
+            try pool.withConnection { connection in
+                try connection.execute("CREATE TABLE d (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB")
+                try connection.execute("INSERT INTO d VALUES (1, 0), (2, 0)")
+            }
+            // Each transaction locks one row, waits until the other has locked its row, then wants the other's:
+            // InnoDB sees the cycle and rolls one back with 1213. Only first attempts wait, so retries run freely.
+            let firstLocked = Signal()
+            let secondLocked = Signal()
+            func crossing(first: Int, second: Int, mine: Signal, theirs: Signal) -> BackgroundWork<Int> {
+                BackgroundWork {
+                    let attempts = Mutex(0)
+                    try pool.transaction { connection in
+                        let attempt = attempts.withLock { value in
+                            value += 1
+                            return value
+                        }
+                        try connection.execute("UPDATE d SET v = v + 1 WHERE id = \(first)")
+                        if attempt == 1 {
+                            mine.fire()
+                            try theirs.wait()
+                        }
+                        try connection.execute("UPDATE d SET v = v + 1 WHERE id = \(second)")
+                    }
+                    return attempts.withLock { $0 }
+                }
+            }
+            let one = crossing(first: 1, second: 2, mine: firstLocked, theirs: secondLocked)
+            let two = crossing(first: 2, second: 1, mine: secondLocked, theirs: firstLocked)
+            let attempts = [try one.join(), try two.join()]
+            #expect(attempts.sorted() == [1, 2])
+            #expect(pool.statistics.totalTransactionRetries == 1)
+            #expect(observer.retried.withLock { $0 } == [.deadlock])
+            let values = try pool.withConnection { try $0.query("SELECT v FROM d ORDER BY id").compactMap { $0.int64(0) } }
+            #expect(values == [2, 2])
+        }
+    }
+
+    @Test("concurrent leases never exceed maxConnections and all commit")
+    func concurrency() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(connection: configuration, configuration: .init(maxConnections: 2), logger: quietLogger)
+            defer { pool.close() }
+            try pool.withConnection { connection in
+                try connection.execute("CREATE TABLE c (k VARCHAR(8) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB")
+                try connection.execute("INSERT INTO c VALUES ('k', 0)")
+            }
+            let peak = Mutex(0)
+            let workers = (0..<4).map { _ in
+                BackgroundWork {
+                    for _ in 0..<25 {
+                        try pool.transaction { connection in
+                            let inUse = pool.statistics.inUse
+                            peak.withLock { $0 = max($0, inUse) }
+                            try connection.execute("UPDATE c SET n = n + 1 WHERE k = \("k")")
+                        }
+                    }
+                }
+            }
+            for worker in workers { try worker.join() }
+            #expect(try pool.withConnection { try $0.query("SELECT n FROM c").first?.int64(0) } == 100)
+            #expect(peak.withLock { $0 } <= 2)
+            #expect(pool.statistics.totalOpened <= 2)
+            #expect(pool.statistics.totalAcquired == 102)
+        }
+    }
+
+    @Test("a closed pool refuses leases with poolClosed")
+    func closed() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(connection: configuration, logger: quietLogger)
+            #expect(try pool.withConnection { try $0.query("SELECT 1").count } == 1)
+            pool.close()
+            #expect(pool.statistics.idle == 0)
+            let error = try #require(throws: MySQLError.self) { try pool.withConnection { _ in 0 } }
+            #expect(error.code == .poolClosed)
+        }
+    }
+}
+
+@Suite("MySQLPool during an outage")
+struct MySQLPoolOutageTests {
+    @Test("a pool pointed at a closed port fails with a connection error within the connect timeout")
+    func closedPort() async throws {
+        let port = try closedLoopbackPort()
+        var configuration = MySQLConfiguration(host: "127.0.0.1", port: port, user: "nobody", password: "x")
+        configuration.connectTimeoutSeconds = 2
+        let pool = MySQLPool(connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
+        defer { pool.close() }
+        let started = ContinuousClock.now
+        let error = try await onThread {
+            try #require(throws: MySQLError.self) { try pool.withConnection { _ in 0 } }
+        }
+        #expect(error.isConnectionBroken, "got \(String(reflecting: error))")
+        #expect([MySQLErrorCode.connectionError, .hostConnectionError].contains(error.code))
+        #expect(started.duration(to: .now) < .seconds(30))
+        // The permit came back: a second attempt fails the same way instead of timing out on the pool.
+        let again = try await onThread { try #require(throws: MySQLError.self) { try pool.withConnection { _ in 0 } } }
+        #expect(again.code != .poolTimeout)
+        #expect(pool.statistics.inUse == 0)
+    }
+
+    /// A loopback port nothing listens on: bound by us, then closed.
+    private func closedLoopbackPort() throws -> UInt16 {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+        }
+        try #require(bound == 0)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        try #require(named == 0)
+        return UInt16(bigEndian: address.sin_port)
+    }
+}
