@@ -417,6 +417,7 @@ enum HeadParser {
             case .contentLength:
                 switch (contentLength, ContentLength(value)) {
                 case (_, .invalid): return .failure(.invalidContentLength)
+                case (_, .conflicting): return .failure(.conflictingContentLength)
                 case (nil, let parsed): contentLength = parsed
                 case (let previous?, let parsed) where previous != parsed:
                     return .failure(.conflictingContentLength)
@@ -468,6 +469,7 @@ enum HeadParser {
         } else if let contentLength {
             switch contentLength {
             case .invalid: return .failure(.invalidContentLength)
+            case .conflicting: return .failure(.conflictingContentLength)
             case .tooLarge: return .failure(.bodyTooLarge)
             case .value(let length):
                 if length > limits.maxBodyBytes { return .failure(.bodyTooLarge) }
@@ -649,6 +651,7 @@ enum HeadParser {
         case value(Int)
         case tooLarge
         case invalid
+        case conflicting
 
         // RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values may be accepted as one.
         init(_ value: UnsafeBufferPointer<UInt8>) {
@@ -669,7 +672,7 @@ enum HeadParser {
                 }
                 let parsed: ContentLength = overflow ? .tooLarge : .value(number)
                 if let result, result != parsed {
-                    self = .invalid
+                    self = .conflicting
                     return
                 }
                 result = parsed
