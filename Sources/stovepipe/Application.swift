@@ -46,9 +46,9 @@ final class Application: Sendable {
 
         let ingest = IngestController(
             requests: storage.requests, uris: storage.uris, queues: storage.queues, counter: storage.counter,
-            sources: registry, publisher: storage.broker, logger: logger.with(label: "ingest"))
+            sources: registry, publisher: storage.broker, logger: logger.with(component: "ingest"))
         let process = ProcessController(
-            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(label: "process"))
+            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
         process.subscribe(to: storage.broker)
 
         let readiness = storage.readiness
@@ -58,8 +58,8 @@ final class Application: Sendable {
                 isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
                 readiness: readiness, isDraining: { draining.isSet }, metrics: metrics,
                 signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
-            logger: logger.with(label: "http"))
-        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(label: "http"))
+            logger: logger.with(component: "http"))
+        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(component: "http"))
     }
 
     /// Starts the topic consumer, then the listener; returns the bound port.
@@ -87,10 +87,10 @@ final class DrainFlag: Sendable {
 }
 
 extension Logger {
-    /// A logger of another label with the same level and metadata.
-    func with(label: String) -> Logger {
-        var copy = Logger(label: label, factory: { _ in self.handler })
-        copy.logLevel = logLevel
+    /// The same logger with a `component` metadata field, so lines say which part wrote them.
+    func with(component: String) -> Logger {
+        var copy = self
+        copy[metadataKey: "component"] = "\(component)"
         return copy
     }
 }
@@ -111,7 +111,7 @@ struct Storage: Sendable {
         }
         logger.notice("storage is in memory: state is NOT durable and is lost when the process exits")
         let broker = MemoryBroker(
-            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads, logger: logger.with(label: "topic"))
+            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads, logger: logger.with(component: "topic"))
         return Storage(
             requests: MemoryRequestStore(), uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
             broker: broker,
