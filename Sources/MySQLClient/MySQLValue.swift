@@ -89,6 +89,7 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
         return Date(timeIntervalSince1970: Double(seconds) + Double(microsecond) / 1_000_000)
     }
 
+    /// `YYYY-MM-DD hh:mm:ss.ffffff`.
     public var description: String {
         func pad(_ value: Int, _ width: Int) -> String {
             let text = String(value)
@@ -98,6 +99,7 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
             + ".\(pad(microsecond, 6))"
     }
 
+    /// Chronological order.
     public static func < (lhs: Self, rhs: Self) -> Bool {
         let left = (lhs.year, lhs.month, lhs.day, lhs.hour, lhs.minute, lhs.second)
         let right = (rhs.year, rhs.month, rhs.day, rhs.hour, rhs.minute, rhs.second)
