@@ -22,7 +22,10 @@ let package = Package(
         // The domain: entities, contracts, controllers. Nothing about HTTP or MySQL.
         .target(
             name: "Domain",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: strict
         ),
         // In-memory stores and topic, and the static and git SourceControl backends.
@@ -31,10 +34,12 @@ let package = Package(
             dependencies: ["Domain", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // epoll, eventfd and accept4 for HTTPServer (Glibc does not export them).
+        .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
         // HTTP/1.1 on raw sockets; knows no domain type.
         .target(
             name: "HTTPServer",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CEpoll", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
@@ -70,6 +75,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
+            resources: [.embedInCode("Resources/openapi.yaml")],
             swiftSettings: strict
         ),
         // The composition root: config, wiring, signals, shutdown.
@@ -84,12 +90,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A trivial HTTPServer responder for scripts/bench-http; not part of the product.
+        .executableTarget(
+            name: "HTTPBenchServer",
+            dependencies: ["HTTPServer", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/HTTPBenchServer",
+            swiftSettings: strict
+        ),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
-        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient"], swiftSettings: strict),
-        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
+        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,275 @@
+import Domain
+import Foundation
+import HTTPServer
+import Logging
+import Metrics
+
+/// One named dependency check of `/readyz`.
+public struct ReadinessCheck: Sendable, Equatable {
+    public let name: String
+    public let ok: Bool
+    /// Why it failed; empty when ok.
+    public let detail: String
+
+    /// Makes a check result.
+    public init(name: String, ok: Bool, detail: String = "") {
+        self.name = name
+        self.ok = ok
+        self.detail = detail
+    }
+}
+
+/// What the API reads and calls; the executable wires it.
+public struct APIDependencies: Sendable {
+    public var ingest: IngestController
+    public var requests: any RequestStore
+    public var queues: any QueueStore
+    /// Whether a queue is configured (a queue that is not is unknown even if rows exist).
+    public var isConfigured: @Sendable (QueueName) -> Bool
+    /// The topic system, for `/topics`; nil hides those endpoints' data.
+    public var broker: (any MessageBroker)?
+    /// The topics `/topics` reports on.
+    public var topics: [TopicName]
+    /// The dependency checks of `/readyz`.
+    public var readiness: @Sendable () -> [ReadinessCheck]
+    /// True once shutdown began: `/healthz` and `/readyz` answer 503.
+    public var isDraining: @Sendable () -> Bool
+    /// The Prometheus text exposition for `/metrics`.
+    public var metrics: @Sendable () -> [UInt8]
+    /// When set, ingest requires a valid signature.
+    public var signature: SignatureVerifier?
+
+    /// Groups the dependencies.
+    public init(
+        ingest: IngestController, requests: any RequestStore, queues: any QueueStore,
+        isConfigured: @escaping @Sendable (QueueName) -> Bool, broker: (any MessageBroker)? = nil,
+        topics: [TopicName] = [.process], readiness: @escaping @Sendable () -> [ReadinessCheck] = { [] },
+        isDraining: @escaping @Sendable () -> Bool = { false }, metrics: @escaping @Sendable () -> [UInt8] = { [] },
+        signature: SignatureVerifier? = nil
+    ) {
+        self.ingest = ingest
+        self.requests = requests
+        self.queues = queues
+        self.isConfigured = isConfigured
+        self.broker = broker
+        self.topics = topics
+        self.readiness = readiness
+        self.isDraining = isDraining
+        self.metrics = metrics
+        self.signature = signature
+    }
+}
+
+/// The REST API: routes, JSON bodies, problem+json errors and per-route metrics.
+public final class APIResponder: HTTPResponder {
+    /// The page size of `/queues/{queue}/requests` when no limit is given.
+    public static let defaultPageSize = 50
+    /// The largest page size; a larger limit is capped to it.
+    public static let maxPageSize = 200
+
+    private let dependencies: APIDependencies
+    private let logger: Logger
+    private let openAPIDocument: [UInt8]
+
+    /// Makes the responder.
+    public init(dependencies: APIDependencies, logger: Logger) {
+        self.dependencies = dependencies
+        self.logger = logger
+        self.openAPIDocument = OpenAPIDocument.bytes
+    }
+
+    public func respond(to request: HTTPRequest) -> HTTPResponse {
+        let started = ContinuousClock.now
+        var template = "unmatched"
+        var response: HTTPResponse
+        do {
+            let route = try Route.match(rawPath: request.rawPath)
+            template = route.template
+            guard route.methods.contains(request.method) else { throw Problem.methodNotAllowed(route.methods) }
+            response = try handle(route, request)
+        } catch let failure as Route.Failure {
+            response = (failure == .notFound
+                ? Problem.notFound("no resource at this path")
+                : Problem.badRequest("malformed-path", "the path has a malformed percent-escape")).response()
+        } catch let problem as Problem {
+            response = problem.response()
+        } catch {
+            logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template)"])
+            response = Problem.internalError.response()
+        }
+        let elapsed = (ContinuousClock.now - started).nanoseconds
+        let dimensions = [("route", template), ("method", Self.methodLabel(request.method)), ("status", "\(response.status)")]
+        Metrics.Counter(label: "stovepipe_http_requests_total", dimensions: dimensions).increment()
+        Metrics.Timer(label: "stovepipe_http_request_duration_seconds", dimensions: [("route", template)])
+            .recordNanoseconds(elapsed)
+        logger.info(
+            "request",
+            metadata: [
+                "request.id": "\(request.requestID)", "http.method": "\(request.method)", "http.route": "\(template)",
+                "http.status": "\(response.status)", "duration.ms": "\(Double(elapsed) / 1_000_000)",
+                "bytes": "\(response.body.count)",
+            ])
+        return response
+    }
+
+    /// Methods outside the known set share one label, so a client cannot mint label values.
+    private static func methodLabel(_ method: String) -> String {
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].contains(method) ? method : "other"
+    }
+
+    private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
+        switch route {
+        case .ingest(let queue): return try ingest(queue, request)
+        case .request(let id): return try getRequest(id)
+        case .queue(let name): return try getQueue(name)
+        case .queueRequests(let name): return try listRequests(name, query: request.query)
+        case .healthz:
+            if dependencies.isDraining() {
+                return try json(503, ["status": "draining"])
+            }
+            return try json(200, ["status": "ok"])
+        case .readyz: return try readiness()
+        case .metrics:
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
+                body: dependencies.metrics())
+        case .openapi:
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/yaml")]), body: openAPIDocument)
+        case .topics: return try topics(dependencies.topics)
+        case .topic(let name):
+            let topic = TopicName(name)
+            guard dependencies.topics.contains(topic) else { throw Problem.notFound("no topic '\(name)'") }
+            return try topics([topic])
+        }
+    }
+
+    private func ingest(_ rawQueue: String, _ request: HTTPRequest) throws -> HTTPResponse {
+        if let verifier = dependencies.signature {
+            let header = SignatureVerifier.headerNames.lazy.compactMap { request.headers[$0] }.first
+            guard verifier.verify(header: header, body: request.body) else {
+                throw Problem(status: 401, slug: "bad-signature", title: "Unauthorized",
+                    detail: "missing or wrong X-Stovepipe-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
+                    headers: [("WWW-Authenticate", "HMAC-SHA256")])
+            }
+        }
+        if !request.body.isEmpty {
+            guard (try? JSONSerialization.jsonObject(with: Data(request.body))) is [String: Any] else {
+                throw Problem.badRequest("invalid-body", "the body must be empty or a JSON object")
+            }
+        }
+        if let name = try? QueueName(rawQueue), !dependencies.isConfigured(name) {
+            throw Problem(IngestError.unknownQueue(name))
+        }
+        let result: IngestResult
+        do {
+            result = try dependencies.ingest.ingest(queue: rawQueue)
+        } catch {
+            if case .unavailable(let detail) = error {
+                logger.warning("ingest unavailable", metadata: ["request.id": "\(request.requestID)", "error": "\(detail)"])
+            }
+            throw Problem(error)
+        }
+        var response = try json(result.minted ? 202 : 200, IngestBody(request: result.request, deduplicated: !result.minted))
+        if result.minted {
+            response.headers.add("Location", "/requests/\(result.request.id)")
+        }
+        return response
+    }
+
+    private func getRequest(_ rawID: String) throws -> HTTPResponse {
+        let id: RequestID
+        do { id = try RequestID(parsing: rawID) } catch { throw Problem(error) }
+        let found: Request
+        do {
+            found = try dependencies.requests.get(id)
+        } catch {
+            throw Problem(error, notFound: "no request '\(id)'")
+        }
+        return try json(200, found)
+    }
+
+    private func configuredQueue(_ rawName: String) throws -> QueueName {
+        let name: QueueName
+        do { name = try QueueName(rawName) } catch { throw Problem(error) }
+        guard dependencies.isConfigured(name) else { throw Problem(IngestError.unknownQueue(name)) }
+        return name
+    }
+
+    private func getQueue(_ rawName: String) throws -> HTTPResponse {
+        let name = try configuredQueue(rawName)
+        let queue: Queue
+        do {
+            queue = try dependencies.queues.get(name)
+        } catch {
+            throw Problem(error, notFound: "queue '\(name)' has never been ingested")
+        }
+        return try json(200, QueueBody(queue))
+    }
+
+    private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {
+        let name = try configuredQueue(rawName)
+        guard let items = PercentDecoding.queryItems(query) else {
+            throw Problem.badRequest("invalid-query", "the query has a malformed percent-escape")
+        }
+        var limit = Self.defaultPageSize
+        if let text = items.first(where: { $0.0 == "limit" })?.1 {
+            guard let value = Int(text), value > 0, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw Problem.badRequest("invalid-limit", "limit must be a positive integer")
+            }
+            limit = min(value, Self.maxPageSize)
+        }
+        var before: UInt64?
+        if let text = items.first(where: { $0.0 == "cursor" })?.1 {
+            guard let value = PageCursor.decode(text, queue: name) else {
+                throw Problem.badRequest("invalid-cursor", "the cursor was not issued by this server for this queue")
+            }
+            before = value
+        }
+        let page: [Request]
+        do {
+            // One extra row tells whether another page exists without a second query.
+            page = try dependencies.requests.list(queue: name, before: before, limit: limit + 1)
+        } catch {
+            throw Problem(error, notFound: "queue '\(name)' has no requests")
+        }
+        let shown = Array(page.prefix(limit))
+        let next = page.count > limit ? shown.last.map { PageCursor.encode(queue: name, before: $0.id.number) } : nil
+        return try json(200, RequestPage(requests: shown, nextCursor: next))
+    }
+
+    private func readiness() throws -> HTTPResponse {
+        var checks = dependencies.readiness()
+        if dependencies.isDraining() {
+            checks.append(ReadinessCheck(name: "shutdown", ok: false, detail: "the server is draining"))
+        }
+        let failing = checks.filter { !$0.ok }
+        if failing.isEmpty {
+            return try json(200, ReadinessBody(status: "ready", checks: checks))
+        }
+        var response = try json(503, ReadinessBody(status: "not ready", checks: checks))
+        response.headers.set("Content-Type", "application/problem+json")
+        let problem = Problem.unavailable("not ready: " + failing.map { "\($0.name) (\($0.detail))" }.joined(separator: ", "))
+        response.body = Array((try? JSONSerialization.data(withJSONObject: [
+            "type": "urn:stovepipe:problem:\(problem.slug)", "title": problem.title, "status": 503, "detail": problem.detail,
+            "checks": checks.map { ["name": $0.name, "ok": $0.ok, "detail": $0.detail] },
+        ], options: [.sortedKeys])) ?? Data())
+        response.headers.set("Retry-After", "1")
+        return response
+    }
+
+    private func topics(_ names: [TopicName]) throws -> HTTPResponse {
+        guard let broker = dependencies.broker else { return try json(200, ["topics": [TopicBody]()]) }
+        var bodies: [TopicBody] = []
+        for name in names {
+            do {
+                bodies.append(TopicBody(try broker.stats(name)))
+            } catch {
+                throw Problem(error, notFound: "no topic '\(name)'")
+            }
+        }
+        return try json(200, ["topics": bodies])
+    }
+
+    private func json(_ status: Int, _ value: some Encodable) throws -> HTTPResponse {
+        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: try JSONBodies.encode(value))
+    }
+}

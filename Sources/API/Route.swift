@@ -1,0 +1,75 @@
+/// The endpoints of the API, matched on the undecoded path so that `%2F` inside one segment
+/// (`/queues/monorepo%2Fmain`) and raw segments (`/queues/monorepo/main`) both address a queue.
+enum Route: Equatable {
+    case ingest(queue: String)
+    case request(id: String)
+    case queue(String)
+    case queueRequests(queue: String)
+    case healthz
+    case readyz
+    case metrics
+    case openapi
+    case topics
+    case topic(String)
+
+    /// The template used as the metrics label and in logs: bounded, never a raw path.
+    var template: String {
+        switch self {
+        case .ingest: "/queues/{queue}/ingest"
+        case .request: "/requests/{id}"
+        case .queue: "/queues/{queue}"
+        case .queueRequests: "/queues/{queue}/requests"
+        case .healthz: "/healthz"
+        case .readyz: "/readyz"
+        case .metrics: "/metrics"
+        case .openapi: "/openapi.yaml"
+        case .topics: "/topics"
+        case .topic: "/topics/{topic}"
+        }
+    }
+
+    /// The methods the route answers; HEAD goes with GET.
+    var methods: [String] {
+        switch self {
+        case .ingest: ["POST"]
+        default: ["GET", "HEAD"]
+        }
+    }
+
+    /// Why a path cannot be routed.
+    enum Failure: Error, Equatable {
+        case notFound
+        case malformedEscape
+    }
+
+    /// Matches a raw path such as `/queues/a%2Fb/ingest`.
+    static func match(rawPath: String) throws(Failure) -> Route {
+        let raw = PercentDecoding.rawSegments(rawPath)
+        guard let head = raw.first else { throw .notFound }
+        let rest = raw.dropFirst()
+        switch head {
+        case "healthz" where rest.isEmpty: return .healthz
+        case "readyz" where rest.isEmpty: return .readyz
+        case "metrics" where rest.isEmpty: return .metrics
+        case "openapi.yaml" where rest.isEmpty: return .openapi
+        case "topics" where rest.isEmpty: return .topics
+        case "topics" where rest.count == 1: return .topic(try joined(rest))
+        case "requests" where !rest.isEmpty: return .request(id: try joined(rest))
+        case "queues" where !rest.isEmpty:
+            if rest.count >= 2, rest.last == "ingest" { return .ingest(queue: try joined(rest.dropLast())) }
+            if rest.count >= 2, rest.last == "requests" { return .queueRequests(queue: try joined(rest.dropLast())) }
+            return .queue(try joined(rest))
+        default:
+            throw .notFound
+        }
+    }
+
+    private static func joined(_ segments: ArraySlice<Substring>) throws(Failure) -> String {
+        var decoded: [String] = []
+        for segment in segments {
+            guard let text = PercentDecoding.decode(segment) else { throw .malformedEscape }
+            decoded.append(text)
+        }
+        return decoded.joined(separator: "/")
+    }
+}

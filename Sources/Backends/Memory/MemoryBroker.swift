@@ -1,0 +1,285 @@
+public import Domain
+import Foundation
+public import Logging
+
+/// An in-process topic system delivering on its own worker threads; nothing survives a restart.
+///
+/// Messages with one (topic, partition key) are delivered serially and in publish order; different keys
+/// are delivered in parallel. Publishing an id the topic holds (waiting, in flight or dead-lettered) is a
+/// no-op. Once a message is acked its id is forgotten, so the same id may be published again.
+public final class MemoryBroker: MessageBroker, @unchecked Sendable {
+    // @unchecked Sendable: every mutable stored property (`state`) is read and written only while holding
+    // `condition`'s lock; the other stored properties are immutable and Sendable.
+    private let condition = NSCondition()
+    private var state = BrokerState()
+    private let policy: RetryPolicy
+    private let workerThreads: Int
+    private let logger: Logger
+
+    /// Makes a broker with `workerThreads` delivery threads (at least 1), started by `start()`.
+    public init(policy: RetryPolicy = RetryPolicy(), workerThreads: Int = 4, logger: Logger) {
+        self.policy = policy
+        self.workerThreads = max(1, workerThreads)
+        self.logger = logger
+    }
+
+    /// Enqueues `message` at the tail of its partition; throws `unavailable` after `shutdown()`.
+    public func publish(_ message: Message) throws(BackendError) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard state.phase != .stopped else {
+            throw .unavailable(retryable: false, detail: "the in-memory broker is shut down")
+        }
+        guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else { return }
+        state.enqueue(message, now: .now)
+        condition.broadcast()
+    }
+
+    /// Registers the handler of `topic`, replacing any earlier one.
+    public func subscribe(_ topic: TopicName, handler: @escaping @Sendable (Delivery) -> DeliveryOutcome) {
+        condition.lock()
+        state.handlers[topic] = handler
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Starts the worker threads; a second call does nothing; `unavailable` after `shutdown()`.
+    public func start() throws(BackendError) {
+        condition.lock()
+        defer { condition.unlock() }
+        switch state.phase {
+        case .running:
+            return
+        case .stopped:
+            throw .unavailable(retryable: false, detail: "the in-memory broker is shut down")
+        case .idle:
+            state.phase = .running
+        }
+        for index in 0..<workerThreads {
+            let thread = Thread { [self] in workerLoop() }
+            thread.name = "memory-broker-\(index)"
+            state.runningWorkers += 1
+            state.workers.append(thread)
+            thread.start()
+        }
+        logger.debug("in-memory broker started", metadata: ["broker.workers": "\(workerThreads)"])
+    }
+
+    /// Stops taking deliveries, lets handlers in progress finish and record their outcome, joins the threads.
+    public func shutdown() {
+        condition.lock()
+        defer { condition.unlock() }
+        state.phase = .stopped
+        condition.broadcast()
+        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit.
+        let callerIsWorker = state.workers.contains { $0 === Thread.current }
+        let remaining = callerIsWorker ? 1 : 0
+        while state.runningWorkers > remaining {
+            condition.wait()
+        }
+    }
+
+    /// The dead letters of `topic`, oldest first, at most `limit`.
+    public func deadLetters(_ topic: TopicName, limit: Int) throws(BackendError) -> [DeadLetter] {
+        condition.lock()
+        defer { condition.unlock() }
+        return Array(state.deadLetters[topic, default: []].prefix(max(limit, 0)))
+    }
+
+    /// Moves the dead letter `messageID` to the tail of its partition with a fresh attempt count.
+    public func redrive(_ topic: TopicName, messageID: String) throws(BackendError) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let index = state.deadLetters[topic]?.firstIndex(where: { $0.message.id == messageID }) else {
+            throw .notFound
+        }
+        guard let dead = state.deadLetters[topic]?.remove(at: index) else { throw .notFound }
+        // The id stays held: it moves from the dead-letter set back to the partition.
+        state.enqueue(dead.message, now: .now)
+        condition.broadcast()
+    }
+
+    /// Waiting and in-flight counts, dead letters, and the age of the oldest waiting or in-flight message
+    /// (a re-driven message counts from its redrive).
+    public func stats(_ topic: TopicName) throws(BackendError) -> TopicStats {
+        condition.lock()
+        defer { condition.unlock() }
+        var backlog = 0
+        var inFlight = 0
+        var oldest: ContinuousClock.Instant?
+        for (key, partition) in state.partitions where key.topic == topic {
+            for (offset, entry) in partition.entries.enumerated() {
+                if partition.busy && offset == 0 { inFlight += 1 } else { backlog += 1 }
+                oldest = min(oldest ?? entry.enqueuedAt, entry.enqueuedAt)
+            }
+        }
+        let age = oldest.map { Self.seconds(ContinuousClock.now - $0) }
+        return TopicStats(
+            topic: topic, backlog: backlog, inFlight: inFlight,
+            deadLetters: state.deadLetters[topic, default: []].count, oldestPendingAgeSeconds: age
+        )
+    }
+
+    private func workerLoop() {
+        condition.lock()
+        while state.phase == .running {
+            let now = ContinuousClock.now
+            guard let key = state.nextReadyPartition(now: now), let handler = state.handlers[key.topic],
+                let delivery = state.beginDelivery(of: key)
+            else {
+                if let due = state.earliestDue() {
+                    _ = condition.wait(until: Date(timeIntervalSinceNow: Self.seconds(due - now)))
+                } else {
+                    condition.wait()
+                }
+                continue
+            }
+            condition.unlock()
+            let outcome = handler(delivery)
+            log(outcome, of: delivery)
+            condition.lock()
+            record(outcome, of: delivery, in: key)
+            condition.broadcast()
+        }
+        state.runningWorkers -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    // Called with the lock held.
+    private func record(_ outcome: DeliveryOutcome, of delivery: Delivery, in key: PartitionKey) {
+        let message = delivery.message
+        let now = ContinuousClock.now
+        switch outcome {
+        case .ack:
+            state.finishHead(of: key)
+            state.heldIDs[key.topic]?.remove(message.id)
+        case .retry(let reason):
+            if delivery.attempt >= policy.maxAttempts {
+                deadLetter(delivery, reason: reason, in: key)
+            } else {
+                let wait = policy.backoff(afterAttempt: delivery.attempt)
+                state.requeueHead(of: key, attemptsMade: delivery.attempt, dueAt: now + wait)
+            }
+        case .reject(let reason):
+            deadLetter(delivery, reason: reason, in: key)
+        case .postpone(let delay):
+            state.requeueHead(of: key, attemptsMade: delivery.attempt - 1, dueAt: now + max(delay, .zero))
+        }
+    }
+
+    // Called with the lock held.
+    private func deadLetter(_ delivery: Delivery, reason: String, in key: PartitionKey) {
+        state.finishHead(of: key)
+        let letter = DeadLetter(message: delivery.message, attempts: delivery.attempt, reason: reason)
+        state.deadLetters[key.topic, default: []].append(letter)
+    }
+
+    // Outside the lock: what happens follows from the outcome, the attempt and the immutable policy alone.
+    private func log(_ outcome: DeliveryOutcome, of delivery: Delivery) {
+        let metadata: Logger.Metadata = [
+            "messagequeue.topic": "\(delivery.message.topic)", "messagequeue.attempt": "\(delivery.attempt)",
+        ]
+        switch outcome {
+        case .ack, .postpone:
+            return
+        case .retry where delivery.attempt < policy.maxAttempts:
+            logger.debug("delivery will be retried", metadata: metadata)
+        case .retry, .reject:
+            logger.info("message dead-lettered", metadata: metadata)
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        let parts = duration.components
+        return max(0, Double(parts.seconds) + Double(parts.attoseconds) / 1e18)
+    }
+}
+
+private struct PartitionKey: Hashable {
+    let topic: TopicName
+    let key: String
+}
+
+private struct Entry {
+    let message: Message
+    /// Counted attempts made so far; the next delivery is attempt `attemptsMade + 1`.
+    var attemptsMade: Int
+    /// When the entry may be delivered.
+    var dueAt: ContinuousClock.Instant
+    let enqueuedAt: ContinuousClock.Instant
+    /// Publish order across partitions, so ready partitions are served oldest message first.
+    let sequence: UInt64
+}
+
+private struct Partition {
+    /// Waiting messages in publish order; the head is in flight while `busy`.
+    var entries: [Entry] = []
+    var busy = false
+}
+
+private struct BrokerState {
+    enum Phase { case idle, running, stopped }
+
+    var phase = Phase.idle
+    var handlers: [TopicName: @Sendable (Delivery) -> DeliveryOutcome] = [:]
+    var partitions: [PartitionKey: Partition] = [:]
+    /// Ids waiting, in flight or dead-lettered, per topic: the idempotency set of `publish`.
+    var heldIDs: [TopicName: Set<String>] = [:]
+    var deadLetters: [TopicName: [DeadLetter]] = [:]
+    var workers: [Thread] = []
+    var runningWorkers = 0
+    var nextSequence: UInt64 = 0
+
+    mutating func enqueue(_ message: Message, now: ContinuousClock.Instant) {
+        nextSequence += 1
+        let entry = Entry(message: message, attemptsMade: 0, dueAt: now, enqueuedAt: now, sequence: nextSequence)
+        partitions[PartitionKey(topic: message.topic, key: message.partitionKey), default: Partition()]
+            .entries.append(entry)
+    }
+
+    /// The idle partition with a handler whose head is due, oldest head first.
+    func nextReadyPartition(now: ContinuousClock.Instant) -> PartitionKey? {
+        var best: (key: PartitionKey, due: ContinuousClock.Instant, sequence: UInt64)?
+        for (key, partition) in partitions where !partition.busy && handlers[key.topic] != nil {
+            guard let head = partition.entries.first, head.dueAt <= now else { continue }
+            if let current = best, (current.due, current.sequence) <= (head.dueAt, head.sequence) { continue }
+            best = (key, head.dueAt, head.sequence)
+        }
+        return best?.key
+    }
+
+    /// The earliest due time of an idle, subscribed partition's head: when a worker must look again.
+    func earliestDue() -> ContinuousClock.Instant? {
+        var earliest: ContinuousClock.Instant?
+        for (key, partition) in partitions where !partition.busy && handlers[key.topic] != nil {
+            guard let head = partition.entries.first else { continue }
+            earliest = min(earliest ?? head.dueAt, head.dueAt)
+        }
+        return earliest
+    }
+
+    mutating func beginDelivery(of key: PartitionKey) -> Delivery? {
+        guard var partition = partitions[key], let head = partition.entries.first else { return nil }
+        partition.busy = true
+        partitions[key] = partition
+        return Delivery(message: head.message, attempt: head.attemptsMade + 1)
+    }
+
+    /// Removes the in-flight head and frees the partition for its next message.
+    mutating func finishHead(of key: PartitionKey) {
+        guard var partition = partitions[key], !partition.entries.isEmpty else { return }
+        partition.entries.removeFirst()
+        partition.busy = false
+        partitions[key] = partition.entries.isEmpty ? nil : partition
+    }
+
+    /// Keeps the in-flight head at the front, due again at `dueAt`, so nothing overtakes it.
+    mutating func requeueHead(of key: PartitionKey, attemptsMade: Int, dueAt: ContinuousClock.Instant) {
+        guard var partition = partitions[key], !partition.entries.isEmpty else { return }
+        partition.entries[0].attemptsMade = attemptsMade
+        partition.entries[0].dueAt = dueAt
+        partition.busy = false
+        partitions[key] = partition
+    }
+}

@@ -1,0 +1,121 @@
+public import Domain
+import Synchronization
+
+/// Requests in a dictionary: the embedded default and the contract suites' reference.
+public final class MemoryRequestStore: RequestStore {
+    private let rows = Mutex<[RequestID: Request]>([:])
+
+    /// Makes an empty store.
+    public init() {}
+
+    public func create(_ request: Request) throws(BackendError) {
+        try rows.withLock { rows throws(BackendError) in
+            guard rows[request.id] == nil else { throw .alreadyExists }
+            rows[request.id] = request
+        }
+    }
+
+    public func get(_ id: RequestID) throws(BackendError) -> Request {
+        guard let request = rows.withLock({ $0[id] }) else { throw .notFound }
+        return request
+    }
+
+    public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        try rows.withLock { rows throws(BackendError) in
+            guard var stored = rows[request.id], stored.version == oldVersion else { throw .versionMismatch }
+            stored.state = request.state
+            stored.buildStrategy = request.buildStrategy
+            stored.baseURI = request.baseURI
+            stored.updatedAt = request.updatedAt
+            stored.version = newVersion
+            rows[request.id] = stored
+        }
+    }
+
+    public func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
+        let upper = before ?? UInt64.max
+        return rows.withLock { rows in
+            rows.values
+                .filter { $0.queue == queue && $0.id.number < upper }
+                .sorted { $0.id.number > $1.id.number }
+                .prefix(max(limit, 0))
+                .map { $0 }
+        }
+    }
+}
+
+/// The (queue, URI) -> request id index in a dictionary.
+public final class MemoryRequestURIStore: RequestURIStore {
+    private struct Key: Hashable {
+        let queue: QueueName
+        let uri: SourceURI
+    }
+
+    private let rows = Mutex<[Key: RequestID]>([:])
+
+    /// Makes an empty index.
+    public init() {}
+
+    public func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
+        let key = Key(queue: queue, uri: uri)
+        try rows.withLock { rows throws(BackendError) in
+            guard rows[key] == nil else { throw .alreadyExists }
+            rows[key] = id
+        }
+    }
+
+    public func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
+        guard let id = rows.withLock({ $0[Key(queue: queue, uri: uri)] }) else { throw .notFound }
+        return id
+    }
+}
+
+/// Queues in a dictionary.
+public final class MemoryQueueStore: QueueStore {
+    private let rows = Mutex<[QueueName: Queue]>([:])
+
+    /// Makes an empty store.
+    public init() {}
+
+    public func create(_ queue: Queue) throws(BackendError) {
+        try rows.withLock { rows throws(BackendError) in
+            guard rows[queue.name] == nil else { throw .alreadyExists }
+            rows[queue.name] = queue
+        }
+    }
+
+    public func get(_ name: QueueName) throws(BackendError) -> Queue {
+        guard let queue = rows.withLock({ $0[name] }) else { throw .notFound }
+        return queue
+    }
+
+    public func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        try rows.withLock { rows throws(BackendError) in
+            guard let stored = rows[queue.name], stored.version == oldVersion else { throw .versionMismatch }
+            var updated = queue
+            updated.version = newVersion
+            rows[queue.name] = updated
+        }
+    }
+}
+
+/// Per-(queue, domain) sequences in a dictionary; not durable across restarts.
+public final class MemoryCounter: Counter {
+    private struct Key: Hashable {
+        let queue: QueueName
+        let domain: String
+    }
+
+    private let values = Mutex<[Key: UInt64]>([:])
+
+    /// Makes counters that all start at 1.
+    public init() {}
+
+    public func next(queue: QueueName, domain: String) throws(BackendError) -> UInt64 {
+        values.withLock { values in
+            let value = (values[Key(queue: queue, domain: domain)] ?? 0) + 1
+            values[Key(queue: queue, domain: domain)] = value
+            return value
+        }
+    }
+}

@@ -1,0 +1,283 @@
+public import Domain
+import Foundation
+public import Logging
+import Synchronization
+
+/// One ref of a real git repository, read with the git command line on the caller's thread.
+///
+/// URIs are `git+<repository>#<ref>@<commit id>` (credentials in a URL's user part are left out);
+/// only this backend parses them. A ref not starting with `refs/` names a branch (`main` is
+/// `refs/heads/main`). A remote repository (a URL with `://`, or `git@host:path`) is read through a
+/// private bare mirror under the cache directory, fetched by `latest` and whenever a commit is missing.
+/// History cursors are the commit id the next page starts at, so paging is stable when the ref moves.
+public final class GitSourceControl: SourceControl {
+    /// The repository path or URL as configured.
+    public let repository: String
+    /// The ref as configured.
+    public let ref: String
+    private let fullRef: String?
+    private let location: Location
+    private let uriPrefix: String
+    private let runner: GitRunner
+    private let logger: Logger
+
+    private enum Location {
+        case local(path: String)
+        case remote(url: String, mirror: String)
+        case invalid
+    }
+
+    /// The longest page `history` returns.
+    public static let maxPageSize = 1000
+
+    /// Reads `ref` of `repository` (a local path or URL), mirroring remotes under `cacheDirectory`.
+    /// An invalid ref or repository makes every call `notFound` without running git.
+    public init(
+        repository: String, ref: String, cacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors",
+        timeout: Duration = .seconds(10), gitExecutable: String? = nil, logger: Logger
+    ) {
+        self.repository = repository
+        self.ref = ref
+        self.logger = logger
+        runner = GitRunner(executable: gitExecutable, timeout: timeout)
+        fullRef = Self.isValidRef(ref) ? (ref.hasPrefix("refs/") ? ref : "refs/heads/\(ref)") : nil
+        uriPrefix = "git+\(Self.withoutCredentials(repository))#\(ref)@"
+        if repository.isEmpty || repository.hasPrefix("-") || repository.utf8.contains(0) {
+            location = .invalid
+        } else if Self.isRemote(repository) {
+            let mirror = URL(fileURLWithPath: cacheDirectory, isDirectory: true)
+                .appendingPathComponent(Self.mirrorName(for: repository)).path
+            location = .remote(url: repository, mirror: mirror)
+        } else {
+            location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
+        }
+    }
+
+    /// The URI of the commit `ref` points at now (fetched first for a remote).
+    public func latest() throws(BackendError) -> SourceURI {
+        let (directory, fullRef) = try prepare()
+        if case .remote(let url, _) = location {
+            try fetch(url: url, into: directory, fullRef: fullRef)
+        }
+        return uri(try resolve(fullRef, in: directory))
+    }
+
+    /// `git merge-base --is-ancestor`; `notFound` for a URI of another repository or ref, or an unknown commit.
+    public func isAncestor(_ ancestor: SourceURI, of descendant: SourceURI) throws(BackendError) -> Bool {
+        guard let ancestorID = commitID(in: ancestor), let descendantID = commitID(in: descendant) else {
+            throw .notFound
+        }
+        let (directory, _) = try prepare()
+        let arguments = ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID]
+        var result = try runner.run(in: directory, arguments)
+        if result.status != 0 && result.status != 1 {
+            // Only now tell an unknown commit (notFound; a remote is fetched once first) from a failure.
+            try requireCommits([ancestorID, descendantID], in: directory)
+            result = try runner.run(in: directory, arguments)
+        }
+        switch result.status {
+        case 0: return true
+        case 1: return false
+        default: throw failure("merge-base", result)
+        }
+    }
+
+    /// First-parent history from `cursor` (empty: the head now); `notFound` for an unknown cursor.
+    public func history(cursor: String, limit: Int) throws(BackendError) -> HistoryPage {
+        let pageSize = min(max(limit, 1), Self.maxPageSize)
+        let (directory, fullRef) = try prepare()
+        let start: String
+        if cursor.isEmpty {
+            if case .remote(let url, _) = location {
+                try fetch(url: url, into: directory, fullRef: fullRef)
+            }
+            start = try resolve(fullRef, in: directory)
+        } else {
+            guard Self.isObjectID(cursor) else { throw .notFound }
+            start = cursor
+        }
+        // One extra commit: it is the next page's start, and its absence means this is the last page.
+        let arguments = ["rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start]
+        var result = try runner.run(in: directory, arguments)
+        if result.status != 0 && !cursor.isEmpty {
+            try requireCommits([start], in: directory)
+            result = try runner.run(in: directory, arguments)
+        }
+        guard result.status == 0 else { throw failure("rev-list", result) }
+        let ids = result.stdout.split(whereSeparator: \.isNewline).map(String.init)
+        guard ids.allSatisfy(Self.isObjectID) else {
+            throw .unavailable(retryable: false, detail: "git rev-list printed something other than commit ids")
+        }
+        let page = ids.prefix(pageSize).map(uri)
+        let nextCursor = ids.count > pageSize ? ids[pageSize] : ""
+        return HistoryPage(uris: page, nextCursor: nextCursor)
+    }
+
+    /// Whether `ref` is accepted: `[A-Za-z0-9._/-]`, no leading `-` or `/`, no `..`, `//`, `/.`, `.lock` ends.
+    public static func isValidRef(_ ref: String) -> Bool {
+        let bytes = Array(ref.utf8)
+        guard let first = bytes.first, let last = bytes.last, bytes.count <= 255 else { return false }
+        guard first != UInt8(ascii: "-"), first != UInt8(ascii: "/"), first != UInt8(ascii: "."),
+            last != UInt8(ascii: "/"), last != UInt8(ascii: ".")
+        else { return false }
+        let allowed = bytes.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"),
+                UInt8(ascii: "/"):
+                return true
+            default:
+                return false
+            }
+        }
+        // git check-ref-format rules that the character set alone does not exclude.
+        return allowed && !ref.contains("..") && !ref.contains("//") && !ref.contains("/.") && !ref.contains("/-")
+            && !ref.hasSuffix(".lock") && ref != "HEAD"
+    }
+
+    /// The directory git runs in and the full ref, or `notFound` for an invalid configuration.
+    private func prepare() throws(BackendError) -> (directory: String, fullRef: String) {
+        guard let fullRef else { throw .notFound }
+        switch location {
+        case .invalid:
+            throw .notFound
+        case .local(let path):
+            guard FileManager.default.fileExists(atPath: path) else { throw .notFound }
+            return (path, fullRef)
+        case .remote(_, let mirror):
+            try ensureMirror(at: mirror)
+            return (mirror, fullRef)
+        }
+    }
+
+    private func resolve(_ fullRef: String, in directory: String) throws(BackendError) -> String {
+        let result = try runner.run(in: directory, ["rev-parse", "--verify", "--quiet", "--end-of-options", "\(fullRef)^{commit}"])
+        switch result.status {
+        case 0:
+            let id = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard Self.isObjectID(id) else {
+                throw .unavailable(retryable: false, detail: "git rev-parse printed something other than a commit id")
+            }
+            return id
+        case 1:
+            throw .notFound
+        default:
+            throw failure("rev-parse", result)
+        }
+    }
+
+    private func commitExists(_ id: String, in directory: String) throws(BackendError) -> Bool {
+        let result = try runner.run(in: directory, ["rev-parse", "--verify", "--quiet", "--end-of-options", "\(id)^{commit}"])
+        switch result.status {
+        case 0: return true
+        case 1: return false
+        default: throw failure("rev-parse", result)
+        }
+    }
+
+    /// `notFound` unless every commit exists; a remote's mirror is fetched once if one is missing.
+    private func requireCommits(_ ids: [String], in directory: String) throws(BackendError) {
+        var missing = false
+        for id in ids where try !commitExists(id, in: directory) {
+            missing = true
+        }
+        guard missing else { return }
+        guard case .remote(let url, _) = location, let fullRef else { throw .notFound }
+        try fetch(url: url, into: directory, fullRef: fullRef)
+        for id in ids where try !commitExists(id, in: directory) {
+            throw .notFound
+        }
+    }
+
+    private func ensureMirror(at mirror: String) throws(BackendError) {
+        try Self.withMirrorLock(mirror) { () throws(BackendError) in
+            if FileManager.default.fileExists(atPath: mirror + "/HEAD") { return }
+            let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
+            do {
+                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            } catch {
+                throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
+            }
+            let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
+            guard result.status == 0 else { throw failure("init", result) }
+        }
+    }
+
+    private func fetch(url: String, into mirror: String, fullRef: String) throws(BackendError) {
+        try Self.withMirrorLock(mirror) { () throws(BackendError) in
+            let result = try runner.run(in: mirror, [
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
+                "+\(fullRef):\(fullRef)",
+            ])
+            guard result.status == 0 else {
+                if result.stderr.contains("couldn't find remote ref") { throw .notFound }
+                throw failure("fetch", result)
+            }
+        }
+    }
+
+    /// `notFound` when the directory is not a repository, else `unavailable`; logs the exit status only
+    /// (never stderr, which may echo a URL with credentials).
+    private func failure(_ command: String, _ result: GitOutput) -> BackendError {
+        // LC_ALL=C keeps this message in English; git has no distinct exit status for it.
+        if result.stderr.contains("not a git repository") { return .notFound }
+        logger.debug("git failed", metadata: ["git.command": "\(command)", "git.status": "\(result.status)"])
+        return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
+    }
+
+    private func uri(_ id: String) -> SourceURI { SourceURI(uriPrefix + id) }
+
+    private func commitID(in uri: SourceURI) -> String? {
+        guard uri.rawValue.hasPrefix(uriPrefix) else { return nil }
+        let id = String(uri.rawValue.dropFirst(uriPrefix.count))
+        return Self.isObjectID(id) ? id : nil
+    }
+
+    /// A full SHA-1 (40) or SHA-256 (64) object id in lowercase hex.
+    static func isObjectID(_ text: String) -> Bool {
+        (text.utf8.count == 40 || text.utf8.count == 64)
+            && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
+    }
+
+    private static func isRemote(_ repository: String) -> Bool {
+        repository.contains("://") || repository.hasPrefix("git@")
+    }
+
+    /// `scheme://user:secret@host/path` without `user:secret@`, so URIs never carry credentials.
+    static func withoutCredentials(_ repository: String) -> String {
+        guard let scheme = repository.range(of: "://") else { return repository }
+        let rest = repository[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return repository }
+        return String(repository[..<scheme.upperBound]) + rest[rest.index(after: at)...]
+    }
+
+    /// A readable, collision-resistant directory name: the URL's last segment and its FNV-1a hash.
+    private static func mirrorName(for url: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in url.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let tail = withoutCredentials(url).split(whereSeparator: { $0 == "/" || $0 == ":" }).last.map(String.init) ?? "repo"
+        let safe = String(tail.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }.prefix(40))
+        let hex = String(hash, radix: 16)
+        return "\(safe.isEmpty ? "repo" : safe)-\(String(repeating: "0", count: 16 - hex.count))\(hex).git"
+    }
+
+    // One lock per mirror directory, shared by every instance in the process: concurrent fetches into one
+    // bare repository would race on its ref locks.
+    private static let mirrorLocks = Mutex<[String: NSLock]>([:])
+
+    private static func withMirrorLock(_ mirror: String, _ body: () throws(BackendError) -> Void) throws(BackendError) {
+        let lock = mirrorLocks.withLock { locks in
+            if let existing = locks[mirror] { return existing }
+            let created = NSLock()
+            locks[mirror] = created
+            return created
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        try body()
+    }
+}

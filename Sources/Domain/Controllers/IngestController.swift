@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import Metrics
+
+/// Why an ingest did not return a request.
+public enum IngestError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The queue name breaks the naming rules; the caller's mistake.
+    case invalidQueueName(reason: String)
+    /// No queue of that name is configured, or its repository or ref does not exist.
+    case unknownQueue(QueueName)
+    /// Storage, the topic or SourceControl could not answer; the same call may succeed later.
+    case unavailable(detail: String)
+
+    public var description: String {
+        switch self {
+        case .invalidQueueName(let reason): "invalid queue name: \(reason)"
+        case .unknownQueue(let name): "unknown queue \(name)"
+        case .unavailable(let detail): "unavailable: \(detail)"
+        }
+    }
+}
+
+/// What an ingest returns: the head's request, and whether this call created it.
+public struct IngestResult: Sendable, Equatable {
+    public let request: Request
+    /// True when this call created the request; false when the head already had one.
+    public let minted: Bool
+
+    /// Makes a result.
+    public init(request: Request, minted: Bool) {
+        self.request = request
+        self.minted = minted
+    }
+}
+
+/// Mints exactly one request per (queue, head commit), persists it and hands it to `process`.
+///
+/// Every step tolerates having run before, so a retried or concurrent ingest of the same head
+/// converges on one request; the call returns only after every write it reports is durable.
+public final class IngestController: Sendable {
+    private let requests: any RequestStore
+    private let uris: any RequestURIStore
+    private let queues: any QueueStore
+    private let counter: any Counter
+    private let sources: any SourceControlFactory
+    private let publisher: any TopicPublisher
+    private let clock: WallClock
+    private let logger: Logger
+    private let maxQueueUpdateAttempts: Int
+
+    /// Wires the controller to its stores, SourceControl and the `process` publisher.
+    public init(
+        requests: any RequestStore, uris: any RequestURIStore, queues: any QueueStore, counter: any Counter,
+        sources: any SourceControlFactory, publisher: any TopicPublisher, clock: WallClock = .system,
+        logger: Logger, maxQueueUpdateAttempts: Int = 32
+    ) {
+        self.requests = requests
+        self.uris = uris
+        self.queues = queues
+        self.counter = counter
+        self.sources = sources
+        self.publisher = publisher
+        self.clock = clock
+        self.logger = logger
+        self.maxQueueUpdateAttempts = max(1, maxQueueUpdateAttempts)
+    }
+
+    /// Ingests the current head of `queue`.
+    public func ingest(queue rawName: String) throws(IngestError) -> IngestResult {
+        let started = ContinuousClock.now
+        do {
+            let result = try run(rawName)
+            Self.record(result.minted ? "minted" : "deduplicated", since: started)
+            return result
+        } catch {
+            switch error {
+            case .invalidQueueName, .unknownQueue: Self.record("user_error", since: started)
+            case .unavailable: Self.record("unavailable", since: started)
+            }
+            throw error
+        }
+    }
+
+    private static func record(_ outcome: String, since started: ContinuousClock.Instant) {
+        Metrics.Counter(label: "stovepipe_ingest_total", dimensions: [("outcome", outcome)]).increment()
+        Metrics.Timer(label: "stovepipe_ingest_duration_seconds", dimensions: [("outcome", outcome)])
+            .recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+    }
+
+    private func run(_ rawName: String) throws(IngestError) -> IngestResult {
+        let name: QueueName
+        do {
+            name = try QueueName(rawName)
+        } catch {
+            guard case .invalidQueueName(_, let reason) = error else { throw .invalidQueueName(reason: "invalid") }
+            throw .invalidQueueName(reason: reason)
+        }
+        var log = logger
+        log[metadataKey: "queue"] = "\(name)"
+
+        let uri = try head(of: name)
+        log[metadataKey: "uri"] = "\(uri)"
+
+        let id = try claim(name, uri, log: log)
+        log[metadataKey: "request.id"] = "\(id)"
+
+        let (request, minted) = try ensureRequest(id, uri)
+        try advanceLatest(of: name, to: id)
+
+        if request.state == .accepted {
+            try publish(request)
+        }
+        log.info("ingested", metadata: ["minted": "\(minted)", "state": "\(request.state.rawValue)"])
+        return IngestResult(request: request, minted: minted)
+    }
+
+    private func head(of name: QueueName) throws(IngestError) -> SourceURI {
+        do {
+            return try sources.sourceControl(for: name).latest()
+        } catch .notFound {
+            throw .unknownQueue(name)
+        } catch {
+            throw .unavailable(detail: "source control: \(error)")
+        }
+    }
+
+    /// The request id that holds (queue, uri): an existing claim, ours, or the winner's of a race.
+    private func claim(_ name: QueueName, _ uri: SourceURI, log: Logger) throws(IngestError) -> RequestID {
+        do {
+            return try uris.id(queue: name, uri: uri)
+        } catch .notFound {
+            // Fall through and mint.
+        } catch {
+            throw .unavailable(detail: "request index: \(error)")
+        }
+        let candidate: RequestID
+        do {
+            candidate = RequestID(queue: name, number: try counter.next(queue: name, domain: requestCounterDomain))
+        } catch {
+            throw .unavailable(detail: "counter: \(error)")
+        }
+        do {
+            try uris.create(queue: name, uri: uri, id: candidate)
+            return candidate
+        } catch .alreadyExists {
+            // Lost a race for this head: only the counter value is spent, no row was written.
+            log.debug("lost the claim race", metadata: ["request.candidate": "\(candidate)"])
+        } catch {
+            throw .unavailable(detail: "request index: \(error)")
+        }
+        do {
+            return try uris.id(queue: name, uri: uri)
+        } catch {
+            throw .unavailable(detail: "request index after a lost race: \(error)")
+        }
+    }
+
+    /// Creates the request row, or reads it when a previous or concurrent call already did.
+    private func ensureRequest(_ id: RequestID, _ uri: SourceURI) throws(IngestError) -> (Request, Bool) {
+        let fresh = Request(id: id, uri: uri, createdAt: clock.now())
+        do {
+            try requests.create(fresh)
+            return (fresh, true)
+        } catch .alreadyExists {
+            // Falls through to the read below.
+        } catch {
+            throw .unavailable(detail: "request store: \(error)")
+        }
+        do {
+            return (try requests.get(id), false)
+        } catch {
+            throw .unavailable(detail: "request store: \(error)")
+        }
+    }
+
+    /// Moves Queue.latestRequestID forward to `id` (never back), creating the queue row the first time.
+    private func advanceLatest(of name: QueueName, to id: RequestID) throws(IngestError) {
+        for _ in 0..<maxQueueUpdateAttempts {
+            do {
+                var queue = try queues.get(name)
+                if let latest = queue.latestRequestID, !latest.isOlder(than: id) { return }
+                let oldVersion = queue.version
+                queue.latestRequestID = id
+                try queues.update(queue, oldVersion: oldVersion, newVersion: oldVersion + 1)
+                return
+            } catch .notFound {
+                do {
+                    try queues.create(Queue(name: name, latestRequestID: id))
+                    return
+                } catch .alreadyExists {
+                    continue
+                } catch {
+                    throw .unavailable(detail: "queue store: \(error)")
+                }
+            } catch .versionMismatch {
+                continue
+            } catch {
+                throw .unavailable(detail: "queue store: \(error)")
+            }
+        }
+        throw .unavailable(detail: "queue store: too much contention on the queue row")
+    }
+
+    private func publish(_ request: Request) throws(IngestError) {
+        let payload: [UInt8]
+        do {
+            payload = Array(try JSONEncoder().encode(ProcessMessage(id: request.id)))
+        } catch {
+            throw .unavailable(detail: "encoding the process message")
+        }
+        do {
+            try publisher.publish(
+                Message(topic: .process, partitionKey: request.queue.rawValue, id: request.id.description, payload: payload)
+            )
+        } catch {
+            throw .unavailable(detail: "process topic: \(error)")
+        }
+    }
+}

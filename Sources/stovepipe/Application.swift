@@ -1,0 +1,119 @@
+import API
+import Backends
+import Domain
+import Foundation
+import HTTPServer
+import Logging
+import Synchronization
+
+/// Everything `serve` needs to know, from flags, environment and files.
+struct ServeConfiguration: Sendable {
+    var http = HTTPServerConfiguration()
+    var mysqlURL: String?
+    var queues: QueueConfiguration
+    var ingestSecret: String?
+    var retryPolicy = RetryPolicy()
+    var consumerThreads = 4
+    var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
+    var gitTimeout: Duration = .seconds(30)
+}
+
+/// The composition root: builds stores, topic, SourceControl, controllers, API and HTTP server,
+/// starts them in order and stops them in reverse.
+final class Application: Sendable {
+    let configuration: ServeConfiguration
+    let logger: Logger
+    private let server: HTTPServer
+    private let broker: any MessageBroker
+    private let draining: Mutex<Bool>
+    private let closers: [@Sendable () -> Void]
+
+    /// Builds every part from `configuration`; nothing listens or runs until `start`.
+    init(configuration: ServeConfiguration, logger: Logger, metrics: @escaping @Sendable () -> [UInt8] = { [] }) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let draining = Mutex(false)
+        self.draining = draining
+
+        let storage = try Storage.make(configuration, logger: logger)
+        broker = storage.broker
+        closers = storage.closers
+
+        var sources: [QueueName: SourceConfig] = [:]
+        for entry in configuration.queues.entries { sources[entry.name] = entry.source }
+        let registry = SourceControlRegistry(
+            sources, gitCacheDirectory: configuration.gitCacheDirectory, gitTimeout: configuration.gitTimeout, logger: logger)
+        let configured = Set(sources.keys)
+
+        let ingest = IngestController(
+            requests: storage.requests, uris: storage.uris, queues: storage.queues, counter: storage.counter,
+            sources: registry, publisher: storage.broker, logger: logger.with(label: "ingest"))
+        let process = ProcessController(
+            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(label: "process"))
+        process.subscribe(to: storage.broker)
+
+        let readiness = storage.readiness
+        let responder = APIResponder(
+            dependencies: APIDependencies(
+                ingest: ingest, requests: storage.requests, queues: storage.queues,
+                isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
+                readiness: readiness, isDraining: { draining.withLock { $0 } }, metrics: metrics,
+                signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
+            logger: logger.with(label: "http"))
+        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(label: "http"))
+    }
+
+    /// Starts the topic consumer, then the listener; returns the bound port.
+    func start() throws -> Int {
+        try broker.start()
+        return try server.start()
+    }
+
+    /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
+    func shutdown() {
+        draining.withLock { $0 = true }
+        server.shutdown()
+        broker.shutdown()
+        for close in closers { close() }
+    }
+}
+
+extension Logger {
+    /// A logger of another label with the same level and metadata.
+    func with(label: String) -> Logger {
+        var copy = Logger(label: label, factory: { _ in self.handler })
+        copy.logLevel = logLevel
+        return copy
+    }
+}
+
+/// The stores and topic of one storage choice, with their readiness checks and closers.
+struct Storage: Sendable {
+    var requests: any RequestStore
+    var uris: any RequestURIStore
+    var queues: any QueueStore
+    var counter: any Counter
+    var broker: any MessageBroker
+    var readiness: @Sendable () -> [ReadinessCheck]
+    var closers: [@Sendable () -> Void]
+
+    static func make(_ configuration: ServeConfiguration, logger: Logger) throws -> Storage {
+        if configuration.mysqlURL != nil {
+            throw StartupError("this build has no MySQL backend yet; run without --mysql-url for in-memory storage")
+        }
+        logger.notice("storage is in memory: state is NOT durable and is lost when the process exits")
+        let broker = MemoryBroker(
+            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads, logger: logger.with(label: "topic"))
+        return Storage(
+            requests: MemoryRequestStore(), uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
+            broker: broker,
+            readiness: { [ReadinessCheck(name: "storage", ok: true, detail: "in memory")] },
+            closers: [])
+    }
+}
+
+/// A start-up failure with a message for the operator.
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

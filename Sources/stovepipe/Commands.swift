@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+import HTTPServer
+import Logging
+import Metrics
+import Prometheus
+
+@main
+struct Stovepipe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stovepipe",
+        abstract: "At which commit is this branch green?",
+        subcommands: [Serve.self, Migrate.self, Healthcheck.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// Options shared by the commands that log.
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env STOVEPIPE_LOG_LEVEL).")
+    var logLevel: String?
+
+    @Option(help: "text or json lines (env STOVEPIPE_LOG_FORMAT).")
+    var logFormat: String?
+
+    func makeLogger(label: String) throws -> Logger {
+        let environment = ProcessInfo.processInfo.environment
+        let levelText = logLevel ?? environment["STOVEPIPE_LOG_LEVEL"] ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let formatText = logFormat ?? environment["STOVEPIPE_LOG_FORMAT"] ?? "text"
+        guard let format = LogFormat(rawValue: formatText) else { throw ValidationError("--log-format must be text or json") }
+        var logger = Logger(label: label, factory: { label in StderrLogHandler(label: label, format: format, logLevel: level) })
+        logger.logLevel = level
+        return logger
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the service (the default command).")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on; 0 picks a free one.") var port = 8080
+    @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL); in-memory when absent.")
+    var mysqlURL: String?
+    @Option(help: "The queues file (env STOVEPIPE_QUEUES); a demo queue demo/main when absent.")
+    var queues: String?
+    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret (env STOVEPIPE_INGEST_SECRET).")
+    var ingestSecret: String?
+    @Option(help: "HTTP worker threads (handlers may block on storage).") var workers: Int?
+    @Option(help: "Event-loop threads that read and write sockets.") var eventLoops: Int?
+    @Option(help: "Most open connections; beyond it new connections wait in the listen backlog.") var maxConnections: Int?
+    @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes: Int?
+    @Option(help: "Largest request line in bytes (414 beyond).") var maxRequestLineBytes: Int?
+    @Option(help: "Largest header section in bytes (431 beyond).") var maxHeaderBytes: Int?
+    @Option(help: "Most header fields (431 beyond).") var maxHeaderFields: Int?
+    @Option(help: "Seconds a client has to send the complete header section (408 beyond).") var headerTimeout: Double?
+    @Option(help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double?
+    @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
+    @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
+    @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
+    @Option(help: "Where private mirrors of remote git repositories are kept.") var gitCacheDirectory: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        let logger = try logging.makeLogger(label: "stovepipe")
+        let environment = ProcessInfo.processInfo.environment
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+        ]
+        MetricsSystem.bootstrap(factory)
+
+        var configuration = ServeConfiguration(queues: try loadQueues(environment["STOVEPIPE_QUEUES"]))
+        configuration.mysqlURL = mysqlURL ?? environment["STOVEPIPE_MYSQL_URL"]
+        configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
+        if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
+        configuration.consumerThreads = max(1, consumerThreads)
+        if let gitCacheDirectory { configuration.gitCacheDirectory = gitCacheDirectory }
+        configuration.http = try httpConfiguration()
+
+        let application = try Application(configuration: configuration, logger: logger) {
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return buffer
+        }
+        let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+        let boundPort = try application.start()
+        print("listening on http://\(host):\(boundPort)")
+        fflush(stdout)
+        logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
+        let received = signals.wait()
+        logger.notice("shutting down", metadata: ["signal": "\(received)"])
+        signals.onSecondSignal { logger.warning("second signal: exiting now"); exit(1) }
+        application.shutdown()
+        logger.notice("stopped")
+    }
+
+    private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {
+        guard let path = queues ?? fromEnvironment, !path.isEmpty else { return try QueueConfiguration.demo() }
+        do {
+            return try QueueConfiguration.load(path: path)
+        } catch {
+            throw ValidationError("invalid queues file: \(error)")
+        }
+    }
+
+    private func httpConfiguration() throws -> HTTPServerConfiguration {
+        var http = HTTPServerConfiguration()
+        http.host = host
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+        http.port = port
+        func positive(_ value: Int?, _ flag: String, _ apply: (Int) -> Void) throws {
+            guard let value else { return }
+            guard value > 0 else { throw ValidationError("\(flag) must be positive") }
+            apply(value)
+        }
+        func seconds(_ value: Double?, _ flag: String, _ apply: (Duration) -> Void) throws {
+            guard let value else { return }
+            guard value > 0, value.isFinite else { throw ValidationError("\(flag) must be a positive number of seconds") }
+            apply(.milliseconds(Int64(value * 1000)))
+        }
+        try positive(workers, "--workers") { http.workerThreads = $0 }
+        try positive(eventLoops, "--event-loops") { http.eventLoopThreads = $0 }
+        try positive(maxConnections, "--max-connections") { http.maxConnections = $0 }
+        try positive(maxBodyBytes, "--max-body-bytes") { http.maxBodyBytes = $0 }
+        try positive(maxRequestLineBytes, "--max-request-line-bytes") { http.maxRequestLineBytes = $0 }
+        try positive(maxHeaderBytes, "--max-header-bytes") { http.maxHeaderBytes = $0 }
+        try positive(maxHeaderFields, "--max-header-fields") { http.maxHeaderFields = $0 }
+        try positive(maxRequestsPerConnection, "--max-requests-per-connection") { http.maxRequestsPerConnection = $0 }
+        try seconds(headerTimeout, "--header-timeout") { http.headerTimeout = $0 }
+        try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }
+        try seconds(shutdownTimeout, "--shutdown-timeout") { http.shutdownTimeout = $0 }
+        return http
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply Schema/ to a MySQL database, idempotently.")
+
+    @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL).") var mysqlURL: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        throw StartupError("this build has no MySQL backend yet: nothing to migrate")
+    }
+}

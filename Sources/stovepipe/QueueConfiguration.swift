@@ -1,0 +1,100 @@
+import Backends
+import Domain
+import Foundation
+
+/// The queues file: `{"queues": [{"name": ..., "source": {"type": "git"|"static", ...}}]}`.
+struct QueueConfiguration: Sendable, Equatable {
+    struct Entry: Sendable, Equatable {
+        let name: QueueName
+        let source: SourceConfig
+    }
+
+    let entries: [Entry]
+
+    /// A problem in the queues file, with where it is.
+    struct Invalid: Error, CustomStringConvertible {
+        let place: String
+        let problem: String
+        var description: String { "\(place): \(problem)" }
+    }
+
+    /// The built-in demo queue used when no file is given, so that a first curl works.
+    static func demo() throws(ValidationError) -> QueueConfiguration {
+        QueueConfiguration(entries: [
+            Entry(
+                name: try QueueName("demo/main"),
+                source: .staticHistory([SourceURI("git://demo/main/c3"), SourceURI("git://demo/main/c2"), SourceURI("git://demo/main/c1")]))
+        ])
+    }
+
+    /// Reads and validates the file at `path`.
+    static func load(path: String) throws(Invalid) -> QueueConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw Invalid(place: path, problem: "cannot be read")
+        }
+        do {
+            return try parse(data)
+        } catch {
+            throw Invalid(place: "\(path): \(error.place)", problem: error.problem)
+        }
+    }
+
+    /// Parses and validates a queues document.
+    static func parse(_ data: Data) throws(Invalid) -> QueueConfiguration {
+        let root: Any
+        do {
+            root = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            let detail = (error as NSError).userInfo["NSDebugDescription"] as? String ?? "not valid JSON"
+            throw Invalid(place: "$", problem: "not valid JSON (\(detail))")
+        }
+        guard let object = root as? [String: Any] else { throw Invalid(place: "$", problem: "must be a JSON object") }
+        guard let queues = object["queues"] as? [Any] else {
+            throw Invalid(place: "$.queues", problem: "must be an array of queues")
+        }
+        var entries: [Entry] = []
+        var seen: Set<QueueName> = []
+        for (index, item) in queues.enumerated() {
+            let place = "$.queues[\(index)]"
+            guard let queue = item as? [String: Any] else { throw Invalid(place: place, problem: "must be an object") }
+            guard let rawName = queue["name"] as? String else {
+                throw Invalid(place: "\(place).name", problem: "must be a string")
+            }
+            let name: QueueName
+            do { name = try QueueName(rawName) } catch { throw Invalid(place: "\(place).name", problem: error.description) }
+            guard seen.insert(name).inserted else {
+                throw Invalid(place: "\(place).name", problem: "queue '\(name)' is configured twice")
+            }
+            entries.append(Entry(name: name, source: try source(queue["source"], place: "\(place).source")))
+        }
+        return QueueConfiguration(entries: entries)
+    }
+
+    private static func source(_ value: Any?, place: String) throws(Invalid) -> SourceConfig {
+        guard let source = value as? [String: Any] else { throw Invalid(place: place, problem: "must be an object") }
+        switch source["type"] as? String {
+        case "git":
+            guard let repository = source["repository"] as? String, !repository.isEmpty else {
+                throw Invalid(place: "\(place).repository", problem: "must be a non-empty string (a path or URL)")
+            }
+            guard let ref = source["ref"] as? String, !ref.isEmpty else {
+                throw Invalid(place: "\(place).ref", problem: "must be a non-empty string such as refs/heads/main")
+            }
+            return .git(repository: repository, ref: ref)
+        case "static":
+            guard let history = source["history"] as? [Any], !history.isEmpty else {
+                throw Invalid(place: "\(place).history", problem: "must be a non-empty array of URIs, newest first")
+            }
+            var uris: [SourceURI] = []
+            for (index, item) in history.enumerated() {
+                guard let uri = item as? String, !uri.isEmpty else {
+                    throw Invalid(place: "\(place).history[\(index)]", problem: "must be a non-empty string")
+                }
+                uris.append(SourceURI(uri))
+            }
+            return .staticHistory(uris)
+        case let other:
+            throw Invalid(place: "\(place).type", problem: "must be \"git\" or \"static\", not \(other.map { "\"\($0)\"" } ?? "missing")")
+        }
+    }
+}

@@ -1,1 +1,0 @@
-print("stovepipe: not wired yet")

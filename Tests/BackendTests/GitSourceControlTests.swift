@@ -1,0 +1,362 @@
+@testable import Backends
+import Domain
+import Foundation
+import Testing
+
+private func source(_ repository: ScratchRepository, ref: String = "main", cache: String? = nil) -> GitSourceControl {
+    GitSourceControl(
+        repository: repository.path, ref: ref, cacheDirectory: cache ?? NSTemporaryDirectory(), logger: silentLogger
+    )
+}
+
+private func uri(_ repository: String, _ ref: String, _ id: String) -> SourceURI {
+    SourceURI("git+\(repository)#\(ref)@\(id)")
+}
+
+/// A script standing in for git that leaves a marker file when it runs, to prove when git is never run.
+private struct MarkerGit {
+    let directory: String
+    var marker: String { directory + "/ran" }
+    var executable: String { directory + "/fake-git" }
+
+    init(body: String = "exit 1") throws {
+        directory = try makeScratchDirectory("fake-git")
+        let script = "#!/bin/sh\ntouch '\(directory)/ran'\n\(body)\n"
+        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/fake-git.txt"))
+        // The executable is written by cp, not by this process: a descriptor of ours open for writing could
+        // be inherited by a process another test forks at that moment, and exec would then fail (ETXTBSY).
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = [directory + "/fake-git.txt", directory + "/fake-git"]
+        try copy.run()
+        copy.waitUntilExit()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/fake-git")
+    }
+
+    var ran: Bool { FileManager.default.fileExists(atPath: marker) }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+@Suite("GitSourceControl on a local repository")
+struct GitSourceControlLocalTests {
+    @Test("latest is the commit the ref points at now, as git+<repo>#<ref>@<sha>")
+    func latestFollowsCommits() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        let git = source(repository)
+        #expect(try git.latest() == uri(repository.path, "main", first))
+        let second = try repository.commit("two")
+        #expect(try git.latest() == uri(repository.path, "main", second))
+    }
+
+    @Test("a full ref name works the same as the branch name")
+    func fullRefName() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let head = try repository.commit("one")
+        #expect(try source(repository, ref: "refs/heads/main").latest() == uri(repository.path, "refs/heads/main", head))
+    }
+
+    @Test("ancestry: older of newer and equal are true; newer of older and a side branch are false")
+    func ancestry() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        try repository.git("branch", "side")
+        let second = try repository.commit("two")
+        try repository.git("checkout", "--quiet", "side")
+        let sideCommit = try repository.commit("side")
+        let git = source(repository)
+        let a = uri(repository.path, "main", first)
+        let b = uri(repository.path, "main", second)
+        let s = uri(repository.path, "main", sideCommit)
+        #expect(try git.isAncestor(a, of: b))
+        #expect(try git.isAncestor(b, of: b))
+        #expect(try !git.isAncestor(b, of: a))
+        #expect(try !git.isAncestor(s, of: b))
+        #expect(try git.isAncestor(a, of: s))
+    }
+
+    @Test("history pages follow first parents newest first, and a cursor is stable when the ref moves")
+    func historyPaging() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        var ids: [String] = []
+        for index in 1...7 { ids.append(try repository.commit("c\(index)")) }
+        let expected = ids.reversed().map { uri(repository.path, "main", $0) }
+        let git = source(repository)
+
+        let page1 = try git.history(cursor: "", limit: 3)
+        #expect(page1.uris == Array(expected[0..<3]))
+        #expect(!page1.nextCursor.isEmpty)
+
+        // The ref moves between pages; the next page still continues where the first ended.
+        try repository.commit("c8")
+        try repository.commit("c9")
+        let page2 = try git.history(cursor: page1.nextCursor, limit: 3)
+        #expect(page2.uris == Array(expected[3..<6]))
+        let page3 = try git.history(cursor: page2.nextCursor, limit: 3)
+        #expect(page3.uris == Array(expected[6..<7]))
+        #expect(page3.nextCursor == "")
+
+        let exact = try git.history(cursor: page2.nextCursor, limit: 1)
+        #expect(exact.uris == Array(expected[6..<7]))
+        #expect(exact.nextCursor == "")
+        #expect(try git.history(cursor: "", limit: 100).uris.count == 9)
+    }
+
+    @Test("history follows first parents only: merged side commits are not listed")
+    func historyFirstParent() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let base = try repository.commit("base")
+        try repository.git("checkout", "--quiet", "-b", "feature")
+        let feature = try repository.commit("feature")
+        try repository.git("checkout", "--quiet", "main")
+        let mainline = try repository.commit("mainline")
+        try repository.git("merge", "--quiet", "--no-ff", "--no-edit", "feature")
+        let merge = try repository.git("rev-parse", "HEAD")
+        let git = source(repository)
+        let page = try git.history(cursor: "", limit: 10)
+        #expect(page.uris == [merge, mainline, base].map { uri(repository.path, "main", $0) })
+        #expect(try git.isAncestor(uri(repository.path, "main", feature), of: uri(repository.path, "main", merge)))
+    }
+
+    @Test("after a force push to a new root the old head is no longer an ancestor")
+    func forcePush() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let oldHead = try repository.commit("two")
+        let emptyTree = try repository.git("mktree")
+        let newRoot = try repository.git("commit-tree", emptyTree, "-m", "new root")
+        try repository.git("update-ref", "refs/heads/main", newRoot)
+        let git = source(repository)
+        let newURI = try git.latest()
+        #expect(newURI == uri(repository.path, "main", newRoot))
+        #expect(try !git.isAncestor(uri(repository.path, "main", oldHead), of: newURI))
+        #expect(try git.history(cursor: "", limit: 10).uris == [newURI])
+    }
+
+    @Test("an unknown ref is notFound")
+    func unknownRef() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        #expect(throws: BackendError.notFound) { try source(repository, ref: "nope").latest() }
+        #expect(throws: BackendError.notFound) { try source(repository, ref: "refs/heads/nope").history(cursor: "", limit: 5) }
+    }
+
+    @Test("a well-formed URI of a commit the repository lacks is notFound")
+    func unknownCommit() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let head = try repository.commit("one")
+        let git = source(repository)
+        let ghost = uri(repository.path, "main", String(repeating: "ab", count: 20))
+        #expect(throws: BackendError.notFound) { try git.isAncestor(ghost, of: uri(repository.path, "main", head)) }
+        #expect(throws: BackendError.notFound) { try git.isAncestor(uri(repository.path, "main", head), of: ghost) }
+        #expect(throws: BackendError.notFound) { try git.history(cursor: String(repeating: "ab", count: 20), limit: 5) }
+    }
+
+    @Test("URIs of another repository or ref, and malformed URIs, are notFound")
+    func foreignURIs() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let head = try repository.commit("one")
+        let git = source(repository)
+        let own = uri(repository.path, "main", head)
+        let foreign = [
+            "git+/elsewhere#main@\(head)", "git+\(repository.path)#other@\(head)", "\(repository.path)#main@\(head)",
+            "git+\(repository.path)#main@", "git+\(repository.path)#main@\(head)0",
+            "git+\(repository.path)#main@\(head.uppercased())", "git+\(repository.path)#main@\(head.prefix(12))",
+            "git+\(repository.path)#main@\(head) ", "",
+        ]
+        for text in foreign {
+            #expect(throws: BackendError.notFound, "\(text)") { try git.isAncestor(SourceURI(text), of: own) }
+            #expect(throws: BackendError.notFound, "\(text)") { try git.isAncestor(own, of: SourceURI(text)) }
+        }
+        #expect(try git.isAncestor(own, of: own))
+    }
+
+    @Test("garbled history cursors are notFound", arguments: ["x", "0", "-1", "--all", "HEAD", "main"])
+    func garbledCursor(_ cursor: String) throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        #expect(throws: BackendError.notFound) { try source(repository).history(cursor: cursor, limit: 5) }
+    }
+
+    @Test("a repository path that does not exist is notFound")
+    func missingRepository() throws {
+        let git = GitSourceControl(repository: "/nonexistent/\(UUID().uuidString)", ref: "main", logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try git.latest() }
+    }
+
+    @Test("a directory that is not itself a repository is notFound, even inside one")
+    func notARepository() throws {
+        let plain = try makeScratchDirectory("plain")
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: plain, ref: "main", logger: silentLogger).latest()
+        }
+
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let inside = repository.path + "/sub"
+        try FileManager.default.createDirectory(atPath: inside, withIntermediateDirectories: true)
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: inside, ref: "main", logger: silentLogger).latest()
+        }
+    }
+
+    @Test("a ref that looks like an option is rejected without running git", arguments: ["--upload-pack=x", "-c", "main..other"])
+    func maliciousRefRunsNothing(_ ref: String) throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let head = try repository.commit("one")
+        let fake = try MarkerGit()
+        defer { fake.remove() }
+        for repositoryText in [repository.path, repository.fileURL] {
+            let git = GitSourceControl(repository: repositoryText, ref: ref, gitExecutable: fake.executable, logger: silentLogger)
+            #expect(throws: BackendError.notFound) { try git.latest() }
+            #expect(throws: BackendError.notFound) { try git.history(cursor: "", limit: 5) }
+            let known = uri(repositoryText, ref, head)
+            #expect(throws: BackendError.notFound) { try git.isAncestor(known, of: known) }
+        }
+        #expect(!fake.ran)
+
+        // The marker does appear when the fake git is run, so its absence above means something.
+        _ = try? GitSourceControl(repository: repository.path, ref: "main", gitExecutable: fake.executable, logger: silentLogger).latest()
+        #expect(fake.ran)
+    }
+
+    @Test("a repository that looks like an option is rejected without running git")
+    func maliciousRepositoryRunsNothing() throws {
+        let fake = try MarkerGit()
+        defer { fake.remove() }
+        let git = GitSourceControl(repository: "--upload-pack=touch /tmp/x", ref: "main", gitExecutable: fake.executable, logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try git.latest() }
+        #expect(!fake.ran)
+    }
+
+    @Test("git that outlives the timeout is stopped and the call is retryable unavailable")
+    func timeout() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let stuck = try MarkerGit(body: "exec sleep 30")
+        defer { stuck.remove() }
+        let git = GitSourceControl(
+            repository: repository.path, ref: "main", timeout: .milliseconds(200), gitExecutable: stuck.executable,
+            logger: silentLogger
+        )
+        #expect {
+            try git.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+    }
+
+    @Test("a git executable that cannot start is unavailable")
+    func gitMissing() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let git = GitSourceControl(repository: repository.path, ref: "main", gitExecutable: "/nonexistent/git", logger: silentLogger)
+        #expect {
+            try git.latest()
+        } throws: { error in
+            if case .unavailable = error as? BackendError { return true }
+            return false
+        }
+    }
+}
+
+@Suite("GitSourceControl on a remote through its mirror")
+struct GitSourceControlRemoteTests {
+    @Test("a file:// remote is mirrored: latest fetches, ancestry and history work, new commits arrive")
+    func mirror() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let first = try upstream.commit("one")
+        let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
+
+        #expect(try git.latest() == uri(upstream.fileURL, "main", first))
+        let mirrors = try FileManager.default.contentsOfDirectory(atPath: cache)
+        #expect(mirrors.count == 1)
+        #expect(mirrors.first?.hasSuffix(".git") == true)
+
+        let second = try upstream.commit("two")
+        #expect(try git.latest() == uri(upstream.fileURL, "main", second))
+        #expect(try git.isAncestor(uri(upstream.fileURL, "main", first), of: uri(upstream.fileURL, "main", second)))
+        #expect(try git.history(cursor: "", limit: 10).uris == [second, first].map { uri(upstream.fileURL, "main", $0) })
+    }
+
+    @Test("a commit made upstream after the last fetch is fetched once for isAncestor and history")
+    func fetchOnMissingCommit() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let first = try upstream.commit("one")
+        let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
+        _ = try git.latest()
+
+        let second = try upstream.commit("two")
+        let third = try upstream.commit("three")
+        #expect(try git.isAncestor(uri(upstream.fileURL, "main", first), of: uri(upstream.fileURL, "main", second)))
+        #expect(try git.history(cursor: third, limit: 1).uris == [uri(upstream.fileURL, "main", third)])
+        let ghost = uri(upstream.fileURL, "main", String(repeating: "cd", count: 20))
+        #expect(throws: BackendError.notFound) { try git.isAncestor(ghost, of: uri(upstream.fileURL, "main", first)) }
+    }
+
+    @Test("an unknown remote ref is notFound; an unreachable remote is unavailable")
+    func remoteFailures() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        try upstream.commit("one")
+        let unknownRef = GitSourceControl(repository: upstream.fileURL, ref: "nope", cacheDirectory: cache, logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try unknownRef.latest() }
+
+        let unreachable = GitSourceControl(
+            repository: "file:///nonexistent/\(UUID().uuidString)", ref: "main", cacheDirectory: cache, logger: silentLogger
+        )
+        #expect {
+            try unreachable.latest()
+        } throws: { error in
+            if case .unavailable = error as? BackendError { return true }
+            return false
+        }
+    }
+
+    @Test("credentials in a URL never reach URIs")
+    func credentialsStripped() {
+        #expect(GitSourceControl.withoutCredentials("https://user:token@example.com/r.git") == "https://example.com/r.git")
+        #expect(GitSourceControl.withoutCredentials("https://example.com/a@b/r.git") == "https://example.com/a@b/r.git")
+        #expect(GitSourceControl.withoutCredentials("git@example.com:r.git") == "git@example.com:r.git")
+        #expect(GitSourceControl.withoutCredentials("/srv/git/r") == "/srv/git/r")
+    }
+}
+
+@Suite("Git ref validation")
+struct GitRefValidationTests {
+    @Test("conservative refs are accepted", arguments: ["main", "refs/heads/main", "release/1.0", "feature_x-y", "v2"])
+    func accepted(_ ref: String) {
+        #expect(GitSourceControl.isValidRef(ref))
+    }
+
+    @Test("option-like and check-ref-format-breaking refs are refused", arguments: [
+        "", "-x", "--upload-pack=x", "a..b", "a//b", "/a", "a/", "a.lock", "a b", "a~1", "a^", "a:b", "HEAD",
+        "a/.b", "@{-1}", ".a", "a.", "a/-b", "a\\b", "a*", "a?b", "a[b",
+    ])
+    func refused(_ ref: String) {
+        #expect(!GitSourceControl.isValidRef(ref))
+    }
+}

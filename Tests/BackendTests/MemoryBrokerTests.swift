@@ -1,0 +1,127 @@
+import Backends
+import Domain
+import Foundation
+import Synchronization
+import Testing
+
+private let topic = TopicName("memory")
+
+private func message(_ id: String, key: String = "k") -> Message {
+    Message(topic: topic, partitionKey: key, id: id, payload: [])
+}
+
+/// Polls `condition` every 2 ms until it holds or `timeout` passes.
+private func eventually(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if try condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        try? await Task.sleep(for: .milliseconds(2))
+    }
+}
+
+/// Ids a handler saw, in order.
+private final class Seen: Sendable {
+    private let ids = Mutex<[String]>([])
+    func append(_ id: String) { ids.withLock { $0.append(id) } }
+    var values: [String] { ids.withLock { $0 } }
+}
+
+@Suite("MemoryBroker specifics")
+struct MemoryBrokerTests {
+    @Test("an id that was acked may be published again and is delivered again")
+    func ackedIDIsForgotten() async throws {
+        let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+        defer { broker.shutdown() }
+        let seen = Seen()
+        broker.subscribe(topic) { delivery in
+            seen.append(delivery.message.id)
+            return .ack
+        }
+        try broker.start()
+        try broker.publish(message("again"))
+        #expect(await eventually { seen.values.count == 1 })
+        #expect(try await eventually { try broker.stats(topic).inFlight == 0 })
+        try broker.publish(message("again"))
+        #expect(await eventually { seen.values.count == 2 })
+        #expect(seen.values == ["again", "again"])
+    }
+
+    @Test("start twice is harmless; after shutdown, start and publish are unavailable; shutdown is idempotent")
+    func lifecycle() throws {
+        let broker = MemoryBroker(logger: silentLogger)
+        try broker.start()
+        try broker.start()
+        broker.shutdown()
+        broker.shutdown()
+        #expect(throws: BackendError.unavailable(retryable: false, detail: "the in-memory broker is shut down")) {
+            try broker.publish(message("late"))
+        }
+        #expect(throws: BackendError.unavailable(retryable: false, detail: "the in-memory broker is shut down")) {
+            try broker.start()
+        }
+    }
+
+    @Test("shutdown of a broker never started returns at once")
+    func shutdownUnstarted() throws {
+        let broker = MemoryBroker(logger: silentLogger)
+        try broker.publish(message("waiting"))
+        broker.shutdown()
+        #expect(try broker.stats(topic).backlog == 1)
+    }
+
+    @Test("a topic without a handler keeps its messages waiting while others flow")
+    func unsubscribedTopicWaits() async throws {
+        let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+        defer { broker.shutdown() }
+        let seen = Seen()
+        broker.subscribe(topic) { delivery in
+            seen.append(delivery.message.id)
+            return .ack
+        }
+        let quiet = TopicName("quiet")
+        try broker.publish(Message(topic: quiet, partitionKey: "k", id: "q1", payload: []))
+        try broker.publish(message("m1"))
+        try broker.start()
+        #expect(await eventually { seen.values == ["m1"] })
+        #expect(try broker.stats(quiet).backlog == 1)
+    }
+
+    @Test("a handler may shut the broker down without deadlocking")
+    func shutdownFromHandler() async throws {
+        let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+        let returned = Mutex(false)
+        broker.subscribe(topic) { _ in
+            broker.shutdown()
+            returned.withLock { $0 = true }
+            return .ack
+        }
+        try broker.publish(message("stop"))
+        try broker.start()
+        #expect(await eventually { returned.withLock { $0 } })
+        broker.shutdown()
+        #expect(try broker.stats(topic).inFlight == 0)
+    }
+
+    @Test("a long backoff keeps the partition waiting while other partitions flow")
+    func backoffBlocksOnlyItsPartition() async throws {
+        let broker = MemoryBroker(
+            policy: RetryPolicy(maxAttempts: 5, backoffBase: .seconds(60), backoffCap: .seconds(60)), workerThreads: 2,
+            logger: silentLogger
+        )
+        defer { broker.shutdown() }
+        let seen = Seen()
+        broker.subscribe(topic) { delivery in
+            seen.append(delivery.message.id)
+            return delivery.message.id == "slow" ? .retry(reason: "later") : .ack
+        }
+        try broker.publish(message("slow", key: "a"))
+        try broker.publish(message("behind", key: "a"))
+        try broker.publish(message("other", key: "b"))
+        try broker.start()
+        #expect(await eventually { seen.values.contains("other") && seen.values.contains("slow") })
+        let stats = try broker.stats(topic)
+        #expect(stats.backlog == 2)
+        #expect(!seen.values.contains("behind"))
+    }
+}

@@ -1,0 +1,253 @@
+import Domain
+import Foundation
+import Synchronization
+import Testing
+
+private let created = Date(timeIntervalSince1970: 1_700_000_000)
+private let later = Date(timeIntervalSince1970: 1_700_000_600)
+
+private func queueName(_ raw: String) throws -> QueueName { try QueueName(raw) }
+
+private func request(_ queue: QueueName, _ number: UInt64, uri: String? = nil) -> Request {
+    Request(
+        id: RequestID(queue: queue, number: number), uri: SourceURI(uri ?? "git://\(queue)/c\(number)"),
+        createdAt: created.addingTimeInterval(Double(number))
+    )
+}
+
+@Suite("RequestStore contract")
+struct RequestStoreContractTests {
+    @Test("create then get returns the same request", arguments: allFixtures)
+    func createThenGet(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let original = Request(
+                id: RequestID(queue: try queueName("team/main"), number: 7), uri: SourceURI("git://x/abc"),
+                state: .processing, buildStrategy: .incrementalSinceGreen, baseURI: SourceURI("git://x/base"),
+                version: 3, createdAt: created, updatedAt: later
+            )
+            try backend.stores.requests.create(original)
+            #expect(try backend.stores.requests.get(original.id) == original)
+        }
+    }
+
+    @Test("get of an unknown id is notFound", arguments: allFixtures)
+    func getUnknown(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let id = RequestID(queue: try queueName("q"), number: 1)
+            #expect(throws: BackendError.notFound) { try backend.stores.requests.get(id) }
+        }
+    }
+
+    @Test("a second create of one id is alreadyExists and keeps the first", arguments: allFixtures)
+    func duplicateID(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let first = request(try queueName("q"), 1, uri: "git://q/first")
+            try backend.stores.requests.create(first)
+            let second = request(try queueName("q"), 1, uri: "git://q/second")
+            #expect(throws: BackendError.alreadyExists) { try backend.stores.requests.create(second) }
+            #expect(try backend.stores.requests.get(first.id) == first)
+        }
+    }
+
+    @Test("update with the stored version writes the mutable fields and the new version", arguments: allFixtures)
+    func updateCASSuccess(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let original = request(try queueName("q"), 1)
+            try backend.stores.requests.create(original)
+            var changed = original
+            changed.state = .succeeded
+            changed.buildStrategy = .full
+            changed.baseURI = SourceURI("git://q/base")
+            changed.updatedAt = later
+            try backend.stores.requests.update(changed, oldVersion: 1, newVersion: 2)
+
+            let stored = try backend.stores.requests.get(original.id)
+            #expect(stored.state == .succeeded)
+            #expect(stored.buildStrategy == .full)
+            #expect(stored.baseURI == SourceURI("git://q/base"))
+            #expect(stored.updatedAt == later)
+            #expect(stored.version == 2)
+            #expect(stored.uri == original.uri)
+            #expect(stored.createdAt == original.createdAt)
+        }
+    }
+
+    @Test("update with a stale version is versionMismatch and changes nothing", arguments: allFixtures)
+    func updateStale(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let original = request(try queueName("q"), 1)
+            try backend.stores.requests.create(original)
+            var first = original
+            first.state = .processing
+            try backend.stores.requests.update(first, oldVersion: 1, newVersion: 2)
+
+            var stale = original
+            stale.state = .cancelled
+            #expect(throws: BackendError.versionMismatch) {
+                try backend.stores.requests.update(stale, oldVersion: 1, newVersion: 2)
+            }
+            let stored = try backend.stores.requests.get(original.id)
+            #expect(stored.state == .processing)
+            #expect(stored.version == 2)
+        }
+    }
+
+    @Test("update of a missing row is versionMismatch and creates nothing", arguments: allFixtures)
+    func updateMissing(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let ghost = request(try queueName("q"), 5)
+            #expect(throws: BackendError.versionMismatch) {
+                try backend.stores.requests.update(ghost, oldVersion: 1, newVersion: 2)
+            }
+            #expect(throws: BackendError.notFound) { try backend.stores.requests.get(ghost.id) }
+        }
+    }
+
+    @Test("list is newest first by n (numerically), honours before and limit, one queue only", arguments: allFixtures)
+    func listOrdering(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("team/main")
+            let other = try queueName("team/other")
+            // Created out of order so neither insertion order nor text order (10 < 9) can pass.
+            for number: UInt64 in [3, 10, 1, 12, 9, 2, 11, 4, 8, 5, 7, 6] {
+                try backend.stores.requests.create(request(queue, number))
+            }
+            try backend.stores.requests.create(request(other, 100))
+
+            let all = try backend.stores.requests.list(queue: queue, before: nil, limit: 100)
+            #expect(all.map(\.id.number) == [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1])
+            #expect(try backend.stores.requests.list(queue: queue, before: nil, limit: 2).map(\.id.number) == [12, 11])
+            #expect(try backend.stores.requests.list(queue: queue, before: 10, limit: 3).map(\.id.number) == [9, 8, 7])
+            #expect(try backend.stores.requests.list(queue: queue, before: 3, limit: 10).map(\.id.number) == [2, 1])
+            #expect(try backend.stores.requests.list(queue: queue, before: 1, limit: 10).isEmpty)
+            #expect(try backend.stores.requests.list(queue: other, before: nil, limit: 10).map(\.id.number) == [100])
+            #expect(try backend.stores.requests.list(queue: try queueName("empty"), before: nil, limit: 10).isEmpty)
+            #expect(all.first == request(queue, 12))
+        }
+    }
+}
+
+@Suite("RequestURIStore contract")
+struct RequestURIStoreContractTests {
+    @Test("a claimed (queue, uri) maps back to its request id", arguments: allFixtures)
+    func roundTrip(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let id = RequestID(queue: queue, number: 4)
+            try backend.stores.uris.create(queue: queue, uri: SourceURI("git://q/c4"), id: id)
+            #expect(try backend.stores.uris.id(queue: queue, uri: SourceURI("git://q/c4")) == id)
+            #expect(throws: BackendError.notFound) { try backend.stores.uris.id(queue: queue, uri: SourceURI("git://q/c5")) }
+        }
+    }
+
+    @Test("a second claim of one (queue, uri) is alreadyExists and keeps the first id", arguments: allFixtures)
+    func duplicateClaim(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let uri = SourceURI("git://q/c1")
+            try backend.stores.uris.create(queue: queue, uri: uri, id: RequestID(queue: queue, number: 1))
+            #expect(throws: BackendError.alreadyExists) {
+                try backend.stores.uris.create(queue: queue, uri: uri, id: RequestID(queue: queue, number: 2))
+            }
+            #expect(try backend.stores.uris.id(queue: queue, uri: uri) == RequestID(queue: queue, number: 1))
+        }
+    }
+
+    @Test("the same uri in two queues is claimed independently", arguments: allFixtures)
+    func sameURITwoQueues(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let first = try queueName("a/main")
+            let second = try queueName("b/main")
+            let uri = SourceURI("git://shared/c1")
+            try backend.stores.uris.create(queue: first, uri: uri, id: RequestID(queue: first, number: 1))
+            try backend.stores.uris.create(queue: second, uri: uri, id: RequestID(queue: second, number: 9))
+            #expect(try backend.stores.uris.id(queue: first, uri: uri) == RequestID(queue: first, number: 1))
+            #expect(try backend.stores.uris.id(queue: second, uri: uri) == RequestID(queue: second, number: 9))
+        }
+    }
+}
+
+@Suite("QueueStore contract")
+struct QueueStoreContractTests {
+    @Test("create then get, duplicate name, unknown name", arguments: allFixtures)
+    func createGet(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let name = try queueName("team/main")
+            let queue = Queue(name: name)
+            try backend.stores.queues.create(queue)
+            #expect(try backend.stores.queues.get(name) == queue)
+            #expect(throws: BackendError.alreadyExists) {
+                try backend.stores.queues.create(Queue(name: name, lastGreenURI: SourceURI("git://x"), version: 5))
+            }
+            #expect(try backend.stores.queues.get(name) == queue)
+            #expect(throws: BackendError.notFound) { try backend.stores.queues.get(try queueName("team/other")) }
+        }
+    }
+
+    @Test("update is a compare-and-set on the version", arguments: allFixtures)
+    func updateCAS(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let name = try queueName("team/main")
+            try backend.stores.queues.create(Queue(name: name))
+            let latest = RequestID(queue: name, number: 3)
+            let green = RequestID(queue: name, number: 2)
+            let changed = Queue(
+                name: name, latestRequestID: latest, lastGreenURI: SourceURI("git://x/c2"), lastGreenRequestID: green,
+                version: 1
+            )
+            try backend.stores.queues.update(changed, oldVersion: 1, newVersion: 2)
+            #expect(
+                try backend.stores.queues.get(name)
+                    == Queue(
+                        name: name, latestRequestID: latest, lastGreenURI: SourceURI("git://x/c2"),
+                        lastGreenRequestID: green, version: 2
+                    )
+            )
+
+            let stale = Queue(name: name, latestRequestID: RequestID(queue: name, number: 9), version: 1)
+            #expect(throws: BackendError.versionMismatch) { try backend.stores.queues.update(stale, oldVersion: 1, newVersion: 2) }
+            #expect(try backend.stores.queues.get(name).latestRequestID == latest)
+
+            let missing = Queue(name: try queueName("ghost"))
+            #expect(throws: BackendError.versionMismatch) { try backend.stores.queues.update(missing, oldVersion: 1, newVersion: 2) }
+            #expect(throws: BackendError.notFound) { try backend.stores.queues.get(try queueName("ghost")) }
+        }
+    }
+}
+
+@Suite("Counter contract")
+struct CounterContractTests {
+    @Test("each (queue, domain) sequence starts at 1 and counts up on its own", arguments: allFixtures)
+    func startsAtOne(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let counter = backend.stores.counter
+            let first = try queueName("a/main")
+            let second = try queueName("b/main")
+            #expect(try counter.next(queue: first, domain: "request") == 1)
+            #expect(try counter.next(queue: first, domain: "request") == 2)
+            #expect(try counter.next(queue: first, domain: "other") == 1)
+            #expect(try counter.next(queue: second, domain: "request") == 1)
+            #expect(try counter.next(queue: first, domain: "request") == 3)
+        }
+    }
+
+    @Test("100 concurrent next calls on threads get 1...100, each once", arguments: allFixtures)
+    func concurrentNext(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let counter = backend.stores.counter
+            let queue = try queueName("busy/main")
+            let values = Recorder<UInt64>()
+            let failures = Recorder<BackendError>()
+            let finished = await onThreads(100) { _ in
+                do throws(BackendError) {
+                    values.append(try counter.next(queue: queue, domain: "request"))
+                } catch {
+                    failures.append(error)
+                }
+            }
+            #expect(finished)
+            #expect(failures.values.isEmpty)
+            #expect(values.values.sorted() == Array(1...100))
+        }
+    }
+}

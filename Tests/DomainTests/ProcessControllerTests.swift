@@ -1,0 +1,131 @@
+import Domain
+import Foundation
+import Testing
+
+@Suite struct ProcessControllerTests {
+    @Test func fullBuildWithoutALastGreen() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        #expect(try world.deliver(id) == .ack)
+        let request = try world.requests.base.get(id)
+        #expect(request.state == .processing)
+        #expect(request.buildStrategy == .full)
+        #expect(request.baseURI == nil)
+        #expect(request.version == 2)
+        #expect(world.source.state.withLock { $0.ancestryCalls.isEmpty })
+    }
+
+    @Test func incrementalWhenTheLastGreenIsAnAncestor() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        try world.setLastGreen("git://q/c0")
+        #expect(try world.deliver(id) == .ack)
+        let request = try world.requests.base.get(id)
+        #expect(request.buildStrategy == .incrementalSinceGreen)
+        #expect(request.baseURI == SourceURI("git://q/c0"))
+        let calls = world.source.state.withLock { $0.ancestryCalls }
+        #expect(calls.map(\.0) == [SourceURI("git://q/c0")])
+        #expect(calls.map(\.1) == [SourceURI("git://q/c1")])
+    }
+
+    @Test func rewrittenHistoryBuildsFull() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        try world.setLastGreen("git://q/c0")
+        world.source.state.withLock { $0.ancestry = .success(false) }
+        #expect(try world.deliver(id) == .ack)
+        let request = try world.requests.base.get(id)
+        #expect(request.buildStrategy == .full)
+        #expect(request.baseURI == nil)
+    }
+
+    @Test func unknownAncestryBuildsFull() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        try world.setLastGreen("git://q/gone")
+        world.source.state.withLock { $0.ancestry = .failure(.notFound) }
+        #expect(try world.deliver(id) == .ack)
+        #expect(try world.requests.base.get(id).buildStrategy == .full)
+    }
+
+    @Test func sourceControlOutageIsRetried() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        try world.setLastGreen("git://q/c0")
+        world.source.state.withLock { $0.ancestry = .failure(.unavailable(retryable: true, detail: "git timed out")) }
+        guard case .retry = try world.deliver(id) else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(try world.requests.base.get(id).state == .accepted)
+    }
+
+    @Test func olderHeadsAreSuperseded() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q").request.id
+        world.setHead("git://q/c2")
+        let second = try world.ingest.ingest(queue: "q").request.id
+        #expect(try world.deliver(first) == .ack)
+        #expect(try world.requests.base.get(first).state == .superseded)
+        #expect(try world.deliver(second) == .ack)
+        #expect(try world.requests.base.get(second).state == .processing)
+    }
+
+    @Test func redeliveryAfterProcessingChangesNothing() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        #expect(try world.deliver(id) == .ack)
+        let before = try world.requests.base.get(id)
+        try world.setLastGreen("git://q/c0")
+        #expect(try world.deliver(id, attempt: 2) == .ack)
+        #expect(try world.requests.base.get(id) == before)
+    }
+
+    @Test(arguments: [#"not json"#, #"{"id": "request/q/1"}"#, #"{"id": "request/q/0", "queue": "q"}"#,
+        #"{"id": "request/q/1", "queue": "other"}"#, #"[]"#])
+    func malformedPayloadIsRejected(_ payload: String) {
+        let world = World()
+        let message = Message(topic: .process, partitionKey: "q", id: "x", payload: Array(payload.utf8))
+        guard case .reject = world.process.handle(Delivery(message: message, attempt: 1)) else {
+            Issue.record("expected a reject")
+            return
+        }
+    }
+
+    @Test func missingRequestIsRejectedNotRetried() throws {
+        let world = World()
+        let id = RequestID(queue: try QueueName("q"), number: 3)
+        let payload = try JSONEncoder().encode(ProcessMessage(id: id))
+        let message = Message(topic: .process, partitionKey: "q", id: id.description, payload: Array(payload))
+        guard case .reject = world.process.handle(Delivery(message: message, attempt: 1)) else {
+            Issue.record("expected a reject")
+            return
+        }
+    }
+
+    @Test func versionRaceIsRetriedAndConverges() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        world.requests.faults.inject("update", .versionMismatch)
+        guard case .retry = try world.deliver(id) else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(try world.requests.base.get(id).state == .accepted)
+        #expect(try world.deliver(id, attempt: 2) == .ack)
+        let request = try world.requests.base.get(id)
+        #expect(request.state == .processing)
+        #expect(request.version == 2)
+    }
+
+    @Test func storeOutageIsRetried() throws {
+        let world = World()
+        let id = try world.ingest.ingest(queue: "q").request.id
+        world.requests.faults.inject("get", .unavailable(retryable: true, detail: "down"))
+        guard case .retry = try world.deliver(id) else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(try world.deliver(id, attempt: 2) == .ack)
+    }
+}

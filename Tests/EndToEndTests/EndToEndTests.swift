@@ -1,0 +1,149 @@
+import API
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite(.serialized) struct EndToEndTests {
+    /// A queues file with one git queue `app/main` over `repository`.
+    func queuesFile(_ repository: TemporaryRepository) throws -> URL {
+        let file = repository.url.appendingPathExtension("queues.json")
+        let document = #"{"queues": [{"name": "app/main", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "refs/heads/main"}}]}"#
+        try Data(document.utf8).write(to: file)
+        return file
+    }
+
+    @Test func ingestDedupProcessAndShutdownOverAGitQueue() throws {
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        let server = try RunningServer(arguments: ["--queues", try queuesFile(repository).path])
+
+        let minted = try http("POST", "/queues/app/main/ingest", port: server.port)
+        #expect(minted.status == 202, "\(minted.text)")
+        #expect(minted.headers["location"] == "/requests/request/app/main/1")
+        #expect(minted.json["deduplicated"] as? Bool == false)
+        #expect((minted.json["uri"] as? String)?.hasSuffix(first) == true)
+
+        let again = try http("POST", "/queues/app%2Fmain/ingest", port: server.port, body: "{}")
+        #expect(again.status == 200)
+        #expect(again.json["id"] as? String == "request/app/main/1")
+        #expect(again.json["deduplicated"] as? Bool == true)
+
+        let second = try repository.commit("two")
+        let next = try http("POST", "/queues/app/main/ingest", port: server.port)
+        #expect(next.status == 202)
+        #expect(next.json["id"] as? String == "request/app/main/2")
+        #expect((next.json["uri"] as? String)?.hasSuffix(second) == true)
+
+        let processed = try eventually {
+            try http("GET", "/requests/request/app/main/2", port: server.port).json["state"] as? String == "processing"
+        }
+        #expect(processed)
+        let request = try http("GET", "/requests/request%2Fapp%2Fmain%2F2", port: server.port)
+        #expect(request.status == 200)
+        #expect(request.json["build_strategy"] as? String == "full")
+        #expect(try eventually {
+            try http("GET", "/requests/request/app/main/1", port: server.port).json["state"] as? String == "superseded"
+        })
+
+        let queue = try http("GET", "/queues/app/main", port: server.port)
+        #expect(queue.json["latest_request_id"] as? String == "request/app/main/2")
+        let page = try http("GET", "/queues/app%2Fmain/requests?limit=1", port: server.port)
+        #expect((page.json["requests"] as? [[String: Any]])?.first?["id"] as? String == "request/app/main/2")
+        #expect(page.json["next_cursor"] is String)
+
+        #expect(try http("POST", "/queues/nope/ingest", port: server.port).status == 404)
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func signaturesAreCheckedWhenASecretIsSet() throws {
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let server = try RunningServer(
+            arguments: ["--queues", try queuesFile(repository).path], environment: ["STOVEPIPE_INGEST_SECRET": "hush"])
+        let body = #"{"ref":"refs/heads/main"}"#
+        let signature = SignatureVerifier(secret: Array("hush".utf8)).signature(for: Array(body.utf8))
+        let refused = try http("POST", "/queues/app/main/ingest", port: server.port, body: body)
+        #expect(refused.status == 401)
+        #expect(refused.headers["content-type"] == "application/problem+json")
+        let wrong = try http("POST", "/queues/app/main/ingest", port: server.port, body: body,
+            headers: [("X-Stovepipe-Signature-256", "sha256=" + String(repeating: "ab", count: 32))])
+        #expect(wrong.status == 401)
+        let accepted = try http("POST", "/queues/app/main/ingest", port: server.port, body: body,
+            headers: [("X-Hub-Signature-256", signature)])
+        #expect(accepted.status == 202)
+        #expect(!server.log.contains("hush"))
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func sixtyFourClientsIngestingOneHeadGetOneRequest() throws {
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let server = try RunningServer(arguments: ["--queues", try queuesFile(repository).path])
+        let statuses = Mutex<[Int]>([])
+        let ids = Mutex<Set<String>>([])
+        let group = DispatchGroup()
+        for _ in 0..<64 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                let response = try? http("POST", "/queues/app/main/ingest", port: server.port)
+                statuses.withLock { $0.append(response?.status ?? -1) }
+                if let id = response?.json["id"] as? String { ids.withLock { _ = $0.insert(id) } }
+            }.start()
+        }
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        let all = statuses.withLock { $0 }
+        #expect(all.filter { $0 == 202 }.count == 1)
+        #expect(all.filter { $0 == 200 }.count == 63)
+        #expect(ids.withLock { $0 } == ["request/app/main/1"])
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func sigtermAnswersInFlightRequestsAndExitsZero() throws {
+        let server = try RunningServer(arguments: [])
+        let results = Mutex<[Int]>([])
+        let group = DispatchGroup()
+        for _ in 0..<16 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for _ in 0..<20 {
+                    guard let response = try? http("POST", "/queues/demo/main/ingest", port: server.port) else { return }
+                    results.withLock { $0.append(response.status) }
+                }
+            }.start()
+        }
+        #expect(try eventually { results.withLock { $0.count } >= 16 })
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus == 0)
+        // Every exchange that got an answer got a complete, successful one: none was cut off mid-response.
+        #expect(results.withLock { $0 }.allSatisfy { $0 == 200 || $0 == 202 || $0 == 503 })
+        #expect(server.log.contains("stopped"))
+    }
+
+    @Test func badQueuesFileStopsStartupNamingThePlace() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"queues": [{"name": "ok"}, {"name": "a//b", "source": {"type": "static", "history": ["x"]}}]}"#.utf8).write(to: file)
+        let process = Process()
+        process.executableURL = RunningServer.binary
+        process.arguments = ["serve", "--port", "0", "--queues", file.path]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(output.contains("$.queues[0].source"), "\(output)")
+    }
+}

@@ -1,0 +1,47 @@
+import Backends
+import Domain
+import Foundation
+import Testing
+
+@testable import stovepipe
+
+@Suite struct QueueConfigurationTests {
+    @Test func parsesGitAndStaticQueues() throws {
+        let document = #"""
+            {"queues": [
+              {"name": "monorepo/main", "source": {"type": "git", "repository": "/srv/git/monorepo", "ref": "refs/heads/main"}},
+              {"name": "demo/main", "source": {"type": "static", "history": ["git://demo/main/c3", "git://demo/main/c2"]}}
+            ]}
+            """#
+        let configuration = try QueueConfiguration.parse(Data(document.utf8))
+        #expect(configuration.entries.map(\.name.rawValue) == ["monorepo/main", "demo/main"])
+        #expect(configuration.entries[0].source == .git(repository: "/srv/git/monorepo", ref: "refs/heads/main"))
+        #expect(configuration.entries[1].source == .staticHistory([SourceURI("git://demo/main/c3"), SourceURI("git://demo/main/c2")]))
+    }
+
+    @Test(arguments: [
+        ("[]", "$"),
+        ("{", "$"),
+        (#"{"queues": {}}"#, "$.queues"),
+        (#"{"queues": [1]}"#, "$.queues[0]"),
+        (#"{"queues": [{"name": "a b", "source": {}}]}"#, "$.queues[0].name"),
+        (#"{"queues": [{"name": "a", "source": {"type": "svn"}}]}"#, "$.queues[0].source.type"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r"}}]}"#, "$.queues[0].source.ref"),
+        (#"{"queues": [{"name": "a", "source": {"type": "static", "history": []}}]}"#, "$.queues[0].source.history"),
+        (#"{"queues": [{"name": "a", "source": {"type": "static", "history": [3]}}]}"#, "$.queues[0].source.history[0]"),
+        (#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["x"]}}, {"name": "a", "source": {"type": "static", "history": ["x"]}}]}"#, "$.queues[1].name"),
+    ])
+    func namesTheProblemsPlace(_ document: String, _ place: String) {
+        do {
+            _ = try QueueConfiguration.parse(Data(document.utf8))
+            Issue.record("accepted \(document)")
+        } catch {
+            #expect(error.place == place, "\(error)")
+        }
+    }
+
+    @Test func demoQueueIsValid() throws {
+        #expect(try QueueConfiguration.demo().entries.map(\.name.rawValue) == ["demo/main"])
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A response read off a real socket.
+struct WireResponse {
+    let status: Int
+    let headers: [String: String]
+    let body: [UInt8]
+
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:] }
+    var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+enum WireError: Error { case connect(Int32), io, malformed(String) }
+
+/// One HTTP/1.1 exchange over a fresh loopback connection (`Connection: close`).
+func http(
+    _ method: String, _ path: String, port: Int, body: String = "", headers: [(String, String)] = []
+) throws -> WireResponse {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw WireError.connect(errno) }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw WireError.connect(errno) }
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n"
+    for (name, value) in headers { request += "\(name): \(value)\r\n" }
+    request += "\r\n" + body
+    let bytes = Array(request.utf8)
+    var sent = 0
+    while sent < bytes.count {
+        let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard n > 0 else { throw WireError.io }
+        sent += n
+    }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n == 0 { break }
+        guard n > 0 else { throw WireError.io }
+        received += buffer[0..<n]
+    }
+    return try parseResponse(received)
+}
+
+func parseResponse(_ bytes: [UInt8]) throws -> WireResponse {
+    let separator: [UInt8] = [13, 10, 13, 10]
+    guard let end = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else {
+        throw WireError.malformed("no header end")
+    }
+    let head = String(decoding: bytes[..<end], as: UTF8.self).components(separatedBy: "\r\n")
+    let statusParts = head[0].split(separator: " ")
+    guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw WireError.malformed(head[0]) }
+    var headers: [String: String] = [:]
+    for line in head.dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    return WireResponse(status: status, headers: headers, body: Array(bytes[(end + 4)...]))
+}
+
+/// Waits until `condition` holds or `seconds` pass; returns whether it held.
+func eventually(within seconds: Double = 15, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    return try condition()
+}
+
+/// Runs git with an argument vector in `directory`.
+@discardableResult
+func git(_ arguments: [String], in directory: URL) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"] + arguments
+    process.currentDirectoryURL = directory
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw WireError.malformed("git \(arguments) failed") }
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// A temporary git repository with a `main` branch.
+struct TemporaryRepository {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        try git(["init", "-q"], in: url)
+    }
+
+    @discardableResult
+    func commit(_ message: String) throws -> String {
+        try git(["commit", "-q", "--allow-empty", "-m", message], in: url)
+        return try git(["rev-parse", "HEAD"], in: url)
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// The real `stovepipe` binary, started on an ephemeral port.
+final class RunningServer {
+    let process = Process()
+    let port: Int
+    private let stdout = Pipe()
+    let stderrFile: URL
+
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["STOVEPIPE_BINARY"] { return URL(fileURLWithPath: path) }
+        // The test bundle and the executable are built into the same products directory.
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("stovepipe").path),
+            directory.path != "/"
+        {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("stovepipe")
+    }
+
+    init(arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = Self.binary
+        process.arguments = ["serve", "--port", "0"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        process.standardOutput = stdout
+        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: stderrFile)
+        try process.run()
+        // The first stdout line is exactly `listening on http://HOST:PORT`.
+        var line: [UInt8] = []
+        let handle = stdout.fileHandleForReading
+        while let byte = try handle.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("listening on http://127.0.0.1:"), let port = Int(text.split(separator: ":").last ?? "") else {
+            process.terminate()
+            throw WireError.malformed("unexpected first line '\(text)'; log: \((try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "")")
+        }
+        self.port = port
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    func terminate() -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: stderrFile)
+    }
+}
