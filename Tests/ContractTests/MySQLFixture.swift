@@ -34,6 +34,11 @@ struct MySQLFixture: BackendFixture {
         }
     }
 
+    /// The server's configuration without a database, or why there is none.
+    func baseConfiguration() throws -> MySQLConfiguration {
+        try base.get()
+    }
+
     func makeBackend() throws -> any TestBackend {
         let base = try base.get()
         let database = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
