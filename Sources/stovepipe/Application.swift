@@ -25,15 +25,14 @@ final class Application: Sendable {
     let logger: Logger
     private let server: HTTPServer
     private let broker: any MessageBroker
-    private let draining: Mutex<Bool>
+    private let draining = DrainFlag()
     private let closers: [@Sendable () -> Void]
 
     /// Builds every part from `configuration`; nothing listens or runs until `start`.
     init(configuration: ServeConfiguration, logger: Logger, metrics: @escaping @Sendable () -> [UInt8] = { [] }) throws {
         self.configuration = configuration
         self.logger = logger
-        let draining = Mutex(false)
-        self.draining = draining
+        let draining = self.draining
 
         let storage = try Storage.make(configuration, logger: logger)
         broker = storage.broker
@@ -57,7 +56,7 @@ final class Application: Sendable {
             dependencies: APIDependencies(
                 ingest: ingest, requests: storage.requests, queues: storage.queues,
                 isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
-                readiness: readiness, isDraining: { draining.withLock { $0 } }, metrics: metrics,
+                readiness: readiness, isDraining: { draining.isSet }, metrics: metrics,
                 signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
             logger: logger.with(label: "http"))
         server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(label: "http"))
@@ -71,11 +70,20 @@ final class Application: Sendable {
 
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
     func shutdown() {
-        draining.withLock { $0 = true }
+        draining.set()
         server.shutdown()
         broker.shutdown()
         for close in closers { close() }
     }
+}
+
+/// Set once when shutdown begins; read by health checks on worker threads.
+final class DrainFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+
+    func set() { value.store(true, ordering: .releasing) }
 }
 
 extension Logger {

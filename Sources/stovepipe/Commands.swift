@@ -88,12 +88,16 @@ struct Serve: ParsableCommand {
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let boundPort = try application.start()
-        print("listening on http://\(host):\(boundPort)")
-        fflush(stdout)
+        // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
+        let line = Array("listening on http://\(host):\(boundPort)\n".utf8)
+        _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
         logger.notice("shutting down", metadata: ["signal": "\(received)"])
-        signals.onSecondSignal { logger.warning("second signal: exiting now"); exit(1) }
+        signals.onSecondSignal {
+            logger.warning("second signal: exiting now")
+            Foundation.exit(1)
+        }
         application.shutdown()
         logger.notice("stopped")
     }
