@@ -35,16 +35,22 @@ protocol TestBackend: Sendable {
 protocol BackendFixture: Sendable, CustomTestStringConvertible {
     /// The name shown in test results.
     var name: String { get }
+    /// Whether `makeBroker` works; the topic suites run only fixtures that provide a broker.
+    var providesBroker: Bool { get }
     /// A fresh, empty, isolated backend.
     func makeBackend() throws -> any TestBackend
 }
 
 extension BackendFixture {
     var testDescription: String { name }
+    var providesBroker: Bool { true }
 }
 
 /// Every backend the contract suites run against.
-let allFixtures: [any BackendFixture] = [MemoryFixture()]
+let allFixtures: [any BackendFixture] = [MemoryFixture()] + (MySQLFixture.fromEnvironment().map { [$0] } ?? [])
+
+/// The backends the topic suites run against.
+let brokerFixtures: [any BackendFixture] = allFixtures.filter(\.providesBroker)
 
 /// Runs `body` on a fresh backend of `fixture` and tears it down afterwards.
 func withBackend<Result>(
