@@ -16,6 +16,7 @@ struct ServeConfiguration: Sendable {
     var consumerThreads = 4
     var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
     var gitTimeout: Duration = .seconds(30)
+    var mysqlPoolSize = 16
 }
 
 /// The composition root: builds stores, topic, SourceControl, controllers, API and HTTP server,
@@ -106,8 +107,8 @@ struct Storage: Sendable {
     var closers: [@Sendable () -> Void]
 
     static func make(_ configuration: ServeConfiguration, logger: Logger) throws -> Storage {
-        if configuration.mysqlURL != nil {
-            throw StartupError("this build has no MySQL backend yet; run without --mysql-url for in-memory storage")
+        if let url = configuration.mysqlURL {
+            return try mysql(url: url, configuration, logger: logger)
         }
         logger.notice("storage is in memory: state is NOT durable and is lost when the process exits")
         let broker = MemoryBroker(
