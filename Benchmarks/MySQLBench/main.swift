@@ -14,7 +14,14 @@ import Synchronization
 //                     and the queue insert; what scripts/bench-mysql's API ingest does, one queue per POST
 //   ingest-new-head   one ingest of a new head of an existing queue: the same, with the counter upsert
 //                     updating and the queue row read and updated under its version
+//   ingest-new-queue+process
+//                     ingest-new-queue followed by what the process consumer then runs for the request:
+//                     the request read, the queue read and the request update to `processing`; the database
+//                     work one API ingest causes in all
 // Each thread owns one connection. Prints one line of `key=value` fields.
+
+/// The scenarios `--scenario` accepts.
+let scenarios = ["get", "ingest-new-queue", "ingest-new-head", "ingest-new-queue+process"]
 
 /// What the command line asked for.
 struct Options {
@@ -38,7 +45,7 @@ struct Options {
             index += 2
         }
         guard index == arguments.count, !options.url.isEmpty, options.threads > 0, options.seconds > 0,
-            ["get", "ingest-new-queue", "ingest-new-head"].contains(options.scenario)
+            scenarios.contains(options.scenario)
         else { return nil }
         return options
     }
@@ -110,6 +117,17 @@ enum Statements {
             """)
     }
 
+    static func updateRequestToProcessing(_ connection: MySQLConnection, queue: String, n: UInt64, now: Date) throws {
+        let baseURI: String? = nil
+        try connection.execute(
+            """
+            UPDATE requests
+            SET state = \("processing"), build_strategy = \("full"),
+                base_uri = \(baseURI), updated_at = \(now), version = \(UInt64(2))
+            WHERE queue = \(queue) AND n = \(n) AND version = \(UInt64(1))
+            """)
+    }
+
     static func updateQueue(_ connection: MySQLConnection, name: String, latest: String, oldVersion: UInt64) throws {
         let none: String? = nil
         try connection.execute(
@@ -129,7 +147,7 @@ func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, i
     case "get":
         let rows = try Statements.getRequest(connection, queue: "bench/raw", n: 1)
         guard rows.count == 1 else { throw BenchError("the seeded request is missing") }
-    case "ingest-new-queue":
+    case "ingest-new-queue", "ingest-new-queue+process":
         let queue = "bench/\(run)-\(thread)-\(index)"
         let uri = "git://bench/\(queue)/head"
         guard try Statements.uriID(connection, queue: queue, uri: uri).isEmpty else { throw BenchError("URI exists") }
@@ -138,6 +156,11 @@ func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, i
         try Statements.createRequest(connection, queue: queue, n: n, uri: uri, now: Date())
         guard try Statements.getQueue(connection, name: queue).isEmpty else { throw BenchError("queue exists") }
         try Statements.createQueue(connection, name: queue, latest: "request/\(queue)/\(n)")
+        guard scenario == "ingest-new-queue+process" else { return }
+        guard try Statements.getRequest(connection, queue: queue, n: n).count == 1,
+            try Statements.getQueue(connection, name: queue).count == 1
+        else { throw BenchError("the ingested rows are missing") }
+        try Statements.updateRequestToProcessing(connection, queue: queue, n: n, now: Date())
     default:
         let queue = "bench/\(run)-head-\(thread)"
         let uri = "git://bench/\(queue)/\(index)"
@@ -183,7 +206,7 @@ func percentile(_ sorted: [Int64], _ fraction: Double) -> Double {
 func main() -> Int32 {
     guard let options = Options.parse(Array(CommandLine.arguments.dropFirst())) else {
         FileHandle.standardError.write(
-            Data("usage: MySQLBench --url URL --scenario get|ingest-new-queue|ingest-new-head --threads N --seconds S\n".utf8))
+            Data("usage: MySQLBench --url URL --scenario \(scenarios.joined(separator: "|")) --threads N --seconds S\n".utf8))
         return 2
     }
     var configuration: MySQLConfiguration
