@@ -5,6 +5,10 @@ import Synchronization
 /// A bounded pool of blocking connections, after GRDB's `Pool`: a permit per connection, idle connections
 /// in a lock, connecting and pinging outside it, broken connections discarded.
 ///
+/// Permits, idle connections and counters share one `NSCondition`, so a lease takes that lock once to
+/// check out and once to check in: many threads on few cores then queue on a futex instead of spinning on
+/// several locks in turn.
+///
 /// Every call blocks the calling thread; call it from your own threads, never from Swift's cooperative pool.
 public final class MySQLPool: Sendable {
     /// Limits and timings of a pool.
@@ -38,8 +42,7 @@ public final class MySQLPool: Sendable {
     /// The pool's limits.
     public let configuration: Configuration
 
-    private let permits: Permits
-    private let state: Mutex<PoolState>
+    private let core: PoolCore
     private let observer: (any MySQLPoolObserver)?
     private let logger: Logger
 
@@ -55,8 +58,7 @@ public final class MySQLPool: Sendable {
     ) {
         self.connectionConfiguration = connection
         self.configuration = configuration
-        self.permits = Permits(count: configuration.maxConnections)
-        self.state = Mutex(PoolState())
+        self.core = PoolCore(permits: configuration.maxConnections)
         self.observer = observer
         var logger = logger
         logger[metadataKey: "mysql.server"] = "\(connection.host ?? connection.socketPath ?? "")"
@@ -65,7 +67,7 @@ public final class MySQLPool: Sendable {
 
     /// Counters and gauges for metrics.
     public var statistics: MySQLPoolStatistics {
-        state.withLock { state in
+        core.withLock { state in
             MySQLPoolStatistics(
                 inUse: state.inUse, idle: state.idle.count, totalOpened: state.totalOpened,
                 totalDiscarded: state.totalDiscarded, totalAcquired: state.totalAcquired,
@@ -84,27 +86,29 @@ public final class MySQLPool: Sendable {
     @discardableResult
     public func withConnection<Result: Sendable>(_ body: (MySQLConnection) throws -> Result) throws -> Result {
         let start = ContinuousClock.now
-        switch permits.acquire(timeout: configuration.acquireTimeout) {
-        case .acquired:
-            break
+        let first: Slot?
+        switch core.acquire(timeout: configuration.acquireTimeout) {
+        case .acquired(let slot):
+            first = slot
         case .closed:
             throw MySQLError.poolClosed
         case .timedOut:
             let waited = start.duration(to: .now)
-            state.withLock { $0.totalAcquireTimeouts += 1 }
+            core.withLock { $0.totalAcquireTimeouts += 1 }
             observer?.acquireTimedOut(wait: waited)
             logger.info("mysql pool acquire timed out", metadata: ["mysql.pool.wait": "\(waited)"])
             throw MySQLError.poolTimeout(after: configuration.acquireTimeout)
         }
-        // Runs last: the permit is returned only after the connection is back in the idle list.
-        defer { permits.release() }
 
-        let slot = try checkOut()
-        let waited = start.duration(to: .now)
-        state.withLock { state in
-            state.totalAcquired += 1
-            state.totalAcquireWait += waited
+        let slot: Slot
+        do {
+            slot = try checkOut(first)
+        } catch {
+            // No connection was leased: the permit goes back.
+            _ = core.release(nil, acquiredAfter: nil)
+            throw error
         }
+        let waited = start.duration(to: .now)
         observer?.connectionAcquired(wait: waited)
 
         let (outcome, reusable) = slot.connection.withLock { connection in
@@ -120,7 +124,7 @@ public final class MySQLPool: Sendable {
             }
             return (outcome, connection.isUsable && !connection.isInTransaction)
         }
-        checkIn(slot, reusable: reusable, reason: outcome.failureCode)
+        checkIn(slot, reusable: reusable, reason: outcome.failureCode, acquiredAfter: waited)
         return try outcome.get()
     }
 
@@ -134,7 +138,7 @@ public final class MySQLPool: Sendable {
             do {
                 return try withConnection { connection in try connection.withTransaction(body) }
             } catch let error as MySQLError where error.code.isTransient && attempt < configuration.transactionAttempts {
-                state.withLock { $0.totalTransactionRetries += 1 }
+                core.withLock { $0.totalTransactionRetries += 1 }
                 observer?.transactionRetried(code: error.code)
                 logger.debug(
                     "mysql transaction retried",
@@ -149,25 +153,18 @@ public final class MySQLPool: Sendable {
     /// Closes the idle connections and refuses new leases; leased connections close when they come back.
     /// Waiting callers get `poolClosed`.
     public func close() {
-        let idle = state.withLock { state in
-            state.closed = true
-            let idle = state.idle
-            state.idle.removeAll()
-            return idle
-        }
-        permits.close()
+        let idle = core.close()
         for slot in idle {
             slot.connection.withLock { $0.close() }
         }
         logger.debug("mysql pool closed", metadata: ["mysql.pool.closed_idle": "\(idle.count)"])
     }
 
-    /// An idle connection (pinged first if it idled long) or a new one, opened outside the pool lock.
-    private func checkOut() throws(MySQLError) -> Slot {
-        while let slot = try state.withLock({ state throws(MySQLError) in
-            guard !state.closed else { throw MySQLError.poolClosed }
-            return state.idle.popLast()
-        }) {
+    /// `candidate` or another idle connection (pinged first if it idled long), or a new one; connecting and
+    /// pinging happen outside the pool lock. The caller holds a permit.
+    private func checkOut(_ candidate: Slot?) throws(MySQLError) -> Slot {
+        var next = candidate
+        while let slot = next {
             let pingAfterIdle = configuration.pingAfterIdle
             let failure = slot.connection.withLock { connection -> MySQLError? in
                 guard connection.isUsable else { return MySQLError.connectionClosed }
@@ -179,29 +176,22 @@ public final class MySQLPool: Sendable {
                     return error
                 }
             }
-            guard let failure else {
-                state.withLock { $0.inUse += 1 }
-                return slot
-            }
+            guard let failure else { return slot }
             discard(slot, code: failure.code)
+            next = try core.withLock { state throws(MySQLError) in
+                guard !state.closed else { throw MySQLError.poolClosed }
+                return state.idle.popLast()
+            }
         }
         let connection = try MySQLConnection(
             configuration: connectionConfiguration, statementCacheCapacity: configuration.statementCacheCapacity)
         logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
-        state.withLock { state in
-            state.totalOpened += 1
-            state.inUse += 1
-        }
+        core.withLock { $0.totalOpened += 1 }
         return Slot(connection)
     }
 
-    private func checkIn(_ slot: Slot, reusable: Bool, reason: MySQLErrorCode?) {
-        let kept = state.withLock { state in
-            state.inUse -= 1
-            guard reusable && !state.closed else { return false }
-            state.idle.append(slot)
-            return true
-        }
+    private func checkIn(_ slot: Slot, reusable: Bool, reason: MySQLErrorCode?, acquiredAfter waited: Duration) {
+        let kept = core.release(reusable ? slot : nil, acquiredAfter: waited)
         guard !kept else { return }
         if reusable {
             slot.connection.withLock { $0.close() }
@@ -217,7 +207,7 @@ public final class MySQLPool: Sendable {
             connection.close()
             return id
         }
-        state.withLock { $0.totalDiscarded += 1 }
+        core.withLock { $0.totalDiscarded += 1 }
         observer?.connectionDiscarded(code: code)
         logger.info(
             "mysql connection discarded",
@@ -279,6 +269,7 @@ private final class Slot: Sendable {
 }
 
 private struct PoolState {
+    var permits: Int
     var idle: [Slot] = []
     var inUse = 0
     var closed = false
@@ -290,48 +281,75 @@ private struct PoolState {
     var totalTransactionRetries: UInt64 = 0
 }
 
-/// A counting semaphore with a deadline that `close()` can wake, unlike DispatchSemaphore.
-// @unchecked Sendable: `available` and `closed` are only read or written while `condition` is locked.
-private final class Permits: @unchecked Sendable {
+/// Permits, idle connections and counters under one condition: a counting semaphore with a deadline that
+/// `close()` can wake, unlike DispatchSemaphore, which also hands out an idle connection with the permit.
+// @unchecked Sendable: `state` is only read or written while `condition` is locked.
+private final class PoolCore: @unchecked Sendable {
     enum Outcome {
-        case acquired, timedOut, closed
+        /// A permit, with an idle connection when there was one.
+        case acquired(Slot?)
+        case timedOut
+        case closed
     }
 
     private let condition = NSCondition()
-    private var available: Int
-    private var closed = false
+    private var state: PoolState
 
-    init(count: Int) {
-        available = count
+    init(permits: Int) {
+        state = PoolState(permits: permits)
     }
 
-    func acquire(timeout: Duration) -> Outcome {
-        let (seconds, attoseconds) = timeout.components
-        let deadline = Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18)
+    func withLock<Result, Failure: Error>(_ body: (inout PoolState) throws(Failure) -> Result) throws(Failure) -> Result {
         condition.lock()
         defer { condition.unlock() }
-        while available == 0 && !closed {
-            if !condition.wait(until: deadline) && available == 0 && !closed {
-                return .timedOut
+        return try body(&state)
+    }
+
+    /// Takes a permit (waiting up to `timeout`) and the most recently returned idle connection.
+    func acquire(timeout: Duration) -> Outcome {
+        condition.lock()
+        defer { condition.unlock() }
+        if state.permits == 0 && !state.closed {
+            let (seconds, attoseconds) = timeout.components
+            let deadline = Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18)
+            while state.permits == 0 && !state.closed {
+                if !condition.wait(until: deadline) && state.permits == 0 && !state.closed {
+                    return .timedOut
+                }
             }
         }
-        if closed { return .closed }
-        available -= 1
-        return .acquired
+        if state.closed { return .closed }
+        state.permits -= 1
+        state.inUse += 1
+        return .acquired(state.idle.popLast())
     }
 
-    func release() {
+    /// Returns a permit, with `slot` for the idle list unless it is nil or the pool is closed; counts a lease
+    /// that got a connection after `waited`. Returns whether `slot` was kept.
+    func release(_ slot: Slot?, acquiredAfter waited: Duration?) -> Bool {
         condition.lock()
-        available += 1
+        defer { condition.unlock() }
+        state.inUse -= 1
+        state.permits += 1
+        if let waited {
+            state.totalAcquired += 1
+            state.totalAcquireWait += waited
+        }
         condition.signal()
-        condition.unlock()
+        guard let slot, !state.closed else { return false }
+        state.idle.append(slot)
+        return true
     }
 
-    func close() {
+    /// Refuses further leases, wakes every waiter, and hands back the idle connections to close.
+    func close() -> [Slot] {
         condition.lock()
-        closed = true
+        defer { condition.unlock() }
+        state.closed = true
+        let idle = state.idle
+        state.idle.removeAll()
         condition.broadcast()
-        condition.unlock()
+        return idle
     }
 }
 
