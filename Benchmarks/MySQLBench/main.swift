@@ -18,7 +18,8 @@ import Synchronization
 //                     ingest-new-queue followed by what the process consumer then runs for the request:
 //                     the request read, the queue read and the request update to `processing`; the database
 //                     work one API ingest causes in all
-// Each thread owns one connection. Prints one line of `key=value` fields.
+// Each thread owns one connection. Prints one line of `key=value` fields; cpu_us_per_op is this process's
+// user plus system time per operation while the threads ran.
 
 /// The scenarios `--scenario` accepts.
 let scenarios = ["get", "ingest-new-queue", "ingest-new-head", "ingest-new-queue+process"]
@@ -197,6 +198,14 @@ func seed(_ options: Options, configuration: MySQLConfiguration, run: String) th
     }
 }
 
+/// User plus system CPU time of this process so far, in microseconds (getrusage(2)).
+func processCPUMicroseconds() -> Double {
+    var usage = rusage()
+    guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
+    func microseconds(_ time: timeval) -> Double { Double(time.tv_sec) * 1e6 + Double(time.tv_usec) }
+    return microseconds(usage.ru_utime) + microseconds(usage.ru_stime)
+}
+
 func percentile(_ sorted: [Int64], _ fraction: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }
     let index = min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.down)))
@@ -272,6 +281,7 @@ func main() -> Int32 {
         }
         usleep(1000)
     }
+    let cpuBefore = processCPUMicroseconds()
     let started = ContinuousClock.now
     go.store(true, ordering: .releasing)
     ready.lock()
@@ -280,6 +290,7 @@ func main() -> Int32 {
     }
     ready.unlock()
     let elapsed = started.duration(to: .now)
+    let cpuUsed = processCPUMicroseconds() - cpuBefore
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 
     let all = results.withLock { $0 }
@@ -294,7 +305,8 @@ func main() -> Int32 {
         "scenario=\(options.scenario) threads=\(options.threads) operations=\(operations)"
         + " seconds=\(String(format: "%.2f", seconds)) ops_per_sec=\(String(format: "%.1f", rate))"
         + " p50_us=\(String(format: "%.0f", percentile(latencies, 0.50)))"
-        + " p99_us=\(String(format: "%.0f", percentile(latencies, 0.99)))\n"
+        + " p99_us=\(String(format: "%.0f", percentile(latencies, 0.99)))"
+        + " cpu_us_per_op=\(String(format: "%.1f", operations > 0 ? cpuUsed / Double(operations) : 0))\n"
     FileHandle.standardOutput.write(Data(line.utf8))
     return 0
 }
