@@ -56,6 +56,7 @@ let package = Package(
         .target(
             name: "MySQLBackend",
             dependencies: ["Domain", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            resources: [.embedInCode("Schema")],
             swiftSettings: strict
         ),
         // libcrypto's HMAC for webhook signatures.

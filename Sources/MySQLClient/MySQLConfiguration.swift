@@ -242,8 +242,10 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         return parameters.isEmpty ? text : text + "?" + parameters.joined(separator: "&")
     }
 
+    /// The redacted URL.
     public var description: String { redactedURL }
 
+    /// The redacted URL, labelled.
     public var debugDescription: String { "MySQLConfiguration(\(redactedURL))" }
 }
 
@@ -270,6 +272,7 @@ public enum MySQLConfigurationError: Error, Hashable, Sendable, CustomStringConv
     /// Parameters that contradict each other or the rest of the URL.
     case conflictingParameters(String)
 
+    /// What is wrong, without the password.
     public var description: String {
         switch self {
         case .notAMySQLURL: "invalid MySQL URL: expected mysql://USER[:PASSWORD]@HOST[:PORT]/[DATABASE]"

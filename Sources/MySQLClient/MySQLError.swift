@@ -87,6 +87,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     /// True for deadlock and lock wait timeout: the transaction may succeed if run again.
     public var isTransient: Bool { self == .deadlock || self == .lockWaitTimeout }
 
+    /// The number.
     public var description: String { String(rawValue) }
 
     /// Lets callers write `catch MySQLErrorCode.duplicateEntry { ... }`.
@@ -123,8 +124,10 @@ public struct MySQLError: Error, Hashable, Sendable, CustomStringConvertible, Cu
     /// True when the connection that raised this error must be discarded.
     public var isConnectionBroken: Bool { code.isConnectionBroken }
 
+    /// Code and SQLSTATE only, so logs never leak data by accident.
     public var description: String { "MySQLError(code: \(code.rawValue), sqlState: \(sqlState))" }
 
+    /// Code, SQLSTATE and message.
     public var debugDescription: String {
         "MySQLError(code: \(code.rawValue), sqlState: \(sqlState), message: \(message))"
     }

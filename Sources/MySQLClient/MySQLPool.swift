@@ -1,5 +1,5 @@
 import Foundation
-public import Logging
+import Logging
 import Synchronization
 
 /// A bounded pool of blocking connections, after GRDB's `Pool`: a permit per connection, idle connections

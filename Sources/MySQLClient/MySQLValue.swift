@@ -69,9 +69,11 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
         self.microsecond = microsecond
     }
 
-    /// The UTC date-time of `date`, truncated to whole microseconds towards the past.
+    /// The UTC date-time of `date`, rounded to the nearest microsecond (what DATETIME(6) keeps).
     public init(_ date: Date) {
-        let totalMicroseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
+        // Rounding to nearest absorbs the floating-point error of timeIntervalSince1970, so a Date made
+        // from whole microseconds maps back to exactly those microseconds.
+        let totalMicroseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         let (days, microsecondOfDay) = Self.floorDivide(totalMicroseconds, 86_400_000_000)
         let (year, month, day) = Self.civilDate(daysSinceEpoch: days)
         let secondsOfDay = microsecondOfDay / 1_000_000
@@ -85,10 +87,12 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
     public var date: Date {
         let days = Self.daysSinceEpoch(year: Int64(year), month: Int64(month), day: Int64(day))
         let seconds = days * 86_400 + Int64(hour) * 3600 + Int64(minute) * 60 + Int64(second)
-        // Whole seconds and microseconds are added separately to keep the microseconds exact.
-        return Date(timeIntervalSince1970: Double(seconds) + Double(microsecond) / 1_000_000)
+        // One division of an exact integer count of microseconds: the same Date as
+        // `Date(timeIntervalSince1970: micros / 1_000_000)`, the way microsecond clocks build it.
+        return Date(timeIntervalSince1970: Double(seconds * 1_000_000 + Int64(microsecond)) / 1_000_000)
     }
 
+    /// `YYYY-MM-DD hh:mm:ss.ffffff`.
     public var description: String {
         func pad(_ value: Int, _ width: Int) -> String {
             let text = String(value)
@@ -98,6 +102,7 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
             + ".\(pad(microsecond, 6))"
     }
 
+    /// Chronological order.
     public static func < (lhs: Self, rhs: Self) -> Bool {
         let left = (lhs.year, lhs.month, lhs.day, lhs.hour, lhs.minute, lhs.second)
         let right = (rhs.year, rhs.month, rhs.day, rhs.hour, rhs.minute, rhs.second)

@@ -217,4 +217,15 @@ struct MySQLDateTimeTests {
         #expect(MySQLDateTime(year: 2000, month: 1, day: 1).date.timeIntervalSince1970 == 946_684_800)
         #expect(epoch < leapDay)
     }
+
+    @Test("a Date of whole microseconds survives the round trip bit for bit")
+    func microsecondDatesRoundTrip() {
+        var mismatches = 0
+        for _ in 0..<10_000 {
+            let micros = Double(Int64.random(in: 946_684_800_000_000...4_102_444_800_000_000))
+            let date = Date(timeIntervalSince1970: micros / 1_000_000)
+            if MySQLDateTime(date).date != date { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+    }
 }

@@ -1,0 +1,38 @@
+import Domain
+import Logging
+import MySQLClient
+
+/// Runs store operations on the pool: retries lock conflicts, and translates every error to `BackendError`.
+struct MySQLDatabase: Sendable {
+    let pool: MySQLPool
+
+    /// Runs `body` on a leased connection; a statement that hits a deadlock or lock wait timeout is run
+    /// again, up to the pool's `transactionAttempts` in all.
+    @discardableResult
+    func run<Result: Sendable>(
+        duplicate: BackendError? = nil, _ body: (MySQLConnection) throws -> Result
+    ) throws(BackendError) -> Result {
+        var attempt = 1
+        while true {
+            do {
+                return try pool.withConnection(body)
+            } catch let error as MySQLError where error.code.isTransient && attempt < pool.configuration.transactionAttempts {
+                attempt += 1
+            } catch {
+                throw MySQLErrorTranslation.backendError(error, duplicate: duplicate)
+            }
+        }
+    }
+
+    /// Runs `body` in a transaction (retried whole on lock conflicts by the pool).
+    @discardableResult
+    func transaction<Result: Sendable>(
+        duplicate: BackendError? = nil, _ body: (MySQLConnection) throws -> Result
+    ) throws(BackendError) -> Result {
+        do {
+            return try pool.transaction(body)
+        } catch {
+            throw MySQLErrorTranslation.backendError(error, duplicate: duplicate)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import Domain
+import Logging
+import MySQLClient
+
+/// One schema change: a version, a name, and the SQL text that applies it.
+public struct MySQLMigration: Sendable, Hashable {
+    /// Applied in ascending order; recorded in `schema_migrations` once applied.
+    public let version: UInt32
+    /// A short label, such as the table it creates.
+    public let name: String
+    /// The statements, run as one script.
+    public let sql: String
+
+    /// Makes a migration.
+    public init(version: UInt32, name: String, sql: String) {
+        self.version = version
+        self.name = name
+        self.sql = sql
+    }
+}
+
+/// How the database schema compares with the migrations this binary knows.
+public enum MySQLSchemaStatus: Sendable, Equatable {
+    /// Every known migration is applied and nothing else is.
+    case current
+    /// These known versions are not applied yet: run `migrate`.
+    case behind(pending: [UInt32])
+    /// The database has versions this binary does not know: it is older than the schema.
+    case ahead(unknown: [UInt32])
+}
+
+/// Applies the schema in `Schema/*.sql` and records it in `schema_migrations`.
+///
+/// A named lock (GET_LOCK, per database) serialises migrators, so two replicas that start together apply each
+/// migration once: the second waits, then finds everything applied.
+public struct MySQLMigrator: Sendable {
+    /// The migrations of this binary, in order; each file of `Schema/` with a `V<version>__` prefix.
+    public static let migrations: [MySQLMigration] = [
+        MySQLMigration(version: 1, name: "requests", sql: text(PackageResources.V001__requests_sql)),
+        MySQLMigration(version: 2, name: "request_uris", sql: text(PackageResources.V002__request_uris_sql)),
+        MySQLMigration(version: 3, name: "queues", sql: text(PackageResources.V003__queues_sql)),
+        MySQLMigration(version: 4, name: "counters", sql: text(PackageResources.V004__counters_sql)),
+    ]
+
+    /// The bookkeeping table's definition, created before any migration runs.
+    static let bookkeepingSQL = text(PackageResources.schema_migrations_sql)
+
+    /// The prefix of the named lock; the rest is a hash of the database name, so databases sharing a
+    /// server do not wait for each other and the name stays within GET_LOCK's 64 characters.
+    public static let lockPrefix = "stovepipe.migrate."
+
+    private let database: MySQLDatabase
+    private let lockTimeoutSeconds: UInt32
+    private let logger: Logger
+
+    /// Makes a migrator.
+    /// - Parameters:
+    ///   - pool: connections to the database to migrate.
+    ///   - lockTimeoutSeconds: how long to wait for another migrator to finish.
+    ///   - logger: receives one info line per applied migration.
+    public init(pool: MySQLPool, lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
+        self.database = MySQLDatabase(pool: pool)
+        self.lockTimeoutSeconds = lockTimeoutSeconds
+        self.logger = logger
+    }
+
+    /// Applies every migration not yet recorded, in order, under the named lock.
+    /// - Returns: the versions applied by this call (empty when the schema was current).
+    /// - Throws: `BackendError.unavailable` when the lock is not granted in time or a migration fails.
+    @discardableResult
+    public func migrate() throws(BackendError) -> [UInt32] {
+        let migrations = Self.migrations
+        let lockTimeout = lockTimeoutSeconds
+        let logger = logger
+        return try database.run { connection in
+            try Self.withLock(connection, timeoutSeconds: lockTimeout) {
+                // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
+                // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
+                try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
+                let applied = try Self.appliedVersions(connection)
+                var newlyApplied: [UInt32] = []
+                for migration in migrations where !applied.contains(migration.version) {
+                    try connection.executeScript(unsafeSQL: migration.sql)
+                    try connection.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
+                    logger.info(
+                        "mysql migration applied",
+                        metadata: ["mysql.migration.version": "\(migration.version)", "mysql.migration.name": "\(migration.name)"])
+                    newlyApplied.append(migration.version)
+                }
+                return newlyApplied
+            }
+        }
+    }
+
+    /// Compares the applied versions with this binary's migrations.
+    public func status() throws(BackendError) -> MySQLSchemaStatus {
+        let applied = try database.run { connection -> Set<UInt32> in
+            let exists = try connection.query(
+                """
+                SELECT COUNT(*) FROM information_schema.tables
+                WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
+                """)
+            guard exists.first?.int64(0) == 1 else { return [] }
+            return try Self.appliedVersions(connection)
+        }
+        let known = Set(Self.migrations.map(\.version))
+        let unknown = applied.subtracting(known).sorted()
+        if !unknown.isEmpty { return .ahead(unknown: unknown) }
+        let pending = known.subtracting(applied).sorted()
+        return pending.isEmpty ? .current : .behind(pending: pending)
+    }
+
+    /// Throws unless the schema is exactly current; call at start-up before serving.
+    /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the mismatch, or the lookup's error.
+    public func requireCurrent() throws(BackendError) {
+        switch try status() {
+        case .current:
+            return
+        case .behind(let pending):
+            throw .unavailable(retryable: false, detail: "mysql schema is behind: migrations \(pending) are pending")
+        case .ahead(let unknown):
+            throw .unavailable(retryable: false, detail: "mysql schema is newer than this binary: versions \(unknown)")
+        }
+    }
+
+    private static func appliedVersions(_ connection: MySQLConnection) throws -> Set<UInt32> {
+        let rows = try connection.query("SELECT version FROM schema_migrations")
+        return Set(rows.compactMap { $0.uint64(0).flatMap(UInt32.init(exactly:)) })
+    }
+
+    private static func withLock<Result>(
+        _ connection: MySQLConnection, timeoutSeconds: UInt32, _ body: () throws -> Result
+    ) throws -> Result {
+        // GET_LOCK returns 1 when granted, 0 on timeout and NULL on error; the lock belongs to this session.
+        let granted = try connection.query(
+            "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(timeoutSeconds))")
+        guard granted.first?.int64(0) == 1 else {
+            throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
+        }
+        defer {
+            _ = try? connection.query("SELECT RELEASE_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")
+        }
+        return try body()
+    }
+
+    private static func text(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,212 @@
+import Domain
+import Foundation
+import MySQLClient
+
+/// Requests in the `requests` table, keyed by (queue, n).
+public final class MySQLRequestStore: RequestStore {
+    private let database: MySQLDatabase
+
+    /// Makes a store on `pool`; the schema must be migrated.
+    public init(pool: MySQLPool) {
+        database = MySQLDatabase(pool: pool)
+    }
+
+    public func create(_ request: Request) throws(BackendError) {
+        try database.run(duplicate: .alreadyExists) { connection in
+            try connection.execute(
+                """
+                INSERT INTO requests (queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at)
+                VALUES (\(request.queue.rawValue), \(request.id.number), \(request.uri.rawValue),
+                        \(request.state.rawValue), \(request.buildStrategy.rawValue), \(request.baseURI?.rawValue),
+                        \(request.version), \(request.createdAt), \(request.updatedAt))
+                """)
+        }
+    }
+
+    public func get(_ id: RequestID) throws(BackendError) -> Request {
+        let rows = try database.run { connection in
+            try connection.query(
+                """
+                SELECT queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at
+                FROM requests WHERE queue = \(id.queue.rawValue) AND n = \(id.number)
+                """)
+        }
+        guard let row = rows.first else { throw .notFound }
+        return try Self.request(from: row)
+    }
+
+    public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        let matched = try database.run { connection in
+            let result = try connection.execute(
+                """
+                UPDATE requests
+                SET state = \(request.state.rawValue), build_strategy = \(request.buildStrategy.rawValue),
+                    base_uri = \(request.baseURI?.rawValue), updated_at = \(request.updatedAt), version = \(newVersion)
+                WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
+                """)
+            if result.affectedRows > 0 { return true }
+            // MySQL counts changed rows unless CLIENT_FOUND_ROWS is set: a write of identical values
+            // (possible only when newVersion == oldVersion) reports 0, so look before calling it a miss.
+            guard oldVersion == newVersion else { return false }
+            let rows = try connection.query(
+                """
+                SELECT 1 FROM requests
+                WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
+                """)
+            return !rows.isEmpty
+        }
+        guard matched else { throw .versionMismatch }
+    }
+
+    public func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
+        guard limit > 0 else { return [] }
+        let upper = before ?? UInt64.max
+        let rows = try database.run { connection in
+            try connection.query(
+                """
+                SELECT queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at
+                FROM requests WHERE queue = \(queue.rawValue) AND n < \(upper)
+                ORDER BY n DESC LIMIT \(limit)
+                """)
+        }
+        var requests: [Request] = []
+        requests.reserveCapacity(rows.count)
+        for row in rows {
+            requests.append(try Self.request(from: row))
+        }
+        return requests
+    }
+
+    private static func request(from row: MySQLRow) throws(BackendError) -> Request {
+        guard let queueText = row.string("queue"), let queue = try? QueueName(queueText),
+            let number = row.uint64("n"), let uri = row.string("uri"),
+            let stateText = row.string("state"), let state = RequestState(rawValue: stateText),
+            let strategyText = row.string("build_strategy"), let strategy = BuildStrategy(rawValue: strategyText),
+            let version = row.uint64("version"), let createdAt = row.date("created_at"),
+            let updatedAt = row.date("updated_at")
+        else { throw MySQLErrorTranslation.corruptRow("requests") }
+        return Request(
+            id: RequestID(queue: queue, number: number), uri: SourceURI(uri), state: state, buildStrategy: strategy,
+            baseURI: row.string("base_uri").map(SourceURI.init), version: version, createdAt: createdAt,
+            updatedAt: updatedAt)
+    }
+}
+
+/// The (queue, URI) -> request index in the `request_uris` table.
+public final class MySQLRequestURIStore: RequestURIStore {
+    private let database: MySQLDatabase
+
+    /// Makes an index on `pool`; the schema must be migrated.
+    public init(pool: MySQLPool) {
+        database = MySQLDatabase(pool: pool)
+    }
+
+    public func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
+        try database.run(duplicate: .alreadyExists) { connection in
+            try connection.execute(
+                "INSERT INTO request_uris (queue, uri, request_n) VALUES (\(queue.rawValue), \(uri.rawValue), \(id.number))")
+        }
+    }
+
+    public func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
+        let rows = try database.run { connection in
+            try connection.query(
+                "SELECT request_n FROM request_uris WHERE queue = \(queue.rawValue) AND uri = \(uri.rawValue)")
+        }
+        guard let row = rows.first else { throw .notFound }
+        guard let number = row.uint64("request_n") else { throw MySQLErrorTranslation.corruptRow("request_uris") }
+        return RequestID(queue: queue, number: number)
+    }
+}
+
+/// Queues in the `queues` table.
+public final class MySQLQueueStore: QueueStore {
+    private let database: MySQLDatabase
+
+    /// Makes a store on `pool`; the schema must be migrated.
+    public init(pool: MySQLPool) {
+        database = MySQLDatabase(pool: pool)
+    }
+
+    public func create(_ queue: Queue) throws(BackendError) {
+        try database.run(duplicate: .alreadyExists) { connection in
+            try connection.execute(
+                """
+                INSERT INTO queues (name, latest_request_id, last_green_uri, last_green_request_id, version)
+                VALUES (\(queue.name.rawValue), \(queue.latestRequestID?.description), \(queue.lastGreenURI?.rawValue),
+                        \(queue.lastGreenRequestID?.description), \(queue.version))
+                """)
+        }
+    }
+
+    public func get(_ name: QueueName) throws(BackendError) -> Queue {
+        let rows = try database.run { connection in
+            try connection.query(
+                """
+                SELECT latest_request_id, last_green_uri, last_green_request_id, version
+                FROM queues WHERE name = \(name.rawValue)
+                """)
+        }
+        guard let row = rows.first else { throw .notFound }
+        guard let version = row.uint64("version"),
+            let latest = Self.requestID(row, "latest_request_id"),
+            let lastGreen = Self.requestID(row, "last_green_request_id")
+        else { throw MySQLErrorTranslation.corruptRow("queues") }
+        return Queue(
+            name: name, latestRequestID: latest, lastGreenURI: row.string("last_green_uri").map(SourceURI.init),
+            lastGreenRequestID: lastGreen, version: version)
+    }
+
+    public func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        let matched = try database.run { connection in
+            let result = try connection.execute(
+                """
+                UPDATE queues
+                SET latest_request_id = \(queue.latestRequestID?.description),
+                    last_green_uri = \(queue.lastGreenURI?.rawValue),
+                    last_green_request_id = \(queue.lastGreenRequestID?.description), version = \(newVersion)
+                WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)
+                """)
+            if result.affectedRows > 0 { return true }
+            // See MySQLRequestStore.update: without CLIENT_FOUND_ROWS an identical write reports 0 rows.
+            guard oldVersion == newVersion else { return false }
+            let rows = try connection.query(
+                "SELECT 1 FROM queues WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)")
+            return !rows.isEmpty
+        }
+        guard matched else { throw .versionMismatch }
+    }
+
+    /// The request id in column `name`: `.some(nil)` for NULL, nil when the text does not parse.
+    private static func requestID(_ row: MySQLRow, _ name: String) -> RequestID?? {
+        guard let text = row.string(name) else { return .some(nil) }
+        guard let id = try? RequestID(parsing: text) else { return nil }
+        return .some(id)
+    }
+}
+
+/// Durable per-(queue, domain) sequences in the `counters` table.
+public final class MySQLCounter: Counter {
+    private let database: MySQLDatabase
+
+    /// Makes counters on `pool`; the schema must be migrated.
+    public init(pool: MySQLPool) {
+        database = MySQLDatabase(pool: pool)
+    }
+
+    public func next(queue: QueueName, domain: String) throws(BackendError) -> UInt64 {
+        // One atomic statement: the first call inserts 1; later calls add one, and LAST_INSERT_ID(expr)
+        // hands the new value back on this connection without a second query (MySQL manual, LAST_INSERT_ID).
+        let result = try database.run { connection in
+            try connection.execute(
+                """
+                INSERT INTO counters (queue, domain, value) VALUES (\(queue.rawValue), \(domain), 1)
+                ON DUPLICATE KEY UPDATE value = LAST_INSERT_ID(value + 1)
+                """)
+        }
+        // Affected rows is 1 for an insert and 2 for an update of an existing row.
+        if result.affectedRows == 1 { return 1 }
+        guard result.lastInsertID > 1 else { throw MySQLErrorTranslation.corruptRow("counters") }
+        return result.lastInsertID
+    }
+}
