@@ -55,7 +55,11 @@ let package = Package(
         // The MySQL stores, counter and topic: the only MySQL-code-to-domain-error translation.
         .target(
             name: "MySQLBackend",
-            dependencies: ["Domain", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Domain", "MySQLClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             resources: [.embedInCode("Schema")],
             swiftSettings: strict
         ),
@@ -92,6 +96,11 @@ let package = Package(
         .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
+        .testTarget(
+            name: "MySQLTopicTests",
+            dependencies: ["MySQLBackend", "MySQLClient", "Domain", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends"], swiftSettings: strict),
