@@ -42,7 +42,7 @@ extension BackendFixture {
 }
 
 /// Every backend the contract suites run against.
-let allFixtures: [any BackendFixture] = [MemoryFixture()]
+let allFixtures: [any BackendFixture] = [MemoryFixture()] + (MySQLTopicFixture.fromEnvironment().map { [$0] } ?? [])
 
 /// Runs `body` on a fresh backend of `fixture` and tears it down afterwards.
 func withBackend<Result>(
