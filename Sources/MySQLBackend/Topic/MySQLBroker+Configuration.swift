@@ -22,15 +22,16 @@ extension MySQLBroker {
         public var ackedRetention: Duration
         /// How often acked messages past retention and long-silent replicas are deleted.
         public var maintenanceInterval: Duration
-        /// This process's identity in leases; unique per running process.
-        public var replicaID: String
+        /// The broker's identity in leases, unique per running broker; nil (the default) makes a fresh one
+        /// for each broker (see `makeReplicaID()`), so one configuration can serve several brokers.
+        public var replicaID: String?
 
         /// Makes a configuration; see each property for the defaults' meaning.
         public init(
             retryPolicy: RetryPolicy = RetryPolicy(), workerThreads: Int = 4, pollInterval: Duration = .milliseconds(200),
             leaseDuration: Duration = .seconds(15), visibilityTimeout: Duration = .seconds(15),
             maxHandlingTime: Duration = .seconds(300), ackedRetention: Duration = .seconds(600),
-            maintenanceInterval: Duration = .seconds(30), replicaID: String = MySQLBroker.makeReplicaID()
+            maintenanceInterval: Duration = .seconds(30), replicaID: String? = nil
         ) {
             self.retryPolicy = retryPolicy
             self.workerThreads = max(1, workerThreads)

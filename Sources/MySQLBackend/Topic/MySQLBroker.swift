@@ -19,8 +19,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private let condition = NSCondition()
     private var state = ConsumerState()
     private let database: MySQLDatabase
-    /// The broker's timings, retry policy and replica identity.
+    /// The broker's timings and retry policy.
     public let configuration: Configuration
+    /// This broker's identity in the lease and replica tables: `configuration.replicaID` or a fresh one.
+    public let replicaID: String
     private let logger: Logger
     /// Whether the last database call of the coordinator failed, so a run of failures is logged once.
     private let failing = Mutex(false)
@@ -40,13 +42,11 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     public init(pool: MySQLPool, configuration: Configuration = Configuration(), logger: Logger) {
         self.database = MySQLDatabase(pool: pool)
         self.configuration = configuration
+        self.replicaID = configuration.replicaID ?? Self.makeReplicaID()
         var logger = logger
-        logger[metadataKey: "messagequeue.replica"] = "\(configuration.replicaID)"
+        logger[metadataKey: "messagequeue.replica"] = "\(replicaID)"
         self.logger = logger
     }
-
-    /// This process's identity in the lease table.
-    public var replicaID: String { configuration.replicaID }
 
     // MARK: publishing
 
@@ -113,7 +113,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             break
         }
         let live = try database.run { connection in
-            try TopicStore.heartbeat(replica: configuration.replicaID, on: connection)
+            try TopicStore.heartbeat(replica: replicaID, on: connection)
             return try TopicStore.liveReplicaCount(windowMicroseconds: configuration.leaseDuration.wholeMicroseconds, on: connection)
         }
         condition.lock()
@@ -170,8 +170,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         guard !alreadyStopped else { return }
         do {
             try database.run { connection in
-                try TopicStore.releaseAllLeases(replica: configuration.replicaID, on: connection)
-                try TopicStore.removeReplica(configuration.replicaID, on: connection)
+                try TopicStore.releaseAllLeases(replica: replicaID, on: connection)
+                try TopicStore.removeReplica(replicaID, on: connection)
             }
             logger.info("mysql broker stopped; leases released")
         } catch {
@@ -256,7 +256,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
 
     /// Delivers the head of `partition` if it is due, and records the handler's outcome.
     private func deliverHead(of partition: PartitionID, handler: @Sendable (Delivery) -> DeliveryOutcome) -> HeadResult {
-        let replica = configuration.replicaID
+        let replica = replicaID
         let visibility = configuration.visibilityTimeout.wholeMicroseconds
         let token = UInt64.random(in: 1...UInt64(Int64.max))
         let begun: (head: PartitionHead?, began: Bool, owner: String?)
@@ -410,7 +410,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
 
     // Called with the lock held.
     private func planLeases(_ topic: TopicName, _ partitions: [PartitionWithWork]) -> LeasePlan {
-        let replica = configuration.replicaID
+        let replica = replicaID
         let now = ContinuousClock.now
         state.lastWork[topic] = Set(partitions.map(\.key))
         var plan = LeasePlan()
@@ -456,7 +456,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     }
 
     private func execute(_ plan: LeasePlan) {
-        let replica = configuration.replicaID
+        let replica = replicaID
         let lease = configuration.leaseDuration.wholeMicroseconds
         var acquired: [PartitionID] = []
         do {
@@ -494,7 +494,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     /// The heartbeat: announces this replica, counts the live ones, renews leases and the visibility of
     /// deliveries in progress, gives up hung handlers' partitions and idle partitions, updates gauges.
     private func renew() {
-        let replica = configuration.replicaID
+        let replica = replicaID
         let lease = configuration.leaseDuration.wholeMicroseconds
         do {
             let live = try database.run { connection in
