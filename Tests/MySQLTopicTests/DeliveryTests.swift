@@ -237,3 +237,41 @@ struct DeliveryTests {
         #expect(throws: BackendError.self) { try broker.start() }
     }
 }
+
+@Suite("MySQLBroker schema", .enabled(if: TopicTestDatabase.shouldRun))
+struct SchemaTests {
+    @Test("the migrator creates the topic tables, and the broker works on a migrated database")
+    func migratorCreatesTopicTables() async throws {
+        let configuration = try TopicTestDatabase.create(withTopicTables: false)
+        defer { TopicTestDatabase.drop(configuration) }
+        let pool = MySQLPool(connection: configuration, logger: quietLogger)
+        defer { pool.close() }
+        let migrator = MySQLMigrator(pool: pool, logger: quietLogger)
+        let applied = try migrator.migrate()
+        #expect(applied.contains(100) && applied.contains(101) && applied.contains(102))
+        try migrator.requireCurrent()
+
+        let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
+        defer { broker.shutdown() }
+        let seen = Recorder<String>()
+        broker.subscribe(topic) { delivery in
+            seen.append(delivery.message.id)
+            return .ack
+        }
+        try broker.start()
+        try broker.publish(message("migrated"))
+        #expect(await eventually { seen.values == ["migrated"] })
+    }
+
+    @Test("the schema statements can be applied twice")
+    func schemaIsIdempotent() async throws {
+        let configuration = try TopicTestDatabase.create()
+        defer { TopicTestDatabase.drop(configuration) }
+        let connection = try MySQLConnection(configuration: configuration)
+        defer { connection.close() }
+        for statement in MySQLBroker.schema { try connection.executeScript(unsafeSQL: statement) }
+        let tables = try connection.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name")
+        #expect(tables.compactMap { $0.string(0) } == ["topic_messages", "topic_partitions", "topic_replicas"])
+    }
+}

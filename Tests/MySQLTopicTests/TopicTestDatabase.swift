@@ -36,8 +36,9 @@ enum TopicTestDatabase {
         return configuration
     }
 
-    /// Creates a fresh database `t_<random>` with the topic tables; returns a configuration pointing at it.
-    static func create() throws -> MySQLConfiguration {
+    /// Creates a fresh database `t_<random>`, with the topic tables unless told otherwise; returns a
+    /// configuration pointing at it.
+    static func create(withTopicTables: Bool = true) throws -> MySQLConfiguration {
         let base = try baseConfiguration()
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let admin = try MySQLConnection(configuration: base)
@@ -45,6 +46,7 @@ enum TopicTestDatabase {
         try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         var configuration = base
         configuration.database = name
+        guard withTopicTables else { return configuration }
         let connection = try MySQLConnection(configuration: configuration)
         defer { connection.close() }
         for statement in MySQLBroker.schema {
