@@ -92,6 +92,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // scripts/bench-topic: throughput and latency of the MySQL topic against a private MariaDB.
+        .executableTarget(
+            name: "TopicBench",
+            dependencies: ["Domain", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/TopicBench",
+            swiftSettings: strict
+        ),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
         .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
