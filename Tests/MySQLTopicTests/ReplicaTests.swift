@@ -99,7 +99,8 @@ struct ReplicaTests {
             try survivor.start()
             #expect(await eventually { seen.count == 2 })
             #expect(seen.values == [Seen(id: "in-flight", attempt: 2), Seen(id: "after", attempt: 1)])
-            #expect(try leaseCounts(harness) == [survivor.replicaID: 1])
+            // The ghost's lease moved (and, the partition being empty now, may since have been released).
+            #expect(try leaseCounts(harness)["ghost"] == nil)
         }
     }
 

@@ -17,5 +17,6 @@ CREATE TABLE IF NOT EXISTS topic_messages (
     PRIMARY KEY (seq),
     UNIQUE KEY topic_messages_id (topic, message_id),
     KEY topic_messages_head (topic, state, partition_key, seq),
-    KEY topic_messages_finished (state, finished_at)
+    KEY topic_messages_finished (state, finished_at),
+    KEY topic_messages_delivery (delivery_token)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

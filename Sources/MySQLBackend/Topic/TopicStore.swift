@@ -83,7 +83,7 @@ enum TopicStore {
                    COALESCE(p.lease_expires_at > UTC_TIMESTAMP(6), 0) AS lease_running,
                    p.topic IS NOT NULL AS has_row
             FROM (SELECT partition_key, MIN(seq) AS head FROM topic_messages
-                  WHERE topic = \(topic.rawValue) AND state = \(pending) GROUP BY partition_key) h
+                  WHERE topic = \(topic.rawValue) AND state = \(pending) GROUP BY topic, state, partition_key) h
             JOIN topic_messages m ON m.seq = h.head
             LEFT JOIN topic_partitions p ON p.topic = \(topic.rawValue) AND p.partition_key = h.partition_key
             """)
@@ -284,20 +284,29 @@ enum TopicStore {
     // MARK: operators
 
     /// Backlog, in-flight and dead-letter counts and the oldest pending age of `topic`.
+    ///
+    /// Counts read indexes only, in-flight rows are found through their delivery token, and the oldest
+    /// pending message is the oldest partition head, so the cost grows with partitions, not with payloads.
     static func stats(_ topic: TopicName, on connection: MySQLConnection) throws(MySQLError) -> TopicStats {
         let rows = try connection.query(
             """
             SELECT
-              CAST(COALESCE(SUM(state = \(pending) AND NOT (delivery_token IS NOT NULL AND available_at > UTC_TIMESTAMP(6))), 0) AS SIGNED),
-              CAST(COALESCE(SUM(state = \(pending) AND delivery_token IS NOT NULL AND available_at > UTC_TIMESTAMP(6)), 0) AS SIGNED),
-              CAST(COALESCE(SUM(state = \(dead)), 0) AS SIGNED),
-              TIMESTAMPDIFF(MICROSECOND, MIN(IF(state = \(pending), enqueued_at, NULL)), UTC_TIMESTAMP(6))
-            FROM topic_messages WHERE topic = \(topic.rawValue) AND state IN (\(pending), \(dead))
+              (SELECT COUNT(*) FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(pending)),
+              (SELECT COUNT(*) FROM topic_messages
+               WHERE delivery_token IS NOT NULL AND topic = \(topic.rawValue) AND state = \(pending)
+                 AND available_at > UTC_TIMESTAMP(6)),
+              (SELECT COUNT(*) FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(dead)),
+              (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(m.enqueued_at), UTC_TIMESTAMP(6))
+               FROM (SELECT MIN(seq) AS head FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(pending)
+                     GROUP BY topic, state, partition_key) h
+               JOIN topic_messages m ON m.seq = h.head)
             """)
         let row = rows.first
+        let pendingCount = Int(row?.int64(0) ?? 0)
+        let inFlight = Int(row?.int64(1) ?? 0)
         let oldest = row?.int64(3).map { max(0, Double($0) / 1_000_000) }
         return TopicStats(
-            topic: topic, backlog: Int(row?.int64(0) ?? 0), inFlight: Int(row?.int64(1) ?? 0),
+            topic: topic, backlog: max(0, pendingCount - inFlight), inFlight: inFlight,
             deadLetters: Int(row?.int64(2) ?? 0), oldestPendingAgeSeconds: oldest)
     }
 
