@@ -105,7 +105,11 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
         .testTarget(
             name: "MySQLTopicTests",
-            dependencies: ["MySQLBackend", "MySQLClient", "Domain", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "MySQLBackend", "MySQLClient", "Domain",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),

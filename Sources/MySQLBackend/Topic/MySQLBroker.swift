@@ -1,7 +1,7 @@
 public import Domain
 import Foundation
 public import Logging
-import Metrics
+public import Metrics
 public import MySQLClient
 import Synchronization
 
@@ -24,6 +24,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     /// This broker's identity in the lease and replica tables: `configuration.replicaID` or a fresh one.
     public let replicaID: String
     private let logger: Logger
+    private let metrics: any MetricsFactory
     /// Whether the last database call of the coordinator failed, so a run of failures is logged once.
     private let failing = Mutex(false)
 
@@ -39,8 +40,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     ///   - pool: connections to the database; the consumer uses up to `workerThreads + 1` at once.
     ///   - configuration: retries, threads, timings, retention and the replica identity.
     ///   - logger: receives lease moves, dead letters and database trouble; never payloads or bound values.
-    public init(pool: MySQLPool, configuration: Configuration = Configuration(), logger: Logger) {
+    ///   - metricsFactory: where counters and gauges go; nil for the process-wide `MetricsSystem.factory`.
+    public init(
+        pool: MySQLPool, configuration: Configuration = Configuration(), logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil
+    ) {
         self.database = MySQLDatabase(pool: pool)
+        self.metrics = metricsFactory ?? MetricsSystem.factory
         self.configuration = configuration
         self.replicaID = configuration.replicaID ?? Self.makeReplicaID()
         var logger = logger
@@ -54,7 +60,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     /// holds its id (pending, dead, or acked within `ackedRetention`).
     public func publish(_ message: Message) throws(BackendError) {
         let inserted = try database.run { connection in try TopicStore.insert(message, on: connection) }
-        if inserted { Self.count("stovepipe_topic_published_total", message.topic) }
+        if inserted { count("stovepipe_topic_published_total", message.topic) }
         published(PartitionID(topic: message.topic, key: message.partitionKey))
     }
 
@@ -67,7 +73,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     @discardableResult
     public func publish(_ message: Message, on connection: MySQLConnection) throws(MySQLError) -> Bool {
         let inserted = try TopicStore.insert(message, on: connection)
-        if inserted { Self.count("stovepipe_topic_published_total", message.topic) }
+        if inserted { count("stovepipe_topic_published_total", message.topic) }
         published(PartitionID(topic: message.topic, key: message.partitionKey))
         return inserted
     }
@@ -177,7 +183,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         } catch {
             logger.warning("mysql broker stopped; its leases could not be released and will expire", metadata: ["error": "\(error)"])
         }
-        for topic in subscribedTopics() { Self.gauge("stovepipe_topic_leases", topic, 0) }
+        for topic in subscribedTopics() { gauge("stovepipe_topic_leases", topic, 0) }
     }
 
     // MARK: operators
@@ -291,7 +297,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
 
         let message = Message(topic: partition.topic, partitionKey: partition.key, id: head.messageID, payload: head.payload)
         let delivery = Delivery(message: message, attempt: head.attempts + 1)
-        Self.count("stovepipe_topic_delivered_total", partition.topic)
+        count("stovepipe_topic_delivered_total", partition.topic)
         let outcome = handler(delivery)
         record(outcome, of: delivery, seq: head.seq, token: token)
         return .delivered
@@ -325,7 +331,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     logger.info("delivery outcome dropped: the message was redelivered meanwhile", metadata: metadata)
                     return
                 }
-                Self.count(counter, topic)
+                count(counter, topic)
                 if case .deadLettered = write { logger.info("message dead-lettered", metadata: metadata) }
                 return
             } catch {
@@ -555,12 +561,12 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 metadata: ["messagequeue.topic": "\(partition.topic)"])
         }
         for (topic, count) in leases {
-            Self.gauge("stovepipe_topic_leases", topic, Double(count))
+            gauge("stovepipe_topic_leases", topic, Double(count))
             if let stats = try? stats(topic) {
-                Self.gauge("stovepipe_topic_backlog", topic, Double(stats.backlog))
-                Self.gauge("stovepipe_topic_in_flight", topic, Double(stats.inFlight))
-                Self.gauge("stovepipe_topic_dead_letters", topic, Double(stats.deadLetters))
-                Self.gauge("stovepipe_topic_oldest_pending_age_seconds", topic, stats.oldestPendingAgeSeconds ?? 0)
+                gauge("stovepipe_topic_backlog", topic, Double(stats.backlog))
+                gauge("stovepipe_topic_in_flight", topic, Double(stats.inFlight))
+                gauge("stovepipe_topic_dead_letters", topic, Double(stats.deadLetters))
+                gauge("stovepipe_topic_oldest_pending_age_seconds", topic, stats.oldestPendingAgeSeconds ?? 0)
             }
         }
     }
@@ -605,11 +611,11 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         if was { logger.notice("topic consumer reaches mysql again") }
     }
 
-    private static func count(_ label: String, _ topic: TopicName) {
-        Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)]).increment()
+    private func count(_ label: String, _ topic: TopicName) {
+        Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).increment()
     }
 
-    private static func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
-        Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)]).record(value)
+    private func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
+        Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).record(value)
     }
 }
