@@ -219,6 +219,35 @@ struct DeliveryTests {
         }
     }
 
+    @Test("connections killed under the consumer are replaced; every message is still delivered, in order")
+    func killedConnectionsRecover() async throws {
+        try await withHarness { harness in
+            let broker = harness.makeBroker(fastConfiguration())
+            let seen = Recorder<String>()
+            broker.subscribe(topic) { delivery in
+                Thread.sleep(forTimeInterval: 0.002)
+                seen.append(delivery.message.id)
+                return .ack
+            }
+            let ids = (1...60).map { "m\($0)" }
+            for id in ids { try broker.publish(message(id)) }
+            try broker.start()
+            #expect(await eventually { seen.count >= 10 })
+            let killer = try harness.connect()
+            defer { killer.close() }
+            let own = try #require(try killer.query("SELECT CONNECTION_ID()").first?.uint64(0))
+            let victims = try killer.query(
+                "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> \(own)")
+            for victim in victims.compactMap({ $0.uint64(0) }) {
+                _ = try? killer.execute(MySQLQuery(unsafeSQL: "KILL \(victim)"))
+            }
+            #expect(await eventually { Set(seen.values).count == ids.count })
+            var firstSeen: [String] = []
+            for id in seen.values where !firstSeen.contains(id) { firstSeen.append(id) }
+            #expect(firstSeen == ids)
+        }
+    }
+
     @Test("a database that cannot be reached is unavailable and retryable, and the error names no value")
     func unreachableDatabase() async throws {
         var configuration = try TopicTestDatabase.baseConfiguration()

@@ -277,7 +277,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 return (head, began, owner)
             }
         } catch {
-            logger.warning("topic delivery could not start", metadata: ["messagequeue.topic": "\(partition.topic)", "error": "\(error)"])
+            databaseFailed(error)
             return .failed
         }
         guard let head = begun.head else { return .empty }
@@ -339,7 +339,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
             }
         }
-        logger.error("delivery outcome not recorded; the message will be redelivered", metadata: metadata)
+        logger.warning("delivery outcome not recorded; the message will be redelivered", metadata: metadata)
     }
 
     // MARK: coordinator
@@ -404,6 +404,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             }
             condition.lock()
             let plan = planLeases(topic, partitions)
+            condition.broadcast()
             condition.unlock()
             execute(plan)
         }
@@ -608,7 +609,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             defer { failing = false }
             return failing
         }
-        if was { logger.notice("topic consumer reaches mysql again") }
+        if was { logger.info("topic consumer reaches mysql again") }
     }
 
     private func count(_ label: String, _ topic: TopicName) {
