@@ -34,10 +34,12 @@ let package = Package(
             dependencies: ["Domain", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // epoll, eventfd and accept4 for HTTPServer (Glibc does not export them).
+        .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
         // HTTP/1.1 on raw sockets; knows no domain type.
         .target(
             name: "HTTPServer",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CEpoll", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
@@ -97,6 +99,13 @@ let package = Package(
             name: "TopicBench",
             dependencies: ["Domain", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/TopicBench",
+            swiftSettings: strict
+        ),
+        // A trivial HTTPServer responder for scripts/bench-http; not part of the product.
+        .executableTarget(
+            name: "HTTPBenchServer",
+            dependencies: ["HTTPServer", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/HTTPBenchServer",
             swiftSettings: strict
         ),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),

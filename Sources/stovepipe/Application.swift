@@ -16,6 +16,7 @@ struct ServeConfiguration: Sendable {
     var consumerThreads = 4
     var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
     var gitTimeout: Duration = .seconds(30)
+    var mysqlPoolSize = 16
 }
 
 /// The composition root: builds stores, topic, SourceControl, controllers, API and HTTP server,
@@ -25,15 +26,14 @@ final class Application: Sendable {
     let logger: Logger
     private let server: HTTPServer
     private let broker: any MessageBroker
-    private let draining: Mutex<Bool>
+    private let draining = DrainFlag()
     private let closers: [@Sendable () -> Void]
 
     /// Builds every part from `configuration`; nothing listens or runs until `start`.
     init(configuration: ServeConfiguration, logger: Logger, metrics: @escaping @Sendable () -> [UInt8] = { [] }) throws {
         self.configuration = configuration
         self.logger = logger
-        let draining = Mutex(false)
-        self.draining = draining
+        let draining = self.draining
 
         let storage = try Storage.make(configuration, logger: logger)
         broker = storage.broker
@@ -47,9 +47,9 @@ final class Application: Sendable {
 
         let ingest = IngestController(
             requests: storage.requests, uris: storage.uris, queues: storage.queues, counter: storage.counter,
-            sources: registry, publisher: storage.broker, logger: logger.with(label: "ingest"))
+            sources: registry, publisher: storage.broker, logger: logger.with(component: "ingest"))
         let process = ProcessController(
-            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(label: "process"))
+            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
         process.subscribe(to: storage.broker)
 
         let readiness = storage.readiness
@@ -57,10 +57,10 @@ final class Application: Sendable {
             dependencies: APIDependencies(
                 ingest: ingest, requests: storage.requests, queues: storage.queues,
                 isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
-                readiness: readiness, isDraining: { draining.withLock { $0 } }, metrics: metrics,
+                readiness: readiness, isDraining: { draining.isSet }, metrics: metrics,
                 signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
-            logger: logger.with(label: "http"))
-        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(label: "http"))
+            logger: logger.with(component: "http"))
+        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(component: "http"))
     }
 
     /// Starts the topic consumer, then the listener; returns the bound port.
@@ -71,18 +71,27 @@ final class Application: Sendable {
 
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
     func shutdown() {
-        draining.withLock { $0 = true }
+        draining.set()
         server.shutdown()
         broker.shutdown()
         for close in closers { close() }
     }
 }
 
+/// Set once when shutdown begins; read by health checks on worker threads.
+final class DrainFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+
+    func set() { value.store(true, ordering: .releasing) }
+}
+
 extension Logger {
-    /// A logger of another label with the same level and metadata.
-    func with(label: String) -> Logger {
-        var copy = Logger(label: label, factory: { _ in self.handler })
-        copy.logLevel = logLevel
+    /// The same logger with a `component` metadata field, so lines say which part wrote them.
+    func with(component: String) -> Logger {
+        var copy = self
+        copy[metadataKey: "component"] = "\(component)"
         return copy
     }
 }
@@ -98,12 +107,12 @@ struct Storage: Sendable {
     var closers: [@Sendable () -> Void]
 
     static func make(_ configuration: ServeConfiguration, logger: Logger) throws -> Storage {
-        if configuration.mysqlURL != nil {
-            throw StartupError("this build has no MySQL backend yet; run without --mysql-url for in-memory storage")
+        if let url = configuration.mysqlURL {
+            return try mysql(url: url, configuration, logger: logger)
         }
         logger.notice("storage is in memory: state is NOT durable and is lost when the process exits")
         let broker = MemoryBroker(
-            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads, logger: logger.with(label: "topic"))
+            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads, logger: logger.with(component: "topic"))
         return Storage(
             requests: MemoryRequestStore(), uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
             broker: broker,

@@ -3,6 +3,8 @@ import Foundation
 import HTTPServer
 import Logging
 import Metrics
+import MySQLBackend
+import MySQLClient
 import Prometheus
 
 @main
@@ -59,6 +61,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
     @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
+    @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
     @Option(help: "Where private mirrors of remote git repositories are kept.") var gitCacheDirectory: String?
     @OptionGroup var logging: LoggingOptions
 
@@ -78,6 +81,11 @@ struct Serve: ParsableCommand {
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
         configuration.consumerThreads = max(1, consumerThreads)
+        configuration.mysqlPoolSize = max(1, mysqlPoolSize)
+        if configuration.mysqlURL != nil {
+            // mysql_library_init is not thread-safe and must run before any other thread starts (C API docs).
+            try MySQLLibrary.initialize()
+        }
         if let gitCacheDirectory { configuration.gitCacheDirectory = gitCacheDirectory }
         configuration.http = try httpConfiguration()
 
@@ -88,12 +96,16 @@ struct Serve: ParsableCommand {
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let boundPort = try application.start()
-        print("listening on http://\(host):\(boundPort)")
-        fflush(stdout)
+        // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
+        let line = Array("listening on http://\(host):\(boundPort)\n".utf8)
+        _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
         logger.notice("shutting down", metadata: ["signal": "\(received)"])
-        signals.onSecondSignal { logger.warning("second signal: exiting now"); exit(1) }
+        signals.onSecondSignal {
+            logger.warning("second signal: exiting now")
+            Foundation.exit(1)
+        }
         application.shutdown()
         logger.notice("stopped")
     }
@@ -144,6 +156,17 @@ struct Migrate: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
-        throw StartupError("this build has no MySQL backend yet: nothing to migrate")
+        let logger = try logging.makeLogger(label: "stovepipe")
+        guard let url = mysqlURL ?? ProcessInfo.processInfo.environment["STOVEPIPE_MYSQL_URL"], !url.isEmpty else {
+            throw ValidationError("migrate needs --mysql-url or STOVEPIPE_MYSQL_URL")
+        }
+        let connection: MySQLConfiguration
+        do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
+        try MySQLLibrary.initialize()
+        let storage = MySQLStorage(configuration: connection, logger: logger.with(component: "mysql"))
+        defer { storage.close() }
+        let applied = try storage.migrator.migrate()
+        let summary = applied.isEmpty ? "schema already current" : "applied migrations \(applied.map(String.init).joined(separator: ", "))"
+        print("\(connection.redactedURL): \(summary)")
     }
 }

@@ -22,7 +22,14 @@ private struct MarkerGit {
     init(body: String = "exit 1") throws {
         directory = try makeScratchDirectory("fake-git")
         let script = "#!/bin/sh\ntouch '\(directory)/ran'\n\(body)\n"
-        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/fake-git"))
+        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/fake-git.txt"))
+        // The executable is written by cp, not by this process: a descriptor of ours open for writing could
+        // be inherited by a process another test forks at that moment, and exec would then fail (ETXTBSY).
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = [directory + "/fake-git.txt", directory + "/fake-git"]
+        try copy.run()
+        copy.waitUntilExit()
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/fake-git")
     }
 

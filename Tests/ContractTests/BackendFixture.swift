@@ -5,11 +5,13 @@ import Testing
 
 // How to add a backend to every contract suite:
 //   1. In a new file (e.g. MySQLFixture.swift), write a `struct XFixture: BackendFixture` whose
-//      `makeBackend()` returns a fresh, empty, isolated `TestBackend` (MySQL: create a new database per
-//      call, from `STOVEPIPE_TEST_MYSQL_URL`) and whose `tearDown()` releases it (drop the database).
+//      `makeBackend()` returns a fresh, empty, isolated `TestBackend` (MySQL: a new database per call, on
+//      the server of `STOVEPIPE_TEST_MYSQL_URL`); that backend's `tearDown()` releases it (drops the database).
 //   2. Append it to `allFixtures` below, only when its environment is available, e.g.
 //      `+ (MySQLFixture.fromEnvironment().map { [$0] } ?? [])`.
-// Each contract test calls `makeBackend()` once and `tearDown()` at its end, and tests run in parallel.
+// Each contract test calls `makeBackend()` once and `tearDown()` at its end (after shutting down any broker it
+// made), and tests run in parallel. Brokers need at least 2 delivery threads: one test proves partitions run
+// concurrently. Nothing else changes: every `@Test(arguments: allFixtures)` picks the new fixture up.
 
 /// The four stores of one backend.
 struct StoreSet: Sendable {
@@ -33,16 +35,22 @@ protocol TestBackend: Sendable {
 protocol BackendFixture: Sendable, CustomTestStringConvertible {
     /// The name shown in test results.
     var name: String { get }
+    /// Whether `makeBroker` works; the topic suites run only fixtures that provide a broker.
+    var providesBroker: Bool { get }
     /// A fresh, empty, isolated backend.
     func makeBackend() throws -> any TestBackend
 }
 
 extension BackendFixture {
     var testDescription: String { name }
+    var providesBroker: Bool { true }
 }
 
 /// Every backend the contract suites run against.
-let allFixtures: [any BackendFixture] = [MemoryFixture()] + (MySQLTopicFixture.fromEnvironment().map { [$0] } ?? [])
+let allFixtures: [any BackendFixture] = [MemoryFixture()] + (MySQLFixture.fromEnvironment().map { [$0] } ?? [])
+
+/// The backends the topic suites run against.
+let brokerFixtures: [any BackendFixture] = allFixtures.filter(\.providesBroker)
 
 /// Runs `body` on a fresh backend of `fixture` and tears it down afterwards.
 func withBackend<Result>(

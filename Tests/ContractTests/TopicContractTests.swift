@@ -33,7 +33,7 @@ private func withBroker(
 
 @Suite("MessageBroker contract")
 struct TopicContractTests {
-    @Test("messages of one partition arrive serially in publish order", arguments: allFixtures)
+    @Test("messages of one partition arrive serially in publish order", arguments: brokerFixtures)
     func orderWithinPartition(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let seen = Recorder<String>()
@@ -55,7 +55,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("different partitions are delivered in parallel", arguments: allFixtures)
+    @Test("different partitions are delivered in parallel", arguments: brokerFixtures)
     func parallelAcrossPartitions(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let started = Latch()
@@ -74,7 +74,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("retry redelivers with attempts 1, 2, 3 until ack, and later messages wait", arguments: allFixtures)
+    @Test("retry redelivers with attempts 1, 2, 3 until ack, and later messages wait", arguments: brokerFixtures)
     func retryThenSuccess(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture, policy: fastPolicy(maxAttempts: 5)) { broker in
             let seen = Recorder<Seen>()
@@ -97,7 +97,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("after maxAttempts retries the message is dead-lettered with the last reason; the partition goes on", arguments: allFixtures)
+    @Test("after maxAttempts retries the message is dead-lettered with the last reason; the partition goes on", arguments: brokerFixtures)
     func deadLetterAfterMaxAttempts(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture, policy: fastPolicy(maxAttempts: 3)) { broker in
             let seen = Recorder<Seen>()
@@ -118,7 +118,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("reject dead-letters at once with its reason", arguments: allFixtures)
+    @Test("reject dead-letters at once with its reason", arguments: brokerFixtures)
     func rejectDeadLettersAtOnce(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture, policy: fastPolicy(maxAttempts: 5)) { broker in
             let seen = Recorder<Seen>()
@@ -136,7 +136,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("postpone redelivers without counting an attempt, and nothing overtakes it", arguments: allFixtures)
+    @Test("postpone redelivers without counting an attempt, and nothing overtakes it", arguments: brokerFixtures)
     func postponeDoesNotCount(_ fixture: any BackendFixture) async throws {
         // maxAttempts 1: a counted attempt past the first would dead-letter instead of redelivering.
         try await withBroker(fixture, policy: fastPolicy(maxAttempts: 1)) { broker in
@@ -160,7 +160,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("publishing an id the topic holds is a no-op, dead-lettered ids included", arguments: allFixtures)
+    @Test("publishing an id the topic holds is a no-op, dead-lettered ids included", arguments: brokerFixtures)
     func idempotentPublish(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let seen = Recorder<String>()
@@ -184,7 +184,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("the first publish of an id wins: its payload is the one delivered", arguments: allFixtures)
+    @Test("the first publish of an id wins: its payload is the one delivered", arguments: brokerFixtures)
     func firstPublishWins(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let payloads = Recorder<[UInt8]>()
@@ -201,7 +201,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("redrive puts a dead letter back with a fresh attempt count; unknown ids are notFound", arguments: allFixtures)
+    @Test("redrive puts a dead letter back with a fresh attempt count; unknown ids are notFound", arguments: brokerFixtures)
     func redrive(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture, policy: fastPolicy(maxAttempts: 2)) { broker in
             let seen = Recorder<Seen>()
@@ -228,7 +228,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("dead letters are listed oldest first, at most limit", arguments: allFixtures)
+    @Test("dead letters are listed oldest first, at most limit", arguments: brokerFixtures)
     func deadLettersOldestFirst(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             broker.subscribe(topic) { delivery in .reject(reason: "no \(delivery.message.id)") }
@@ -241,7 +241,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("stats count backlog, in-flight and dead letters, and age the oldest pending message", arguments: allFixtures)
+    @Test("stats count backlog, in-flight and dead letters, and age the oldest pending message", arguments: brokerFixtures)
     func stats(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let empty = try broker.stats(topic)
@@ -275,7 +275,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("shutdown lets the handler in progress finish and records its outcome", arguments: allFixtures)
+    @Test("shutdown lets the handler in progress finish and records its outcome", arguments: brokerFixtures)
     func shutdownDrains(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let entered = Latch()

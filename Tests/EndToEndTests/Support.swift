@@ -144,7 +144,7 @@ final class RunningServer {
         process.environment = env
         process.standardOutput = stdout
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
         // The first stdout line is exactly `listening on http://HOST:PORT`.

@@ -68,8 +68,13 @@ public final class GitSourceControl: SourceControl {
             throw .notFound
         }
         let (directory, _) = try prepare()
-        try requireCommits([ancestorID, descendantID], in: directory)
-        let result = try runner.run(in: directory, ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID])
+        let arguments = ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID]
+        var result = try runner.run(in: directory, arguments)
+        if result.status != 0 && result.status != 1 {
+            // Only now tell an unknown commit (notFound; a remote is fetched once first) from a failure.
+            try requireCommits([ancestorID, descendantID], in: directory)
+            result = try runner.run(in: directory, arguments)
+        }
         switch result.status {
         case 0: return true
         case 1: return false
@@ -89,13 +94,15 @@ public final class GitSourceControl: SourceControl {
             start = try resolve(fullRef, in: directory)
         } else {
             guard Self.isObjectID(cursor) else { throw .notFound }
-            try requireCommits([cursor], in: directory)
             start = cursor
         }
         // One extra commit: it is the next page's start, and its absence means this is the last page.
-        let result = try runner.run(in: directory, [
-            "rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start,
-        ])
+        let arguments = ["rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start]
+        var result = try runner.run(in: directory, arguments)
+        if result.status != 0 && !cursor.isEmpty {
+            try requireCommits([start], in: directory)
+            result = try runner.run(in: directory, arguments)
+        }
         guard result.status == 0 else { throw failure("rev-list", result) }
         let ids = result.stdout.split(whereSeparator: \.isNewline).map(String.init)
         guard ids.allSatisfy(Self.isObjectID) else {
@@ -127,7 +134,6 @@ public final class GitSourceControl: SourceControl {
         return allowed && !ref.contains("..") && !ref.contains("//") && !ref.contains("/.") && !ref.contains("/-")
             && !ref.hasSuffix(".lock") && ref != "HEAD"
     }
-
 
     /// The directory git runs in and the full ref, or `notFound` for an invalid configuration.
     private func prepare() throws(BackendError) -> (directory: String, fullRef: String) {
@@ -219,7 +225,6 @@ public final class GitSourceControl: SourceControl {
         return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
     }
 
-
     private func uri(_ id: String) -> SourceURI { SourceURI(uriPrefix + id) }
 
     private func commitID(in uri: SourceURI) -> String? {
@@ -233,7 +238,6 @@ public final class GitSourceControl: SourceControl {
         (text.utf8.count == 40 || text.utf8.count == 64)
             && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
     }
-
 
     private static func isRemote(_ repository: String) -> Bool {
         repository.contains("://") || repository.hasPrefix("git@")

@@ -1,0 +1,347 @@
+import Synchronization
+
+/// What a step under a connection's lock asks its caller to do once the lock is released.
+struct ConnectionActions {
+    /// A complete request for the worker pool.
+    var dispatch: WorkItem?
+    /// Close the connection (on its event loop).
+    var close = false
+    /// Reading stopped while a request was handled and may start again.
+    var resumeReading = false
+    /// A protocol error to report to the observer.
+    var protocolError: HTTPProtocolError?
+}
+
+/// One accepted connection: its transport, parser and pending output behind one lock, shared by its
+/// event loop (reads, timers, closing) and the worker answering its current request (writes).
+final class Connection: Sendable {
+    let fd: Int32
+    /// `fd` and a per-loop serial, so a stale epoll event never reaches a reused descriptor.
+    let token: UInt64
+    let peer: String
+    let loop: EventLoop
+    let context: ServerContext
+    private let state: Mutex<State>
+
+    private enum Lifecycle: Sendable {
+        case open
+        /// The last response is out and our side is shut; input is read and dropped until the peer
+        /// closes or the deadline passes (RFC 9112 §9.6).
+        case lingering(until: UInt64)
+        case closed
+    }
+
+    private struct State: Sendable {
+        var transport: any ConnectionTransport
+        var parser: HTTPRequestParser
+        var lifecycle = Lifecycle.open
+        /// A worker has the current request; nothing else is parsed until it answers.
+        var inFlight = false
+        var outgoing: [UInt8] = []
+        var outgoingSent = 0
+        /// No further request will be served; close once output is flushed.
+        var closeAfterResponses = false
+        var peerClosed = false
+        var readPaused = false
+        var draining = false
+        var requestsStarted = 0
+        var headStartedAt: UInt64?
+        var lastActivity: UInt64
+        var lastWriteProgress: UInt64
+
+        var hasPendingOutput: Bool { outgoingSent < outgoing.count }
+
+        var isOpen: Bool {
+            if case .open = lifecycle { return true }
+            return false
+        }
+
+        /// Sends what is queued; false when the connection broke.
+        mutating func flush(now: UInt64) -> Bool {
+            while outgoingSent < outgoing.count {
+                let sent = outgoingSent
+                let result = outgoing.withUnsafeBytes { bytes in
+                    transport.write(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
+                }
+                switch result {
+                case .transferred(let count):
+                    outgoingSent += count
+                    lastWriteProgress = now
+                case .wouldBlock:
+                    return true
+                case .endOfStream, .failed:
+                    return false
+                }
+            }
+            outgoing = []
+            outgoingSent = 0
+            return true
+        }
+
+        /// Queues `bytes` behind any pending output and sends what the socket takes.
+        mutating func send(_ bytes: [UInt8], now: UInt64) -> Bool {
+            if hasPendingOutput {
+                outgoing.append(contentsOf: bytes)
+                return true
+            }
+            outgoing = bytes
+            outgoingSent = 0
+            lastWriteProgress = now
+            return flush(now: now)
+        }
+
+        /// Parses and dispatches what the buffered input allows, then closes or lingers if done.
+        mutating func process(
+            _ connection: Connection, now: UInt64, writer: inout ResponseWriter, actions: inout ConnectionActions
+        ) {
+            guard isOpen else { return }
+            let context = connection.context
+            parsing: while !inFlight && !closeAfterResponses && !hasPendingOutput {
+                switch parser.next() {
+                case .needMoreBytes:
+                    break parsing
+                case .sendContinue:
+                    guard send(ResponseWriter.continueResponse, now: now) else {
+                        actions.close = true
+                        return
+                    }
+                case .request(let request):
+                    requestsStarted += 1
+                    inFlight = true
+                    let isLast = requestsStarted >= context.configuration.maxRequestsPerConnection
+                    // Pipelined bytes behind a request that ends the connection are never served.
+                    if !request.keepAlive || isLast || draining { closeAfterResponses = true }
+                    actions.dispatch = WorkItem(
+                        connection: connection, request: request, receivedAt: now, isLastOnConnection: isLast
+                    )
+                case .failure(let error):
+                    actions.protocolError = error
+                    closeAfterResponses = true
+                    guard send(writer.errorResponse(error), now: now) else {
+                        actions.close = true
+                        return
+                    }
+                }
+            }
+            if !inFlight && !closeAfterResponses && parser.isReadingHead && parser.bufferedByteCount > 0 {
+                if headStartedAt == nil { headStartedAt = now }
+            } else {
+                headStartedAt = nil
+            }
+            if readPaused && !inFlight && parser.bufferedByteCount < context.pausedReadLimit {
+                readPaused = false
+                actions.resumeReading = true
+            }
+            guard !inFlight && !hasPendingOutput else { return }
+            if peerClosed {
+                // The client will send nothing more and is owed nothing more.
+                actions.close = true
+            } else if closeAfterResponses {
+                transport.shutdownWrite()
+                lifecycle = .lingering(until: now + context.lingerTimeout)
+                parser = HTTPRequestParser(limits: parser.limits)
+            }
+        }
+
+        /// Reads until the socket is drained, parsing after every read so buffering stays bounded.
+        mutating func readAvailable(
+            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, now: UInt64,
+            writer: inout ResponseWriter, actions: inout ConnectionActions
+        ) {
+            while !readPaused && !peerClosed {
+                switch transport.read(into: scratch) {
+                case .transferred(let count):
+                    lastActivity = now
+                    switch lifecycle {
+                    case .closed:
+                        return
+                    case .lingering:
+                        break
+                    case .open:
+                        if !closeAfterResponses {
+                            parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+                            process(connection, now: now, writer: &writer, actions: &actions)
+                            if actions.close { return }
+                            if inFlight && parser.bufferedByteCount >= connection.context.pausedReadLimit {
+                                readPaused = true
+                            }
+                        }
+                    }
+                    // A short read drained the socket; edge-triggered epoll reports any later data.
+                    if count < scratch.count { return }
+                case .wouldBlock:
+                    return
+                case .endOfStream:
+                    peerClosed = true
+                    if case .lingering = lifecycle {
+                        actions.close = true
+                        return
+                    }
+                    process(connection, now: now, writer: &writer, actions: &actions)
+                case .failed:
+                    // A reset (e.g. mid-body): nothing can be answered any more.
+                    actions.close = true
+                    return
+                }
+            }
+        }
+    }
+
+    init(fd: Int32, token: UInt64, peer: String, loop: EventLoop, context: ServerContext) {
+        self.fd = fd
+        self.token = token
+        self.peer = peer
+        self.loop = loop
+        self.context = context
+        let now = MonotonicClock.now()
+        self.state = Mutex(
+            State(
+                transport: SocketTransport(fd: fd), parser: HTTPRequestParser(limits: context.limits),
+                lastActivity: now, lastWriteProgress: now
+            )
+        )
+    }
+
+    /// Handles readiness reported by epoll (event loop thread).
+    func handleEvents(
+        readable: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter
+    ) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            guard !isClosed(state) else { return actions }
+            let now = MonotonicClock.now()
+            if writable && state.hasPendingOutput {
+                guard state.flush(now: now) else {
+                    actions.close = true
+                    return actions
+                }
+                if !state.hasPendingOutput {
+                    state.process(self, now: now, writer: &writer, actions: &actions)
+                }
+            }
+            if readable && !actions.close {
+                state.readAvailable(self, scratch: scratch, now: now, writer: &writer, actions: &actions)
+            }
+            return actions
+        }
+    }
+
+    /// Takes the response to the current request (worker thread).
+    func complete(response: [UInt8], closes: Bool, writer: inout ResponseWriter) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            guard state.isOpen else { return actions }
+            let now = MonotonicClock.now()
+            state.inFlight = false
+            state.lastActivity = now
+            if closes || state.draining { state.closeAfterResponses = true }
+            guard state.send(response, now: now) else {
+                actions.close = true
+                return actions
+            }
+            state.process(self, now: now, writer: &writer, actions: &actions)
+            return actions
+        }
+    }
+
+    /// Answers the current request 503 because the worker queue is full, and closes.
+    func shed(writer: inout ResponseWriter) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            guard state.isOpen else { return actions }
+            let now = MonotonicClock.now()
+            state.inFlight = false
+            state.closeAfterResponses = true
+            var headers = HTTPHeaders()
+            headers.add("Retry-After", "1")
+            let response = writer.errorResponse(status: 503, message: "server busy", extraHeaders: headers)
+            guard state.send(response, now: now) else {
+                actions.close = true
+                return actions
+            }
+            state.process(self, now: now, writer: &writer, actions: &actions)
+            return actions
+        }
+    }
+
+    /// Enforces the header, body, idle, write and linger deadlines (event loop thread).
+    func checkDeadlines(now: UInt64, writer: inout ResponseWriter) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            switch state.lifecycle {
+            case .closed:
+                return actions
+            case .lingering(let until):
+                actions.close = now >= until
+                return actions
+            case .open:
+                break
+            }
+            guard !state.inFlight else { return actions }
+            let context = self.context
+            if state.hasPendingOutput {
+                // A client that stops reading its responses is dropped like an idle one.
+                actions.close = MonotonicClock.elapsed(since: state.lastWriteProgress, now: now) >= context.idleTimeout
+                return actions
+            }
+            if state.closeAfterResponses { return actions }
+            let timedOut: HTTPProtocolError?
+            if let started = state.headStartedAt, MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout {
+                timedOut = .headerTimeout
+            } else if state.parser.isMidRequest && !state.parser.isReadingHead
+                && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
+            {
+                timedOut = .bodyTimeout
+            } else if !state.parser.isMidRequest && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout {
+                // RFC 9112 §9.5: a server may close an idle connection at any time.
+                actions.close = true
+                return actions
+            } else {
+                timedOut = nil
+            }
+            guard let timedOut else { return actions }
+            actions.protocolError = timedOut
+            state.closeAfterResponses = true
+            guard state.send(writer.errorResponse(timedOut), now: now) else {
+                actions.close = true
+                return actions
+            }
+            state.process(self, now: now, writer: &writer, actions: &actions)
+            return actions
+        }
+    }
+
+    /// Starts graceful shutdown: idle connections close now, busy ones after their current response.
+    func beginDrain(writer: inout ResponseWriter) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            guard state.isOpen else { return actions }
+            state.draining = true
+            if state.inFlight || state.parser.isMidRequest { return actions }
+            if state.hasPendingOutput {
+                state.closeAfterResponses = true
+            } else {
+                actions.close = true
+            }
+            return actions
+        }
+    }
+
+    /// Closes the transport; true if it was open (event loop thread only, which owns descriptors).
+    func closeTransport() -> Bool {
+        state.withLock { state in
+            guard !isClosed(state) else { return false }
+            state.transport.close()
+            state.lifecycle = .closed
+            state.outgoing = []
+            state.outgoingSent = 0
+            state.parser = HTTPRequestParser(limits: state.parser.limits)
+            return true
+        }
+    }
+
+    private func isClosed(_ state: borrowing State) -> Bool {
+        if case .closed = state.lifecycle { return true }
+        return false
+    }
+}

@@ -1,0 +1,307 @@
+import CEpoll
+import Glibc
+import Logging
+import Synchronization
+
+/// Work other threads hand to an event loop.
+enum LoopMessage: Sendable {
+    /// Close this connection (a worker finished its last response).
+    case close(Connection)
+    /// Read again from a connection whose reading was paused.
+    case resume(Connection)
+    /// Stop accepting and close connections as they become idle.
+    case drain
+    /// Close every connection now and exit.
+    case forceClose
+}
+
+/// One epoll instance and the thread that runs it; other threads only post messages to it.
+final class EventLoop: Sendable {
+    let index: Int
+    let epollFD: Int32
+    let wakeFD: Int32
+    let listenFD: Int32
+    let context: ServerContext
+    /// Counted down once this loop no longer polls the listening socket.
+    let listenerReleased: NSConditionBox
+    private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool)>(([], false))
+
+    static let wakeToken = UInt64.max
+    static let listenToken = UInt64.max - 1
+
+    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: NSConditionBox) throws(HTTPServerError) {
+        let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard epollFD >= 0 else { throw .systemCallFailed("epoll_create1", errno: errno) }
+        let wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wakeFD >= 0 else {
+            let code = errno
+            close(epollFD)
+            throw .systemCallFailed("eventfd", errno: code)
+        }
+        var wake = epoll_event()
+        wake.events = EPOLLIN.rawValue
+        wake.data.u64 = Self.wakeToken
+        var listen = epoll_event()
+        // EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
+        listen.events = EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue
+        listen.data.u64 = Self.listenToken
+        guard epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &wake) == 0,
+            epoll_ctl(epollFD, EPOLL_CTL_ADD, listenFD, &listen) == 0
+        else {
+            let code = errno
+            close(wakeFD)
+            close(epollFD)
+            throw .systemCallFailed("epoll_ctl", errno: code)
+        }
+        self.index = index
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+        self.listenFD = listenFD
+        self.context = context
+        self.listenerReleased = listenerReleased
+    }
+
+    /// Queues `message` and wakes the loop.
+    func post(_ message: LoopMessage) {
+        let needsWake = mailbox.withLock { box in
+            box.messages.append(message)
+            if box.wakePending { return false }
+            box.wakePending = true
+            return true
+        }
+        if needsWake {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, MemoryLayout<UInt64>.size)
+        }
+    }
+
+    func takeMessages() -> [LoopMessage] {
+        var counter: UInt64 = 0
+        _ = read(wakeFD, &counter, MemoryLayout<UInt64>.size)
+        return mailbox.withLock { box in
+            box.wakePending = false
+            defer { box.messages = [] }
+            return box.messages
+        }
+    }
+
+    /// Runs the loop on the calling thread until it has drained or been force-closed.
+    func run() {
+        let runner = LoopRunner(loop: self)
+        runner.run()
+    }
+
+    /// Releases the epoll and eventfd descriptors; only once `run()` has returned.
+    func closeDescriptors() {
+        close(epollFD)
+        close(wakeFD)
+    }
+}
+
+/// The state only the loop's own thread touches.
+private final class LoopRunner {
+    let loop: EventLoop
+    let context: ServerContext
+    var connections: [Connection?] = []
+    var openCount = 0
+    var serial: UInt32 = 0
+    var draining = false
+    var stopped = false
+    var acceptPaused = false
+    var writer: ResponseWriter
+    let scratch: UnsafeMutableRawBufferPointer
+    let events: UnsafeMutableBufferPointer<epoll_event>
+    let refusal: [UInt8]
+
+    init(loop: EventLoop) {
+        self.loop = loop
+        self.context = loop.context
+        self.writer = ResponseWriter(serverName: loop.context.configuration.serverName)
+        self.scratch = .allocate(byteCount: 64 * 1024, alignment: 16)
+        self.events = .allocate(capacity: 512)
+        var headers = HTTPHeaders()
+        headers.add("Retry-After", "1")
+        self.refusal = writer.errorResponse(status: 503, message: "too many connections", extraHeaders: headers)
+    }
+
+    deinit {
+        scratch.deallocate()
+        events.deallocate()
+    }
+
+    func run() {
+        let tick = context.tickNanoseconds
+        var nextTick = MonotonicClock.now() + tick
+        while !stopped {
+            let now = MonotonicClock.now()
+            let waitMilliseconds = nextTick > now ? Int32(clamping: (nextTick - now + 999_999) / 1_000_000) : 0
+            let count = epoll_wait(loop.epollFD, events.baseAddress, Int32(events.count), waitMilliseconds)
+            if count < 0 && errno != EINTR {
+                context.logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
+                break
+            }
+            for index in 0..<max(0, Int(count)) {
+                let event = events[index]
+                switch event.data.u64 {
+                case EventLoop.wakeToken: handleMessages()
+                case EventLoop.listenToken: acceptConnections()
+                case let token: handle(token: token, events: event.events)
+                }
+            }
+            let after = MonotonicClock.now()
+            if after >= nextTick {
+                checkDeadlines(now: after)
+                nextTick = after + tick
+                if acceptPaused && !draining { resumeAccepting() }
+            }
+            if draining && openCount == 0 { break }
+        }
+        for case let connection? in connections { close(connection) }
+        if !draining { releaseListener() }
+    }
+
+    // MARK: Connections
+
+    func handle(token: UInt64, events: UInt32) {
+        let fd = Int(token & 0xFFFF_FFFF)
+        guard fd < connections.count, let connection = connections[fd], connection.token == token else { return }
+        let readable = events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+        let writable = events & EPOLLOUT.rawValue != 0
+        let actions = connection.handleEvents(
+            readable: readable, writable: writable, scratch: scratch, writer: &writer
+        )
+        perform(actions, for: connection)
+    }
+
+    func perform(_ first: ConnectionActions, for connection: Connection) {
+        var actions = first
+        // Each round either ends or turns a shed request into a close, so this runs at most thrice.
+        for _ in 0..<4 {
+            if let error = actions.protocolError { context.observer?.protocolError(error) }
+            if let item = actions.dispatch, !context.pool.submit(item) {
+                context.observer?.requestShed()
+                actions = connection.shed(writer: &writer)
+                continue
+            }
+            if actions.close {
+                close(connection)
+            } else if actions.resumeReading {
+                actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                continue
+            }
+            return
+        }
+    }
+
+    func close(_ connection: Connection) {
+        guard connection.closeTransport() else { return }
+        let fd = Int(connection.fd)
+        if fd < connections.count, connections[fd]?.token == connection.token { connections[fd] = nil }
+        openCount -= 1
+        context.openConnections.subtract(1, ordering: .relaxed)
+        context.observer?.connectionClosed(peer: connection.peer)
+    }
+
+    func checkDeadlines(now: UInt64) {
+        for case let connection? in connections {
+            let actions = connection.checkDeadlines(now: now, writer: &writer)
+            perform(actions, for: connection)
+        }
+    }
+
+    // MARK: Accepting
+
+    func acceptConnections() {
+        // Bounded per wake-up so reads on existing connections are not starved by a connect storm.
+        for _ in 0..<128 {
+            guard let accepted = Sockets.accept(loop.listenFD) else { return }
+            guard let (fd, peer) = accepted else {
+                // EMFILE and friends: stop polling the listener for a tick instead of spinning on it.
+                context.logger.warning("accept failed; pausing accepts", metadata: ["errno": "\(errno)"])
+                pauseAccepting()
+                return
+            }
+            if draining {
+                Glibc.close(fd)
+                continue
+            }
+            let open = context.openConnections.add(1, ordering: .relaxed).newValue
+            if open > context.configuration.maxConnections {
+                context.openConnections.subtract(1, ordering: .relaxed)
+                refuse(fd: fd, peer: peer)
+                continue
+            }
+            serial = serial == UInt32.max ? 1 : serial + 1
+            let token = UInt64(serial) << 32 | UInt64(UInt32(fd))
+            let connection = Connection(fd: fd, token: token, peer: peer, loop: loop, context: context)
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+            event.data.u64 = token
+            guard epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
+                Glibc.close(fd)
+                context.openConnections.subtract(1, ordering: .relaxed)
+                continue
+            }
+            if Int(fd) >= connections.count {
+                connections.append(contentsOf: repeatElement(nil, count: max(Int(fd) + 1, connections.count * 2) - connections.count))
+            }
+            connections[Int(fd)] = connection
+            openCount += 1
+            context.observer?.connectionOpened(peer: peer)
+        }
+    }
+
+    /// Beyond `maxConnections`: a best-effort 503 and an immediate close.
+    func refuse(fd: Int32, peer: String) {
+        refusal.withUnsafeBytes { bytes in
+            _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        }
+        Glibc.close(fd)
+        context.observer?.connectionRefused(peer: peer)
+    }
+
+    func pauseAccepting() {
+        var event = epoll_event()
+        _ = epoll_ctl(loop.epollFD, EPOLL_CTL_DEL, loop.listenFD, &event)
+        acceptPaused = true
+    }
+
+    func resumeAccepting() {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue
+        event.data.u64 = EventLoop.listenToken
+        if epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, loop.listenFD, &event) == 0 { acceptPaused = false }
+    }
+
+    func releaseListener() {
+        if !acceptPaused {
+            var event = epoll_event()
+            _ = epoll_ctl(loop.epollFD, EPOLL_CTL_DEL, loop.listenFD, &event)
+        }
+        acceptPaused = true
+        loop.listenerReleased.change(by: -1)
+    }
+
+    // MARK: Messages
+
+    func handleMessages() {
+        for message in loop.takeMessages() {
+            switch message {
+            case .close(let connection):
+                close(connection)
+            case .resume(let connection):
+                let actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                perform(actions, for: connection)
+            case .drain:
+                guard !draining else { continue }
+                draining = true
+                releaseListener()
+                for case let connection? in connections {
+                    perform(connection.beginDrain(writer: &writer), for: connection)
+                }
+            case .forceClose:
+                stopped = true
+            }
+        }
+    }
+}

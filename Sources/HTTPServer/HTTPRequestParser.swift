@@ -1,0 +1,750 @@
+import Glibc
+
+/// The limits a request parser enforces.
+struct HTTPParserLimits: Sendable, Equatable {
+    var maxRequestLineBytes: Int
+    var maxHeaderBytes: Int
+    var maxHeaderFields: Int
+    var maxBodyBytes: Int
+
+    /// A chunk-size line (size plus extensions) longer than this is malformed.
+    static let maxChunkLineBytes = 4096
+}
+
+/// A request as framed by the parser, before the server adds the peer and the request id.
+struct ParsedRequest: Sendable {
+    var method: String
+    var target: String
+    var path: String
+    var rawPath: String
+    var query: String
+    var version: HTTPVersion
+    var headers: HTTPHeaders
+    var body: [UInt8]
+    /// Whether the client lets the connection stay open after this request (RFC 9112 §9.3).
+    var keepAlive: Bool
+    /// The bytes the request took on the wire: head and body framing.
+    var wireBytes: Int
+
+    var isHead: Bool { method == "HEAD" }
+}
+
+/// What the parser has for the caller after the bytes seen so far.
+enum HTTPParserEvent: Sendable {
+    /// The buffered bytes do not complete anything yet.
+    case needMoreBytes
+    /// The head asked for `Expect: 100-continue` and no body byte has arrived: send `100 Continue`.
+    case sendContinue
+    /// A complete request; call `next()` again for any pipelined one behind it.
+    case request(ParsedRequest)
+    /// The client broke the protocol; the parser stays failed.
+    case failure(HTTPProtocolError)
+}
+
+/// An incremental HTTP/1.1 request parser (RFC 9112): a value type fed bytes as they arrive.
+struct HTTPRequestParser: Sendable {
+    let limits: HTTPParserLimits
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var phase = Phase.head(HeadScan())
+    private var leadingEmptyLineBytes = 0
+
+    private struct HeadScan: Sendable {
+        var scanned = 0
+        var lineStart = 0
+        var requestLineEnd: Int?
+        var fieldLines = 0
+    }
+
+    private enum Phase: Sendable {
+        case head(HeadScan)
+        case fixedBody(RequestHead, length: Int)
+        case chunked(RequestHead, ChunkedBody)
+        case failed(HTTPProtocolError)
+    }
+
+    init(limits: HTTPParserLimits) { self.limits = limits }
+
+    /// Bytes received and not yet consumed by a returned request.
+    var bufferedByteCount: Int { buffer.count - start }
+
+    /// Whether the parser is before or inside a request's header section.
+    var isReadingHead: Bool {
+        if case .head = phase { return true }
+        return false
+    }
+
+    /// Whether part of a request has arrived and the request is not complete yet.
+    var isMidRequest: Bool {
+        switch phase {
+        case .head: bufferedByteCount > 0
+        case .fixedBody, .chunked: true
+        case .failed: false
+        }
+    }
+
+    /// Adds received bytes.
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// Adds received bytes.
+    mutating func append(_ bytes: some Sequence<UInt8>) {
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next event the buffered bytes allow.
+    mutating func next() -> HTTPParserEvent {
+        let event = step()
+        compact()
+        return event
+    }
+
+    private mutating func compact() {
+        if start == buffer.count {
+            // Keep a small buffer's capacity for the next request; give a big one back.
+            buffer.removeAll(keepingCapacity: buffer.capacity <= 16 * 1024)
+            start = 0
+        } else if start > 0 {
+            buffer.removeSubrange(0..<start)
+            start = 0
+        }
+    }
+
+    private mutating func fail(_ error: HTTPProtocolError) -> HTTPParserEvent {
+        phase = .failed(error)
+        return .failure(error)
+    }
+
+    private mutating func step() -> HTTPParserEvent {
+        switch phase {
+        case .failed(let error):
+            return .failure(error)
+        case .head(let scan):
+            return scanHead(scan)
+        case .fixedBody(let head, let length):
+            return readFixedBody(head, length: length)
+        case .chunked(let head, let body):
+            return readChunked(head, body)
+        }
+    }
+
+    // MARK: Head
+
+    private mutating func scanHead(_ initial: HeadScan) -> HTTPParserEvent {
+        var scan = initial
+        while true {
+            let available = buffer.count - start
+            guard let lfOffset = findLF(from: start + scan.scanned).map({ $0 - start }) else {
+                scan.scanned = available
+                if let requestLineEnd = scan.requestLineEnd {
+                    if available - requestLineEnd > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
+                } else if available - scan.lineStart > limits.maxRequestLineBytes + 1 {
+                    return fail(.requestLineTooLong)
+                }
+                phase = .head(scan)
+                return .needMoreBytes
+            }
+            // RFC 9112 §2.2: a bare CR or LF is not a line terminator we accept; rejecting it avoids
+            // disagreeing with intermediaries about where a line ends.
+            guard lfOffset > scan.lineStart, buffer[start + lfOffset - 1] == ASCII.cr else {
+                return fail(.invalidLineEnding)
+            }
+            let lineLength = lfOffset - 1 - scan.lineStart
+            if let requestLineEnd = scan.requestLineEnd {
+                if lfOffset + 1 - requestLineEnd > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
+                if lineLength == 0 {
+                    return finishHead(length: lfOffset + 1, requestLineEnd: requestLineEnd)
+                }
+                scan.fieldLines += 1
+                if scan.fieldLines > limits.maxHeaderFields { return fail(.tooManyHeaderFields) }
+            } else if lineLength == 0 {
+                // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request-line.
+                leadingEmptyLineBytes += lfOffset + 1
+                if leadingEmptyLineBytes > limits.maxRequestLineBytes { return fail(.malformedRequestLine) }
+                start += lfOffset + 1
+                scan = HeadScan()
+                continue
+            } else {
+                if lineLength > limits.maxRequestLineBytes { return fail(.requestLineTooLong) }
+                scan.requestLineEnd = lfOffset + 1
+            }
+            scan.lineStart = lfOffset + 1
+            scan.scanned = lfOffset + 1
+        }
+    }
+
+    private func findLF(from index: Int) -> Int? {
+        guard index < buffer.count else { return nil }
+        return buffer.withUnsafeBufferPointer { all -> Int? in
+            guard let base = all.baseAddress else { return nil }
+            guard let found = memchr(base + index, Int32(ASCII.lf), all.count - index) else { return nil }
+            return UnsafeRawPointer(found) - UnsafeRawPointer(base)
+        }
+    }
+
+    private mutating func finishHead(length: Int, requestLineEnd: Int) -> HTTPParserEvent {
+        let parsed = buffer.withUnsafeBufferPointer { all in
+            HeadParser.parse(
+                UnsafeBufferPointer(rebasing: all[start..<(start + length)]),
+                requestLineEnd: requestLineEnd, limits: limits
+            )
+        }
+        start += length
+        leadingEmptyLineBytes = 0
+        switch parsed {
+        case .failure(let error):
+            return fail(error)
+        case .success(var head):
+            head.wireBytes = length
+            switch head.framing {
+            case .none:
+                phase = .head(HeadScan())
+                return .request(head.request(body: []))
+            case .length(let length):
+                phase = .fixedBody(head, length: length)
+            case .chunked:
+                phase = .chunked(head, ChunkedBody())
+            }
+            // RFC 9110 §10.1.1: send 100 Continue only if the body has not started arriving.
+            if head.expectContinue && bufferedByteCount == 0 { return .sendContinue }
+            return step()
+        }
+    }
+
+    // MARK: Body
+
+    private mutating func readFixedBody(_ head: RequestHead, length: Int) -> HTTPParserEvent {
+        guard bufferedByteCount >= length else {
+            phase = .fixedBody(head, length: length)
+            return .needMoreBytes
+        }
+        let body = Array(buffer[start..<(start + length)])
+        start += length
+        phase = .head(HeadScan())
+        var complete = head
+        complete.wireBytes += length
+        return .request(complete.request(body: body))
+    }
+
+    private struct ChunkedBody: Sendable {
+        enum Step: Sendable {
+            case size
+            case data(remaining: Int)
+            case dataEnd
+            case trailer
+        }
+        var step = Step.size
+        var body: [UInt8] = []
+        var overheadBytes = 0
+        var trailerFields = 0
+    }
+
+    // RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF.
+    private mutating func readChunked(_ head: RequestHead, _ initial: ChunkedBody) -> HTTPParserEvent {
+        var chunked = initial
+        while true {
+            switch chunked.step {
+            case .size:
+                guard let lf = findLF(from: start) else {
+                    if bufferedByteCount > HTTPParserLimits.maxChunkLineBytes { return fail(.malformedChunk) }
+                    phase = .chunked(head, chunked)
+                    return .needMoreBytes
+                }
+                let lineLength = lf + 1 - start
+                guard lineLength <= HTTPParserLimits.maxChunkLineBytes else { return fail(.malformedChunk) }
+                let size = buffer.withUnsafeBufferPointer { all in
+                    Self.parseChunkSize(UnsafeBufferPointer(rebasing: all[start..<(lf + 1)]))
+                }
+                start = lf + 1
+                chunked.overheadBytes += lineLength
+                switch size {
+                case .malformed:
+                    return fail(.malformedChunk)
+                case .tooLarge:
+                    return fail(.bodyTooLarge)
+                case .size(let size):
+                    guard size <= limits.maxBodyBytes - chunked.body.count else { return fail(.bodyTooLarge) }
+                    chunked.step = size == 0 ? .trailer : .data(remaining: size)
+                }
+            case .data(let remaining):
+                let take = min(remaining, bufferedByteCount)
+                guard take > 0 else {
+                    phase = .chunked(head, chunked)
+                    return .needMoreBytes
+                }
+                if chunked.body.isEmpty { chunked.body.reserveCapacity(remaining) }
+                chunked.body.append(contentsOf: buffer[start..<(start + take)])
+                start += take
+                chunked.step = remaining == take ? .dataEnd : .data(remaining: remaining - take)
+            case .dataEnd:
+                guard bufferedByteCount >= 2 else {
+                    phase = .chunked(head, chunked)
+                    return .needMoreBytes
+                }
+                guard buffer[start] == ASCII.cr, buffer[start + 1] == ASCII.lf else { return fail(.malformedChunk) }
+                start += 2
+                chunked.overheadBytes += 2
+                chunked.step = .size
+            case .trailer:
+                guard let lf = findLF(from: start) else {
+                    if bufferedByteCount > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
+                    phase = .chunked(head, chunked)
+                    return .needMoreBytes
+                }
+                guard lf > start, buffer[lf - 1] == ASCII.cr else { return fail(.malformedChunk) }
+                let lineLength = lf + 1 - start
+                let isValidField = buffer.withUnsafeBufferPointer { all in
+                    Self.isTrailerField(UnsafeBufferPointer(rebasing: all[start..<(lf - 1)]))
+                }
+                start = lf + 1
+                chunked.overheadBytes += lineLength
+                if lineLength == 2 {
+                    phase = .head(HeadScan())
+                    var complete = head
+                    complete.wireBytes += chunked.overheadBytes + chunked.body.count
+                    return .request(complete.request(body: chunked.body))
+                }
+                // RFC 9112 §7.1.2: trailer fields may be discarded; they are only checked for shape.
+                guard isValidField else { return fail(.malformedChunk) }
+                chunked.trailerFields += 1
+                if chunked.trailerFields > limits.maxHeaderFields { return fail(.tooManyHeaderFields) }
+            }
+            // Framing overhead is bounded too, so tiny chunks with long extensions cannot spin forever.
+            if chunked.overheadBytes > max(limits.maxBodyBytes, 64 * 1024) { return fail(.bodyTooLarge) }
+        }
+    }
+
+    private enum ChunkSize {
+        case size(Int)
+        case tooLarge
+        case malformed
+    }
+
+    // RFC 9112 §7.1.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
+    private static func parseChunkSize(_ line: UnsafeBufferPointer<UInt8>) -> ChunkSize {
+        let end = line.count - 2
+        guard end >= 1, line[end] == ASCII.cr else { return .malformed }
+        var index = 0
+        var size = 0
+        var tooLarge = false
+        while index < end, let digit = ASCII.hexValue(line[index]) {
+            if size > (Int.max >> 4) { tooLarge = true } else { size = size << 4 | digit }
+            index += 1
+        }
+        guard index > 0 else { return .malformed }
+        if index < end {
+            while index < end, line[index] == ASCII.space || line[index] == ASCII.tab { index += 1 }
+            guard index < end, line[index] == ASCII.semicolon else { return .malformed }
+            for byte in line[index..<end] where !ASCII.isFieldValueByte(byte) { return .malformed }
+        }
+        return tooLarge ? .tooLarge : .size(size)
+    }
+
+    private static func isTrailerField(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let colon = line.firstIndex(of: ASCII.colon), colon > 0 else { return false }
+        for byte in line[0..<colon] where !ASCII.isTokenByte(byte) { return false }
+        for byte in line[(colon + 1)...] where !ASCII.isFieldValueByte(byte) { return false }
+        return true
+    }
+}
+
+/// How the length of a request body is known (RFC 9112 §6.3).
+enum BodyFraming: Sendable, Equatable {
+    case none
+    case length(Int)
+    case chunked
+}
+
+/// A parsed request head, waiting for its body.
+struct RequestHead: Sendable {
+    var method: String
+    var target: String
+    var path: String
+    var rawPath: String
+    var query: String
+    var version: HTTPVersion
+    var headers: HTTPHeaders
+    var keepAlive: Bool
+    var framing: BodyFraming
+    var expectContinue: Bool
+    var wireBytes = 0
+
+    func request(body: [UInt8]) -> ParsedRequest {
+        ParsedRequest(
+            method: method, target: target, path: path, rawPath: rawPath, query: query, version: version,
+            headers: headers, body: body, keepAlive: keepAlive, wireBytes: wireBytes
+        )
+    }
+}
+
+/// Parses one complete head (request line, field lines, empty line) with every strictness rule.
+enum HeadParser {
+    static func parse(
+        _ head: UnsafeBufferPointer<UInt8>, requestLineEnd: Int, limits: HTTPParserLimits
+    ) -> Result<RequestHead, HTTPProtocolError> {
+        let requestLine: RequestLine
+        switch parseRequestLine(UnsafeBufferPointer(rebasing: head[0..<(requestLineEnd - 2)])) {
+        case .success(let line): requestLine = line
+        case .failure(let error): return .failure(error)
+        }
+
+        var headers: [(name: String, value: String)] = []
+        var hostCount = 0
+        var contentLength: ContentLength?
+        var transferCodings: [String]?
+        var connectionClose = false
+        var connectionKeepAlive = false
+        var expectContinue = false
+        var unsupportedExpectation = false
+
+        var lineStart = requestLineEnd
+        while lineStart < head.count - 2 {
+            var lineEnd = lineStart
+            while head[lineEnd] != ASCII.lf { lineEnd += 1 }
+            let line = UnsafeBufferPointer(rebasing: head[lineStart..<(lineEnd - 1)])
+            lineStart = lineEnd + 1
+
+            let field: (name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>)
+            switch parseFieldLine(line) {
+            case .success(let parsed): field = parsed
+            case .failure(let error): return .failure(error)
+            }
+            let value = field.value
+            switch KnownField(name: field.name) {
+            case .host:
+                hostCount += 1
+            case .contentLength:
+                switch (contentLength, ContentLength(value)) {
+                case (_, .invalid): return .failure(.invalidContentLength)
+                case (_, .conflicting): return .failure(.conflictingContentLength)
+                case (nil, let parsed): contentLength = parsed
+                case (let previous?, let parsed) where previous != parsed:
+                    return .failure(.conflictingContentLength)
+                default: break
+                }
+            case .transferEncoding:
+                var codings = transferCodings ?? []
+                for element in ASCII.listElements(value) {
+                    // Parameters (";q=…") belong to the coding name before them.
+                    let name = element.prefix { $0 != ASCII.semicolon }
+                    codings.append(String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased())
+                }
+                transferCodings = codings
+            case .connection:
+                for element in ASCII.listElements(value) {
+                    if ASCII.equalsLowercase(element, "close") { connectionClose = true }
+                    if ASCII.equalsLowercase(element, "keep-alive") { connectionKeepAlive = true }
+                }
+            case .expect:
+                if ASCII.equalsLowercase(ASCII.trimmed(value), "100-continue") {
+                    expectContinue = true
+                } else {
+                    unsupportedExpectation = true
+                }
+            case .other:
+                break
+            }
+            headers.append(
+                (String(decoding: field.name, as: UTF8.self), String(decoding: value, as: UTF8.self))
+            )
+        }
+
+        let version = requestLine.version
+        // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any request with several.
+        if hostCount > 1 || (version == .http11 && hostCount == 0) { return .failure(.invalidHost) }
+
+        var framing = BodyFraming.none
+        if let codings = transferCodings {
+            // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+            if version == .http10 { return .failure(.invalidTransferEncoding) }
+            // RFC 9112 §6.1 and §6.3 rule 3: both framings at once is a smuggling vector; reject.
+            if contentLength != nil { return .failure(.contentLengthWithTransferEncoding) }
+            if codings.isEmpty || codings.contains("") { return .failure(.invalidTransferEncoding) }
+            // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
+            if codings.contains(where: { $0 != "chunked" }) { return .failure(.unsupportedTransferEncoding) }
+            // RFC 9112 §6.1: chunked must not be applied more than once.
+            if codings.count > 1 { return .failure(.invalidTransferEncoding) }
+            framing = .chunked
+        } else if let contentLength {
+            switch contentLength {
+            case .invalid: return .failure(.invalidContentLength)
+            case .conflicting: return .failure(.conflictingContentLength)
+            case .tooLarge: return .failure(.bodyTooLarge)
+            case .value(let length):
+                if length > limits.maxBodyBytes { return .failure(.bodyTooLarge) }
+                framing = length > 0 ? .length(length) : .none
+            }
+        }
+
+        // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
+        if version == .http11 && unsupportedExpectation { return .failure(.unsupportedExpectation) }
+        let keepAlive: Bool
+        switch version {
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        case .http11: keepAlive = !connectionClose
+        case .http10: keepAlive = connectionKeepAlive && !connectionClose
+        }
+
+        return .success(
+            RequestHead(
+                method: requestLine.method, target: requestLine.target, path: requestLine.path,
+                rawPath: requestLine.rawPath, query: requestLine.query, version: version,
+                headers: HTTPHeaders(headers), keepAlive: keepAlive, framing: framing,
+                expectContinue: version == .http11 && expectContinue && framing != .none
+            )
+        )
+    }
+
+    struct RequestLine {
+        var method: String
+        var target: String
+        var path: String
+        var rawPath: String
+        var query: String
+        var version: HTTPVersion
+    }
+
+    // RFC 9112 §3: request-line = method SP request-target SP HTTP-version.
+    static func parseRequestLine(_ line: UnsafeBufferPointer<UInt8>) -> Result<RequestLine, HTTPProtocolError> {
+        var index = 0
+        while index < line.count, line[index] != ASCII.space {
+            guard ASCII.isTokenByte(line[index]) else { return .failure(.invalidMethod) }
+            index += 1
+        }
+        guard index > 0, index < line.count else { return .failure(.malformedRequestLine) }
+        let method = UnsafeBufferPointer(rebasing: line[0..<index])
+        index += 1
+        let targetStart = index
+        while index < line.count, line[index] != ASCII.space {
+            // RFC 9112 §3.2: the target has no whitespace or control characters.
+            guard line[index] > 0x20, line[index] < 0x7F else { return .failure(.invalidTarget) }
+            index += 1
+        }
+        guard index > targetStart, index < line.count else { return .failure(.malformedRequestLine) }
+        let target = UnsafeBufferPointer(rebasing: line[targetStart..<index])
+        let versionBytes = UnsafeBufferPointer(rebasing: line[(index + 1)...])
+
+        // RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive.
+        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/".utf8),
+            ASCII.isDigit(versionBytes[5]), versionBytes[6] == ASCII.dot, ASCII.isDigit(versionBytes[7])
+        else { return .failure(.malformedRequestLine) }
+        let version: HTTPVersion
+        switch (versionBytes[5], versionBytes[7]) {
+        case (UInt8(ascii: "1"), UInt8(ascii: "1")): version = .http11
+        case (UInt8(ascii: "1"), UInt8(ascii: "0")): version = .http10
+        default: return .failure(.unsupportedVersion)
+        }
+
+        guard let parts = parseTarget(target, method: method) else { return .failure(.invalidTarget) }
+        let rawPath = parts.rawPath.map { UnsafeBufferPointer(rebasing: target[$0]) }
+        guard let path = rawPath.map(percentDecoded) ?? "/" else { return .failure(.invalidTarget) }
+        return .success(
+            RequestLine(
+                method: String(decoding: method, as: UTF8.self), target: String(decoding: target, as: UTF8.self),
+                path: path, rawPath: rawPath.map { String(decoding: $0, as: UTF8.self) } ?? "/",
+                query: String(decoding: target[parts.query], as: UTF8.self), version: version
+            )
+        )
+    }
+
+    /// Where the path and query sit in a request target; a nil path means "/".
+    struct TargetParts: Equatable {
+        var rawPath: Range<Int>?
+        var query: Range<Int>
+    }
+
+    // RFC 9112 §3.2: origin-form, absolute-form (which a server MUST accept), asterisk-form for OPTIONS.
+    static func parseTarget(_ target: UnsafeBufferPointer<UInt8>, method: UnsafeBufferPointer<UInt8>) -> TargetParts? {
+        if target.contains(UInt8(ascii: "#")) { return nil }
+        let end = target.count
+        if end == 1, target[0] == UInt8(ascii: "*") {
+            return method.elementsEqual("OPTIONS".utf8) ? TargetParts(rawPath: 0..<1, query: end..<end) : nil
+        }
+        var pathStart = 0
+        if target[0] != ASCII.slash {
+            guard let schemeLength = absoluteSchemeLength(target) else { return nil }
+            pathStart = schemeLength
+            while pathStart < end, target[pathStart] != ASCII.slash, target[pathStart] != ASCII.question {
+                pathStart += 1
+            }
+            guard pathStart > schemeLength else { return nil }
+        }
+        let question = target[pathStart...].firstIndex(of: ASCII.question)
+        let pathEnd = question ?? end
+        let query = question.map { ($0 + 1)..<end } ?? end..<end
+        // An absolute-form target with an empty path means "/" (RFC 9110 §4.2.3).
+        return TargetParts(rawPath: pathEnd > pathStart ? pathStart..<pathEnd : nil, query: query)
+    }
+
+    private static func absoluteSchemeLength(_ target: UnsafeBufferPointer<UInt8>) -> Int? {
+        let schemes: [StaticString] = ["http://", "https://"]
+        for scheme in schemes where target.count > scheme.utf8CodeUnitCount {
+            let prefix = UnsafeBufferPointer(rebasing: target[0..<scheme.utf8CodeUnitCount])
+            if ASCII.equalsLowercase(prefix, scheme) { return scheme.utf8CodeUnitCount }
+        }
+        return nil
+    }
+
+    /// The percent-decoded path, or nil for a malformed escape.
+    static func percentDecoded(_ raw: UnsafeBufferPointer<UInt8>) -> String? {
+        guard raw.contains(UInt8(ascii: "%")) else { return String(decoding: raw, as: UTF8.self) }
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(raw.count)
+        var index = 0
+        while index < raw.count {
+            if raw[index] == UInt8(ascii: "%") {
+                guard index + 2 < raw.count, let high = ASCII.hexValue(raw[index + 1]),
+                    let low = ASCII.hexValue(raw[index + 2])
+                else { return nil }
+                decoded.append(UInt8(high << 4 | low))
+                index += 3
+            } else {
+                decoded.append(raw[index])
+                index += 1
+            }
+        }
+        return String(decoding: decoded, as: UTF8.self)
+    }
+
+    // RFC 9112 §5: field-line = field-name ":" OWS field-value OWS.
+    static func parseFieldLine(
+        _ line: UnsafeBufferPointer<UInt8>
+    ) -> Result<(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>), HTTPProtocolError> {
+        guard let first = line.first else { return .failure(.invalidHeaderName) }
+        // RFC 9112 §5.2: obs-fold may be rejected with 400; §2.2: so may whitespace before the first field.
+        if first == ASCII.space || first == ASCII.tab { return .failure(.obsoleteLineFolding) }
+        var index = 0
+        while index < line.count, line[index] != ASCII.colon {
+            let byte = line[index]
+            if byte == ASCII.space || byte == ASCII.tab {
+                // RFC 9112 §5.1: whitespace between field name and colon MUST be rejected with 400.
+                return .failure(line[index...].contains(ASCII.colon) ? .whitespaceBeforeColon : .invalidHeaderName)
+            }
+            guard ASCII.isTokenByte(byte) else { return .failure(.invalidHeaderName) }
+            index += 1
+        }
+        guard index > 0, index < line.count else { return .failure(.invalidHeaderName) }
+        let name = UnsafeBufferPointer(rebasing: line[0..<index])
+        let rawValue = UnsafeBufferPointer(rebasing: line[(index + 1)...])
+        // RFC 9110 §5.5: field values never hold NUL, CR, LF or other controls except HTAB.
+        for byte in rawValue where !ASCII.isFieldValueByte(byte) { return .failure(.invalidHeaderValue) }
+        return .success((name, ASCII.trimmed(rawValue)))
+    }
+
+    enum KnownField {
+        case host, contentLength, transferEncoding, connection, expect, other
+
+        init(name: UnsafeBufferPointer<UInt8>) {
+            switch name.count {
+            case 4 where ASCII.equalsLowercase(name, "host"): self = .host
+            case 6 where ASCII.equalsLowercase(name, "expect"): self = .expect
+            case 10 where ASCII.equalsLowercase(name, "connection"): self = .connection
+            case 14 where ASCII.equalsLowercase(name, "content-length"): self = .contentLength
+            case 17 where ASCII.equalsLowercase(name, "transfer-encoding"): self = .transferEncoding
+            default: self = .other
+            }
+        }
+    }
+
+    enum ContentLength: Equatable {
+        case value(Int)
+        case tooLarge
+        case invalid
+        case conflicting
+
+        // RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values may be accepted as one.
+        init(_ value: UnsafeBufferPointer<UInt8>) {
+            var result: ContentLength?
+            for element in value.split(separator: ASCII.comma, omittingEmptySubsequences: false) {
+                let digits = ASCII.trimmed(UnsafeBufferPointer(rebasing: element))
+                guard !digits.isEmpty, digits.allSatisfy(ASCII.isDigit) else {
+                    self = .invalid
+                    return
+                }
+                var number = 0
+                var overflow = false
+                for digit in digits {
+                    let (times, o1) = number.multipliedReportingOverflow(by: 10)
+                    let (sum, o2) = times.addingReportingOverflow(Int(digit - ASCII.zero))
+                    overflow = overflow || o1 || o2
+                    number = sum
+                }
+                let parsed: ContentLength = overflow ? .tooLarge : .value(number)
+                if let result, result != parsed {
+                    self = .conflicting
+                    return
+                }
+                result = parsed
+            }
+            self = result ?? .invalid
+        }
+    }
+}
+
+/// Byte classes from RFC 9110 §5.6.2 and RFC 5234.
+enum ASCII {
+    static let cr = UInt8(ascii: "\r")
+    static let lf = UInt8(ascii: "\n")
+    static let space = UInt8(ascii: " ")
+    static let tab = UInt8(ascii: "\t")
+    static let colon = UInt8(ascii: ":")
+    static let semicolon = UInt8(ascii: ";")
+    static let comma = UInt8(ascii: ",")
+    static let slash = UInt8(ascii: "/")
+    static let question = UInt8(ascii: "?")
+    static let dot = UInt8(ascii: ".")
+    static let zero = UInt8(ascii: "0")
+
+    static func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+
+    static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case 0x30...0x39: Int(byte - 0x30)
+        case 0x41...0x46: Int(byte - 0x41 + 10)
+        case 0x61...0x66: Int(byte - 0x61 + 10)
+        default: nil
+        }
+    }
+
+    // tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+        case 0x21, 0x23, 0x24, 0x25, 0x26, 0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x5E, 0x5F, 0x60, 0x7C, 0x7E: true
+        default: false
+        }
+    }
+
+    // field-content bytes: VCHAR, obs-text, SP and HTAB.
+    static func isFieldValueByte(_ byte: UInt8) -> Bool {
+        byte == tab || (byte >= 0x20 && byte != 0x7F)
+    }
+
+    static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        var lower = bytes.startIndex
+        var upper = bytes.endIndex
+        while lower < upper, bytes[lower] == space || bytes[lower] == tab { lower += 1 }
+        while upper > lower, bytes[upper - 1] == space || bytes[upper - 1] == tab { upper -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[lower..<upper])
+    }
+
+    static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> UnsafeBufferPointer<UInt8> {
+        trimmed(UnsafeBufferPointer(rebasing: bytes))
+    }
+
+    /// The non-empty, trimmed elements of a comma-separated list (RFC 9110 §5.6.1).
+    static func listElements(_ value: UnsafeBufferPointer<UInt8>) -> [UnsafeBufferPointer<UInt8>] {
+        value.split(separator: comma).map { trimmed($0) }.filter { !$0.isEmpty }
+    }
+
+    static func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        for (byte, want) in zip(bytes, expected) {
+            let lowered = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            if lowered != want { return false }
+        }
+        return true
+    }
+}

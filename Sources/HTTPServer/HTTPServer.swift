@@ -1,0 +1,239 @@
+import Glibc
+import Logging
+import Synchronization
+
+/// An HTTP/1.1 server on raw sockets: epoll event loops read and parse, a bounded pool of worker
+/// threads runs the responder, and responses go out without blocking a loop.
+public final class HTTPServer: Sendable {
+    private let context: ServerContext
+    private let lifecycle = Mutex<Lifecycle>(.idle)
+    private let boundPort = Atomic<Int>(0)
+
+    private enum Lifecycle: Sendable {
+        case idle
+        case running(Running)
+        case stopped
+    }
+
+    private struct Running: Sendable {
+        let listenFD: Int32
+        let loops: [EventLoop]
+        let loopThreads: ThreadGroup
+        let workerThreads: ThreadGroup
+        let listenerReleased: NSConditionBox
+    }
+
+    /// Makes a server; nothing is bound until `start()`.
+    /// - Parameters:
+    ///   - configuration: Address, threads, limits and timeouts.
+    ///   - responder: Answers every request, on a worker thread.
+    ///   - logger: For start, stop and unexpected conditions (nothing per request above debug).
+    ///   - observer: Receives connection and request events for metrics.
+    public init(
+        configuration: HTTPServerConfiguration, responder: any HTTPResponder, logger: Logger,
+        observer: (any HTTPServerObserver)? = nil
+    ) {
+        context = ServerContext(configuration: configuration, responder: responder, observer: observer, logger: logger)
+    }
+
+    /// The bound port once started (also after shutdown); 0 before.
+    public var port: Int { boundPort.load(ordering: .acquiring) }
+
+    /// Binds, starts the event-loop and worker threads, and returns the port actually bound.
+    /// - Throws: `HTTPServerError` if already started or the socket cannot be set up.
+    @discardableResult
+    public func start() throws(HTTPServerError) -> Int {
+        try lifecycle.withLock { state throws(HTTPServerError) -> Int in
+            guard case .idle = state else { throw .alreadyStarted }
+            let running = try launch()
+            state = .running(running)
+            return boundPort.load(ordering: .acquiring)
+        }
+    }
+
+    private func launch() throws(HTTPServerError) -> Running {
+        let configuration = context.configuration
+        // A peer closing mid-write must not kill the process; sends also pass MSG_NOSIGNAL.
+        signal(SIGPIPE, SIG_IGN)
+        let fileLimit = Sockets.raiseFileDescriptorLimit()
+        let (listenFD, port) = try Sockets.listen(
+            host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog
+        )
+        let loopCount = max(1, configuration.eventLoopThreads)
+        let listenerReleased = NSConditionBox()
+        listenerReleased.change(by: loopCount)
+        var loops: [EventLoop] = []
+        do {
+            for index in 0..<loopCount {
+                loops.append(
+                    try EventLoop(index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
+                )
+            }
+        } catch {
+            for loop in loops { loop.closeDescriptors() }
+            close(listenFD)
+            throw error
+        }
+        boundPort.store(port, ordering: .releasing)
+
+        let workerThreads = ThreadGroup()
+        for index in 0..<max(1, configuration.workerThreads) {
+            workerThreads.start(name: "http-worker-\(index)", stackSize: nil) { [context] in
+                var worker = Worker(context: context)
+                worker.run()
+            }
+        }
+        let loopThreads = ThreadGroup()
+        for loop in loops {
+            loopThreads.start(name: "http-loop-\(loop.index)", stackSize: 512 * 1024) { loop.run() }
+        }
+        context.logger.info(
+            "HTTP server listening",
+            metadata: [
+                "host": "\(configuration.host)", "port": "\(port)", "event_loops": "\(loopCount)",
+                "workers": "\(configuration.workerThreads)", "open_files_limit": "\(fileLimit)",
+            ]
+        )
+        return Running(
+            listenFD: listenFD, loops: loops, loopThreads: loopThreads, workerThreads: workerThreads,
+            listenerReleased: listenerReleased
+        )
+    }
+
+    /// Stops gracefully: stops accepting, closes idle connections, lets in-flight requests finish
+    /// (answered with `Connection: close`), then joins the threads. After `shutdownTimeout` every
+    /// connection is closed and threads get one more second. Safe to call more than once.
+    public func shutdown() {
+        let taken = lifecycle.withLock { state -> Running? in
+            guard case .running(let running) = state else {
+                state = .stopped
+                return nil
+            }
+            state = .stopped
+            return running
+        }
+        guard let running = taken else { return }
+        let timeout = context.configuration.shutdownTimeout.nanoseconds
+        let deadline = MonotonicClock.now() &+ timeout
+        context.draining.store(true, ordering: .releasing)
+        for loop in running.loops { loop.post(.drain) }
+        _ = running.listenerReleased.waitForZero(until: deadline)
+        // Closed only once no loop polls it, so no loop can accept on a reused descriptor number.
+        close(running.listenFD)
+
+        var loopsJoined = running.loopThreads.join(until: deadline)
+        if !loopsJoined {
+            context.logger.warning("HTTP shutdown deadline passed; closing remaining connections")
+            for loop in running.loops { loop.post(.forceClose) }
+            loopsJoined = running.loopThreads.join(until: MonotonicClock.now() + 1_000_000_000)
+        }
+        context.pool.stop()
+        let workersJoined = running.workerThreads.join(
+            until: max(deadline, MonotonicClock.now() + 1_000_000_000)
+        )
+        if loopsJoined {
+            for loop in running.loops { loop.closeDescriptors() }
+        }
+        if loopsJoined && workersJoined {
+            context.logger.info("HTTP server stopped")
+        } else {
+            context.logger.warning(
+                "HTTP server stopped with threads still running",
+                metadata: ["loops_joined": "\(loopsJoined)", "workers_joined": "\(workersJoined)"]
+            )
+        }
+    }
+
+    deinit {
+        shutdown()
+    }
+}
+
+/// A worker thread's loop: take a request, run the responder, hand the response to the connection.
+private struct Worker {
+    let context: ServerContext
+    var writer: ResponseWriter
+
+    init(context: ServerContext) {
+        self.context = context
+        self.writer = ResponseWriter(serverName: context.configuration.serverName)
+    }
+
+    mutating func run() {
+        while let item = context.pool.take() {
+            handle(item)
+        }
+    }
+
+    private mutating func handle(_ item: WorkItem) {
+        let parsed = item.request
+        let connection = item.connection
+        let requestID: String
+        if let incoming = parsed.headers["X-Request-ID"], ServerContext.isSaneRequestID(incoming) {
+            requestID = incoming
+        } else {
+            requestID = context.makeRequestID()
+        }
+        let request = HTTPRequest(
+            method: parsed.method, target: parsed.target, path: parsed.path, rawPath: parsed.rawPath,
+            query: parsed.query, version: parsed.version, headers: parsed.headers, body: parsed.body,
+            peer: connection.peer, requestID: requestID
+        )
+        var response: HTTPResponse
+        do {
+            response = try context.responder.respond(to: request)
+        } catch {
+            context.logger.debug(
+                "responder threw; answering 500",
+                metadata: ["request.id": "\(requestID)", "error.type": "\(type(of: error))"]
+            )
+            response = HTTPResponse(status: 500)
+        }
+        if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
+            context.logger.debug("responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
+            response = HTTPResponse(status: 500)
+        }
+        let responderCloses = response.headers.values("Connection").contains { value in
+            value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
+        }
+        let closes = !parsed.keepAlive || item.isLastOnConnection || responderCloses
+            || context.draining.load(ordering: .relaxed)
+        let bytes = writer.serialize(
+            status: response.status, headers: response.headers, body: response.body, close: closes,
+            version: parsed.version, requestID: requestID, omitBody: parsed.isHead
+        )
+        let actions = connection.complete(response: bytes, closes: closes, writer: &writer)
+        if let observer = context.observer {
+            let elapsed = MonotonicClock.elapsed(since: item.receivedAt, now: MonotonicClock.now())
+            observer.requestCompleted(
+                method: parsed.method, status: response.status, duration: .nanoseconds(Int64(clamping: elapsed)),
+                requestBytes: parsed.wireBytes, responseBytes: bytes.count
+            )
+        }
+        perform(actions, for: connection)
+    }
+
+    private mutating func perform(_ first: ConnectionActions, for connection: Connection) {
+        var actions = first
+        for _ in 0..<3 {
+            if let error = actions.protocolError { context.observer?.protocolError(error) }
+            if let item = actions.dispatch, !context.pool.submit(item) {
+                context.observer?.requestShed()
+                actions = connection.shed(writer: &writer)
+                continue
+            }
+            if actions.close {
+                connection.loop.post(.close(connection))
+            } else if actions.resumeReading {
+                connection.loop.post(.resume(connection))
+            }
+            return
+        }
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}

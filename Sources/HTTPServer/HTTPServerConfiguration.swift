@@ -1,0 +1,104 @@
+import Glibc
+
+/// Where the server listens, how many threads it runs, and every limit it enforces on clients.
+public struct HTTPServerConfiguration: Sendable {
+    /// The IPv4 or IPv6 address to bind, e.g. `127.0.0.1`, `0.0.0.0` or `::`.
+    public var host: String
+    /// The TCP port; 0 picks an ephemeral port, which `HTTPServer.start()` returns.
+    public var port: Int
+    /// Threads that run epoll, accept, read and parse; they never run a responder.
+    public var eventLoopThreads: Int
+    /// Threads that run the responder; it may block (e.g. on MySQL).
+    public var workerThreads: Int
+    /// Complete requests that may wait for a worker; beyond it a request is answered 503 and its
+    /// connection closed.
+    public var workerQueueCapacity: Int
+    /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
+    public var listenBacklog: Int
+    /// A longer request line is answered 414.
+    public var maxRequestLineBytes: Int
+    /// A larger header section (field lines after the request line) is answered 431.
+    public var maxHeaderBytes: Int
+    /// More header fields than this are answered 431.
+    public var maxHeaderFields: Int
+    /// A larger body, by Content-Length or while decoding chunks, is answered 413.
+    public var maxBodyBytes: Int
+    /// The header section must be complete this long after its first byte, else 408 and close.
+    public var headerTimeout: Duration
+    /// A connection with no request in progress is closed after this long; also the longest a body
+    /// read or a response write may go without progress.
+    public var idleTimeout: Duration
+    /// The response to the last request a connection may carry says `Connection: close`.
+    public var maxRequestsPerConnection: Int
+    /// Connections open at once; a connection accepted beyond it gets a `503` with
+    /// `Connection: close` and `Retry-After: 1` (best effort) and is closed at once.
+    public var maxConnections: Int
+    /// The value of the `Server` header on every response.
+    public var serverName: String
+    /// How long `HTTPServer.shutdown()` lets in-flight requests finish before it closes every
+    /// connection and stops waiting for threads.
+    public var shutdownTimeout: Duration
+
+    /// A configuration with the documented defaults, overridable one by one.
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 8080,
+        eventLoopThreads: Int = HTTPServerConfiguration.defaultEventLoopThreads,
+        workerThreads: Int = HTTPServerConfiguration.defaultWorkerThreads,
+        workerQueueCapacity: Int = 4096,
+        listenBacklog: Int = 4096,
+        maxRequestLineBytes: Int = 8 * 1024,
+        maxHeaderBytes: Int = 64 * 1024,
+        maxHeaderFields: Int = 100,
+        maxBodyBytes: Int = 1024 * 1024,
+        headerTimeout: Duration = .seconds(10),
+        idleTimeout: Duration = .seconds(60),
+        maxRequestsPerConnection: Int = 1000,
+        maxConnections: Int = 10_000,
+        serverName: String = "stovepipe",
+        shutdownTimeout: Duration = .seconds(10)
+    ) {
+        self.host = host
+        self.port = port
+        self.eventLoopThreads = eventLoopThreads
+        self.workerThreads = workerThreads
+        self.workerQueueCapacity = workerQueueCapacity
+        self.listenBacklog = listenBacklog
+        self.maxRequestLineBytes = maxRequestLineBytes
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderFields = maxHeaderFields
+        self.maxBodyBytes = maxBodyBytes
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.maxRequestsPerConnection = maxRequestsPerConnection
+        self.maxConnections = maxConnections
+        self.serverName = serverName
+        self.shutdownTimeout = shutdownTimeout
+    }
+
+    /// One event loop per two cores, between 1 and 2.
+    public static var defaultEventLoopThreads: Int { min(2, max(1, onlineCores / 2)) }
+
+    /// Twice the cores, at least 4: responders block on I/O, so more workers than cores pay off.
+    public static var defaultWorkerThreads: Int { max(4, 2 * onlineCores) }
+
+    private static var onlineCores: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    var parserLimits: HTTPParserLimits {
+        HTTPParserLimits(
+            maxRequestLineBytes: max(16, maxRequestLineBytes), maxHeaderBytes: max(0, maxHeaderBytes),
+            maxHeaderFields: max(0, maxHeaderFields), maxBodyBytes: max(0, maxBodyBytes)
+        )
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating; negative durations count as zero.
+    var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return UInt64.max / 2 }
+        return whole + UInt64(attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,36 @@
+/// Receives the server's events for metrics; called on event-loop and worker threads, so keep it cheap.
+public protocol HTTPServerObserver: Sendable {
+    /// A connection was accepted and is being served.
+    func connectionOpened(peer: String)
+    /// A connection that `connectionOpened` reported was closed.
+    func connectionClosed(peer: String)
+    /// A connection was accepted beyond `maxConnections`, answered 503 and closed.
+    func connectionRefused(peer: String)
+    /// A client broke the protocol; the server answered `error.status` and closed the connection.
+    func protocolError(_ error: HTTPProtocolError)
+    /// A complete request found the worker queue full; it was answered 503 and its connection closed.
+    func requestShed()
+    /// A response to a request was handed to the connection.
+    /// - Parameters:
+    ///   - method: The request method.
+    ///   - status: The response status.
+    ///   - duration: From the request being complete to its response being queued for sending.
+    ///   - requestBytes: Bytes the request took on the wire.
+    ///   - responseBytes: Bytes of the serialized response.
+    func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int)
+}
+
+extension HTTPServerObserver {
+    /// Does nothing.
+    public func connectionOpened(peer: String) {}
+    /// Does nothing.
+    public func connectionClosed(peer: String) {}
+    /// Does nothing.
+    public func connectionRefused(peer: String) {}
+    /// Does nothing.
+    public func protocolError(_ error: HTTPProtocolError) {}
+    /// Does nothing.
+    public func requestShed() {}
+    /// Does nothing.
+    public func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int) {}
+}

@@ -1,0 +1,195 @@
+import Glibc
+
+/// Serializes responses; each thread owns one, so its cached `Date` line needs no lock.
+struct ResponseWriter {
+    private let serverLine: [UInt8]
+    private var dateSecond = -1
+    private var dateLine: [UInt8] = []
+
+    init(serverName: String) {
+        let safeName = serverName.utf8.allSatisfy(ASCII.isFieldValueByte) ? serverName : "stovepipe"
+        serverLine = Array("Server: \(safeName)\r\n".utf8)
+    }
+
+    /// The interim response to `Expect: 100-continue` (RFC 9110 §10.1.1).
+    static let continueResponse: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+
+    /// The bytes of a complete response.
+    /// - Parameters:
+    ///   - close: Say `Connection: close`; otherwise HTTP/1.0 clients get `Connection: keep-alive`.
+    ///   - requestID: Sent as `X-Request-ID` unless `headers` already has one.
+    ///   - omitBody: For HEAD: send the headers, Content-Length included, but no body (RFC 9110 §9.3.2).
+    mutating func serialize(
+        status: Int, headers: HTTPHeaders, body: [UInt8], close: Bool, version: HTTPVersion,
+        requestID: String?, omitBody: Bool
+    ) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + headers.fields.count * 48 + (omitBody ? 0 : body.count))
+        // RFC 9110 §6.2: a server sends its own highest conformant version, also to HTTP/1.0 clients.
+        append("HTTP/1.1 ", to: &out)
+        appendDecimal(status, to: &out)
+        out.append(ASCII.space)
+        append(Self.reasonPhrase(status), to: &out)
+        append("\r\n", to: &out)
+
+        var hasServer = false
+        var hasRequestID = false
+        for field in headers.fields {
+            let name = field.name
+            switch Self.managedField(name) {
+            case .managed: continue
+            case .server: hasServer = true
+            case .requestID: hasRequestID = true
+            case .other: break
+            }
+            out.append(contentsOf: name.utf8)
+            append(": ", to: &out)
+            out.append(contentsOf: field.value.utf8)
+            append("\r\n", to: &out)
+        }
+        if !hasServer { out.append(contentsOf: serverLine) }
+        out.append(contentsOf: currentDateLine())
+        if let requestID, !hasRequestID {
+            append("X-Request-ID: ", to: &out)
+            out.append(contentsOf: requestID.utf8)
+            append("\r\n", to: &out)
+        }
+        // RFC 9110 §8.6: no Content-Length in 1xx or 204 responses; a 304 carries no body, and
+        // omitting its length is always correct. Everything else gets one: we never stream.
+        let bodyAllowed = !(status < 200 || status == 204 || status == 304)
+        if bodyAllowed {
+            append("Content-Length: ", to: &out)
+            appendDecimal(body.count, to: &out)
+            append("\r\n", to: &out)
+        }
+        if close {
+            append("Connection: close\r\n", to: &out)
+        } else if version == .http10 {
+            // RFC 9112 §9.3 and Appendix C.2.2: an HTTP/1.0 client needs to hear that we persist.
+            append("Connection: keep-alive\r\n", to: &out)
+        }
+        append("\r\n", to: &out)
+        if bodyAllowed && !omitBody { out.append(contentsOf: body) }
+        return out
+    }
+
+    /// A complete error response for a protocol error; it always closes.
+    mutating func errorResponse(_ error: HTTPProtocolError) -> [UInt8] {
+        errorResponse(status: error.status, message: error.reason)
+    }
+
+    /// A complete plain-text response that closes the connection.
+    mutating func errorResponse(status: Int, message: String, extraHeaders: HTTPHeaders = HTTPHeaders()) -> [UInt8] {
+        var headers = extraHeaders
+        headers.add("Content-Type", "text/plain; charset=utf-8")
+        return serialize(
+            status: status, headers: headers, body: Array("\(status) \(message)\n".utf8), close: true,
+            version: .http11, requestID: nil, omitBody: false
+        )
+    }
+
+    /// Whether a responder's header field can go on the wire without splitting the response.
+    static func isValid(_ field: (name: String, value: String)) -> Bool {
+        !field.name.isEmpty && field.name.utf8.allSatisfy(ASCII.isTokenByte)
+            && field.value.utf8.allSatisfy(ASCII.isFieldValueByte)
+    }
+
+    private enum ManagedField {
+        case managed
+        case server
+        case requestID
+        case other
+    }
+
+    // The server owns framing and connection management: a responder's Content-Length,
+    // Transfer-Encoding, Connection or Date is replaced by the server's own.
+    private static func managedField(_ name: String) -> ManagedField {
+        switch name.utf8.count {
+        case 4 where name.caseInsensitiveEquals("Date"): .managed
+        case 6 where name.caseInsensitiveEquals("Server"): .server
+        case 10 where name.caseInsensitiveEquals("Connection"): .managed
+        case 10 where name.caseInsensitiveEquals("Keep-Alive"): .managed
+        case 12 where name.caseInsensitiveEquals("X-Request-ID"): .requestID
+        case 14 where name.caseInsensitiveEquals("Content-Length"): .managed
+        case 17 where name.caseInsensitiveEquals("Transfer-Encoding"): .managed
+        default: .other
+        }
+    }
+
+    private mutating func currentDateLine() -> [UInt8] {
+        var now = time(nil)
+        let second = Int(now)
+        if second != dateSecond {
+            dateSecond = second
+            var parts = tm()
+            gmtime_r(&now, &parts)
+            dateLine = Array("Date: \(Self.imfFixdate(parts))\r\n".utf8)
+        }
+        return dateLine
+    }
+
+    // RFC 9110 §5.6.7: IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+    static func imfFixdate(_ parts: tm) -> String {
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let day = days[Int(parts.tm_wday) % 7]
+        let month = months[Int(parts.tm_mon) % 12]
+        return "\(day), \(two(parts.tm_mday)) \(month) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+
+    private func append(_ text: StaticString, to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        // Small decimal strings are stored inline, so this does not allocate.
+        out.append(contentsOf: String(value).utf8)
+    }
+
+    /// The reason phrase for a status; empty for unknown ones (RFC 9112 §4 allows that).
+    static func reasonPhrase(_ status: Int) -> StaticString {
+        switch status {
+        case 100: "Continue"
+        case 101: "Switching Protocols"
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
+        case 204: "No Content"
+        case 206: "Partial Content"
+        case 301: "Moved Permanently"
+        case 302: "Found"
+        case 303: "See Other"
+        case 304: "Not Modified"
+        case 307: "Temporary Redirect"
+        case 308: "Permanent Redirect"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 410: "Gone"
+        case 411: "Length Required"
+        case 412: "Precondition Failed"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 415: "Unsupported Media Type"
+        case 417: "Expectation Failed"
+        case 422: "Unprocessable Content"
+        case 428: "Precondition Required"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        case 505: "HTTP Version Not Supported"
+        default: ""
+        }
+    }
+}

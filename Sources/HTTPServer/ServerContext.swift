@@ -1,0 +1,65 @@
+import Glibc
+import Logging
+import Synchronization
+
+/// What every loop, connection and worker of one server shares.
+final class ServerContext: Sendable {
+    let configuration: HTTPServerConfiguration
+    let limits: HTTPParserLimits
+    let responder: any HTTPResponder
+    let observer: (any HTTPServerObserver)?
+    let logger: Logger
+    let pool: WorkerPool
+    let headerTimeout: UInt64
+    let idleTimeout: UInt64
+    /// How long a closing connection keeps draining input after its last response (RFC 9112 §9.6).
+    let lingerTimeout: UInt64
+    /// Input a connection buffers while its request is being handled before it stops reading.
+    let pausedReadLimit: Int
+    let openConnections = Atomic<Int>(0)
+    let draining = Atomic<Bool>(false)
+    private let requestCounter = Atomic<UInt64>(0)
+    private let requestIDPrefix: String
+
+    init(
+        configuration: HTTPServerConfiguration, responder: any HTTPResponder, observer: (any HTTPServerObserver)?,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.limits = configuration.parserLimits
+        self.responder = responder
+        self.observer = observer
+        self.logger = logger
+        self.pool = WorkerPool(capacity: configuration.workerQueueCapacity)
+        self.headerTimeout = max(1_000_000, configuration.headerTimeout.nanoseconds)
+        self.idleTimeout = max(1_000_000, configuration.idleTimeout.nanoseconds)
+        self.lingerTimeout = min(2_000_000_000, idleTimeout)
+        self.pausedReadLimit = limits.maxRequestLineBytes + limits.maxHeaderBytes + 4096
+        var generator = SystemRandomNumberGenerator()
+        let random = generator.next() as UInt64
+        self.requestIDPrefix = String(random & 0xFFFF_FFFF_FFFF, radix: 16)
+    }
+
+    /// How often loops check deadlines: a quarter of the shortest timeout, within 10 ms...1 s.
+    var tickNanoseconds: UInt64 {
+        min(1_000_000_000, max(10_000_000, min(headerTimeout, idleTimeout) / 4))
+    }
+
+    /// A fresh request id: a per-process random prefix and a counter.
+    func makeRequestID() -> String {
+        let sequence = requestCounter.add(1, ordering: .relaxed).newValue
+        return requestIDPrefix + "-" + String(sequence, radix: 36)
+    }
+
+    /// Whether an incoming `X-Request-ID` may be reused: 1-128 of `[A-Za-z0-9._-]`.
+    static func isSaneRequestID(_ value: String) -> Bool {
+        let bytes = value.utf8
+        guard (1...128).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { byte in
+            switch byte {
+            case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"): true
+            default: false
+            }
+        }
+    }
+}

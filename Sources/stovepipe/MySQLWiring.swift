@@ -1,0 +1,96 @@
+import API
+import Backends
+import Domain
+import Logging
+import Metrics
+import MySQLBackend
+import MySQLClient
+
+/// Pool events as swift-metrics: acquire wait, timeouts, discards and retries by a bounded code set.
+struct PoolMetrics: MySQLPoolObserver {
+    /// The codes that get their own label value; every other code is `other`.
+    private static let namedCodes: Set<UInt32> = [1040, 1053, 1062, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031, 90001]
+
+    static func label(_ code: MySQLErrorCode) -> String {
+        namedCodes.contains(code.rawValue) ? String(code.rawValue) : "other"
+    }
+
+    func connectionAcquired(wait: Duration) {
+        Metrics.Timer(label: "stovepipe_mysql_pool_acquire_wait_seconds").recordNanoseconds(wait.nanoseconds)
+    }
+
+    func acquireTimedOut(wait: Duration) {
+        Metrics.Counter(label: "stovepipe_mysql_pool_acquire_timeouts_total").increment()
+        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(.poolTimeout))]).increment()
+    }
+
+    func connectionDiscarded(code: MySQLErrorCode) {
+        Metrics.Counter(label: "stovepipe_mysql_pool_discarded_total").increment()
+        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(code))]).increment()
+    }
+
+    func transactionRetried(code: MySQLErrorCode) {
+        Metrics.Counter(label: "stovepipe_mysql_transaction_retries_total").increment()
+        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(code))]).increment()
+    }
+}
+
+extension Storage {
+    /// MySQL stores on one pool; refuses a database whose schema is older than this binary.
+    static func mysql(url: String, _ configuration: ServeConfiguration, logger: Logger) throws -> Storage {
+        let connection: MySQLConfiguration
+        do {
+            connection = try MySQLConfiguration(url: url)
+        } catch {
+            throw StartupError("invalid --mysql-url: \(error)")
+        }
+        let storage = MySQLStorage(
+            configuration: connection,
+            poolConfiguration: MySQLPool.Configuration(maxConnections: configuration.mysqlPoolSize),
+            observer: PoolMetrics(), logger: logger.with(component: "mysql"))
+        do {
+            try storage.migrator.requireCurrent()
+        } catch {
+            storage.close()
+            throw StartupError("the database at \(connection.redactedURL) is not ready: \(error). Run `stovepipe migrate --mysql-url URL` first.")
+        }
+        logger.notice("storage is MySQL", metadata: ["database": "\(connection.redactedURL)"])
+        let pool = storage.pool
+        let migrator = storage.migrator
+        let gauges = (
+            inUse: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "in_use")]),
+            idle: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "idle")])
+        )
+        let broker = MemoryBroker(
+            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads,
+            logger: logger.with(component: "topic"))
+        logger.warning("the process topic is in memory until the MySQL topic lands: accepted requests are re-published by the next ingest of their head")
+        return Storage(
+            requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
+            broker: broker,
+            readiness: {
+                let statistics = pool.statistics
+                gauges.inUse.record(statistics.inUse)
+                gauges.idle.record(statistics.idle)
+                do {
+                    switch try migrator.status() {
+                    case .current:
+                        return [ReadinessCheck(name: "database", ok: true), ReadinessCheck(name: "schema", ok: true)]
+                    case .behind(let pending):
+                        return [
+                            ReadinessCheck(name: "database", ok: true),
+                            ReadinessCheck(name: "schema", ok: false, detail: "\(pending.count) migrations pending; run stovepipe migrate"),
+                        ]
+                    case .ahead:
+                        return [
+                            ReadinessCheck(name: "database", ok: true),
+                            ReadinessCheck(name: "schema", ok: false, detail: "the database is newer than this binary"),
+                        ]
+                    }
+                } catch {
+                    return [ReadinessCheck(name: "database", ok: false, detail: "the database does not answer")]
+                }
+            },
+            closers: [{ storage.close() }])
+    }
+}

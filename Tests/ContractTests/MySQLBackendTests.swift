@@ -1,0 +1,245 @@
+import Domain
+import Foundation
+import MySQLClient
+import Synchronization
+import Testing
+
+@testable import MySQLBackend
+
+/// Whether the MySQL-only suites run: with the URL, or under CI=true (where a missing URL fails them).
+private let mysqlSuitesRun =
+    ProcessInfo.processInfo.environment["STOVEPIPE_TEST_MYSQL_URL"].map { !$0.isEmpty } ?? false
+    || ProcessInfo.processInfo.environment["CI"] == "true"
+
+/// A fresh, empty database (not migrated) for one test; dropped afterwards.
+private func withEmptyDatabase<Result: Sendable>(
+    _ body: @escaping @Sendable (MySQLConfiguration) throws -> Result
+) async throws -> Result {
+    guard let fixture = MySQLFixture.fromEnvironment() else {
+        throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
+    }
+    let base = try fixture.baseConfiguration()
+    return try await runOnThread {
+        let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let admin = try MySQLConnection(configuration: base)
+        try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        defer { _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: name)") }
+        var configuration = base
+        configuration.database = name
+        return try body(configuration)
+    }
+}
+
+/// Runs blocking MySQL work on its own thread, off Swift's cooperative pool.
+private func runOnThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
+    }
+}
+
+@Suite("MySQL migrator", .enabled(if: mysqlSuitesRun), .serialized)
+struct MySQLMigratorTests {
+    @Test("status, migrate, idempotent re-run, and a newer schema")
+    func lifecycle() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            let all = MySQLMigrator.migrations.map(\.version)
+            #expect(all == all.sorted() && Set(all).count == all.count)
+            #expect(try storage.migrator.status() == .behind(pending: all))
+            #expect(throws: BackendError.self) { try storage.migrator.requireCurrent() }
+            #expect(try storage.migrator.migrate() == all)
+            #expect(try storage.migrator.status() == .current)
+            try storage.migrator.requireCurrent()
+            #expect(try storage.migrator.migrate() == [])
+
+            let tables = try storage.pool.withConnection { connection in
+                try connection.query(
+                    """
+                    SELECT table_name, engine, table_collation FROM information_schema.tables
+                    WHERE table_schema = DATABASE()
+                    """
+                ).map { "\($0.string(0) ?? "")/\($0.string(1) ?? "")/\($0.string(2) ?? "")" }.sorted()
+            }
+            #expect(
+                tables == [
+                    "counters/InnoDB/utf8mb4_bin", "queues/InnoDB/utf8mb4_bin", "request_uris/InnoDB/utf8mb4_bin",
+                    "requests/InnoDB/utf8mb4_bin", "schema_migrations/InnoDB/utf8mb4_bin",
+                    "topic_messages/InnoDB/utf8mb4_bin", "topic_partitions/InnoDB/utf8mb4_bin",
+                    "topic_replicas/InnoDB/utf8mb4_bin",
+                ])
+
+            try storage.pool.withConnection { connection in
+                try connection.execute("INSERT INTO schema_migrations (version, name) VALUES (\(999), \("future"))")
+            }
+            #expect(try storage.migrator.status() == .ahead(unknown: [999]))
+            #expect(throws: BackendError.self) { try storage.migrator.requireCurrent() }
+        }
+    }
+
+    @Test("two migrators started together apply each migration once")
+    func concurrentMigrators() async throws {
+        try await withEmptyDatabase { configuration in
+            let replicas = [
+                MySQLStorage(configuration: configuration, logger: silentLogger),
+                MySQLStorage(configuration: configuration, logger: silentLogger),
+            ]
+            defer { replicas.forEach { $0.close() } }
+            let results = Mutex<[[UInt32]]>([])
+            let failures = Mutex<[BackendError]>([])
+            let threads = replicas.map { storage in
+                Thread {
+                    do throws(BackendError) {
+                        let applied = try storage.migrator.migrate()
+                        results.withLock { $0.append(applied) }
+                    } catch {
+                        failures.withLock { $0.append(error) }
+                    }
+                }
+            }
+            threads.forEach { $0.start() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while results.withLock({ $0.count }) + failures.withLock({ $0.count }) < 2 && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            #expect(failures.withLock { $0 }.isEmpty)
+            let all = MySQLMigrator.migrations.map(\.version)
+            #expect(results.withLock { $0 }.sorted { $0.count < $1.count } == [[], all])
+            let recorded = try replicas[0].pool.withConnection { connection in
+                try connection.query("SELECT COUNT(*) FROM schema_migrations").first?.int64(0)
+            }
+            #expect(recorded == Int64(all.count))
+        }
+    }
+
+    @Test("a migrator that cannot get the lock in time is unavailable and retryable")
+    func lockTimeout() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            let got = try holder.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
+            #expect(got.first?.int64(0) == 1)
+            let pool = MySQLPool(connection: configuration, logger: silentLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 1, logger: silentLogger)
+            do throws(BackendError) {
+                try migrator.migrate()
+                Issue.record("migrate ran while another session held the lock")
+            } catch {
+                guard case .unavailable(let retryable, _) = error else {
+                    Issue.record("expected unavailable, got \(error)")
+                    return
+                }
+                #expect(retryable)
+            }
+            _ = try holder.query("SELECT RELEASE_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")
+            #expect(try migrator.migrate() == MySQLMigrator.migrations.map(\.version))
+        }
+    }
+}
+
+@Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)
+struct MySQLStoreTests {
+    @Test("without CLIENT_FOUND_ROWS an update that changes nothing still matches its version")
+    func updateWithoutFoundRows() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            var plain = configuration
+            plain.reportsMatchedRows = false
+            let pool = MySQLPool(connection: plain, logger: silentLogger)
+            defer { pool.close() }
+            let requests = MySQLRequestStore(pool: pool)
+            let queues = MySQLQueueStore(pool: pool)
+            let queueName = try QueueName("q")
+            let request = Request(
+                id: RequestID(queue: queueName, number: 1), uri: SourceURI("git://q/1"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try requests.create(request)
+            try requests.update(request, oldVersion: 1, newVersion: 1)
+            #expect(throws: BackendError.versionMismatch) { try requests.update(request, oldVersion: 2, newVersion: 2) }
+            let queue = Queue(name: queueName)
+            try queues.create(queue)
+            try queues.update(queue, oldVersion: 1, newVersion: 1)
+            #expect(throws: BackendError.versionMismatch) { try queues.update(queue, oldVersion: 7, newVersion: 7) }
+        }
+    }
+
+    @Test("a row the domain cannot decode is unavailable, not retryable")
+    func corruptRow() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            try storage.pool.withConnection { connection in
+                try connection.execute(
+                    """
+                    INSERT INTO requests VALUES (\("q"), 1, \("git://q/1"), \("exploded"), \(""), NULL, 1,
+                    \(Date(timeIntervalSince1970: 0)), \(Date(timeIntervalSince1970: 0)))
+                    """)
+            }
+            #expect(throws: BackendError.unavailable(retryable: false, detail: "mysql: a requests row does not decode")) {
+                try storage.requests.get(RequestID(queue: try QueueName("q"), number: 1))
+            }
+        }
+    }
+
+    @Test("a closed pool is unavailable and final")
+    func closedPool() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            try storage.migrator.migrate()
+            storage.close()
+            #expect(throws: BackendError.unavailable(retryable: false, detail: "mysql: the connection pool is closed")) {
+                try storage.counter.next(queue: try QueueName("q"), domain: "request")
+            }
+        }
+    }
+}
+
+@Suite("MySQL backend error translation")
+struct MySQLErrorTranslationTests {
+    @Test("an unreachable server is unavailable and retryable, within the connect timeout")
+    func outage() async throws {
+        var configuration = MySQLConfiguration(host: "127.0.0.1", port: 1, user: "nobody", database: "none")
+        configuration.connectTimeoutSeconds = 2
+        let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+        defer { storage.close() }
+        let id = RequestID(queue: try QueueName("q"), number: 1)
+        let error = try await runOnThread { () -> BackendError? in
+            do throws(BackendError) {
+                _ = try storage.requests.get(id)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        guard case .unavailable(let retryable, let detail)? = error else {
+            Issue.record("expected unavailable, got \(String(describing: error))")
+            return
+        }
+        #expect(retryable)
+        #expect(!detail.contains("nobody"))
+    }
+
+    @Test("codes map to the domain's errors; details carry only the code")
+    func mapping() {
+        func translate(_ code: MySQLErrorCode, duplicate: BackendError? = nil) -> BackendError {
+            MySQLErrorTranslation.backendError(
+                MySQLError(code: code, sqlState: "23000", message: "Duplicate entry 'secret' for key 'PRIMARY'"),
+                duplicate: duplicate)
+        }
+        #expect(translate(.duplicateEntry, duplicate: .alreadyExists) == .alreadyExists)
+        #expect(translate(.duplicateEntry) == .unavailable(retryable: false, detail: "mysql error 1062"))
+        for code: MySQLErrorCode in [.deadlock, .lockWaitTimeout, .serverGone, .serverLost, .connectionError, .poolTimeout] {
+            guard case .unavailable(true, let detail) = translate(code) else {
+                Issue.record("code \(code) is not retryable")
+                continue
+            }
+            #expect(!detail.contains("secret"))
+        }
+        #expect(translate(.syntaxError) == .unavailable(retryable: false, detail: "mysql error 1064"))
+        #expect(MySQLErrorTranslation.backendError(BackendError.notFound) == .notFound)
+    }
+}
