@@ -145,7 +145,7 @@ final class Connection: Sendable {
 
         /// Reads until the socket is drained, parsing after every read so buffering stays bounded.
         mutating func readAvailable(
-            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, now: UInt64,
+            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, untilDrained: Bool, now: UInt64,
             writer: inout ResponseWriter, actions: inout ConnectionActions
         ) {
             while !readPaused && !peerClosed {
@@ -167,8 +167,9 @@ final class Connection: Sendable {
                             }
                         }
                     }
-                    // A short read drained the socket; edge-triggered epoll reports any later data.
-                    if count < scratch.count { return }
+                    // A short read drained the socket, and edge-triggered epoll reports later data; but a
+                    // hang-up that came with this edge is only seen by reading on to EOF or the error.
+                    if count < scratch.count && !untilDrained { return }
                 case .wouldBlock:
                     return
                 case .endOfStream:
@@ -204,7 +205,8 @@ final class Connection: Sendable {
 
     /// Handles readiness reported by epoll (event loop thread).
     func handleEvents(
-        readable: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter
+        readable: Bool, hangUp: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer,
+        writer: inout ResponseWriter
     ) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
@@ -219,8 +221,10 @@ final class Connection: Sendable {
                     state.process(self, now: now, writer: &writer, actions: &actions)
                 }
             }
-            if readable && !actions.close {
-                state.readAvailable(self, scratch: scratch, now: now, writer: &writer, actions: &actions)
+            if (readable || hangUp) && !actions.close {
+                state.readAvailable(
+                    self, scratch: scratch, untilDrained: hangUp, now: now, writer: &writer, actions: &actions
+                )
             }
             return actions
         }

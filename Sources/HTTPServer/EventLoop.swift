@@ -24,7 +24,7 @@ final class EventLoop: Sendable {
     let context: ServerContext
     /// Counted down once this loop no longer polls the listening socket.
     let listenerReleased: NSConditionBox
-    private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool)>(([], false))
+    private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool, closed: Bool)>(([], false, false))
 
     static let wakeToken = UInt64.max
     static let listenToken = UInt64.max - 1
@@ -63,13 +63,12 @@ final class EventLoop: Sendable {
 
     /// Queues `message` and wakes the loop.
     func post(_ message: LoopMessage) {
-        let needsWake = mailbox.withLock { box in
+        mailbox.withLock { box in
+            // After closeDescriptors the number may belong to another file: never write to it then.
+            guard !box.closed else { return }
             box.messages.append(message)
-            if box.wakePending { return false }
+            if box.wakePending { return }
             box.wakePending = true
-            return true
-        }
-        if needsWake {
             var one: UInt64 = 1
             _ = write(wakeFD, &one, MemoryLayout<UInt64>.size)
         }
@@ -93,8 +92,13 @@ final class EventLoop: Sendable {
 
     /// Releases the epoll and eventfd descriptors; only once `run()` has returned.
     func closeDescriptors() {
-        close(epollFD)
-        close(wakeFD)
+        mailbox.withLock { box in
+            guard !box.closed else { return }
+            box.closed = true
+            box.messages = []
+            close(epollFD)
+            close(wakeFD)
+        }
     }
 }
 
@@ -165,10 +169,10 @@ private final class LoopRunner {
     func handle(token: UInt64, events: UInt32) {
         let fd = Int(token & 0xFFFF_FFFF)
         guard fd < connections.count, let connection = connections[fd], connection.token == token else { return }
-        let readable = events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
-        let writable = events & EPOLLOUT.rawValue != 0
+        let hangUp = events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
         let actions = connection.handleEvents(
-            readable: readable, writable: writable, scratch: scratch, writer: &writer
+            readable: events & EPOLLIN.rawValue != 0, hangUp: hangUp, writable: events & EPOLLOUT.rawValue != 0,
+            scratch: scratch, writer: &writer
         )
         perform(actions, for: connection)
     }
@@ -186,7 +190,9 @@ private final class LoopRunner {
             if actions.close {
                 close(connection)
             } else if actions.resumeReading {
-                actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                actions = connection.handleEvents(
+                    readable: true, hangUp: true, writable: true, scratch: scratch, writer: &writer
+                )
                 continue
             }
             return
@@ -290,7 +296,9 @@ private final class LoopRunner {
             case .close(let connection):
                 close(connection)
             case .resume(let connection):
-                let actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                let actions = connection.handleEvents(
+                    readable: true, hangUp: true, writable: true, scratch: scratch, writer: &writer
+                )
                 perform(actions, for: connection)
             case .drain:
                 guard !draining else { continue }
