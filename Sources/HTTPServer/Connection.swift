@@ -290,13 +290,17 @@ final class Connection: Sendable {
             }
             if state.closeAfterResponses { return actions }
             let timedOut: HTTPProtocolError?
-            if let started = state.headStartedAt, MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout {
+            if let started = state.headStartedAt,
+                MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout
+            {
                 timedOut = .headerTimeout
             } else if state.parser.isMidRequest && !state.parser.isReadingHead
                 && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
             {
                 timedOut = .bodyTimeout
-            } else if !state.parser.isMidRequest && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout {
+            } else if !state.parser.isMidRequest
+                && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
+            {
                 // RFC 9112 §9.5: a server may close an idle connection at any time.
                 actions.close = true
                 return actions

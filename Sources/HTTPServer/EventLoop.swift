@@ -29,7 +29,8 @@ final class EventLoop: Sendable {
     static let wakeToken = UInt64.max
     static let listenToken = UInt64.max - 1
 
-    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: NSConditionBox) throws(HTTPServerError) {
+    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: NSConditionBox) throws(HTTPServerError)
+    {
         let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFD >= 0 else { throw .systemCallFailed("epoll_create1", errno: errno) }
         let wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -249,7 +250,8 @@ private final class LoopRunner {
                 continue
             }
             if Int(fd) >= connections.count {
-                connections.append(contentsOf: repeatElement(nil, count: max(Int(fd) + 1, connections.count * 2) - connections.count))
+                connections.append(
+                    contentsOf: repeatElement(nil, count: max(Int(fd) + 1, connections.count * 2) - connections.count))
             }
             connections[Int(fd)] = connection
             openCount += 1

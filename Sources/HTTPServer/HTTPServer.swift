@@ -66,7 +66,8 @@ public final class HTTPServer: Sendable {
         do {
             for index in 0..<loopCount {
                 loops.append(
-                    try EventLoop(index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
+                    try EventLoop(
+                        index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
                 )
             }
         } catch {
@@ -190,13 +191,15 @@ private struct Worker {
             response = HTTPResponse(status: 500)
         }
         if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
-            context.logger.debug("responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
+            context.logger.debug(
+                "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
         let responderCloses = response.headers.values("Connection").contains { value in
             value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
         }
-        let closes = !parsed.keepAlive || item.isLastOnConnection || responderCloses
+        let closes =
+            !parsed.keepAlive || item.isLastOnConnection || responderCloses
             || context.draining.load(ordering: .relaxed)
         let bytes = writer.serialize(
             status: response.status, headers: response.headers, body: response.body, close: closes,

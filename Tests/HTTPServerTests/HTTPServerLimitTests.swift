@@ -6,7 +6,8 @@ import Synchronization
 import Testing
 
 /// Asserts the next response is `status` with `Connection: close` and a length, and the server closes.
-private func expectRejected(_ client: TestClient, status: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+private func expectRejected(_ client: TestClient, status: Int, sourceLocation: SourceLocation = #_sourceLocation) throws
+{
     let response = try client.readResponse()
     #expect(response.status == status, sourceLocation: sourceLocation)
     #expect(response.header("Connection") == "close", sourceLocation: sourceLocation)
@@ -69,26 +70,29 @@ struct HTTPServerLimitTests {
     func bodyAtLimit() throws {
         try withServer(testConfiguration { $0.maxBodyBytes = 1000 }) { port, _ in
             let client = try TestClient(port: port)
-            try client.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + String(repeating: "y", count: 1000))
+            try client.send(
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + String(repeating: "y", count: 1000))
             let response = try client.readResponse()
             #expect(response.status == 200)
             #expect(response.body.count == 1000)
         }
     }
 
-    @Test("smuggling-shaped and malformed requests get an error, Connection: close and a close", arguments: [
-        ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", 400),
-        ("GET / HTTP/1.1\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
-        ("G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-        ("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
-        ("GET / HTTP/1.1\r\nHost: t\r\nExpect: something\r\n\r\n", 417),
-    ])
+    @Test(
+        "smuggling-shaped and malformed requests get an error, Connection: close and a close",
+        arguments: [
+            ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
+            ("G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            ("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
+            ("GET / HTTP/1.1\r\nHost: t\r\nExpect: something\r\n\r\n", 417),
+        ])
     func protocolErrors(request: String, status: Int) throws {
         try withServer { port, _ in
             let client = try TestClient(port: port)
@@ -112,7 +116,8 @@ struct HTTPServerLimitTests {
             var generator = SystemRandomNumberGenerator()
             for _ in 0..<20 {
                 let client = try TestClient(port: port)
-                try client.send((0..<512).map { _ in UInt8.random(in: 0...255, using: &generator) } + Array("\r\n\r\n".utf8))
+                try client.send(
+                    (0..<512).map { _ in UInt8.random(in: 0...255, using: &generator) } + Array("\r\n\r\n".utf8))
                 _ = client.waitForClose()
             }
             let client = try TestClient(port: port)
@@ -245,7 +250,9 @@ struct HTTPServerLimitTests {
         try withServer(observer: observer) { port, _ in
             for _ in 0..<10 {
                 let client = try TestClient(port: port)
-                try client.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "z", count: 5000))
+                try client.send(
+                    "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "z", count: 5000)
+                )
                 client.reset()
             }
             #expect(eventually { observer.closed == 10 })
@@ -356,7 +363,8 @@ struct HTTPServerShutdownTests {
             return HTTPResponse(status: 200)
         }
         let configuration = testConfiguration { $0.shutdownTimeout = .milliseconds(300) }
-        let server = HTTPServer(configuration: configuration, responder: responder, logger: .init(label: "deadline-test"))
+        let server = HTTPServer(
+            configuration: configuration, responder: responder, logger: .init(label: "deadline-test"))
         let port = try server.start()
         let client = try TestClient(port: port)
         try client.send(get("/stuck"))
@@ -371,7 +379,8 @@ struct HTTPServerShutdownTests {
 
     @Test("shutdown is idempotent and works before start")
     func shutdownTwice() throws {
-        let unstarted = HTTPServer(configuration: testConfiguration(), responder: echoResponder, logger: .init(label: "t"))
+        let unstarted = HTTPServer(
+            configuration: testConfiguration(), responder: echoResponder, logger: .init(label: "t"))
         unstarted.shutdown()
         #expect(throws: HTTPServerError.alreadyStarted) { try unstarted.start() }
         let server = HTTPServer(configuration: testConfiguration(), responder: echoResponder, logger: .init(label: "t"))

@@ -154,7 +154,9 @@ struct HTTPServerLoopbackTests {
 
     @Test("a responder's own X-Request-ID is kept")
     func responderRequestID() throws {
-        let responder = ClosureResponder { _ in HTTPResponse(status: 200, headers: HTTPHeaders([("X-Request-ID", "mine")])) }
+        let responder = ClosureResponder { _ in
+            HTTPResponse(status: 200, headers: HTTPHeaders([("X-Request-ID", "mine")]))
+        }
         try withServer(responder: responder) { port, _ in
             let client = try TestClient(port: port)
             try client.send(get("/", "X-Request-ID: theirs\r\n"))
@@ -200,7 +202,9 @@ struct HTTPServerLoopbackTests {
         let responder = ClosureResponder { _ in
             HTTPResponse(
                 status: 200,
-                headers: HTTPHeaders([("Content-Length", "999"), ("Transfer-Encoding", "chunked"), ("Server", "custom")]),
+                headers: HTTPHeaders([
+                    ("Content-Length", "999"), ("Transfer-Encoding", "chunked"), ("Server", "custom"),
+                ]),
                 body: Array("abc".utf8)
             )
         }

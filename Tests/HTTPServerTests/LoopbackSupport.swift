@@ -89,7 +89,8 @@ final class TestClient {
         let remaining = deadline - .now
         guard remaining > .zero else { throw ClientError.timedOut(what) }
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let milliseconds = Int32(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = Int32(
+            remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
         let ready = poll(&poller, 1, max(1, milliseconds))
         if ready == 0 { throw ClientError.timedOut(what) }
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -129,7 +130,9 @@ final class TestClient {
         }
         buffer.removeFirst(end + 4)
         var response = ClientResponse(status: status, headers: headers, body: [])
-        let length = head || status < 200 || status == 204 || status == 304 ? 0 : Int(response.header("Content-Length") ?? "0") ?? 0
+        let length =
+            head || status < 200 || status == 204 || status == 304
+            ? 0 : Int(response.header("Content-Length") ?? "0") ?? 0
         while buffer.count < length {
             if try !fill(until: deadline, what: "a response body") { throw ClientError.closed("a response body") }
         }
@@ -184,7 +187,9 @@ let echoResponder = ClosureResponder { request in
 
 /// Records every observer callback.
 final class RecordingObserver: HTTPServerObserver {
-    private let state = Mutex<(opened: Int, closed: Int, refused: Int, shed: Int, errors: [HTTPProtocolError], completed: [Int])>(
+    private let state = Mutex<
+        (opened: Int, closed: Int, refused: Int, shed: Int, errors: [HTTPProtocolError], completed: [Int])
+    >(
         (0, 0, 0, 0, [], [])
     )
 
