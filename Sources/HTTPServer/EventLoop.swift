@@ -23,13 +23,13 @@ final class EventLoop: Sendable {
     let listenFD: Int32
     let context: ServerContext
     /// Counted down once this loop no longer polls the listening socket.
-    let listenerReleased: NSConditionBox
+    let listenerReleased: WaitableCounter
     private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool, closed: Bool)>(([], false, false))
 
     static let wakeToken = UInt64.max
     static let listenToken = UInt64.max - 1
 
-    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: NSConditionBox) throws(HTTPServerError)
+    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: WaitableCounter) throws(HTTPServerError)
     {
         let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFD >= 0 else { throw .systemCallFailed("epoll_create1", errno: errno) }

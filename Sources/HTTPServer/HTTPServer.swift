@@ -20,7 +20,7 @@ public final class HTTPServer: Sendable {
         let loops: [EventLoop]
         let loopThreads: ThreadGroup
         let workerThreads: ThreadGroup
-        let listenerReleased: NSConditionBox
+        let listenerReleased: WaitableCounter
     }
 
     /// Makes a server; nothing is bound until `start()`.
@@ -60,7 +60,7 @@ public final class HTTPServer: Sendable {
             host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog
         )
         let loopCount = max(1, configuration.eventLoopThreads)
-        let listenerReleased = NSConditionBox()
+        let listenerReleased = WaitableCounter()
         listenerReleased.change(by: loopCount)
         var loops: [EventLoop] = []
         do {
