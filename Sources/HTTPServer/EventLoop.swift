@@ -141,9 +141,13 @@ private final class LoopRunner {
             let now = MonotonicClock.now()
             let waitMilliseconds = nextTick > now ? Int32(clamping: (nextTick - now + 999_999) / 1_000_000) : 0
             let count = epoll_wait(loop.epollFD, events.baseAddress, Int32(events.count), waitMilliseconds)
-            if count < 0 && errno != EINTR {
-                context.logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
-                break
+            if count < 0 {
+                let code = errno
+                if code != EINTR {
+                    // Library code logs at info at most; the executable decides what is alarming.
+                    context.logger.info("epoll_wait failed; event loop stopping", metadata: ["errno": "\(code)"])
+                    break
+                }
             }
             for index in 0..<max(0, Int(count)) {
                 let event = events[index]
@@ -224,7 +228,8 @@ private final class LoopRunner {
             guard let accepted = Sockets.accept(loop.listenFD) else { return }
             guard let (fd, peer) = accepted else {
                 // EMFILE and friends: stop polling the listener for a tick instead of spinning on it.
-                context.logger.warning("accept failed; pausing accepts", metadata: ["errno": "\(errno)"])
+                let code = errno
+                context.logger.info("accept failed; pausing accepts", metadata: ["errno": "\(code)"])
                 pauseAccepting()
                 return
             }

@@ -124,7 +124,7 @@ public final class HTTPServer: Sendable {
 
         var loopsJoined = running.loopThreads.join(until: deadline)
         if !loopsJoined {
-            context.logger.warning("HTTP shutdown deadline passed; closing remaining connections")
+            context.logger.info("HTTP shutdown deadline passed; closing remaining connections")
             for loop in running.loops { loop.post(.forceClose) }
             loopsJoined = running.loopThreads.join(until: MonotonicClock.now() + 1_000_000_000)
         }
@@ -138,7 +138,7 @@ public final class HTTPServer: Sendable {
         if loopsJoined && workersJoined {
             context.logger.info("HTTP server stopped")
         } else {
-            context.logger.warning(
+            context.logger.info(
                 "HTTP server stopped with threads still running",
                 metadata: ["loops_joined": "\(loopsJoined)", "workers_joined": "\(workersJoined)"]
             )
