@@ -128,7 +128,7 @@ final class Connection: Sendable {
             } else {
                 headStartedAt = nil
             }
-            if readPaused && !inFlight && parser.bufferedByteCount < context.pausedReadLimit {
+            if readPaused && !inFlight && !hasPendingOutput && parser.bufferedByteCount < context.pausedReadLimit {
                 readPaused = false
                 actions.resumeReading = true
             }
@@ -162,7 +162,11 @@ final class Connection: Sendable {
                             parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
                             process(connection, now: now, writer: &writer, actions: &actions)
                             if actions.close { return }
-                            if inFlight && parser.bufferedByteCount >= connection.context.pausedReadLimit {
+                            // Input waits while a request is handled or a response is unsent; past
+                            // the limit, stop reading and let TCP flow control push back.
+                            if (inFlight || hasPendingOutput)
+                                && parser.bufferedByteCount >= connection.context.pausedReadLimit
+                            {
                                 readPaused = true
                             }
                         }

@@ -66,6 +66,15 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("Expect: 100-continue with a body over the limit gets 413 instead of 100")
+    func continueOverLimit() throws {
+        try withServer(testConfiguration { $0.maxBodyBytes = 1000 }) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send("PUT / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+            try expectRejected(client, status: 413)
+        }
+    }
+
     @Test("a body of exactly the limit is accepted")
     func bodyAtLimit() throws {
         try withServer(testConfiguration { $0.maxBodyBytes = 1000 }) { port, _ in

@@ -58,6 +58,39 @@ struct HTTPServerLoopbackTests {
         }
     }
 
+    @Test("a pipelined flood larger than the read limit is paused, resumed and answered in order")
+    func pipelinedFlood() throws {
+        let responder = ClosureResponder { request in
+            if request.path == "/0" { usleep(100_000) }
+            return HTTPResponse(status: 200, body: Array(request.path.utf8))
+        }
+        try withServer(testConfiguration { $0.maxRequestsPerConnection = 10_000 }, responder: responder) { port, _ in
+            let client = try TestClient(port: port)
+            let count = 4000
+            let flood = (0..<count).map { get("/\($0)") }.joined()
+            #expect(flood.utf8.count > 8 * 1024 + 64 * 1024 + 4096)
+            // Sent from another thread: the server stops reading until responses are read here.
+            let fd = client.fd
+            let bytes = Array(flood.utf8)
+            let writer = Thread {
+                var sent = 0
+                while sent < bytes.count {
+                    let count = bytes[sent...].withUnsafeBytes {
+                        send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                    }
+                    if count <= 0 { return }
+                    sent += count
+                }
+            }
+            writer.start()
+            var inOrder = true
+            for index in 0..<count where try client.readResponse(timeout: .seconds(20)).bodyText != "/\(index)" {
+                inOrder = false
+            }
+            #expect(inOrder)
+        }
+    }
+
     @Test("HTTP/1.0 closes after the response unless it asks for keep-alive")
     func http10() throws {
         try withServer { port, _ in
