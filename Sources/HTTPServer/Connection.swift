@@ -123,7 +123,10 @@ final class Connection: Sendable {
                     }
                 }
             }
-            if !inFlight && !closeAfterResponses && parser.isReadingHead && parser.bufferedByteCount > 0 {
+            // The header clock runs only while the server is ready to parse (not behind our own backlog).
+            if !inFlight && !closeAfterResponses && !hasPendingOutput && parser.isReadingHead
+                && parser.bufferedByteCount > 0
+            {
                 if headStartedAt == nil { headStartedAt = now }
             } else {
                 headStartedAt = nil
