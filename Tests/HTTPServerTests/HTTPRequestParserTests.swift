@@ -547,3 +547,54 @@ struct HTTPRequestParserLimitTests {
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.malformedRequestLine)])
     }
 }
+
+@Suite("HTTP request parser robustness")
+struct HTTPRequestParserFuzzTests {
+    /// A deterministic generator, so a failure reproduces.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test("mutated requests fed in random pieces never trap and always end in a request, a failure or a wait")
+    func mutations() {
+        var random = SplitMix(state: 0x5EED)
+        let interesting: [UInt8] = Array("\r\n :;,0123456789abcdefABCDEF\t\u{0}\u{7F}".utf8) + [0x80, 0xFF]
+        let small = HTTPParserLimits(
+            maxRequestLineBytes: 128, maxHeaderBytes: 256, maxHeaderFields: 8, maxBodyBytes: 64)
+        var requests = 0
+        var failures = 0
+        for round in 0..<3000 {
+            var raw = bytes(validCases[round % validCases.count].raw)
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let position = Int.random(in: 0..<raw.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: raw[position] = interesting.randomElement(using: &random) ?? 0
+                case 1: raw.insert(interesting.randomElement(using: &random) ?? 0, at: position)
+                default: raw.remove(at: position)
+                }
+                if raw.isEmpty { raw = [0] }
+            }
+            var chunks: [[UInt8]] = []
+            var rest = raw[...]
+            while !rest.isEmpty {
+                let size = Int.random(in: 1...max(1, rest.count), using: &random)
+                chunks.append(Array(rest.prefix(size)))
+                rest = rest.dropFirst(size)
+            }
+            let limits = round.isMultiple(of: 2) ? defaultLimits : small
+            let outcome = run(chunks, limits: limits)
+            requests += outcome.requests.count
+            if case .failure = outcome.outcomes.last { failures += 1 }
+        }
+        // Both kinds of ending must occur, or the mutations are not reaching the parser's checks.
+        #expect(requests > 0)
+        #expect(failures > 0)
+    }
+}
