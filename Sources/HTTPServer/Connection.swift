@@ -123,12 +123,15 @@ final class Connection: Sendable {
                     }
                 }
             }
-            if !inFlight && !closeAfterResponses && parser.isReadingHead && parser.bufferedByteCount > 0 {
+            // The header clock runs only while the server is ready to parse (not behind our own backlog).
+            if !inFlight && !closeAfterResponses && !hasPendingOutput && parser.isReadingHead
+                && parser.bufferedByteCount > 0
+            {
                 if headStartedAt == nil { headStartedAt = now }
             } else {
                 headStartedAt = nil
             }
-            if readPaused && !inFlight && parser.bufferedByteCount < context.pausedReadLimit {
+            if readPaused && !inFlight && !hasPendingOutput && parser.bufferedByteCount < context.pausedReadLimit {
                 readPaused = false
                 actions.resumeReading = true
             }
@@ -145,7 +148,7 @@ final class Connection: Sendable {
 
         /// Reads until the socket is drained, parsing after every read so buffering stays bounded.
         mutating func readAvailable(
-            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, now: UInt64,
+            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, untilDrained: Bool, now: UInt64,
             writer: inout ResponseWriter, actions: inout ConnectionActions
         ) {
             while !readPaused && !peerClosed {
@@ -162,13 +165,18 @@ final class Connection: Sendable {
                             parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
                             process(connection, now: now, writer: &writer, actions: &actions)
                             if actions.close { return }
-                            if inFlight && parser.bufferedByteCount >= connection.context.pausedReadLimit {
+                            // Input waits while a request is handled or a response is unsent; past
+                            // the limit, stop reading and let TCP flow control push back.
+                            if (inFlight || hasPendingOutput)
+                                && parser.bufferedByteCount >= connection.context.pausedReadLimit
+                            {
                                 readPaused = true
                             }
                         }
                     }
-                    // A short read drained the socket; edge-triggered epoll reports any later data.
-                    if count < scratch.count { return }
+                    // A short read drained the socket, and edge-triggered epoll reports later data; but a
+                    // hang-up that came with this edge is only seen by reading on to EOF or the error.
+                    if count < scratch.count && !untilDrained { return }
                 case .wouldBlock:
                     return
                 case .endOfStream:
@@ -204,7 +212,8 @@ final class Connection: Sendable {
 
     /// Handles readiness reported by epoll (event loop thread).
     func handleEvents(
-        readable: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter
+        readable: Bool, hangUp: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer,
+        writer: inout ResponseWriter
     ) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
@@ -219,8 +228,10 @@ final class Connection: Sendable {
                     state.process(self, now: now, writer: &writer, actions: &actions)
                 }
             }
-            if readable && !actions.close {
-                state.readAvailable(self, scratch: scratch, now: now, writer: &writer, actions: &actions)
+            if (readable || hangUp) && !actions.close {
+                state.readAvailable(
+                    self, scratch: scratch, untilDrained: hangUp, now: now, writer: &writer, actions: &actions
+                )
             }
             return actions
         }
@@ -286,13 +297,17 @@ final class Connection: Sendable {
             }
             if state.closeAfterResponses { return actions }
             let timedOut: HTTPProtocolError?
-            if let started = state.headStartedAt, MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout {
+            if let started = state.headStartedAt,
+                MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout
+            {
                 timedOut = .headerTimeout
             } else if state.parser.isMidRequest && !state.parser.isReadingHead
                 && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
             {
                 timedOut = .bodyTimeout
-            } else if !state.parser.isMidRequest && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout {
+            } else if !state.parser.isMidRequest
+                && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
+            {
                 // RFC 9112 §9.5: a server may close an idle connection at any time.
                 actions.close = true
                 return actions

@@ -20,7 +20,7 @@ public final class HTTPServer: Sendable {
         let loops: [EventLoop]
         let loopThreads: ThreadGroup
         let workerThreads: ThreadGroup
-        let listenerReleased: NSConditionBox
+        let listenerReleased: WaitableCounter
     }
 
     /// Makes a server; nothing is bound until `start()`.
@@ -60,13 +60,14 @@ public final class HTTPServer: Sendable {
             host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog
         )
         let loopCount = max(1, configuration.eventLoopThreads)
-        let listenerReleased = NSConditionBox()
+        let listenerReleased = WaitableCounter()
         listenerReleased.change(by: loopCount)
         var loops: [EventLoop] = []
         do {
             for index in 0..<loopCount {
                 loops.append(
-                    try EventLoop(index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
+                    try EventLoop(
+                        index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
                 )
             }
         } catch {
@@ -123,7 +124,7 @@ public final class HTTPServer: Sendable {
 
         var loopsJoined = running.loopThreads.join(until: deadline)
         if !loopsJoined {
-            context.logger.warning("HTTP shutdown deadline passed; closing remaining connections")
+            context.logger.info("HTTP shutdown deadline passed; closing remaining connections")
             for loop in running.loops { loop.post(.forceClose) }
             loopsJoined = running.loopThreads.join(until: MonotonicClock.now() + 1_000_000_000)
         }
@@ -137,7 +138,7 @@ public final class HTTPServer: Sendable {
         if loopsJoined && workersJoined {
             context.logger.info("HTTP server stopped")
         } else {
-            context.logger.warning(
+            context.logger.info(
                 "HTTP server stopped with threads still running",
                 metadata: ["loops_joined": "\(loopsJoined)", "workers_joined": "\(workersJoined)"]
             )
@@ -190,13 +191,15 @@ private struct Worker {
             response = HTTPResponse(status: 500)
         }
         if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
-            context.logger.debug("responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
+            context.logger.debug(
+                "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
         let responderCloses = response.headers.values("Connection").contains { value in
             value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
         }
-        let closes = !parsed.keepAlive || item.isLastOnConnection || responderCloses
+        let closes =
+            !parsed.keepAlive || item.isLastOnConnection || responderCloses
             || context.draining.load(ordering: .relaxed)
         let bytes = writer.serialize(
             status: response.status, headers: response.headers, body: response.body, close: closes,

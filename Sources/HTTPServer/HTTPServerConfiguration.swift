@@ -97,8 +97,10 @@ extension Duration {
     var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
         guard seconds >= 0 else { return 0 }
+        let cap = UInt64.max / 2
         let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return UInt64.max / 2 }
-        return whole + UInt64(attoseconds / 1_000_000_000)
+        let fraction = UInt64(max(0, attoseconds) / 1_000_000_000)
+        guard !overflow, whole < cap - fraction else { return cap }
+        return whole + fraction
     }
 }

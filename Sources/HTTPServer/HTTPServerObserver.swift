@@ -32,5 +32,6 @@ extension HTTPServerObserver {
     /// Does nothing.
     public func requestShed() {}
     /// Does nothing.
-    public func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int) {}
+    public func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int)
+    {}
 }

@@ -104,8 +104,10 @@ enum Sockets {
             return withUnsafeBytes(of: &storage) { raw in
                 var address = raw.load(as: sockaddr_in.self)
                 _ = inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-                return (String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-                        UInt16(bigEndian: address.sin_port))
+                return (
+                    String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
+                    UInt16(bigEndian: address.sin_port)
+                )
             }
         case AF_INET6:
             return withUnsafeBytes(of: &storage) { raw in

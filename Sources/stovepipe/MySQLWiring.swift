@@ -69,9 +69,6 @@ extension Storage {
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
             broker: broker,
             readiness: {
-                let statistics = pool.statistics
-                gauges.inUse.record(statistics.inUse)
-                gauges.idle.record(statistics.idle)
                 do {
                     switch try migrator.status() {
                     case .current:
@@ -90,6 +87,11 @@ extension Storage {
                 } catch {
                     return [ReadinessCheck(name: "database", ok: false, detail: "the database does not answer")]
                 }
+            },
+            refreshGauges: {
+                let statistics = pool.statistics
+                gauges.inUse.record(statistics.inUse)
+                gauges.idle.record(statistics.idle)
             },
             closers: [{ storage.close() }])
     }
