@@ -5,8 +5,8 @@ import MySQLBackend
 import MySQLClient
 import Synchronization
 
-// Measures the MySQL topic: publish+consume throughput on one and two replicas, and publish-to-handler
-// latency at a steady rate. Usage:
+// Measures the MySQL topic: publish+consume throughput and backlog drain on one and two replicas, and
+// publish-to-handler latency at a steady rate. Usage:
 //   TopicBench --url mysql://user:pass@127.0.0.1:port/ [--messages N] [--partitions P] [--publishers K]
 //              [--rate R] [--seconds S] [--workers W]
 // It creates a database bench_<random> on the server, runs, and drops it.
@@ -184,6 +184,35 @@ func throughput(_ options: Options, replicas replicaCount: Int) throws {
             failures.withLock { $0 }, finished ? "" : ", INCOMPLETE"))
 }
 
+/// Publishes `messages` first, then starts the replicas and times how long they take to drain the backlog.
+func drain(_ options: Options, replicas replicaCount: Int) throws {
+    let database = try BenchDatabase(url: options.url)
+    defer { database.drop() }
+    let pool = database.pool()
+    defer { pool.close() }
+    let publisher = MySQLBroker(pool: pool, logger: logger)
+    for index in 0..<options.messages {
+        let key = "queue-\(index % options.partitions)"
+        try publisher.publish(Message(topic: topic, partitionKey: key, id: "d\(index)", payload: Array("{}".utf8)))
+    }
+    let tally = Tally()
+    let started = ContinuousClock.now
+    let replicas = try startReplicas(database, count: replicaCount, workers: options.workers, tally: tally)
+    let finished = waitUntil(.seconds(600)) { tally.distinct >= options.messages }
+    let elapsed = ContinuousClock.now - started
+    for (broker, pool) in replicas {
+        broker.shutdown()
+        pool.close()
+    }
+    let seconds = milliseconds(elapsed) / 1_000
+    print(
+        String(
+            format: "drain, %d replica(s): a backlog of %d messages on %d partitions, %d workers each: "
+                + "handled in %.2f s = %.0f msg/s (deliveries %d%@)",
+            replicaCount, options.messages, options.partitions, options.workers, seconds,
+            Double(tally.distinct) / seconds, tally.deliveries, finished ? "" : ", INCOMPLETE"))
+}
+
 /// Publishes at a steady `rate` for `seconds` from one thread through the first replica; reports the
 /// time from the publish call to the handler's start.
 func latency(_ options: Options, replicas replicaCount: Int) throws {
@@ -225,6 +254,8 @@ do {
     defer { MySQLLibrary.end() }
     try throughput(options, replicas: 1)
     try throughput(options, replicas: 2)
+    try drain(options, replicas: 1)
+    try drain(options, replicas: 2)
     try latency(options, replicas: 1)
     try latency(options, replicas: 2)
 } catch {
