@@ -14,6 +14,9 @@ struct ServeConfiguration: Sendable {
     var ingestSecret: String?
     var retryPolicy = RetryPolicy()
     var consumerThreads = 4
+    var topicLease: Duration = .seconds(15)
+    var topicVisibility: Duration = .seconds(15)
+    var topicPollInterval: Duration = .milliseconds(200)
     var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
     var gitTimeout: Duration = .seconds(30)
     var mysqlPoolSize = 16

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Domain
 import Foundation
 import HTTPServer
 import Logging
@@ -12,7 +13,7 @@ struct Stovepipe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stovepipe",
         abstract: "At which commit is this branch green?",
-        subcommands: [Serve.self, Migrate.self, Healthcheck.self],
+        subcommands: [Serve.self, Migrate.self, Topics.self, Healthcheck.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -61,6 +62,16 @@ struct Serve: ParsableCommand {
     @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
     @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
+    @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
+    @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
+    var topicBackoffBaseMs = 200
+    @Option(help: "Most milliseconds between redeliveries.") var topicBackoffCapMs = 60_000
+    @Option(help: "Seconds a partition lease lasts without renewal (MySQL topic): a dead replica's work moves after it.")
+    var topicLeaseSeconds: Double = 15
+    @Option(help: "Seconds after which a delivery whose consumer died is redelivered (MySQL topic).")
+    var topicVisibilitySeconds: Double = 15
+    @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
+    var topicPollIntervalMs = 200
     @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
     @Option(help: "Where private mirrors of remote git repositories are kept.") var gitCacheDirectory: String?
     @OptionGroup var logging: LoggingOptions
@@ -81,6 +92,16 @@ struct Serve: ParsableCommand {
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
         configuration.consumerThreads = max(1, consumerThreads)
+        guard topicMaxAttempts > 0, topicBackoffBaseMs > 0, topicBackoffCapMs >= topicBackoffBaseMs, topicPollIntervalMs > 0,
+            topicLeaseSeconds > 0, topicVisibilitySeconds > 0
+        else {
+            throw ValidationError("topic settings must be positive, and the backoff cap at least the base")
+        }
+        configuration.retryPolicy = RetryPolicy(
+            maxAttempts: topicMaxAttempts, backoffBase: .milliseconds(topicBackoffBaseMs), backoffCap: .milliseconds(topicBackoffCapMs))
+        configuration.topicLease = .milliseconds(Int64(topicLeaseSeconds * 1000))
+        configuration.topicVisibility = .milliseconds(Int64(topicVisibilitySeconds * 1000))
+        configuration.topicPollInterval = .milliseconds(topicPollIntervalMs)
         configuration.mysqlPoolSize = max(1, mysqlPoolSize)
         if configuration.mysqlURL != nil {
             // mysql_library_init is not thread-safe and must run before any other thread starts (C API docs).

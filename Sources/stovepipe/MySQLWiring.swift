@@ -65,7 +65,9 @@ extension Storage {
         let broker = MySQLBroker(
             pool: pool,
             configuration: MySQLBroker.Configuration(
-                retryPolicy: configuration.retryPolicy, workerThreads: configuration.consumerThreads),
+                retryPolicy: configuration.retryPolicy, workerThreads: configuration.consumerThreads,
+                pollInterval: configuration.topicPollInterval, leaseDuration: configuration.topicLease,
+                visibilityTimeout: configuration.topicVisibility),
             logger: logger.with(component: "topic"))
         return Storage(
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
