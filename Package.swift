@@ -123,6 +123,6 @@ let package = Package(
         ),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "MySQLClient"], swiftSettings: strict),
     ]
 )
