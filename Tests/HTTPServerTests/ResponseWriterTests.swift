@@ -60,8 +60,15 @@ struct ResponseWriterTests {
         let response = text(writer.errorResponse(.requestLineTooLong))
         #expect(response.hasPrefix("HTTP/1.1 414 URI Too Long\r\n"))
         #expect(response.contains("Connection: close\r\n"))
-        #expect(response.hasSuffix("\r\n\r\n414 request line too long\n"))
-        #expect(response.contains("Content-Length: \("414 request line too long\n".utf8.count)\r\n"))
+        let body = #"{"type":"about:blank","title":"URI Too Long","status":414,"detail":"request line too long"}"#
+        #expect(response.contains("Content-Type: application/problem+json\r\n"))
+        #expect(response.hasSuffix("\r\n\r\n" + body))
+        #expect(response.contains("Content-Length: \(body.utf8.count)\r\n"))
+    }
+
+    @Test("JSON escaping of error details")
+    func jsonEscaping() {
+        #expect(ResponseWriter.jsonEscaped("a\"b\\c\u{01}\n") == #"a\"b\\c\u0001\u000a"#)
     }
 
     @Test("the Date header is an IMF-fixdate")
