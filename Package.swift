@@ -108,6 +108,13 @@ let package = Package(
             path: "Benchmarks/HTTPBenchServer",
             swiftSettings: strict
         ),
+        // The raw MySQL ceiling for scripts/bench-mysql: the stores' statements looped on bare connections.
+        .executableTarget(
+            name: "MySQLBench",
+            dependencies: ["MySQLClient"],
+            path: "Benchmarks/MySQLBench",
+            swiftSettings: strict
+        ),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
         .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),

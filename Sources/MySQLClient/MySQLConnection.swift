@@ -193,8 +193,28 @@ public final class MySQLConnection {
             let outcome = try statement.execute(query.binds)
             lastUsed = .now
             return outcome
+        } catch where error.code == .newStatementMetadata {
+            // The table changed under the cached statement; the C API's remedy is to prepare it again.
+            statements.removeValue(forKey: query.sql)
+            statement.close()
+            return try runOnce(query, on: mysql)
         } catch {
             // The statement stays cached: after a server error (1062, 1213, ...) it can be executed again.
+            throw record(error)
+        }
+    }
+
+    /// Prepares `query` afresh and executes it once; a second metadata change is an error like any other.
+    private func runOnce(_ query: MySQLQuery, on mysql: UnsafeMutablePointer<MYSQL>) throws(MySQLError)
+        -> ExecutionOutcome
+    {
+        let statement = try cachedStatement(for: query.sql, on: mysql)
+        statement.lastUse = useCounter
+        do throws(MySQLError) {
+            let outcome = try statement.execute(query.binds)
+            lastUsed = .now
+            return outcome
+        } catch {
             throw record(error)
         }
     }

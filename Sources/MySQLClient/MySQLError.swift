@@ -51,6 +51,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let sslConnectionError = Self(rawValue: 2026)
     /// CR_MALFORMED_PACKET: the server sent something the client cannot read.
     public static let malformedPacket = Self(rawValue: 2027)
+    /// CR_NEW_STMT_METADATA: a prepared statement's result columns changed (ALTER TABLE) since it was prepared.
+    public static let newStatementMetadata = Self(rawValue: 2057)
     /// CR_SERVER_LOST_EXTENDED: the server went away during a statement (with system error detail).
     public static let serverLostExtended = Self(rawValue: 2055)
     /// ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8): the server closed an idle connection.

@@ -13,6 +13,8 @@ final class PreparedStatement {
     let parameterCount: Int
     /// The connection's use counter when this statement last ran; the smallest is evicted first.
     var lastUse: UInt64 = 0
+    /// The result buffers of the last execution, reused while the server describes the same columns.
+    private var resultBuffers: ResultBuffers?
 
     // A string or binary column starts with a buffer of at most this many bytes; longer values are
     // re-read whole with mysql_stmt_fetch_column, so the cap costs a call, never data.
@@ -79,7 +81,16 @@ final class PreparedStatement {
         }
         let count = Int(mysql_num_fields(metadata))
         guard count > 0, let fields = mysql_fetch_fields(metadata) else { return [] }
-        let results = ResultBuffers(fields: UnsafeBufferPointer(start: fields, count: count))
+        let fieldList = UnsafeBufferPointer(start: fields, count: count)
+        // Rows copy their values out, so the buffers can serve the next execution; a statement the server
+        // re-prepared with other columns (after ALTER TABLE) gets new ones.
+        let results: ResultBuffers
+        if let cached = resultBuffers, cached.describes(fieldList) {
+            results = cached
+        } else {
+            results = ResultBuffers(fields: fieldList)
+            resultBuffers = results
+        }
         guard mysql_stmt_bind_result(handle, results.binds) == 0 else {
             throw Self.error(of: handle, withholdServerMessage: false)
         }
@@ -205,14 +216,43 @@ private final class ResultBuffers {
     let binds: UnsafeMutablePointer<MYSQL_BIND>
     let columns: [MySQLColumn]
     private let kinds: [Kind]
+    private let signatures: [FieldSignature]
     private let count: Int
     private let lengths: UnsafeMutablePointer<UInt>
     private let nulls: UnsafeMutablePointer<my_bool>
     private let errors: UnsafeMutablePointer<my_bool>
     private var buffers: [UnsafeMutableRawPointer] = []
 
+    /// What identifies a result column: its name and everything the bind was sized and typed from.
+    private struct FieldSignature: Equatable {
+        let type: UInt32
+        let flags: UInt32
+        let characterSet: UInt32
+        let length: UInt
+        let name: [UInt8]
+
+        init(_ field: MYSQL_FIELD) {
+            type = field.type.rawValue
+            flags = field.flags
+            characterSet = field.charsetnr
+            length = field.length
+            name = field.name.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(field.name_length))) } ?? []
+        }
+
+        func matches(_ field: MYSQL_FIELD) -> Bool {
+            guard field.type.rawValue == type, field.flags == flags, field.charsetnr == characterSet,
+                field.length == length, Int(field.name_length) == name.count
+            else { return false }
+            guard let fieldName = field.name else { return name.isEmpty }
+            return name.withUnsafeBytes { stored in
+                stored.elementsEqual(UnsafeRawBufferPointer(start: fieldName, count: name.count))
+            }
+        }
+    }
+
     init(fields: UnsafeBufferPointer<MYSQL_FIELD>) {
         count = fields.count
+        signatures = fields.map(FieldSignature.init)
         binds = .allocate(capacity: count)
         binds.initialize(repeating: MYSQL_BIND(), count: count)
         lengths = .allocate(capacity: count)
@@ -236,6 +276,11 @@ private final class ResultBuffers {
         for (index, field) in fields.enumerated() {
             prepareBind(at: index, kind: kinds[index], declaredLength: Int(clamping: field.length))
         }
+    }
+
+    /// Whether `fields` describe the columns these buffers were made for.
+    func describes(_ fields: UnsafeBufferPointer<MYSQL_FIELD>) -> Bool {
+        fields.count == signatures.count && zip(signatures, fields).allSatisfy { $0.matches($1) }
     }
 
     deinit {
@@ -316,14 +361,14 @@ private final class ResultBuffers {
                         MySQLDateTime(
                             year: Int(time.year), month: Int(time.month), day: Int(time.day), hour: Int(time.hour),
                             minute: Int(time.minute), second: Int(time.second), microsecond: Int(time.second_part))))
-            case .text, .binary:
-                let bytes = try readBytes(at: index, statement: statement)
-                if kinds[index] == .binary {
-                    values.append(.bytes(bytes))
-                } else {
-                    // utf8mb4 is the connection character set, so text arrives as UTF-8.
-                    values.append(.string(String(decoding: bytes, as: UTF8.self)))
-                }
+            case .text where Int(lengths[index]) <= Int(binds[index].buffer_length):
+                // utf8mb4 is the connection character set, so text arrives as UTF-8; decoded in place.
+                let text = UnsafeRawBufferPointer(start: buffer, count: Int(lengths[index]))
+                values.append(.string(String(decoding: text, as: UTF8.self)))
+            case .text:
+                values.append(.string(String(decoding: try readBytes(at: index, statement: statement), as: UTF8.self)))
+            case .binary:
+                values.append(.bytes(try readBytes(at: index, statement: statement)))
             }
         }
         return values

@@ -7,6 +7,9 @@ import MySQLBackend
 import MySQLClient
 
 /// Pool events as swift-metrics: acquire wait, timeouts, discards and retries by a bounded code set.
+///
+/// The handles are made once: every lease reports its wait, and making a handle per event costs a
+/// factory lookup under the factory's lock on each store call.
 struct PoolMetrics: MySQLPoolObserver {
     /// The codes that get their own label value; every other code is `other`.
     private static let namedCodes: Set<UInt32> = [1040, 1053, 1062, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031, 90001]
@@ -15,23 +18,36 @@ struct PoolMetrics: MySQLPoolObserver {
         namedCodes.contains(code.rawValue) ? String(code.rawValue) : "other"
     }
 
+    private let acquireWait = Metrics.Timer(label: "stovepipe_mysql_pool_acquire_wait_seconds")
+    private let acquireTimeouts = Metrics.Counter(label: "stovepipe_mysql_pool_acquire_timeouts_total")
+    private let discarded = Metrics.Counter(label: "stovepipe_mysql_pool_discarded_total")
+    private let retries = Metrics.Counter(label: "stovepipe_mysql_transaction_retries_total")
+    private let errors: [String: Metrics.Counter] = Dictionary(
+        uniqueKeysWithValues: (namedCodes.map { String($0) } + ["other"]).map { label in
+            (label, Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", label)]))
+        })
+
+    private func countError(_ code: MySQLErrorCode) {
+        errors[Self.label(code)]?.increment()
+    }
+
     func connectionAcquired(wait: Duration) {
-        Metrics.Timer(label: "stovepipe_mysql_pool_acquire_wait_seconds").recordNanoseconds(wait.nanoseconds)
+        acquireWait.recordNanoseconds(wait.nanoseconds)
     }
 
     func acquireTimedOut(wait: Duration) {
-        Metrics.Counter(label: "stovepipe_mysql_pool_acquire_timeouts_total").increment()
-        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(.poolTimeout))]).increment()
+        acquireTimeouts.increment()
+        countError(.poolTimeout)
     }
 
     func connectionDiscarded(code: MySQLErrorCode) {
-        Metrics.Counter(label: "stovepipe_mysql_pool_discarded_total").increment()
-        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(code))]).increment()
+        discarded.increment()
+        countError(code)
     }
 
     func transactionRetried(code: MySQLErrorCode) {
-        Metrics.Counter(label: "stovepipe_mysql_transaction_retries_total").increment()
-        Metrics.Counter(label: "stovepipe_mysql_errors_total", dimensions: [("code", Self.label(code))]).increment()
+        retries.increment()
+        countError(code)
     }
 }
 

@@ -58,8 +58,11 @@ final class Latch: @unchecked Sendable {
     }
 }
 
-/// Runs `body(i)` for i in 0..<count, each on its own Foundation thread, released together; waits for all.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async -> Bool {
+/// Runs `body(i)` for i in 0..<count, each on its own Foundation thread, released together; waits for all
+/// until `timeout` and returns whether they all finished.
+func onThreads(
+    _ count: Int, timeout: Duration = .seconds(10), _ body: @escaping @Sendable (Int) -> Void
+) async -> Bool {
     let start = Latch()
     let done = Latch()
     for index in 0..<count {
@@ -71,5 +74,12 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async ->
         thread.start()
     }
     start.arrive()
-    return await eventually { done.arrivals == count }
+    return await eventually(timeout: timeout) { done.arrivals == count }
+}
+
+/// Runs blocking work (MySQL, subprocesses) on its own Foundation thread, off Swift's cooperative pool.
+func offPool<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
+    }
 }

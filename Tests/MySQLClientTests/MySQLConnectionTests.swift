@@ -150,6 +150,33 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("a cached SELECT reads the new columns after ALTER TABLE changes them")
+    func cachedStatementAfterSchemaChange() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            let admin = try MySQLConnection(configuration: configuration)
+            try connection.execute("CREATE TABLE s (id BIGINT PRIMARY KEY, v INT)")
+            try connection.execute("INSERT INTO s VALUES (1, 7)")
+            func select() throws(MySQLError) -> MySQLRow? { try connection.query("SELECT * FROM s WHERE id = \(1)").first }
+            let first = try select()
+            #expect(first?.columns.map(\.name) == ["id", "v"])
+            #expect(first?[1] == .int64(7))
+            #expect(try select()?[1] == .int64(7))
+
+            // Same column count, another type: the server re-prepares, and the rows follow the new metadata.
+            try admin.execute("ALTER TABLE s MODIFY v VARCHAR(20)")
+            try admin.execute("UPDATE s SET v = \("seven") WHERE id = \(1)")
+            let retyped = try select()
+            #expect(retyped?[1] == .string("seven"))
+
+            try admin.execute("ALTER TABLE s ADD COLUMN w VARCHAR(10) DEFAULT 'x'")
+            let widened = try select()
+            #expect(widened?.columns.map(\.name) == ["id", "v", "w"])
+            #expect(widened?.string("w") == "x")
+            #expect(widened?.string("v") == "seven")
+        }
+    }
+
     @Test("execute reports affected rows and the last insert id; reportsMatchedRows counts matched rows")
     func executeResult() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in

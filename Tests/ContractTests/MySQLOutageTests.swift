@@ -1,0 +1,195 @@
+import Domain
+import Foundation
+import MySQLBackend
+import MySQLClient
+import Testing
+
+/// Whether a `mariadbd` binary is on PATH (or in /usr/sbin, where Debian installs it).
+private let mariadbdInstalled: Bool = {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin"]
+    return directories.contains { FileManager.default.isExecutableFile(atPath: $0 + "/mariadbd") }
+}()
+
+/// Runs with a live-MySQL environment (the URL set) and a local mariadbd, and always under CI=true, where a
+/// missing mariadbd fails the test instead of skipping it.
+private let outageSuiteRuns: Bool = {
+    let environment = ProcessInfo.processInfo.environment
+    let urlSet = environment["STOVEPIPE_TEST_MYSQL_URL"].map { !$0.isEmpty } ?? false
+    return (urlSet && mariadbdInstalled) || environment["CI"] == "true"
+}()
+
+/// `scripts/mysql-test-db`, found by walking up from this file to the package root.
+private func testDatabaseScript() throws -> URL {
+    var directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    while directory.path != "/" {
+        let script = directory.appendingPathComponent("scripts/mysql-test-db")
+        if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path),
+            FileManager.default.isExecutableFile(atPath: script.path)
+        {
+            return script
+        }
+        directory.deleteLastPathComponent()
+    }
+    throw FixtureUnavailable("scripts/mysql-test-db not found above \(#filePath)")
+}
+
+/// A MariaDB server of this test's own, in its own directory, that the test stops and starts.
+private struct PrivateServer: Sendable {
+    let script: URL
+    let directory: URL
+
+    /// Creates the directory and starts the server in it.
+    static func start() throws -> (PrivateServer, url: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-outage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let server = PrivateServer(script: try testDatabaseScript(), directory: directory)
+        do {
+            return (server, try server.start())
+        } catch {
+            server.stopAndRemove()
+            throw error
+        }
+    }
+
+    /// Starts (or restarts) the server; returns the URL the script prints.
+    func start() throws -> String {
+        try run("start").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Stops the server; its data directory stays.
+    func stop() throws {
+        _ = try run("stop")
+    }
+
+    /// Stops the server if it runs and deletes its directory.
+    func stopAndRemove() {
+        _ = try? run("stop")
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func run(_ command: String) throws -> String {
+        let process = Process()
+        process.executableURL = script
+        process.arguments = [command, directory.path]
+        let output = Pipe()
+        process.standardOutput = output
+        let errorLog = directory.appendingPathComponent("script-\(command).log")
+        _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        let errorHandle = try FileHandle(forWritingTo: errorLog)
+        defer { try? errorHandle.close() }
+        process.standardError = errorHandle
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let log = (try? String(contentsOf: errorLog, encoding: .utf8)) ?? ""
+            throw FixtureUnavailable("mysql-test-db \(command) exited \(process.terminationStatus): \(log)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// What one store call did while the server was down.
+private struct OutageCall: Sendable {
+    let operation: String
+    let error: BackendError?
+    let elapsed: Duration
+}
+
+@Suite("MySQL outage and recovery", .enabled(if: outageSuiteRuns), .serialized)
+struct MySQLOutageTests {
+    private static let connectTimeoutSeconds: UInt32 = 2
+
+    @Test("stopped server: store calls are unavailable within the connect timeout; restarted: the same pool recovers")
+    func outageAndRecovery() async throws {
+        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires the MySQL outage test to run")
+        let (server, url) = try await offPool { try PrivateServer.start() }
+        do {
+            try await Self.exercise(server, url: url)
+        } catch {
+            _ = try? await offPool { server.stopAndRemove() }
+            throw error
+        }
+        try await offPool { server.stopAndRemove() }
+    }
+
+    private static func exercise(_ server: PrivateServer, url: String) async throws {
+        var configuration = try MySQLConfiguration(url: url)
+        configuration.database = nil
+        configuration.connectTimeoutSeconds = connectTimeoutSeconds
+        configuration.readTimeoutSeconds = 5
+        configuration.writeTimeoutSeconds = 5
+        let base = configuration
+        configuration.database = "outage"
+        let storage = MySQLStorage(
+            configuration: configuration,
+            poolConfiguration: MySQLPool.Configuration(maxConnections: 4, acquireTimeout: .seconds(5)),
+            logger: silentLogger)
+        defer { storage.close() }
+
+        let queue = try QueueName("app/main")
+        let request = Request(
+            id: RequestID(queue: queue, number: 1), uri: SourceURI("git://app/main/1"),
+            createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+        let firstValue = try await offPool {
+            let admin = try MySQLConnection(configuration: base)
+            try admin.execute("CREATE DATABASE outage CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            admin.close()
+            try storage.migrator.migrate()
+            try storage.requests.create(request)
+            return try storage.counter.next(queue: queue, domain: requestCounterDomain)
+        }
+        #expect(firstValue == 1)
+        #expect(storage.pool.statistics.idle >= 1, "the pool should hold an idle connection that the outage breaks")
+
+        try await offPool { try server.stop() }
+
+        // The first calls meet the idle connection the stop broke; later ones must connect and are refused.
+        let calls = try await offPool { () -> [OutageCall] in
+            var calls: [OutageCall] = []
+            for round in 0..<3 {
+                calls.append(Self.measure("requests.get #\(round)") { () throws(BackendError) in _ = try storage.requests.get(request.id) })
+                calls.append(Self.measure("counter.next #\(round)") { () throws(BackendError) in
+                    _ = try storage.counter.next(queue: queue, domain: requestCounterDomain)
+                })
+                calls.append(Self.measure("queues.get #\(round)") { () throws(BackendError) in _ = try storage.queues.get(queue) })
+            }
+            return calls
+        }
+        let bound = Duration.seconds(Int(connectTimeoutSeconds) + 3)
+        for call in calls {
+            guard case .unavailable(let retryable, _)? = call.error else {
+                Issue.record("\(call.operation) during the outage: expected unavailable, got \(String(describing: call.error))")
+                continue
+            }
+            #expect(retryable, "\(call.operation)")
+            #expect(call.elapsed < bound, "\(call.operation) took \(call.elapsed), beyond \(bound)")
+        }
+
+        let restartedURL = try await offPool { try server.start() }
+        #expect(restartedURL == url, "a restart must come back on the same port with the same credentials")
+
+        // The same storage object, with no new pool: poll until a call succeeds.
+        let deadline = ContinuousClock.now + .seconds(60)
+        var recovered: Request?
+        while recovered == nil && ContinuousClock.now < deadline {
+            recovered = try? await offPool { try storage.requests.get(request.id) }
+            if recovered == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(recovered == request, "the pool did not recover within 60 s of the server's restart")
+        let nextValue = try await offPool { try storage.counter.next(queue: queue, domain: requestCounterDomain) }
+        #expect(nextValue == 2, "the counter row written before the outage is durable, and failed calls spent nothing")
+        #expect(storage.pool.statistics.totalDiscarded >= 1, "the connection the outage broke was discarded")
+    }
+
+    private static func measure(_ operation: String, _ body: () throws(BackendError) -> Void) -> OutageCall {
+        let started = ContinuousClock.now
+        do {
+            try body()
+            return OutageCall(operation: operation, error: nil, elapsed: started.duration(to: .now))
+        } catch {
+            return OutageCall(operation: operation, error: error, elapsed: started.duration(to: .now))
+        }
+    }
+}
