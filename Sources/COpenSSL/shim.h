@@ -41,6 +41,12 @@ static inline int stovepipe_ERR_is_plain_http_request(unsigned long code) {
     return ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST;
 }
 
+/// ERR_SYSTEM_ERROR and ERR_SYSTEM_MASK are macros. The errno packed in a system error code (one
+/// ERR_reason_error_string has no text for), else 0.
+static inline int stovepipe_ERR_system_errno(unsigned long code) {
+    return ERR_SYSTEM_ERROR(code) ? (int)(code & ERR_SYSTEM_MASK) : 0;
+}
+
 /// ERR_GET_LIB and ERR_GET_REASON are macros before OpenSSL 3. True when loading a private key
 /// failed because it does not belong to the certificate already loaded.
 static inline int stovepipe_ERR_is_key_mismatch(unsigned long code) {

@@ -57,7 +57,7 @@ public final class HTTPServer: Sendable {
     public func reloadTLS() throws(HTTPServerError) {
         guard let tls = context.tls else { throw .tlsNotConfigured }
         try tls.reload()
-        context.logger.info("TLS certificate reloaded", metadata: ["certificate": "\(tls.configuration.certificateChainPath)"])
+        context.logger.debug("TLS certificate reloaded", metadata: ["certificate": "\(tls.configuration.certificateChainPath)"])
     }
 
     private func launch() throws(HTTPServerError) -> Running {

@@ -1,4 +1,5 @@
 import COpenSSL
+import Glibc
 import Synchronization
 
 /// One configured SSL_CTX: certificate, key and protocol settings for the connections made from it.
@@ -101,7 +102,11 @@ enum OpenSSLErrors {
             let code = ERR_get_error()
             if code == 0 { break }
             codes.append(code)
-            if let text = ERR_reason_error_string(code) {
+            let number = stovepipe_ERR_system_errno(code)
+            if number != 0, let text = strerror(number) {
+                let reason = String(cString: text)
+                if !reasons.contains(reason) { reasons.append(reason) }
+            } else if let text = ERR_reason_error_string(code) {
                 let reason = String(cString: text)
                 if !reasons.contains(reason) { reasons.append(reason) }
             } else {
