@@ -36,10 +36,10 @@ let package = Package(
         ),
         // epoll, eventfd and accept4 for HTTPServer (Glibc does not export them).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
-        // HTTP/1.1 on raw sockets; knows no domain type.
+        // HTTP/1.1 (optionally over TLS) on raw sockets; knows no domain type.
         .target(
             name: "HTTPServer",
-            dependencies: ["CEpoll", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CEpoll", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
@@ -65,7 +65,7 @@ let package = Package(
             resources: [.embedInCode("Schema")],
             swiftSettings: strict
         ),
-        // libcrypto's HMAC for webhook signatures.
+        // libcrypto's HMAC for webhook signatures; libssl for HTTPServer's TLS.
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "openssl",

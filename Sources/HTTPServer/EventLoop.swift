@@ -243,14 +243,27 @@ private final class LoopRunner {
                 refuse(fd: fd, peer: peer)
                 continue
             }
+            let transport: any ConnectionTransport
+            if let tls = context.tls {
+                guard let session = tls.makeTransport(fd: fd) else {
+                    context.logger.info("cannot set up TLS for a connection; closing it", metadata: ["peer": "\(peer)"])
+                    Glibc.close(fd)
+                    context.openConnections.subtract(1, ordering: .relaxed)
+                    continue
+                }
+                transport = session
+            } else {
+                transport = SocketTransport(fd: fd)
+            }
             serial = serial == UInt32.max ? 1 : serial + 1
             let token = UInt64(serial) << 32 | UInt64(UInt32(fd))
-            let connection = Connection(fd: fd, token: token, peer: peer, loop: loop, context: context)
+            let connection = Connection(
+                fd: fd, transport: transport, token: token, peer: peer, loop: loop, context: context)
             var event = epoll_event()
             event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
             event.data.u64 = token
             guard epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
-                Glibc.close(fd)
+                _ = connection.closeTransport()
                 context.openConnections.subtract(1, ordering: .relaxed)
                 continue
             }
@@ -266,8 +279,11 @@ private final class LoopRunner {
 
     /// Beyond `maxConnections`: a best-effort 503 and an immediate close.
     func refuse(fd: Int32, peer: String) {
-        refusal.withUnsafeBytes { bytes in
-            _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        // A TLS client could not read a plain-text 503: it only gets the close.
+        if context.tls == nil {
+            refusal.withUnsafeBytes { bytes in
+                _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
         }
         Glibc.close(fd)
         context.observer?.connectionRefused(peer: peer)

@@ -51,9 +51,21 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// Reads the TLS certificate chain and key files again; connections accepted from now on use
+    /// them, open ones keep the certificate they were made with. On failure nothing changes.
+    /// - Throws: `HTTPServerError.tlsNotConfigured` without TLS, or why the files cannot be used.
+    public func reloadTLS() throws(HTTPServerError) {
+        guard let tls = context.tls else { throw .tlsNotConfigured }
+        try tls.reload()
+        context.logger.debug("TLS certificate reloaded", metadata: ["certificate": "\(tls.configuration.certificateChainPath)"])
+    }
+
     private func launch() throws(HTTPServerError) -> Running {
         let configuration = context.configuration
-        // A peer closing mid-write must not kill the process; sends also pass MSG_NOSIGNAL.
+        // Before binding: a certificate or key that cannot be used fails start() with nothing to undo.
+        try context.tls?.reload()
+        // A peer closing mid-write must not kill the process; sends also pass MSG_NOSIGNAL, and
+        // OpenSSL's socket BIO writes with write(2), which has no such flag.
         signal(SIGPIPE, SIG_IGN)
         let fileLimit = Sockets.raiseFileDescriptorLimit()
         let (listenFD, port) = try Sockets.listen(
@@ -91,7 +103,8 @@ public final class HTTPServer: Sendable {
         context.logger.info(
             "HTTP server listening",
             metadata: [
-                "host": "\(configuration.host)", "port": "\(port)", "event_loops": "\(loopCount)",
+                "host": "\(configuration.host)", "port": "\(port)", "tls": "\(context.tls != nil)",
+                "event_loops": "\(loopCount)",
                 "workers": "\(configuration.workerThreads)", "open_files_limit": "\(fileLimit)",
             ]
         )

@@ -38,6 +38,8 @@ public struct HTTPServerConfiguration: Sendable {
     /// How long `HTTPServer.shutdown()` lets in-flight requests finish before it closes every
     /// connection and stops waiting for threads.
     public var shutdownTimeout: Duration
+    /// Serve HTTPS with this certificate and key; nil serves plain HTTP.
+    public var tls: TLSConfiguration?
 
     /// A configuration with the documented defaults, overridable one by one.
     public init(
@@ -56,7 +58,8 @@ public struct HTTPServerConfiguration: Sendable {
         maxRequestsPerConnection: Int = 1000,
         maxConnections: Int = 10_000,
         serverName: String = "stovepipe",
-        shutdownTimeout: Duration = .seconds(10)
+        shutdownTimeout: Duration = .seconds(10),
+        tls: TLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -74,6 +77,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.maxConnections = maxConnections
         self.serverName = serverName
         self.shutdownTimeout = shutdownTimeout
+        self.tls = tls
     }
 
     /// One event loop per two cores, between 1 and 2.

@@ -91,6 +91,12 @@ final class Application: Sendable {
         return try server.start()
     }
 
+    /// Reads the TLS certificate and key files again for new connections; throws and keeps the
+    /// current ones if they cannot be used.
+    func reloadTLS() throws {
+        try server.reloadTLS()
+    }
+
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
     func shutdown() {
         draining.set()

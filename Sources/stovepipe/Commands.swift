@@ -61,6 +61,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double?
     @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
+    @Option(help: "Serve HTTPS with this PEM certificate chain; needs --tls-key (env STOVEPIPE_TLS_CERT).")
+    var tlsCert: String?
+    @Option(help: "The PEM private key of --tls-cert; SIGHUP reloads both (env STOVEPIPE_TLS_KEY).")
+    var tlsKey: String?
     @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
     @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
     @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
@@ -108,7 +112,7 @@ struct Serve: ParsableCommand {
             try MySQLLibrary.initialize()
         }
         if let gitCacheDirectory { configuration.gitCacheDirectory = gitCacheDirectory }
-        configuration.http = try httpConfiguration()
+        configuration.http = try httpConfiguration(environment: environment)
 
         let application = try Application(configuration: configuration, logger: logger) {
             var buffer: [UInt8] = []
@@ -116,9 +120,21 @@ struct Serve: ParsableCommand {
             return buffer
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+        if configuration.http.tls != nil {
+            // Certificate rotation without a restart: new connections get the reloaded files.
+            signals.onEvery(SIGHUP) {
+                do {
+                    try application.reloadTLS()
+                    logger.notice("TLS certificate reloaded")
+                } catch {
+                    logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         let boundPort = try application.start()
+        let scheme = configuration.http.tls == nil ? "http" : "https"
         // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
-        let line = Array("listening on http://\(host):\(boundPort)\n".utf8)
+        let line = Array("listening on \(scheme)://\(host):\(boundPort)\n".utf8)
         _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
@@ -140,7 +156,7 @@ struct Serve: ParsableCommand {
         }
     }
 
-    private func httpConfiguration() throws -> HTTPServerConfiguration {
+    private func httpConfiguration(environment: [String: String]) throws -> HTTPServerConfiguration {
         var http = HTTPServerConfiguration()
         http.host = host
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
@@ -166,6 +182,16 @@ struct Serve: ParsableCommand {
         try seconds(headerTimeout, "--header-timeout") { http.headerTimeout = $0 }
         try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }
         try seconds(shutdownTimeout, "--shutdown-timeout") { http.shutdownTimeout = $0 }
+        let certificate = (tlsCert ?? environment["STOVEPIPE_TLS_CERT"]).flatMap { $0.isEmpty ? nil : $0 }
+        let key = (tlsKey ?? environment["STOVEPIPE_TLS_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
+        switch (certificate, key) {
+        case (nil, nil):
+            break
+        case (let certificate?, let key?):
+            http.tls = TLSConfiguration(certificateChainPath: certificate, privateKeyPath: key)
+        default:
+            throw ValidationError("--tls-cert and --tls-key (STOVEPIPE_TLS_CERT, STOVEPIPE_TLS_KEY) go together: give both or neither")
+        }
         return http
     }
 }

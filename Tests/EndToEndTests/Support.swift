@@ -131,6 +131,8 @@ struct TemporaryRepository {
 final class RunningServer {
     let process = Process()
     let port: Int
+    /// `http`, or `https` when started with a certificate.
+    let scheme: String
     private let stdout = Pipe()
     let stderrFile: URL
 
@@ -157,16 +159,18 @@ final class RunningServer {
         _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
-        // The first stdout line is exactly `listening on http://HOST:PORT`.
+        // The first stdout line is exactly `listening on http://HOST:PORT` (https with TLS).
         var line: [UInt8] = []
         let handle = stdout.fileHandleForReading
         while let byte = try handle.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
         let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("listening on http://127.0.0.1:"), let port = Int(text.split(separator: ":").last ?? "") else {
+        let scheme = text.hasPrefix("listening on https://") ? "https" : "http"
+        guard text.hasPrefix("listening on \(scheme)://127.0.0.1:"), let port = Int(text.split(separator: ":").last ?? "") else {
             process.terminate()
             throw WireError.malformed("unexpected first line '\(text)'; log: \((try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "")")
         }
         self.port = port
+        self.scheme = scheme
     }
 
     /// Sends SIGTERM and waits for the exit status.
