@@ -1,5 +1,4 @@
 import Foundation
-import MySQLClient
 import Synchronization
 import Testing
 
@@ -7,56 +6,18 @@ import Testing
 import Glibc
 #endif
 
-/// The private test server's URL, or nil (a failure under CI=true, where the MySQL suites must run).
-func testMySQLURL() -> String? {
-    let environment = ProcessInfo.processInfo.environment
-    if let url = environment["STOVEPIPE_TEST_MYSQL_URL"], !url.isEmpty { return url.hasSuffix("/") ? url : url + "/" }
-    if environment["CI"] == "true" { Issue.record("CI=true but STOVEPIPE_TEST_MYSQL_URL is not set: the MySQL suites must run") }
-    return nil
-}
-
-/// Creates a fresh database on the test server and returns its URL; dropped by `dropDatabase`.
-func createDatabase(_ base: String) throws -> (url: String, name: String) {
-    let name = "e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
-    try MySQLLibrary.initialize()
-    let connection = try MySQLConnection(configuration: try MySQLConfiguration(url: base))
-    defer { connection.close() }
-    try connection.executeScript(unsafeSQL: "CREATE DATABASE `\(name)`")
-    return (base + name, name)
-}
-
-func dropDatabase(_ base: String, _ name: String) {
-    guard let configuration = try? MySQLConfiguration(url: base), let connection = try? MySQLConnection(configuration: configuration)
-    else { return }
-    defer { connection.close() }
-    try? connection.executeScript(unsafeSQL: "DROP DATABASE IF EXISTS `\(name)`")
-}
-
-/// Runs the binary to completion and returns its exit status.
-func runStovepipe(_ arguments: [String]) throws -> Int32 {
-    let process = Process()
-    process.executableURL = RunningServer.binary
-    process.arguments = arguments
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    return process.terminationStatus
-}
-
-@Suite(.serialized) struct CrashRecoveryTests {
+@Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct CrashRecoveryTests {
     @Test func killNineDuringIngestLosesNoAcceptedRequest() throws {
-        guard let base = testMySQLURL() else { return }
-        let database = try createDatabase(base)
-        defer { dropDatabase(base, database.name) }
-        #expect(try runStovepipe(["migrate", "--mysql-url", database.url]) == 0)
+        let database = try ScratchDatabase()
+        defer { database.drop() }
+        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
+        #expect(migrated.status == 0, "\(migrated.stderr)")
 
         let repository = try TemporaryRepository()
         defer { repository.remove() }
         try repository.commit("c0")
-        let queues = repository.url.appendingPathExtension("queues.json")
-        try Data(#"{"queues": [{"name": "app/main", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "refs/heads/main"}}]}"#.utf8)
-            .write(to: queues)
+        let queues = try gitQueuesFile(repository)
+        defer { try? FileManager.default.removeItem(at: queues) }
         let arguments = [
             "--mysql-url", database.url, "--queues", queues.path, "--topic-lease-seconds", "2",
             "--topic-visibility-seconds", "2", "--topic-poll-interval-ms", "100",
