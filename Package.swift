@@ -115,21 +115,23 @@ let package = Package(
             path: "Benchmarks/MySQLBench",
             swiftSettings: strict
         ),
+        // Waiting helpers and the live MySQL test database, shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["MySQLClient"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
-        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
         .testTarget(
             name: "MySQLTopicTests",
             dependencies: [
-                "MySQLBackend", "MySQLClient", "Domain",
+                "MySQLBackend", "MySQLClient", "Domain", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "MySQLClient"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "MySQLClient", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -2,24 +2,13 @@ import Backends
 import Domain
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 private let topic = TopicName("memory")
 
 private func message(_ id: String, key: String = "k") -> Message {
     Message(topic: topic, partitionKey: key, id: id, payload: [])
-}
-
-/// Polls `condition` every 2 ms until it holds or `timeout` passes.
-private func eventually(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if try condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        // Polls on this thread instead of suspending: tests that block the two cooperative threads
-        // (MySQL calls, thread joins) could otherwise keep this one from resuming past its deadlines.
-        usleep(2_000)
-    }
 }
 
 /// Ids a handler saw, in order.

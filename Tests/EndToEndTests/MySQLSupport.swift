@@ -1,40 +1,28 @@
 import Foundation
 import MySQLClient
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The test server's URL, or nil when it is unset.
-let testServerURL: String? = ProcessInfo.processInfo.environment["STOVEPIPE_TEST_MYSQL_URL"].flatMap {
-    $0.isEmpty ? nil : $0
-}
-
 /// Runs with the URL, and always under CI=true, where a missing URL fails the tests.
-let mysqlEndToEndRuns = testServerURL != nil || ProcessInfo.processInfo.environment["CI"] == "true"
+let mysqlEndToEndRuns = LiveDatabase.shouldRun
 
 /// A fresh, empty database on the test server; `drop()` removes it.
 struct ScratchDatabase {
     /// The test server's URL with this database as its path.
     let url: String
-    let name: String
     let server: MySQLConfiguration
+    private let configuration: MySQLConfiguration
 
     init() throws {
-        guard let base = testServerURL else {
-            throw WireError.malformed("STOVEPIPE_TEST_MYSQL_URL is not set, and CI=true requires the MySQL end-to-end tests")
+        configuration = try LiveDatabase.createDatabase(prefix: "e2e_")
+        server = try LiveDatabase.baseConfiguration()
+        guard let base = LiveDatabase.baseURL, let name = configuration.database else {
+            throw LiveDatabase.Unavailable(description: "no test server URL")
         }
-        var server = try MySQLConfiguration(url: base)
-        let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
-        guard server.socketPath != nil || loopback.contains(server.host ?? "") else {
-            throw WireError.malformed("refusing a non-loopback MySQL test server")
-        }
-        server.database = nil
-        name = "e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let admin = try MySQLConnection(configuration: server)
-        try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        self.server = server
         url = Self.url(base, database: name)
     }
 
@@ -48,11 +36,7 @@ struct ScratchDatabase {
         return base.prefix(scheme.count) + authority + "/" + database + query
     }
 
-    func drop() {
-        if let admin = try? MySQLConnection(configuration: server) {
-            _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: name)")
-        }
-    }
+    func drop() { LiveDatabase.drop(configuration) }
 }
 
 /// What a finished run of the binary printed.

@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import MySQLBackend
 import MySQLClient
+import TestSupport
 import Testing
 
 /// A delivery as the handler saw it.
@@ -10,7 +11,7 @@ struct Seen: Sendable, Equatable {
     let attempt: Int
 }
 
-@Suite("MySQLBroker delivery", .enabled(if: TopicTestDatabase.shouldRun))
+@Suite("MySQLBroker delivery", .enabled(if: LiveDatabase.shouldRun))
 struct DeliveryTests {
     @Test("a message whose insert commits after a later message was consumed is still delivered")
     func outOfOrderCommit() async throws {
@@ -250,7 +251,7 @@ struct DeliveryTests {
 
     @Test("a database that cannot be reached is unavailable and retryable, and the error names no value")
     func unreachableDatabase() async throws {
-        var configuration = try TopicTestDatabase.baseConfiguration()
+        var configuration = try LiveDatabase.baseConfiguration()
         configuration.port = 1
         configuration.connectTimeoutSeconds = 2
         let pool = MySQLPool(connection: configuration, logger: quietLogger)
@@ -267,7 +268,7 @@ struct DeliveryTests {
     }
 }
 
-@Suite("MySQLBroker schema", .enabled(if: TopicTestDatabase.shouldRun))
+@Suite("MySQLBroker schema", .enabled(if: LiveDatabase.shouldRun))
 struct SchemaTests {
     @Test("the migrator creates the topic tables, and the broker works on a migrated database")
     func migratorCreatesTopicTables() async throws {

@@ -1,9 +1,10 @@
 import Domain
 import MetricsTestKit
 import MySQLBackend
+import TestSupport
 import Testing
 
-@Suite("MySQLBroker metrics", .enabled(if: TopicTestDatabase.shouldRun))
+@Suite("MySQLBroker metrics", .enabled(if: LiveDatabase.shouldRun))
 struct MetricsTests {
     @Test("publishes, deliveries and outcomes are counted per topic; gauges report backlog, dead letters and leases")
     func countersAndGauges() async throws {

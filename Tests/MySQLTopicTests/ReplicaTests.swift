@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import MySQLBackend
 import MySQLClient
+import TestSupport
 import Testing
 
 /// One handler run: who ran it, on which partition, and when.
@@ -27,7 +28,7 @@ private func leaseCounts(_ harness: TopicHarness) throws -> [String: Int] {
     return counts
 }
 
-@Suite("MySQLBroker replicas, leases and crashes", .enabled(if: TopicTestDatabase.shouldRun))
+@Suite("MySQLBroker replicas, leases and crashes", .enabled(if: LiveDatabase.shouldRun))
 struct ReplicaTests {
     @Test("a consumer that dies mid-delivery: another replica redelivers after the lease and visibility expire")
     func consumerDiesMidDelivery() async throws {

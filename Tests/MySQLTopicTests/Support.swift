@@ -3,63 +3,7 @@ import Foundation
 import MySQLBackend
 import MySQLClient
 import Synchronization
-
-/// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if try condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        // Polls on this thread instead of suspending: tests that block the two cooperative threads
-        // (MySQL calls, thread joins) could otherwise keep this one from resuming past its deadlines.
-        usleep(5_000)
-    }
-}
-
-/// Values appended from handler threads, read by the test.
-final class Recorder<Value: Sendable>: Sendable {
-    private let storage = Mutex<[Value]>([])
-
-    func append(_ value: Value) { storage.withLock { $0.append(value) } }
-
-    var values: [Value] { storage.withLock { $0 } }
-
-    var count: Int { storage.withLock { $0.count } }
-}
-
-/// A count that threads raise and wait on, with a deadline.
-final class Latch: @unchecked Sendable {
-    // @unchecked Sendable: `arrived` is only touched while holding `condition`.
-    private let condition = NSCondition()
-    private var arrived = 0
-
-    /// Adds one arrival and wakes waiters.
-    func arrive() {
-        condition.lock()
-        arrived += 1
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Waits until `count` arrivals or `timeout`; returns whether they arrived.
-    @discardableResult
-    func wait(for count: Int = 1, timeout: Duration = .seconds(60)) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds))
-        condition.lock()
-        defer { condition.unlock() }
-        while arrived < count {
-            if !condition.wait(until: deadline) { return arrived >= count }
-        }
-        return true
-    }
-
-    /// Arrivals so far.
-    var arrivals: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return arrived
-    }
-}
+import TestSupport
 
 /// A fresh database with the topic tables, and the pools and brokers a test makes on it; `tearDown` shuts
 /// the brokers down, closes the pools and drops the database.

@@ -2,50 +2,13 @@ import Foundation
 import Logging
 import MySQLBackend
 import MySQLClient
+import TestSupport
 
-/// The live-test environment, after MySQLClientTests' `LiveDatabase`: `STOVEPIPE_TEST_MYSQL_URL` (a base URL
-/// without database) and `CI`. Without the URL the suites skip, except under CI=true, where they fail.
+/// Databases for the topic tests, on the live test server (see TestSupport.LiveDatabase).
 enum TopicTestDatabase {
-    static let urlVariable = "STOVEPIPE_TEST_MYSQL_URL"
-
-    static var baseURL: String? {
-        guard let url = ProcessInfo.processInfo.environment[urlVariable], !url.isEmpty else { return nil }
-        return url
-    }
-
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    /// Whether the live suites run at all: always under CI (so a missing URL fails), else only with a URL.
-    static var shouldRun: Bool { baseURL != nil || isCI }
-
-    struct Unavailable: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    /// The base configuration; refuses anything but a loopback server, because tests create and drop databases.
-    static func baseConfiguration() throws -> MySQLConfiguration {
-        guard let baseURL else {
-            throw Unavailable(description: "\(urlVariable) is not set, and CI=true requires the MySQL suites to run")
-        }
-        var configuration = try MySQLConfiguration(url: baseURL)
-        let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
-        guard configuration.socketPath != nil || loopback.contains(configuration.host ?? "") else {
-            throw Unavailable(description: "refusing to run the live MySQL tests against a non-loopback server")
-        }
-        configuration.database = nil
-        return configuration
-    }
-
-    /// Creates a fresh database `t_<random>`, with the topic tables unless told otherwise; returns a
-    /// configuration pointing at it.
+    /// Creates a fresh database, with the topic tables unless told otherwise; returns a configuration pointing at it.
     static func create(withTopicTables: Bool = true) throws -> MySQLConfiguration {
-        let base = try baseConfiguration()
-        let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let admin = try MySQLConnection(configuration: base)
-        defer { admin.close() }
-        try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        var configuration = base
-        configuration.database = name
+        let configuration = try LiveDatabase.createDatabase()
         guard withTopicTables else { return configuration }
         let connection = try MySQLConnection(configuration: configuration)
         defer { connection.close() }
@@ -56,13 +19,7 @@ enum TopicTestDatabase {
     }
 
     /// Drops the database of `configuration`, best effort.
-    static func drop(_ configuration: MySQLConfiguration) {
-        guard let name = configuration.database, var base = try? baseConfiguration() else { return }
-        base.database = nil
-        guard let admin = try? MySQLConnection(configuration: base) else { return }
-        _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: name)")
-        admin.close()
-    }
+    static func drop(_ configuration: MySQLConfiguration) { LiveDatabase.drop(configuration) }
 }
 
 /// A logger that drops everything; tests assert behaviour, not log lines.
