@@ -36,10 +36,10 @@ let package = Package(
         ),
         // epoll, eventfd and accept4 for HTTPServer (Glibc does not export them).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
-        // HTTP/1.1 on raw sockets; knows no domain type.
+        // HTTP/1.1 (optionally over TLS) on raw sockets; knows no domain type.
         .target(
             name: "HTTPServer",
-            dependencies: ["CEpoll", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CEpoll", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
@@ -57,11 +57,15 @@ let package = Package(
         // The MySQL stores, counter and topic: the only MySQL-code-to-domain-error translation.
         .target(
             name: "MySQLBackend",
-            dependencies: ["Domain", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Domain", "MySQLClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             resources: [.embedInCode("Schema")],
             swiftSettings: strict
         ),
-        // libcrypto's HMAC for webhook signatures.
+        // libcrypto's HMAC for webhook signatures; libssl for HTTPServer's TLS.
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "openssl",
@@ -90,6 +94,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // scripts/bench-topic: throughput and latency of the MySQL topic against a private MariaDB.
+        .executableTarget(
+            name: "TopicBench",
+            dependencies: ["Domain", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/TopicBench",
+            swiftSettings: strict
+        ),
         // A trivial HTTPServer responder for scripts/bench-http; not part of the product.
         .executableTarget(
             name: "HTTPBenchServer",
@@ -104,12 +115,23 @@ let package = Package(
             path: "Benchmarks/MySQLBench",
             swiftSettings: strict
         ),
+        // Waiting helpers and the live MySQL test database, shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["MySQLClient"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
-        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(
+            name: "MySQLTopicTests",
+            dependencies: [
+                "MySQLBackend", "MySQLClient", "Domain", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "MySQLClient"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "MySQLClient", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -143,9 +143,9 @@ public final class APIResponder: HTTPResponder {
     }
 
     private func ingest(_ rawQueue: String, _ request: HTTPRequest) throws -> HTTPResponse {
+        let signatures = SignatureVerifier.headerNames.compactMap { request.headers[$0] }
         if let verifier = dependencies.signature {
-            let header = SignatureVerifier.headerNames.lazy.compactMap { request.headers[$0] }.first
-            guard verifier.verify(header: header, body: request.body) else {
+            guard let header = signatures.first, verifier.verify(header: header, body: request.body) else {
                 throw Problem(status: 401, slug: "bad-signature", title: "Unauthorized",
                     detail: "missing or wrong X-Stovepipe-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
                     headers: [("WWW-Authenticate", "HMAC-SHA256")])
@@ -212,10 +212,12 @@ public final class APIResponder: HTTPResponder {
         }
         var limit = Self.defaultPageSize
         if let text = items.first(where: { $0.0 == "limit" })?.1 {
-            guard let value = Int(text), value > 0, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+            let digits = text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            guard digits, text.utf8.contains(where: { $0 != UInt8(ascii: "0") }) else {
                 throw Problem.badRequest("invalid-limit", "limit must be a positive integer")
             }
-            limit = min(value, Self.maxPageSize)
+            // A positive integer too large for Int is still a valid limit; it is capped like any other.
+            limit = min(Int(text) ?? Self.maxPageSize, Self.maxPageSize)
         }
         var before: UInt64?
         if let text = items.first(where: { $0.0 == "cursor" })?.1 {

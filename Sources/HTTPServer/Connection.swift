@@ -14,6 +14,8 @@ struct ConnectionActions {
 
 /// One accepted connection: its transport, parser and pending output behind one lock, shared by its
 /// event loop (reads, timers, closing) and the worker answering its current request (writes).
+// The transport is only ever used inside `state.withLock`: a TLS transport's SSL* must never be
+// used by two threads at once, and the lock makes the loop and the worker take turns.
 final class Connection: Sendable {
     let fd: Int32
     /// `fd` and a per-loop serial, so a stale epoll event never reaches a reused descriptor.
@@ -21,6 +23,8 @@ final class Connection: Sendable {
     let peer: String
     let loop: EventLoop
     let context: ServerContext
+    /// When the connection was accepted (monotonic nanoseconds); the TLS handshake clock starts here.
+    let acceptedAt: UInt64
     private let state: Mutex<State>
 
     private enum Lifecycle: Sendable {
@@ -69,7 +73,7 @@ final class Connection: Sendable {
                     lastWriteProgress = now
                 case .wouldBlock:
                     return true
-                case .endOfStream, .failed:
+                case .endOfStream, .failed, .handshakeFailed:
                     return false
                 }
             }
@@ -123,12 +127,15 @@ final class Connection: Sendable {
                     }
                 }
             }
-            if !inFlight && !closeAfterResponses && parser.isReadingHead && parser.bufferedByteCount > 0 {
+            // The header clock runs only while the server is ready to parse (not behind our own backlog).
+            if !inFlight && !closeAfterResponses && !hasPendingOutput && parser.isReadingHead
+                && parser.bufferedByteCount > 0
+            {
                 if headStartedAt == nil { headStartedAt = now }
             } else {
                 headStartedAt = nil
             }
-            if readPaused && !inFlight && parser.bufferedByteCount < context.pausedReadLimit {
+            if readPaused && !inFlight && !hasPendingOutput && parser.bufferedByteCount < context.pausedReadLimit {
                 readPaused = false
                 actions.resumeReading = true
             }
@@ -145,7 +152,7 @@ final class Connection: Sendable {
 
         /// Reads until the socket is drained, parsing after every read so buffering stays bounded.
         mutating func readAvailable(
-            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, now: UInt64,
+            _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, untilDrained: Bool, now: UInt64,
             writer: inout ResponseWriter, actions: inout ConnectionActions
         ) {
             while !readPaused && !peerClosed {
@@ -162,13 +169,18 @@ final class Connection: Sendable {
                             parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
                             process(connection, now: now, writer: &writer, actions: &actions)
                             if actions.close { return }
-                            if inFlight && parser.bufferedByteCount >= connection.context.pausedReadLimit {
+                            // Input waits while a request is handled or a response is unsent; past
+                            // the limit, stop reading and let TCP flow control push back.
+                            if (inFlight || hasPendingOutput)
+                                && parser.bufferedByteCount >= connection.context.pausedReadLimit
+                            {
                                 readPaused = true
                             }
                         }
                     }
-                    // A short read drained the socket; edge-triggered epoll reports any later data.
-                    if count < scratch.count { return }
+                    // A short read drained the socket, and edge-triggered epoll reports later data; but a
+                    // hang-up that came with this edge is only seen by reading on to EOF or the error.
+                    if count < scratch.count && !untilDrained && !transport.hasBufferedInput { return }
                 case .wouldBlock:
                     return
                 case .endOfStream:
@@ -182,21 +194,29 @@ final class Connection: Sendable {
                     // A reset (e.g. mid-body): nothing can be answered any more.
                     actions.close = true
                     return
+                case .handshakeFailed:
+                    actions.protocolError = .tlsHandshakeFailed
+                    actions.close = true
+                    return
                 }
             }
         }
     }
 
-    init(fd: Int32, token: UInt64, peer: String, loop: EventLoop, context: ServerContext) {
+    init(
+        fd: Int32, transport: any ConnectionTransport, token: UInt64, peer: String, loop: EventLoop,
+        context: ServerContext
+    ) {
         self.fd = fd
         self.token = token
         self.peer = peer
         self.loop = loop
         self.context = context
         let now = MonotonicClock.now()
+        self.acceptedAt = now
         self.state = Mutex(
             State(
-                transport: SocketTransport(fd: fd), parser: HTTPRequestParser(limits: context.limits),
+                transport: transport, parser: HTTPRequestParser(limits: context.limits),
                 lastActivity: now, lastWriteProgress: now
             )
         )
@@ -204,13 +224,18 @@ final class Connection: Sendable {
 
     /// Handles readiness reported by epoll (event loop thread).
     func handleEvents(
-        readable: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter
+        readable: Bool, hangUp: Bool, writable: Bool, scratch: UnsafeMutableRawBufferPointer,
+        writer: inout ResponseWriter
     ) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
             guard !isClosed(state) else { return actions }
             let now = MonotonicClock.now()
-            if writable && state.hasPendingOutput {
+            // A TLS write that waits for input is retried on a readable event, a TLS read that
+            // waits to send on a writable one: edge-triggered epoll will not report either again.
+            let retryWrite = (readable || hangUp) && state.transport.writeWaitsForReadable
+            let retryRead = writable && state.transport.readWaitsForWritable
+            if (writable || retryWrite) && state.hasPendingOutput {
                 guard state.flush(now: now) else {
                     actions.close = true
                     return actions
@@ -219,8 +244,10 @@ final class Connection: Sendable {
                     state.process(self, now: now, writer: &writer, actions: &actions)
                 }
             }
-            if readable && !actions.close {
-                state.readAvailable(self, scratch: scratch, now: now, writer: &writer, actions: &actions)
+            if (readable || hangUp || retryRead) && !actions.close {
+                state.readAvailable(
+                    self, scratch: scratch, untilDrained: hangUp, now: now, writer: &writer, actions: &actions
+                )
             }
             return actions
         }
@@ -277,8 +304,16 @@ final class Connection: Sendable {
             case .open:
                 break
             }
-            guard !state.inFlight else { return actions }
             let context = self.context
+            if !state.transport.isEstablished {
+                // Nothing can be answered before the handshake completes: a stalled client is dropped.
+                if MonotonicClock.elapsed(since: acceptedAt, now: now) >= context.handshakeTimeout {
+                    actions.protocolError = .tlsHandshakeTimeout
+                    actions.close = true
+                }
+                return actions
+            }
+            guard !state.inFlight else { return actions }
             if state.hasPendingOutput {
                 // A client that stops reading its responses is dropped like an idle one.
                 actions.close = MonotonicClock.elapsed(since: state.lastWriteProgress, now: now) >= context.idleTimeout
@@ -286,13 +321,17 @@ final class Connection: Sendable {
             }
             if state.closeAfterResponses { return actions }
             let timedOut: HTTPProtocolError?
-            if let started = state.headStartedAt, MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout {
+            if let started = state.headStartedAt,
+                MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout
+            {
                 timedOut = .headerTimeout
             } else if state.parser.isMidRequest && !state.parser.isReadingHead
                 && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
             {
                 timedOut = .bodyTimeout
-            } else if !state.parser.isMidRequest && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout {
+            } else if !state.parser.isMidRequest
+                && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
+            {
                 // RFC 9112 §9.5: a server may close an idle connection at any time.
                 actions.close = true
                 return actions

@@ -23,13 +23,14 @@ final class EventLoop: Sendable {
     let listenFD: Int32
     let context: ServerContext
     /// Counted down once this loop no longer polls the listening socket.
-    let listenerReleased: NSConditionBox
-    private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool)>(([], false))
+    let listenerReleased: WaitableCounter
+    private let mailbox = Mutex<(messages: [LoopMessage], wakePending: Bool, closed: Bool)>(([], false, false))
 
     static let wakeToken = UInt64.max
     static let listenToken = UInt64.max - 1
 
-    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: NSConditionBox) throws(HTTPServerError) {
+    init(index: Int, listenFD: Int32, context: ServerContext, listenerReleased: WaitableCounter) throws(HTTPServerError)
+    {
         let epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epollFD >= 0 else { throw .systemCallFailed("epoll_create1", errno: errno) }
         let wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -63,13 +64,12 @@ final class EventLoop: Sendable {
 
     /// Queues `message` and wakes the loop.
     func post(_ message: LoopMessage) {
-        let needsWake = mailbox.withLock { box in
+        mailbox.withLock { box in
+            // After closeDescriptors the number may belong to another file: never write to it then.
+            guard !box.closed else { return }
             box.messages.append(message)
-            if box.wakePending { return false }
+            if box.wakePending { return }
             box.wakePending = true
-            return true
-        }
-        if needsWake {
             var one: UInt64 = 1
             _ = write(wakeFD, &one, MemoryLayout<UInt64>.size)
         }
@@ -93,8 +93,13 @@ final class EventLoop: Sendable {
 
     /// Releases the epoll and eventfd descriptors; only once `run()` has returned.
     func closeDescriptors() {
-        close(epollFD)
-        close(wakeFD)
+        mailbox.withLock { box in
+            guard !box.closed else { return }
+            box.closed = true
+            box.messages = []
+            close(epollFD)
+            close(wakeFD)
+        }
     }
 }
 
@@ -136,9 +141,13 @@ private final class LoopRunner {
             let now = MonotonicClock.now()
             let waitMilliseconds = nextTick > now ? Int32(clamping: (nextTick - now + 999_999) / 1_000_000) : 0
             let count = epoll_wait(loop.epollFD, events.baseAddress, Int32(events.count), waitMilliseconds)
-            if count < 0 && errno != EINTR {
-                context.logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
-                break
+            if count < 0 {
+                let code = errno
+                if code != EINTR {
+                    // Library code logs at info at most; the executable decides what is alarming.
+                    context.logger.info("epoll_wait failed; event loop stopping", metadata: ["errno": "\(code)"])
+                    break
+                }
             }
             for index in 0..<max(0, Int(count)) {
                 let event = events[index]
@@ -165,10 +174,10 @@ private final class LoopRunner {
     func handle(token: UInt64, events: UInt32) {
         let fd = Int(token & 0xFFFF_FFFF)
         guard fd < connections.count, let connection = connections[fd], connection.token == token else { return }
-        let readable = events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
-        let writable = events & EPOLLOUT.rawValue != 0
+        let hangUp = events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
         let actions = connection.handleEvents(
-            readable: readable, writable: writable, scratch: scratch, writer: &writer
+            readable: events & EPOLLIN.rawValue != 0, hangUp: hangUp, writable: events & EPOLLOUT.rawValue != 0,
+            scratch: scratch, writer: &writer
         )
         perform(actions, for: connection)
     }
@@ -186,7 +195,9 @@ private final class LoopRunner {
             if actions.close {
                 close(connection)
             } else if actions.resumeReading {
-                actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                actions = connection.handleEvents(
+                    readable: true, hangUp: true, writable: true, scratch: scratch, writer: &writer
+                )
                 continue
             }
             return
@@ -217,7 +228,8 @@ private final class LoopRunner {
             guard let accepted = Sockets.accept(loop.listenFD) else { return }
             guard let (fd, peer) = accepted else {
                 // EMFILE and friends: stop polling the listener for a tick instead of spinning on it.
-                context.logger.warning("accept failed; pausing accepts", metadata: ["errno": "\(errno)"])
+                let code = errno
+                context.logger.info("accept failed; pausing accepts", metadata: ["errno": "\(code)"])
                 pauseAccepting()
                 return
             }
@@ -231,19 +243,33 @@ private final class LoopRunner {
                 refuse(fd: fd, peer: peer)
                 continue
             }
+            let transport: any ConnectionTransport
+            if let tls = context.tls {
+                guard let session = tls.makeTransport(fd: fd) else {
+                    context.logger.info("cannot set up TLS for a connection; closing it", metadata: ["peer": "\(peer)"])
+                    Glibc.close(fd)
+                    context.openConnections.subtract(1, ordering: .relaxed)
+                    continue
+                }
+                transport = session
+            } else {
+                transport = SocketTransport(fd: fd)
+            }
             serial = serial == UInt32.max ? 1 : serial + 1
             let token = UInt64(serial) << 32 | UInt64(UInt32(fd))
-            let connection = Connection(fd: fd, token: token, peer: peer, loop: loop, context: context)
+            let connection = Connection(
+                fd: fd, transport: transport, token: token, peer: peer, loop: loop, context: context)
             var event = epoll_event()
             event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
             event.data.u64 = token
             guard epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
-                Glibc.close(fd)
+                _ = connection.closeTransport()
                 context.openConnections.subtract(1, ordering: .relaxed)
                 continue
             }
             if Int(fd) >= connections.count {
-                connections.append(contentsOf: repeatElement(nil, count: max(Int(fd) + 1, connections.count * 2) - connections.count))
+                connections.append(
+                    contentsOf: repeatElement(nil, count: max(Int(fd) + 1, connections.count * 2) - connections.count))
             }
             connections[Int(fd)] = connection
             openCount += 1
@@ -253,8 +279,11 @@ private final class LoopRunner {
 
     /// Beyond `maxConnections`: a best-effort 503 and an immediate close.
     func refuse(fd: Int32, peer: String) {
-        refusal.withUnsafeBytes { bytes in
-            _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        // A TLS client could not read a plain-text 503: it only gets the close.
+        if context.tls == nil {
+            refusal.withUnsafeBytes { bytes in
+                _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
         }
         Glibc.close(fd)
         context.observer?.connectionRefused(peer: peer)
@@ -290,7 +319,9 @@ private final class LoopRunner {
             case .close(let connection):
                 close(connection)
             case .resume(let connection):
-                let actions = connection.handleEvents(readable: true, writable: true, scratch: scratch, writer: &writer)
+                let actions = connection.handleEvents(
+                    readable: true, hangUp: true, writable: true, scratch: scratch, writer: &writer
+                )
                 perform(actions, for: connection)
             case .drain:
                 guard !draining else { continue }

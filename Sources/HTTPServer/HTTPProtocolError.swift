@@ -46,6 +46,11 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     case malformedChunk
     /// Expect has a value other than 100-continue (417).
     case unsupportedExpectation
+    /// The TLS handshake failed, e.g. a plain-HTTP request or no acceptable protocol version; a
+    /// plain-HTTP request is answered 400 in plain text, anything else is just closed.
+    case tlsHandshakeFailed
+    /// The TLS handshake was not complete in time; the connection is closed without an answer (408).
+    case tlsHandshakeTimeout
 
     /// The status the server answers with.
     public var status: Int {
@@ -53,14 +58,14 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
         case .requestLineTooLong: 414
         case .headerSectionTooLarge, .tooManyHeaderFields: 431
         case .bodyTooLarge: 413
-        case .headerTimeout, .bodyTimeout: 408
+        case .headerTimeout, .bodyTimeout, .tlsHandshakeTimeout: 408
         case .unsupportedVersion: 505
         case .unsupportedTransferEncoding: 501
         case .unsupportedExpectation: 417
         case .malformedRequestLine, .invalidMethod, .invalidTarget, .invalidLineEnding, .invalidHeaderName,
             .whitespaceBeforeColon, .obsoleteLineFolding, .invalidHeaderValue, .invalidHost,
             .invalidContentLength, .conflictingContentLength, .contentLengthWithTransferEncoding,
-            .invalidTransferEncoding, .malformedChunk:
+            .invalidTransferEncoding, .malformedChunk, .tlsHandshakeFailed:
             400
         }
     }
@@ -91,6 +96,8 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
         case .unsupportedTransferEncoding: "transfer coding not implemented"
         case .malformedChunk: "malformed chunked body"
         case .unsupportedExpectation: "expectation not supported"
+        case .tlsHandshakeFailed: "TLS handshake failed"
+        case .tlsHandshakeTimeout: "TLS handshake not completed in time"
         }
     }
 }

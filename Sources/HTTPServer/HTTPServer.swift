@@ -20,7 +20,7 @@ public final class HTTPServer: Sendable {
         let loops: [EventLoop]
         let loopThreads: ThreadGroup
         let workerThreads: ThreadGroup
-        let listenerReleased: NSConditionBox
+        let listenerReleased: WaitableCounter
     }
 
     /// Makes a server; nothing is bound until `start()`.
@@ -51,22 +51,35 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// Reads the TLS certificate chain and key files again; connections accepted from now on use
+    /// them, open ones keep the certificate they were made with. On failure nothing changes.
+    /// - Throws: `HTTPServerError.tlsNotConfigured` without TLS, or why the files cannot be used.
+    public func reloadTLS() throws(HTTPServerError) {
+        guard let tls = context.tls else { throw .tlsNotConfigured }
+        try tls.reload()
+        context.logger.debug("TLS certificate reloaded", metadata: ["certificate": "\(tls.configuration.certificateChainPath)"])
+    }
+
     private func launch() throws(HTTPServerError) -> Running {
         let configuration = context.configuration
-        // A peer closing mid-write must not kill the process; sends also pass MSG_NOSIGNAL.
+        // Before binding: a certificate or key that cannot be used fails start() with nothing to undo.
+        try context.tls?.reload()
+        // A peer closing mid-write must not kill the process; sends also pass MSG_NOSIGNAL, and
+        // OpenSSL's socket BIO writes with write(2), which has no such flag.
         signal(SIGPIPE, SIG_IGN)
         let fileLimit = Sockets.raiseFileDescriptorLimit()
         let (listenFD, port) = try Sockets.listen(
             host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog
         )
         let loopCount = max(1, configuration.eventLoopThreads)
-        let listenerReleased = NSConditionBox()
+        let listenerReleased = WaitableCounter()
         listenerReleased.change(by: loopCount)
         var loops: [EventLoop] = []
         do {
             for index in 0..<loopCount {
                 loops.append(
-                    try EventLoop(index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
+                    try EventLoop(
+                        index: index, listenFD: listenFD, context: context, listenerReleased: listenerReleased)
                 )
             }
         } catch {
@@ -90,7 +103,8 @@ public final class HTTPServer: Sendable {
         context.logger.info(
             "HTTP server listening",
             metadata: [
-                "host": "\(configuration.host)", "port": "\(port)", "event_loops": "\(loopCount)",
+                "host": "\(configuration.host)", "port": "\(port)", "tls": "\(context.tls != nil)",
+                "event_loops": "\(loopCount)",
                 "workers": "\(configuration.workerThreads)", "open_files_limit": "\(fileLimit)",
             ]
         )
@@ -123,7 +137,7 @@ public final class HTTPServer: Sendable {
 
         var loopsJoined = running.loopThreads.join(until: deadline)
         if !loopsJoined {
-            context.logger.warning("HTTP shutdown deadline passed; closing remaining connections")
+            context.logger.info("HTTP shutdown deadline passed; closing remaining connections")
             for loop in running.loops { loop.post(.forceClose) }
             loopsJoined = running.loopThreads.join(until: MonotonicClock.now() + 1_000_000_000)
         }
@@ -137,7 +151,7 @@ public final class HTTPServer: Sendable {
         if loopsJoined && workersJoined {
             context.logger.info("HTTP server stopped")
         } else {
-            context.logger.warning(
+            context.logger.info(
                 "HTTP server stopped with threads still running",
                 metadata: ["loops_joined": "\(loopsJoined)", "workers_joined": "\(workersJoined)"]
             )
@@ -190,13 +204,15 @@ private struct Worker {
             response = HTTPResponse(status: 500)
         }
         if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
-            context.logger.debug("responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
+            context.logger.debug(
+                "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
         let responderCloses = response.headers.values("Connection").contains { value in
             value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
         }
-        let closes = !parsed.keepAlive || item.isLastOnConnection || responderCloses
+        let closes =
+            !parsed.keepAlive || item.isLastOnConnection || responderCloses
             || context.draining.load(ordering: .relaxed)
         let bytes = writer.serialize(
             status: response.status, headers: response.headers, body: response.body, close: closes,

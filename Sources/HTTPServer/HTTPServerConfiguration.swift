@@ -38,6 +38,8 @@ public struct HTTPServerConfiguration: Sendable {
     /// How long `HTTPServer.shutdown()` lets in-flight requests finish before it closes every
     /// connection and stops waiting for threads.
     public var shutdownTimeout: Duration
+    /// Serve HTTPS with this certificate and key; nil serves plain HTTP.
+    public var tls: TLSConfiguration?
 
     /// A configuration with the documented defaults, overridable one by one.
     public init(
@@ -56,7 +58,8 @@ public struct HTTPServerConfiguration: Sendable {
         maxRequestsPerConnection: Int = 1000,
         maxConnections: Int = 10_000,
         serverName: String = "stovepipe",
-        shutdownTimeout: Duration = .seconds(10)
+        shutdownTimeout: Duration = .seconds(10),
+        tls: TLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -74,6 +77,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.maxConnections = maxConnections
         self.serverName = serverName
         self.shutdownTimeout = shutdownTimeout
+        self.tls = tls
     }
 
     /// One event loop per two cores, between 1 and 2.
@@ -97,8 +101,10 @@ extension Duration {
     var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
         guard seconds >= 0 else { return 0 }
+        let cap = UInt64.max / 2
         let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return UInt64.max / 2 }
-        return whole + UInt64(attoseconds / 1_000_000_000)
+        let fraction = UInt64(max(0, attoseconds) / 1_000_000_000)
+        guard !overflow, whole < cap - fraction else { return cap }
+        return whole + fraction
     }
 }

@@ -6,7 +6,8 @@ public protocol HTTPServerObserver: Sendable {
     func connectionClosed(peer: String)
     /// A connection was accepted beyond `maxConnections`, answered 503 and closed.
     func connectionRefused(peer: String)
-    /// A client broke the protocol; the server answered `error.status` and closed the connection.
+    /// A client broke the protocol; the server answered `error.status` where it could (not inside a
+    /// TLS handshake) and closed the connection.
     func protocolError(_ error: HTTPProtocolError)
     /// A complete request found the worker queue full; it was answered 503 and its connection closed.
     func requestShed()
@@ -32,5 +33,6 @@ extension HTTPServerObserver {
     /// Does nothing.
     public func requestShed() {}
     /// Does nothing.
-    public func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int) {}
+    public func requestCompleted(method: String, status: Int, duration: Duration, requestBytes: Int, responseBytes: Int)
+    {}
 }

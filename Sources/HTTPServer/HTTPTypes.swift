@@ -28,8 +28,10 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
     /// Removes every field called `name`.
     public mutating func remove(_ name: String) { fields.removeAll { $0.name.caseInsensitiveEquals(name) } }
 
+    /// Iterates the fields in order.
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
 
+    /// Same fields, names and values compared exactly, in the same order.
     public static func == (lhs: HTTPHeaders, rhs: HTTPHeaders) -> Bool {
         lhs.fields.elementsEqual(rhs.fields) { $0.name == $1.name && $0.value == $1.value }
     }
@@ -57,6 +59,7 @@ public struct HTTPRequest: Sendable {
     public var query: String
     /// `HTTP/1.0` or `HTTP/1.1`.
     public var version: HTTPVersion
+    /// The header fields as received.
     public var headers: HTTPHeaders
     /// The body after any chunked decoding.
     public var body: [UInt8]
@@ -92,8 +95,11 @@ public enum HTTPVersion: String, Sendable {
 
 /// A response: the server adds `Date`, `Server`, `Content-Length` and `Connection`.
 public struct HTTPResponse: Sendable {
+    /// The status code, 200...999; anything else is answered 500.
     public var status: Int
+    /// Header fields; the server replaces Content-Length, Transfer-Encoding, Connection and Date.
     public var headers: HTTPHeaders
+    /// The body; omitted on the wire for HEAD, 204 and 304.
     public var body: [UInt8]
 
     /// Makes a response.

@@ -78,14 +78,32 @@ struct ResponseWriter {
         errorResponse(status: error.status, message: error.reason)
     }
 
-    /// A complete plain-text response that closes the connection.
+    /// A complete RFC 9457 problem+json response that closes the connection.
     mutating func errorResponse(status: Int, message: String, extraHeaders: HTTPHeaders = HTTPHeaders()) -> [UInt8] {
         var headers = extraHeaders
-        headers.add("Content-Type", "text/plain; charset=utf-8")
+        headers.add("Content-Type", "application/problem+json")
+        let title = Self.reasonPhrase(status).description
+        let body = #"{"type":"about:blank","title":"\#(Self.jsonEscaped(title))","status":\#(status),"detail":"\#(Self.jsonEscaped(message))"}"#
         return serialize(
-            status: status, headers: headers, body: Array("\(status) \(message)\n".utf8), close: true,
+            status: status, headers: headers, body: Array(body.utf8), close: true,
             version: .http11, requestID: nil, omitBody: false
         )
+    }
+
+    /// `text` as the inside of a JSON string (RFC 8259 §7).
+    static func jsonEscaped(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\u{00}"..."\u{1F}":
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     /// Whether a responder's header field can go on the wire without splitting the response.

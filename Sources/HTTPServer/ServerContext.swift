@@ -12,6 +12,9 @@ final class ServerContext: Sendable {
     let pool: WorkerPool
     let headerTimeout: UInt64
     let idleTimeout: UInt64
+    /// Nil for plain HTTP.
+    let tls: TLSContextStore?
+    let handshakeTimeout: UInt64
     /// How long a closing connection keeps draining input after its last response (RFC 9112 §9.6).
     let lingerTimeout: UInt64
     /// Input a connection buffers while its request is being handled before it stops reading.
@@ -33,6 +36,8 @@ final class ServerContext: Sendable {
         self.pool = WorkerPool(capacity: configuration.workerQueueCapacity)
         self.headerTimeout = max(1_000_000, configuration.headerTimeout.nanoseconds)
         self.idleTimeout = max(1_000_000, configuration.idleTimeout.nanoseconds)
+        self.tls = configuration.tls.map(TLSContextStore.init(configuration:))
+        self.handshakeTimeout = max(1_000_000, configuration.tls?.handshakeTimeout.nanoseconds ?? 0)
         self.lingerTimeout = min(2_000_000_000, idleTimeout)
         self.pausedReadLimit = limits.maxRequestLineBytes + limits.maxHeaderBytes + 4096
         var generator = SystemRandomNumberGenerator()
@@ -42,7 +47,8 @@ final class ServerContext: Sendable {
 
     /// How often loops check deadlines: a quarter of the shortest timeout, within 10 ms...1 s.
     var tickNanoseconds: UInt64 {
-        min(1_000_000_000, max(10_000_000, min(headerTimeout, idleTimeout) / 4))
+        let shortest = min(headerTimeout, idleTimeout, tls == nil ? UInt64.max : handshakeTimeout)
+        return min(1_000_000_000, max(10_000_000, shortest / 4))
     }
 
     /// A fresh request id: a per-process random prefix and a counter.

@@ -11,6 +11,33 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case invalidPort(Int)
     /// A system call failed with this errno.
     case systemCallFailed(String, errno: Int32)
+    /// The TLS certificate chain file cannot be read or used; `reason` is OpenSSL's.
+    case tlsCertificateUnusable(path: String, reason: String)
+    /// The TLS private key file cannot be read or used (an encrypted key, too); `reason` is OpenSSL's.
+    case tlsPrivateKeyUnusable(path: String, reason: String)
+    /// The private key does not belong to the certificate.
+    case tlsKeyDoesNotMatchCertificate
+    /// OpenSSL could not set up a TLS context; `reason` is OpenSSL's.
+    case tlsSetupFailed(reason: String)
+    /// `reloadTLS()` was called on a server configured without TLS.
+    case tlsNotConfigured
+}
+
+extension HTTPServerError: CustomStringConvertible {
+    /// A sentence for the operator.
+    public var description: String {
+        switch self {
+        case .alreadyStarted: "the server was already started"
+        case .invalidHost(let host): "not an IPv4 or IPv6 address: \(host)"
+        case .invalidPort(let port): "port \(port) is outside 0...65535"
+        case .systemCallFailed(let call, let code): "\(call) failed: \(String(cString: strerror(code)))"
+        case .tlsCertificateUnusable(let path, let reason): "cannot use TLS certificate chain \(path): \(reason)"
+        case .tlsPrivateKeyUnusable(let path, let reason): "cannot use TLS private key \(path): \(reason)"
+        case .tlsKeyDoesNotMatchCertificate: "the TLS private key does not match the certificate"
+        case .tlsSetupFailed(let reason): "cannot set up TLS: \(reason)"
+        case .tlsNotConfigured: "the server has no TLS configuration"
+        }
+    }
 }
 
 enum Sockets {
@@ -104,8 +131,10 @@ enum Sockets {
             return withUnsafeBytes(of: &storage) { raw in
                 var address = raw.load(as: sockaddr_in.self)
                 _ = inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-                return (String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-                        UInt16(bigEndian: address.sin_port))
+                return (
+                    String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
+                    UInt16(bigEndian: address.sin_port)
+                )
             }
         case AF_INET6:
             return withUnsafeBytes(of: &storage) { raw in

@@ -11,14 +11,25 @@ enum TransportResult: Equatable {
     case endOfStream
     /// The connection is broken; the errno says why.
     case failed(Int32)
+    /// The TLS handshake failed: the client spoke something else or nothing we accept (reads only).
+    case handshakeFailed
 }
 
-/// Byte I/O over one accepted connection, so that a TLS layer can slot in later.
+/// Byte I/O over one accepted connection: plain TCP or TLS.
 ///
 /// Calls are non-blocking and made under the connection's lock. A TLS transport may answer
 /// `.wouldBlock` to a read while it needs to write (and the reverse): the event loop registers both
-/// directions edge-triggered and retries reads and pending writes on either event.
+/// directions edge-triggered and retries a read that waits for writability on a writable event,
+/// and a write that waits for readability on a readable one.
 protocol ConnectionTransport: Sendable {
+    /// False while a TLS handshake is in progress; always true for plain TCP.
+    var isEstablished: Bool { get }
+    /// The last read returned `.wouldBlock` because the transport must send first.
+    var readWaitsForWritable: Bool { get }
+    /// The last write returned `.wouldBlock` because the transport must receive first.
+    var writeWaitsForReadable: Bool { get }
+    /// Input is buffered inside the transport, so a short read does not mean the socket is drained.
+    var hasBufferedInput: Bool { get }
     /// Reads into `buffer`.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportResult
     /// Writes a prefix of `bytes`.
@@ -34,6 +45,11 @@ struct SocketTransport: ConnectionTransport {
     private(set) var fd: Int32
 
     init(fd: Int32) { self.fd = fd }
+
+    var isEstablished: Bool { true }
+    var readWaitsForWritable: Bool { false }
+    var writeWaitsForReadable: Bool { false }
+    var hasBufferedInput: Bool { false }
 
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportResult {
         guard fd >= 0 else { return .failed(EBADF) }

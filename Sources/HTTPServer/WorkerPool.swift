@@ -61,7 +61,7 @@ final class WorkerPool: @unchecked Sendable {
 
 /// Named threads that can be joined with a deadline.
 final class ThreadGroup: Sendable {
-    private let running = NSConditionBox()
+    private let running = WaitableCounter()
 
     /// Starts `body` on a new thread called `name`.
     func start(name: String, stackSize: Int?, _ body: @escaping @Sendable () -> Void) {
@@ -83,7 +83,7 @@ final class ThreadGroup: Sendable {
 
 /// A counter others can wait on reaching zero.
 // @unchecked Sendable: `value` is only read or written with `condition` locked.
-final class NSConditionBox: @unchecked Sendable {
+final class WaitableCounter: @unchecked Sendable {
     private let condition = NSCondition()
     private var value = 0
 

@@ -40,6 +40,9 @@ public struct MySQLMigrator: Sendable {
         MySQLMigration(version: 2, name: "request_uris", sql: text(PackageResources.V002__request_uris_sql)),
         MySQLMigration(version: 3, name: "queues", sql: text(PackageResources.V003__queues_sql)),
         MySQLMigration(version: 4, name: "counters", sql: text(PackageResources.V004__counters_sql)),
+        MySQLMigration(version: 100, name: "topic_messages", sql: text(PackageResources.V100__topic_messages_sql)),
+        MySQLMigration(version: 101, name: "topic_partitions", sql: text(PackageResources.V101__topic_partitions_sql)),
+        MySQLMigration(version: 102, name: "topic_replicas", sql: text(PackageResources.V102__topic_replicas_sql)),
     ]
 
     /// The bookkeeping table's definition, created before any migration runs.

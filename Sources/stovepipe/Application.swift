@@ -14,6 +14,9 @@ struct ServeConfiguration: Sendable {
     var ingestSecret: String?
     var retryPolicy = RetryPolicy()
     var consumerThreads = 4
+    var topicLease: Duration = .seconds(15)
+    var topicVisibility: Duration = .seconds(15)
+    var topicPollInterval: Duration = .milliseconds(200)
     var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
     var gitTimeout: Duration = .seconds(30)
     var mysqlPoolSize = 16
@@ -27,6 +30,7 @@ final class Application: Sendable {
     private let server: HTTPServer
     private let broker: any MessageBroker
     private let draining = DrainFlag()
+    private let consumerRunning = DrainFlag()
     private let closers: [@Sendable () -> Void]
 
     /// Builds every part from `configuration`; nothing listens or runs until `start`.
@@ -35,7 +39,11 @@ final class Application: Sendable {
         self.logger = logger
         let draining = self.draining
 
-        let storage = try Storage.make(configuration, logger: logger)
+        var storage = try Storage.make(configuration, logger: logger)
+        storage.requests = InstrumentedRequestStore(storage.requests)
+        storage.uris = InstrumentedRequestURIStore(storage.uris)
+        storage.queues = InstrumentedQueueStore(storage.queues)
+        storage.counter = InstrumentedCounter(storage.counter)
         broker = storage.broker
         closers = storage.closers
 
@@ -52,21 +60,41 @@ final class Application: Sendable {
             requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
         process.subscribe(to: storage.broker)
 
-        let readiness = storage.readiness
+        let storageReadiness = storage.readiness
+        let consumerRunning = self.consumerRunning
+        let readiness: @Sendable () -> [ReadinessCheck] = {
+            storageReadiness() + [
+                ReadinessCheck(
+                    name: "topic consumer", ok: consumerRunning.isSet, detail: consumerRunning.isSet ? "" : "not running")
+            ]
+        }
+        let refreshGauges = storage.refreshGauges
+        let scrape: @Sendable () -> [UInt8] = {
+            refreshGauges()
+            return metrics()
+        }
         let responder = APIResponder(
             dependencies: APIDependencies(
                 ingest: ingest, requests: storage.requests, queues: storage.queues,
                 isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
-                readiness: readiness, isDraining: { draining.isSet }, metrics: metrics,
+                readiness: readiness, isDraining: { draining.isSet }, metrics: scrape,
                 signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
             logger: logger.with(component: "http"))
-        server = HTTPServer(configuration: configuration.http, responder: responder, logger: logger.with(component: "http"))
+        server = HTTPServer(
+            configuration: configuration.http, responder: responder, logger: logger.with(component: "http"), observer: HTTPMetrics())
     }
 
     /// Starts the topic consumer, then the listener; returns the bound port.
     func start() throws -> Int {
         try broker.start()
+        consumerRunning.set()
         return try server.start()
+    }
+
+    /// Reads the TLS certificate and key files again for new connections; throws and keeps the
+    /// current ones if they cannot be used.
+    func reloadTLS() throws {
+        try server.reloadTLS()
     }
 
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
@@ -74,17 +102,20 @@ final class Application: Sendable {
         draining.set()
         server.shutdown()
         broker.shutdown()
+        consumerRunning.clear()
         for close in closers { close() }
     }
 }
 
-/// Set once when shutdown begins; read by health checks on worker threads.
+/// A flag set and read across threads: shutdown begun, consumer running.
 final class DrainFlag: Sendable {
     private let value = Atomic<Bool>(false)
 
     var isSet: Bool { value.load(ordering: .acquiring) }
 
     func set() { value.store(true, ordering: .releasing) }
+
+    func clear() { value.store(false, ordering: .releasing) }
 }
 
 extension Logger {
@@ -104,6 +135,8 @@ struct Storage: Sendable {
     var counter: any Counter
     var broker: any MessageBroker
     var readiness: @Sendable () -> [ReadinessCheck]
+    /// Brings gauges that are read rather than pushed (pool sizes) up to date before a scrape.
+    var refreshGauges: @Sendable () -> Void = {}
     var closers: [@Sendable () -> Void]
 
     static func make(_ configuration: ServeConfiguration, logger: Logger) throws -> Storage {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Domain
 import Foundation
 import HTTPServer
 import Logging
@@ -12,7 +13,7 @@ struct Stovepipe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stovepipe",
         abstract: "At which commit is this branch green?",
-        subcommands: [Serve.self, Migrate.self, Healthcheck.self],
+        subcommands: [Serve.self, Migrate.self, Topics.self, Healthcheck.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -60,7 +61,21 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double?
     @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
+    @Option(help: "Serve HTTPS with this PEM certificate chain; needs --tls-key (env STOVEPIPE_TLS_CERT).")
+    var tlsCert: String?
+    @Option(help: "The PEM private key of --tls-cert; SIGHUP reloads both (env STOVEPIPE_TLS_KEY).")
+    var tlsKey: String?
     @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
+    @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
+    @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
+    var topicBackoffBaseMs = 200
+    @Option(help: "Most milliseconds between redeliveries.") var topicBackoffCapMs = 60_000
+    @Option(help: "Seconds a partition lease lasts without renewal (MySQL topic): a dead replica's work moves after it.")
+    var topicLeaseSeconds: Double = 15
+    @Option(help: "Seconds after which a delivery whose consumer died is redelivered (MySQL topic).")
+    var topicVisibilitySeconds: Double = 15
+    @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
+    var topicPollIntervalMs = 200
     @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
     @Option(help: "Where private mirrors of remote git repositories are kept.") var gitCacheDirectory: String?
     @OptionGroup var logging: LoggingOptions
@@ -81,13 +96,23 @@ struct Serve: ParsableCommand {
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
         configuration.consumerThreads = max(1, consumerThreads)
+        guard topicMaxAttempts > 0, topicBackoffBaseMs > 0, topicBackoffCapMs >= topicBackoffBaseMs, topicPollIntervalMs > 0,
+            topicLeaseSeconds > 0, topicVisibilitySeconds > 0
+        else {
+            throw ValidationError("topic settings must be positive, and the backoff cap at least the base")
+        }
+        configuration.retryPolicy = RetryPolicy(
+            maxAttempts: topicMaxAttempts, backoffBase: .milliseconds(topicBackoffBaseMs), backoffCap: .milliseconds(topicBackoffCapMs))
+        configuration.topicLease = .milliseconds(Int64(topicLeaseSeconds * 1000))
+        configuration.topicVisibility = .milliseconds(Int64(topicVisibilitySeconds * 1000))
+        configuration.topicPollInterval = .milliseconds(topicPollIntervalMs)
         configuration.mysqlPoolSize = max(1, mysqlPoolSize)
         if configuration.mysqlURL != nil {
             // mysql_library_init is not thread-safe and must run before any other thread starts (C API docs).
             try MySQLLibrary.initialize()
         }
         if let gitCacheDirectory { configuration.gitCacheDirectory = gitCacheDirectory }
-        configuration.http = try httpConfiguration()
+        configuration.http = try httpConfiguration(environment: environment)
 
         let application = try Application(configuration: configuration, logger: logger) {
             var buffer: [UInt8] = []
@@ -95,9 +120,21 @@ struct Serve: ParsableCommand {
             return buffer
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+        if configuration.http.tls != nil {
+            // Certificate rotation without a restart: new connections get the reloaded files.
+            signals.onEvery(SIGHUP) {
+                do {
+                    try application.reloadTLS()
+                    logger.notice("TLS certificate reloaded")
+                } catch {
+                    logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         let boundPort = try application.start()
+        let scheme = configuration.http.tls == nil ? "http" : "https"
         // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
-        let line = Array("listening on http://\(host):\(boundPort)\n".utf8)
+        let line = Array("listening on \(scheme)://\(host):\(boundPort)\n".utf8)
         _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
@@ -119,7 +156,7 @@ struct Serve: ParsableCommand {
         }
     }
 
-    private func httpConfiguration() throws -> HTTPServerConfiguration {
+    private func httpConfiguration(environment: [String: String]) throws -> HTTPServerConfiguration {
         var http = HTTPServerConfiguration()
         http.host = host
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
@@ -145,6 +182,16 @@ struct Serve: ParsableCommand {
         try seconds(headerTimeout, "--header-timeout") { http.headerTimeout = $0 }
         try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }
         try seconds(shutdownTimeout, "--shutdown-timeout") { http.shutdownTimeout = $0 }
+        let certificate = (tlsCert ?? environment["STOVEPIPE_TLS_CERT"]).flatMap { $0.isEmpty ? nil : $0 }
+        let key = (tlsKey ?? environment["STOVEPIPE_TLS_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
+        switch (certificate, key) {
+        case (nil, nil):
+            break
+        case (let certificate?, let key?):
+            http.tls = TLSConfiguration(certificateChainPath: certificate, privateKeyPath: key)
+        default:
+            throw ValidationError("--tls-cert and --tls-key (STOVEPIPE_TLS_CERT, STOVEPIPE_TLS_KEY) go together: give both or neither")
+        }
         return http
     }
 }

@@ -77,17 +77,18 @@ extension Storage {
             inUse: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "in_use")]),
             idle: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "idle")])
         )
-        let broker = MemoryBroker(
-            policy: configuration.retryPolicy, workerThreads: configuration.consumerThreads,
+        // The durable topic shares the stores' pool: its consumer holds at most consumerThreads + 1 connections.
+        let broker = MySQLBroker(
+            pool: pool,
+            configuration: MySQLBroker.Configuration(
+                retryPolicy: configuration.retryPolicy, workerThreads: configuration.consumerThreads,
+                pollInterval: configuration.topicPollInterval, leaseDuration: configuration.topicLease,
+                visibilityTimeout: configuration.topicVisibility),
             logger: logger.with(component: "topic"))
-        logger.warning("the process topic is in memory until the MySQL topic lands: accepted requests are re-published by the next ingest of their head")
         return Storage(
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
             broker: broker,
             readiness: {
-                let statistics = pool.statistics
-                gauges.inUse.record(statistics.inUse)
-                gauges.idle.record(statistics.idle)
                 do {
                     switch try migrator.status() {
                     case .current:
@@ -106,6 +107,11 @@ extension Storage {
                 } catch {
                     return [ReadinessCheck(name: "database", ok: false, detail: "the database does not answer")]
                 }
+            },
+            refreshGauges: {
+                let statistics = pool.statistics
+                gauges.inUse.record(statistics.inUse)
+                gauges.idle.record(statistics.idle)
             },
             closers: [{ storage.close() }])
     }

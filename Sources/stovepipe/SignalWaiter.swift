@@ -2,7 +2,8 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// Turns SIGTERM/SIGINT into a blocking wait on the main thread, via dispatch sources.
+/// Turns SIGTERM/SIGINT into a blocking wait on the main thread, via dispatch sources, and runs
+/// handlers for other signals (SIGHUP) as they come.
 final class SignalWaiter {
     private final class State: Sendable {
         let received = Mutex<[Int32]>([])
@@ -12,6 +13,7 @@ final class SignalWaiter {
 
     private let sources: [any DispatchSourceSignal]
     private let state = State()
+    private var repeating: [any DispatchSourceSignal] = []
 
     /// Installs the handlers; the default actions are ignored so the process is not killed.
     init(signals: [Int32]) {
@@ -41,6 +43,16 @@ final class SignalWaiter {
     func wait() -> Int32 {
         state.arrived.wait()
         return state.received.withLock { $0.first ?? 0 }
+    }
+
+    /// Runs `handler` on every `number` signal, on its own queue: these signals neither end `wait()`
+    /// nor count as a second signal, and a slow handler never delays shutdown.
+    func onEvery(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "stovepipe.signal.\(number)"))
+        source.setEventHandler(handler: handler)
+        source.resume()
+        repeating.append(source)
     }
 
     /// What to do if another signal arrives during shutdown.

@@ -2,22 +2,13 @@ import Backends
 import Domain
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 private let topic = TopicName("memory")
 
 private func message(_ id: String, key: String = "k") -> Message {
     Message(topic: topic, partitionKey: key, id: id, payload: [])
-}
-
-/// Polls `condition` every 2 ms until it holds or `timeout` passes.
-private func eventually(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-        if try condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(2))
-    }
 }
 
 /// Ids a handler saw, in order.

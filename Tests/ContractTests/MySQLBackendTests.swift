@@ -65,6 +65,8 @@ struct MySQLMigratorTests {
                 tables == [
                     "counters/InnoDB/utf8mb4_bin", "queues/InnoDB/utf8mb4_bin", "request_uris/InnoDB/utf8mb4_bin",
                     "requests/InnoDB/utf8mb4_bin", "schema_migrations/InnoDB/utf8mb4_bin",
+                    "topic_messages/InnoDB/utf8mb4_bin", "topic_partitions/InnoDB/utf8mb4_bin",
+                    "topic_replicas/InnoDB/utf8mb4_bin",
                 ])
 
             try storage.pool.withConnection { connection in

@@ -2,35 +2,23 @@ import Domain
 import Foundation
 import MySQLBackend
 import MySQLClient
+import TestSupport
 
-/// The MySQL stores on the server of `STOVEPIPE_TEST_MYSQL_URL`, a fresh database per backend.
+/// The MySQL stores and topic on the server of `STOVEPIPE_TEST_MYSQL_URL`, a fresh database per backend.
 ///
 /// Without the URL the fixture is left out, except under CI=true, where it stays in and every test fails
 /// with the reason, so CI cannot pass without MySQL.
 struct MySQLFixture: BackendFixture {
     let name = "mysql"
-    // The MySQL topic is built separately; until it lands, the topic suites skip this fixture.
-    let providesBroker = false
     private let base: Result<MySQLConfiguration, FixtureUnavailable>
 
     /// The fixture, or nil when the URL is unset outside CI.
     static func fromEnvironment() -> MySQLFixture? {
-        let environment = ProcessInfo.processInfo.environment
-        guard let url = environment["STOVEPIPE_TEST_MYSQL_URL"], !url.isEmpty else {
-            guard environment["CI"] == "true" else { return nil }
-            return MySQLFixture(
-                base: .failure(FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set, and CI=true requires MySQL")))
-        }
+        guard LiveDatabase.shouldRun else { return nil }
         do {
-            var configuration = try MySQLConfiguration(url: url)
-            let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
-            guard configuration.socketPath != nil || loopback.contains(configuration.host ?? "") else {
-                return MySQLFixture(base: .failure(FixtureUnavailable("refusing a non-loopback MySQL test server")))
-            }
-            configuration.database = nil
-            return MySQLFixture(base: .success(configuration))
+            return MySQLFixture(base: .success(try LiveDatabase.baseConfiguration()))
         } catch {
-            return MySQLFixture(base: .failure(FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL: \(error)")))
+            return MySQLFixture(base: .failure(FixtureUnavailable("\(error)")))
         }
     }
 
@@ -40,12 +28,8 @@ struct MySQLFixture: BackendFixture {
     }
 
     func makeBackend() throws -> any TestBackend {
-        let base = try base.get()
-        let database = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let admin = try MySQLConnection(configuration: base)
-        try admin.execute("CREATE DATABASE \(identifier: database) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        var configuration = base
-        configuration.database = database
+        _ = try base.get()
+        let configuration = try LiveDatabase.createDatabase()
         let storage = MySQLStorage(
             configuration: configuration,
             poolConfiguration: MySQLPool.Configuration(maxConnections: 8, transactionAttempts: 5),
@@ -54,32 +38,31 @@ struct MySQLFixture: BackendFixture {
             try storage.migrator.migrate()
         } catch {
             storage.close()
-            _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: database)")
+            LiveDatabase.drop(configuration)
             throw error
         }
-        return MySQLTestBackend(storage: storage, database: database, base: base)
+        return MySQLTestBackend(storage: storage, configuration: configuration)
     }
 }
 
 /// One migrated database; `tearDown` closes the pool and drops the database.
 struct MySQLTestBackend: TestBackend {
     let storage: MySQLStorage
-    let database: String
-    let base: MySQLConfiguration
+    let configuration: MySQLConfiguration
 
     var stores: StoreSet {
         StoreSet(requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter)
     }
 
     func makeBroker(policy: RetryPolicy) throws -> any MessageBroker {
-        throw FixtureUnavailable("the MySQL topic is not part of this backend yet")
+        // A short poll keeps the suite quick; the latency of local publishes does not depend on it.
+        let configuration = MySQLBroker.Configuration(retryPolicy: policy, workerThreads: 4, pollInterval: .milliseconds(50))
+        return MySQLBroker(pool: storage.pool, configuration: configuration, logger: silentLogger)
     }
 
     func tearDown() {
         storage.close()
-        if let admin = try? MySQLConnection(configuration: base) {
-            _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: database)")
-        }
+        LiveDatabase.drop(configuration)
     }
 }
 

@@ -1,6 +1,7 @@
 import Domain
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 private let created = Date(timeIntervalSince1970: 1_700_000_000)

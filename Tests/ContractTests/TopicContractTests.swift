@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import TestSupport
 import Testing
 
 private let topic = TopicName("contract")
@@ -251,7 +252,7 @@ struct TopicContractTests {
             let release = Latch()
             broker.subscribe(topic) { delivery in
                 entered.arrive()
-                _ = release.wait(for: 1, timeout: .seconds(10))
+                _ = release.wait(for: 1, timeout: .seconds(60))
                 return delivery.message.id == "m3" ? .reject(reason: "no") : .ack
             }
             for id in ["m1", "m2", "m3"] { try broker.publish(message(id)) }
@@ -283,7 +284,7 @@ struct TopicContractTests {
             let finished = Latch()
             broker.subscribe(topic) { _ in
                 entered.arrive()
-                _ = release.wait(for: 1, timeout: .seconds(10))
+                _ = release.wait(for: 1, timeout: .seconds(60))
                 finished.arrive()
                 return .ack
             }

@@ -8,19 +8,11 @@ import Glibc
 #endif
 
 @Suite(.serialized) struct EndToEndTests {
-    /// A queues file with one git queue `app/main` over `repository`.
-    func queuesFile(_ repository: TemporaryRepository) throws -> URL {
-        let file = repository.url.appendingPathExtension("queues.json")
-        let document = #"{"queues": [{"name": "app/main", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "refs/heads/main"}}]}"#
-        try Data(document.utf8).write(to: file)
-        return file
-    }
-
     @Test func ingestDedupProcessAndShutdownOverAGitQueue() throws {
         let repository = try TemporaryRepository()
         defer { repository.remove() }
         let first = try repository.commit("one")
-        let server = try RunningServer(arguments: ["--queues", try queuesFile(repository).path])
+        let server = try RunningServer(arguments: ["--queues", try gitQueuesFile(repository).path])
 
         let minted = try http("POST", "/queues/app/main/ingest", port: server.port)
         #expect(minted.status == 202, "\(minted.text)")
@@ -66,7 +58,7 @@ import Glibc
         defer { repository.remove() }
         try repository.commit("one")
         let server = try RunningServer(
-            arguments: ["--queues", try queuesFile(repository).path], environment: ["STOVEPIPE_INGEST_SECRET": "hush"])
+            arguments: ["--queues", try gitQueuesFile(repository).path], environment: ["STOVEPIPE_INGEST_SECRET": "hush"])
         let body = #"{"ref":"refs/heads/main"}"#
         let signature = SignatureVerifier(secret: Array("hush".utf8)).signature(for: Array(body.utf8))
         let refused = try http("POST", "/queues/app/main/ingest", port: server.port, body: body)
@@ -86,7 +78,7 @@ import Glibc
         let repository = try TemporaryRepository()
         defer { repository.remove() }
         try repository.commit("one")
-        let server = try RunningServer(arguments: ["--queues", try queuesFile(repository).path])
+        let server = try RunningServer(arguments: ["--queues", try gitQueuesFile(repository).path])
         let port = server.port
         let statuses = Mutex<[Int]>([])
         let ids = Mutex<Set<String>>([])

@@ -1,118 +1,17 @@
 import Foundation
-import MySQLClient
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The test server's URL, or nil when it is unset.
-private let testServerURL: String? = ProcessInfo.processInfo.environment["STOVEPIPE_TEST_MYSQL_URL"].flatMap {
-    $0.isEmpty ? nil : $0
-}
-
-/// Runs with the URL, and always under CI=true, where a missing URL fails the tests.
-private let mysqlEndToEndRuns = testServerURL != nil || ProcessInfo.processInfo.environment["CI"] == "true"
-
-/// A fresh, empty database on the test server; `drop()` removes it.
-private struct ScratchDatabase {
-    /// The test server's URL with this database as its path.
-    let url: String
-    let name: String
-    let server: MySQLConfiguration
-
-    init() throws {
-        guard let base = testServerURL else {
-            throw WireError.malformed("STOVEPIPE_TEST_MYSQL_URL is not set, and CI=true requires the MySQL end-to-end tests")
-        }
-        var server = try MySQLConfiguration(url: base)
-        let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
-        guard server.socketPath != nil || loopback.contains(server.host ?? "") else {
-            throw WireError.malformed("refusing a non-loopback MySQL test server")
-        }
-        server.database = nil
-        name = "e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let admin = try MySQLConnection(configuration: server)
-        try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        self.server = server
-        url = Self.url(base, database: name)
-    }
-
-    /// `base` with its path (RFC 3986 §3.3) replaced by `/database`; the query, if any, is kept.
-    private static func url(_ base: String, database: String) -> String {
-        let scheme = "mysql://"
-        let rest = base.dropFirst(scheme.count)
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        let query = rest.firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
-        return base.prefix(scheme.count) + authority + "/" + database + query
-    }
-
-    func drop() {
-        if let admin = try? MySQLConnection(configuration: server) {
-            _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: name)")
-        }
-    }
-}
-
-/// What a finished run of the binary printed.
-private struct Finished {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-}
-
-/// Runs the `stovepipe` binary with `arguments` to completion; output goes through files, so neither pipe
-/// can fill up and stall it.
-private func runStovepipe(_ arguments: [String], timeout seconds: Double = 60) throws -> Finished {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-run-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let outFile = directory.appendingPathComponent("stdout")
-    let errFile = directory.appendingPathComponent("stderr")
-    _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
-    let outHandle = try FileHandle(forWritingTo: outFile)
-    let errHandle = try FileHandle(forWritingTo: errFile)
-    defer {
-        try? outHandle.close()
-        try? errHandle.close()
-    }
-    let process = Process()
-    process.executableURL = RunningServer.binary
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = outHandle
-    process.standardError = errHandle
-    try process.run()
-    let exited = eventually(within: seconds) { !process.isRunning }
-    if !exited {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        throw WireError.malformed("stovepipe \(arguments.first ?? "") did not exit within \(seconds) s")
-    }
-    process.waitUntilExit()
-    return Finished(
-        status: process.terminationStatus,
-        stdout: (try? String(contentsOf: outFile, encoding: .utf8)) ?? "",
-        stderr: (try? String(contentsOf: errFile, encoding: .utf8)) ?? "")
-}
-
 @Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLEndToEndTests {
-    /// A queues file with one git queue `app/main` over `repository`.
-    private func queuesFile(_ repository: TemporaryRepository) throws -> URL {
-        let file = repository.url.appendingPathExtension("queues.json")
-        let document = #"{"queues": [{"name": "app/main", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "refs/heads/main"}}]}"#
-        try Data(document.utf8).write(to: file)
-        return file
-    }
-
     @Test func migrateServeRestartAndIngestAgainOverMySQL() throws {
         let database = try ScratchDatabase()
         defer { database.drop() }
         let repository = try TemporaryRepository()
         defer { repository.remove() }
-        let queues = try queuesFile(repository)
+        let queues = try gitQueuesFile(repository)
         defer { try? FileManager.default.removeItem(at: queues) }
 
         let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])

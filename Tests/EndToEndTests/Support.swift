@@ -17,14 +17,11 @@ struct WireResponse {
 
 enum WireError: Error { case connect(Int32), io, malformed(String) }
 
-/// One HTTP/1.1 exchange over a fresh loopback connection (`Connection: close`).
-func http(
-    _ method: String, _ path: String, port: Int, body: String = "", headers: [(String, String)] = []
-) throws -> WireResponse {
+/// A blocking socket connected to 127.0.0.1:`port`, with a receive timeout; the caller closes it.
+func connectLoopback(port: Int, timeoutSeconds: Int = 30) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw WireError.connect(errno) }
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
@@ -33,7 +30,20 @@ func http(
     let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard connected == 0 else { throw WireError.connect(errno) }
+    guard connected == 0 else {
+        let failure = errno
+        close(fd)
+        throw WireError.connect(failure)
+    }
+    return fd
+}
+
+/// One HTTP/1.1 exchange over a fresh loopback connection (`Connection: close`).
+func http(
+    _ method: String, _ path: String, port: Int, body: String = "", headers: [(String, String)] = []
+) throws -> WireResponse {
+    let fd = try connectLoopback(port: port)
+    defer { close(fd) }
     var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n"
     for (name, value) in headers { request += "\(name): \(value)\r\n" }
     request += "\r\n" + body
@@ -121,6 +131,8 @@ struct TemporaryRepository {
 final class RunningServer {
     let process = Process()
     let port: Int
+    /// `http`, or `https` when started with a certificate.
+    let scheme: String
     private let stdout = Pipe()
     let stderrFile: URL
 
@@ -147,16 +159,18 @@ final class RunningServer {
         _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
-        // The first stdout line is exactly `listening on http://HOST:PORT`.
+        // The first stdout line is exactly `listening on http://HOST:PORT` (https with TLS).
         var line: [UInt8] = []
         let handle = stdout.fileHandleForReading
         while let byte = try handle.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
         let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("listening on http://127.0.0.1:"), let port = Int(text.split(separator: ":").last ?? "") else {
+        let scheme = text.hasPrefix("listening on https://") ? "https" : "http"
+        guard text.hasPrefix("listening on \(scheme)://127.0.0.1:"), let port = Int(text.split(separator: ":").last ?? "") else {
             process.terminate()
             throw WireError.malformed("unexpected first line '\(text)'; log: \((try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "")")
         }
         self.port = port
+        self.scheme = scheme
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -23,7 +23,9 @@ enum Outcome: Equatable, CustomStringConvertible {
 }
 
 /// Feeds `chunks` one after another, collecting every event; a failure ends the run.
-private func run(_ chunks: [[UInt8]], limits: HTTPParserLimits = defaultLimits) -> (outcomes: [Outcome], requests: [ParsedRequest]) {
+private func run(
+    _ chunks: [[UInt8]], limits: HTTPParserLimits = defaultLimits
+) -> (outcomes: [Outcome], requests: [ParsedRequest]) {
     var parser = HTTPRequestParser(limits: limits)
     var outcomes: [Outcome] = []
     var requests: [ParsedRequest] = []
@@ -357,7 +359,8 @@ private let invalidCases: [InvalidCase] = [
         name: "bare LF ending a field line", raw: "GET / HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n",
         error: .invalidLineEnding
     ),
-    InvalidCase(name: "bare LF ending the request line", raw: "GET / HTTP/1.1\nHost: a\r\n\r\n", error: .invalidLineEnding),
+    InvalidCase(
+        name: "bare LF ending the request line", raw: "GET / HTTP/1.1\nHost: a\r\n\r\n", error: .invalidLineEnding),
     InvalidCase(
         name: "DEL in a value", raw: "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\u{7F}\r\n\r\n", error: .invalidHeaderValue
     ),
@@ -371,10 +374,12 @@ private let invalidCases: [InvalidCase] = [
     InvalidCase(name: "method with a slash", raw: "GE/T / HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidMethod),
     InvalidCase(name: "method with a NUL", raw: "G\u{0}T / HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidMethod),
     InvalidCase(name: "empty method", raw: " / HTTP/1.1\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
-    InvalidCase(name: "two spaces after the method", raw: "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
+    InvalidCase(
+        name: "two spaces after the method", raw: "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
     InvalidCase(name: "missing version", raw: "GET /\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
     InvalidCase(name: "lower-case version", raw: "GET / http/1.1\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
-    InvalidCase(name: "version with two minor digits", raw: "GET / HTTP/1.10\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
+    InvalidCase(
+        name: "version with two minor digits", raw: "GET / HTTP/1.10\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
     InvalidCase(name: "HTTP/2.0", raw: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
     InvalidCase(name: "HTTP/0.9", raw: "GET / HTTP/0.9\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
     InvalidCase(name: "HTTP/1.2", raw: "GET / HTTP/1.2\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
@@ -438,7 +443,8 @@ struct HTTPRequestParserStrictnessTests {
 
 @Suite("HTTP request parser limits")
 struct HTTPRequestParserLimitTests {
-    private let small = HTTPParserLimits(maxRequestLineBytes: 64, maxHeaderBytes: 128, maxHeaderFields: 4, maxBodyBytes: 16)
+    private let small = HTTPParserLimits(
+        maxRequestLineBytes: 64, maxHeaderBytes: 128, maxHeaderFields: 4, maxBodyBytes: 16)
 
     @Test("a request line at the limit passes; one byte more is 414")
     func requestLine() {
@@ -473,7 +479,10 @@ struct HTTPRequestParserLimitTests {
     func defaultHeaderBytes() {
         let value = String(repeating: "v", count: 1000)
         let fields = (0..<70).map { "X-\($0): \(value)\r\n" }.joined()
-        #expect(run([bytes("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n")]).outcomes == [.failure(.headerSectionTooLarge)])
+        #expect(
+            run([bytes("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n")]).outcomes == [
+                .failure(.headerSectionTooLarge)
+            ])
     }
 
     @Test("more fields than the limit is 431; exactly the limit passes")
@@ -487,7 +496,9 @@ struct HTTPRequestParserLimitTests {
     @Test("the default field limit is 100")
     func defaultFieldCount() {
         let fields = (0..<100).map { "X-\($0): v\r\n" }.joined()
-        #expect(run([bytes("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n")]).outcomes == [.failure(.tooManyHeaderFields)])
+        #expect(
+            run([bytes("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n")]).outcomes == [.failure(.tooManyHeaderFields)]
+        )
         let ninetyNine = (0..<99).map { "X-\($0): v\r\n" }.joined()
         #expect(run([bytes("GET / HTTP/1.1\r\nHost: a\r\n" + ninetyNine + "\r\n")]).requests.count == 1)
     }
@@ -534,5 +545,56 @@ struct HTTPRequestParserLimitTests {
     func leadingEmptyLines() {
         let raw = String(repeating: "\r\n", count: 40)
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.malformedRequestLine)])
+    }
+}
+
+@Suite("HTTP request parser robustness")
+struct HTTPRequestParserFuzzTests {
+    /// A deterministic generator, so a failure reproduces.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test("mutated requests fed in random pieces never trap and always end in a request, a failure or a wait")
+    func mutations() {
+        var random = SplitMix(state: 0x5EED)
+        let interesting: [UInt8] = Array("\r\n :;,0123456789abcdefABCDEF\t\u{0}\u{7F}".utf8) + [0x80, 0xFF]
+        let small = HTTPParserLimits(
+            maxRequestLineBytes: 128, maxHeaderBytes: 256, maxHeaderFields: 8, maxBodyBytes: 64)
+        var requests = 0
+        var failures = 0
+        for round in 0..<3000 {
+            var raw = bytes(validCases[round % validCases.count].raw)
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let position = Int.random(in: 0..<raw.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: raw[position] = interesting.randomElement(using: &random) ?? 0
+                case 1: raw.insert(interesting.randomElement(using: &random) ?? 0, at: position)
+                default: raw.remove(at: position)
+                }
+                if raw.isEmpty { raw = [0] }
+            }
+            var chunks: [[UInt8]] = []
+            var rest = raw[...]
+            while !rest.isEmpty {
+                let size = Int.random(in: 1...max(1, rest.count), using: &random)
+                chunks.append(Array(rest.prefix(size)))
+                rest = rest.dropFirst(size)
+            }
+            let limits = round.isMultiple(of: 2) ? defaultLimits : small
+            let outcome = run(chunks, limits: limits)
+            requests += outcome.requests.count
+            if case .failure = outcome.outcomes.last { failures += 1 }
+        }
+        // Both kinds of ending must occur, or the mutations are not reaching the parser's checks.
+        #expect(requests > 0)
+        #expect(failures > 0)
     }
 }

@@ -2,56 +2,18 @@ import Foundation
 import Logging
 import MySQLClient
 import Synchronization
+import TestSupport
 import Testing
 
-/// The live-test environment: `STOVEPIPE_TEST_MYSQL_URL` (a base URL without database, as scripts/test exports)
-/// and `CI`. Without the URL the live suites skip, except under CI=true, where they run and fail.
-enum LiveDatabase {
-    static let urlVariable = "STOVEPIPE_TEST_MYSQL_URL"
-
-    static var baseURL: String? {
-        guard let url = ProcessInfo.processInfo.environment[urlVariable], !url.isEmpty else { return nil }
-        return url
-    }
-
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    /// Whether the live suites run at all: always under CI (so a missing URL fails), else only with a URL.
-    static var shouldRun: Bool { baseURL != nil || isCI }
-
-    struct Unavailable: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    /// The base configuration; refuses anything but a loopback server, because tests create and drop databases.
-    static func baseConfiguration() throws -> MySQLConfiguration {
-        guard let baseURL else {
-            throw Unavailable(description: "\(urlVariable) is not set, and CI=true requires the MySQL suites to run")
-        }
-        var configuration = try MySQLConfiguration(url: baseURL)
-        let loopback: Set<String> = ["127.0.0.1", "::1", "localhost"]
-        guard configuration.socketPath != nil || loopback.contains(configuration.host ?? "") else {
-            throw Unavailable(description: "refusing to run the live MySQL tests against a non-loopback server")
-        }
-        configuration.database = nil
-        configuration.connectTimeoutSeconds = 5
-        configuration.readTimeoutSeconds = 30
-        configuration.writeTimeoutSeconds = 30
-        return configuration
-    }
-
-    /// Creates a fresh database `t_<random>`, runs `body` with a configuration pointing at it, then drops it.
+extension LiveDatabase {
+    /// Creates a fresh database, runs `body` with a configuration pointing at it on its own thread, then drops it.
     static func withFreshDatabase<Result: Sendable>(
         _ body: @escaping @Sendable (MySQLConfiguration) throws -> Result
     ) async throws -> Result {
-        let base = try baseConfiguration()
+        _ = try baseConfiguration()
         return try await onThread {
-            let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-            let admin = try MySQLConnection(configuration: base)
-            try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-            defer { _ = try? admin.execute("DROP DATABASE IF EXISTS \(identifier: name)") }
-            var configuration = base
-            configuration.database = name
+            let configuration = try createDatabase()
+            defer { drop(configuration) }
             return try body(configuration)
         }
     }

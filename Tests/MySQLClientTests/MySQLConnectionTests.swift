@@ -1,5 +1,6 @@
 import Foundation
 import MySQLClient
+import TestSupport
 import Testing
 
 @Suite("MySQLConnection against a live server", .enabled(if: LiveDatabase.shouldRun), .serialized)

@@ -1,6 +1,7 @@
 import Foundation
 import MySQLClient
 import Synchronization
+import TestSupport
 import Testing
 
 /// Records pool events for assertions.

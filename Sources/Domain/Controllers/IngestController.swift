@@ -101,10 +101,10 @@ public final class IngestController: Sendable {
         let uri = try head(of: name)
         log[metadataKey: "uri"] = "\(uri)"
 
-        let id = try claim(name, uri, log: log)
+        let (id, claimed) = try claim(name, uri, log: log)
         log[metadataKey: "request.id"] = "\(id)"
 
-        let (request, minted) = try ensureRequest(id, uri)
+        let (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
         try advanceLatest(of: name, to: id)
 
         if request.state == .accepted {
@@ -124,10 +124,11 @@ public final class IngestController: Sendable {
         }
     }
 
-    /// The request id that holds (queue, uri): an existing claim, ours, or the winner's of a race.
-    private func claim(_ name: QueueName, _ uri: SourceURI, log: Logger) throws(IngestError) -> RequestID {
+    /// The request id that holds (queue, uri): an existing claim, ours, or the winner's of a race;
+    /// and whether this call made the claim.
+    private func claim(_ name: QueueName, _ uri: SourceURI, log: Logger) throws(IngestError) -> (RequestID, Bool) {
         do {
-            return try uris.id(queue: name, uri: uri)
+            return (try uris.id(queue: name, uri: uri), false)
         } catch .notFound {
             // Fall through and mint.
         } catch {
@@ -141,7 +142,7 @@ public final class IngestController: Sendable {
         }
         do {
             try uris.create(queue: name, uri: uri, id: candidate)
-            return candidate
+            return (candidate, true)
         } catch .alreadyExists {
             // Lost a race for this head: only the counter value is spent, no row was written.
             log.debug("lost the claim race", metadata: ["request.candidate": "\(candidate)"])
@@ -149,14 +150,28 @@ public final class IngestController: Sendable {
             throw .unavailable(detail: "request index: \(error)")
         }
         do {
-            return try uris.id(queue: name, uri: uri)
+            return (try uris.id(queue: name, uri: uri), false)
         } catch {
             throw .unavailable(detail: "request index after a lost race: \(error)")
         }
     }
 
     /// Creates the request row, or reads it when a previous or concurrent call already did.
-    private func ensureRequest(_ id: RequestID, _ uri: SourceURI) throws(IngestError) -> (Request, Bool) {
+    ///
+    /// When the claim already existed the row almost always does too, so it is read first and only
+    /// created (healing a crash between claim and create) when missing.
+    private func ensureRequest(
+        _ id: RequestID, _ uri: SourceURI, expectExisting: Bool
+    ) throws(IngestError) -> (Request, Bool) {
+        if expectExisting {
+            do {
+                return (try requests.get(id), false)
+            } catch .notFound {
+                // Heal below.
+            } catch {
+                throw .unavailable(detail: "request store: \(error)")
+            }
+        }
         let fresh = Request(id: id, uri: uri, createdAt: clock.now())
         do {
             try requests.create(fresh)

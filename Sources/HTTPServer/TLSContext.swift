@@ -1,0 +1,118 @@
+import COpenSSL
+import Glibc
+import Synchronization
+
+/// One configured SSL_CTX: certificate, key and protocol settings for the connections made from it.
+// @unchecked Sendable: OpenSSL allows an SSL_CTX to be shared by threads once it is configured; it
+// is configured entirely in `load` before any other thread sees it, and only SSL_new reads it after.
+final class SSLContext: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    private init(pointer: OpaquePointer) { self.pointer = pointer }
+
+    deinit { SSL_CTX_free(pointer) }
+
+    /// Reads the certificate chain and key and checks that they belong together.
+    static func load(_ configuration: TLSConfiguration) throws(HTTPServerError) -> SSLContext {
+        ERR_clear_error()
+        guard let pointer = SSL_CTX_new(TLS_server_method()) else {
+            throw .tlsSetupFailed(reason: OpenSSLErrors.drain())
+        }
+        let context = SSLContext(pointer: pointer)
+        let minimum = configuration.minimumVersion == .tls13 ? TLS1_3_VERSION : TLS1_2_VERSION
+        guard stovepipe_SSL_CTX_set_min_proto_version(pointer, minimum) == 1 else {
+            throw .tlsSetupFailed(reason: OpenSSLErrors.drain())
+        }
+        _ = stovepipe_SSL_CTX_set_server_options(pointer)
+        _ = stovepipe_SSL_CTX_set_nonblocking_server_modes(pointer)
+        // Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal, which
+        // would block start-up (or a reload) forever; no passphrase makes such a key fail to load.
+        SSL_CTX_set_default_passwd_cb(pointer) { _, _, _, _ in 0 }
+        guard SSL_CTX_use_certificate_chain_file(pointer, configuration.certificateChainPath) == 1 else {
+            throw .tlsCertificateUnusable(path: configuration.certificateChainPath, reason: OpenSSLErrors.drain())
+        }
+        guard SSL_CTX_use_PrivateKey_file(pointer, configuration.privateKeyPath, SSL_FILETYPE_PEM) == 1 else {
+            // OpenSSL checks the key against the certificate while loading it.
+            let (reason, codes) = OpenSSLErrors.drainWithCodes()
+            if codes.contains(where: { stovepipe_ERR_is_key_mismatch($0) != 0 }) {
+                throw .tlsKeyDoesNotMatchCertificate
+            }
+            throw .tlsPrivateKeyUnusable(path: configuration.privateKeyPath, reason: reason)
+        }
+        guard SSL_CTX_check_private_key(pointer) == 1 else {
+            ERR_clear_error()
+            throw .tlsKeyDoesNotMatchCertificate
+        }
+        return context
+    }
+
+    /// The oldest protocol version this context accepts, as OpenSSL numbers it (0x0303 is TLS 1.2).
+    var minimumProtocolVersion: Int32 { stovepipe_SSL_CTX_get_min_proto_version(pointer) }
+}
+
+/// The TLS context new connections are made from; `reload` swaps it without touching open ones.
+final class TLSContextStore: Sendable {
+    let configuration: TLSConfiguration
+    private let current = Mutex<SSLContext?>(nil)
+
+    init(configuration: TLSConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Loads the files again and uses the result for connections accepted from now on.
+    func reload() throws(HTTPServerError) {
+        let fresh = try SSLContext.load(configuration)
+        // The old context is released after the swap. That only drops our reference: SSL_new took
+        // one of its own for every connection made from it (SSL_CTX is reference-counted), so those
+        // connections keep their certificate until they close.
+        current.withLock { $0 = fresh }
+    }
+
+    /// The context in use; nil before the first load.
+    var context: SSLContext? { current.withLock { $0 } }
+
+    /// A server-side TLS transport over the accepted socket `fd`; nil if OpenSSL cannot make one.
+    func makeTransport(fd: Int32) -> TLSTransport? {
+        guard let context else { return nil }
+        ERR_clear_error()
+        guard let ssl = SSL_new(context.pointer) else {
+            ERR_clear_error()
+            return nil
+        }
+        guard SSL_set_fd(ssl, fd) == 1 else {
+            ERR_clear_error()
+            SSL_free(ssl)
+            return nil
+        }
+        SSL_set_accept_state(ssl)
+        return TLSTransport(fd: fd, ssl: ssl)
+    }
+}
+
+/// OpenSSL's per-thread error queue.
+enum OpenSSLErrors {
+    /// Empties the calling thread's queue and returns its reasons, oldest first.
+    static func drain() -> String { drainWithCodes().reasons }
+
+    /// Empties the calling thread's queue and returns its reasons and its packed error codes.
+    static func drainWithCodes() -> (reasons: String, codes: [UInt]) {
+        var reasons: [String] = []
+        var codes: [UInt] = []
+        while true {
+            let code = ERR_get_error()
+            if code == 0 { break }
+            codes.append(code)
+            let number = stovepipe_ERR_system_errno(code)
+            if number != 0, let text = strerror(number) {
+                let reason = String(cString: text)
+                if !reasons.contains(reason) { reasons.append(reason) }
+            } else if let text = ERR_reason_error_string(code) {
+                let reason = String(cString: text)
+                if !reasons.contains(reason) { reasons.append(reason) }
+            } else {
+                reasons.append("error \(code)")
+            }
+        }
+        return (reasons.isEmpty ? "unknown OpenSSL error" : reasons.joined(separator: ": "), codes)
+    }
+}

@@ -1,0 +1,622 @@
+public import Domain
+import Foundation
+public import Logging
+public import Metrics
+public import MySQLClient
+import Synchronization
+
+/// The durable topic system on MySQL: several replicas share the partitions of each topic through leases.
+///
+/// Publishing is one INSERT, committed before `publish` returns, and idempotent on (topic, message id).
+/// Each partition (topic, partition key) is delivered by the one replica holding its lease, serially and in
+/// seq order, which for publishers that wait for `publish` to return is their publish order. Leases are
+/// shared fairly among live replicas, renewed while held, and move when a replica stops renewing them.
+/// Delivery is at least once: a delivery is hidden for `visibilityTimeout` (renewed while its handler runs),
+/// and a consumer that dies leaves it to be redelivered once both its lease and that timeout have passed.
+public final class MySQLBroker: MessageBroker, @unchecked Sendable {
+    // @unchecked Sendable: `state` is read and written only while holding `condition`'s lock; every other
+    // stored property is immutable and Sendable.
+    private let condition = NSCondition()
+    private var state = ConsumerState()
+    private let database: MySQLDatabase
+    /// The broker's timings and retry policy.
+    public let configuration: Configuration
+    /// This broker's identity in the lease and replica tables: `configuration.replicaID` or a fresh one.
+    public let replicaID: String
+    private let logger: Logger
+    private let metrics: any MetricsFactory
+    /// Whether the last database call of the coordinator failed, so a run of failures is logged once.
+    private let failing = Mutex(false)
+
+    /// The DDL of the topic tables (`CREATE TABLE IF NOT EXISTS`), in order; the migrator applies the same files.
+    public static let schema: [String] = [
+        String(decoding: PackageResources.V100__topic_messages_sql, as: UTF8.self),
+        String(decoding: PackageResources.V101__topic_partitions_sql, as: UTF8.self),
+        String(decoding: PackageResources.V102__topic_replicas_sql, as: UTF8.self),
+    ]
+
+    /// Makes a broker on `pool`, whose database must have the topic tables; no thread starts before `start()`.
+    /// - Parameters:
+    ///   - pool: connections to the database; the consumer uses up to `workerThreads + 1` at once.
+    ///   - configuration: retries, threads, timings, retention and the replica identity.
+    ///   - logger: receives lease moves, dead letters and database trouble; never payloads or bound values.
+    ///   - metricsFactory: where counters and gauges go; nil for the process-wide `MetricsSystem.factory`.
+    public init(
+        pool: MySQLPool, configuration: Configuration = Configuration(), logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil
+    ) {
+        self.database = MySQLDatabase(pool: pool)
+        self.metrics = metricsFactory ?? MetricsSystem.factory
+        self.configuration = configuration
+        self.replicaID = configuration.replicaID ?? Self.makeReplicaID()
+        var logger = logger
+        logger[metadataKey: "messagequeue.replica"] = "\(replicaID)"
+        self.logger = logger
+    }
+
+    // MARK: publishing
+
+    /// Inserts `message` in one statement and returns once it is committed; a no-op when the topic already
+    /// holds its id (pending, dead, or acked within `ackedRetention`).
+    public func publish(_ message: Message) throws(BackendError) {
+        let inserted = try database.run { connection in try TopicStore.insert(message, on: connection) }
+        if inserted { count("stovepipe_topic_published_total", message.topic) }
+        published(PartitionID(topic: message.topic, key: message.partitionKey))
+    }
+
+    /// Inserts `message` on `connection`, inside the caller's transaction if one is open, so a message can be
+    /// published atomically with other writes; returns false when the topic already holds its id.
+    ///
+    /// This replica's consumer is woken at once; when the caller's transaction commits later, the message
+    /// is picked up by the next poll instead.
+    /// - Throws: `MySQLError`, for the caller's transaction to handle.
+    @discardableResult
+    public func publish(_ message: Message, on connection: MySQLConnection) throws(MySQLError) -> Bool {
+        let inserted = try TopicStore.insert(message, on: connection)
+        if inserted { count("stovepipe_topic_published_total", message.topic) }
+        published(PartitionID(topic: message.topic, key: message.partitionKey))
+        return inserted
+    }
+
+    /// The local wake-up: a partition this replica holds and is not delivering is handed to a worker now;
+    /// any other makes the coordinator poll now instead of at its next interval.
+    private func published(_ partition: PartitionID) {
+        condition.lock()
+        defer { condition.unlock() }
+        state.publishGeneration &+= 1
+        guard state.phase == .running, state.handlers[partition.topic] != nil else { return }
+        if state.owned.contains(partition) {
+            state.pushReady(partition)
+        } else {
+            state.wakeRequested = true
+        }
+        condition.broadcast()
+    }
+
+    // MARK: lifecycle
+
+    /// Registers the handler of `topic`, replacing any earlier one.
+    public func subscribe(_ topic: TopicName, handler: @escaping @Sendable (Delivery) -> DeliveryOutcome) {
+        condition.lock()
+        state.handlers[topic] = handler
+        state.wakeRequested = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Announces this replica and starts the coordinator and worker threads; a second call does nothing.
+    /// - Throws: `unavailable` when the database cannot be reached, or after `shutdown()`.
+    public func start() throws(BackendError) {
+        condition.lock()
+        let phase = state.phase
+        condition.unlock()
+        switch phase {
+        case .running:
+            return
+        case .stopping, .stopped:
+            throw .unavailable(retryable: false, detail: "the mysql broker is shut down")
+        case .idle:
+            break
+        }
+        let live = try database.run { connection in
+            try TopicStore.heartbeat(replica: replicaID, on: connection)
+            return try TopicStore.liveReplicaCount(windowMicroseconds: configuration.leaseDuration.wholeMicroseconds, on: connection)
+        }
+        condition.lock()
+        defer { condition.unlock() }
+        guard state.phase == .idle else {
+            if state.phase == .running { return }
+            throw .unavailable(retryable: false, detail: "the mysql broker is shut down")
+        }
+        state.phase = .running
+        state.liveReplicas = max(1, live)
+        state.wakeRequested = true
+        let coordinator = Thread { [self] in coordinatorLoop() }
+        coordinator.name = "mysql-broker-coordinator"
+        state.runningThreads += 1
+        coordinator.start()
+        for index in 0..<configuration.workerThreads {
+            let worker = Thread { [self] in workerLoop() }
+            worker.name = "mysql-broker-\(index)"
+            state.runningThreads += 1
+            state.workerThreads.append(ObjectIdentifier(worker))
+            worker.start()
+        }
+        logger.info(
+            "mysql broker started",
+            metadata: ["broker.workers": "\(configuration.workerThreads)", "broker.live_replicas": "\(live)"])
+    }
+
+    /// Stops taking deliveries, lets handlers in progress finish and records their outcomes, joins the
+    /// threads, then releases this replica's leases and forgets it, so others take over at once.
+    public func shutdown() {
+        condition.lock()
+        switch state.phase {
+        case .idle:
+            state.phase = .stopped
+            condition.unlock()
+            return
+        case .stopped:
+            condition.unlock()
+            return
+        case .running, .stopping:
+            state.phase = .stopping
+        }
+        condition.broadcast()
+        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit.
+        let callerIsWorker = state.workerThreads.contains(ObjectIdentifier(Thread.current))
+        let remaining = callerIsWorker ? 1 : 0
+        while state.runningThreads > remaining {
+            condition.wait()
+        }
+        let alreadyStopped = state.phase == .stopped
+        state.phase = .stopped
+        state.owned.removeAll()
+        condition.unlock()
+        guard !alreadyStopped else { return }
+        do {
+            try database.run { connection in
+                try TopicStore.releaseAllLeases(replica: replicaID, on: connection)
+                try TopicStore.removeReplica(replicaID, on: connection)
+            }
+            logger.info("mysql broker stopped; leases released")
+        } catch {
+            logger.warning("mysql broker stopped; its leases could not be released and will expire", metadata: ["error": "\(error)"])
+        }
+        for topic in subscribedTopics() { gauge("stovepipe_topic_leases", topic, 0) }
+    }
+
+    // MARK: operators
+
+    /// The dead letters of `topic` in the order they were dead-lettered, at most `limit`.
+    public func deadLetters(_ topic: TopicName, limit: Int) throws(BackendError) -> [DeadLetter] {
+        guard limit > 0 else { return [] }
+        return try database.run { connection in try TopicStore.deadLetters(topic, limit: limit, on: connection) }
+    }
+
+    /// Moves the dead letter `messageID` to the tail of its partition with a fresh attempt count.
+    public func redrive(_ topic: TopicName, messageID: String) throws(BackendError) {
+        let partition = try database.transaction { connection in
+            try TopicStore.redrive(topic, messageID: messageID, on: connection)
+        }
+        guard let partition else { throw .notFound }
+        logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)"])
+        published(partition)
+    }
+
+    /// Backlog (pending and not in flight, due or not), in flight (a delivery began and its visibility
+    /// deadline has not passed), dead letters, and the age of the oldest pending message (counted from its
+    /// publish or redrive).
+    public func stats(_ topic: TopicName) throws(BackendError) -> TopicStats {
+        try database.run { connection in try TopicStore.stats(topic, on: connection) }
+    }
+
+    // MARK: workers
+
+    private enum HeadResult {
+        /// A delivery ran (or the head moved under us); look at the partition again.
+        case delivered
+        /// Nothing pending.
+        case empty
+        /// The head becomes due after this long.
+        case notDue(Duration)
+        /// Another replica holds the lease now.
+        case lostLease
+        /// The database failed; try again after a poll interval.
+        case failed
+    }
+
+    private func workerLoop() {
+        condition.lock()
+        while state.phase == .running {
+            guard let partition = state.popReady() else {
+                condition.wait()
+                continue
+            }
+            guard let handler = state.handlers[partition.topic] else { continue }
+            state.busy[partition] = BusyPartition()
+            let generation = state.publishGeneration
+            condition.unlock()
+            let result = deliverHead(of: partition, handler: handler)
+            condition.lock()
+            state.busy[partition] = nil
+            switch result {
+            case .delivered:
+                state.pushReady(partition)
+            case .empty:
+                // A local publish may have committed after our read found nothing: look once more.
+                if state.publishGeneration != generation { state.pushReady(partition) }
+            case .notDue(let wait):
+                if state.owned.contains(partition) { state.dueAt[partition] = .now + wait }
+            case .lostLease:
+                state.disown(partition)
+            case .failed:
+                if state.owned.contains(partition) { state.dueAt[partition] = .now + configuration.pollInterval }
+            }
+            condition.broadcast()
+        }
+        state.runningThreads -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Delivers the head of `partition` if it is due, and records the handler's outcome.
+    private func deliverHead(of partition: PartitionID, handler: @Sendable (Delivery) -> DeliveryOutcome) -> HeadResult {
+        let replica = replicaID
+        let visibility = configuration.visibilityTimeout.wholeMicroseconds
+        let token = UInt64.random(in: 1...UInt64(Int64.max))
+        let begun: (head: PartitionHead?, began: Bool, owner: String?)
+        do {
+            begun = try database.run { connection in
+                guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, nil) }
+                guard head.dueInMicroseconds <= 0 else { return (head, false, replica) }
+                let began = try TopicStore.beginDelivery(
+                    seq: head.seq, token: token, of: partition, replica: replica, visibilityMicroseconds: visibility,
+                    on: connection)
+                let owner = began ? replica : try TopicStore.leaseOwner(of: partition, on: connection)
+                return (head, began, owner)
+            }
+        } catch {
+            databaseFailed(error)
+            return .failed
+        }
+        guard let head = begun.head else { return .empty }
+        guard head.dueInMicroseconds <= 0 else { return .notDue(.microseconds(head.dueInMicroseconds)) }
+        guard begun.began else {
+            if begun.owner != replica {
+                logger.debug("partition lease lost", metadata: ["messagequeue.topic": "\(partition.topic)"])
+                return .lostLease
+            }
+            // Still ours, but the head changed between the read and the update: read it again.
+            return .delivered
+        }
+
+        condition.lock()
+        state.busy[partition] = BusyPartition(delivery: InFlightDelivery(seq: head.seq, token: token, startedAt: .now))
+        condition.unlock()
+
+        let message = Message(topic: partition.topic, partitionKey: partition.key, id: head.messageID, payload: head.payload)
+        let delivery = Delivery(message: message, attempt: head.attempts + 1)
+        count("stovepipe_topic_delivered_total", partition.topic)
+        let outcome = handler(delivery)
+        record(outcome, of: delivery, seq: head.seq, token: token)
+        return .delivered
+    }
+
+    /// Writes the outcome, retrying a failing database a few times; if it never succeeds, the message is
+    /// redelivered after its visibility timeout, which at-least-once allows.
+    private func record(_ outcome: DeliveryOutcome, of delivery: Delivery, seq: UInt64, token: UInt64) {
+        let policy = configuration.retryPolicy
+        let write: CompletionWrite
+        let counter: String
+        switch outcome {
+        case .ack:
+            (write, counter) = (.acked, "stovepipe_topic_acked_total")
+        case .retry(let reason) where delivery.attempt < policy.maxAttempts:
+            let wait = policy.backoff(afterAttempt: delivery.attempt)
+            (write, counter) = (.retryLater(afterMicroseconds: wait.wholeMicroseconds, reason: reason), "stovepipe_topic_retried_total")
+        case .retry(let reason), .reject(let reason):
+            (write, counter) = (.deadLettered(reason: reason), "stovepipe_topic_dead_lettered_total")
+        case .postpone(let delay):
+            (write, counter) = (.postponed(afterMicroseconds: max(delay, .zero).wholeMicroseconds), "stovepipe_topic_postponed_total")
+        }
+        let topic = delivery.message.topic
+        var metadata: Logger.Metadata = ["messagequeue.topic": "\(topic)", "messagequeue.attempt": "\(delivery.attempt)"]
+        for attempt in 1...5 {
+            do {
+                let current = try database.run { connection in
+                    try TopicStore.complete(seq: seq, token: token, write, on: connection)
+                }
+                guard current else {
+                    logger.info("delivery outcome dropped: the message was redelivered meanwhile", metadata: metadata)
+                    return
+                }
+                count(counter, topic)
+                if case .deadLettered = write { logger.info("message dead-lettered", metadata: metadata) }
+                return
+            } catch {
+                metadata["error"] = "\(error)"
+                Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
+            }
+        }
+        logger.warning("delivery outcome not recorded; the message will be redelivered", metadata: metadata)
+    }
+
+    // MARK: coordinator
+
+    private func coordinatorLoop() {
+        let renewalInterval = configuration.renewalInterval
+        var nextPoll = ContinuousClock.now
+        var nextRenewal = ContinuousClock.now + renewalInterval
+        var nextMaintenance = ContinuousClock.now + configuration.maintenanceInterval
+        condition.lock()
+        while state.phase == .running {
+            let now = ContinuousClock.now
+            state.promoteDue(now: now)
+            if !state.ready.isEmpty { condition.broadcast() }
+            let pollNow = state.wakeRequested || now >= nextPoll
+            let renewNow = now >= nextRenewal
+            let maintainNow = now >= nextMaintenance
+            guard pollNow || renewNow || maintainNow else {
+                var wake = min(nextPoll, nextRenewal, nextMaintenance)
+                if let due = state.earliestDue { wake = min(wake, due) }
+                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, (wake - now).seconds)))
+                continue
+            }
+            state.wakeRequested = false
+            condition.unlock()
+            if renewNow {
+                renew()
+                nextRenewal = .now + renewalInterval
+            }
+            if pollNow {
+                poll()
+                nextPoll = .now + configuration.pollInterval
+            }
+            if maintainNow {
+                maintain()
+                nextMaintenance = .now + configuration.maintenanceInterval
+            }
+            condition.lock()
+        }
+        state.runningThreads -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func subscribedTopics() -> [TopicName] {
+        condition.lock()
+        defer { condition.unlock() }
+        return Array(state.handlers.keys)
+    }
+
+    /// One query per subscribed topic: which partitions have work, who holds them; then leases are taken
+    /// or given up towards this replica's fair share, and held partitions with due work go to the workers.
+    private func poll() {
+        for topic in subscribedTopics() {
+            let partitions: [PartitionWithWork]
+            do {
+                partitions = try database.run { connection in try TopicStore.partitionsWithWork(topic, on: connection) }
+                databaseRecovered()
+            } catch {
+                databaseFailed(error)
+                continue
+            }
+            condition.lock()
+            let plan = planLeases(topic, partitions)
+            condition.broadcast()
+            condition.unlock()
+            execute(plan)
+        }
+    }
+
+    private struct LeasePlan {
+        var release: [PartitionID] = []
+        var acquire: [(partition: PartitionID, needsRow: Bool)] = []
+    }
+
+    // Called with the lock held.
+    private func planLeases(_ topic: TopicName, _ partitions: [PartitionWithWork]) -> LeasePlan {
+        let replica = replicaID
+        let now = ContinuousClock.now
+        state.lastWork[topic] = Set(partitions.map(\.key))
+        var plan = LeasePlan()
+        for row in partitions where row.owner != replica {
+            // Another replica took a lease this one let lapse.
+            state.disown(PartitionID(topic: topic, key: row.key))
+        }
+        // Fair share: at most ceil(partitions with work / live replicas) each.
+        let liveReplicas = max(1, state.liveReplicas)
+        let target = (partitions.count + liveReplicas - 1) / liveReplicas
+        var held = partitions.filter { state.owned.contains(PartitionID(topic: topic, key: $0.key)) }
+        if held.count > target {
+            // Give up the partitions whose heads are due last, never one a worker is delivering.
+            let extras = held.filter { state.busy[PartitionID(topic: topic, key: $0.key)] == nil }
+                .sorted { $0.headDueInMicroseconds > $1.headDueInMicroseconds }
+                .prefix(held.count - target)
+            for row in extras {
+                let partition = PartitionID(topic: topic, key: row.key)
+                state.disown(partition)
+                plan.release.append(partition)
+            }
+            held.removeAll { row in extras.contains { $0.key == row.key } }
+        }
+        for row in held {
+            let partition = PartitionID(topic: topic, key: row.key)
+            guard state.busy[partition] == nil, !state.readySet.contains(partition) else { continue }
+            if row.headDueInMicroseconds <= 0 {
+                state.pushReady(partition)
+            } else {
+                state.dueAt[partition] = now + .microseconds(row.headDueInMicroseconds)
+            }
+        }
+        guard held.count < target else { return plan }
+        let candidates = partitions.filter { row in
+            let partition = PartitionID(topic: topic, key: row.key)
+            return !state.owned.contains(partition) && state.busy[partition] == nil && row.headDueInMicroseconds <= 0
+                && (row.owner == nil || row.owner == replica || !row.leaseRunning)
+        }
+        .sorted { $0.headDueInMicroseconds < $1.headDueInMicroseconds }
+        .prefix(target - held.count)
+        plan.acquire = candidates.map { (PartitionID(topic: topic, key: $0.key), !$0.hasLeaseRow) }
+        return plan
+    }
+
+    private func execute(_ plan: LeasePlan) {
+        let replica = replicaID
+        let lease = configuration.leaseDuration.wholeMicroseconds
+        var acquired: [PartitionID] = []
+        do {
+            try database.run { connection in
+                for partition in plan.release {
+                    try TopicStore.releaseLease(partition, replica: replica, on: connection)
+                }
+            }
+            for (partition, needsRow) in plan.acquire {
+                let taken = try database.run { connection in
+                    if needsRow { try TopicStore.ensurePartitionRow(partition, on: connection) }
+                    return try TopicStore.acquireLease(partition, replica: replica, leaseMicroseconds: lease, on: connection)
+                }
+                if taken { acquired.append(partition) }
+            }
+        } catch {
+            databaseFailed(error)
+        }
+        if !plan.release.isEmpty {
+            logger.debug("partition leases released to rebalance", metadata: ["broker.leases_released": "\(plan.release.count)"])
+        }
+        guard !acquired.isEmpty else { return }
+        logger.debug("partition leases acquired", metadata: ["broker.leases_acquired": "\(acquired.count)"])
+        condition.lock()
+        defer { condition.unlock() }
+        // Once stopping, the leases just taken are released with the others by `shutdown`.
+        guard state.phase == .running else { return }
+        for partition in acquired {
+            state.owned.insert(partition)
+            state.pushReady(partition)
+        }
+        condition.broadcast()
+    }
+
+    /// The heartbeat: announces this replica, counts the live ones, renews leases and the visibility of
+    /// deliveries in progress, gives up hung handlers' partitions and idle partitions, updates gauges.
+    private func renew() {
+        let replica = replicaID
+        let lease = configuration.leaseDuration.wholeMicroseconds
+        do {
+            let live = try database.run { connection in
+                try TopicStore.heartbeat(replica: replica, on: connection)
+                try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
+                return try TopicStore.liveReplicaCount(windowMicroseconds: lease, on: connection)
+            }
+            databaseRecovered()
+            condition.lock()
+            state.liveReplicas = max(1, live)
+            condition.unlock()
+        } catch {
+            databaseFailed(error)
+        }
+
+        let now = ContinuousClock.now
+        var extend: [InFlightDelivery] = []
+        var hung: [PartitionID] = []
+        var idle: [PartitionID] = []
+        condition.lock()
+        for (partition, busy) in state.busy {
+            guard let delivery = busy.delivery, !delivery.abandoned else { continue }
+            if now - delivery.startedAt > configuration.maxHandlingTime {
+                state.busy[partition]?.delivery?.abandoned = true
+                state.disown(partition)
+                hung.append(partition)
+            } else {
+                extend.append(delivery)
+            }
+        }
+        for partition in state.owned where state.busy[partition] == nil && !state.readySet.contains(partition)
+            && state.dueAt[partition] == nil && !(state.lastWork[partition.topic]?.contains(partition.key) ?? false)
+        {
+            idle.append(partition)
+        }
+        for partition in idle { state.disown(partition) }
+        var leases: [TopicName: Int] = [:]
+        for topic in state.handlers.keys { leases[topic] = state.ownedCount(of: topic) }
+        condition.unlock()
+
+        let visibility = configuration.visibilityTimeout.wholeMicroseconds
+        do {
+            try database.run { connection in
+                for delivery in extend {
+                    _ = try TopicStore.extendDelivery(
+                        seq: delivery.seq, token: delivery.token, visibilityMicroseconds: visibility, on: connection)
+                }
+                for partition in hung + idle {
+                    try TopicStore.releaseLease(partition, replica: replica, on: connection)
+                }
+            }
+        } catch {
+            databaseFailed(error)
+        }
+        for partition in hung {
+            logger.warning(
+                "a handler ran past maxHandlingTime: its partition is released for redelivery elsewhere",
+                metadata: ["messagequeue.topic": "\(partition.topic)"])
+        }
+        for (topic, count) in leases {
+            gauge("stovepipe_topic_leases", topic, Double(count))
+            if let stats = try? stats(topic) {
+                gauge("stovepipe_topic_backlog", topic, Double(stats.backlog))
+                gauge("stovepipe_topic_in_flight", topic, Double(stats.inFlight))
+                gauge("stovepipe_topic_dead_letters", topic, Double(stats.deadLetters))
+                gauge("stovepipe_topic_oldest_pending_age_seconds", topic, stats.oldestPendingAgeSeconds ?? 0)
+            }
+        }
+    }
+
+    /// Deletes acked messages past retention (in bounded batches) and replicas long silent.
+    private func maintain() {
+        let retention = configuration.ackedRetention.wholeMicroseconds
+        let silence = max(configuration.leaseDuration.wholeMicroseconds * 10, 60_000_000)
+        let batch = 500
+        do {
+            var deleted: UInt64 = 0
+            for _ in 0..<20 {
+                let count = try database.run { connection in
+                    try TopicStore.deleteAcked(olderThanMicroseconds: retention, limit: batch, on: connection)
+                }
+                deleted += count
+                if count < UInt64(batch) { break }
+            }
+            try database.run { connection in try TopicStore.removeSilentReplicas(silenceMicroseconds: silence, on: connection) }
+            if deleted > 0 { logger.debug("acked messages deleted", metadata: ["broker.deleted": "\(deleted)"]) }
+        } catch {
+            databaseFailed(error)
+        }
+    }
+
+    // MARK: health and metrics
+
+    /// Logs the first failure of a run of failures only, so an unreachable database does not flood the log.
+    private func databaseFailed(_ error: BackendError) {
+        let first = failing.withLock { failing in
+            defer { failing = true }
+            return !failing
+        }
+        if first { logger.warning("topic consumer cannot reach mysql; retrying", metadata: ["error": "\(error)"]) }
+    }
+
+    private func databaseRecovered() {
+        let was = failing.withLock { failing in
+            defer { failing = false }
+            return failing
+        }
+        if was { logger.info("topic consumer reaches mysql again") }
+    }
+
+    private func count(_ label: String, _ topic: TopicName) {
+        Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).increment()
+    }
+
+    private func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
+        Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).record(value)
+    }
+}

@@ -1,0 +1,126 @@
+import Domain
+import HTTPServer
+import Metrics
+import Synchronization
+
+/// Connection-level HTTP events as metrics; per-route request metrics are recorded by the API.
+struct HTTPMetrics: HTTPServerObserver {
+    private let open = Metrics.Gauge(label: "stovepipe_http_open_connections")
+    private let opened = Metrics.Counter(label: "stovepipe_http_connections_total")
+    private let closed = Metrics.Counter(label: "stovepipe_http_connections_closed_total")
+    private let refused = Metrics.Counter(label: "stovepipe_http_connections_refused_total")
+    private let shed = Metrics.Counter(label: "stovepipe_http_requests_shed_total")
+    private let openCount = OpenConnections()
+
+    func connectionOpened(peer: String) {
+        opened.increment()
+        open.record(openCount.add(1))
+    }
+
+    func connectionClosed(peer: String) {
+        closed.increment()
+        open.record(openCount.add(-1))
+    }
+
+    func connectionRefused(peer: String) { refused.increment() }
+
+    func requestShed() { shed.increment() }
+
+    func protocolError(_ error: HTTPProtocolError) {
+        // The enum case name is a bounded label value.
+        Metrics.Counter(label: "stovepipe_http_protocol_errors_total", dimensions: [("kind", "\(error)")]).increment()
+    }
+}
+
+
+/// The number of open connections, shared by the event-loop threads.
+final class OpenConnections: Sendable {
+    private let count = Atomic<Int>(0)
+
+    /// Adds `delta` and returns the new count.
+    func add(_ delta: Int) -> Int { count.add(delta, ordering: .relaxed).newValue }
+}
+
+/// Times one store's operations as `stovepipe_store_operation_duration_seconds{store, operation}`.
+struct StoreTimers: Sendable {
+    private let timers: [String: Metrics.Timer]
+
+    init(store: String, operations: [String]) {
+        var timers: [String: Metrics.Timer] = [:]
+        for operation in operations {
+            timers[operation] = Metrics.Timer(
+                label: "stovepipe_store_operation_duration_seconds", dimensions: [("store", store), ("operation", operation)])
+        }
+        self.timers = timers
+    }
+
+    func time<Result>(_ operation: String, _ body: () throws(BackendError) -> Result) throws(BackendError) -> Result {
+        let started = ContinuousClock.now
+        defer { timers[operation]?.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        return try body()
+    }
+}
+
+/// A RequestStore that records how long each operation takes.
+struct InstrumentedRequestStore: RequestStore {
+    let base: any RequestStore
+    private let timers = StoreTimers(store: "requests", operations: ["create", "get", "update", "list"])
+
+    init(_ base: any RequestStore) { self.base = base }
+
+    func create(_ request: Request) throws(BackendError) { try timers.time("create") { () throws(BackendError) in try base.create(request) } }
+
+    func get(_ id: RequestID) throws(BackendError) -> Request { try timers.time("get") { () throws(BackendError) in try base.get(id) } }
+
+    func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        try timers.time("update") { () throws(BackendError) in try base.update(request, oldVersion: oldVersion, newVersion: newVersion) }
+    }
+
+    func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
+        try timers.time("list") { () throws(BackendError) in try base.list(queue: queue, before: before, limit: limit) }
+    }
+}
+
+/// A RequestURIStore that records how long each operation takes.
+struct InstrumentedRequestURIStore: RequestURIStore {
+    let base: any RequestURIStore
+    private let timers = StoreTimers(store: "request_uris", operations: ["create", "get"])
+
+    init(_ base: any RequestURIStore) { self.base = base }
+
+    func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
+        try timers.time("create") { () throws(BackendError) in try base.create(queue: queue, uri: uri, id: id) }
+    }
+
+    func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
+        try timers.time("get") { () throws(BackendError) in try base.id(queue: queue, uri: uri) }
+    }
+}
+
+/// A QueueStore that records how long each operation takes.
+struct InstrumentedQueueStore: QueueStore {
+    let base: any QueueStore
+    private let timers = StoreTimers(store: "queues", operations: ["create", "get", "update"])
+
+    init(_ base: any QueueStore) { self.base = base }
+
+    func create(_ queue: Queue) throws(BackendError) { try timers.time("create") { () throws(BackendError) in try base.create(queue) } }
+
+    func get(_ name: QueueName) throws(BackendError) -> Queue { try timers.time("get") { () throws(BackendError) in try base.get(name) } }
+
+    func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        try timers.time("update") { () throws(BackendError) in try base.update(queue, oldVersion: oldVersion, newVersion: newVersion) }
+    }
+}
+
+/// A Counter that records how long each `next` takes.
+struct InstrumentedCounter: Domain.Counter {
+    let base: any Domain.Counter
+    private let timers = StoreTimers(store: "counter", operations: ["next"])
+
+    init(_ base: any Domain.Counter) { self.base = base }
+
+    func next(queue: QueueName, domain: String) throws(BackendError) -> UInt64 {
+        try timers.time("next") { () throws(BackendError) in try base.next(queue: queue, domain: domain) }
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Domain
+import Foundation
+import Logging
+import MySQLBackend
+import MySQLClient
+
+/// `stovepipe topics`: what an operator sees of the durable topics, and re-driving dead letters.
+struct Topics: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect the durable topics in MySQL and re-drive dead letters.",
+        subcommands: [List.self, Redrive.self],
+        defaultSubcommand: List.self)
+
+    /// The database options every topics subcommand takes.
+    struct Database: ParsableArguments {
+        @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL).") var mysqlURL: String?
+
+        /// A broker over the database, not consuming: for stats, dead letters and redrive only.
+        func withBroker<Result>(_ body: (MySQLBroker) throws -> Result) throws -> Result {
+            guard let url = mysqlURL ?? ProcessInfo.processInfo.environment["STOVEPIPE_MYSQL_URL"], !url.isEmpty else {
+                throw ValidationError("topics needs --mysql-url or STOVEPIPE_MYSQL_URL (the in-memory topic lives inside serve: see GET /topics)")
+            }
+            let connection: MySQLConfiguration
+            do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
+            try MySQLLibrary.initialize()
+            let logger = Logger(label: "stovepipe", factory: { label in StderrLogHandler(label: label, format: .text, logLevel: .warning) })
+            let pool = MySQLPool(connection: connection, configuration: MySQLPool.Configuration(maxConnections: 2), logger: logger)
+            defer { pool.close() }
+            return try body(MySQLBroker(pool: pool, logger: logger))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Backlog, in flight, dead letters and oldest pending age per topic.")
+
+        @OptionGroup var database: Database
+        @Option(help: "The topics to show.") var topic: [String] = [TopicName.process.rawValue]
+        @Option(help: "Dead letters to list per topic.") var deadLetters = 20
+
+        func run() throws {
+            try database.withBroker { broker in
+                for name in topic.map(TopicName.init) {
+                    let stats = try broker.stats(name)
+                    let age = stats.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-"
+                    print("topic \(name): backlog \(stats.backlog), in flight \(stats.inFlight), dead letters \(stats.deadLetters), oldest pending \(age)")
+                    for letter in try broker.deadLetters(name, limit: max(0, deadLetters)) {
+                        print("  dead \(letter.message.id) partition \(letter.message.partitionKey) after \(letter.attempts) attempts: \(letter.reason)")
+                    }
+                }
+            }
+        }
+    }
+
+    struct Redrive: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Put a dead letter back on its topic with a fresh attempt count.")
+
+        @OptionGroup var database: Database
+        @Option(help: "The topic of the dead letter.") var topic = TopicName.process.rawValue
+        @Argument(help: "The message id, e.g. request/monorepo/main/7.") var messageID: String
+
+        func run() throws {
+            try database.withBroker { broker in
+                do {
+                    try broker.redrive(TopicName(topic), messageID: messageID)
+                } catch let error as BackendError where error == .notFound {
+                    throw StartupError("no dead letter '\(messageID)' on topic '\(topic)'")
+                }
+                print("re-drove \(messageID) onto \(topic)")
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition, or nil.
+func sample(_ exposition: String, _ series: String) -> Double? {
+    for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1))
+    }
+    return nil
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the server answers until it closes.
+func rawExchange(_ bytes: String, port: Int) throws -> String {
+    let fd = try connectLoopback(port: port, timeoutSeconds: 10)
+    defer { close(fd) }
+    let data = Array(bytes.utf8)
+    _ = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        received += buffer[0..<n]
+    }
+    return String(decoding: received, as: UTF8.self)
+}
+
+@Suite(.serialized) struct OperationsTests {
+    @Test func metricsCountRealTraffic() throws {
+        let server = try RunningServer(arguments: [])
+        for _ in 0..<3 { _ = try http("POST", "/queues/demo/main/ingest", port: server.port) }
+        _ = try http("GET", "/requests/request/demo/main/9", port: server.port)
+        let malformed = try rawExchange("GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", port: server.port)
+        #expect(malformed.hasPrefix("HTTP/1.1 400"))
+        #expect(try eventually {
+            try http("GET", "/requests/request/demo/main/1", port: server.port).json["state"] as? String == "processing"
+        })
+        let metrics = try http("GET", "/metrics", port: server.port).text
+        #expect(sample(metrics, #"stovepipe_ingest_total{outcome="minted"}"#) == 1)
+        #expect(sample(metrics, #"stovepipe_ingest_total{outcome="deduplicated"}"#) == 2)
+        #expect(sample(metrics, #"stovepipe_process_total{outcome="processing"}"#) == 1)
+        #expect(sample(metrics, #"stovepipe_http_requests_total{route="/queues/{queue}/ingest",method="POST",status="202"}"#) == 1)
+        #expect(sample(metrics, #"stovepipe_http_requests_total{route="/queues/{queue}/ingest",method="POST",status="200"}"#) == 2)
+        #expect(sample(metrics, #"stovepipe_http_requests_total{route="/requests/{id}",method="GET",status="404"}"#) == 1)
+        #expect(sample(metrics, #"stovepipe_http_protocol_errors_total{kind="whitespaceBeforeColon"}"#) == 1
+            || sample(metrics, #"stovepipe_http_protocol_errors_total{kind="invalidHeaderName"}"#) == 1)
+        #expect((sample(metrics, "stovepipe_http_connections_total") ?? 0) >= 6)
+        #expect((sample(metrics, #"stovepipe_store_operation_duration_seconds_count{store="requests",operation="create"}"#) ?? 0) == 1)
+        #expect(metrics.contains("stovepipe_http_request_duration_seconds_bucket"))
+        // No unbounded label values: no request ids or raw paths appear in any series.
+        #expect(!metrics.contains("request/demo/main/"))
+        #expect(!metrics.contains("/queues/demo"))
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func accessLogsAreJSONLinesWithTheRequestID() throws {
+        let server = try RunningServer(arguments: ["--log-format", "json", "--ingest-secret", "topsecret"])
+        let response = try http("GET", "/queues/demo/main", port: server.port, headers: [("X-Request-ID", "trace-abc.123")])
+        #expect(response.headers["x-request-id"] == "trace-abc.123")
+        let generated = try http("GET", "/healthz", port: server.port, headers: [("X-Request-ID", "bad id with spaces")])
+        #expect(generated.headers["x-request-id"] != nil)
+        #expect(generated.headers["x-request-id"] != "bad id with spaces")
+        _ = try http("POST", "/queues/demo/main/ingest", port: server.port, body: "{\"secret\": \"payload-value\"}",
+            headers: [("X-Stovepipe-Signature-256", "sha256=" + String(repeating: "0", count: 64))])
+        #expect(server.terminate() == 0)
+        let lines = server.log.split(separator: "\n")
+        #expect(!lines.isEmpty)
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(objects.count == lines.count, "every log line is a JSON object")
+        let access = objects.first { $0["request.id"] as? String == "trace-abc.123" }
+        #expect(access?["http.route"] as? String == "/queues/{queue}")
+        #expect(access?["http.method"] as? String == "GET")
+        #expect(access?["http.status"] as? String == "404")
+        #expect(access?["duration.ms"] != nil)
+        #expect(access?["bytes"] != nil)
+        #expect(!server.log.contains("topsecret"))
+        #expect(!server.log.contains("payload-value"))
+        #expect(!server.log.contains("sha256="))
+    }
+
+    @Test func readinessAndHealthDuringLife() throws {
+        let server = try RunningServer(arguments: [])
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        let ready = try http("GET", "/readyz", port: server.port)
+        #expect(ready.status == 200)
+        #expect((ready.json["checks"] as? [[String: Any]])?.contains { $0["name"] as? String == "topic consumer" && $0["ok"] as? Bool == true } == true)
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func healthcheckSubcommand() throws {
+        let server = try RunningServer(arguments: [])
+        func run(_ url: String) throws -> Int32 {
+            let process = Process()
+            process.executableURL = RunningServer.binary
+            process.arguments = ["healthcheck", "--url", url]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        #expect(try run("http://127.0.0.1:\(server.port)/healthz") == 0)
+        #expect(try run("http://127.0.0.1:\(server.port)/nope") != 0)
+        #expect(server.terminate() == 0)
+        #expect(try run("http://127.0.0.1:\(server.port)/healthz") != 0)
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a helper program found on PATH with an argument vector; returns its exit status and stderr.
+@discardableResult
+private func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [name] + arguments
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
+/// The subject curl saw on a fresh HTTPS connection to /healthz, or nil if the request failed.
+private func subject(port: Int, trusting bundle: String) throws -> String? {
+    let (status, log) = try run(
+        "curl", ["-sS", "-v", "--max-time", "10", "-o", "/dev/null", "--cacert", bundle, "https://127.0.0.1:\(port)/healthz"])
+    guard status == 0 else { return nil }
+    return log.split(separator: "\n").first { $0.contains("subject:") }.map { String($0.split(separator: "subject:").last ?? "").trimmingCharacters(in: .whitespaces) }
+}
+
+@Suite(.serialized) struct TLSServeTests {
+    @Test func tlsFlagsServeHTTPSAndSIGHUPReloadsTheCertificate() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        for name in ["first", "second"] {
+            let made = try run("openssl", [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)", "-addext", "subjectAltName=IP:127.0.0.1",
+                "-days", "1", "-keyout", path("\(name).key"), "-out", path("\(name).crt"),
+            ])
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let files = FileManager.default
+        try files.copyItem(atPath: path("first.crt"), toPath: path("live.crt"))
+        try files.copyItem(atPath: path("first.key"), toPath: path("live.key"))
+        let bundle = try String(contentsOfFile: path("first.crt"), encoding: .utf8) + String(contentsOfFile: path("second.crt"), encoding: .utf8)
+        try bundle.write(toFile: path("both.pem"), atomically: true, encoding: .utf8)
+
+        let server = try RunningServer(arguments: [], environment: ["STOVEPIPE_TLS_CERT": path("live.crt"), "STOVEPIPE_TLS_KEY": path("live.key")])
+        #expect(server.scheme == "https")
+        #expect(try subject(port: server.port, trusting: path("both.pem")) == "CN=first")
+
+        try files.removeItem(atPath: path("live.crt"))
+        try files.removeItem(atPath: path("live.key"))
+        try files.copyItem(atPath: path("second.crt"), toPath: path("live.crt"))
+        try files.copyItem(atPath: path("second.key"), toPath: path("live.key"))
+        kill(server.process.processIdentifier, SIGHUP)
+        #expect(try eventually { try subject(port: server.port, trusting: path("both.pem")) == "CN=second" })
+
+        // A reload that fails is logged and keeps the certificate in use.
+        try Data("not a key".utf8).write(to: URL(fileURLWithPath: path("live.key")))
+        kill(server.process.processIdentifier, SIGHUP)
+        #expect(eventually { server.log.contains("TLS reload failed") }, "\(server.log)")
+        #expect(try subject(port: server.port, trusting: path("both.pem")) == "CN=second")
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func tlsCertificateWithoutKeyIsRejected() throws {
+        let process = Process()
+        process.executableURL = RunningServer.binary
+        process.arguments = ["serve", "--port", "0", "--tls-cert", "/nonexistent.crt"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["STOVEPIPE_TLS_KEY"] = nil
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(output.contains("--tls-cert and --tls-key"), "\(output)")
+    }
+}

@@ -1,0 +1,107 @@
+import Glibc
+import Testing
+
+@testable import HTTPServer
+
+@Suite("Response serialization and helpers")
+struct ResponseWriterTests {
+    private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
+    @Test("a response has the status line, managed headers and the body")
+    func serialize() {
+        var writer = ResponseWriter(serverName: "stovepipe")
+        let bytes = writer.serialize(
+            status: 201, headers: HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "1")]),
+            body: Array("made".utf8), close: false, version: .http11, requestID: "r-1", omitBody: false
+        )
+        let response = text(bytes)
+        #expect(response.hasPrefix("HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nServer: stovepipe\r\nDate: "))
+        #expect(response.contains("\r\nX-Request-ID: r-1\r\nContent-Length: 4\r\n\r\nmade"))
+        #expect(!response.contains("Content-Length: 1\r\n"))
+        #expect(!response.contains("Connection:"))
+    }
+
+    @Test("close and HTTP/1.0 keep-alive are stated")
+    func connectionHeader() {
+        var writer = ResponseWriter(serverName: "s")
+        let closing = text(
+            writer.serialize(
+                status: 200, headers: HTTPHeaders(), body: [], close: true, version: .http11, requestID: nil,
+                omitBody: false))
+        #expect(closing.contains("Connection: close\r\n"))
+        let old = text(
+            writer.serialize(
+                status: 200, headers: HTTPHeaders(), body: [], close: false, version: .http10, requestID: nil,
+                omitBody: false))
+        #expect(old.contains("Connection: keep-alive\r\n"))
+        #expect(old.hasPrefix("HTTP/1.1 200 OK\r\n"))
+    }
+
+    @Test("204 and 304 carry no body and 204 no Content-Length; HEAD keeps the length only")
+    func bodilessStatuses() {
+        var writer = ResponseWriter(serverName: "s")
+        let noContent = text(
+            writer.serialize(
+                status: 204, headers: HTTPHeaders(), body: Array("x".utf8), close: false, version: .http11,
+                requestID: nil, omitBody: false))
+        #expect(!noContent.contains("Content-Length"))
+        #expect(noContent.hasSuffix("\r\n\r\n"))
+        let head = text(
+            writer.serialize(
+                status: 200, headers: HTTPHeaders(), body: Array("abc".utf8), close: false, version: .http11,
+                requestID: nil, omitBody: true))
+        #expect(head.contains("Content-Length: 3\r\n"))
+        #expect(head.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test("error responses close and explain themselves")
+    func errorResponse() {
+        var writer = ResponseWriter(serverName: "s")
+        let response = text(writer.errorResponse(.requestLineTooLong))
+        #expect(response.hasPrefix("HTTP/1.1 414 URI Too Long\r\n"))
+        #expect(response.contains("Connection: close\r\n"))
+        let body = #"{"type":"about:blank","title":"URI Too Long","status":414,"detail":"request line too long"}"#
+        #expect(response.contains("Content-Type: application/problem+json\r\n"))
+        #expect(response.hasSuffix("\r\n\r\n" + body))
+        #expect(response.contains("Content-Length: \(body.utf8.count)\r\n"))
+    }
+
+    @Test("JSON escaping of error details")
+    func jsonEscaping() {
+        #expect(ResponseWriter.jsonEscaped("a\"b\\c\u{01}\n") == #"a\"b\\c\u0001\u000a"#)
+    }
+
+    @Test("the Date header is an IMF-fixdate")
+    func imfFixdate() {
+        var moment = time_t(784_111_777)
+        var parts = tm()
+        gmtime_r(&moment, &parts)
+        #expect(ResponseWriter.imfFixdate(parts) == "Sun, 06 Nov 1994 08:49:37 GMT")
+    }
+
+    @Test("response header fields that could split the response are invalid")
+    func headerValidity() {
+        #expect(ResponseWriter.isValid(("X-A", "fine value")))
+        #expect(!ResponseWriter.isValid(("X-A", "a\r\nb")))
+        #expect(!ResponseWriter.isValid(("X A", "v")))
+        #expect(!ResponseWriter.isValid(("", "v")))
+    }
+
+    @Test("only sane incoming request ids are reused")
+    func requestIDs() {
+        #expect(ServerContext.isSaneRequestID("abc-DEF_0.9"))
+        #expect(ServerContext.isSaneRequestID(String(repeating: "a", count: 128)))
+        #expect(!ServerContext.isSaneRequestID(String(repeating: "a", count: 129)))
+        #expect(!ServerContext.isSaneRequestID(""))
+        #expect(!ServerContext.isSaneRequestID("a b"))
+        #expect(!ServerContext.isSaneRequestID("a/b"))
+        #expect(!ServerContext.isSaneRequestID("é"))
+    }
+
+    @Test("durations convert to nanoseconds with saturation")
+    func durations() {
+        #expect(Duration.milliseconds(300).nanoseconds == 300_000_000)
+        #expect(Duration.seconds(-1).nanoseconds == 0)
+        #expect(Duration.seconds(Int64.max).nanoseconds == UInt64.max / 2)
+    }
+}

@@ -1,0 +1,229 @@
+import Domain
+import Foundation
+import MySQLBackend
+import MySQLClient
+import TestSupport
+import Testing
+
+/// One handler run: who ran it, on which partition, and when.
+struct Handling: Sendable {
+    let replica: Int
+    let key: String
+    let id: String
+    let started: ContinuousClock.Instant
+    let ended: ContinuousClock.Instant
+}
+
+/// Live lease holders and how many partitions each holds.
+private func leaseCounts(_ harness: TopicHarness) throws -> [String: Int] {
+    let rows = try harness.query(
+        """
+        SELECT owner, COUNT(*) FROM topic_partitions
+        WHERE owner IS NOT NULL AND lease_expires_at > UTC_TIMESTAMP(6) GROUP BY owner
+        """)
+    var counts: [String: Int] = [:]
+    for row in rows {
+        if let owner = row.string(0), let count = row.int64(1) { counts[owner] = Int(count) }
+    }
+    return counts
+}
+
+@Suite("MySQLBroker replicas, leases and crashes", .enabled(if: LiveDatabase.shouldRun))
+struct ReplicaTests {
+    @Test("a consumer that dies mid-delivery: another replica redelivers after the lease and visibility expire")
+    func consumerDiesMidDelivery() async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            let doomedPool = harness.makePool()
+            let doomed = harness.makeBroker(timings, pool: doomedPool)
+            let entered = Latch()
+            let release = Latch()
+            doomed.subscribe(topic) { _ in
+                entered.arrive()
+                release.wait()
+                return .ack
+            }
+            try doomed.publish(message("job"))
+            try doomed.publish(message("next"))
+            try doomed.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+            // From now on the first replica writes nothing: no renewals, no outcome, as if killed with -9.
+            doomedPool.close()
+
+            let survivor = harness.makeBroker(timings)
+            let seen = Recorder<Seen>()
+            survivor.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try survivor.start()
+            #expect(await eventually { seen.count == 2 })
+            #expect(seen.values == [Seen(id: "job", attempt: 2), Seen(id: "next", attempt: 1)])
+            release.arrive()
+            #expect(try survivor.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
+        }
+    }
+
+    @Test("the state a killed replica leaves behind (a live lease, a delivery in flight) is recovered")
+    func killedReplicaStateRecovered() async throws {
+        try await withHarness { harness in
+            let connection = try harness.connect()
+            defer { connection.close() }
+            try connection.execute(
+                """
+                INSERT INTO topic_replicas (replica_id, heartbeat_at, started_at)
+                VALUES ('ghost', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))
+                """)
+            try connection.execute(
+                """
+                INSERT INTO topic_partitions (topic, partition_key, owner, lease_expires_at)
+                VALUES (\(topic.rawValue), 'q', 'ghost', UTC_TIMESTAMP(6) + INTERVAL 1 SECOND)
+                """)
+            try connection.execute(
+                """
+                INSERT INTO topic_messages
+                    (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
+                VALUES (\(topic.rawValue), 'q', 'in-flight', '', 'pending', 1, UTC_TIMESTAMP(6) + INTERVAL 1 SECOND, 42,
+                        UTC_TIMESTAMP(6))
+                """)
+            let survivor = harness.makeBroker(fastConfiguration(lease: .seconds(1), visibility: .seconds(1)))
+            try survivor.publish(message("after"))
+            let before = try survivor.stats(topic)
+            #expect(before.inFlight == 1)
+            #expect(before.backlog == 1)
+
+            let seen = Recorder<Seen>()
+            survivor.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try survivor.start()
+            #expect(await eventually { seen.count == 2 })
+            #expect(seen.values == [Seen(id: "in-flight", attempt: 2), Seen(id: "after", attempt: 1)])
+            // The ghost's lease moved (and, the partition being empty now, may since have been released).
+            #expect(try leaseCounts(harness)["ghost"] == nil)
+        }
+    }
+
+    @Test("a handler hung past maxHandlingTime gives up its partition; another replica redelivers; the late outcome is dropped")
+    func hungHandlerIsRedelivered() async throws {
+        try await withHarness { harness in
+            var timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            timings.maxHandlingTime = .milliseconds(300)
+            let hung = harness.makeBroker(timings)
+            let entered = Latch()
+            let release = Latch()
+            hung.subscribe(topic) { _ in
+                entered.arrive()
+                release.wait()
+                return .reject(reason: "too late")
+            }
+            try hung.publish(message("job"))
+            try hung.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+
+            let healthy = harness.makeBroker(timings)
+            let seen = Recorder<Seen>()
+            healthy.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try healthy.start()
+            #expect(await eventually { seen.count == 1 })
+            #expect(seen.values == [Seen(id: "job", attempt: 2)])
+
+            release.arrive()
+            hung.shutdown()
+            #expect(try healthy.deadLetters(topic, limit: 10).isEmpty)
+            #expect(try healthy.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
+            #expect(entered.arrivals == 1)
+        }
+    }
+
+    @Test("replicas on 20 partitions handle every message, in order per partition, never two at once", arguments: [2, 3])
+    func replicasShareWithoutOverlap(_ replicaCount: Int) async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .milliseconds(1500), visibility: .milliseconds(1500))
+            let handled = Recorder<Handling>()
+            let keys = (0..<20).map { "queue-\($0)" }
+            let rounds = 8
+            let publisher = harness.makeBroker(timings)
+            var replicas: [MySQLBroker] = []
+            for index in 0..<replicaCount {
+                let replica = harness.makeBroker(timings)
+                replica.subscribe(topic) { delivery in
+                    let started = ContinuousClock.now
+                    Thread.sleep(forTimeInterval: 0.01)
+                    handled.append(
+                        Handling(
+                            replica: index, key: delivery.message.partitionKey, id: delivery.message.id, started: started,
+                            ended: .now))
+                    return .ack
+                }
+                replicas.append(replica)
+            }
+            // Replicas join while messages keep arriving, so leases move between them during the run.
+            for round in 0..<rounds {
+                if round % 3 == 0, round / 3 < replicaCount { try replicas[round / 3].start() }
+                for key in keys { try publisher.publish(message("\(key)-\(round)", key: key)) }
+                try await Task.sleep(for: .milliseconds(150))
+            }
+            for replica in replicas { try replica.start() }
+            let total = keys.count * rounds
+            #expect(await eventually(timeout: .seconds(60)) { Set(handled.values.map(\.id)).count == total })
+
+            let byKey = Dictionary(grouping: handled.values, by: \.key)
+            for key in keys {
+                let runs = (byKey[key] ?? []).sorted { $0.started < $1.started }
+                var firstSeen: [String] = []
+                for run in runs where !firstSeen.contains(run.id) { firstSeen.append(run.id) }
+                #expect(firstSeen == (0..<rounds).map { "\(key)-\($0)" }, "partition \(key) out of order")
+                for (earlier, later) in zip(runs, runs.dropFirst()) {
+                    #expect(earlier.ended <= later.started, "partition \(key) handled by \(earlier.replica) and \(later.replica) at once")
+                }
+            }
+            for replica in replicas {
+                #expect(try await eventually { try replica.stats(topic).backlog == 0 && replica.stats(topic).inFlight == 0 })
+            }
+        }
+    }
+
+    @Test("leases are shared fairly, rebalance when a replica joins or leaves, and a dead replica's leases move")
+    func leasesRebalance() async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            let keys = (0..<20).map { "queue-\($0)" }
+            let publisher = harness.makeBroker(timings)
+            for key in keys { try publisher.publish(message("never-done-\(key)", key: key)) }
+            // Every partition keeps work: the message is postponed forever, so fair shares stay on 20 partitions.
+            func replica(_ pool: MySQLPool? = nil) -> MySQLBroker {
+                let broker = harness.makeBroker(timings, pool: pool)
+                broker.subscribe(topic) { _ in .postpone(.milliseconds(100)) }
+                return broker
+            }
+            let first = replica()
+            try first.start()
+            #expect(try await eventually { try leaseCounts(harness) == [first.replicaID: 20] })
+
+            let secondPool = harness.makePool()
+            let second = replica(secondPool)
+            try second.start()
+            #expect(try await eventually { try leaseCounts(harness) == [first.replicaID: 10, second.replicaID: 10] })
+
+            let third = replica()
+            try third.start()
+            #expect(
+                try await eventually {
+                    let counts = try leaseCounts(harness)
+                    return counts.count == 3 && counts.values.reduce(0, +) == 20 && counts.values.allSatisfy { $0 <= 7 }
+                })
+
+            third.shutdown()
+            #expect(try await eventually { try leaseCounts(harness) == [first.replicaID: 10, second.replicaID: 10] })
+
+            // The second replica dies without a word: its leases expire and move to the first.
+            secondPool.close()
+            #expect(try await eventually { try leaseCounts(harness) == [first.replicaID: 20] })
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import Domain
+import Foundation
+import MySQLBackend
+import MySQLClient
+import Synchronization
+import TestSupport
+
+/// A fresh database with the topic tables, and the pools and brokers a test makes on it; `tearDown` shuts
+/// the brokers down, closes the pools and drops the database.
+final class TopicHarness: Sendable {
+    let configuration: MySQLConfiguration
+    private let pools = Recorder<MySQLPool>()
+    private let brokers = Recorder<MySQLBroker>()
+
+    init() throws {
+        configuration = try TopicTestDatabase.create()
+    }
+
+    /// A new pool on the test database: a broker on its own pool is an independent replica.
+    func makePool(maxConnections: Int = 8) -> MySQLPool {
+        let pool = MySQLPool(
+            connection: configuration, configuration: .init(maxConnections: maxConnections, acquireTimeout: .seconds(10)),
+            logger: quietLogger)
+        pools.append(pool)
+        return pool
+    }
+
+    /// A new broker (replica) on its own pool unless `pool` is given.
+    func makeBroker(_ configuration: MySQLBroker.Configuration, pool: MySQLPool? = nil) -> MySQLBroker {
+        let broker = MySQLBroker(pool: pool ?? makePool(), configuration: configuration, logger: quietLogger)
+        brokers.append(broker)
+        return broker
+    }
+
+    /// A connection of its own, for inspecting and arranging rows.
+    func connect() throws -> MySQLConnection {
+        try MySQLConnection(configuration: configuration)
+    }
+
+    /// Runs one query on a fresh connection.
+    func query(_ query: MySQLQuery) throws -> [MySQLRow] {
+        let connection = try connect()
+        defer { connection.close() }
+        return try connection.query(query)
+    }
+
+    func tearDown() {
+        for broker in brokers.values { broker.shutdown() }
+        for pool in pools.values { pool.close() }
+        TopicTestDatabase.drop(configuration)
+    }
+}
+
+/// Runs `body` with a fresh harness and tears it down afterwards.
+func withHarness(_ body: (TopicHarness) async throws -> Void) async throws {
+    let harness = try TopicHarness()
+    defer { harness.tearDown() }
+    try await body(harness)
+}
+
+let topic = TopicName("process-test")
+
+func message(_ id: String, key: String = "q", payload: String = "") -> Message {
+    Message(topic: topic, partitionKey: key, id: id, payload: Array(payload.utf8))
+}
+
+/// Fast retries, a short poll, and the given lease and visibility timings.
+func fastConfiguration(
+    maxAttempts: Int = 3, lease: Duration = .seconds(15), visibility: Duration = .seconds(15),
+    poll: Duration = .milliseconds(50), workers: Int = 4
+) -> MySQLBroker.Configuration {
+    MySQLBroker.Configuration(
+        retryPolicy: RetryPolicy(maxAttempts: maxAttempts, backoffBase: .milliseconds(2), backoffCap: .milliseconds(10)),
+        workerThreads: workers, pollInterval: poll, leaseDuration: lease, visibilityTimeout: visibility)
+}
