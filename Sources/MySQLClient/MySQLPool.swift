@@ -191,12 +191,15 @@ public final class MySQLPool: Sendable {
     }
 
     private func checkIn(_ slot: Slot, reusable: Bool, reason: MySQLErrorCode?, acquiredAfter waited: Duration) {
-        let kept = core.release(reusable ? slot : nil, acquiredAfter: waited)
-        guard !kept else { return }
-        if reusable {
-            slot.connection.withLock { $0.close() }
-        } else {
+        guard reusable else {
+            // Closed before its permit returns, so no more than maxConnections are ever open.
             discard(slot, code: reason ?? .connectionClosed)
+            _ = core.release(nil, acquiredAfter: waited)
+            return
+        }
+        if !core.release(slot, acquiredAfter: waited) {
+            // The pool was closed while the connection was leased.
+            slot.connection.withLock { $0.close() }
         }
     }
 
