@@ -17,12 +17,16 @@ import Synchronization
 //   ingest-new-queue+process
 //                     ingest-new-queue followed by what the process consumer then runs for the request:
 //                     the request read, the queue read and the request update to `processing`; the database
-//                     work one API ingest causes in all
+//                     work one API ingest causes with an in-memory `process` topic
+//   ingest-new-queue+topic+process
+//                     the same with the MySQL `process` topic's statements for one message on a new partition:
+//                     the publish INSERT, the partition row and lease, the head read, the delivery mark, the
+//                     completion, the empty head read and the lease release (not the consumer's polls)
 // Each thread owns one connection. Prints one line of `key=value` fields; cpu_us_per_op is this process's
 // user plus system time per operation while the threads ran.
 
 /// The scenarios `--scenario` accepts.
-let scenarios = ["get", "ingest-new-queue", "ingest-new-head", "ingest-new-queue+process"]
+let scenarios = ["get", "ingest-new-queue", "ingest-new-head", "ingest-new-queue+process", "ingest-new-queue+topic+process"]
 
 /// What the command line asked for.
 struct Options {
@@ -142,13 +146,91 @@ enum Statements {
     }
 }
 
+/// The MySQL topic's statements for one message, as Sources/MySQLBackend/Topic/TopicStore.swift writes them.
+enum Topic {
+    static let topic = "process"
+
+    static func publish(_ connection: MySQLConnection, partition: String, id: String) throws {
+        let payload = Array(#"{"id":"\#(id)"}"#.utf8)
+        try connection.execute(
+            """
+            INSERT INTO topic_messages
+                (topic, partition_key, message_id, payload, state, attempts, available_at, enqueued_at)
+            VALUES (\(topic), \(partition), \(id), \(payload),
+                    \("pending"), 0, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))
+            """)
+    }
+
+    static func ensurePartitionRow(_ connection: MySQLConnection, partition: String) throws {
+        try connection.execute(
+            """
+            INSERT INTO topic_partitions (topic, partition_key) VALUES (\(topic), \(partition))
+            ON DUPLICATE KEY UPDATE topic = topic
+            """)
+    }
+
+    static func acquireLease(_ connection: MySQLConnection, partition: String, replica: String) throws -> Bool {
+        try connection.execute(
+            """
+            UPDATE topic_partitions
+            SET owner = \(replica), lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL \(Int64(30_000_000)) MICROSECOND
+            WHERE topic = \(topic) AND partition_key = \(partition)
+              AND (owner IS NULL OR owner = \(replica) OR lease_expires_at < UTC_TIMESTAMP(6))
+            """
+        ).affectedRows > 0
+    }
+
+    static func head(_ connection: MySQLConnection, partition: String) throws -> UInt64? {
+        try connection.query(
+            """
+            SELECT seq, message_id, payload, attempts, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), available_at)
+            FROM topic_messages
+            WHERE topic = \(topic) AND state = \("pending") AND partition_key = \(partition)
+            ORDER BY seq LIMIT 1
+            """
+        ).first?.uint64(0)
+    }
+
+    static func beginDelivery(
+        _ connection: MySQLConnection, seq: UInt64, token: UInt64, partition: String, replica: String
+    ) throws -> Bool {
+        try connection.execute(
+            """
+            UPDATE topic_messages m
+            JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
+            SET m.attempts = m.attempts + 1, m.delivery_token = \(token),
+                m.available_at = UTC_TIMESTAMP(6) + INTERVAL \(Int64(30_000_000)) MICROSECOND
+            WHERE m.seq = \(seq) AND m.state = \("pending") AND m.available_at <= UTC_TIMESTAMP(6)
+              AND p.topic = \(topic) AND p.partition_key = \(partition) AND p.owner = \(replica)
+            """
+        ).affectedRows > 0
+    }
+
+    static func complete(_ connection: MySQLConnection, seq: UInt64, token: UInt64) throws -> Bool {
+        try connection.execute(
+            """
+            UPDATE topic_messages SET state = \("acked"), delivery_token = NULL, finished_at = UTC_TIMESTAMP(6)
+            WHERE seq = \(seq) AND delivery_token = \(token) AND state = \("pending")
+            """
+        ).affectedRows > 0
+    }
+
+    static func releaseLease(_ connection: MySQLConnection, partition: String, replica: String) throws {
+        try connection.execute(
+            """
+            UPDATE topic_partitions SET owner = NULL, lease_expires_at = NULL
+            WHERE topic = \(topic) AND partition_key = \(partition) AND owner = \(replica)
+            """)
+    }
+}
+
 /// Runs one scenario's operation `index` on `connection`.
 func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, index: Int, run: String) throws {
     switch scenario {
     case "get":
         let rows = try Statements.getRequest(connection, queue: "bench/raw", n: 1)
         guard rows.count == 1 else { throw BenchError("the seeded request is missing") }
-    case "ingest-new-queue", "ingest-new-queue+process":
+    case "ingest-new-queue", "ingest-new-queue+process", "ingest-new-queue+topic+process":
         let queue = "bench/\(run)-\(thread)-\(index)"
         let uri = "git://bench/\(queue)/head"
         guard try Statements.uriID(connection, queue: queue, uri: uri).isEmpty else { throw BenchError("URI exists") }
@@ -157,11 +239,28 @@ func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, i
         try Statements.createRequest(connection, queue: queue, n: n, uri: uri, now: Date())
         guard try Statements.getQueue(connection, name: queue).isEmpty else { throw BenchError("queue exists") }
         try Statements.createQueue(connection, name: queue, latest: "request/\(queue)/\(n)")
-        guard scenario == "ingest-new-queue+process" else { return }
+        guard scenario != "ingest-new-queue" else { return }
+        let withTopic = scenario == "ingest-new-queue+topic+process"
+        let token = UInt64(index + 2)
+        if withTopic {
+            try Topic.publish(connection, partition: queue, id: "request/\(queue)/\(n)")
+            try Topic.ensurePartitionRow(connection, partition: queue)
+            guard try Topic.acquireLease(connection, partition: queue, replica: run) else { throw BenchError("no lease") }
+            guard let seq = try Topic.head(connection, partition: queue),
+                try Topic.beginDelivery(connection, seq: seq, token: token, partition: queue, replica: run)
+            else { throw BenchError("no delivery") }
+        }
         guard try Statements.getRequest(connection, queue: queue, n: n).count == 1,
             try Statements.getQueue(connection, name: queue).count == 1
         else { throw BenchError("the ingested rows are missing") }
         try Statements.updateRequestToProcessing(connection, queue: queue, n: n, now: Date())
+        if withTopic {
+            guard let seq = try Topic.head(connection, partition: queue),
+                try Topic.complete(connection, seq: seq, token: token)
+            else { throw BenchError("no completion") }
+            guard try Topic.head(connection, partition: queue) == nil else { throw BenchError("partition not empty") }
+            try Topic.releaseLease(connection, partition: queue, replica: run)
+        }
     default:
         let queue = "bench/\(run)-head-\(thread)"
         let uri = "git://bench/\(queue)/\(index)"
