@@ -3,6 +3,7 @@ import Foundation
 import HTTPServer
 import Logging
 import Metrics
+import Synchronization
 
 /// One named dependency check of `/readyz`.
 public struct ReadinessCheck: Sendable, Equatable {
@@ -70,6 +71,7 @@ public final class APIResponder: HTTPResponder {
     private let dependencies: APIDependencies
     private let logger: Logger
     private let openAPIDocument: [UInt8]
+    private let requestMetrics = RequestMetrics()
 
     /// Makes the responder.
     public init(dependencies: APIDependencies, logger: Logger) {
@@ -99,9 +101,7 @@ public final class APIResponder: HTTPResponder {
         }
         let elapsed = (ContinuousClock.now - started).nanoseconds
         let dimensions = [("route", template), ("method", Self.methodLabel(request.method)), ("status", "\(response.status)")]
-        Metrics.Counter(label: "stovepipe_http_requests_total", dimensions: dimensions).increment()
-        Metrics.Timer(label: "stovepipe_http_request_duration_seconds", dimensions: [("route", template)])
-            .recordNanoseconds(elapsed)
+        requestMetrics.record(dimensions, route: template, nanoseconds: elapsed)
         logger.info(
             "request",
             metadata: [
@@ -273,5 +273,31 @@ public final class APIResponder: HTTPResponder {
 
     private func json(_ status: Int, _ value: some Encodable) throws -> HTTPResponse {
         HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: try JSONBodies.encode(value))
+    }
+}
+
+/// Per-route request counters and timers, made on first use and kept: asking the metrics factory for
+/// a handle is a locked lookup that does not belong on every request. The label sets are bounded
+/// (route templates, known methods, statuses), so the cache is too.
+private final class RequestMetrics: Sendable {
+    private let counters = Mutex<[String: Metrics.Counter]>([:])
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
+
+    func record(_ dimensions: [(String, String)], route: String, nanoseconds: Int64) {
+        let key = dimensions.map(\.1).joined(separator: " ")
+        let counter = counters.withLock { cache in
+            if let counter = cache[key] { return counter }
+            let counter = Metrics.Counter(label: "stovepipe_http_requests_total", dimensions: dimensions)
+            cache[key] = counter
+            return counter
+        }
+        counter.increment()
+        let timer = timers.withLock { cache in
+            if let timer = cache[route] { return timer }
+            let timer = Metrics.Timer(label: "stovepipe_http_request_duration_seconds", dimensions: [("route", route)])
+            cache[route] = timer
+            return timer
+        }
+        timer.recordNanoseconds(nanoseconds)
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 
 /// Why an ingest did not return a request.
 public enum IngestError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -47,6 +46,9 @@ public final class IngestController: Sendable {
     private let clock: WallClock
     private let logger: Logger
     private let maxQueueUpdateAttempts: Int
+    private let metrics = OutcomeMetrics(
+        counter: "stovepipe_ingest_total", timer: "stovepipe_ingest_duration_seconds",
+        outcomes: ["minted", "deduplicated", "user_error", "unavailable"])
 
     /// Wires the controller to its stores, SourceControl and the `process` publisher.
     public init(
@@ -70,21 +72,15 @@ public final class IngestController: Sendable {
         let started = ContinuousClock.now
         do {
             let result = try run(rawName)
-            Self.record(result.minted ? "minted" : "deduplicated", since: started)
+            metrics.record(result.minted ? "minted" : "deduplicated", since: started)
             return result
         } catch {
             switch error {
-            case .invalidQueueName, .unknownQueue: Self.record("user_error", since: started)
-            case .unavailable: Self.record("unavailable", since: started)
+            case .invalidQueueName, .unknownQueue: metrics.record("user_error", since: started)
+            case .unavailable: metrics.record("unavailable", since: started)
             }
             throw error
         }
-    }
-
-    private static func record(_ outcome: String, since started: ContinuousClock.Instant) {
-        Metrics.Counter(label: "stovepipe_ingest_total", dimensions: [("outcome", outcome)]).increment()
-        Metrics.Timer(label: "stovepipe_ingest_duration_seconds", dimensions: [("outcome", outcome)])
-            .recordNanoseconds((ContinuousClock.now - started).nanoseconds)
     }
 
     private func run(_ rawName: String) throws(IngestError) -> IngestResult {

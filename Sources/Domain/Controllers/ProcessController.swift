@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 
 /// Consumes `process`: decides how each accepted request will be validated, or supersedes it.
 ///
@@ -12,6 +11,9 @@ public final class ProcessController: Sendable {
     private let sources: any SourceControlFactory
     private let clock: WallClock
     private let logger: Logger
+    private let metrics = OutcomeMetrics(
+        counter: "stovepipe_process_total", timer: "stovepipe_process_duration_seconds",
+        outcomes: ["processing", "superseded", "redelivered", "rejected", "conflict", "unavailable"])
 
     /// Wires the controller to the stores and SourceControl.
     public init(
@@ -34,9 +36,7 @@ public final class ProcessController: Sendable {
     public func handle(_ delivery: Delivery) -> DeliveryOutcome {
         let started = ContinuousClock.now
         let (outcome, label) = decide(delivery)
-        Metrics.Counter(label: "stovepipe_process_total", dimensions: [("outcome", label)]).increment()
-        Metrics.Timer(label: "stovepipe_process_duration_seconds", dimensions: [("outcome", label)])
-            .recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        metrics.record(label, since: started)
         return outcome
     }
 
