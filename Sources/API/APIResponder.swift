@@ -125,10 +125,10 @@ public final class APIResponder: HTTPResponder {
         case .queueRequests(let name): return try listRequests(name, query: request.query)
         case .healthz:
             if dependencies.isDraining() {
-                return try json(503, ["status": "draining"])
+                return json(503, StatusBody(status: "draining"))
             }
-            return try json(200, ["status": "ok"])
-        case .readyz: return try readiness()
+            return json(200, StatusBody(status: "ok"))
+        case .readyz: return readiness()
         case .metrics:
             return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
                 body: dependencies.metrics())
@@ -168,7 +168,7 @@ public final class APIResponder: HTTPResponder {
             }
             throw Problem(error)
         }
-        var response = try json(result.minted ? 202 : 200, IngestBody(request: result.request, deduplicated: !result.minted))
+        var response = json(result.minted ? 202 : 200, IngestBody(request: result.request, deduplicated: !result.minted))
         if result.minted {
             response.headers.add("Location", "/requests/\(result.request.id)")
         }
@@ -184,7 +184,7 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "no request '\(id)'")
         }
-        return try json(200, found)
+        return json(200, found)
     }
 
     private func configuredQueue(_ rawName: String) throws -> QueueName {
@@ -202,7 +202,7 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "queue '\(name)' has never been ingested")
         }
-        return try json(200, QueueBody(queue))
+        return json(200, QueueBody(queue))
     }
 
     private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {
@@ -235,44 +235,40 @@ public final class APIResponder: HTTPResponder {
         }
         let shown = Array(page.prefix(limit))
         let next = page.count > limit ? shown.last.map { PageCursor.encode(queue: name, before: $0.id.number) } : nil
-        return try json(200, RequestPage(requests: shown, nextCursor: next))
+        return json(200, RequestPage(requests: shown, nextCursor: next))
     }
 
-    private func readiness() throws -> HTTPResponse {
+    private func readiness() -> HTTPResponse {
         var checks = dependencies.readiness()
         if dependencies.isDraining() {
             checks.append(ReadinessCheck(name: "shutdown", ok: false, detail: "the server is draining"))
         }
         let failing = checks.filter { !$0.ok }
         if failing.isEmpty {
-            return try json(200, ReadinessBody(status: "ready", checks: checks))
+            return json(200, ReadinessBody(status: "ready", checks: checks, problem: nil))
         }
-        var response = try json(503, ReadinessBody(status: "not ready", checks: checks))
-        response.headers.set("Content-Type", "application/problem+json")
         let problem = Problem.unavailable("not ready: " + failing.map { "\($0.name) (\($0.detail))" }.joined(separator: ", "))
-        response.body = Array((try? JSONSerialization.data(withJSONObject: [
-            "type": "urn:stovepipe:problem:\(problem.slug)", "title": problem.title, "status": 503, "detail": problem.detail,
-            "checks": checks.map { ["name": $0.name, "ok": $0.ok, "detail": $0.detail] },
-        ], options: [.sortedKeys])) ?? Data())
+        var response = json(503, ReadinessBody(status: "not ready", checks: checks, problem: problem))
+        response.headers.set("Content-Type", "application/problem+json")
         response.headers.set("Retry-After", "1")
         return response
     }
 
     private func topics(_ names: [TopicName]) throws -> HTTPResponse {
-        guard let broker = dependencies.broker else { return try json(200, ["topics": [TopicBody]()]) }
-        var bodies: [TopicBody] = []
+        guard let broker = dependencies.broker else { return json(200, TopicsBody(topics: [])) }
+        var stats: [TopicStats] = []
         for name in names {
             do {
-                bodies.append(TopicBody(try broker.stats(name)))
+                stats.append(try broker.stats(name))
             } catch {
                 throw Problem(error, notFound: "no topic '\(name)'")
             }
         }
-        return try json(200, ["topics": bodies])
+        return json(200, TopicsBody(topics: stats))
     }
 
-    private func json(_ status: Int, _ value: some Encodable) throws -> HTTPResponse {
-        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: try JSONBodies.encode(value))
+    private func json(_ status: Int, _ body: some JSONBody) -> HTTPResponse {
+        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body.jsonBytes)
     }
 }
 

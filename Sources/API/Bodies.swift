@@ -1,116 +1,180 @@
 import Domain
 import Foundation
 
-/// JSON encoding shared by every response: RFC 3339 UTC dates, stable key order.
-enum JSONBodies {
-    static func encode(_ value: some Encodable) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(value))
+/// A response body that writes itself as JSON, keys in sorted order.
+protocol JSONBody {
+    func write(to json: inout JSONWriter)
+}
+
+extension JSONBody {
+    /// The body as UTF-8 JSON text.
+    var jsonBytes: [UInt8] {
+        var json = JSONWriter()
+        write(to: &json)
+        return json.bytes
+    }
+}
+
+extension Request: JSONBody {
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        writeFields(to: &json, deduplicated: nil)
+        json.endObject()
+    }
+
+    /// The wire shape of `Request.encode(to:)`, with `deduplicated` in its sorted place when given.
+    fileprivate func writeFields(to json: inout JSONWriter, deduplicated: Bool?) {
+        json.key("base_uri")
+        json.string(baseURI?.rawValue ?? "")
+        json.key("build_strategy")
+        json.string(buildStrategy.rawValue)
+        json.key("created_at")
+        json.date(createdAt)
+        if let deduplicated {
+            json.key("deduplicated")
+            json.bool(deduplicated)
+        }
+        json.key("id")
+        json.string(id.description)
+        json.key("queue")
+        json.string(queue.rawValue)
+        json.key("state")
+        json.string(state.rawValue)
+        json.key("updated_at")
+        json.date(updatedAt)
+        json.key("uri")
+        json.string(uri.rawValue)
+        json.key("version")
+        json.integer(version)
     }
 }
 
 /// A request plus whether ingest found it already there.
-struct IngestBody: Encodable {
+struct IngestBody: JSONBody {
     let request: Request
     let deduplicated: Bool
 
-    private enum CodingKeys: String, CodingKey { case deduplicated }
-
-    func encode(to encoder: any Encoder) throws {
-        try request.encode(to: encoder)
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(deduplicated, forKey: .deduplicated)
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        request.writeFields(to: &json, deduplicated: deduplicated)
+        json.endObject()
     }
 }
 
 /// The queue as dashboards see it: absent values are null.
-struct QueueBody: Encodable {
+struct QueueBody: JSONBody {
     let queue: Queue
 
     init(_ queue: Queue) { self.queue = queue }
 
-    private enum CodingKeys: String, CodingKey {
-        case name
-        case latestRequestID = "latest_request_id"
-        case lastGreenURI = "last_green_uri"
-        case lastGreenRequestID = "last_green_request_id"
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(queue.name, forKey: .name)
-        try container.encode(queue.latestRequestID, forKey: .latestRequestID)
-        try container.encode(queue.lastGreenURI, forKey: .lastGreenURI)
-        try container.encode(queue.lastGreenRequestID, forKey: .lastGreenRequestID)
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("last_green_request_id")
+        json.string(queue.lastGreenRequestID?.description)
+        json.key("last_green_uri")
+        json.string(queue.lastGreenURI?.rawValue)
+        json.key("latest_request_id")
+        json.string(queue.latestRequestID?.description)
+        json.key("name")
+        json.string(queue.name.rawValue)
+        json.endObject()
     }
 }
 
 /// One page of a queue's requests.
-struct RequestPage: Encodable {
+struct RequestPage: JSONBody {
     let requests: [Request]
     let nextCursor: String?
 
-    private enum CodingKeys: String, CodingKey {
-        case requests
-        case nextCursor = "next_cursor"
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(requests, forKey: .requests)
-        try container.encodeIfPresent(nextCursor, forKey: .nextCursor)
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        if let nextCursor {
+            json.key("next_cursor")
+            json.string(nextCursor)
+        }
+        json.key("requests")
+        json.beginArray()
+        for request in requests { request.write(to: &json) }
+        json.endArray()
+        json.endObject()
     }
 }
 
-/// `/readyz` when every check passes.
-struct ReadinessBody: Encodable {
+/// `{"status": ...}` of `/healthz`.
+struct StatusBody: JSONBody {
     let status: String
-    let checks: [Check]
 
-    struct Check: Encodable {
-        let name: String
-        let ok: Bool
-        let detail: String
-    }
-
-    init(status: String, checks: [ReadinessCheck]) {
-        self.status = status
-        self.checks = checks.map { Check(name: $0.name, ok: $0.ok, detail: $0.detail) }
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("status")
+        json.string(status)
+        json.endObject()
     }
 }
 
-/// One topic's operator view.
-struct TopicBody: Encodable {
-    let topic: String
-    let backlog: Int
-    let inFlight: Int
-    let deadLetters: Int
-    let oldestPendingAgeSeconds: Double?
+/// `/readyz`: the overall status and every check; as a problem when one fails.
+struct ReadinessBody: JSONBody {
+    let status: String
+    let checks: [ReadinessCheck]
+    /// Set when not ready: the body is then an RFC 9457 problem with the checks as an extension member.
+    let problem: Problem?
 
-    init(_ stats: TopicStats) {
-        topic = stats.topic.rawValue
-        backlog = stats.backlog
-        inFlight = stats.inFlight
-        deadLetters = stats.deadLetters
-        oldestPendingAgeSeconds = stats.oldestPendingAgeSeconds
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("checks")
+        json.beginArray()
+        for check in checks {
+            json.beginObject()
+            json.key("detail")
+            json.string(check.detail)
+            json.key("name")
+            json.string(check.name)
+            json.key("ok")
+            json.bool(check.ok)
+            json.endObject()
+        }
+        json.endArray()
+        if let problem {
+            json.key("detail")
+            json.string(problem.detail)
+            json.key("status")
+            json.integer(problem.status)
+            json.key("title")
+            json.string(problem.title)
+            json.key("type")
+            json.string(problem.typeURN)
+        } else {
+            json.key("status")
+            json.string(status)
+        }
+        json.endObject()
     }
+}
 
-    private enum CodingKeys: String, CodingKey {
-        case topic, backlog
-        case inFlight = "in_flight"
-        case deadLetters = "dead_letters"
-        case oldestPendingAgeSeconds = "oldest_pending_age_seconds"
-    }
+/// The operator view of some topics.
+struct TopicsBody: JSONBody {
+    let topics: [TopicStats]
 
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(topic, forKey: .topic)
-        try container.encode(backlog, forKey: .backlog)
-        try container.encode(inFlight, forKey: .inFlight)
-        try container.encode(deadLetters, forKey: .deadLetters)
-        try container.encode(oldestPendingAgeSeconds, forKey: .oldestPendingAgeSeconds)
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("topics")
+        json.beginArray()
+        for stats in topics {
+            json.beginObject()
+            json.key("backlog")
+            json.integer(stats.backlog)
+            json.key("dead_letters")
+            json.integer(stats.deadLetters)
+            json.key("in_flight")
+            json.integer(stats.inFlight)
+            json.key("oldest_pending_age_seconds")
+            if let age = stats.oldestPendingAgeSeconds { json.number(age) } else { json.null() }
+            json.key("topic")
+            json.string(stats.topic.rawValue)
+            json.endObject()
+        }
+        json.endArray()
+        json.endObject()
     }
 }
 

@@ -30,12 +30,24 @@ public struct Problem: Error, Sendable, Equatable {
 
     /// The response that carries this problem.
     public func response() -> HTTPResponse {
-        let body: [String: Any] = ["type": "urn:stovepipe:problem:\(slug)", "title": title, "status": status, "detail": detail]
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("detail")
+        json.string(detail)
+        json.key("status")
+        json.integer(status)
+        json.key("title")
+        json.string(title)
+        json.key("type")
+        json.string(typeURN)
+        json.endObject()
         var headers = HTTPHeaders([("Content-Type", "application/problem+json")])
         for (name, value) in self.headers { headers.add(name, value) }
-        return HTTPResponse(status: status, headers: headers, body: Array(data))
+        return HTTPResponse(status: status, headers: headers, body: json.bytes)
     }
+
+    /// The RFC 9457 `type` member.
+    var typeURN: String { "urn:stovepipe:problem:\(slug)" }
 
     static func badRequest(_ slug: String, _ detail: String) -> Problem {
         Problem(status: 400, slug: slug, title: "Bad request", detail: detail)

@@ -1,0 +1,188 @@
+import Foundation
+
+/// Appends JSON (RFC 8259) to a byte buffer without building an intermediate tree: the hot response
+/// bodies and log lines are written field by field. Callers write object keys in sorted order.
+public struct JSONWriter {
+    /// The JSON text written so far, UTF-8.
+    public private(set) var bytes: [UInt8] = []
+    private var needsComma = false
+
+    /// Starts an empty buffer with room for `capacity` bytes.
+    public init(capacity: Int = 256) {
+        bytes.reserveCapacity(capacity)
+    }
+
+    /// Opens an object.
+    public mutating func beginObject() {
+        separate()
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+    }
+
+    /// Closes an object.
+    public mutating func endObject() {
+        bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    /// Opens an array.
+    public mutating func beginArray() {
+        separate()
+        bytes.append(UInt8(ascii: "["))
+        needsComma = false
+    }
+
+    /// Closes an array.
+    public mutating func endArray() {
+        bytes.append(UInt8(ascii: "]"))
+        needsComma = true
+    }
+
+    /// Writes an object key; the value written next belongs to it.
+    public mutating func key(_ name: String) {
+        separate()
+        appendQuoted(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
+    /// Writes a string value.
+    public mutating func string(_ value: String) {
+        separate()
+        appendQuoted(value)
+        needsComma = true
+    }
+
+    /// Writes a string value, or null.
+    public mutating func string(_ value: String?) {
+        guard let value else { return null() }
+        string(value)
+    }
+
+    /// Writes an integer value.
+    public mutating func integer(_ value: some BinaryInteger) {
+        separate()
+        bytes.append(contentsOf: String(value).utf8)
+        needsComma = true
+    }
+
+    /// Writes a finite number the way Swift prints it (shortest round-trip form); null if not finite.
+    public mutating func number(_ value: Double) {
+        guard value.isFinite else { return null() }
+        separate()
+        bytes.append(contentsOf: value.description.utf8)
+        needsComma = true
+    }
+
+    /// Writes true or false.
+    public mutating func bool(_ value: Bool) {
+        separate()
+        bytes.append(contentsOf: value ? Self.trueLiteral : Self.falseLiteral)
+        needsComma = true
+    }
+
+    /// Writes null.
+    public mutating func null() {
+        separate()
+        bytes.append(contentsOf: Self.nullLiteral)
+        needsComma = true
+    }
+
+    /// Writes an RFC 3339 UTC timestamp at whole seconds (`2026-11-29T11:11:55Z`), as JSONEncoder's
+    /// `.iso8601` strategy does.
+    public mutating func date(_ value: Date) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        RFC3339.append(value, fractionDigits: 0, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    private mutating func separate() {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+    }
+
+    private static let trueLiteral = Array("true".utf8)
+    private static let falseLiteral = Array("false".utf8)
+    private static let nullLiteral = Array("null".utf8)
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private mutating func appendQuoted(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        Self.appendEscaped(text, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Appends `text` escaped for the inside of a JSON string: RFC 8259 §7 requires `"`, `\` and
+    /// U+0000...U+001F to be escaped; everything else, `/` included, goes out as UTF-8.
+    public static func appendEscaped(_ text: String, to bytes: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0x08: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+            case 0x0C: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+            case 0x00..<0x20:
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+                bytes.append(hexDigits[Int(byte >> 4)])
+                bytes.append(hexDigits[Int(byte & 0x0F)])
+            default: bytes.append(byte)
+            }
+        }
+    }
+}
+
+/// RFC 3339 §5.6 UTC timestamps, formatted with `gmtime_r` instead of a date formatter per call.
+public enum RFC3339 {
+    /// Appends `date` as `YYYY-MM-DDTHH:MM:SS[.fff]Z`, truncated (not rounded) to `fractionDigits` (0...6).
+    public static func append(_ date: Date, fractionDigits: Int, to bytes: inout [UInt8]) {
+        let interval = date.timeIntervalSince1970
+        let wholeSeconds = interval.rounded(.down)
+        var seconds = time_t(clamping: Int64(exactly: wholeSeconds) ?? 0)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        appendDigits(Int(parts.tm_year) + 1900, width: 4, to: &bytes)
+        bytes.append(UInt8(ascii: "-"))
+        appendDigits(Int(parts.tm_mon) + 1, width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: "-"))
+        appendDigits(Int(parts.tm_mday), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: "T"))
+        appendDigits(Int(parts.tm_hour), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        appendDigits(Int(parts.tm_min), width: 2, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        appendDigits(Int(parts.tm_sec), width: 2, to: &bytes)
+        let digits = min(max(fractionDigits, 0), 6)
+        if digits > 0 {
+            var scale = 1
+            for _ in 0..<digits { scale *= 10 }
+            let fraction = Int(((interval - wholeSeconds) * Double(scale)).rounded(.down))
+            bytes.append(UInt8(ascii: "."))
+            appendDigits(min(max(fraction, 0), scale - 1), width: digits, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "Z"))
+    }
+
+    /// `date` as an RFC 3339 string.
+    public static func string(_ date: Date, fractionDigits: Int) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        append(date, fractionDigits: fractionDigits, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func appendDigits(_ value: Int, width: Int, to bytes: inout [UInt8]) {
+        var divisor = 1
+        for _ in 1..<max(1, width) { divisor *= 10 }
+        let value = max(0, value)
+        // A year past 9999 keeps all its digits rather than being cut to the width.
+        while value / divisor >= 10 { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+            divisor /= 10
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import API
+import Domain
+import Foundation
+import Testing
+
+@Suite struct JSONWriterTests {
+    /// What the API used to send: JSONEncoder with RFC 3339 dates, sorted keys, unescaped slashes.
+    static func encoderBytes(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static let awkwardTexts = [
+        "", "plain", "a/b/c", "quote \" and backslash \\", "tab\tnewline\ncarriage\rform\u{0C}back\u{08}",
+        "nul \u{00} unit \u{1F} del \u{7F}", "ünïcødé ✓ 𝄞", "</script>", "git://host/repo?ref=main#c1",
+    ]
+
+    static let dates = [
+        Date(timeIntervalSince1970: 0), Date(timeIntervalSince1970: 1_795_950_715),
+        Date(timeIntervalSince1970: 1_795_950_715.999_9), Date(timeIntervalSince1970: 951_782_400.5),
+        Date(timeIntervalSince1970: 4_102_444_799),
+    ]
+
+    @Test(arguments: awkwardTexts)
+    func stringsMatchJSONEncoder(_ text: String) throws {
+        var json = JSONWriter()
+        json.string(text)
+        #expect(String(decoding: json.bytes, as: UTF8.self) == (try Self.encoderBytes(text)))
+    }
+
+    @Test(arguments: dates)
+    func datesMatchJSONEncoderISO8601(_ date: Date) throws {
+        var json = JSONWriter()
+        json.date(date)
+        #expect(String(decoding: json.bytes, as: UTF8.self) == (try Self.encoderBytes(date)))
+    }
+
+    @Test func requestsMatchTheirEncodableShape() throws {
+        let queue = try QueueName("monorepo/main")
+        for (index, text) in Self.awkwardTexts.enumerated() {
+            for date in Self.dates {
+                let request = Request(
+                    id: RequestID(queue: queue, number: UInt64(index + 1)), uri: SourceURI(text),
+                    state: .processing, buildStrategy: .incrementalSinceGreen,
+                    baseURI: index.isMultiple(of: 2) ? nil : SourceURI(text + "~1"), version: UInt64.max - UInt64(index),
+                    createdAt: date, updatedAt: date.addingTimeInterval(1.25))
+                let api = API()
+                try api.requests.create(request)
+                let response = api.call("GET", "/requests/\(request.id.description)")
+                #expect(response.status == 200)
+                #expect(String(decoding: response.body, as: UTF8.self) == (try Self.encoderBytes(request)))
+            }
+        }
+    }
+
+    @Test func objectsArraysAndScalarsAreSeparated() {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("a")
+        json.beginArray()
+        json.integer(-1)
+        json.bool(true)
+        json.null()
+        json.string(nil)
+        json.number(0.5)
+        json.number(.infinity)
+        json.beginObject()
+        json.endObject()
+        json.endArray()
+        json.key("b")
+        json.string("x")
+        json.endObject()
+        #expect(String(decoding: json.bytes, as: UTF8.self) == #"{"a":[-1,true,null,null,0.5,null,{}],"b":"x"}"#)
+    }
+
+    @Test func rfc3339KeepsTruncatedFractions() {
+        let date = Date(timeIntervalSince1970: 1_795_950_715.123_9)
+        #expect(RFC3339.string(date, fractionDigits: 3) == "2026-11-29T11:11:55.123Z")
+        #expect(RFC3339.string(date, fractionDigits: 0) == "2026-11-29T11:11:55Z")
+        #expect(RFC3339.string(Date(timeIntervalSince1970: 0), fractionDigits: 6) == "1970-01-01T00:00:00.000000Z")
+    }
+}
