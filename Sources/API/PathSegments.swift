@@ -2,6 +2,10 @@
 enum PercentDecoding {
     /// Decodes `%XX` escapes; nil for a malformed escape or bytes that are not UTF-8.
     static func decode(_ text: Substring, plusAsSpace: Bool = false) -> String? {
+        // Most segments have nothing to decode, and a Substring is already valid UTF-8.
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || (plusAsSpace && $0 == UInt8(ascii: "+")) }) {
+            return String(text)
+        }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count)
         var iterator = text.utf8.makeIterator()

@@ -65,11 +65,12 @@ enum Route: Equatable {
     }
 
     private static func joined(_ segments: ArraySlice<Substring>) throws(Failure) -> String {
-        var decoded: [String] = []
-        for segment in segments {
+        var joined = ""
+        for (index, segment) in segments.enumerated() {
             guard let text = PercentDecoding.decode(segment) else { throw .malformedEscape }
-            decoded.append(text)
+            if index > 0 { joined.append("/") }
+            joined.append(text)
         }
-        return decoded.joined(separator: "/")
+        return joined
     }
 }

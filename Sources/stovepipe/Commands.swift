@@ -82,6 +82,9 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let logger = try logging.makeLogger(label: "stovepipe")
+        // A line per request: batched off the request threads; warnings and worse still go out at once.
+        LogSink.standardError.startBackgroundWriter()
+        defer { LogSink.standardError.stopBackgroundWriter() }
         let environment = ProcessInfo.processInfo.environment
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)

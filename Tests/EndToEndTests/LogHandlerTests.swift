@@ -1,0 +1,118 @@
+import Foundation
+import Glibc
+import Logging
+import Testing
+@testable import stovepipe
+
+/// A pipe whose read end is drained into a string as lines arrive.
+final class LogPipe {
+    let readFD: Int32
+    let writeFD: Int32
+    private var received: [UInt8] = []
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw POSIXError(.EMFILE) }
+        readFD = fds[0]
+        writeFD = fds[1]
+        _ = fcntl(readFD, F_SETFL, fcntl(readFD, F_GETFL) | O_NONBLOCK)
+    }
+
+    deinit {
+        close(readFD)
+        close(writeFD)
+    }
+
+    /// Everything written so far.
+    var text: String {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(readFD, $0.baseAddress, $0.count) }
+            guard count > 0 else { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    var lines: [Substring] { text.split(separator: "\n") }
+}
+
+@Suite struct LogHandlerTests {
+    static func logger(_ sink: LogSink, format: LogFormat, level: Logger.Level = .info) -> Logger {
+        var logger = Logger(label: "stovepipe", factory: { StderrLogHandler(label: $0, format: format, logLevel: level, sink: sink) })
+        logger[metadataKey: "component"] = "http"
+        return logger
+    }
+
+    @Test func textLinesCarryTimestampLevelMessageAndSortedMetadata() throws {
+        let pipe = try LogPipe()
+        let logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger.info("request", metadata: ["zeta": "1", "alpha": "two words"])
+        logger.debug("not at this level")
+        let lines = pipe.lines
+        #expect(lines.count == 1)
+        let line = String(lines.first ?? "")
+        #expect(line.hasSuffix(" INFO stovepipe: request alpha=two words component=http zeta=1"))
+        let timestamp = line.prefix { $0 != " " }
+        #expect(timestamp.count == "2026-11-29T09:11:55.123Z".count && timestamp.hasSuffix("Z"))
+    }
+
+    @Test func jsonLinesAreObjectsWithoutDuplicateMembers() throws {
+        let pipe = try LogPipe()
+        let logger = Self.logger(LogSink(fd: pipe.writeFD), format: .json)
+        logger.warning("quote \" newline \n tab \t", metadata: [
+            "msg": "a metadata key that collides", "list": ["a", "b"], "nested": ["k": "v"], "path": "/a/b",
+        ])
+        let line = try #require(pipe.lines.first)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["msg"] as? String == "quote \" newline \n tab \t")
+        #expect(object["meta.msg"] as? String == "a metadata key that collides")
+        #expect(object["level"] as? String == "warning")
+        #expect(object["logger"] as? String == "stovepipe")
+        #expect(object["component"] as? String == "http")
+        #expect(object["list"] as? [String] == ["a", "b"])
+        #expect(object["nested"] as? [String: String] == ["k": "v"])
+        #expect(object["path"] as? String == "/a/b")
+        #expect((object["ts"] as? String)?.hasSuffix("Z") == true)
+        #expect(line.components(separatedBy: "\"msg\":").count == 2, "one msg member only")
+    }
+
+    @Test func backgroundWriterKeepsOrderAndWarningsAreWrittenAtOnce() throws {
+        let pipe = try LogPipe()
+        let sink = LogSink(fd: pipe.writeFD)
+        let logger = Self.logger(sink, format: .text)
+        sink.startBackgroundWriter()
+        for index in 0..<200 { logger.info("line \(index)") }
+        logger.error("failure")
+        // The error is written before error() returns, after every line queued ahead of it.
+        let lines = pipe.lines
+        #expect(lines.count == 201)
+        #expect(lines.last?.hasSuffix("ERROR stovepipe: failure component=http") == true)
+        for (index, line) in lines.dropLast().enumerated() {
+            #expect(line.hasSuffix("INFO stovepipe: line \(index) component=http"))
+        }
+        logger.info("after")
+        sink.stopBackgroundWriter()
+        #expect(pipe.lines.last?.hasSuffix("INFO stovepipe: after component=http") == true)
+    }
+
+    @Test func linesBeyondTheBufferLimitAreDroppedAndCounted() throws {
+        let pipe = try LogPipe()
+        // A full pipe: the writer thread blocks in write(2) as it would behind a stalled log shipper.
+        _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) | O_NONBLOCK)
+        let filler = [UInt8](repeating: UInt8(ascii: "."), count: 65_536)
+        while filler.withUnsafeBytes({ write(pipe.writeFD, $0.baseAddress, $0.count) }) > 0 {}
+        _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) & ~O_NONBLOCK)
+        let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
+        let logger = Self.logger(sink, format: .text)
+        sink.startBackgroundWriter()
+        // Each line is about 60 bytes: far more than the pipe and the buffer hold together.
+        for index in 0..<500 { logger.info("queued \(index)") }
+        var drained = ""
+        let stopped = Thread { sink.stopBackgroundWriter() }
+        stopped.start()
+        #expect(eventually { drained += pipe.text; return drained.contains("lines dropped") })
+        #expect(drained.contains("queued 0 component=http"))
+        #expect(!drained.contains("queued 499 component=http"))
+    }
+}
