@@ -60,8 +60,8 @@ struct Healthcheck: ParsableCommand {
         case "https":
             switch (caFile, insecure) {
             case (.some, true): throw ValidationError("--ca-file and --insecure exclude each other")
-            case (.some(let path), false): transport = .tls(.caFile(path))
-            case (.none, true): transport = .tls(.none)
+            case (.some(let file), false): transport = .tls(.caFile(file))
+            case (.none, true): transport = .tls(.disabled)
             case (.none, false): transport = .tls(.systemTrustStore)
             }
         default:
@@ -85,7 +85,7 @@ struct HealthTarget: Equatable {
     enum TLSVerification: Equatable {
         case systemTrustStore
         case caFile(String)
-        case none
+        case disabled
     }
 
     let host: String

@@ -29,7 +29,7 @@ final class HealthcheckTLSContext {
                 throw .caFileUnusable(path: path, reason: HealthcheckOpenSSLErrors.drain())
             }
             SSL_CTX_set_verify(pointer, SSL_VERIFY_PEER, nil)
-        case .none:
+        case .disabled:
             SSL_CTX_set_verify(pointer, SSL_VERIFY_NONE, nil)
         }
     }
@@ -64,7 +64,7 @@ final class HealthcheckTLSConnection: HealthcheckTransport {
                 throw .tlsSetupFailed(reason: HealthcheckOpenSSLErrors.drain())
             }
         }
-        if context.verification != .none {
+        if context.verification != .disabled {
             // RFC 6125 §6: the certificate must name the host the URL names; an IP address is matched
             // against iPAddress subjectAltNames, a DNS name against dNSName ones.
             let named =
@@ -112,7 +112,7 @@ final class HealthcheckTLSConnection: HealthcheckTransport {
         let number = errno
         let code = SSL_get_error(ssl, result)
         let verdict = SSL_get_verify_result(ssl)
-        if context.verification != .none && verdict != Int(X509_V_OK) {
+        if context.verification != .disabled && verdict != Int(X509_V_OK) {
             ERR_clear_error()
             let reason = X509_verify_cert_error_string(verdict).map { String(cString: $0) } ?? "error \(verdict)"
             if verdict == Int(X509_V_ERR_HOSTNAME_MISMATCH) || verdict == Int(X509_V_ERR_IP_ADDRESS_MISMATCH) {
