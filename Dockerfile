@@ -24,6 +24,8 @@ USER 10001:10001
 WORKDIR /var/lib/stovepipe
 ENV STOVEPIPE_LOG_FORMAT=json
 EXPOSE 8080
+# With TLS on (STOVEPIPE_TLS_CERT/STOVEPIPE_TLS_KEY) override this check with --url https://127.0.0.1:8080/healthz --insecure
+# (a certificate for the public name cannot match 127.0.0.1, and http:// to a TLS port gets a 400); see the README.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/stovepipe", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/stovepipe"]

@@ -86,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "stovepipe",
             dependencies: [
-                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API",
+                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API", "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

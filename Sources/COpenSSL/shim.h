@@ -52,4 +52,17 @@ static inline int stovepipe_ERR_system_errno(unsigned long code) {
 static inline int stovepipe_ERR_is_key_mismatch(unsigned long code) {
     return ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH;
 }
+
+/// SSL_set_tlsext_host_name is a macro over SSL_ctrl, which Swift cannot import. Sets the name a
+/// client sends in the server_name extension (RFC 6066 §3).
+static inline int stovepipe_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+/// The SSL_OP_* constants are built with the function-like macro SSL_OP_BIT, which Swift cannot
+/// import. A client without TLS compression (CRIME), for which a server closing TCP without
+/// close_notify reads as end of stream (the HTTP status line it needs is framed by CRLF).
+static inline uint64_t stovepipe_SSL_CTX_set_client_options(SSL_CTX *context) {
+    return SSL_CTX_set_options(context, SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+}
 #endif

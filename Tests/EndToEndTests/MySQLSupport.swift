@@ -14,6 +14,8 @@ let mysqlEndToEndRuns = LiveDatabase.shouldRun
 struct ScratchDatabase {
     /// The test server's URL with this database as its path.
     let url: String
+    /// The database's name.
+    let name: String
     let server: MySQLConfiguration
     private let configuration: MySQLConfiguration
 
@@ -23,6 +25,7 @@ struct ScratchDatabase {
         guard let base = LiveDatabase.baseURL, let name = configuration.database else {
             throw LiveDatabase.Unavailable(description: "no test server URL")
         }
+        self.name = name
         url = Self.url(base, database: name)
     }
 

@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throw-away directory with a self-signed certificate made by the openssl CLI.
+private struct SelfSignedCertificate {
+    let directory: URL
+    var certificate: String { directory.appendingPathComponent("server.crt").path }
+    var key: String { directory.appendingPathComponent("server.key").path }
+
+    /// A certificate for `subjectAltName` (for example `IP:127.0.0.1`), valid for a day.
+    init(subjectAltName: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-hc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stovepipe-test",
+            "-addext", "subjectAltName=\(subjectAltName)", "-days", "1",
+            "-keyout", directory.appendingPathComponent("server.key").path,
+            "-out", directory.appendingPathComponent("server.crt").path,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw WireError.malformed("openssl req failed") }
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+/// Runs `stovepipe healthcheck` with `arguments`; it must finish well within the test's patience.
+private func healthcheck(_ arguments: [String]) throws -> Finished {
+    try runStovepipe(["healthcheck", "--timeout", "3"] + arguments, timeout: 20)
+}
+
+@Suite(.serialized) struct HealthcheckTests {
+    @Test func httpsHealthcheckVerifiesTheCertificateUnlessTold() throws {
+        let certificate = try SelfSignedCertificate(subjectAltName: "IP:127.0.0.1")
+        defer { certificate.remove() }
+        let server = try RunningServer(arguments: ["--tls-cert", certificate.certificate, "--tls-key", certificate.key])
+        #expect(server.scheme == "https")
+        let url = "https://127.0.0.1:\(server.port)/healthz"
+
+        let trusted = try healthcheck(["--url", url, "--ca-file", certificate.certificate])
+        #expect(trusted.status == 0, "\(trusted.stdout) \(trusted.stderr)")
+        #expect(trusted.stdout == "healthy\n")
+
+        // The system trust store does not know a self-signed certificate.
+        let untrusted = try healthcheck(["--url", url])
+        #expect(untrusted.status == 1)
+        #expect(untrusted.stdout.hasPrefix("unhealthy: certificate verification failed for 127.0.0.1: self-signed certificate"),
+            "\(untrusted.stdout)")
+        #expect(untrusted.stdout.split(separator: "\n").count == 1)
+
+        let insecure = try healthcheck(["--url", url, "--insecure"])
+        #expect(insecure.status == 0, "\(insecure.stdout) \(insecure.stderr)")
+        #expect(insecure.stdout == "healthy\n")
+
+        // Trusted but issued for 127.0.0.1 only: the name in the URL is checked too.
+        let otherName = try healthcheck(["--url", "https://localhost:\(server.port)/healthz", "--ca-file", certificate.certificate])
+        #expect(otherName.status == 1)
+        #expect(otherName.stdout.hasPrefix("unhealthy: certificate verification failed for localhost: hostname mismatch"),
+            "\(otherName.stdout)")
+
+        let missing = try healthcheck(["--url", "https://127.0.0.1:\(server.port)/nope", "--ca-file", certificate.certificate])
+        #expect(missing.status == 1)
+        #expect(missing.stdout == "unhealthy: HTTP 404\n")
+
+        // Plain HTTP to the TLS port: the server's plain-text 400, at once rather than a hang.
+        let plain = try healthcheck(["--url", "http://127.0.0.1:\(server.port)/healthz"])
+        #expect(plain.status == 1)
+        #expect(plain.stdout == "unhealthy: HTTP 400\n")
+
+        let unusableCA = try healthcheck(["--url", url, "--ca-file", certificate.directory.appendingPathComponent("absent.pem").path])
+        #expect(unusableCA.status == 1)
+        #expect(unusableCA.stdout.hasPrefix("unhealthy: cannot use --ca-file "), "\(unusableCA.stdout)")
+
+        #expect(server.terminate() == 0)
+        let stopped = try healthcheck(["--url", url, "--insecure"])
+        #expect(stopped.status == 1)
+        #expect(stopped.stdout.hasPrefix("unhealthy: cannot connect to 127.0.0.1:\(server.port)"), "\(stopped.stdout)")
+    }
+
+    @Test func httpsHealthcheckAgainstAPlainPortFailsTheHandshake() throws {
+        let server = try RunningServer(arguments: [])
+        let finished = try healthcheck(["--url", "https://127.0.0.1:\(server.port)/healthz", "--insecure"])
+        #expect(finished.status == 1)
+        #expect(finished.stdout.hasPrefix("unhealthy: TLS handshake with 127.0.0.1:\(server.port) failed: "), "\(finished.stdout)")
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func healthcheckGivesUpOnASilentServerWithinItsTimeout() throws {
+        // A listener that accepts (the kernel completes the handshake) but never answers.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(listener, pointer, length) == 0 && listen(listener, 4) == 0 && getsockname(listener, pointer, &length) == 0
+            }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let plain = try runStovepipe(["healthcheck", "--timeout", "1", "--url", "http://127.0.0.1:\(port)/healthz"], timeout: 20)
+        #expect(plain.status == 1)
+        #expect(plain.stdout == "unhealthy: no answer from 127.0.0.1:\(port) within 1 s\n")
+        // The ClientHello goes out, the ServerHello never comes: the handshake's read times out.
+        let tls = try runStovepipe(
+            ["healthcheck", "--timeout", "1", "--url", "https://127.0.0.1:\(port)/healthz", "--insecure"], timeout: 20)
+        #expect(tls.status == 1)
+        #expect(tls.stdout == "unhealthy: no answer from 127.0.0.1:\(port) within 1 s\n")
+    }
+
+    @Test func healthcheckRejectsContradictoryOptions() throws {
+        let both = try runStovepipe(["healthcheck", "--url", "https://127.0.0.1:1/healthz", "--insecure", "--ca-file", "/x.pem"])
+        #expect(both.status != 0 && both.status != 1)
+        #expect(both.stderr.contains("--ca-file and --insecure exclude each other"), "\(both.stderr)")
+        let plain = try runStovepipe(["healthcheck", "--url", "http://127.0.0.1:1/healthz", "--insecure"])
+        #expect(plain.status != 0 && plain.status != 1)
+        #expect(plain.stderr.contains("apply to https:// URLs only"), "\(plain.stderr)")
+        let scheme = try runStovepipe(["healthcheck", "--url", "ftp://127.0.0.1/healthz"])
+        #expect(scheme.status != 0 && scheme.status != 1)
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import MySQLClient
+import TestSupport
+import Testing
+
+/// GET /metrics of `server`, parsed.
+private func scrape(_ server: RunningServer) throws -> PrometheusExposition {
+    let response = try http("GET", "/metrics", port: server.port)
+    guard response.status == 200 else { throw WireError.malformed("GET /metrics answered \(response.status)") }
+    return try PrometheusExposition(response.text)
+}
+
+private let acquireWaitCount = "stovepipe_mysql_pool_acquire_wait_seconds_count"
+private let connections = "stovepipe_mysql_pool_connections"
+private let discarded = "stovepipe_mysql_pool_discarded_total"
+private let timeouts = "stovepipe_mysql_pool_acquire_timeouts_total"
+private let retries = "stovepipe_mysql_transaction_retries_total"
+private let errors = "stovepipe_mysql_errors_total"
+
+extension PrometheusExposition {
+    /// The sum of every `stovepipe_mysql_errors_total{code=...}` series.
+    fileprivate var mysqlErrorsTotal: Double { samples(named: errors).reduce(0) { $0 + $1.value } }
+
+    /// `stovepipe_mysql_errors_total` by its code label.
+    fileprivate var mysqlErrorsByCode: [String: Double] {
+        Dictionary(samples(named: errors).compactMap { sample in sample.labels["code"].map { ($0, sample.value) } }) { first, _ in first }
+    }
+}
+
+@Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLPoolMetricsTests {
+    @Test func poolMetricsFollowRealTrafficAndServerSideKills() async throws {
+        let database = try ScratchDatabase()
+        defer { database.drop() }
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        let queues = try gitQueuesFile(repository)
+        defer { try? FileManager.default.removeItem(at: queues) }
+        try repository.commit("one")
+        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
+        try #require(migrated.status == 0, "\(migrated.stderr)")
+
+        let poolSize = 8
+        let server = try RunningServer(arguments: [
+            "--mysql-url", database.url, "--queues", queues.path, "--mysql-pool-size", String(poolSize),
+        ])
+
+        let start = try scrape(server)
+        // Every documented series is exposed from the start, errors with exactly the documented code labels.
+        #expect(start.value(timeouts) == 0)
+        #expect(start.value(discarded) == 0)
+        #expect(start.value(retries) != nil)
+        #expect(start.value(connections, ["state": "in_use"]) != nil)
+        #expect(start.value(connections, ["state": "idle"]) != nil)
+        let documentedCodes: Set<String> = [
+            "1040", "1053", "1062", "1205", "1213", "1927", "2002", "2003", "2006", "2013", "2055", "4031", "90001", "other",
+        ]
+        #expect(Set(start.mysqlErrorsByCode.keys) == documentedCodes)
+        #expect(start.mysqlErrorsTotal == 0)
+        let waitsAtStart = try #require(start.value(acquireWaitCount))
+
+        // Real traffic: each of these requests reads or writes the database through the pool at least once.
+        var storageRequests = 0
+        func expectStatus(_ method: String, _ path: String, _ status: Int) throws {
+            let response = try http(method, path, port: server.port)
+            #expect(response.status == status, "\(method) \(path): \(response.text)")
+            storageRequests += 1
+        }
+        try expectStatus("POST", "/queues/app/main/ingest", 202)
+        try expectStatus("POST", "/queues/app/main/ingest", 200)
+        for _ in 0..<3 { try expectStatus("GET", "/requests/request/app/main/1", 200) }
+        for _ in 0..<2 { try expectStatus("GET", "/requests/request/app/main/99", 404) }
+        try expectStatus("GET", "/queues/app/main", 200)
+
+        let afterTraffic = try scrape(server)
+        let waitsAfterTraffic = try #require(afterTraffic.value(acquireWaitCount))
+        #expect(waitsAfterTraffic > 0)
+        #expect(waitsAfterTraffic >= waitsAtStart + Double(storageRequests), "\(waitsAtStart) -> \(waitsAfterTraffic)")
+        // The histogram is consistent: its +Inf bucket holds every observation.
+        #expect(afterTraffic.value("stovepipe_mysql_pool_acquire_wait_seconds_bucket", ["le": "+Inf"]) == waitsAfterTraffic)
+        #expect(afterTraffic.value(timeouts) == 0)
+        // The gauges are read at scrape time: some connection is idle between requests, and never more than the pool holds.
+        let idleAfterTraffic = try await eventually(timeout: .seconds(10)) {
+            let metrics = try scrape(server)
+            let idle = metrics.value(connections, ["state": "idle"]) ?? -1
+            let inUse = metrics.value(connections, ["state": "in_use"]) ?? -1
+            return idle >= 1 && inUse >= 0 && idle + inUse <= Double(poolSize)
+        }
+        #expect(idleAfterTraffic, "no idle connection after traffic")
+
+        // Kill every connection of the server's database from the server side; the pool finds them broken.
+        let admin = try MySQLConnection(configuration: database.server)
+        defer { admin.close() }
+        let ids = try admin.query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = \(database.name) AND ID <> CONNECTION_ID()"
+        ).compactMap { $0.uint64("ID") }
+        #expect(!ids.isEmpty)
+        var killed = 0
+        for id in ids {
+            // 1094 (unknown thread) only means the connection closed on its own in the meantime.
+            if (try? admin.execute("KILL CONNECTION \(id)")) != nil { killed += 1 }
+        }
+        try #require(killed > 0)
+        let beforeKill = afterTraffic.value(discarded) ?? 0
+
+        // This request leases the connection returned last, which is one of the killed ones unless the
+        // topic consumer took it first; either lease discards it.
+        _ = try http("GET", "/requests/request/app/main/1", port: server.port)
+        let discardedAfterKill = try await eventually {
+            (try scrape(server).value(discarded) ?? 0) > beforeKill
+        }
+        #expect(discardedAfterKill, "no connection was discarded after KILL; log: \(server.log)")
+
+        // The pool opens fresh connections: requests succeed again.
+        let recovered = try await eventually {
+            try http("GET", "/requests/request/app/main/1", port: server.port).status == 200
+        }
+        #expect(recovered, "requests did not recover after the kill")
+
+        // Every discard counts its MySQL error code, and only pool events count: at rest the error total is
+        // exactly discards plus retries plus acquire timeouts, and a connection-loss code moved.
+        let balanced = try await eventually {
+            let metrics = try scrape(server)
+            let events = (metrics.value(discarded) ?? -1) + (metrics.value(retries) ?? -1) + (metrics.value(timeouts) ?? -1)
+            return metrics.mysqlErrorsTotal == events
+        }
+        #expect(balanced)
+        let final = try scrape(server)
+        let connectionLossCodes = ["1927", "2006", "2013", "2055"]
+        let lossErrors = connectionLossCodes.reduce(0) { $0 + (final.mysqlErrorsByCode[$1] ?? 0) }
+        #expect(lossErrors >= 1, "\(final.mysqlErrorsByCode)")
+        #expect((final.value(discarded) ?? 0) >= 1)
+        #expect((final.value(acquireWaitCount) ?? 0) > waitsAfterTraffic)
+        let inUse = final.value(connections, ["state": "in_use"]) ?? -1
+        let idle = final.value(connections, ["state": "idle"]) ?? -1
+        #expect(inUse >= 0 && idle >= 0 && inUse + idle <= Double(poolSize))
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+}
