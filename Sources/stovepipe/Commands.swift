@@ -120,6 +120,8 @@ struct Serve: ParsableCommand {
         let application = try Application(configuration: configuration, logger: logger) {
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
+            // The text exposition format ends every line, the last one included, with a line feed.
+            if let last = buffer.last, last != UInt8(ascii: "\n") { buffer.append(UInt8(ascii: "\n")) }
             return buffer
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])

@@ -40,6 +40,7 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
             try http("GET", "/requests/request/demo/main/1", port: server.port).json["state"] as? String == "processing"
         })
         let metrics = try http("GET", "/metrics", port: server.port).text
+        #expect(metrics.hasSuffix("\n"), "the exposition format ends its last line with a line feed")
         #expect(sample(metrics, #"stovepipe_ingest_total{outcome="minted"}"#) == 1)
         #expect(sample(metrics, #"stovepipe_ingest_total{outcome="deduplicated"}"#) == 2)
         #expect(sample(metrics, #"stovepipe_process_total{outcome="processing"}"#) == 1)
