@@ -112,6 +112,12 @@ public final class APIResponder: HTTPResponder {
         return response
     }
 
+    /// `/healthz` reads a flag and blocks on nothing: answered on the event loop, it stays a liveness
+    /// check even when every worker waits on storage and the worker queue is full.
+    public func respondsInline(method: String, rawPath: String) -> Bool {
+        (method == "GET" || method == "HEAD") && rawPath == "/healthz"
+    }
+
     /// Methods outside the known set share one label, so a client cannot mint label values.
     private static func methodLabel(_ method: String) -> String {
         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].contains(method) ? method : "other"

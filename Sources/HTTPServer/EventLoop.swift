@@ -114,6 +114,8 @@ private final class LoopRunner {
     var stopped = false
     var acceptPaused = false
     var writer: ResponseWriter
+    /// Answers the requests the responder marks as never blocking, on this thread.
+    var inlineWorker: Worker
     let scratch: UnsafeMutableRawBufferPointer
     let events: UnsafeMutableBufferPointer<epoll_event>
     let refusal: [UInt8]
@@ -122,6 +124,7 @@ private final class LoopRunner {
         self.loop = loop
         self.context = loop.context
         self.writer = ResponseWriter(serverName: loop.context.configuration.serverName)
+        self.inlineWorker = Worker(context: loop.context)
         self.scratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.events = .allocate(capacity: 512)
         var headers = HTTPHeaders()
@@ -187,6 +190,12 @@ private final class LoopRunner {
         // Each round either ends or turns a shed request into a close, so this runs at most thrice.
         for _ in 0..<4 {
             if let error = actions.protocolError { context.observer?.protocolError(error) }
+            if let item = actions.dispatch,
+                context.responder.respondsInline(method: item.request.method, rawPath: item.request.rawPath)
+            {
+                actions.dispatch = nil
+                inlineWorker.handle(item)
+            }
             if let item = actions.dispatch, !context.pool.submit(item) {
                 context.observer?.requestShed()
                 actions = connection.shed(writer: &writer)

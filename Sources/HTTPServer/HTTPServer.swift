@@ -164,7 +164,8 @@ public final class HTTPServer: Sendable {
 }
 
 /// A worker thread's loop: take a request, run the responder, hand the response to the connection.
-private struct Worker {
+/// An event loop also keeps one, for the requests its responder answers inline.
+struct Worker {
     let context: ServerContext
     var writer: ResponseWriter
 
@@ -179,7 +180,7 @@ private struct Worker {
         }
     }
 
-    private mutating func handle(_ item: WorkItem) {
+    mutating func handle(_ item: WorkItem) {
         let parsed = item.request
         let connection = item.connection
         let requestID: String

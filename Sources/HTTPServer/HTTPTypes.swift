@@ -114,4 +114,13 @@ public struct HTTPResponse: Sendable {
 public protocol HTTPResponder: Sendable {
     /// The response to `request`; a thrown error becomes a 500.
     func respond(to request: HTTPRequest) throws -> HTTPResponse
+
+    /// True when `respond(to:)` never blocks for this method and undecoded path: the event loop then
+    /// answers such requests itself, so they never wait behind, or are shed because of, slow work.
+    func respondsInline(method: String, rawPath: String) -> Bool
+}
+
+extension HTTPResponder {
+    /// Every request goes to the worker pool unless a responder says otherwise.
+    public func respondsInline(method: String, rawPath: String) -> Bool { false }
 }

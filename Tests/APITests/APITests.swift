@@ -271,6 +271,17 @@ extension HTTPResponse {
 }
 
 @Suite struct OperationalRouteTests {
+    @Test func onlyTheLivenessCheckIsAnsweredOnTheEventLoop() {
+        let responder = API().responder
+        #expect(responder.respondsInline(method: "GET", rawPath: "/healthz"))
+        #expect(responder.respondsInline(method: "HEAD", rawPath: "/healthz"))
+        #expect(!responder.respondsInline(method: "POST", rawPath: "/healthz"))
+        // Everything that may touch storage, the topic or a large registry goes to the workers.
+        for path in ["/readyz", "/metrics", "/requests/request/q/1", "/queues/q", "/topics", "/healthz/x", "/Healthz"] {
+            #expect(!responder.respondsInline(method: "GET", rawPath: path), "\(path)")
+        }
+    }
+
     @Test func healthAndReadiness() {
         let api = API()
         #expect(api.call("GET", "/healthz").status == 200)

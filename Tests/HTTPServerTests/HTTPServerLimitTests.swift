@@ -253,6 +253,42 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("inline paths are answered while every worker is busy and the queue is full")
+    func inlinePathsBypassTheWorkerQueue() throws {
+        let gate = Gate()
+        let observer = RecordingObserver()
+        let responder = ClosureResponder(inlinePaths: ["/live"]) { request in
+            if request.path == "/block" { gate.wait() }
+            return HTTPResponse(status: 200, body: Array(request.path.utf8))
+        }
+        let configuration = testConfiguration {
+            $0.workerThreads = 1
+            $0.workerQueueCapacity = 1
+        }
+        try withServer(configuration, responder: responder, observer: observer) { port, _ in
+            let busy = try TestClient(port: port)
+            try busy.send(get("/block"))
+            #expect(eventually { gate.waiting == 1 })
+            let queued = try TestClient(port: port)
+            try queued.send(get("/queued"))
+            let live = try TestClient(port: port)
+            // The only worker is blocked: these answers can only come from the event loop.
+            for _ in 0..<2 {
+                try live.send(get("/live"))
+                let response = try live.readResponse()
+                #expect(response.status == 200)
+                #expect(response.bodyText == "/live")
+            }
+            // Any other path still goes through the full queue, and is shed.
+            try live.send(get("/other"))
+            #expect(try live.readResponse().status == 503)
+            #expect(eventually { observer.shed == 1 })
+            gate.release()
+            #expect(try busy.readResponse().bodyText == "/block")
+            #expect(try queued.readResponse().bodyText == "/queued")
+        }
+    }
+
     @Test("a client that resets mid-body does not disturb the server")
     func resetMidBody() throws {
         let observer = RecordingObserver()

@@ -170,8 +170,17 @@ final class TestClient {
 /// A responder built from a closure.
 struct ClosureResponder: HTTPResponder {
     let body: @Sendable (HTTPRequest) throws -> HTTPResponse
+    /// Undecoded paths answered on the event loop.
+    var inlinePaths: Set<String> = []
+
+    init(inlinePaths: Set<String> = [], _ body: @escaping @Sendable (HTTPRequest) throws -> HTTPResponse) {
+        self.body = body
+        self.inlinePaths = inlinePaths
+    }
 
     func respond(to request: HTTPRequest) throws -> HTTPResponse { try body(request) }
+
+    func respondsInline(method: String, rawPath: String) -> Bool { inlinePaths.contains(rawPath) }
 }
 
 /// Echoes the method, path, query, request id and body, so tests can check what arrived.
