@@ -175,7 +175,8 @@ struct Worker {
     }
 
     mutating func run() {
-        while let item = context.pool.take() {
+        let waiter = WorkerWaiter()
+        while let item = context.pool.take(waiter) {
             handle(item)
         }
     }

@@ -9,7 +9,7 @@ final class ServerContext: Sendable {
     let responder: any HTTPResponder
     let observer: (any HTTPServerObserver)?
     let logger: Logger
-    let pool: WorkerPool
+    let pool: WorkerPool<WorkItem>
     let headerTimeout: UInt64
     let idleTimeout: UInt64
     /// Nil for plain HTTP.

@@ -10,14 +10,19 @@ struct WorkItem: Sendable {
     let isLastOnConnection: Bool
 }
 
-/// A bounded queue of requests drained by a fixed set of worker threads.
-// @unchecked Sendable: `ring`, `head`, `count` and `stopped` are only read or written with
-// `condition` locked.
-final class WorkerPool: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var ring: [WorkItem?]
+/// A bounded queue of requests drained by a fixed set of worker threads. An idle worker waits on its
+/// own semaphore, and a new request wakes the worker that went idle last: under light load one warm
+/// thread (with its warm MySQL connection, the pool being LIFO too) serves request after request
+/// instead of each request waking whichever thread a shared condition picks.
+// @unchecked Sendable: `ring`, `head`, `count`, `idle` and `stopped` are only read or written with
+// `lock` held.
+final class WorkerPool<Item: Sendable>: @unchecked Sendable {
+
+    private let lock = NSLock()
+    private var ring: [Item?]
     private var head = 0
     private var count = 0
+    private var idle: [WorkerWaiter] = []
     private var stopped = false
 
     init(capacity: Int) {
@@ -25,38 +30,68 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Queues `item`; false when the queue is full or stopped.
-    func submit(_ item: WorkItem) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !stopped, count < ring.count else { return false }
+    func submit(_ item: Item) -> Bool {
+        lock.lock()
+        guard !stopped, count < ring.count else {
+            lock.unlock()
+            return false
+        }
         ring[(head + count) % ring.count] = item
         count += 1
-        condition.signal()
+        let woken = idle.popLast()
+        lock.unlock()
+        woken?.semaphore.signal()
         return true
     }
 
-    /// The next item, waiting for one; nil once the pool is stopped.
-    func take() -> WorkItem? {
-        condition.lock()
-        defer { condition.unlock() }
-        while count == 0 && !stopped { condition.wait() }
-        guard !stopped else { return nil }
-        let item = ring[head]
-        ring[head] = nil
-        head = (head + 1) % ring.count
-        count -= 1
-        return item
+    /// The next item, waiting on `waiter` for one; nil once the pool is stopped.
+    func take(_ waiter: WorkerWaiter) -> Item? {
+        lock.lock()
+        while true {
+            if stopped {
+                lock.unlock()
+                return nil
+            }
+            if count > 0 {
+                let item = ring[head]
+                ring[head] = nil
+                head = (head + 1) % ring.count
+                count -= 1
+                lock.unlock()
+                return item
+            }
+            // Each signal pairs with one removal from `idle`, so a signal sent between the unlock and
+            // the wait is kept by the semaphore, not lost.
+            idle.append(waiter)
+            lock.unlock()
+            waiter.semaphore.wait()
+            lock.lock()
+        }
+    }
+
+    /// Workers waiting for an item.
+    var idleWorkers: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return idle.count
     }
 
     /// Wakes every worker to exit; items still queued are dropped.
     func stop() {
-        condition.lock()
+        lock.lock()
         stopped = true
         for index in ring.indices { ring[index] = nil }
         count = 0
-        condition.broadcast()
-        condition.unlock()
+        let waiting = idle
+        idle = []
+        lock.unlock()
+        for waiter in waiting { waiter.semaphore.signal() }
     }
+}
+
+/// One worker's wake-up call.
+final class WorkerWaiter: Sendable {
+    fileprivate let semaphore = DispatchSemaphore(value: 0)
 }
 
 /// Named threads that can be joined with a deadline.

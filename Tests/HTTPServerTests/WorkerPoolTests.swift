@@ -1,0 +1,56 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import HTTPServer
+
+/// What the test workers did.
+final class WorkerLog: Sendable {
+    let taken = Mutex<[String]>([])
+    let exited = Mutex(0)
+}
+
+@Suite("Worker pool")
+struct WorkerPoolTests {
+    /// Starts a worker named `name` that records `name item` for every item it takes.
+    static func startWorker(_ name: String, pool: WorkerPool<Int>, log: WorkerLog) {
+        let thread = Thread {
+            let waiter = WorkerWaiter()
+            while let item = pool.take(waiter) {
+                log.taken.withLock { $0.append("\(name) \(item)") }
+            }
+            log.exited.withLock { $0 += 1 }
+        }
+        thread.start()
+    }
+
+    @Test("the worker that went idle last takes the next item")
+    func lastIdleWorkerIsWokenFirst() {
+        let pool = WorkerPool<Int>(capacity: 4)
+        let log = WorkerLog()
+        Self.startWorker("first", pool: pool, log: log)
+        #expect(eventually { pool.idleWorkers == 1 })
+        Self.startWorker("second", pool: pool, log: log)
+        #expect(eventually { pool.idleWorkers == 2 })
+        for item in 1...3 {
+            #expect(pool.submit(item))
+            #expect(eventually { log.taken.withLock { $0.count } == item && pool.idleWorkers == 2 })
+        }
+        #expect(log.taken.withLock { $0 } == ["second 1", "second 2", "second 3"])
+        pool.stop()
+        #expect(eventually { log.exited.withLock { $0 } == 2 })
+    }
+
+    @Test("a full or stopped queue refuses items, and stop wakes every idle worker")
+    func boundsAndStop() {
+        let pool = WorkerPool<Int>(capacity: 2)
+        #expect(pool.submit(1))
+        #expect(pool.submit(2))
+        #expect(!pool.submit(3))
+        let log = WorkerLog()
+        Self.startWorker("only", pool: pool, log: log)
+        #expect(eventually { log.taken.withLock { $0 } == ["only 1", "only 2"] && pool.idleWorkers == 1 })
+        pool.stop()
+        #expect(!pool.submit(4))
+        #expect(eventually { log.exited.withLock { $0 } == 1 })
+    }
+}
