@@ -136,3 +136,44 @@ extension PrometheusExposition {
         #expect(server.terminate() == 0, "\(server.log)")
     }
 }
+
+@Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLTopicMetricsEndToEndTests {
+    @Test func processTopicMetricsFollowIngestsOverMySQL() async throws {
+        let database = try ScratchDatabase()
+        defer { database.drop() }
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        let queues = try gitQueuesFile(repository)
+        defer { try? FileManager.default.removeItem(at: queues) }
+        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
+        try #require(migrated.status == 0, "\(migrated.stderr)")
+        let server = try RunningServer(arguments: ["--mysql-url", database.url, "--queues", queues.path])
+        let topic = ["topic": "process"]
+
+        let start = try scrape(server)
+        #expect(start.value("stovepipe_topic_published_total", topic) ?? 0 == 0)
+
+        // Three heads, each ingested twice: three requests minted, three messages published, none for the repeats.
+        for number in 1...3 {
+            try repository.commit("head \(number)")
+            #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
+            #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 200)
+        }
+        let settled = try await eventually {
+            let metrics = try scrape(server)
+            return metrics.value("stovepipe_topic_acked_total", topic) == 3
+                && metrics.value("stovepipe_topic_backlog", topic) == 0
+                && metrics.value("stovepipe_topic_in_flight", topic) == 0
+        }
+        let metrics = try scrape(server)
+        #expect(settled, "acked \(metrics.value("stovepipe_topic_acked_total", topic) ?? -1)")
+        #expect(metrics.value("stovepipe_topic_published_total", topic) == 3)
+        #expect((metrics.value("stovepipe_topic_delivered_total", topic) ?? 0) >= 3)
+        #expect(metrics.value("stovepipe_topic_dead_lettered_total", topic) ?? 0 == 0)
+        #expect(metrics.value("stovepipe_topic_dead_letters", topic) == 0)
+        #expect(metrics.value("stovepipe_topic_leases", topic) != nil)
+        #expect(metrics.value("stovepipe_ingest_total", ["outcome": "minted"]) == 3)
+        #expect(metrics.value("stovepipe_ingest_total", ["outcome": "deduplicated"]) == 3)
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+}
