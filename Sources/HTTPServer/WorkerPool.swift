@@ -12,12 +12,11 @@ struct WorkItem: Sendable {
 
 /// A bounded queue of requests drained by a fixed set of worker threads. An idle worker waits on its
 /// own semaphore, and a new request wakes the worker that went idle last: under light load one warm
-/// thread (with its warm MySQL connection, the pool being LIFO too) serves request after request
-/// instead of each request waking whichever thread a shared condition picks.
+/// thread (with whatever the responder keeps warm for it, such as a pooled database connection) serves
+/// request after request instead of each request waking whichever thread a shared condition picks.
 // @unchecked Sendable: `ring`, `head`, `count`, `idle` and `stopped` are only read or written with
 // `lock` held.
 final class WorkerPool<Item: Sendable>: @unchecked Sendable {
-
     private let lock = NSLock()
     private var ring: [Item?]
     private var head = 0
