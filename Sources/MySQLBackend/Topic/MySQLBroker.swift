@@ -25,6 +25,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     public let replicaID: String
     private let logger: Logger
     private let metrics: any MetricsFactory
+    /// Metric handles by label and topic, made on first use: asking the factory is a locked lookup that
+    /// does not belong on every publish and delivery. Labels and topics are fixed sets, so this is bounded.
+    private let counters = Mutex<[String: Metrics.Counter]>([:])
+    private let gauges = Mutex<[String: Metrics.Gauge]>([:])
     /// Whether the last database call of the coordinator failed, so a run of failures is logged once.
     private let failing = Mutex(false)
 
@@ -613,10 +617,24 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     }
 
     private func count(_ label: String, _ topic: TopicName) {
-        Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).increment()
+        let key = label + " " + topic.rawValue
+        let counter = counters.withLock { cache in
+            if let counter = cache[key] { return counter }
+            let counter = Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
+            cache[key] = counter
+            return counter
+        }
+        counter.increment()
     }
 
     private func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
-        Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics).record(value)
+        let key = label + " " + topic.rawValue
+        let gauge = gauges.withLock { cache in
+            if let gauge = cache[key] { return gauge }
+            let gauge = Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
+            cache[key] = gauge
+            return gauge
+        }
+        gauge.record(value)
     }
 }
