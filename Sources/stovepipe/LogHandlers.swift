@@ -105,6 +105,10 @@ final class LogSink: @unchecked Sendable {
     /// The process's stderr.
     static let standardError = LogSink(fd: STDERR_FILENO)
 
+    /// How long the writer collects lines before writing them, unless `batchBytes` are waiting sooner.
+    static let batchWindow: TimeInterval = 0.005
+    static let batchBytes = 64 << 10
+
     private let fd: Int32
     /// Past this many buffered bytes (the reader of stderr is not keeping up), lines are dropped and counted.
     private let bufferLimit: Int
@@ -134,7 +138,8 @@ final class LogSink: @unchecked Sendable {
         let wasEmpty = pending.isEmpty
         pending.append(contentsOf: line)
         let deferred = background && !immediately
-        if deferred && wasEmpty { condition.signal() }
+        let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
+        if deferred && (wasEmpty || crossedBatch) { condition.signal() }
         condition.unlock()
         if !deferred { flush() }
     }
@@ -187,6 +192,11 @@ final class LogSink: @unchecked Sendable {
         while true {
             condition.lock()
             while pending.isEmpty && dropped == 0 && !stopped { condition.wait() }
+            // Lines that arrive within a few milliseconds share one write(2) and one wake-up of this
+            // thread; no signal comes meanwhile, since only a line into an empty buffer signals.
+            if !stopped && pending.count < Self.batchBytes {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Self.batchWindow))
+            }
             let exiting = stopped
             condition.unlock()
             flush()
