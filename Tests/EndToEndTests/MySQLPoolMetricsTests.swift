@@ -29,20 +29,13 @@ extension PrometheusExposition {
 
 @Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLPoolMetricsTests {
     @Test func poolMetricsFollowRealTrafficAndServerSideKills() async throws {
-        let database = try ScratchDatabase()
-        defer { database.drop() }
-        let repository = try TemporaryRepository()
-        defer { repository.remove() }
-        let queues = try gitQueuesFile(repository)
-        defer { try? FileManager.default.removeItem(at: queues) }
-        try repository.commit("one")
-        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
-        try #require(migrated.status == 0, "\(migrated.stderr)")
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        let database = setup.database
+        try setup.repository.commit("one")
 
         let poolSize = 8
-        let server = try RunningServer(arguments: [
-            "--mysql-url", database.url, "--queues", queues.path, "--mysql-pool-size", String(poolSize),
-        ])
+        let server = try RunningServer(arguments: setup.serveArguments + ["--mysql-pool-size", String(poolSize)])
 
         let start = try scrape(server)
         // Every documented series is exposed from the start, errors with exactly the documented code labels.
@@ -139,15 +132,9 @@ extension PrometheusExposition {
 
 @Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLTopicMetricsEndToEndTests {
     @Test func processTopicMetricsFollowIngestsOverMySQL() async throws {
-        let database = try ScratchDatabase()
-        defer { database.drop() }
-        let repository = try TemporaryRepository()
-        defer { repository.remove() }
-        let queues = try gitQueuesFile(repository)
-        defer { try? FileManager.default.removeItem(at: queues) }
-        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
-        try #require(migrated.status == 0, "\(migrated.stderr)")
-        let server = try RunningServer(arguments: ["--mysql-url", database.url, "--queues", queues.path])
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        let server = try RunningServer(arguments: setup.serveArguments)
         let topic = ["topic": "process"]
 
         let start = try scrape(server)
@@ -155,7 +142,7 @@ extension PrometheusExposition {
 
         // Three heads, each ingested twice: three requests minted, three messages published, none for the repeats.
         for number in 1...3 {
-            try repository.commit("head \(number)")
+            try setup.repository.commit("head \(number)")
             #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
             #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 200)
         }

@@ -42,6 +42,42 @@ struct ScratchDatabase {
     func drop() { LiveDatabase.drop(configuration) }
 }
 
+/// A migrated scratch database with a git repository configured as queue `app/main`: what a test that
+/// serves over MySQL starts from. `remove()` drops and deletes all three.
+struct MigratedQueueSetup {
+    let database: ScratchDatabase
+    let repository: TemporaryRepository
+    let queues: URL
+
+    init() throws {
+        database = try ScratchDatabase()
+        do {
+            repository = try TemporaryRepository()
+        } catch {
+            database.drop()
+            throw error
+        }
+        do {
+            queues = try gitQueuesFile(repository)
+            let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
+            guard migrated.status == 0 else { throw WireError.malformed("migrate failed: \(migrated.stderr)") }
+        } catch {
+            repository.remove()
+            database.drop()
+            throw error
+        }
+    }
+
+    /// Arguments of `serve` on this database and queues file.
+    var serveArguments: [String] { ["--mysql-url", database.url, "--queues", queues.path] }
+
+    func remove() {
+        try? FileManager.default.removeItem(at: queues)
+        repository.remove()
+        database.drop()
+    }
+}
+
 /// What a finished run of the binary printed.
 struct Finished {
     let status: Int32

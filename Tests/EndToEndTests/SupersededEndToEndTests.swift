@@ -8,16 +8,10 @@ import Testing
     /// marked superseded. The backlog is made by holding the queue's `process` partition lease under
     /// another replica's name while three heads are ingested, then letting the server's consumer have it.
     @Test func olderHeadsOfABacklogAreSuperseded() async throws {
-        let database = try ScratchDatabase()
-        defer { database.drop() }
-        let repository = try TemporaryRepository()
-        defer { repository.remove() }
-        let queues = try gitQueuesFile(repository)
-        defer { try? FileManager.default.removeItem(at: queues) }
-        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
-        try #require(migrated.status == 0, "\(migrated.stderr)")
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
 
-        let admin = try MySQLConnection(configuration: try MySQLConfiguration(url: database.url))
+        let admin = try MySQLConnection(configuration: try MySQLConfiguration(url: setup.database.url))
         defer { admin.close() }
         try admin.execute(
             """
@@ -25,11 +19,9 @@ import Testing
             VALUES ('process', 'app/main', 'another-replica', UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)
             """)
 
-        let server = try RunningServer(arguments: [
-            "--mysql-url", database.url, "--queues", queues.path, "--topic-poll-interval-ms", "50",
-        ])
+        let server = try RunningServer(arguments: setup.serveArguments + ["--topic-poll-interval-ms", "50"])
         for number in 1...3 {
-            try repository.commit("head \(number)")
+            try setup.repository.commit("head \(number)")
             #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
         }
         for number in 1...3 {
