@@ -617,24 +617,27 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     }
 
     private func count(_ label: String, _ topic: TopicName) {
-        let key = label + " " + topic.rawValue
-        let counter = counters.withLock { cache in
-            if let counter = cache[key] { return counter }
-            let counter = Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
-            cache[key] = counter
-            return counter
-        }
-        counter.increment()
+        Self.handle(in: counters, label: label, topic: topic) {
+            Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
+        }.increment()
     }
 
     private func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
+        Self.handle(in: gauges, label: label, topic: topic) {
+            Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
+        }.record(value)
+    }
+
+    /// The cached handle of `label` for `topic`, made by `make` on first use.
+    private static func handle<Handle: Sendable>(
+        in cache: borrowing Mutex<[String: Handle]>, label: String, topic: TopicName, _ make: () -> Handle
+    ) -> Handle {
         let key = label + " " + topic.rawValue
-        let gauge = gauges.withLock { cache in
-            if let gauge = cache[key] { return gauge }
-            let gauge = Metrics.Gauge(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
-            cache[key] = gauge
-            return gauge
+        return cache.withLock { handles in
+            if let handle = handles[key] { return handle }
+            let handle = make()
+            handles[key] = handle
+            return handle
         }
-        gauge.record(value)
     }
 }
