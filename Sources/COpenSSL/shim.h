@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <stdint.h>
+#include <string.h>
 
 /// SSL_CTX_set_min_proto_version is a macro over SSL_CTX_ctrl, which Swift cannot import.
 static inline int stovepipe_SSL_CTX_set_min_proto_version(SSL_CTX *context, int version) {
@@ -45,6 +46,13 @@ static inline int stovepipe_ERR_is_plain_http_request(unsigned long code) {
 /// ERR_reason_error_string has no text for), else 0.
 static inline int stovepipe_ERR_system_errno(unsigned long code) {
     return ERR_SYSTEM_ERROR(code) ? (int)(code & ERR_SYSTEM_MASK) : 0;
+}
+
+/// The reason of one packed error code: strerror(3) for a system error (which ERR_reason_error_string
+/// has no text for), else OpenSSL's reason string; NULL when neither has one.
+static inline const char *stovepipe_ERR_reason(unsigned long code) {
+    int number = stovepipe_ERR_system_errno(code);
+    return number != 0 ? strerror(number) : ERR_reason_error_string(code);
 }
 
 /// ERR_GET_LIB and ERR_GET_REASON are macros before OpenSSL 3. True when loading a private key

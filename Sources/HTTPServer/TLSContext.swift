@@ -102,16 +102,8 @@ enum OpenSSLErrors {
             let code = ERR_get_error()
             if code == 0 { break }
             codes.append(code)
-            let number = stovepipe_ERR_system_errno(code)
-            if number != 0, let text = strerror(number) {
-                let reason = String(cString: text)
-                if !reasons.contains(reason) { reasons.append(reason) }
-            } else if let text = ERR_reason_error_string(code) {
-                let reason = String(cString: text)
-                if !reasons.contains(reason) { reasons.append(reason) }
-            } else {
-                reasons.append("error \(code)")
-            }
+            let reason = stovepipe_ERR_reason(code).map { String(cString: $0) } ?? "error \(code)"
+            if !reasons.contains(reason) { reasons.append(reason) }
         }
         return (reasons.isEmpty ? "unknown OpenSSL error" : reasons.joined(separator: ": "), codes)
     }

@@ -172,9 +172,6 @@ enum HealthcheckOpenSSLErrors {
         let code = ERR_get_error()
         ERR_clear_error()
         guard code != 0 else { return "" }
-        let number = stovepipe_ERR_system_errno(code)
-        if number != 0 { return String(cString: strerror(number)) }
-        if let text = ERR_reason_error_string(code) { return String(cString: text) }
-        return "error \(code)"
+        return stovepipe_ERR_reason(code).map { String(cString: $0) } ?? "error \(code)"
     }
 }
