@@ -1,3 +1,5 @@
+import CEpoll
+import Glibc
 import Synchronization
 
 /// What a step under a connection's lock asks its caller to do once the lock is released.
@@ -10,13 +12,23 @@ struct ConnectionActions {
     var resumeReading = false
     /// A protocol error to report to the observer.
     var protocolError: HTTPProtocolError?
+
+    /// Nothing to do: the connection waits for its next request.
+    var isEmpty: Bool { dispatch == nil && !close && !resumeReading && protocolError == nil }
 }
 
 /// One accepted connection: its transport, parser and pending output behind one lock, shared by its
 /// event loop (reads, timers, closing) and the worker answering its current request (writes).
 // The transport is only ever used inside `state.withLock`: a TLS transport's SSL* must never be
 // used by two threads at once, and the lock makes the loop and the worker take turns.
+//
+// After answering, the worker may keep the connection for a moment to read the next request itself
+// (`beginLinger`): the loop's epoll interest is then disarmed, so the loop neither wakes for it nor
+// touches it, until the worker gives it back (`returnToLoop`).
 final class Connection: Sendable {
+    /// What the event loop watches on an open connection, edge-triggered.
+    static let loopEvents = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+
     let fd: Int32
     /// `fd` and a per-loop serial, so a stale epoll event never reaches a reused descriptor.
     let token: UInt64
@@ -41,6 +53,10 @@ final class Connection: Sendable {
         var lifecycle = Lifecycle.open
         /// A worker has the current request; nothing else is parsed until it answers.
         var inFlight = false
+        /// The worker that answered the last request waits on the socket for the next one.
+        var lingering = false
+        /// The loop's epoll registration reports nothing: a worker holds the connection.
+        var loopInterestDisarmed = false
         var outgoing: [UInt8] = []
         var outgoingSent = 0
         /// No further request will be served; close once output is flushed.
@@ -229,7 +245,8 @@ final class Connection: Sendable {
     ) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
-            guard !isClosed(state) else { return actions }
+            // A hang-up reported while a worker lingers is the worker's to read.
+            guard !isClosed(state), !state.lingering else { return actions }
             let now = MonotonicClock.now()
             // A TLS write that waits for input is retried on a readable event, a TLS read that
             // waits to send on a writable one: edge-triggered epoll will not report either again.
@@ -267,6 +284,69 @@ final class Connection: Sendable {
                 return actions
             }
             state.process(self, now: now, writer: &writer, actions: &actions)
+            return actions
+        }
+    }
+
+    /// Lets the worker that just answered wait for the next request itself (worker thread); false
+    /// unless the connection is open, idle, holds no input and the loop's interest could be disarmed.
+    func beginLinger() -> Bool {
+        state.withLock { state in
+            guard state.isOpen, !state.inFlight, !state.closeAfterResponses, !state.hasPendingOutput,
+                !state.readPaused, !state.peerClosed, !state.draining, state.parser.bufferedByteCount == 0,
+                state.transport.isEstablished, !state.transport.hasBufferedInput
+            else { return false }
+            if !state.loopInterestDisarmed {
+                // Under the lock: the loop closes descriptors only under it, so `fd` is still ours.
+                // EPOLLET alone: a hang-up, which epoll always reports, is reported once, not on every wait.
+                var event = epoll_event()
+                event.events = EPOLLET.rawValue
+                event.data.u64 = token
+                guard epoll_ctl(loop.epollFD, EPOLL_CTL_MOD, fd, &event) == 0 else { return false }
+                state.loopInterestDisarmed = true
+            }
+            state.lingering = true
+            return true
+        }
+    }
+
+    /// Reads what woke a lingering worker (worker thread); a dispatched request stays with it.
+    func lingerRead(scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter) -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            state.lingering = false
+            guard !isClosed(state) else { return actions }
+            state.readAvailable(
+                self, scratch: scratch, untilDrained: false, now: MonotonicClock.now(), writer: &writer,
+                actions: &actions)
+            return actions
+        }
+    }
+
+    /// Gives the connection back to its event loop after a worker held it (worker thread).
+    func returnToLoop() -> ConnectionActions {
+        state.withLock { state in
+            var actions = ConnectionActions()
+            state.lingering = false
+            guard !isClosed(state) else { return actions }
+            if state.loopInterestDisarmed {
+                // EPOLL_CTL_MOD reports readiness that is already there, so input that arrived
+                // while the worker held the connection still wakes the loop.
+                var event = epoll_event()
+                event.events = Self.loopEvents
+                event.data.u64 = token
+                guard epoll_ctl(loop.epollFD, EPOLL_CTL_MOD, fd, &event) == 0 else {
+                    actions.close = true
+                    return actions
+                }
+                state.loopInterestDisarmed = false
+            }
+            // Shutdown began while the worker held the connection: what beginDrain skipped.
+            if state.draining, state.isOpen, !state.inFlight, !state.closeAfterResponses,
+                !state.parser.isMidRequest, !state.hasPendingOutput
+            {
+                actions.close = true
+            }
             return actions
         }
     }
@@ -313,7 +393,7 @@ final class Connection: Sendable {
                 }
                 return actions
             }
-            guard !state.inFlight else { return actions }
+            guard !state.inFlight && !state.lingering else { return actions }
             if state.hasPendingOutput {
                 // A client that stops reading its responses is dropped like an idle one.
                 actions.close = MonotonicClock.elapsed(since: state.lastWriteProgress, now: now) >= context.idleTimeout
@@ -356,7 +436,8 @@ final class Connection: Sendable {
             var actions = ConnectionActions()
             guard state.isOpen else { return actions }
             state.draining = true
-            if state.inFlight || state.parser.isMidRequest { return actions }
+            // A lingering worker sees `draining` when it gives the connection back.
+            if state.inFlight || state.lingering || state.parser.isMidRequest { return actions }
             if state.hasPendingOutput {
                 state.closeAfterResponses = true
             } else {

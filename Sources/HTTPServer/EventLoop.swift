@@ -124,7 +124,7 @@ private final class LoopRunner {
         self.loop = loop
         self.context = loop.context
         self.writer = ResponseWriter(serverName: loop.context.configuration.serverName)
-        self.inlineWorker = Worker(context: loop.context)
+        self.inlineWorker = Worker(context: loop.context, lingers: false)
         self.scratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.events = .allocate(capacity: 512)
         var headers = HTTPHeaders()
@@ -269,7 +269,7 @@ private final class LoopRunner {
             let connection = Connection(
                 fd: fd, transport: transport, token: token, peer: peer, loop: loop, context: context)
             var event = epoll_event()
-            event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+            event.events = Connection.loopEvents
             event.data.u64 = token
             guard epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
                 _ = connection.closeTransport()

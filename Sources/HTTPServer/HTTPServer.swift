@@ -1,3 +1,4 @@
+import CEpoll
 import Glibc
 import Logging
 import Synchronization
@@ -130,6 +131,7 @@ public final class HTTPServer: Sendable {
         let timeout = context.configuration.shutdownTimeout.nanoseconds
         let deadline = MonotonicClock.now() &+ timeout
         context.draining.store(true, ordering: .releasing)
+        context.pool.stopLingering()
         for loop in running.loops { loop.post(.drain) }
         _ = running.listenerReleased.waitForZero(until: deadline)
         // Closed only once no loop polls it, so no loop can accept on a reused descriptor number.
@@ -165,23 +167,75 @@ public final class HTTPServer: Sendable {
 
 /// A worker thread's loop: take a request, run the responder, hand the response to the connection.
 /// An event loop also keeps one, for the requests its responder answers inline.
+///
+/// After a response on a keep-alive connection, a worker with nothing queued waits on that socket for
+/// up to `workerKeepAliveWait` and answers the next request itself: a client that sends its next
+/// request at once (a proxy's pooled connection, a script in a loop) skips the hand-off from the event
+/// loop to a worker and the wake-ups it costs.
 struct Worker {
     let context: ServerContext
     var writer: ResponseWriter
+    private let waiter = WorkerWaiter()
+    /// Nil when the worker never lingers (the loop's inline worker, or a wait of zero).
+    private let readBuffer: ReadBuffer?
+    private let lingerNanoseconds: UInt64
 
-    init(context: ServerContext) {
+    init(context: ServerContext, lingers: Bool = true) {
         self.context = context
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
+        let wait = context.configuration.workerKeepAliveWait.nanoseconds
+        self.lingerNanoseconds = lingers ? wait : 0
+        self.readBuffer = lingers && wait > 0 && waiter.lingerInterruptFD >= 0 ? ReadBuffer(byteCount: 16 * 1024) : nil
     }
 
     mutating func run() {
-        let waiter = WorkerWaiter()
         while let item = context.pool.take(waiter) {
             handle(item)
         }
     }
 
-    mutating func handle(_ item: WorkItem) {
+    mutating func handle(_ first: WorkItem) {
+        var item = first
+        var heldConnection = false
+        while true {
+            let connection = item.connection
+            var actions = answer(item)
+            if actions.isEmpty, let next = linger(on: connection) {
+                heldConnection = true
+                actions = next
+                if let request = actions.dispatch, !actions.close, actions.protocolError == nil {
+                    item = request
+                    continue
+                }
+            }
+            if heldConnection && connection.returnToLoop().close { actions.close = true }
+            perform(actions, for: connection)
+            return
+        }
+    }
+
+    /// Waits on `connection` for its next request; nil if the worker did not take the connection,
+    /// else what reading it gave (nothing if the wait ended first).
+    private mutating func linger(on connection: Connection) -> ConnectionActions? {
+        guard let readBuffer, !context.draining.load(ordering: .relaxed), context.pool.beginLinger(waiter) else {
+            return nil
+        }
+        defer { context.pool.endLinger(waiter) }
+        guard connection.beginLinger() else { return nil }
+        var descriptors = [
+            pollfd(fd: connection.fd, events: Int16(POLLIN) | CEPOLL_POLLRDHUP, revents: 0),
+            pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0),
+        ]
+        var timeout = timespec(
+            tv_sec: Int(lingerNanoseconds / 1_000_000_000), tv_nsec: Int(lingerNanoseconds % 1_000_000_000))
+        // An interrupted wait (EINTR) ends the linger like a timeout: the loop takes over.
+        let ready = ppoll(&descriptors, 2, &timeout, nil)
+        guard ready > 0, descriptors[0].revents != 0, descriptors[1].revents == 0 else { return ConnectionActions() }
+        return connection.lingerRead(scratch: readBuffer.bytes, writer: &writer)
+    }
+
+    /// Runs the responder for `item` and hands the response to its connection.
+    private mutating func answer(_ item: WorkItem) -> ConnectionActions {
         let parsed = item.request
         let connection = item.connection
         let requestID: String
@@ -228,7 +282,7 @@ struct Worker {
                 requestBytes: parsed.wireBytes, responseBytes: bytes.count
             )
         }
-        perform(actions, for: connection)
+        return actions
     }
 
     private mutating func perform(_ first: ConnectionActions, for connection: Connection) {
@@ -247,6 +301,19 @@ struct Worker {
             }
             return
         }
+    }
+}
+
+/// A worker's own read buffer, for the requests it reads while lingering.
+final class ReadBuffer {
+    let bytes: UnsafeMutableRawBufferPointer
+
+    init(byteCount: Int) {
+        bytes = .allocate(byteCount: byteCount, alignment: 16)
+    }
+
+    deinit {
+        bytes.deallocate()
     }
 }
 

@@ -10,6 +10,10 @@ public struct HTTPServerConfiguration: Sendable {
     public var eventLoopThreads: Int
     /// Threads that run the responder; it may block (e.g. on MySQL).
     public var workerThreads: Int
+    /// After answering on a keep-alive connection, how long a worker with nothing queued waits for that
+    /// connection's next request itself before handing the connection back to its event loop; zero
+    /// never waits. A queued request ends the wait at once.
+    public var workerKeepAliveWait: Duration
     /// Complete requests that may wait for a worker; beyond it a request is answered 503 and its
     /// connection closed.
     public var workerQueueCapacity: Int
@@ -47,6 +51,7 @@ public struct HTTPServerConfiguration: Sendable {
         port: Int = 8080,
         eventLoopThreads: Int = HTTPServerConfiguration.defaultEventLoopThreads,
         workerThreads: Int = HTTPServerConfiguration.defaultWorkerThreads,
+        workerKeepAliveWait: Duration = .milliseconds(1),
         workerQueueCapacity: Int = 4096,
         listenBacklog: Int = 4096,
         maxRequestLineBytes: Int = 8 * 1024,
@@ -65,6 +70,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.port = port
         self.eventLoopThreads = eventLoopThreads
         self.workerThreads = workerThreads
+        self.workerKeepAliveWait = workerKeepAliveWait
         self.workerQueueCapacity = workerQueueCapacity
         self.listenBacklog = listenBacklog
         self.maxRequestLineBytes = maxRequestLineBytes

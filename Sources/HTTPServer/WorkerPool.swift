@@ -1,4 +1,6 @@
+import CEpoll
 import Foundation
+import Glibc
 
 /// A complete request waiting for a worker.
 struct WorkItem: Sendable {
@@ -14,14 +16,19 @@ struct WorkItem: Sendable {
 /// own semaphore, and a new request wakes the worker that went idle last: under light load one warm
 /// thread (with whatever the responder keeps warm for it, such as a pooled database connection) serves
 /// request after request instead of each request waking whichever thread a shared condition picks.
-// @unchecked Sendable: `ring`, `head`, `count`, `idle` and `stopped` are only read or written with
-// `lock` held.
+///
+/// A worker that lingers on its connection for the next request registers as lingering: a request
+/// queued while no worker is idle cuts the wait of the lingerer registered last.
+// @unchecked Sendable: `ring`, `head`, `count`, `idle`, `lingering`, `lingerRefused` and `stopped` are
+// only read or written with `lock` held.
 final class WorkerPool<Item: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
     private var ring: [Item?]
     private var head = 0
     private var count = 0
     private var idle: [WorkerWaiter] = []
+    private var lingering: [WorkerWaiter] = []
+    private var lingerRefused = false
     private var stopped = false
 
     init(capacity: Int) {
@@ -38,9 +45,40 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         ring[(head + count) % ring.count] = item
         count += 1
         let woken = idle.popLast()
+        let interrupted = woken == nil ? lingering.popLast() : nil
         lock.unlock()
         woken?.semaphore.signal()
+        interrupted?.interruptLinger()
         return true
+    }
+
+    /// Registers `waiter` as lingering; false when items are queued (they come first), after
+    /// `stopLingering()`, or once the pool stopped.
+    func beginLinger(_ waiter: WorkerWaiter) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopped, !lingerRefused, count == 0 else { return false }
+        lingering.append(waiter)
+        return true
+    }
+
+    /// Interrupts every lingering worker and refuses new lingers (shutdown: connections go back to
+    /// their loops to be drained).
+    func stopLingering() {
+        lock.lock()
+        lingerRefused = true
+        let interrupted = lingering
+        lingering = []
+        lock.unlock()
+        for waiter in interrupted { waiter.interruptLinger() }
+    }
+
+    /// Ends `waiter`'s linger and clears any interruption sent to it.
+    func endLinger(_ waiter: WorkerWaiter) {
+        lock.lock()
+        if let index = lingering.lastIndex(where: { $0 === waiter }) { lingering.remove(at: index) }
+        lock.unlock()
+        waiter.clearInterruption()
     }
 
     /// The next item, waiting on `waiter` for one; nil once the pool is stopped.
@@ -82,15 +120,40 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         for index in ring.indices { ring[index] = nil }
         count = 0
         let waiting = idle
+        let interrupted = lingering
         idle = []
+        lingering = []
         lock.unlock()
         for waiter in waiting { waiter.semaphore.signal() }
+        for waiter in interrupted { waiter.interruptLinger() }
     }
 }
 
-/// One worker's wake-up call.
+/// One worker's wake-up calls: a semaphore while it is idle, an eventfd while it lingers on a connection.
 final class WorkerWaiter: Sendable {
     fileprivate let semaphore = DispatchSemaphore(value: 0)
+    /// Readable once the pool wants the lingering worker back; -1 if no eventfd could be made.
+    let lingerInterruptFD: Int32
+
+    init() {
+        lingerInterruptFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+    }
+
+    deinit {
+        if lingerInterruptFD >= 0 { close(lingerInterruptFD) }
+    }
+
+    fileprivate func interruptLinger() {
+        guard lingerInterruptFD >= 0 else { return }
+        var one: UInt64 = 1
+        _ = write(lingerInterruptFD, &one, MemoryLayout<UInt64>.size)
+    }
+
+    fileprivate func clearInterruption() {
+        guard lingerInterruptFD >= 0 else { return }
+        var counter: UInt64 = 0
+        _ = read(lingerInterruptFD, &counter, MemoryLayout<UInt64>.size)
+    }
 }
 
 /// Named threads that can be joined with a deadline.

@@ -52,6 +52,8 @@ struct Serve: ParsableCommand {
     var ingestSecret: String?
     @Option(help: "HTTP worker threads (handlers may block on storage).") var workers: Int?
     @Option(help: "Event-loop threads that read and write sockets.") var eventLoops: Int?
+    @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself (default 1; 0 never).")
+    var workerKeepAliveWaitMs: Double?
     @Option(help: "Most open connections; beyond it new connections wait in the listen backlog.") var maxConnections: Int?
     @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes: Int?
     @Option(help: "Largest request line in bytes (414 beyond).") var maxRequestLineBytes: Int?
@@ -178,6 +180,12 @@ struct Serve: ParsableCommand {
         }
         try positive(workers, "--workers") { http.workerThreads = $0 }
         try positive(eventLoops, "--event-loops") { http.eventLoopThreads = $0 }
+        if let wait = workerKeepAliveWaitMs {
+            guard wait >= 0, wait <= 1000, wait.isFinite else {
+                throw ValidationError("--worker-keep-alive-wait-ms must be 0...1000")
+            }
+            http.workerKeepAliveWait = .microseconds(Int64(wait * 1000))
+        }
         try positive(maxConnections, "--max-connections") { http.maxConnections = $0 }
         try positive(maxBodyBytes, "--max-body-bytes") { http.maxBodyBytes = $0 }
         try positive(maxRequestLineBytes, "--max-request-line-bytes") { http.maxRequestLineBytes = $0 }

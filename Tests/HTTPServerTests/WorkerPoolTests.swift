@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 import Testing
 @testable import HTTPServer
@@ -52,5 +53,51 @@ struct WorkerPoolTests {
         pool.stop()
         #expect(!pool.submit(4))
         #expect(eventually { log.exited.withLock { $0 } == 1 })
+    }
+}
+
+@Suite("Worker pool: lingering workers")
+struct WorkerPoolLingerTests {
+    /// Whether `waiter`'s interruption descriptor is readable right now.
+    static func isInterrupted(_ waiter: WorkerWaiter) -> Bool {
+        var descriptor = pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) == 1
+    }
+
+    @Test("a submit with no idle worker interrupts the worker that began lingering last")
+    func submitInterruptsLastLingerer() {
+        let pool = WorkerPool<Int>(capacity: 4)
+        let first = WorkerWaiter()
+        let second = WorkerWaiter()
+        #expect(first.lingerInterruptFD >= 0)
+        #expect(pool.beginLinger(first))
+        #expect(pool.beginLinger(second))
+        #expect(!Self.isInterrupted(first) && !Self.isInterrupted(second))
+        #expect(pool.submit(1))
+        #expect(Self.isInterrupted(second))
+        #expect(!Self.isInterrupted(first))
+        pool.endLinger(second)
+        #expect(!Self.isInterrupted(second), "ending the linger clears the interruption")
+        pool.endLinger(first)
+        pool.stop()
+    }
+
+    @Test("queued items come first: no linger begins while one waits")
+    func noLingerWithQueuedItems() {
+        let pool = WorkerPool<Int>(capacity: 4)
+        #expect(pool.submit(1))
+        #expect(!pool.beginLinger(WorkerWaiter()))
+        pool.stop()
+    }
+
+    @Test("stopLingering interrupts every lingerer and refuses new lingers")
+    func stopLingering() {
+        let pool = WorkerPool<Int>(capacity: 4)
+        let waiters = [WorkerWaiter(), WorkerWaiter()]
+        for waiter in waiters { #expect(pool.beginLinger(waiter)) }
+        pool.stopLingering()
+        for waiter in waiters { #expect(Self.isInterrupted(waiter)) }
+        #expect(!pool.beginLinger(WorkerWaiter()))
+        pool.stop()
     }
 }
