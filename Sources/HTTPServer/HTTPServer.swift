@@ -222,15 +222,16 @@ struct Worker {
         }
         defer { context.pool.endLinger(waiter) }
         guard connection.beginLinger() else { return nil }
-        var descriptors = [
-            pollfd(fd: connection.fd, events: Int16(POLLIN) | CEPOLL_POLLRDHUP, revents: 0),
-            pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0),
-        ]
         var timeout = timespec(
             tv_sec: Int(lingerNanoseconds / 1_000_000_000), tv_nsec: Int(lingerNanoseconds % 1_000_000_000))
-        // An interrupted wait (EINTR) ends the linger like a timeout: the loop takes over.
-        let ready = ppoll(&descriptors, 2, &timeout, nil)
-        guard ready > 0, descriptors[0].revents != 0, descriptors[1].revents == 0 else { return ConnectionActions() }
+        let requestArrived = withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { descriptors in
+            descriptors[0] = pollfd(fd: connection.fd, events: Int16(POLLIN) | CEPOLL_POLLRDHUP, revents: 0)
+            descriptors[1] = pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0)
+            // An interrupted wait (EINTR) ends the linger like a timeout: the loop takes over.
+            let ready = ppoll(descriptors.baseAddress, 2, &timeout, nil)
+            return ready > 0 && descriptors[0].revents != 0 && descriptors[1].revents == 0
+        }
+        guard requestArrived else { return ConnectionActions() }
         return connection.lingerRead(scratch: readBuffer.bytes, writer: &writer)
     }
 
