@@ -13,18 +13,18 @@ enum Route: Equatable {
     case topic(String)
 
     /// The template used as the metrics label and in logs: bounded, never a raw path.
-    var template: String {
+    var template: RouteTemplate {
         switch self {
-        case .ingest: "/queues/{queue}/ingest"
-        case .request: "/requests/{id}"
-        case .queue: "/queues/{queue}"
-        case .queueRequests: "/queues/{queue}/requests"
-        case .healthz: "/healthz"
-        case .readyz: "/readyz"
-        case .metrics: "/metrics"
-        case .openapi: "/openapi.yaml"
-        case .topics: "/topics"
-        case .topic: "/topics/{topic}"
+        case .ingest: .ingest
+        case .request: .request
+        case .queue: .queue
+        case .queueRequests: .queueRequests
+        case .healthz: .healthz
+        case .readyz: .readyz
+        case .metrics: .metrics
+        case .openapi: .openapi
+        case .topics: .topics
+        case .topic: .topic
         }
     }
 
@@ -33,6 +33,14 @@ enum Route: Equatable {
         switch self {
         case .ingest: ["POST"]
         default: ["GET", "HEAD"]
+        }
+    }
+
+    /// Whether the route answers `method`, as `methods.contains(method)` without building the list.
+    func allows(_ method: String) -> Bool {
+        switch self {
+        case .ingest: method == "POST"
+        default: method == "GET" || method == "HEAD"
         }
     }
 
@@ -65,6 +73,11 @@ enum Route: Equatable {
     }
 
     private static func joined(_ segments: ArraySlice<Substring>) throws(Failure) -> String {
+        // Segments cut from one path: with nothing to decode, their join is that stretch of the path.
+        if let first = segments.first, let last = segments.last {
+            let stretch = first.base[first.startIndex..<last.endIndex]
+            if !stretch.utf8.contains(UInt8(ascii: "%")) { return String(stretch) }
+        }
         var joined = ""
         for (index, segment) in segments.enumerated() {
             guard let text = PercentDecoding.decode(segment) else { throw .malformedEscape }
@@ -72,5 +85,37 @@ enum Route: Equatable {
             joined.append(text)
         }
         return joined
+    }
+}
+
+/// A route's template (or `unmatched`), numbered so that per-route state can live in an array.
+enum RouteTemplate: Int, CaseIterable {
+    case ingest
+    case request
+    case queue
+    case queueRequests
+    case healthz
+    case readyz
+    case metrics
+    case openapi
+    case topics
+    case topic
+    case unmatched
+
+    /// The text used as the metrics label and in logs.
+    var label: String {
+        switch self {
+        case .ingest: "/queues/{queue}/ingest"
+        case .request: "/requests/{id}"
+        case .queue: "/queues/{queue}"
+        case .queueRequests: "/queues/{queue}/requests"
+        case .healthz: "/healthz"
+        case .readyz: "/readyz"
+        case .metrics: "/metrics"
+        case .openapi: "/openapi.yaml"
+        case .topics: "/topics"
+        case .topic: "/topics/{topic}"
+        case .unmatched: "unmatched"
+        }
     }
 }

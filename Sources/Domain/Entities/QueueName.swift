@@ -8,27 +8,34 @@ public struct QueueName: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Validates `rawValue`: 1...200 bytes, `/`-joined segments of `[A-Za-z0-9._-]+`, none `.` or `..`.
     public init(_ rawValue: String) throws(ValidationError) {
-        let bytes = Array(rawValue.utf8)
-        guard !bytes.isEmpty else { throw .invalidQueueName(rawValue, reason: "must not be empty") }
-        guard bytes.count <= Self.maxLength else {
+        let utf8 = rawValue.utf8
+        let count = utf8.count
+        guard count > 0 else { throw .invalidQueueName(rawValue, reason: "must not be empty") }
+        guard count <= Self.maxLength else {
             throw .invalidQueueName(rawValue, reason: "longer than \(Self.maxLength) bytes")
         }
-        var segmentStart = 0
-        for index in 0...bytes.count {
-            if index == bytes.count || bytes[index] == UInt8(ascii: "/") {
-                let segment = bytes[segmentStart..<index]
-                if segment.isEmpty { throw .invalidQueueName(rawValue, reason: "empty segment") }
-                if segment.elementsEqual([UInt8(ascii: ".")]) || segment.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-                    throw .invalidQueueName(rawValue, reason: "segment '.' or '..'")
-                }
-                segmentStart = index + 1
+        var segmentLength = 0
+        var segmentDots = 0
+        for byte in utf8 {
+            if byte == UInt8(ascii: "/") {
+                try Self.checkSegment(rawValue, length: segmentLength, dots: segmentDots)
+                segmentLength = 0
+                segmentDots = 0
                 continue
             }
-            guard Self.isSegmentByte(bytes[index]) else {
+            guard Self.isSegmentByte(byte) else {
                 throw .invalidQueueName(rawValue, reason: "only A-Z a-z 0-9 . _ - and / are allowed")
             }
+            segmentLength += 1
+            if byte == UInt8(ascii: ".") { segmentDots += 1 }
         }
+        try Self.checkSegment(rawValue, length: segmentLength, dots: segmentDots)
         self.rawValue = rawValue
+    }
+
+    private static func checkSegment(_ rawValue: String, length: Int, dots: Int) throws(ValidationError) {
+        if length == 0 { throw .invalidQueueName(rawValue, reason: "empty segment") }
+        if dots == length && length <= 2 { throw .invalidQueueName(rawValue, reason: "segment '.' or '..'") }
     }
 
     private static func isSegmentByte(_ byte: UInt8) -> Bool {
