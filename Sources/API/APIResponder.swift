@@ -72,6 +72,7 @@ public final class APIResponder: HTTPResponder {
     private let logger: Logger
     private let openAPIDocument: [UInt8]
     private let requestMetrics = RequestMetrics()
+    private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json")])
 
     /// Makes the responder.
     public init(dependencies: APIDependencies, logger: Logger) {
@@ -297,7 +298,7 @@ public final class APIResponder: HTTPResponder {
     }
 
     private func json(_ status: Int, _ body: some JSONBody) -> HTTPResponse {
-        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body.jsonBytes)
+        HTTPResponse(status: status, headers: Self.jsonHeaders, body: body.jsonBytes)
     }
 }
 
