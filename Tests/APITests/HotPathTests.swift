@@ -131,6 +131,61 @@ struct CapturingLogHandler: LogHandler {
         #expect(try Route.match(rawPath: path) == route)
     }
 
+    /// The matcher the router used before it went byte by byte: Character-wise segments, each decoded.
+    static func referenceMatch(_ rawPath: String) -> Result<Route, Route.Failure> {
+        func joined(_ segments: ArraySlice<Substring>) -> String? {
+            var parts: [String] = []
+            for segment in segments {
+                guard let text = PercentDecoding.decode(segment) else { return nil }
+                parts.append(text)
+            }
+            return parts.joined(separator: "/")
+        }
+        func decoded(_ segments: ArraySlice<Substring>, _ make: (String) -> Route) -> Result<Route, Route.Failure> {
+            joined(segments).map { .success(make($0)) } ?? .failure(.malformedEscape)
+        }
+        let raw = characterSegments(rawPath)
+        guard let head = raw.first else { return .failure(.notFound) }
+        let rest = raw.dropFirst()
+        switch head {
+        case "healthz" where rest.isEmpty: return .success(.healthz)
+        case "readyz" where rest.isEmpty: return .success(.readyz)
+        case "metrics" where rest.isEmpty: return .success(.metrics)
+        case "openapi.yaml" where rest.isEmpty: return .success(.openapi)
+        case "topics" where rest.isEmpty: return .success(.topics)
+        case "topics" where rest.count == 1: return decoded(rest) { .topic($0) }
+        case "requests" where !rest.isEmpty: return decoded(rest) { .request(id: $0) }
+        case "queues" where !rest.isEmpty:
+            if rest.count >= 2, rest.last == "ingest" { return decoded(rest.dropLast()) { .ingest(queue: $0) } }
+            if rest.count >= 2, rest.last == "requests" { return decoded(rest.dropLast()) { .queueRequests(queue: $0) } }
+            return decoded(rest) { .queue($0) }
+        default:
+            return .failure(.notFound)
+        }
+    }
+
+    @Test func everyPathMatchesAsTheSegmentWiseMatcherDid() {
+        let vocabulary = ["", "healthz", "readyz", "metrics", "openapi.yaml", "topics", "requests", "queues", "ingest",
+            "a", "b%2Fc", "%", "%2", "%zz", "%C3%A9", "%C3", "%A9", "x+y", "\u{301}", "é"]
+        var paths: [String] = [""]
+        var layer = [""]
+        for _ in 0..<3 {
+            layer = layer.flatMap { prefix in vocabulary.map { prefix.isEmpty ? $0 : prefix + "/" + $0 } }
+            paths += layer
+        }
+        paths += ["requests/a/b/c/d/e", "queues/a/b/c/ingest", "queues/a/%2/requests", "topics/a/b"]
+        var checked = 0
+        for path in paths {
+            for candidate in [path, "/" + path, "//" + path] {
+                let expected = Self.referenceMatch(candidate)
+                let actual = Result { () throws(Route.Failure) in try Route.match(rawPath: candidate) }
+                #expect(actual == expected, "\(candidate)")
+                checked += 1
+            }
+        }
+        #expect(checked > 20_000)
+    }
+
     @Test func malformedEscapesAndUnknownPathsFail() {
         #expect(throws: Route.Failure.malformedEscape) { try Route.match(rawPath: "/requests/a%2") }
         #expect(throws: Route.Failure.notFound) { try Route.match(rawPath: "/healthz/x") }

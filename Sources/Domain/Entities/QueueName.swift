@@ -8,34 +8,35 @@ public struct QueueName: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Validates `rawValue`: 1...200 bytes, `/`-joined segments of `[A-Za-z0-9._-]+`, none `.` or `..`.
     public init(_ rawValue: String) throws(ValidationError) {
-        let utf8 = rawValue.utf8
-        let count = utf8.count
-        guard count > 0 else { throw .invalidQueueName(rawValue, reason: "must not be empty") }
-        guard count <= Self.maxLength else {
-            throw .invalidQueueName(rawValue, reason: "longer than \(Self.maxLength) bytes")
-        }
+        var text = rawValue
+        if let reason = text.withUTF8(Self.violation) { throw .invalidQueueName(rawValue, reason: reason) }
+        self.rawValue = rawValue
+    }
+
+    /// Why `bytes` is not a queue name, reporting the first fault from the left; nil when it is one.
+    private static func violation(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard !bytes.isEmpty else { return "must not be empty" }
+        guard bytes.count <= Self.maxLength else { return "longer than \(Self.maxLength) bytes" }
         var segmentLength = 0
         var segmentDots = 0
-        for byte in utf8 {
+        for byte in bytes {
             if byte == UInt8(ascii: "/") {
-                try Self.checkSegment(rawValue, length: segmentLength, dots: segmentDots)
+                if let fault = segmentFault(length: segmentLength, dots: segmentDots) { return fault }
                 segmentLength = 0
                 segmentDots = 0
                 continue
             }
-            guard Self.isSegmentByte(byte) else {
-                throw .invalidQueueName(rawValue, reason: "only A-Z a-z 0-9 . _ - and / are allowed")
-            }
+            guard isSegmentByte(byte) else { return "only A-Z a-z 0-9 . _ - and / are allowed" }
             segmentLength += 1
             if byte == UInt8(ascii: ".") { segmentDots += 1 }
         }
-        try Self.checkSegment(rawValue, length: segmentLength, dots: segmentDots)
-        self.rawValue = rawValue
+        return segmentFault(length: segmentLength, dots: segmentDots)
     }
 
-    private static func checkSegment(_ rawValue: String, length: Int, dots: Int) throws(ValidationError) {
-        if length == 0 { throw .invalidQueueName(rawValue, reason: "empty segment") }
-        if dots == length && length <= 2 { throw .invalidQueueName(rawValue, reason: "segment '.' or '..'") }
+    private static func segmentFault(length: Int, dots: Int) -> String? {
+        if length == 0 { return "empty segment" }
+        if dots == length && length <= 2 { return "segment '.' or '..'" }
+        return nil
     }
 
     private static func isSegmentByte(_ byte: UInt8) -> Bool {

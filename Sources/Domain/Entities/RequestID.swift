@@ -44,27 +44,28 @@ public struct RequestID: Hashable, Sendable, CustomStringConvertible {
     /// The id in `text` when it is ASCII and well formed, read byte by byte; nil sends every other text
     /// through the Character-wise parse, which also words the error.
     private static func parseASCII(_ text: String) -> RequestID? {
-        let utf8 = text.utf8
-        let prefix = Self.prefix.utf8
-        guard utf8.count > prefix.count, utf8.starts(with: prefix),
-            let slash = utf8.lastIndex(of: UInt8(ascii: "/")), utf8.allSatisfy({ $0 < 0x80 })
-        else { return nil }
-        let queueStart = utf8.index(utf8.startIndex, offsetBy: prefix.count)
-        guard slash >= queueStart else { return nil }
-        var number: UInt64 = 0
-        var digitIndex = utf8.index(after: slash)
-        guard digitIndex != utf8.endIndex, utf8[digitIndex] != UInt8(ascii: "0") else { return nil }
-        while digitIndex != utf8.endIndex {
-            let byte = utf8[digitIndex]
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            let (shifted, overflowShift) = number.multipliedReportingOverflow(by: 10)
-            let (sum, overflowAdd) = shifted.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-            guard !overflowShift, !overflowAdd else { return nil }
-            number = sum
-            digitIndex = utf8.index(after: digitIndex)
+        var text = text
+        let parts: (queue: String, number: UInt64)? = text.withUTF8 { bytes in
+            let prefixCount = 8
+            guard bytes.count > prefixCount, bytes.allSatisfy({ $0 < 0x80 }),
+                bytes[0] == UInt8(ascii: "r"), bytes[1] == UInt8(ascii: "e"), bytes[2] == UInt8(ascii: "q"),
+                bytes[3] == UInt8(ascii: "u"), bytes[4] == UInt8(ascii: "e"), bytes[5] == UInt8(ascii: "s"),
+                bytes[6] == UInt8(ascii: "t"), bytes[7] == UInt8(ascii: "/"),
+                let slash = bytes.lastIndex(of: UInt8(ascii: "/")), slash >= prefixCount,
+                slash + 1 < bytes.count, bytes[slash + 1] != UInt8(ascii: "0")
+            else { return nil }
+            var number: UInt64 = 0
+            for byte in bytes[(slash + 1)...] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                let (shifted, overflowShift) = number.multipliedReportingOverflow(by: 10)
+                let (sum, overflowAdd) = shifted.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+                guard !overflowShift, !overflowAdd else { return nil }
+                number = sum
+            }
+            return (String(decoding: UnsafeBufferPointer(rebasing: bytes[prefixCount..<slash]), as: UTF8.self), number)
         }
-        guard let queue = try? QueueName(String(text[queueStart..<slash])) else { return nil }
-        return RequestID(queue: queue, number: number)
+        guard let parts, let queue = try? QueueName(parts.queue) else { return nil }
+        return RequestID(queue: queue, number: parts.number)
     }
 
     public var description: String { "\(Self.prefix)\(queue.rawValue)/\(number)" }
