@@ -35,26 +35,8 @@ enum PercentDecoding {
 
     /// The undecoded path split on `/`, without the leading empty segment.
     static func rawSegments(_ rawPath: String) -> [Substring] {
-        let utf8 = rawPath.utf8
-        // A `/` followed by a combining mark is one Character, not a separator: only an ASCII path
-        // (all the HTTP parser lets through, RFC 9112 §3.2) can be split byte by byte.
-        guard utf8.allSatisfy({ $0 < 0x80 }) else {
-            var segments = rawPath.split(separator: "/", omittingEmptySubsequences: false)
-            if segments.first == "" { segments.removeFirst() }
-            return segments
-        }
-        var segments: [Substring] = []
-        segments.reserveCapacity(6)
-        var start = utf8.startIndex
-        var index = start
-        while index != utf8.endIndex {
-            if utf8[index] == UInt8(ascii: "/") {
-                if index != utf8.startIndex { segments.append(rawPath[start..<index]) }
-                start = utf8.index(after: index)
-            }
-            index = utf8.index(after: index)
-        }
-        if start != utf8.startIndex || !utf8.isEmpty { segments.append(rawPath[start..<utf8.endIndex]) }
+        var segments = rawPath.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.first == "" { segments.removeFirst() }
         return segments
     }
 

@@ -117,11 +117,6 @@ enum Route: Equatable {
     }
 
     private static func joined(_ segments: ArraySlice<Substring>) throws(Failure) -> String {
-        // Segments cut from one path: with nothing to decode, their join is that stretch of the path.
-        if let first = segments.first, let last = segments.last {
-            let stretch = first.base[first.startIndex..<last.endIndex]
-            if !stretch.utf8.contains(UInt8(ascii: "%")) { return String(stretch) }
-        }
         var joined = ""
         for (index, segment) in segments.enumerated() {
             guard let text = PercentDecoding.decode(segment) else { throw .malformedEscape }

@@ -108,13 +108,6 @@ struct CapturingLogHandler: LogHandler {
         return segments
     }
 
-    @Test(arguments: ["", "/", "//", "a", "a/b", "/a/b", "/a//b/", "/requests/request/demo/main/1", "///x///",
-        "/queues/a%2Fb/ingest", "/é/x", "/\u{301}a/b", "/a/\u{301}/b", "/a\r\n/b"])
-    func segmentsAreTheCharacterWiseSplit(_ path: String) {
-        let segments = PercentDecoding.rawSegments(path)
-        #expect(segments.map(String.init) == Self.characterSegments(path).map(String.init))
-    }
-
     @Test(arguments: [
         ("/requests/request/demo/main/1", Route.request(id: "request/demo/main/1")),
         ("/requests/request%2Fdemo%2Fmain/1", Route.request(id: "request/demo/main/1")),
