@@ -72,6 +72,7 @@ public final class APIResponder: HTTPResponder {
     private let logger: Logger
     private let openAPIDocument: [UInt8]
     private let requestMetrics = RequestMetrics()
+    private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json")])
 
     /// Makes the responder.
     public init(dependencies: APIDependencies, logger: Logger) {
@@ -82,12 +83,12 @@ public final class APIResponder: HTTPResponder {
 
     public func respond(to request: HTTPRequest) -> HTTPResponse {
         let started = ContinuousClock.now
-        var template = "unmatched"
+        var template = RouteTemplate.unmatched
         var response: HTTPResponse
         do {
             let route = try Route.match(rawPath: request.rawPath)
             template = route.template
-            guard route.methods.contains(request.method) else { throw Problem.methodNotAllowed(route.methods) }
+            guard route.allows(request.method) else { throw Problem.methodNotAllowed(route.methods) }
             response = try handle(route, request)
         } catch let failure as Route.Failure {
             response = (failure == .notFound
@@ -96,31 +97,54 @@ public final class APIResponder: HTTPResponder {
         } catch let problem as Problem {
             response = problem.response()
         } catch {
-            logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template)"])
+            logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
         let elapsed = (ContinuousClock.now - started).nanoseconds
-        let dimensions = [("route", template), ("method", Self.methodLabel(request.method)), ("status", "\(response.status)")]
-        requestMetrics.record(dimensions, route: template, nanoseconds: elapsed)
+        let status = String(response.status)
+        requestMetrics.record(template: template, method: MethodLabel(request.method), status: response.status,
+            statusLabel: status, nanoseconds: elapsed)
         logger.info(
             "request",
             metadata: [
-                "request.id": "\(request.requestID)", "http.method": "\(request.method)", "http.route": "\(template)",
-                "http.status": "\(response.status)", "duration.ms": "\(Double(elapsed) / 1_000_000)",
-                "bytes": "\(response.body.count)",
+                "request.id": .string(request.requestID), "http.method": .string(request.method),
+                "http.route": .string(template.label), "http.status": .string(status),
+                "duration.ms": .string(Self.milliseconds(nanoseconds: elapsed)), "bytes": .string(String(response.body.count)),
             ])
         return response
+    }
+
+    /// `nanoseconds` in milliseconds, spelled as `"\(Double(nanoseconds) / 1_000_000)"` spells it.
+    static func milliseconds(nanoseconds: Int64) -> String {
+        // From 100 ns up to 10^15 ns the shortest round-trip spelling of n / 10^6 is that decimal itself
+        // (at most 15 significant digits, which a Double tells apart), in positional notation; outside
+        // that range Swift may switch to exponent notation, so the Double prints itself.
+        guard nanoseconds >= 100, nanoseconds < 1_000_000_000_000_000 else {
+            return "\(Double(nanoseconds) / 1_000_000)"
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(24)
+        JSONWriter.appendDecimal(UInt64(nanoseconds / 1_000_000), to: &bytes)
+        bytes.append(UInt8(ascii: "."))
+        var fraction = nanoseconds % 1_000_000
+        var width = 6
+        while width > 1 && fraction % 10 == 0 {
+            fraction /= 10
+            width -= 1
+        }
+        var divisor: Int64 = 1
+        for _ in 1..<width { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
+            divisor /= 10
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `/healthz` reads a flag and blocks on nothing: answered on the event loop, it stays a liveness
     /// check even when every worker waits on storage and the worker queue is full.
     public func respondsInline(method: String, rawPath: String) -> Bool {
         (method == "GET" || method == "HEAD") && rawPath == "/healthz"
-    }
-
-    /// Methods outside the known set share one label, so a client cannot mint label values.
-    private static func methodLabel(_ method: String) -> String {
-        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].contains(method) ? method : "other"
     }
 
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
@@ -274,32 +298,75 @@ public final class APIResponder: HTTPResponder {
     }
 
     private func json(_ status: Int, _ body: some JSONBody) -> HTTPResponse {
-        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body.jsonBytes)
+        HTTPResponse(status: status, headers: Self.jsonHeaders, body: body.jsonBytes)
     }
+}
+
+/// The method label of the request metrics: methods outside the known set share `other`, so a
+/// client cannot mint label values.
+struct MethodLabel: Equatable {
+    /// The position of the label in `labels`.
+    let index: Int
+
+    static let labels = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"]
+
+    init(_ method: String) {
+        index = switch method {
+        case "GET": 0
+        case "HEAD": 1
+        case "POST": 2
+        case "PUT": 3
+        case "DELETE": 4
+        case "PATCH": 5
+        case "OPTIONS": 6
+        default: 7
+        }
+    }
+
+    /// The label value.
+    var text: String { Self.labels[index] }
 }
 
 /// Per-route request counters and timers, made on first use and kept: asking the metrics factory for
 /// a handle is a locked lookup that does not belong on every request. The label sets are bounded
-/// (route templates, known methods, statuses), so the cache is too.
+/// (route templates, known methods, statuses), so the cache is too; it is keyed by numbers, not by
+/// label text, so that a request hashes no strings.
 private final class RequestMetrics: Sendable {
-    private let counters = Mutex<[String: Metrics.Counter]>([:])
-    private let timers = Mutex<[String: Metrics.Timer]>([:])
+    private struct CounterKey: Hashable {
+        let template: RouteTemplate
+        let method: Int
+        let status: Int
+    }
 
-    func record(_ dimensions: [(String, String)], route: String, nanoseconds: Int64) {
-        let key = dimensions.map(\.1).joined(separator: " ")
-        let counter = counters.withLock { cache in
-            if let counter = cache[key] { return counter }
-            let counter = Metrics.Counter(label: "stovepipe_http_requests_total", dimensions: dimensions)
-            cache[key] = counter
-            return counter
+    private struct Handles {
+        var counters: [CounterKey: Metrics.Counter] = [:]
+        var timers = [Metrics.Timer?](repeating: nil, count: RouteTemplate.allCases.count)
+    }
+
+    private let handles = Mutex(Handles())
+
+    func record(template: RouteTemplate, method: MethodLabel, status: Int, statusLabel: String, nanoseconds: Int64) {
+        let key = CounterKey(template: template, method: method.index, status: status)
+        let (counter, timer) = handles.withLock { handles in
+            let counter: Metrics.Counter
+            if let cached = handles.counters[key] {
+                counter = cached
+            } else {
+                counter = Metrics.Counter(
+                    label: "stovepipe_http_requests_total",
+                    dimensions: [("route", template.label), ("method", method.text), ("status", statusLabel)])
+                handles.counters[key] = counter
+            }
+            let timer: Metrics.Timer
+            if let cached = handles.timers[template.rawValue] {
+                timer = cached
+            } else {
+                timer = Metrics.Timer(label: "stovepipe_http_request_duration_seconds", dimensions: [("route", template.label)])
+                handles.timers[template.rawValue] = timer
+            }
+            return (counter, timer)
         }
         counter.increment()
-        let timer = timers.withLock { cache in
-            if let timer = cache[route] { return timer }
-            let timer = Metrics.Timer(label: "stovepipe_http_request_duration_seconds", dimensions: [("route", route)])
-            cache[route] = timer
-            return timer
-        }
         timer.recordNanoseconds(nanoseconds)
     }
 }

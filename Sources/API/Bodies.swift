@@ -35,7 +35,7 @@ extension Request: JSONBody {
             json.bool(deduplicated)
         }
         json.key("id")
-        json.string(id.description)
+        json.string(id)
         json.key("queue")
         json.string(queue.rawValue)
         json.key("state")

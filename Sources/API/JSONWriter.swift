@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 
 /// Appends JSON (RFC 8259) to a byte buffer without building an intermediate tree: the hot response
@@ -62,8 +63,43 @@ public struct JSONWriter {
     /// Writes an integer value.
     public mutating func integer(_ value: some BinaryInteger) {
         separate()
-        bytes.append(contentsOf: String(value).utf8)
+        if let unsigned = UInt64(exactly: value) {
+            Self.appendDecimal(unsigned, to: &bytes)
+        } else {
+            bytes.append(contentsOf: String(value).utf8)
+        }
         needsComma = true
+    }
+
+    /// Writes a request id as the string `id.description`, without building that string first.
+    public mutating func string(_ id: RequestID) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        Self.appendEscaped(RequestID.prefix, to: &bytes)
+        Self.appendEscaped(id.queue.rawValue, to: &bytes)
+        bytes.append(UInt8(ascii: "/"))
+        Self.appendDecimal(id.number, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    /// Appends the decimal digits of `value`, as `String(value)` spells them.
+    public static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
+        var width = 1
+        var probe = value
+        while probe >= 10 {
+            probe /= 10
+            width += 1
+        }
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width))
+        var rest = value
+        var index = start + width
+        while index > start {
+            index -= 1
+            bytes[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+            rest /= 10
+        }
     }
 
     /// Writes a finite number the way Swift prints it (shortest round-trip form); null if not finite.
@@ -116,7 +152,11 @@ public struct JSONWriter {
     /// Appends `text` escaped for the inside of a JSON string: RFC 8259 §7 requires `"`, `\` and
     /// U+0000...U+001F to be escaped; everything else, `/` included, goes out as UTF-8.
     public static func appendEscaped(_ text: String, to bytes: inout [UInt8]) {
-        let utf8 = text.utf8
+        var text = text
+        text.withUTF8 { appendEscaped($0, to: &bytes) }
+    }
+
+    private static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
         if !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
             bytes.append(contentsOf: utf8)
             return

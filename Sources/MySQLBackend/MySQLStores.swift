@@ -77,17 +77,19 @@ public final class MySQLRequestStore: RequestStore {
         return requests
     }
 
+    // Reads by position in the select list that `get` and `list` share (queue, n, uri, state,
+    // build_strategy, base_uri, version, created_at, updated_at): no search of the column names per field.
     private static func request(from row: MySQLRow) throws(BackendError) -> Request {
-        guard let queueText = row.string("queue"), let queue = try? QueueName(queueText),
-            let number = row.uint64("n"), let uri = row.string("uri"),
-            let stateText = row.string("state"), let state = RequestState(rawValue: stateText),
-            let strategyText = row.string("build_strategy"), let strategy = BuildStrategy(rawValue: strategyText),
-            let version = row.uint64("version"), let createdAt = row.date("created_at"),
-            let updatedAt = row.date("updated_at")
+        guard row.columns.count == 9, let queueText = row.string(0), let queue = try? QueueName(queueText),
+            let number = row.uint64(1), let uri = row.string(2),
+            let stateText = row.string(3), let state = RequestState(rawValue: stateText),
+            let strategyText = row.string(4), let strategy = BuildStrategy(rawValue: strategyText),
+            let version = row.uint64(6), let createdAt = row.date(7),
+            let updatedAt = row.date(8)
         else { throw MySQLErrorTranslation.corruptRow("requests") }
         return Request(
             id: RequestID(queue: queue, number: number), uri: SourceURI(uri), state: state, buildStrategy: strategy,
-            baseURI: row.string("base_uri").map(SourceURI.init), version: version, createdAt: createdAt,
+            baseURI: row.string(5).map(SourceURI.init), version: version, createdAt: createdAt,
             updatedAt: updatedAt)
     }
 }

@@ -41,22 +41,19 @@ final class OpenConnections: Sendable {
     func add(_ delta: Int) -> Int { count.add(delta, ordering: .relaxed).newValue }
 }
 
-/// Times one store's operations as `stovepipe_store_operation_duration_seconds{store, operation}`.
-struct StoreTimers: Sendable {
-    private let timers: [String: Metrics.Timer]
+/// Times one store operation as `stovepipe_store_operation_duration_seconds{store, operation}`; each
+/// wrapper keeps one per operation, so a call looks up no timer by name.
+struct StoreTimer: Sendable {
+    private let timer: Metrics.Timer
 
-    init(store: String, operations: [String]) {
-        var timers: [String: Metrics.Timer] = [:]
-        for operation in operations {
-            timers[operation] = Metrics.Timer(
-                label: "stovepipe_store_operation_duration_seconds", dimensions: [("store", store), ("operation", operation)])
-        }
-        self.timers = timers
+    init(store: String, operation: String) {
+        timer = Metrics.Timer(
+            label: "stovepipe_store_operation_duration_seconds", dimensions: [("store", store), ("operation", operation)])
     }
 
-    func time<Result>(_ operation: String, _ body: () throws(BackendError) -> Result) throws(BackendError) -> Result {
+    func time<Result>(_ body: () throws(BackendError) -> Result) throws(BackendError) -> Result {
         let started = ContinuousClock.now
-        defer { timers[operation]?.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        defer { timer.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         return try body()
     }
 }
@@ -64,63 +61,69 @@ struct StoreTimers: Sendable {
 /// A RequestStore that records how long each operation takes.
 struct InstrumentedRequestStore: RequestStore {
     let base: any RequestStore
-    private let timers = StoreTimers(store: "requests", operations: ["create", "get", "update", "list"])
+    private let createTimer = StoreTimer(store: "requests", operation: "create")
+    private let getTimer = StoreTimer(store: "requests", operation: "get")
+    private let updateTimer = StoreTimer(store: "requests", operation: "update")
+    private let listTimer = StoreTimer(store: "requests", operation: "list")
 
     init(_ base: any RequestStore) { self.base = base }
 
-    func create(_ request: Request) throws(BackendError) { try timers.time("create") { () throws(BackendError) in try base.create(request) } }
+    func create(_ request: Request) throws(BackendError) { try createTimer.time { () throws(BackendError) in try base.create(request) } }
 
-    func get(_ id: RequestID) throws(BackendError) -> Request { try timers.time("get") { () throws(BackendError) in try base.get(id) } }
+    func get(_ id: RequestID) throws(BackendError) -> Request { try getTimer.time { () throws(BackendError) in try base.get(id) } }
 
     func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
-        try timers.time("update") { () throws(BackendError) in try base.update(request, oldVersion: oldVersion, newVersion: newVersion) }
+        try updateTimer.time { () throws(BackendError) in try base.update(request, oldVersion: oldVersion, newVersion: newVersion) }
     }
 
     func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
-        try timers.time("list") { () throws(BackendError) in try base.list(queue: queue, before: before, limit: limit) }
+        try listTimer.time { () throws(BackendError) in try base.list(queue: queue, before: before, limit: limit) }
     }
 }
 
 /// A RequestURIStore that records how long each operation takes.
 struct InstrumentedRequestURIStore: RequestURIStore {
     let base: any RequestURIStore
-    private let timers = StoreTimers(store: "request_uris", operations: ["create", "get"])
+    private let createTimer = StoreTimer(store: "request_uris", operation: "create")
+    private let getTimer = StoreTimer(store: "request_uris", operation: "get")
 
     init(_ base: any RequestURIStore) { self.base = base }
 
     func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
-        try timers.time("create") { () throws(BackendError) in try base.create(queue: queue, uri: uri, id: id) }
+        try createTimer.time { () throws(BackendError) in try base.create(queue: queue, uri: uri, id: id) }
     }
 
     func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
-        try timers.time("get") { () throws(BackendError) in try base.id(queue: queue, uri: uri) }
+        try getTimer.time { () throws(BackendError) in try base.id(queue: queue, uri: uri) }
     }
 }
 
 /// A QueueStore that records how long each operation takes.
 struct InstrumentedQueueStore: QueueStore {
     let base: any QueueStore
-    private let timers = StoreTimers(store: "queues", operations: ["create", "get", "update"])
+    private let createTimer = StoreTimer(store: "queues", operation: "create")
+    private let getTimer = StoreTimer(store: "queues", operation: "get")
+    private let updateTimer = StoreTimer(store: "queues", operation: "update")
 
     init(_ base: any QueueStore) { self.base = base }
 
-    func create(_ queue: Queue) throws(BackendError) { try timers.time("create") { () throws(BackendError) in try base.create(queue) } }
+    func create(_ queue: Queue) throws(BackendError) { try createTimer.time { () throws(BackendError) in try base.create(queue) } }
 
-    func get(_ name: QueueName) throws(BackendError) -> Queue { try timers.time("get") { () throws(BackendError) in try base.get(name) } }
+    func get(_ name: QueueName) throws(BackendError) -> Queue { try getTimer.time { () throws(BackendError) in try base.get(name) } }
 
     func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
-        try timers.time("update") { () throws(BackendError) in try base.update(queue, oldVersion: oldVersion, newVersion: newVersion) }
+        try updateTimer.time { () throws(BackendError) in try base.update(queue, oldVersion: oldVersion, newVersion: newVersion) }
     }
 }
 
 /// A Counter that records how long each `next` takes.
 struct InstrumentedCounter: Domain.Counter {
     let base: any Domain.Counter
-    private let timers = StoreTimers(store: "counter", operations: ["next"])
+    private let nextTimer = StoreTimer(store: "counter", operation: "next")
 
     init(_ base: any Domain.Counter) { self.base = base }
 
     func next(queue: QueueName, domain: String) throws(BackendError) -> UInt64 {
-        try timers.time("next") { () throws(BackendError) in try base.next(queue: queue, domain: domain) }
+        try nextTimer.time { () throws(BackendError) in try base.next(queue: queue, domain: domain) }
     }
 }

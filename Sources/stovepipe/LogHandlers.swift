@@ -13,7 +13,11 @@ struct StderrLogHandler: LogHandler {
     let label: String
     let format: LogFormat
     var logLevel: Logger.Level
-    var metadata: Logger.Metadata = [:]
+    var metadata: Logger.Metadata = [:] {
+        didSet { sortedMetadata = metadata.sorted { $0.key < $1.key } }
+    }
+    /// `metadata` sorted by key, kept so that a log call sorts only its own metadata.
+    private var sortedMetadata: [(key: String, value: Logger.Metadata.Value)] = []
     let sink: LogSink
 
     init(label: String, format: LogFormat, logLevel: Logger.Level, sink: LogSink = .standardError) {
@@ -29,9 +33,6 @@ struct StderrLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var merged = metadata
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let fields = merged.sorted { $0.key < $1.key }
         var line: [UInt8] = []
         line.reserveCapacity(256)
         switch format {
@@ -50,8 +51,8 @@ struct StderrLogHandler: LogHandler {
             RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
             json.key("ts")
             json.string(String(decoding: timestamp, as: UTF8.self))
-            for (key, value) in fields {
-                json.key(Self.reservedJSONKeys.contains(key) ? "meta." + key : key)
+            forEachField(event.metadata) { key, value in
+                json.key(Self.isReservedJSONKey(key) ? "meta." + key : key)
                 Self.write(value, to: &json)
             }
             json.endObject()
@@ -59,16 +60,21 @@ struct StderrLogHandler: LogHandler {
         case .text:
             RFC3339.append(Date(), fractionDigits: 3, to: &line)
             line.append(UInt8(ascii: " "))
-            line.append(contentsOf: event.level.rawValue.uppercased().utf8)
+            Self.appendUTF8(Self.textLevel(event.level), to: &line)
             line.append(UInt8(ascii: " "))
-            line.append(contentsOf: label.utf8)
-            line.append(contentsOf: ": ".utf8)
-            line.append(contentsOf: event.message.description.utf8)
-            for (key, value) in fields {
+            Self.appendUTF8(label, to: &line)
+            line.append(UInt8(ascii: ":"))
+            line.append(UInt8(ascii: " "))
+            Self.appendUTF8(event.message.description, to: &line)
+            forEachField(event.metadata) { key, value in
                 line.append(UInt8(ascii: " "))
-                line.append(contentsOf: key.utf8)
+                Self.appendUTF8(key, to: &line)
                 line.append(UInt8(ascii: "="))
-                line.append(contentsOf: value.description.utf8)
+                if case .string(let text) = value {
+                    Self.appendUTF8(text, to: &line)
+                } else {
+                    Self.appendUTF8(value.description, to: &line)
+                }
             }
         }
         line.append(UInt8(ascii: "\n"))
@@ -76,7 +82,56 @@ struct StderrLogHandler: LogHandler {
         sink.write(line, immediately: event.level >= .warning)
     }
 
-    private static let reservedJSONKeys: Set<String> = ["level", "logger", "msg", "ts"]
+    /// Calls `body` with the handler's metadata and `extra` together, sorted by key, a key in both
+    /// taking its value from `extra`: the order and values of the handler metadata merged with the
+    /// event's, without building the merged dictionary.
+    private func forEachField(
+        _ extra: Logger.Metadata?, _ body: (String, Logger.Metadata.Value) -> Void
+    ) {
+        guard let extra, !extra.isEmpty else {
+            for (key, value) in sortedMetadata { body(key, value) }
+            return
+        }
+        let own = sortedMetadata
+        let event = extra.sorted { $0.key < $1.key }
+        var ownIndex = 0
+        var eventIndex = 0
+        while ownIndex < own.count || eventIndex < event.count {
+            if eventIndex == event.count || (ownIndex < own.count && own[ownIndex].key < event[eventIndex].key) {
+                body(own[ownIndex].key, own[ownIndex].value)
+                ownIndex += 1
+            } else {
+                if ownIndex < own.count && own[ownIndex].key == event[eventIndex].key { ownIndex += 1 }
+                body(event[eventIndex].key, event[eventIndex].value)
+                eventIndex += 1
+            }
+        }
+    }
+
+    /// `level.rawValue.uppercased()`, without building it per line.
+    private static func textLevel(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace: "TRACE"
+        case .debug: "DEBUG"
+        case .info: "INFO"
+        case .notice: "NOTICE"
+        case .warning: "WARNING"
+        case .error: "ERROR"
+        case .critical: "CRITICAL"
+        }
+    }
+
+    private static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    private static func isReservedJSONKey(_ key: String) -> Bool {
+        switch key {
+        case "level", "logger", "msg", "ts": true
+        default: false
+        }
+    }
 
     private static func write(_ value: Logger.Metadata.Value, to json: inout JSONWriter) {
         switch value {

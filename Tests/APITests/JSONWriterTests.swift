@@ -55,6 +55,47 @@ import Testing
         }
     }
 
+    @Test func integersAreSpelledAsStringSpellsThem() {
+        let unsigned: [UInt64] = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 65_535, 4_294_967_296, 999_999_999_999_999_999,
+            10_000_000_000_000_000_000, UInt64.max - 1, UInt64.max]
+        for value in unsigned {
+            var json = JSONWriter()
+            json.integer(value)
+            #expect(String(decoding: json.bytes, as: UTF8.self) == String(value))
+        }
+        let signed: [Int64] = [0, 7, -1, -9, -10, -1_234_567, Int64.min, Int64.max]
+        for value in signed {
+            var json = JSONWriter()
+            json.integer(value)
+            #expect(String(decoding: json.bytes, as: UTF8.self) == String(value))
+        }
+        var json = JSONWriter()
+        json.beginArray()
+        json.integer(UInt8(200))
+        json.integer(Int32(-5))
+        json.endArray()
+        #expect(String(decoding: json.bytes, as: UTF8.self) == "[200,-5]")
+    }
+
+    @Test func requestIDsAreWrittenAsTheirDescription() throws {
+        for id in [
+            RequestID(queue: try QueueName("q"), number: 1), RequestID(queue: try QueueName("monorepo/main"), number: 42),
+            RequestID(queue: try QueueName("A.b_c-d/e"), number: UInt64.max),
+        ] {
+            var direct = JSONWriter()
+            direct.beginArray()
+            direct.string(id)
+            direct.string(id)
+            direct.endArray()
+            var described = JSONWriter()
+            described.beginArray()
+            described.string(id.description)
+            described.string(id.description)
+            described.endArray()
+            #expect(direct.bytes == described.bytes)
+        }
+    }
+
     @Test func objectsArraysAndScalarsAreSeparated() {
         var json = JSONWriter()
         json.beginObject()

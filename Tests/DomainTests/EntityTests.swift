@@ -13,6 +13,22 @@ import Testing
     func rejects(_ name: String) {
         #expect(throws: ValidationError.self) { try QueueName(name) }
     }
+
+    @Test(arguments: [
+        ("", "must not be empty"), (String(repeating: "x", count: 201), "longer than 200 bytes"),
+        ("a//b", "empty segment"), ("/a", "empty segment"), ("a/", "empty segment"), ("a/../b", "segment '.' or '..'"),
+        (".", "segment '.' or '..'"), ("a/.", "segment '.' or '..'"), ("a b", "only A-Z a-z 0-9 . _ - and / are allowed"),
+        // The first fault from the left is the one reported.
+        ("a//b c", "empty segment"), ("a c//b", "only A-Z a-z 0-9 . _ - and / are allowed"),
+    ])
+    func rejectsWithTheReason(_ name: String, _ reason: String) {
+        #expect(throws: ValidationError.invalidQueueName(name, reason: reason)) { try QueueName(name) }
+    }
+
+    @Test(arguments: ["...", ".a", "a.", "..a/b", "a/...", "a/.b."])
+    func acceptsSegmentsThatAreNotOnlyOneOrTwoDots(_ name: String) throws {
+        #expect(try QueueName(name).rawValue == name)
+    }
 }
 
 @Suite struct RequestIDTests {
@@ -27,6 +43,34 @@ import Testing
         "request//1", "requests/a/1", "request/a b/1", "request/a/18446744073709551616", "request/a/+1"])
     func rejects(_ text: String) {
         #expect(throws: ValidationError.self) { try RequestID(parsing: text) }
+    }
+
+    @Test(arguments: [
+        ("request/a/1", "a", UInt64(1)), ("request/monorepo/main/18446744073709551615", "monorepo/main", UInt64.max),
+        ("request/a/b/c/42", "a/b/c", UInt64(42)), ("request/A.b_c-d/e/10", "A.b_c-d/e", UInt64(10)),
+    ])
+    func parsesEveryPartOfTheId(_ text: String, _ queue: String, _ number: UInt64) throws {
+        let id = try RequestID(parsing: text)
+        #expect(id.queue.rawValue == queue)
+        #expect(id.number == number)
+        #expect(id.description == text)
+    }
+
+    @Test(arguments: [
+        ("", "must start with 'request/'"), ("request", "must start with 'request/'"),
+        ("request/", "must be request/<queue>/<n>"), ("request/a", "must be request/<queue>/<n>"),
+        ("request/a/", "n must be a positive decimal without leading zeros"),
+        ("request/a/0", "n must be a positive decimal without leading zeros"),
+        ("request/a/18446744073709551616", "n must be a positive decimal without leading zeros"),
+        ("request//1", "invalid queue name: must not be empty"), ("request/a//1", "invalid queue name: empty segment"),
+        ("request/../1", "invalid queue name: segment '.' or '..'"),
+        ("request/a b/1", "invalid queue name: only A-Z a-z 0-9 . _ - and / are allowed"),
+        // A combining mark joins the `/` into one Character, so the Character-wise prefix does not match.
+        ("request/\u{301}a/1", "must start with 'request/'"),
+        ("request/ä/1", "invalid queue name: only A-Z a-z 0-9 . _ - and / are allowed"),
+    ])
+    func rejectsWithTheReason(_ text: String, _ reason: String) {
+        #expect(throws: ValidationError.invalidRequestID(text, reason: reason)) { try RequestID(parsing: text) }
     }
 
     @Test func comparesByNumberNotText() throws {

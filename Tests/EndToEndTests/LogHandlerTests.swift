@@ -77,6 +77,46 @@ final class LogPipe {
         #expect(line.components(separatedBy: "\"msg\":").count == 2, "one msg member only")
     }
 
+    @Test func requestLinesCarryEveryFieldInKeyOrder() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger[metadataKey: "node"] = "a1"
+        logger.info("request", metadata: [
+            "request.id": "r-1", "http.method": "GET", "http.route": "/requests/{id}", "http.status": "200",
+            "duration.ms": "0.0125", "bytes": "311",
+        ])
+        let line = String(try #require(pipe.lines.first))
+        #expect(line.hasSuffix(
+            " INFO stovepipe: request bytes=311 component=http duration.ms=0.0125 http.method=GET http.route=/requests/{id}"
+                + " http.status=200 node=a1 request.id=r-1"))
+    }
+
+    @Test func eventMetadataWinsOverHandlerMetadataOnce() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger[metadataKey: "zone"] = "eu"
+        logger[metadataKey: "gone"] = "x"
+        logger[metadataKey: "gone"] = nil
+        logger.notice("one", metadata: ["component": "api", "a": ["x", "y"], "z": ["k": "v"], "n": .stringConvertible(42)])
+        logger.notice("two")
+        logger.notice("three", metadata: [:])
+        let lines = pipe.lines
+        #expect(lines.count == 3)
+        #expect(lines.first?.hasSuffix(#" NOTICE stovepipe: one a=["x", "y"] component=api n=42 z=["k": "v"] zone=eu"#) == true)
+        #expect(lines.dropFirst().first?.hasSuffix(" NOTICE stovepipe: two component=http zone=eu") == true)
+        #expect(lines.last?.hasSuffix(" NOTICE stovepipe: three component=http zone=eu") == true)
+    }
+
+    @Test func jsonRequestLinesKeepMemberOrder() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .json)
+        logger[metadataKey: "ts"] = "handler"
+        logger.info("request", metadata: ["level": "meta", "component": "api", "bytes": "12", "list": [.stringConvertible(1)]])
+        let line = String(try #require(pipe.lines.first))
+        #expect(line.hasPrefix(#"{"level":"info","logger":"stovepipe","msg":"request","ts":""#))
+        #expect(line.hasSuffix(#"Z","bytes":"12","component":"api","meta.level":"meta","list":["1"],"meta.ts":"handler"}"#))
+    }
+
     @Test func backgroundWriterKeepsOrderAndWarningsAreWrittenAtOnce() throws {
         let pipe = try LogPipe()
         let sink = LogSink(fd: pipe.writeFD)

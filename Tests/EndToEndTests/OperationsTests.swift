@@ -52,6 +52,8 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect((sample(metrics, "stovepipe_http_connections_total") ?? 0) >= 6)
         #expect((sample(metrics, #"stovepipe_store_operation_duration_seconds_count{store="requests",operation="create"}"#) ?? 0) == 1)
         #expect(metrics.contains("stovepipe_http_request_duration_seconds_bucket"))
+        #expect(sample(metrics, #"stovepipe_http_request_duration_seconds_count{route="/queues/{queue}/ingest"}"#) == 3)
+        #expect((sample(metrics, #"stovepipe_http_requests_total{route="/requests/{id}",method="GET",status="200"}"#) ?? 0) >= 1)
         // No unbounded label values: no request ids or raw paths appear in any series.
         #expect(!metrics.contains("request/demo/main/"))
         #expect(!metrics.contains("/queues/demo"))

@@ -8,27 +8,35 @@ public struct QueueName: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Validates `rawValue`: 1...200 bytes, `/`-joined segments of `[A-Za-z0-9._-]+`, none `.` or `..`.
     public init(_ rawValue: String) throws(ValidationError) {
-        let bytes = Array(rawValue.utf8)
-        guard !bytes.isEmpty else { throw .invalidQueueName(rawValue, reason: "must not be empty") }
-        guard bytes.count <= Self.maxLength else {
-            throw .invalidQueueName(rawValue, reason: "longer than \(Self.maxLength) bytes")
-        }
-        var segmentStart = 0
-        for index in 0...bytes.count {
-            if index == bytes.count || bytes[index] == UInt8(ascii: "/") {
-                let segment = bytes[segmentStart..<index]
-                if segment.isEmpty { throw .invalidQueueName(rawValue, reason: "empty segment") }
-                if segment.elementsEqual([UInt8(ascii: ".")]) || segment.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-                    throw .invalidQueueName(rawValue, reason: "segment '.' or '..'")
-                }
-                segmentStart = index + 1
+        var text = rawValue
+        if let reason = text.withUTF8(Self.violation) { throw .invalidQueueName(rawValue, reason: reason) }
+        self.rawValue = rawValue
+    }
+
+    /// Why `bytes` is not a queue name, reporting the first fault from the left; nil when it is one.
+    private static func violation(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard !bytes.isEmpty else { return "must not be empty" }
+        guard bytes.count <= Self.maxLength else { return "longer than \(Self.maxLength) bytes" }
+        var segmentLength = 0
+        var segmentDots = 0
+        for byte in bytes {
+            if byte == UInt8(ascii: "/") {
+                if let fault = segmentFault(length: segmentLength, dots: segmentDots) { return fault }
+                segmentLength = 0
+                segmentDots = 0
                 continue
             }
-            guard Self.isSegmentByte(bytes[index]) else {
-                throw .invalidQueueName(rawValue, reason: "only A-Z a-z 0-9 . _ - and / are allowed")
-            }
+            guard isSegmentByte(byte) else { return "only A-Z a-z 0-9 . _ - and / are allowed" }
+            segmentLength += 1
+            if byte == UInt8(ascii: ".") { segmentDots += 1 }
         }
-        self.rawValue = rawValue
+        return segmentFault(length: segmentLength, dots: segmentDots)
+    }
+
+    private static func segmentFault(length: Int, dots: Int) -> String? {
+        if length == 0 { return "empty segment" }
+        if dots == length && length <= 2 { return "segment '.' or '..'" }
+        return nil
     }
 
     private static func isSegmentByte(_ byte: UInt8) -> Bool {

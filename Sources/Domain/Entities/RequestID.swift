@@ -16,6 +16,10 @@ public struct RequestID: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `request/<queue>/<n>`; n is a positive decimal without leading zeros.
     public init(parsing text: String) throws(ValidationError) {
+        if let parsed = Self.parseASCII(text) {
+            self = parsed
+            return
+        }
         guard text.hasPrefix(Self.prefix) else { throw .invalidRequestID(text, reason: "must start with 'request/'") }
         let rest = text.dropFirst(Self.prefix.count)
         guard let slash = rest.lastIndex(of: "/") else {
@@ -35,6 +39,33 @@ public struct RequestID: Hashable, Sendable, CustomStringConvertible {
             throw .invalidRequestID(text, reason: error.description)
         }
         self.init(queue: queue, number: number)
+    }
+
+    /// The id in `text` when it is ASCII and well formed, read byte by byte; nil sends every other text
+    /// through the Character-wise parse, which also words the error.
+    private static func parseASCII(_ text: String) -> RequestID? {
+        var text = text
+        let parts: (queue: String, number: UInt64)? = text.withUTF8 { bytes in
+            let prefixCount = 8
+            guard bytes.count > prefixCount, bytes.allSatisfy({ $0 < 0x80 }),
+                bytes[0] == UInt8(ascii: "r"), bytes[1] == UInt8(ascii: "e"), bytes[2] == UInt8(ascii: "q"),
+                bytes[3] == UInt8(ascii: "u"), bytes[4] == UInt8(ascii: "e"), bytes[5] == UInt8(ascii: "s"),
+                bytes[6] == UInt8(ascii: "t"), bytes[7] == UInt8(ascii: "/"),
+                let slash = bytes.lastIndex(of: UInt8(ascii: "/")), slash >= prefixCount,
+                slash + 1 < bytes.count, bytes[slash + 1] != UInt8(ascii: "0")
+            else { return nil }
+            var number: UInt64 = 0
+            for byte in bytes[(slash + 1)...] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                let (shifted, overflowShift) = number.multipliedReportingOverflow(by: 10)
+                let (sum, overflowAdd) = shifted.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+                guard !overflowShift, !overflowAdd else { return nil }
+                number = sum
+            }
+            return (String(decoding: UnsafeBufferPointer(rebasing: bytes[prefixCount..<slash]), as: UTF8.self), number)
+        }
+        guard let parts, let queue = try? QueueName(parts.queue) else { return nil }
+        return RequestID(queue: queue, number: parts.number)
     }
 
     public var description: String { "\(Self.prefix)\(queue.rawValue)/\(number)" }

@@ -1,0 +1,214 @@
+@testable import API
+import Backends
+import Domain
+import Foundation
+import HTTPServer
+import Logging
+import Synchronization
+import Testing
+
+/// Keeps every event logged through it.
+final class CapturingLogs: Sendable {
+    let events = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
+
+    var handler: CapturingLogHandler { CapturingLogHandler(logs: self) }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let logs: CapturingLogs
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        logs.events.withLock { $0.append((event.message.description, event.metadata ?? [:])) }
+    }
+}
+
+@Suite struct RequestLogTests {
+    static func responder(_ requests: MemoryRequestStore, _ logs: CapturingLogs) -> APIResponder {
+        let logger = Logger(label: "test", factory: { _ in logs.handler })
+        let ingest = IngestController(
+            requests: requests, uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
+            sources: MovableSource(), publisher: NullPublisher(), logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
+        return APIResponder(
+            dependencies: APIDependencies(ingest: ingest, requests: requests, queues: MemoryQueueStore(), isConfigured: { _ in true }),
+            logger: logger)
+    }
+
+    @Test(arguments: [
+        ("GET", "/requests/request/demo/main/1", "/requests/{id}", 200),
+        ("DELETE", "/requests/request/demo/main/1", "/requests/{id}", 405),
+        ("GET", "/requests/request/demo/main/2", "/requests/{id}", 404),
+        ("GET", "/nowhere", "unmatched", 404),
+        ("GET", "/requests/request%2Fdemo%2Fmain%2F1", "/requests/{id}", 200),
+    ])
+    func everyRequestLogsOneLineWithItsFields(_ method: String, _ path: String, _ route: String, _ status: Int) throws {
+        let requests = MemoryRequestStore()
+        try requests.create(Request(
+            id: RequestID(queue: try QueueName("demo/main"), number: 1), uri: SourceURI("git://demo/c1"),
+            createdAt: Date(timeIntervalSince1970: 1_795_950_715)))
+        let logs = CapturingLogs()
+        let response = Self.responder(requests, logs).respond(to: HTTPRequest(
+            method: method, target: path, path: path, rawPath: path, query: "", headers: HTTPHeaders([]), body: [],
+            requestID: "r-42"))
+        #expect(response.status == status)
+        let events = logs.events.withLock { $0 }
+        #expect(events.count == 1)
+        let event = try #require(events.first)
+        #expect(event.message == "request")
+        #expect(Set(event.metadata.keys) == ["request.id", "http.method", "http.route", "http.status", "duration.ms", "bytes"])
+        #expect(event.metadata["request.id"] == .string("r-42"))
+        #expect(event.metadata["http.method"] == .string(method))
+        #expect(event.metadata["http.route"] == .string(route))
+        #expect(event.metadata["http.status"] == .string("\(status)"))
+        #expect(event.metadata["bytes"] == .string("\(response.body.count)"))
+        guard case .string(let duration) = event.metadata["duration.ms"] else {
+            Issue.record("duration.ms is not a string")
+            return
+        }
+        let milliseconds = try #require(Double(duration))
+        #expect(milliseconds >= 0)
+        #expect("\(milliseconds)" == duration, "spelled as Swift prints the Double")
+    }
+
+    static let nanosecondSamples: [Int64] = {
+        var samples: [Int64] = [0, 1, 9, 10, 99, 100, 101, 999, 1_000, 1_001, 10_000, 99_999, 100_000, 123_456, 999_999,
+            1_000_000, 1_000_001, 1_500_000, 9_999_999, 10_000_000, 12_345_678, 100_000_000, 999_999_999, 1_000_000_000,
+            86_400_000_000_000, 999_999_999_999_999, 1_000_000_000_000_000, 1_000_000_000_000_001, Int64.max, -1, -1_500_000]
+        // A fixed linear congruential sequence: many magnitudes, the same every run.
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<20_000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let digits = Int(state >> 60) + 1
+            var modulus: UInt64 = 1
+            for _ in 0..<digits { modulus *= 10 }
+            samples.append(Int64((state >> 8) % modulus))
+        }
+        return samples
+    }()
+
+    @Test func durationIsSpelledAsTheDoubleWouldBe() {
+        for nanoseconds in Self.nanosecondSamples {
+            let expected = "\(Double(nanoseconds) / 1_000_000)"
+            #expect(APIResponder.milliseconds(nanoseconds: nanoseconds) == expected, "\(nanoseconds) ns")
+        }
+    }
+}
+
+@Suite struct RouteMatchingTests {
+    /// The split the router used before it went byte by byte.
+    static func characterSegments(_ rawPath: String) -> [Substring] {
+        var segments = rawPath.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.first == "" { segments.removeFirst() }
+        return segments
+    }
+
+    @Test(arguments: [
+        ("/requests/request/demo/main/1", Route.request(id: "request/demo/main/1")),
+        ("/requests/request%2Fdemo%2Fmain/1", Route.request(id: "request/demo/main/1")),
+        ("/requests/", Route.request(id: "")),
+        ("/requests//x/", Route.request(id: "/x/")),
+        ("/queues/a/b/ingest", Route.ingest(queue: "a/b")),
+        ("/queues/a/b/requests", Route.queueRequests(queue: "a/b")),
+        ("/queues/a%2Fb", Route.queue("a/b")),
+        ("/queues/ingest", Route.queue("ingest")),
+        ("/topics/process", Route.topic("process")),
+        ("/healthz", Route.healthz),
+    ])
+    func pathsMatchTheirRoute(_ path: String, _ route: Route) throws {
+        #expect(try Route.match(rawPath: path) == route)
+    }
+
+    /// The matcher the router used before it went byte by byte: Character-wise segments, each decoded.
+    static func referenceMatch(_ rawPath: String) -> Result<Route, Route.Failure> {
+        func joined(_ segments: ArraySlice<Substring>) -> String? {
+            var parts: [String] = []
+            for segment in segments {
+                guard let text = PercentDecoding.decode(segment) else { return nil }
+                parts.append(text)
+            }
+            return parts.joined(separator: "/")
+        }
+        func decoded(_ segments: ArraySlice<Substring>, _ make: (String) -> Route) -> Result<Route, Route.Failure> {
+            joined(segments).map { .success(make($0)) } ?? .failure(.malformedEscape)
+        }
+        let raw = characterSegments(rawPath)
+        guard let head = raw.first else { return .failure(.notFound) }
+        let rest = raw.dropFirst()
+        switch head {
+        case "healthz" where rest.isEmpty: return .success(.healthz)
+        case "readyz" where rest.isEmpty: return .success(.readyz)
+        case "metrics" where rest.isEmpty: return .success(.metrics)
+        case "openapi.yaml" where rest.isEmpty: return .success(.openapi)
+        case "topics" where rest.isEmpty: return .success(.topics)
+        case "topics" where rest.count == 1: return decoded(rest) { .topic($0) }
+        case "requests" where !rest.isEmpty: return decoded(rest) { .request(id: $0) }
+        case "queues" where !rest.isEmpty:
+            if rest.count >= 2, rest.last == "ingest" { return decoded(rest.dropLast()) { .ingest(queue: $0) } }
+            if rest.count >= 2, rest.last == "requests" { return decoded(rest.dropLast()) { .queueRequests(queue: $0) } }
+            return decoded(rest) { .queue($0) }
+        default:
+            return .failure(.notFound)
+        }
+    }
+
+    @Test func everyPathMatchesAsTheSegmentWiseMatcherDid() {
+        let vocabulary = ["", "healthz", "readyz", "metrics", "openapi.yaml", "topics", "requests", "queues", "ingest",
+            "a", "b%2Fc", "%", "%2", "%zz", "%C3%A9", "%C3", "%A9", "x+y", "\u{301}", "é"]
+        var paths: [String] = [""]
+        var layer = [""]
+        for _ in 0..<3 {
+            layer = layer.flatMap { prefix in vocabulary.map { prefix.isEmpty ? $0 : prefix + "/" + $0 } }
+            paths += layer
+        }
+        paths += ["requests/a/b/c/d/e", "queues/a/b/c/ingest", "queues/a/%2/requests", "topics/a/b"]
+        var checked = 0
+        for path in paths {
+            for candidate in [path, "/" + path, "//" + path] {
+                let expected = Self.referenceMatch(candidate)
+                let actual = Result { () throws(Route.Failure) in try Route.match(rawPath: candidate) }
+                #expect(actual == expected, "\(candidate)")
+                checked += 1
+            }
+        }
+        #expect(checked > 20_000)
+    }
+
+    @Test func malformedEscapesAndUnknownPathsFail() {
+        #expect(throws: Route.Failure.malformedEscape) { try Route.match(rawPath: "/requests/a%2") }
+        #expect(throws: Route.Failure.notFound) { try Route.match(rawPath: "/healthz/x") }
+        #expect(throws: Route.Failure.notFound) { try Route.match(rawPath: "") }
+    }
+
+    @Test func allowedMethodsAreTheListedOnes() throws {
+        let routes: [Route] = [.ingest(queue: "q"), .request(id: "i"), .queue("q"), .queueRequests(queue: "q"), .healthz,
+            .readyz, .metrics, .openapi, .topics, .topic("t")]
+        for route in routes {
+            for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "get", "BREW", ""] {
+                #expect(route.allows(method) == route.methods.contains(method), "\(route) \(method)")
+            }
+        }
+    }
+
+    @Test func templatesAreTheMetricsLabels() {
+        #expect(Route.request(id: "x").template.label == "/requests/{id}")
+        #expect(Route.ingest(queue: "q").template.label == "/queues/{queue}/ingest")
+        #expect(Route.topic("t").template.label == "/topics/{topic}")
+        #expect(RouteTemplate.unmatched.label == "unmatched")
+        #expect(Set(RouteTemplate.allCases.map(\.label)).count == RouteTemplate.allCases.count)
+    }
+
+    @Test func unknownMethodsShareOneLabel() {
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            #expect(MethodLabel(method).text == method)
+        }
+        for method in ["get", "BREW", "", "CONNECT"] {
+            #expect(MethodLabel(method).text == "other")
+        }
+    }
+}
