@@ -51,10 +51,30 @@ final class ServerContext: Sendable {
         return min(1_000_000_000, max(10_000_000, shortest / 4))
     }
 
-    /// A fresh request id: a per-process random prefix and a counter.
+    /// A fresh request id: a per-process random prefix and a counter in base 36.
     func makeRequestID() -> String {
-        let sequence = requestCounter.add(1, ordering: .relaxed).newValue
-        return requestIDPrefix + "-" + String(sequence, radix: 36)
+        Self.requestID(prefix: requestIDPrefix, sequence: requestCounter.add(1, ordering: .relaxed).newValue)
+    }
+
+    /// `prefix-sequence`, the sequence in lowercase base 36 (`String(_:radix:)` without its generic cost).
+    static func requestID(prefix: String, sequence: UInt64) -> String {
+        let prefix = prefix.utf8
+        // 13 base-36 digits hold any UInt64.
+        return String(unsafeUninitializedCapacity: prefix.count + 1 + 13) { buffer in
+            var end = buffer.initialize(fromContentsOf: prefix)
+            buffer[end] = UInt8(ascii: "-")
+            end += 1
+            let digitsStart = end
+            var rest = sequence
+            repeat {
+                let digit = UInt8(rest % 36)
+                buffer[end] = digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10
+                end += 1
+                rest /= 36
+            } while rest > 0
+            buffer[digitsStart..<end].reverse()
+            return end
+        }
     }
 
     /// Whether an incoming `X-Request-ID` may be reused: 1-128 of `[A-Za-z0-9._-]`.

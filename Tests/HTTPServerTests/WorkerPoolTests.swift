@@ -101,3 +101,15 @@ struct WorkerPoolLingerTests {
         pool.stop()
     }
 }
+
+@Suite("Request ids")
+struct RequestIDFormatTests {
+    @Test("generated ids are the prefix, a dash and the sequence in base 36, as String(_:radix:) spells it")
+    func base36() {
+        let samples: [UInt64] = Array(0...100) + [35, 36, 1295, 1296, 46_655, 1 << 32, UInt64.max - 1, UInt64.max]
+        for sequence in samples {
+            #expect(ServerContext.requestID(prefix: "3f9a", sequence: sequence) == "3f9a-" + String(sequence, radix: 36))
+        }
+        #expect(ServerContext.requestID(prefix: "", sequence: 71) == "-1z")
+    }
+}
