@@ -45,10 +45,10 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         ring[(head + count) % ring.count] = item
         count += 1
         let woken = idle.popLast()
-        let interrupted = woken == nil ? lingering.popLast() : nil
+        // Under the lock, so a lingerer that is no longer listed has its interruption to clear.
+        if woken == nil { lingering.popLast()?.interruptLinger() }
         lock.unlock()
         woken?.semaphore.signal()
-        interrupted?.interruptLinger()
         return true
     }
 
@@ -67,18 +67,19 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
     func stopLingering() {
         lock.lock()
         lingerRefused = true
-        let interrupted = lingering
+        for waiter in lingering { waiter.interruptLinger() }
         lingering = []
         lock.unlock()
-        for waiter in interrupted { waiter.interruptLinger() }
     }
 
     /// Ends `waiter`'s linger and clears any interruption sent to it.
     func endLinger(_ waiter: WorkerWaiter) {
         lock.lock()
-        if let index = lingering.lastIndex(where: { $0 === waiter }) { lingering.remove(at: index) }
+        let index = lingering.lastIndex { $0 === waiter }
+        if let index { lingering.remove(at: index) }
         lock.unlock()
-        waiter.clearInterruption()
+        // Still listed: nobody interrupted it, and its eventfd needs no read.
+        if index == nil { waiter.clearInterruption() }
     }
 
     /// The next item, waiting on `waiter` for one; nil once the pool is stopped.
@@ -120,12 +121,11 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         for index in ring.indices { ring[index] = nil }
         count = 0
         let waiting = idle
-        let interrupted = lingering
         idle = []
+        for waiter in lingering { waiter.interruptLinger() }
         lingering = []
         lock.unlock()
         for waiter in waiting { waiter.semaphore.signal() }
-        for waiter in interrupted { waiter.interruptLinger() }
     }
 }
 
