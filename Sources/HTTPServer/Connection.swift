@@ -18,7 +18,8 @@ struct ConnectionActions {
 }
 
 /// One accepted connection: its transport, parser and pending output behind one lock, shared by its
-/// event loop (reads, timers, closing) and the worker answering its current request (writes).
+/// event loop (reads, timers, closing) and the worker answering its current request (writes, and
+/// reads while it waits for the next request).
 // The transport is only ever used inside `state.withLock`: a TLS transport's SSL* must never be
 // used by two threads at once, and the lock makes the loop and the worker take turns.
 //

@@ -4,7 +4,8 @@ import Logging
 import Synchronization
 
 /// An HTTP/1.1 server on raw sockets: epoll event loops read and parse, a bounded pool of worker
-/// threads runs the responder, and responses go out without blocking a loop.
+/// threads runs the responder (and may read a keep-alive connection's next request itself), and
+/// responses go out without blocking a loop.
 public final class HTTPServer: Sendable {
     private let context: ServerContext
     private let lifecycle = Mutex<Lifecycle>(.idle)
