@@ -24,7 +24,7 @@ struct ConnectionActions {
 // used by two threads at once, and the lock makes the loop and the worker take turns.
 //
 // After answering, the worker may keep the connection for a moment to read the next request itself
-// (`beginLinger`): the loop's epoll interest is then disarmed, so the loop neither wakes for it nor
+// (`beginWorkerWait`): the loop's epoll interest is then disarmed, so the loop neither wakes for it nor
 // touches it, until the worker gives it back (`returnToLoop`).
 final class Connection: Sendable {
     /// What the event loop watches on an open connection, edge-triggered.
@@ -55,7 +55,7 @@ final class Connection: Sendable {
         /// A worker has the current request; nothing else is parsed until it answers.
         var inFlight = false
         /// The worker that answered the last request waits on the socket for the next one.
-        var lingering = false
+        var workerWaiting = false
         /// The loop's epoll registration reports nothing: a worker holds the connection.
         var loopInterestDisarmed = false
         var outgoing: [UInt8] = []
@@ -246,8 +246,8 @@ final class Connection: Sendable {
     ) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
-            // A hang-up reported while a worker lingers is the worker's to read.
-            guard !isClosed(state), !state.lingering else { return actions }
+            // A hang-up reported while a worker waits is the worker's to read.
+            guard !isClosed(state), !state.workerWaiting else { return actions }
             let now = MonotonicClock.now()
             // A TLS write that waits for input is retried on a readable event, a TLS read that
             // waits to send on a writable one: edge-triggered epoll will not report either again.
@@ -291,7 +291,7 @@ final class Connection: Sendable {
 
     /// Lets the worker that just answered wait for the next request itself (worker thread); false
     /// unless the connection is open, idle, holds no input and the loop's interest could be disarmed.
-    func beginLinger() -> Bool {
+    func beginWorkerWait() -> Bool {
         state.withLock { state in
             guard state.isOpen, !state.inFlight, !state.closeAfterResponses, !state.hasPendingOutput,
                 !state.readPaused, !state.peerClosed, !state.draining, state.parser.bufferedByteCount == 0,
@@ -306,16 +306,16 @@ final class Connection: Sendable {
                 guard epoll_ctl(loop.epollFD, EPOLL_CTL_MOD, fd, &event) == 0 else { return false }
                 state.loopInterestDisarmed = true
             }
-            state.lingering = true
+            state.workerWaiting = true
             return true
         }
     }
 
-    /// Reads what woke a lingering worker (worker thread); a dispatched request stays with it.
-    func lingerRead(scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter) -> ConnectionActions {
+    /// Reads what woke the waiting worker (worker thread); a dispatched request stays with it.
+    func readForWaitingWorker(scratch: UnsafeMutableRawBufferPointer, writer: inout ResponseWriter) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
-            state.lingering = false
+            state.workerWaiting = false
             guard !isClosed(state) else { return actions }
             state.readAvailable(
                 self, scratch: scratch, untilDrained: false, now: MonotonicClock.now(), writer: &writer,
@@ -328,7 +328,7 @@ final class Connection: Sendable {
     func returnToLoop() -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
-            state.lingering = false
+            state.workerWaiting = false
             guard !isClosed(state) else { return actions }
             if state.loopInterestDisarmed {
                 // EPOLL_CTL_MOD reports readiness that is already there, so input that arrived
@@ -394,7 +394,7 @@ final class Connection: Sendable {
                 }
                 return actions
             }
-            guard !state.inFlight && !state.lingering else { return actions }
+            guard !state.inFlight && !state.workerWaiting else { return actions }
             if state.hasPendingOutput {
                 // A client that stops reading its responses is dropped like an idle one.
                 actions.close = MonotonicClock.elapsed(since: state.lastWriteProgress, now: now) >= context.idleTimeout
@@ -437,8 +437,8 @@ final class Connection: Sendable {
             var actions = ConnectionActions()
             guard state.isOpen else { return actions }
             state.draining = true
-            // A lingering worker sees `draining` when it gives the connection back.
-            if state.inFlight || state.lingering || state.parser.isMidRequest { return actions }
+            // A waiting worker sees `draining` when it gives the connection back.
+            if state.inFlight || state.workerWaiting || state.parser.isMidRequest { return actions }
             if state.hasPendingOutput {
                 state.closeAfterResponses = true
             } else {

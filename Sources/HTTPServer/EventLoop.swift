@@ -124,7 +124,7 @@ private final class LoopRunner {
         self.loop = loop
         self.context = loop.context
         self.writer = ResponseWriter(serverName: loop.context.configuration.serverName)
-        self.inlineWorker = Worker(context: loop.context, lingers: false)
+        self.inlineWorker = Worker(context: loop.context, waitsForNextRequest: false)
         self.scratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.events = .allocate(capacity: 512)
         var headers = HTTPHeaders()

@@ -132,7 +132,7 @@ public final class HTTPServer: Sendable {
         let timeout = context.configuration.shutdownTimeout.nanoseconds
         let deadline = MonotonicClock.now() &+ timeout
         context.draining.store(true, ordering: .releasing)
-        context.pool.stopLingering()
+        context.pool.stopKeepAliveWaits()
         for loop in running.loops { loop.post(.drain) }
         _ = running.listenerReleased.waitForZero(until: deadline)
         // Closed only once no loop polls it, so no loop can accept on a reused descriptor number.
@@ -177,16 +177,16 @@ struct Worker {
     let context: ServerContext
     var writer: ResponseWriter
     private let waiter = WorkerWaiter()
-    /// Nil when the worker never lingers (the loop's inline worker, or a wait of zero).
+    /// Nil when the worker never waits for a next request (the loop's inline worker, or a wait of zero).
     private let readBuffer: ReadBuffer?
-    private let lingerNanoseconds: UInt64
+    private let keepAliveWaitNanoseconds: UInt64
 
-    init(context: ServerContext, lingers: Bool = true) {
+    init(context: ServerContext, waitsForNextRequest: Bool = true) {
         self.context = context
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
         let wait = context.configuration.workerKeepAliveWait.nanoseconds
-        self.lingerNanoseconds = lingers ? wait : 0
-        self.readBuffer = lingers && wait > 0 && waiter.lingerInterruptFD >= 0 ? ReadBuffer(byteCount: 16 * 1024) : nil
+        self.keepAliveWaitNanoseconds = waitsForNextRequest ? wait : 0
+        self.readBuffer = waitsForNextRequest && wait > 0 && waiter.keepAliveInterruptFD >= 0 ? ReadBuffer(byteCount: 16 * 1024) : nil
     }
 
     mutating func run() {
@@ -201,7 +201,7 @@ struct Worker {
         while true {
             let connection = item.connection
             var actions = answer(item)
-            if actions.isEmpty, let next = linger(on: connection) {
+            if actions.isEmpty, let next = waitForNextRequest(on: connection) {
                 heldConnection = true
                 actions = next
                 if let request = actions.dispatch, !actions.close, actions.protocolError == nil {
@@ -217,23 +217,23 @@ struct Worker {
 
     /// Waits on `connection` for its next request; nil if the worker did not take the connection,
     /// else what reading it gave (nothing if the wait ended first).
-    private mutating func linger(on connection: Connection) -> ConnectionActions? {
-        guard let readBuffer, !context.draining.load(ordering: .relaxed), context.pool.beginLinger(waiter) else {
+    private mutating func waitForNextRequest(on connection: Connection) -> ConnectionActions? {
+        guard let readBuffer, !context.draining.load(ordering: .relaxed), context.pool.beginKeepAliveWait(waiter) else {
             return nil
         }
-        defer { context.pool.endLinger(waiter) }
-        guard connection.beginLinger() else { return nil }
+        defer { context.pool.endKeepAliveWait(waiter) }
+        guard connection.beginWorkerWait() else { return nil }
         var timeout = timespec(
-            tv_sec: Int(lingerNanoseconds / 1_000_000_000), tv_nsec: Int(lingerNanoseconds % 1_000_000_000))
+            tv_sec: Int(keepAliveWaitNanoseconds / 1_000_000_000), tv_nsec: Int(keepAliveWaitNanoseconds % 1_000_000_000))
         let requestArrived = withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { descriptors in
             descriptors[0] = pollfd(fd: connection.fd, events: Int16(POLLIN) | CEPOLL_POLLRDHUP, revents: 0)
-            descriptors[1] = pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0)
-            // An interrupted wait (EINTR) ends the linger like a timeout: the loop takes over.
+            descriptors[1] = pollfd(fd: waiter.keepAliveInterruptFD, events: Int16(POLLIN), revents: 0)
+            // An interrupted wait (EINTR) ends the wait like a timeout: the loop takes over.
             let ready = ppoll(descriptors.baseAddress, 2, &timeout, nil)
             return ready > 0 && descriptors[0].revents != 0 && descriptors[1].revents == 0
         }
         guard requestArrived else { return ConnectionActions() }
-        return connection.lingerRead(scratch: readBuffer.bytes, writer: &writer)
+        return connection.readForWaitingWorker(scratch: readBuffer.bytes, writer: &writer)
     }
 
     /// Runs the responder for `item` and hands the response to its connection.
@@ -306,7 +306,7 @@ struct Worker {
     }
 }
 
-/// A worker's own read buffer, for the requests it reads while lingering.
+/// A worker's own read buffer, for the requests it reads while it waits on a keep-alive connection.
 final class ReadBuffer {
     let bytes: UnsafeMutableRawBufferPointer
 

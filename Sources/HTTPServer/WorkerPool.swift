@@ -17,9 +17,9 @@ struct WorkItem: Sendable {
 /// thread (with whatever the responder keeps warm for it, such as a pooled database connection) serves
 /// request after request instead of each request waking whichever thread a shared condition picks.
 ///
-/// A worker that lingers on its connection for the next request registers as lingering: a request
-/// queued while no worker is idle cuts the wait of the lingerer registered last.
-// @unchecked Sendable: `ring`, `head`, `count`, `idle`, `lingering`, `lingerRefused` and `stopped` are
+/// A worker that waits on its keep-alive connection for the next request registers as waiting: a
+/// request queued while no worker is idle cuts the wait of the worker registered last.
+// @unchecked Sendable: `ring`, `head`, `count`, `idle`, `keepAliveWaiters`, `keepAliveWaitsRefused` and `stopped` are
 // only read or written with `lock` held.
 final class WorkerPool<Item: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
@@ -27,8 +27,8 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
     private var head = 0
     private var count = 0
     private var idle: [WorkerWaiter] = []
-    private var lingering: [WorkerWaiter] = []
-    private var lingerRefused = false
+    private var keepAliveWaiters: [WorkerWaiter] = []
+    private var keepAliveWaitsRefused = false
     private var stopped = false
 
     init(capacity: Int) {
@@ -45,38 +45,38 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         ring[(head + count) % ring.count] = item
         count += 1
         let woken = idle.popLast()
-        // Under the lock, so a lingerer that is no longer listed has its interruption to clear.
-        if woken == nil { lingering.popLast()?.interruptLinger() }
+        // Under the lock, so a waiting worker that is no longer listed has its interruption to clear.
+        if woken == nil { keepAliveWaiters.popLast()?.interruptKeepAliveWait() }
         lock.unlock()
         woken?.semaphore.signal()
         return true
     }
 
-    /// Registers `waiter` as lingering; false when items are queued (they come first), after
-    /// `stopLingering()`, or once the pool stopped.
-    func beginLinger(_ waiter: WorkerWaiter) -> Bool {
+    /// Registers `waiter` as waiting on a keep-alive connection; false when items are queued (they come first), after
+    /// `stopKeepAliveWaits()`, or once the pool stopped.
+    func beginKeepAliveWait(_ waiter: WorkerWaiter) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        guard !stopped, !lingerRefused, count == 0 else { return false }
-        lingering.append(waiter)
+        guard !stopped, !keepAliveWaitsRefused, count == 0 else { return false }
+        keepAliveWaiters.append(waiter)
         return true
     }
 
-    /// Interrupts every lingering worker and refuses new lingers (shutdown: connections go back to
+    /// Interrupts every waiting worker and refuses new waits (shutdown: connections go back to
     /// their loops to be drained).
-    func stopLingering() {
+    func stopKeepAliveWaits() {
         lock.lock()
-        lingerRefused = true
-        for waiter in lingering { waiter.interruptLinger() }
-        lingering = []
+        keepAliveWaitsRefused = true
+        for waiter in keepAliveWaiters { waiter.interruptKeepAliveWait() }
+        keepAliveWaiters = []
         lock.unlock()
     }
 
-    /// Ends `waiter`'s linger and clears any interruption sent to it.
-    func endLinger(_ waiter: WorkerWaiter) {
+    /// Ends `waiter`'s wait and clears any interruption sent to it.
+    func endKeepAliveWait(_ waiter: WorkerWaiter) {
         lock.lock()
-        let index = lingering.lastIndex { $0 === waiter }
-        if let index { lingering.remove(at: index) }
+        let index = keepAliveWaiters.lastIndex { $0 === waiter }
+        if let index { keepAliveWaiters.remove(at: index) }
         lock.unlock()
         // Still listed: nobody interrupted it, and its eventfd needs no read.
         if index == nil { waiter.clearInterruption() }
@@ -122,37 +122,37 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         count = 0
         let waiting = idle
         idle = []
-        for waiter in lingering { waiter.interruptLinger() }
-        lingering = []
+        for waiter in keepAliveWaiters { waiter.interruptKeepAliveWait() }
+        keepAliveWaiters = []
         lock.unlock()
         for waiter in waiting { waiter.semaphore.signal() }
     }
 }
 
-/// One worker's wake-up calls: a semaphore while it is idle, an eventfd while it lingers on a connection.
+/// One worker's wake-up calls: a semaphore while it is idle, an eventfd while it waits on a keep-alive connection.
 final class WorkerWaiter: Sendable {
     fileprivate let semaphore = DispatchSemaphore(value: 0)
-    /// Readable once the pool wants the lingering worker back; -1 if no eventfd could be made.
-    let lingerInterruptFD: Int32
+    /// Readable once the pool wants the waiting worker back; -1 if no eventfd could be made.
+    let keepAliveInterruptFD: Int32
 
     init() {
-        lingerInterruptFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        keepAliveInterruptFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
     }
 
     deinit {
-        if lingerInterruptFD >= 0 { close(lingerInterruptFD) }
+        if keepAliveInterruptFD >= 0 { close(keepAliveInterruptFD) }
     }
 
-    fileprivate func interruptLinger() {
-        guard lingerInterruptFD >= 0 else { return }
+    fileprivate func interruptKeepAliveWait() {
+        guard keepAliveInterruptFD >= 0 else { return }
         var one: UInt64 = 1
-        _ = write(lingerInterruptFD, &one, MemoryLayout<UInt64>.size)
+        _ = write(keepAliveInterruptFD, &one, MemoryLayout<UInt64>.size)
     }
 
     fileprivate func clearInterruption() {
-        guard lingerInterruptFD >= 0 else { return }
+        guard keepAliveInterruptFD >= 0 else { return }
         var counter: UInt64 = 0
-        _ = read(lingerInterruptFD, &counter, MemoryLayout<UInt64>.size)
+        _ = read(keepAliveInterruptFD, &counter, MemoryLayout<UInt64>.size)
     }
 }
 

@@ -89,7 +89,7 @@ struct WorkerKeepAliveWaitTests {
 
     @Test("shutdown ends the wait: the idle connection is closed and shutdown returns")
     func shutdownEndsTheWait() throws {
-        var logger = Logger(label: "linger-shutdown-test")
+        var logger = Logger(label: "keep-alive-wait-shutdown-test")
         logger.logLevel = .warning
         let server = HTTPServer(configuration: Self.configuration(), responder: echoResponder, logger: logger)
         let port = try server.start()

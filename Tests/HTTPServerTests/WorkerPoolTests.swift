@@ -56,48 +56,48 @@ struct WorkerPoolTests {
     }
 }
 
-@Suite("Worker pool: lingering workers")
-struct WorkerPoolLingerTests {
+@Suite("Worker pool: workers waiting on keep-alive connections")
+struct WorkerPoolKeepAliveWaitTests {
     /// Whether `waiter`'s interruption descriptor is readable right now.
     static func isInterrupted(_ waiter: WorkerWaiter) -> Bool {
-        var descriptor = pollfd(fd: waiter.lingerInterruptFD, events: Int16(POLLIN), revents: 0)
+        var descriptor = pollfd(fd: waiter.keepAliveInterruptFD, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, 0) == 1
     }
 
-    @Test("a submit with no idle worker interrupts the worker that began lingering last")
-    func submitInterruptsLastLingerer() {
+    @Test("a submit with no idle worker interrupts the worker that began waiting last")
+    func submitInterruptsLastWaiter() {
         let pool = WorkerPool<Int>(capacity: 4)
         let first = WorkerWaiter()
         let second = WorkerWaiter()
-        #expect(first.lingerInterruptFD >= 0)
-        #expect(pool.beginLinger(first))
-        #expect(pool.beginLinger(second))
+        #expect(first.keepAliveInterruptFD >= 0)
+        #expect(pool.beginKeepAliveWait(first))
+        #expect(pool.beginKeepAliveWait(second))
         #expect(!Self.isInterrupted(first) && !Self.isInterrupted(second))
         #expect(pool.submit(1))
         #expect(Self.isInterrupted(second))
         #expect(!Self.isInterrupted(first))
-        pool.endLinger(second)
-        #expect(!Self.isInterrupted(second), "ending the linger clears the interruption")
-        pool.endLinger(first)
+        pool.endKeepAliveWait(second)
+        #expect(!Self.isInterrupted(second), "ending the wait clears the interruption")
+        pool.endKeepAliveWait(first)
         pool.stop()
     }
 
-    @Test("queued items come first: no linger begins while one waits")
-    func noLingerWithQueuedItems() {
+    @Test("queued items come first: no wait begins while one is queued")
+    func noWaitWithQueuedItems() {
         let pool = WorkerPool<Int>(capacity: 4)
         #expect(pool.submit(1))
-        #expect(!pool.beginLinger(WorkerWaiter()))
+        #expect(!pool.beginKeepAliveWait(WorkerWaiter()))
         pool.stop()
     }
 
-    @Test("stopLingering interrupts every lingerer and refuses new lingers")
-    func stopLingering() {
+    @Test("stopKeepAliveWaits interrupts every waiting worker and refuses new waits")
+    func stopKeepAliveWaits() {
         let pool = WorkerPool<Int>(capacity: 4)
         let waiters = [WorkerWaiter(), WorkerWaiter()]
-        for waiter in waiters { #expect(pool.beginLinger(waiter)) }
-        pool.stopLingering()
+        for waiter in waiters { #expect(pool.beginKeepAliveWait(waiter)) }
+        pool.stopKeepAliveWaits()
         for waiter in waiters { #expect(Self.isInterrupted(waiter)) }
-        #expect(!pool.beginLinger(WorkerWaiter()))
+        #expect(!pool.beginKeepAliveWait(WorkerWaiter()))
         pool.stop()
     }
 }
