@@ -129,16 +129,34 @@ import Glibc
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: file) }
         try Data(#"{"queues": [{"name": "ok"}, {"name": "a//b", "source": {"type": "static", "history": ["x"]}}]}"#.utf8).write(to: file)
+        let (status, output) = try Self.runToExit(["serve", "--port", "0", "--queues", file.path])
+        #expect(status != 0)
+        #expect(output.contains("$.queues[0].source"), "\(output)")
+    }
+
+    @Test func keepAliveWaitOptionIsCheckedAndZeroTurnsItOff() throws {
+        for bad in ["5000", "-1", "soon"] {
+            let (status, output) = try Self.runToExit(["serve", "--port", "0", "--worker-keep-alive-wait-ms=\(bad)"])
+            #expect(status != 0)
+            #expect(output.contains("--worker-keep-alive-wait-ms"), "\(output)")
+        }
+        let server = try RunningServer(arguments: ["--worker-keep-alive-wait-ms", "0"])
+        #expect((200..<300).contains(try http("POST", "/queues/demo/main/ingest", port: server.port).status))
+        #expect(try http("GET", "/requests/request/demo/main/1", port: server.port).status == 200)
+        #expect(server.terminate() == 0)
+    }
+
+    /// Runs the binary with `arguments` until it exits; its status and standard error.
+    static func runToExit(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()
         process.executableURL = RunningServer.binary
-        process.arguments = ["serve", "--port", "0", "--queues", file.path]
+        process.arguments = arguments
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus != 0)
-        #expect(output.contains("$.queues[0].source"), "\(output)")
+        return (process.terminationStatus, output)
     }
 }
