@@ -222,6 +222,21 @@ struct HTTPServerLimitTests {
         }
     }
 
+    static let oneWorkerOneQueueSlot = testConfiguration {
+        $0.workerThreads = 1
+        $0.workerQueueCapacity = 1
+    }
+
+    /// Holds the only worker on `/block` (until `gate` opens) and fills the one queue slot with `/queued`.
+    static func blockWorkerAndFillQueue(port: Int, gate: Gate) throws -> (busy: TestClient, queued: TestClient) {
+        let busy = try TestClient(port: port)
+        try busy.send(get("/block"))
+        #expect(eventually { gate.waiting == 1 })
+        let queued = try TestClient(port: port)
+        try queued.send(get("/queued"))
+        return (busy, queued)
+    }
+
     @Test("a full worker queue sheds requests with 503")
     func workerQueueFull() throws {
         let gate = Gate()
@@ -230,16 +245,8 @@ struct HTTPServerLimitTests {
             if request.path == "/block" { gate.wait() }
             return HTTPResponse(status: 200)
         }
-        let configuration = testConfiguration {
-            $0.workerThreads = 1
-            $0.workerQueueCapacity = 1
-        }
-        try withServer(configuration, responder: responder, observer: observer) { port, _ in
-            let busy = try TestClient(port: port)
-            try busy.send(get("/block"))
-            #expect(eventually { gate.waiting == 1 })
-            let queued = try TestClient(port: port)
-            try queued.send(get("/queued"))
+        try withServer(Self.oneWorkerOneQueueSlot, responder: responder, observer: observer) { port, _ in
+            let (busy, queued) = try Self.blockWorkerAndFillQueue(port: port, gate: gate)
             let shed = try TestClient(port: port)
             #expect(eventually { observer.opened == 3 })
             try shed.send(get("/shed"))
@@ -261,16 +268,8 @@ struct HTTPServerLimitTests {
             if request.path == "/block" { gate.wait() }
             return HTTPResponse(status: 200, body: Array(request.path.utf8))
         }
-        let configuration = testConfiguration {
-            $0.workerThreads = 1
-            $0.workerQueueCapacity = 1
-        }
-        try withServer(configuration, responder: responder, observer: observer) { port, _ in
-            let busy = try TestClient(port: port)
-            try busy.send(get("/block"))
-            #expect(eventually { gate.waiting == 1 })
-            let queued = try TestClient(port: port)
-            try queued.send(get("/queued"))
+        try withServer(Self.oneWorkerOneQueueSlot, responder: responder, observer: observer) { port, _ in
+            let (busy, queued) = try Self.blockWorkerAndFillQueue(port: port, gate: gate)
             let live = try TestClient(port: port)
             // The only worker is blocked: these answers can only come from the event loop.
             for _ in 0..<2 {
