@@ -13,6 +13,8 @@ struct ServeConfiguration: Sendable {
     var queues: QueueConfiguration
     var ingestSecret: String?
     var retryPolicy = RetryPolicy()
+    /// Threads consuming the `process` topic; 0 makes a publish-only replica (MySQL topic only), whose
+    /// messages the replicas with consumers process.
     var consumerThreads = 4
     var topicLease: Duration = .seconds(15)
     var topicVisibility: Duration = .seconds(15)
@@ -58,12 +60,18 @@ final class Application: Sendable {
             sources: registry, publisher: storage.broker, logger: logger.with(component: "ingest"))
         let process = ProcessController(
             requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
-        process.subscribe(to: storage.broker)
+        let consumes = configuration.consumerThreads > 0
+        if consumes {
+            process.subscribe(to: storage.broker)
+        }
 
         let storageReadiness = storage.readiness
         let consumerRunning = self.consumerRunning
         let readiness: @Sendable () -> [ReadinessCheck] = {
-            storageReadiness() + [
+            guard consumes else {
+                return storageReadiness() + [ReadinessCheck(name: "topic consumer", ok: true, detail: "off: this replica only publishes")]
+            }
+            return storageReadiness() + [
                 ReadinessCheck(
                     name: "topic consumer", ok: consumerRunning.isSet, detail: consumerRunning.isSet ? "" : "not running")
             ]
@@ -84,10 +92,16 @@ final class Application: Sendable {
             configuration: configuration.http, responder: responder, logger: logger.with(component: "http"), observer: HTTPMetrics())
     }
 
-    /// Starts the topic consumer, then the listener; returns the bound port.
+    /// Starts the topic consumer (unless this replica only publishes), then the listener; returns the bound port.
     func start() throws -> Int {
-        try broker.start()
-        consumerRunning.set()
+        if configuration.consumerThreads > 0 {
+            try broker.start()
+            consumerRunning.set()
+        } else {
+            // An unstarted MySQL broker still publishes, and is not announced as a replica, so the replicas
+            // that consume share the partitions among themselves and none is left to this one.
+            logger.notice("topic consumer off (--consumer-threads 0): replicas with consumers process what this one publishes")
+        }
         return try server.start()
     }
 

@@ -67,7 +67,8 @@ struct Serve: ParsableCommand {
     var tlsCert: String?
     @Option(help: "The PEM private key of --tls-cert; SIGHUP reloads both (env STOVEPIPE_TLS_KEY).")
     var tlsKey: String?
-    @Option(help: "Threads that consume the process topic.") var consumerThreads = 4
+    @Option(help: "Threads that consume the process topic; 0 for a replica that only publishes (needs --mysql-url).")
+    var consumerThreads = 4
     @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
     @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
     var topicBackoffBaseMs = 200
@@ -100,7 +101,12 @@ struct Serve: ParsableCommand {
         configuration.mysqlURL = mysqlURL ?? environment["STOVEPIPE_MYSQL_URL"]
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
-        configuration.consumerThreads = max(1, consumerThreads)
+        guard (0...256).contains(consumerThreads) else { throw ValidationError("--consumer-threads must be 0...256") }
+        if consumerThreads == 0, configuration.mysqlURL == nil {
+            throw ValidationError(
+                "--consumer-threads 0 needs --mysql-url: in-memory storage has no other replica to process what this one publishes")
+        }
+        configuration.consumerThreads = consumerThreads
         guard topicMaxAttempts > 0, topicBackoffBaseMs > 0, topicBackoffCapMs >= topicBackoffBaseMs, topicPollIntervalMs > 0,
             topicLeaseSeconds > 0, topicVisibilitySeconds > 0
         else {

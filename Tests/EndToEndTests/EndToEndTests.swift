@@ -146,6 +146,17 @@ import Glibc
         #expect(server.terminate() == 0)
     }
 
+    @Test func consumerThreadsAreCheckedAndZeroNeedsMySQL() throws {
+        for bad in ["257", "-1", "many"] {
+            let (status, output) = try Self.runToExit(["serve", "--port", "0", "--consumer-threads=\(bad)"])
+            #expect(status != 0)
+            #expect(output.contains("--consumer-threads"), "\(output)")
+        }
+        let (status, output) = try Self.runToExit(["serve", "--port", "0", "--consumer-threads", "0"])
+        #expect(status != 0)
+        #expect(output.contains("--consumer-threads 0 needs --mysql-url"), "\(output)")
+    }
+
     /// Runs the binary with `arguments` until it exits; its status and standard error.
     static func runToExit(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()

@@ -1,4 +1,5 @@
 import Foundation
+import MySQLClient
 import Testing
 
 #if canImport(Glibc)
@@ -58,6 +59,41 @@ import Glibc
         let queue = try http("GET", "/queues/app/main", port: restarted.port)
         #expect(queue.json["latest_request_id"] as? String == "request/app/main/2")
         #expect(restarted.terminate() == 0, "\(restarted.log)")
+    }
+
+    @Test func aPublishOnlyReplicaLeavesTheProcessTopicToReplicasThatConsume() throws {
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        _ = try setup.repository.commit("one")
+        let publisher = try RunningServer(arguments: setup.serveArguments + ["--consumer-threads", "0"])
+        let minted = try http("POST", "/queues/app/main/ingest", port: publisher.port)
+        #expect(minted.status == 202, "\(minted.text)")
+        let ready = try http("GET", "/readyz", port: publisher.port)
+        #expect(ready.status == 200, "\(ready.text)")
+        #expect(ready.text.contains("only publishes"), "\(ready.text)")
+        // A consuming replica announces itself before its listener opens; this one never does, so the
+        // consumers share every partition among themselves.
+        #expect(try Self.announcedReplicas(setup.database) == 0)
+        let topics = try http("GET", "/topics", port: publisher.port)
+        #expect(topics.text.contains(#""backlog":1"#), "\(topics.text)")
+
+        let consumer = try RunningServer(arguments: setup.serveArguments)
+        #expect(try Self.announcedReplicas(setup.database) == 1)
+        let processed = try eventually {
+            try http("GET", "/requests/request/app/main/1", port: publisher.port).json["state"] as? String == "processing"
+        }
+        #expect(processed, "the consuming replica did not process what the publisher published")
+        #expect(consumer.terminate() == 0, "\(consumer.log)")
+        #expect(publisher.terminate() == 0, "\(publisher.log)")
+        #expect(publisher.log.contains("topic consumer off"), "\(publisher.log)")
+        #expect(!publisher.log.contains("mysql broker started"), "\(publisher.log)")
+    }
+
+    /// Rows of the replica table: the replicas that announced themselves as consumers.
+    private static func announcedReplicas(_ database: ScratchDatabase) throws -> Int {
+        let connection = try MySQLConnection(configuration: try MySQLConfiguration(url: database.url))
+        let rows = try connection.query("SELECT COUNT(*) FROM topic_replicas")
+        return Int(rows.first?.int64(0) ?? -1)
     }
 
     @Test func serveRefusesAnUnmigratedDatabaseAndSaysToRunMigrate() throws {
