@@ -12,6 +12,9 @@ import Synchronization
 //   ingest-new-queue  one ingest of the first head of a queue never seen: the URI lookup (a miss), the
 //                     counter upsert (an insert), the URI insert, the request insert, the queue lookup (a miss)
 //                     and the queue insert; what scripts/bench-mysql's API ingest does, one queue per POST
+//   ingest-new-queue+publish
+//                     ingest-new-queue followed by the publish INSERT into the MySQL `process` topic: every
+//                     statement an API ingest runs before it answers (the consumer's work comes later)
 //   ingest-new-head   one ingest of a new head of an existing queue: the same, with the counter upsert
 //                     updating and the queue row read and updated under its version
 //   ingest-new-queue+process
@@ -26,7 +29,10 @@ import Synchronization
 // user plus system time per operation while the threads ran.
 
 /// The scenarios `--scenario` accepts.
-let scenarios = ["get", "ingest-new-queue", "ingest-new-head", "ingest-new-queue+process", "ingest-new-queue+topic+process"]
+let scenarios = [
+    "get", "ingest-new-queue", "ingest-new-queue+publish", "ingest-new-head", "ingest-new-queue+process",
+    "ingest-new-queue+topic+process",
+]
 
 /// What the command line asked for.
 struct Options {
@@ -230,7 +236,7 @@ func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, i
     case "get":
         let rows = try Statements.getRequest(connection, queue: "bench/raw", n: 1)
         guard rows.count == 1 else { throw BenchError("the seeded request is missing") }
-    case "ingest-new-queue", "ingest-new-queue+process", "ingest-new-queue+topic+process":
+    case "ingest-new-queue", "ingest-new-queue+publish", "ingest-new-queue+process", "ingest-new-queue+topic+process":
         let queue = "bench/\(run)-\(thread)-\(index)"
         let uri = "git://bench/\(queue)/head"
         guard try Statements.uriID(connection, queue: queue, uri: uri).isEmpty else { throw BenchError("URI exists") }
@@ -240,6 +246,10 @@ func operation(_ scenario: String, _ connection: MySQLConnection, thread: Int, i
         guard try Statements.getQueue(connection, name: queue).isEmpty else { throw BenchError("queue exists") }
         try Statements.createQueue(connection, name: queue, latest: "request/\(queue)/\(n)")
         guard scenario != "ingest-new-queue" else { return }
+        guard scenario != "ingest-new-queue+publish" else {
+            try Topic.publish(connection, partition: queue, id: "request/\(queue)/\(n)")
+            return
+        }
         let withTopic = scenario == "ingest-new-queue+topic+process"
         let token = UInt64(index + 2)
         if withTopic {
