@@ -11,14 +11,17 @@ struct Healthcheck: ParsableCommand {
         abstract: "Exit 0 when the health URL answers 200, 1 otherwise.",
         discussion: """
             https:// URLs verify the server's certificate against the system trust store and the URL's host; \
-            --ca-file trusts one CA or self-signed certificate instead, --insecure skips verification \
-            (a loopback probe of a server whose certificate names its public host needs it).
+            --ca-file trusts one CA or self-signed certificate instead, --server-name checks the certificate \
+            against another name than the URL's host (a loopback probe of a server whose certificate names its \
+            public host), and --insecure skips verification.
             """)
 
     @Option(help: "An http:// or https:// URL to GET.") var url = "http://127.0.0.1:8080/healthz"
     @Option(help: "Seconds to wait for the connection and for each read and write.") var timeout: Double = 3
     @Option(help: "https: trust this PEM CA bundle or self-signed certificate instead of the system store.")
     var caFile: String?
+    @Option(help: "https: the name the certificate must carry, also sent as SNI, instead of the URL's host.")
+    var serverName: String?
     @Flag(help: "https: do not verify the certificate or its name.") var insecure = false
 
     func validate() throws {
@@ -55,7 +58,9 @@ struct Healthcheck: ParsableCommand {
         let transport: HealthTarget.Transport
         switch scheme {
         case "http":
-            guard caFile == nil, !insecure else { throw ValidationError("--ca-file and --insecure apply to https:// URLs only") }
+            guard caFile == nil, !insecure, serverName == nil else {
+                throw ValidationError("--ca-file, --insecure and --server-name apply to https:// URLs only")
+            }
             transport = .plain
         case "https":
             switch (caFile, insecure) {
@@ -69,7 +74,26 @@ struct Healthcheck: ParsableCommand {
         }
         let port = components.port ?? (transport == .plain ? 80 : 443)
         guard (1...65535).contains(port) else { throw ValidationError("--url has an invalid port") }
-        return HealthTarget(host: host, port: port, path: path, transport: transport)
+        if let serverName, !Self.isServerName(serverName) {
+            throw ValidationError("--server-name must be a DNS name or an IP address")
+        }
+        return HealthTarget(host: host, port: port, path: path, transport: transport, serverName: serverName ?? host)
+    }
+
+    /// A DNS name (RFC 1035 §2.3.4: at most 253 characters of letters, digits, hyphens and dots) or an IP
+    /// address literal (digits, hex letters, dots and colons): what SNI and name verification can take.
+    static func isServerName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 253 else { return false }
+        return name.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                true
+            case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: ":"):
+                true
+            default:
+                false
+            }
+        }
     }
 }
 
@@ -92,6 +116,8 @@ struct HealthTarget: Equatable {
     let port: Int
     let path: String
     let transport: Transport
+    /// The name TLS sends as SNI and verifies the certificate against: `--server-name`, else `host`.
+    let serverName: String
 
     /// The authority as the Host header carries it (RFC 9110 §7.2), brackets around an IPv6 literal.
     var authority: String {
@@ -132,7 +158,7 @@ enum HealthcheckFailure: Error, CustomStringConvertible {
         case .certificateRejected(let host, let reason):
             "certificate verification failed for \(host): \(reason) (trust it with --ca-file, or skip the check with --insecure)"
         case .certificateNameMismatch(let host, let reason):
-            "certificate verification failed for \(host): \(reason) (the certificate does not name \(host); --insecure skips the check)"
+            "certificate verification failed for \(host): \(reason) (the certificate does not name \(host); --server-name checks another name, --insecure skips the check)"
         }
     }
 }
@@ -166,7 +192,7 @@ struct HealthProbe {
             // Built before connecting, so an unusable --ca-file is reported as such.
             let context = try HealthcheckTLSContext(verification: verification)
             let socket = try HealthcheckSocket.connect(host: target.host, port: target.port, timeout: timeout)
-            let connection = try HealthcheckTLSConnection(context: context, socket: socket, host: target.host)
+            let connection = try HealthcheckTLSConnection(context: context, socket: socket, host: target.serverName)
             defer { connection.close() }
             return try exchange(over: connection)
         }

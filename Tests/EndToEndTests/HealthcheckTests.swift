@@ -86,6 +86,28 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
         #expect(stopped.stdout.hasPrefix("unhealthy: cannot connect to 127.0.0.1:\(server.port)"), "\(stopped.stdout)")
     }
 
+    @Test func serverNameVerifiesTheCertificateOfAPublicNameOverLoopback() throws {
+        let certificate = try SelfSignedCertificate(subjectAltName: "DNS:stovepipe.internal")
+        defer { certificate.remove() }
+        let server = try RunningServer(arguments: ["--tls-cert", certificate.certificate, "--tls-key", certificate.key])
+        let url = "https://127.0.0.1:\(server.port)/healthz"
+
+        let named = try healthcheck(["--url", url, "--ca-file", certificate.certificate, "--server-name", "stovepipe.internal"])
+        #expect(named.status == 0, "\(named.stdout) \(named.stderr)")
+        #expect(named.stdout == "healthy\n")
+
+        let byAddress = try healthcheck(["--url", url, "--ca-file", certificate.certificate])
+        #expect(byAddress.status == 1)
+        #expect(byAddress.stdout.hasPrefix("unhealthy: certificate verification failed for 127.0.0.1: "), "\(byAddress.stdout)")
+        #expect(byAddress.stdout.contains("--server-name"), "\(byAddress.stdout)")
+
+        let otherName = try healthcheck(["--url", url, "--ca-file", certificate.certificate, "--server-name", "other.internal"])
+        #expect(otherName.status == 1)
+        #expect(otherName.stdout.hasPrefix("unhealthy: certificate verification failed for other.internal: hostname mismatch"),
+            "\(otherName.stdout)")
+        #expect(server.terminate() == 0)
+    }
+
     @Test func httpsHealthcheckAgainstAPlainPortFailsTheHandshake() throws {
         let server = try RunningServer(arguments: [])
         let finished = try healthcheck(["--url", "https://127.0.0.1:\(server.port)/healthz", "--insecure"])
@@ -127,6 +149,14 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
         let plain = try runStovepipe(["healthcheck", "--url", "http://127.0.0.1:1/healthz", "--insecure"])
         #expect(plain.status != 0 && plain.status != 1)
         #expect(plain.stderr.contains("apply to https:// URLs only"), "\(plain.stderr)")
+        let namedPlain = try runStovepipe(["healthcheck", "--url", "http://127.0.0.1:1/healthz", "--server-name", "a.example"])
+        #expect(namedPlain.status != 0 && namedPlain.status != 1)
+        #expect(namedPlain.stderr.contains("apply to https:// URLs only"), "\(namedPlain.stderr)")
+        for badName in ["", "two words", "a/b", String(repeating: "a", count: 254)] {
+            let named = try runStovepipe(["healthcheck", "--url", "https://127.0.0.1:1/healthz", "--server-name", badName])
+            #expect(named.status != 0 && named.status != 1)
+            #expect(named.stderr.contains("--server-name must be a DNS name or an IP address"), "\(named.stderr)")
+        }
         let scheme = try runStovepipe(["healthcheck", "--url", "ftp://127.0.0.1/healthz"])
         #expect(scheme.status != 0 && scheme.status != 1)
     }
