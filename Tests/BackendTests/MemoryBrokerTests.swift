@@ -20,10 +20,36 @@ private final class Seen: Sendable {
 
 @Suite("MemoryBroker specifics")
 struct MemoryBrokerTests {
-    @Test("an id that was acked may be published again and is delivered again")
-    func ackedIDIsForgotten() async throws {
-        let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+    @Test("an acked id is held for the retention, then may be published again and is delivered again")
+    func ackedIDIsReleasedAfterTheRetention() async throws {
+        let (broker, seen) = try await Self.brokerThatAckedOnce(retention: .milliseconds(50))
         defer { broker.shutdown() }
+        // Within the retention: a no-op, which the sentinel behind it in the partition proves.
+        try broker.publish(message("again"))
+        try broker.publish(message("sentinel"))
+        #expect(await eventually { seen.values.contains("sentinel") })
+        #expect(seen.values == ["again", "sentinel"])
+        // Published until the retention has passed and it is taken again.
+        #expect(try await eventually {
+            try broker.publish(message("again"))
+            return seen.values.count == 3
+        })
+        #expect(seen.values == ["again", "sentinel", "again"])
+    }
+
+    @Test("with no retention an acked id may be published again at once")
+    func zeroRetentionReleasesAtOnce() async throws {
+        let (broker, seen) = try await Self.brokerThatAckedOnce(retention: .zero)
+        defer { broker.shutdown() }
+        try broker.publish(message("again"))
+        #expect(await eventually { seen.values.count == 2 })
+        #expect(seen.values == ["again", "again"])
+    }
+
+    /// A started broker holding acked ids for `retention`, whose handler records and acks every delivery,
+    /// once message "again" has been delivered and acked.
+    private static func brokerThatAckedOnce(retention: Duration) async throws -> (MemoryBroker, Seen) {
+        let broker = MemoryBroker(workerThreads: 2, ackedRetention: retention, logger: silentLogger)
         let seen = Seen()
         broker.subscribe(topic) { delivery in
             seen.append(delivery.message.id)
@@ -33,9 +59,7 @@ struct MemoryBrokerTests {
         try broker.publish(message("again"))
         #expect(await eventually { seen.values.count == 1 })
         #expect(try await eventually { try broker.stats(topic).inFlight == 0 })
-        try broker.publish(message("again"))
-        #expect(await eventually { seen.values.count == 2 })
-        #expect(seen.values == ["again", "again"])
+        return (broker, seen)
     }
 
     @Test("start twice is harmless; after shutdown, start and publish are unavailable; shutdown is idempotent")

@@ -185,6 +185,25 @@ struct TopicContractTests {
         }
     }
 
+    @Test("an acked id stays held within the retention: publishing it again is a no-op", arguments: brokerFixtures)
+    func ackedIDIsHeld(_ fixture: any BackendFixture) async throws {
+        try await withBroker(fixture) { broker in
+            let seen = Recorder<String>()
+            broker.subscribe(topic) { delivery in
+                seen.append(delivery.message.id)
+                return .ack
+            }
+            try broker.start()
+            try broker.publish(message("done"))
+            #expect(await eventually { seen.values == ["done"] })
+            #expect(try await eventually { try broker.stats(topic).inFlight == 0 && broker.stats(topic).backlog == 0 })
+            try broker.publish(message("done"))
+            try broker.publish(message("sentinel"))
+            #expect(await eventually { seen.values.contains("sentinel") })
+            #expect(seen.values == ["done", "sentinel"])
+        }
+    }
+
     @Test("the first publish of an id wins: its payload is the one delivered", arguments: brokerFixtures)
     func firstPublishWins(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in

@@ -5,8 +5,9 @@ public import Logging
 /// An in-process topic system delivering on its own worker threads; nothing survives a restart.
 ///
 /// Messages with one (topic, partition key) are delivered serially and in publish order; different keys
-/// are delivered in parallel. Publishing an id the topic holds (waiting, in flight or dead-lettered) is a
-/// no-op. Once a message is acked its id is forgotten, so the same id may be published again.
+/// are delivered in parallel. Publishing an id the topic holds (waiting, in flight, dead-lettered, or acked
+/// within `ackedRetention`, as the MySQL topic keeps acked rows) is a no-op; after that the id may be
+/// published again.
 public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: every mutable stored property (`state`) is read and written only while holding
     // `condition`'s lock; the other stored properties are immutable and Sendable.
@@ -14,12 +15,17 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     private var state = BrokerState()
     private let policy: RetryPolicy
     private let workerThreads: Int
+    private let ackedRetention: Duration
     private let logger: Logger
 
-    /// Makes a broker with `workerThreads` delivery threads (at least 1), started by `start()`.
-    public init(policy: RetryPolicy = RetryPolicy(), workerThreads: Int = 4, logger: Logger) {
+    /// Makes a broker with `workerThreads` delivery threads (at least 1), started by `start()`, that holds an
+    /// acked id for `ackedRetention` (the MySQL topic's default: 10 minutes).
+    public init(
+        policy: RetryPolicy = RetryPolicy(), workerThreads: Int = 4, ackedRetention: Duration = .seconds(600), logger: Logger
+    ) {
         self.policy = policy
         self.workerThreads = max(1, workerThreads)
+        self.ackedRetention = max(ackedRetention, .zero)
         self.logger = logger
     }
 
@@ -30,8 +36,10 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         guard state.phase != .stopped else {
             throw .unavailable(retryable: false, detail: "the in-memory broker is shut down")
         }
+        let now = ContinuousClock.now
+        state.releaseAckedHolds(upTo: now)
         guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else { return }
-        state.enqueue(message, now: .now)
+        state.enqueue(message, now: now)
         condition.broadcast()
     }
 
@@ -153,7 +161,8 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         switch outcome {
         case .ack:
             state.finishHead(of: key)
-            state.heldIDs[key.topic]?.remove(message.id)
+            state.releaseAckedHolds(upTo: now)
+            state.holdAcked(message.id, of: key.topic, until: now + ackedRetention)
         case .retry(let reason):
             if delivery.attempt >= policy.maxAttempts {
                 deadLetter(delivery, reason: reason, in: key)
@@ -224,12 +233,38 @@ private struct BrokerState {
     var phase = Phase.idle
     var handlers: [TopicName: @Sendable (Delivery) -> DeliveryOutcome] = [:]
     var partitions: [PartitionKey: Partition] = [:]
-    /// Ids waiting, in flight or dead-lettered, per topic: the idempotency set of `publish`.
+    /// Ids waiting, in flight, dead-lettered or acked within the retention, per topic: the idempotency set
+    /// of `publish`.
     var heldIDs: [TopicName: Set<String>] = [:]
+    /// The acked ids in `heldIDs`, in ack order, which with one retention for all is release order; entries
+    /// before `ackedHoldsStart` are already released.
+    var ackedHolds: [(topic: TopicName, id: String, releaseAt: ContinuousClock.Instant)] = []
+    var ackedHoldsStart = 0
     var deadLetters: [TopicName: [DeadLetter]] = [:]
     var workers: [Thread] = []
     var runningWorkers = 0
     var nextSequence: UInt64 = 0
+
+    /// Keeps the acked `id` held until `releaseAt`; an id is re-published only after its release, so no
+    /// older hold of it is still queued.
+    mutating func holdAcked(_ id: String, of topic: TopicName, until releaseAt: ContinuousClock.Instant) {
+        ackedHolds.append((topic, id, releaseAt))
+    }
+
+    /// Releases the acked ids whose retention ended by `now`.
+    mutating func releaseAckedHolds(upTo now: ContinuousClock.Instant) {
+        while ackedHoldsStart < ackedHolds.count, ackedHolds[ackedHoldsStart].releaseAt <= now {
+            let hold = ackedHolds[ackedHoldsStart]
+            heldIDs[hold.topic]?.remove(hold.id)
+            ackedHoldsStart += 1
+        }
+        // Compacting only once the released prefix is half the array moves each hold a constant number
+        // of times on average.
+        if ackedHoldsStart > 0, ackedHoldsStart * 2 >= ackedHolds.count {
+            ackedHolds.removeFirst(ackedHoldsStart)
+            ackedHoldsStart = 0
+        }
+    }
 
     mutating func enqueue(_ message: Message, now: ContinuousClock.Instant) {
         nextSequence += 1
