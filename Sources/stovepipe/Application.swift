@@ -31,6 +31,8 @@ final class Application: Sendable {
     let logger: Logger
     private let server: HTTPServer
     private let broker: any MessageBroker
+    /// False on a publish-only replica (`--consumer-threads 0`): its broker is never started.
+    private let consumes: Bool
     private let draining = DrainFlag()
     private let consumerRunning = DrainFlag()
     private let closers: [@Sendable () -> Void]
@@ -61,6 +63,7 @@ final class Application: Sendable {
         let process = ProcessController(
             requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
         let consumes = configuration.consumerThreads > 0
+        self.consumes = consumes
         if consumes {
             process.subscribe(to: storage.broker)
         }
@@ -68,13 +71,11 @@ final class Application: Sendable {
         let storageReadiness = storage.readiness
         let consumerRunning = self.consumerRunning
         let readiness: @Sendable () -> [ReadinessCheck] = {
-            guard consumes else {
-                return storageReadiness() + [ReadinessCheck(name: "topic consumer", ok: true, detail: "off: this replica only publishes")]
-            }
-            return storageReadiness() + [
-                ReadinessCheck(
-                    name: "topic consumer", ok: consumerRunning.isSet, detail: consumerRunning.isSet ? "" : "not running")
-            ]
+            let consumer =
+                consumes
+                ? ReadinessCheck(name: "topic consumer", ok: consumerRunning.isSet, detail: consumerRunning.isSet ? "" : "not running")
+                : ReadinessCheck(name: "topic consumer", ok: true, detail: "off: this replica only publishes")
+            return storageReadiness() + [consumer]
         }
         let refreshGauges = storage.refreshGauges
         let scrape: @Sendable () -> [UInt8] = {
@@ -94,7 +95,7 @@ final class Application: Sendable {
 
     /// Starts the topic consumer (unless this replica only publishes), then the listener; returns the bound port.
     func start() throws -> Int {
-        if configuration.consumerThreads > 0 {
+        if consumes {
             try broker.start()
             consumerRunning.set()
         } else {
