@@ -1,6 +1,8 @@
 @testable import Backends
 import Domain
 import Foundation
+import Synchronization
+import TestSupport
 import Testing
 
 private func source(_ repository: ScratchRepository, ref: String = "main", cache: String? = nil) -> GitSourceControl {
@@ -34,6 +36,38 @@ private struct MarkerGit {
     }
 
     var ran: Bool { FileManager.default.fileExists(atPath: marker) }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// A git that counts its fetches in a file and runs `onFetch` (shell) before each; everything else is the real git.
+private struct FetchCountingGit {
+    let directory: String
+    var executable: String { directory + "/git" }
+
+    init(onFetch: String) throws {
+        directory = try makeScratchDirectory("counting-git")
+        let real = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let script = """
+            #!/bin/sh
+            # GitRunner runs `git -C <directory> <command> ...`.
+            if [ "$3" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
+            exec '\(real ?? "git")' "$@"
+
+            """
+        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/git.txt"))
+        // Copied by cp, as MarkerGit is, so that no descriptor of ours open for writing reaches a forked child.
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = [directory + "/git.txt", executable]
+        try copy.run()
+        copy.waitUntilExit()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: executable)
+    }
+
+    var fetches: Int {
+        ((try? String(contentsOfFile: directory + "/fetches", encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
 
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
@@ -334,6 +368,70 @@ struct GitSourceControlRemoteTests {
             if case .unavailable = error as? BackendError { return true }
             return false
         }
+    }
+
+    @Test("callers queued behind a fetch share the next fetch instead of fetching in turn")
+    func queuedCallersShareOneFetch() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let head = try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let git = try FetchCountingGit(onFetch: "sleep 2")
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+        let results = Mutex<[Result<SourceURI, BackendError>]>([])
+        let callLatest = {
+            Thread.detachNewThread {
+                let result = Result { () throws(BackendError) in try source.latest() }
+                results.withLock { $0.append(result) }
+            }
+        }
+
+        callLatest()
+        #expect(await eventually { git.fetches == 1 })
+        // Both arrive while the first fetch runs: one of them fetches next, and the other uses that fetch.
+        callLatest()
+        callLatest()
+        #expect(await eventually { results.withLock { $0.count } == 3 })
+        for result in results.withLock({ $0 }) {
+            #expect(try result.get() == uri(upstream.fileURL, "main", head))
+        }
+        #expect(git.fetches == 2)
+    }
+
+    @Test("a caller waits for a stuck fetch of the same repository at most the git timeout")
+    func waitForAStuckFetchIsBounded() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // The stuck fetch ignores SIGTERM, so it holds the mirror for the timeout plus the runner's grace
+        // period before SIGKILL: longer than a caller arriving just after it may wait.
+        let git = try FetchCountingGit(onFetch: "trap '' TERM; sleep 9; exit 1")
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(3),
+            gitExecutable: git.executable, logger: silentLogger)
+        let first = Mutex<Result<SourceURI, BackendError>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { () throws(BackendError) in try source.latest() }
+            first.withLock { $0 = result }
+        }
+        #expect(await eventually { git.fetches == 1 })
+
+        // Unbounded, the wait would last until the stuck fetch is killed, and then this caller's own fetch
+        // would time out: a different error, and a second fetch.
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, let detail) = error as? BackendError else { return false }
+            return retryable && detail.contains("still running")
+        }
+        #expect(git.fetches == 1, "the waiting caller ran no fetch of its own")
+        #expect(await eventually { first.withLock { $0 } != nil })
     }
 
     @Test("credentials in a URL never reach URIs")

@@ -55,9 +55,10 @@ public final class GitSourceControl: SourceControl {
 
     /// The URI of the commit `ref` points at now (fetched first for a remote).
     public func latest() throws(BackendError) -> SourceURI {
+        let asked = ContinuousClock.now
         let (directory, fullRef) = try prepare()
         if case .remote(let url, _) = location {
-            try fetch(url: url, into: directory, fullRef: fullRef)
+            try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
         }
         return uri(try resolve(fullRef, in: directory))
     }
@@ -67,12 +68,13 @@ public final class GitSourceControl: SourceControl {
         guard let ancestorID = commitID(in: ancestor), let descendantID = commitID(in: descendant) else {
             throw .notFound
         }
+        let asked = ContinuousClock.now
         let (directory, _) = try prepare()
         let arguments = ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID]
         var result = try runner.run(in: directory, arguments)
         if result.status != 0 && result.status != 1 {
             // Only now tell an unknown commit (notFound; a remote is fetched once first) from a failure.
-            try requireCommits([ancestorID, descendantID], in: directory)
+            try requireCommits([ancestorID, descendantID], in: directory, askedAt: asked)
             result = try runner.run(in: directory, arguments)
         }
         switch result.status {
@@ -85,11 +87,12 @@ public final class GitSourceControl: SourceControl {
     /// First-parent history from `cursor` (empty: the head now); `notFound` for an unknown cursor.
     public func history(cursor: String, limit: Int) throws(BackendError) -> HistoryPage {
         let pageSize = min(max(limit, 1), Self.maxPageSize)
+        let asked = ContinuousClock.now
         let (directory, fullRef) = try prepare()
         let start: String
         if cursor.isEmpty {
             if case .remote(let url, _) = location {
-                try fetch(url: url, into: directory, fullRef: fullRef)
+                try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
             }
             start = try resolve(fullRef, in: directory)
         } else {
@@ -100,7 +103,7 @@ public final class GitSourceControl: SourceControl {
         let arguments = ["rev-list", "--first-parent", "--max-count=\(pageSize + 1)", "--end-of-options", start]
         var result = try runner.run(in: directory, arguments)
         if result.status != 0 && !cursor.isEmpty {
-            try requireCommits([start], in: directory)
+            try requireCommits([start], in: directory, askedAt: asked)
             result = try runner.run(in: directory, arguments)
         }
         guard result.status == 0 else { throw failure("rev-list", result) }
@@ -176,21 +179,21 @@ public final class GitSourceControl: SourceControl {
     }
 
     /// `notFound` unless every commit exists; a remote's mirror is fetched once if one is missing.
-    private func requireCommits(_ ids: [String], in directory: String) throws(BackendError) {
+    private func requireCommits(_ ids: [String], in directory: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
         var missing = false
         for id in ids where try !commitExists(id, in: directory) {
             missing = true
         }
         guard missing else { return }
         guard case .remote(let url, _) = location, let fullRef else { throw .notFound }
-        try fetch(url: url, into: directory, fullRef: fullRef)
+        try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
         for id in ids where try !commitExists(id, in: directory) {
             throw .notFound
         }
     }
 
     private func ensureMirror(at mirror: String) throws(BackendError) {
-        try Self.withMirrorLock(mirror) { () throws(BackendError) in
+        try Self.exclusively(on: mirror, wait: runner.timeout) { _ throws(BackendError) in
             if FileManager.default.fileExists(atPath: mirror + "/HEAD") { return }
             let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
             do {
@@ -203,8 +206,9 @@ public final class GitSourceControl: SourceControl {
         }
     }
 
-    private func fetch(url: String, into mirror: String, fullRef: String) throws(BackendError) {
-        try Self.withMirrorLock(mirror) { () throws(BackendError) in
+    /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
+    private func fetch(url: String, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
+        try Self.fetchingOnce(fullRef, into: mirror, since: asked, wait: runner.timeout) { () throws(BackendError) in
             let result = try runner.run(in: mirror, [
                 "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                 "+\(fullRef):\(fullRef)",
@@ -265,19 +269,46 @@ public final class GitSourceControl: SourceControl {
         return "\(safe.isEmpty ? "repo" : safe)-\(String(repeating: "0", count: 16 - hex.count))\(hex).git"
     }
 
-    // One lock per mirror directory, shared by every instance in the process: concurrent fetches into one
+    // One gate per mirror directory, shared by every instance in the process: concurrent fetches into one
     // bare repository would race on its ref locks.
-    private static let mirrorLocks = Mutex<[String: NSLock]>([:])
+    private static let mirrorGates = Mutex<[String: MirrorGate]>([:])
 
-    private static func withMirrorLock(_ mirror: String, _ body: () throws(BackendError) -> Void) throws(BackendError) {
-        let lock = mirrorLocks.withLock { locks in
-            if let existing = locks[mirror] { return existing }
-            let created = NSLock()
-            locks[mirror] = created
+    /// Runs `body` with `mirror` to itself, waiting for it at most `wait`: an unreachable remote then costs
+    /// each caller one git timeout, not one for every caller queued ahead of it.
+    private static func exclusively(
+        on mirror: String, wait: Duration, _ body: (MirrorGate) throws(BackendError) -> Void
+    ) throws(BackendError) {
+        let gate = mirrorGates.withLock { gates in
+            if let existing = gates[mirror] { return existing }
+            let created = MirrorGate()
+            gates[mirror] = created
             return created
         }
-        lock.lock()
-        defer { lock.unlock() }
-        try body()
+        guard gate.lock.lock(before: Date(timeIntervalSinceNow: Double(wait.nanoseconds) / 1e9)) else {
+            throw .unavailable(retryable: true, detail: "another git command on this repository is still running after \(wait)")
+        }
+        defer { gate.lock.unlock() }
+        try body(gate)
     }
+
+    /// Runs `fetch` of `fullRef` on `mirror` alone, unless a fetch of that ref that began at or after `arrived`
+    /// has succeeded meanwhile: callers queued behind one fetch share the next instead of taking turns.
+    private static func fetchingOnce(
+        _ fullRef: String, into mirror: String, since arrived: ContinuousClock.Instant, wait: Duration,
+        _ fetch: () throws(BackendError) -> Void
+    ) throws(BackendError) {
+        try exclusively(on: mirror, wait: wait) { gate throws(BackendError) in
+            if let started = gate.lastFetchStarted[fullRef], started >= arrived { return }
+            let started = ContinuousClock.now
+            try fetch()
+            gate.lastFetchStarted[fullRef] = started
+        }
+    }
+}
+
+/// Serialises the git commands that write one mirror and remembers when each ref's last successful fetch began.
+// @unchecked Sendable: `lastFetchStarted` is only read or written while `lock` is held.
+private final class MirrorGate: @unchecked Sendable {
+    let lock = NSLock()
+    var lastFetchStarted: [String: ContinuousClock.Instant] = [:]
 }
