@@ -80,6 +80,11 @@ struct QueueConfiguration: Sendable, Equatable {
             guard let ref = source["ref"] as? String, !ref.isEmpty else {
                 throw Invalid(place: "\(place).ref", problem: "must be a non-empty string such as refs/heads/main")
             }
+            guard GitSourceControl.longestURILength(repository: repository, ref: ref) <= SourceURI.maxLength else {
+                throw Invalid(
+                    place: place,
+                    problem: "repository and ref make commit URIs longer than \(SourceURI.maxLength) characters")
+            }
             return .git(repository: repository, ref: ref)
         case "static":
             guard let history = source["history"] as? [Any], !history.isEmpty else {
@@ -89,6 +94,9 @@ struct QueueConfiguration: Sendable, Equatable {
             for (index, item) in history.enumerated() {
                 guard let uri = item as? String, !uri.isEmpty else {
                     throw Invalid(place: "\(place).history[\(index)]", problem: "must be a non-empty string")
+                }
+                guard uri.count <= SourceURI.maxLength else {
+                    throw Invalid(place: "\(place).history[\(index)]", problem: "longer than \(SourceURI.maxLength) characters")
                 }
                 uris.append(SourceURI(uri))
             }

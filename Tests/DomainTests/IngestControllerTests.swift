@@ -118,6 +118,23 @@ import Testing
         }
     }
 
+    @Test func aHeadURILongerThanStoresKeepIsRefusedBeforeAnyWrite() throws {
+        let world = World()
+        world.setHead("git://q/" + String(repeating: "c", count: SourceURI.maxLength - 7))
+        #expect {
+            try world.ingest.ingest(queue: "q")
+        } throws: { error in
+            guard case .unavailable(let detail) = error as? IngestError else { return false }
+            return detail.contains("longer than \(SourceURI.maxLength)")
+        }
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).isEmpty)
+        #expect(world.publisher.messages.isEmpty)
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 1, "no id was minted")
+
+        world.setHead("git://q/" + String(repeating: "c", count: SourceURI.maxLength - 8))
+        #expect(try world.ingest.ingest(queue: "q").minted, "a URI of exactly the limit is kept")
+    }
+
     static let outage = BackendError.unavailable(retryable: true, detail: "down")
 
     @Test(arguments: ["counter", "uri.id", "uri.create", "request.create", "queue.get", "queue.update", "publish"])

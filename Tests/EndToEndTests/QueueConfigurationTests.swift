@@ -41,6 +41,30 @@ import Testing
         }
     }
 
+    @Test func sourcesWhoseURIsStoresCannotKeepAreRefused() throws {
+        func document(repository: String, ref: String = "main") -> Data {
+            Data(#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "\#(repository)", "ref": "\#(ref)"}}]}"#.utf8)
+        }
+        // "git+" + repository + "#main@" + a 64-digit object id.
+        let longest = SourceURI.maxLength - 4 - 6 - 64
+        #expect(throws: Never.self) { try QueueConfiguration.parse(document(repository: "/" + String(repeating: "r", count: longest - 1))) }
+        #expect {
+            try QueueConfiguration.parse(document(repository: "/" + String(repeating: "r", count: longest)))
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.place == "$.queues[0].source"
+        }
+
+        let fits = String(repeating: "u", count: SourceURI.maxLength)
+        #expect(throws: Never.self) {
+            try QueueConfiguration.parse(Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["\#(fits)"]}}]}"#.utf8))
+        }
+        #expect {
+            try QueueConfiguration.parse(Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["x", "\#(fits)u"]}}]}"#.utf8))
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.place == "$.queues[0].source.history[1]"
+        }
+    }
+
     @Test func demoQueueIsValid() throws {
         #expect(try QueueConfiguration.demo().entries.map(\.name.rawValue) == ["demo/main"])
     }

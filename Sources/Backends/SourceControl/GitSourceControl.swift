@@ -41,7 +41,7 @@ public final class GitSourceControl: SourceControl {
         self.logger = logger
         runner = GitRunner(executable: gitExecutable, timeout: timeout)
         fullRef = Self.isValidRef(ref) ? (ref.hasPrefix("refs/") ? ref : "refs/heads/\(ref)") : nil
-        uriPrefix = "git+\(Self.withoutCredentials(repository))#\(ref)@"
+        uriPrefix = Self.uriPrefix(repository: repository, ref: ref)
         if repository.isEmpty || repository.hasPrefix("-") || repository.utf8.contains(0) {
             location = .invalid
         } else if Self.isRemote(repository) {
@@ -51,6 +51,15 @@ public final class GitSourceControl: SourceControl {
         } else {
             location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
         }
+    }
+
+    /// The length of the longest URI this source can return: its prefix and a SHA-256 object id.
+    public static func longestURILength(repository: String, ref: String) -> Int {
+        uriPrefix(repository: repository, ref: ref).count + 64
+    }
+
+    private static func uriPrefix(repository: String, ref: String) -> String {
+        "git+\(withoutCredentials(repository))#\(ref)@"
     }
 
     /// The URI of the commit `ref` points at now (fetched first for a remote).

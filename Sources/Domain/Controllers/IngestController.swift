@@ -111,13 +111,19 @@ public final class IngestController: Sendable {
     }
 
     private func head(of name: QueueName) throws(IngestError) -> SourceURI {
+        let uri: SourceURI
         do {
-            return try sources.sourceControl(for: name).latest()
+            uri = try sources.sourceControl(for: name).latest()
         } catch .notFound {
             throw .unknownQueue(name)
         } catch {
             throw .unavailable(detail: "source control: \(error)")
         }
+        // Refused before anything is written: no store could keep it, and MySQL would refuse it midway.
+        guard uri.rawValue.count <= SourceURI.maxLength else {
+            throw .unavailable(detail: "source control: the head's URI is longer than \(SourceURI.maxLength) characters")
+        }
+        return uri
     }
 
     /// The request id that holds (queue, uri): an existing claim, ours, or the winner's of a race;

@@ -5,6 +5,9 @@ public struct SourceURI: Hashable, Sendable, Codable, CustomStringConvertible {
     /// The URI text.
     public let rawValue: String
 
+    /// The longest URI, in characters, that Stovepipe keeps (every store must hold this many).
+    public static let maxLength = 512
+
     /// Wraps `rawValue` without interpreting it.
     public init(_ rawValue: String) { self.rawValue = rawValue }
 
