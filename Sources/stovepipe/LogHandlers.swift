@@ -154,8 +154,10 @@ struct StderrLogHandler: LogHandler {
 
 /// Where log lines go: stderr, written on the caller's thread until `startBackgroundWriter()`, then
 /// batched by one writer thread so request threads neither wait on the pipe nor contend for it.
-// @unchecked Sendable: `pending`, `dropped`, `background` and `stopped` are only read or written with
-// `condition` locked; `writeLock` serialises the write(2) calls so batches never interleave.
+/// Warnings and worse are written before `write` returns, but a caller waits at most `immediateWait` for a
+/// stalled stderr (a log shipper that stopped reading): what is left is written by the writer thread.
+// @unchecked Sendable: `pending`, `dropped`, `background`, `stopped` and `stalledAt` are only read or written
+// with `condition` locked; `writeLock` serialises the write(2) calls so batches never interleave.
 final class LogSink: @unchecked Sendable {
     /// The process's stderr.
     static let standardError = LogSink(fd: STDERR_FILENO)
@@ -163,6 +165,12 @@ final class LogSink: @unchecked Sendable {
     /// How long the writer collects lines before writing them, unless `batchBytes` are waiting sooner.
     static let batchWindow: TimeInterval = 0.005
     static let batchBytes = 64 << 10
+    /// The longest a warning waits for stderr; after such a wait runs out, warnings for the next
+    /// `stalledPeriod` do not wait at all.
+    static let immediateWait: Duration = .seconds(1)
+    static let stalledPeriod: Duration = .seconds(10)
+    /// The longest `stopBackgroundWriter` waits for queued lines to be written.
+    static let stopWait: Duration = .seconds(5)
 
     private let fd: Int32
     /// Past this many buffered bytes (the reader of stderr is not keeping up), lines are dropped and counted.
@@ -173,6 +181,7 @@ final class LogSink: @unchecked Sendable {
     private var dropped = 0
     private var background = false
     private var stopped = false
+    private var stalledAt: ContinuousClock.Instant?
     private let writerDone = NSCondition()
     private var writerRunning = false
 
@@ -184,10 +193,11 @@ final class LogSink: @unchecked Sendable {
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
     func write(_ line: [UInt8], immediately: Bool) {
         condition.lock()
+        let wait = immediately ? immediateWaitLocked() : nil
         if pending.count + line.count > bufferLimit {
             dropped += 1
             condition.unlock()
-            if immediately { flush() }
+            if let wait { flush(waitingAtMost: wait) }
             return
         }
         let wasEmpty = pending.isEmpty
@@ -196,12 +206,19 @@ final class LogSink: @unchecked Sendable {
         let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
         if deferred && (wasEmpty || crossedBatch) { condition.signal() }
         condition.unlock()
-        if !deferred { flush() }
+        if !deferred { flush(waitingAtMost: wait) }
     }
 
-    /// Writes everything queued so far, on the calling thread.
-    func flush() {
-        writeLock.lock()
+    /// Writes everything queued so far, on the calling thread; with `wait`, gives up after that long and
+    /// leaves the rest queued (false).
+    @discardableResult
+    func flush(waitingAtMost wait: Duration? = nil) -> Bool {
+        let deadline = wait.map { ContinuousClock.now + $0 }
+        if let deadline {
+            guard writeLock.lock(before: Self.date(of: deadline)) else { return stalled() }
+        } else {
+            writeLock.lock()
+        }
         defer { writeLock.unlock() }
         condition.lock()
         var batch = pending
@@ -211,9 +228,15 @@ final class LogSink: @unchecked Sendable {
             dropped = 0
         }
         condition.unlock()
-        writeAll(batch)
+        let written = writeAll(batch, before: deadline)
+        guard written < batch.count else { return true }
+        // What the deadline left unwritten goes back ahead of the lines queued since, for the writer thread.
+        condition.lock()
+        pending = Array(batch[written...]) + pending
+        if background { condition.signal() }
+        condition.unlock()
+        return stalled()
     }
-
     /// Starts the writer thread; lines below warning are batched from now on.
     func startBackgroundWriter() {
         condition.lock()
@@ -230,17 +253,19 @@ final class LogSink: @unchecked Sendable {
         thread.start()
     }
 
-    /// Writes what is queued, stops the writer thread and writes on the caller's thread from then on.
+    /// Writes what is queued, stops the writer thread and writes on the caller's thread from then on;
+    /// waits at most `stopWait` for a stalled stderr, so that shutdown cannot hang on it.
     func stopBackgroundWriter() {
+        let deadline = ContinuousClock.now + Self.stopWait
         condition.lock()
         stopped = true
         background = false
         condition.signal()
         condition.unlock()
         writerDone.lock()
-        while writerRunning { writerDone.wait() }
+        while writerRunning && writerDone.wait(until: Self.date(of: deadline)) {}
         writerDone.unlock()
-        flush()
+        flush(waitingAtMost: max(.zero, deadline - ContinuousClock.now))
     }
 
     private func runWriter() {
@@ -263,15 +288,46 @@ final class LogSink: @unchecked Sendable {
         writerDone.unlock()
     }
 
-    private func writeAll(_ bytes: [UInt8]) {
+    /// Writes `bytes`, before `deadline` if one is given; returns how many were written (all of them, too,
+    /// when stderr fails for good: such lines cannot be written later either).
+    private func writeAll(_ bytes: [UInt8], before deadline: ContinuousClock.Instant?) -> Int {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
-                let written = Glibc.write(fd, buffer.baseAddress.map { $0 + offset }, buffer.count - offset)
+                var chunk = buffer.count - offset
+                if let deadline {
+                    // Past the deadline poll(2) still looks once (timeout 0): a stderr that drained is written.
+                    let remaining = max(.zero, deadline - ContinuousClock.now)
+                    var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    let ready = poll(&descriptor, 1, Int32(clamping: (remaining.nanoseconds + 999_999) / 1_000_000))
+                    if ready < 0 && errno == EINTR { continue }
+                    guard ready > 0 else { return offset }
+                    // A pipe that polls writable takes PIPE_BUF (4096) bytes without blocking (pipe(7)).
+                    chunk = min(chunk, 4096)
+                }
+                let written = Glibc.write(fd, buffer.baseAddress.map { $0 + offset }, chunk)
                 if written < 0 && errno == EINTR { continue }
-                if written <= 0 { break }
+                if written <= 0 { return buffer.count }
                 offset += written
             }
+            return offset
         }
+    }
+
+    /// How long a warning may wait now: not at all within `stalledPeriod` of a wait that ran out.
+    private func immediateWaitLocked() -> Duration {
+        if let stalledAt, ContinuousClock.now - stalledAt < Self.stalledPeriod { return .zero }
+        return Self.immediateWait
+    }
+
+    private func stalled() -> Bool {
+        condition.lock()
+        stalledAt = ContinuousClock.now
+        condition.unlock()
+        return false
+    }
+
+    private static func date(of instant: ContinuousClock.Instant) -> Date {
+        Date(timeIntervalSinceNow: Double((instant - ContinuousClock.now).nanoseconds) / 1e9)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 import Testing
 @testable import stovepipe
 
@@ -136,13 +137,43 @@ final class LogPipe {
         #expect(pipe.lines.last?.hasSuffix("INFO stovepipe: after component=http") == true)
     }
 
-    @Test func linesBeyondTheBufferLimitAreDroppedAndCounted() throws {
+    @Test func aWarningWaitsForAStalledStderrOnlySoLongAndIsWrittenOnceItDrains() throws {
         let pipe = try LogPipe()
-        // A full pipe: the writer thread blocks in write(2) as it would behind a stalled log shipper.
+        Self.fill(pipe)
+        let sink = LogSink(fd: pipe.writeFD)
+        let logger = Self.logger(sink, format: .text)
+        sink.startBackgroundWriter()
+        let returned = Mutex(0)
+        let warn = { (text: String) in
+            Thread.detachNewThread {
+                logger.warning("\(text)")
+                returned.withLock { $0 += 1 }
+            }
+        }
+        warn("first")
+        // Unbounded, warning() would block until the pipe is read; the second one does not wait at all.
+        #expect(eventually { returned.withLock { $0 } == 1 })
+        warn("second")
+        #expect(eventually { returned.withLock { $0 } == 2 })
+        // The writer thread writes both lines once the pipe drains.
+        var drained = ""
+        #expect(eventually { drained += pipe.text; return drained.contains("WARNING stovepipe: second") })
+        #expect(drained.contains("WARNING stovepipe: first"))
+        sink.stopBackgroundWriter()
+    }
+
+    /// Fills `pipe` the way a stalled log shipper leaves stderr: the next write(2) blocks.
+    static func fill(_ pipe: LogPipe) {
         _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) | O_NONBLOCK)
         let filler = [UInt8](repeating: UInt8(ascii: "."), count: 65_536)
         while filler.withUnsafeBytes({ write(pipe.writeFD, $0.baseAddress, $0.count) }) > 0 {}
         _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) & ~O_NONBLOCK)
+    }
+
+    @Test func linesBeyondTheBufferLimitAreDroppedAndCounted() throws {
+        let pipe = try LogPipe()
+        // A full pipe: the writer thread blocks in write(2) as it would behind a stalled log shipper.
+        Self.fill(pipe)
         let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
         let logger = Self.logger(sink, format: .text)
         sink.startBackgroundWriter()
