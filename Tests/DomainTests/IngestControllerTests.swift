@@ -135,6 +135,25 @@ import Testing
         #expect(try world.ingest.ingest(queue: "q").minted, "a URI of exactly the limit is kept")
     }
 
+    @Test func aHeadWhosePublishFailedDoesNotSupersedeTheRequestBeforeIt() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        world.setHead("git://q/c2")
+        world.publisher.failure.withLock { $0 = Self.outage }
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        world.publisher.failure.withLock { $0 = nil }
+
+        // Nothing will process request 2 until its head is ingested again, so request 1 is validated.
+        #expect(try world.queues.base.get(q).latestRequestID == first.request.id)
+        #expect(try world.deliver(first.request.id) == .ack)
+        #expect(try world.requests.base.get(first.request.id).state == .processing)
+
+        let retried = try world.ingest.ingest(queue: "q")
+        #expect(retried.request.id.number == 2)
+        #expect(try world.queues.base.get(q).latestRequestID == retried.request.id)
+        #expect(world.publisher.messages.last?.id == retried.request.id.description)
+    }
+
     static let outage = BackendError.unavailable(retryable: true, detail: "down")
 
     @Test(arguments: ["counter", "uri.id", "uri.create", "request.create", "queue.get", "queue.update", "publish"])

@@ -101,11 +101,12 @@ public final class IngestController: Sendable {
         log[metadataKey: "request.id"] = "\(id)"
 
         let (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
-        try advanceLatest(of: name, to: id)
-
+        // Published before it becomes the queue's latest: if publishing fails, the older requests still
+        // waiting are not superseded by one that nothing will process until this head is ingested again.
         if request.state == .accepted {
             try publish(request)
         }
+        try advanceLatest(of: name, to: id)
         log.info("ingested", metadata: ["minted": "\(minted)", "state": "\(request.state.rawValue)"])
         return IngestResult(request: request, minted: minted)
     }
