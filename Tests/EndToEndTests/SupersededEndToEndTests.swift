@@ -40,7 +40,14 @@ import Testing
         #expect(try state(2) == "superseded")
         let newest = try http("GET", "/requests/request/app/main/3", port: server.port).json
         #expect(newest["build_strategy"] as? String == "full")
-        let metrics = try PrometheusExposition(try http("GET", "/metrics", port: server.port).text)
+        // The consumer counts each outcome after writing the request's state, which the GETs above can see
+        // first: scrape until all three outcomes are counted, then check how they split.
+        var metrics = try PrometheusExposition(try http("GET", "/metrics", port: server.port).text)
+        #expect(try await eventually {
+            metrics = try PrometheusExposition(try http("GET", "/metrics", port: server.port).text)
+            return (metrics.value("stovepipe_process_total", ["outcome": "superseded"]) ?? 0)
+                + (metrics.value("stovepipe_process_total", ["outcome": "processing"]) ?? 0) >= 3
+        })
         #expect(metrics.value("stovepipe_process_total", ["outcome": "superseded"]) == 2)
         #expect(metrics.value("stovepipe_process_total", ["outcome": "processing"]) == 1)
         #expect(server.terminate() == 0, "\(server.log)")

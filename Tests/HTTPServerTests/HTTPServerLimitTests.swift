@@ -139,9 +139,11 @@ struct HTTPServerLimitTests {
     func headerTimeout() throws {
         let observer = RecordingObserver()
         try withServer(testConfiguration { $0.headerTimeout = .milliseconds(300) }, observer: observer) { port, _ in
+            // Taken before the first byte is sent, when the server's clock for the head starts: a stall of this
+            // thread after sending cannot then shorten the interval the bound below measures.
+            let started = ContinuousClock.now
             let client = try TestClient(port: port)
             try client.send("GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-            let started = ContinuousClock.now
             try expectRejected(client, status: 408)
             #expect(ContinuousClock.now - started >= .milliseconds(200))
             #expect(eventually { observer.errors == [.headerTimeout] })
@@ -165,9 +167,12 @@ struct HTTPServerLimitTests {
     func idleTimeout() throws {
         try withServer(testConfiguration { $0.idleTimeout = .milliseconds(300) }) { port, _ in
             let client = try TestClient(port: port)
+            // Taken before the request, so before the server's last activity on the connection (writing the
+            // response), which is where its idle timeout starts; taken after reading the response, a stall of
+            // this thread would count against the bound below.
+            let started = ContinuousClock.now
             try client.send(get("/"))
             #expect(try client.readResponse().status == 200)
-            let started = ContinuousClock.now
             #expect(client.waitForClose(timeout: .seconds(5)))
             #expect(ContinuousClock.now - started >= .milliseconds(200))
         }

@@ -93,11 +93,14 @@ struct HTTPServerTLSTests {
         let observer = RecordingObserver()
         let configuration = fixture.configuration(certificate) { $0.tls?.handshakeTimeout = .milliseconds(300) }
         try withServer(configuration, observer: observer) { port, _ in
+            // The server's handshake clock starts at accept, after this: the closes can only come 300 ms later.
+            // (A fixed 100 ms look right after connecting would fail whenever this thread stalls for 200 ms.)
+            let connecting = ContinuousClock.now
             let silent = try TestClient(port: port)
             let partial = try TestClient(port: port)
             try partial.send(partialClientHello)
-            #expect(!silent.waitForClose(timeout: .milliseconds(100)), "closed before the handshake timeout")
             #expect(silent.waitForClose())
+            #expect(ContinuousClock.now - connecting >= .milliseconds(250), "closed before the handshake timeout")
             #expect(partial.waitForClose())
             #expect(eventually { observer.errors == [.tlsHandshakeTimeout, .tlsHandshakeTimeout] })
             #expect(eventually { observer.opened == 2 && observer.closed == 2 })
@@ -109,7 +112,13 @@ struct HTTPServerTLSTests {
         let fixture = try TLSFixture()
         let certificate = try fixture.makeCertificate("127.0.0.1")
         let observer = RecordingObserver()
-        try withServer(fixture.configuration(certificate) { $0.eventLoopThreads = 1 }, observer: observer) { port, _ in
+        // A handshake timeout far beyond curl's 20 s limit, so the stalled clients are still open when curl
+        // is done however slowly it ran.
+        let configuration = fixture.configuration(certificate) {
+            $0.eventLoopThreads = 1
+            $0.tls?.handshakeTimeout = .seconds(120)
+        }
+        try withServer(configuration, observer: observer) { port, _ in
             let silent = try TestClient(port: port)
             let partial = try TestClient(port: port)
             try partial.send(partialClientHello)
@@ -118,7 +127,7 @@ struct HTTPServerTLSTests {
             )
             #expect(output.stdout == "200", "\(output.stderr)")
             #expect(eventually { observer.completed == [200] })
-            #expect(!silent.waitForClose(timeout: .milliseconds(10)), "still waiting for its 10 s handshake timeout")
+            #expect(!silent.waitForClose(timeout: .milliseconds(10)), "still waiting for its 120 s handshake timeout")
             #expect(!partial.waitForClose(timeout: .milliseconds(10)))
             #expect(observer.errors.isEmpty)
         }

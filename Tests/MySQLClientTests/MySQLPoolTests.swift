@@ -237,7 +237,8 @@ struct MySQLPoolTests {
 struct MySQLPoolOutageTests {
     @Test("a pool pointed at a closed port fails with a connection error within the connect timeout")
     func closedPort() async throws {
-        let port = try closedLoopbackPort()
+        let (descriptor, port) = try closedLoopbackPort()
+        defer { close(descriptor) }
         var configuration = MySQLConfiguration(host: "127.0.0.1", port: port, user: "nobody", password: "x")
         configuration.connectTimeoutSeconds = 2
         let pool = MySQLPool(connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
@@ -255,11 +256,12 @@ struct MySQLPoolOutageTests {
         #expect(pool.statistics.inUse == 0)
     }
 
-    /// A loopback port nothing listens on: bound by us, then closed.
-    private func closedLoopbackPort() throws -> UInt16 {
+    /// A loopback port nothing listens on: bound by us and left bound without `listen`, so connections are
+    /// refused and no other test can take the port meanwhile (a closed one could be rebound); the caller
+    /// closes the descriptor.
+    private func closedLoopbackPort() throws -> (descriptor: Int32, port: UInt16) {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(descriptor >= 0)
-        defer { close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = 0
@@ -268,11 +270,16 @@ struct MySQLPoolOutageTests {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
         }
-        try #require(bound == 0)
         let named = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
         }
-        try #require(named == 0)
-        return UInt16(bigEndian: address.sin_port)
+        guard bound == 0, named == 0 else {
+            close(descriptor)
+            throw PortUnavailable()
+        }
+        return (descriptor, UInt16(bigEndian: address.sin_port))
     }
+
+    /// The test could not bind a loopback port.
+    private struct PortUnavailable: Error {}
 }

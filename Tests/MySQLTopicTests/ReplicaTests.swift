@@ -60,7 +60,10 @@ struct ReplicaTests {
             #expect(await eventually { seen.count == 2 })
             #expect(seen.values == [Seen(id: "job", attempt: 2), Seen(id: "next", attempt: 1)])
             release.arrive()
-            #expect(try survivor.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
+            // The handler saw "next" before the worker wrote its ack: wait for that commit.
+            #expect(try await eventually {
+                try survivor.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil)
+            })
         }
     }
 
@@ -135,7 +138,10 @@ struct ReplicaTests {
             release.arrive()
             hung.shutdown()
             #expect(try healthy.deadLetters(topic, limit: 10).isEmpty)
-            #expect(try healthy.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
+            // The healthy handler ran before its worker wrote the ack: wait for that commit.
+            #expect(try await eventually {
+                try healthy.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil)
+            })
             #expect(entered.arrivals == 1)
         }
     }
