@@ -119,6 +119,27 @@ public final class MySQLRequestURIStore: RequestURIStore {
         guard let number = row.uint64("request_n") else { throw MySQLErrorTranslation.corruptRow("request_uris") }
         return RequestID(queue: queue, number: number)
     }
+
+    public func replace(
+        queue: QueueName, uri: SourceURI, expected: RequestID, with replacement: RequestID
+    ) throws(BackendError) {
+        let held: UInt64?? = try database.run { connection in
+            let result = try connection.execute(
+                """
+                UPDATE request_uris SET request_n = \(replacement.number)
+                WHERE queue = \(queue.rawValue) AND uri = \(uri.rawValue) AND request_n = \(expected.number)
+                """)
+            if result.affectedRows > 0 { return .some(replacement.number) }
+            // Zero rows is a miss, a missing entry, or (without CLIENT_FOUND_ROWS) a write of the value it already holds.
+            let rows = try connection.query(
+                "SELECT request_n FROM request_uris WHERE queue = \(queue.rawValue) AND uri = \(uri.rawValue)")
+            guard let row = rows.first else { return nil }
+            return .some(row.uint64("request_n"))
+        }
+        guard let held else { throw .notFound }
+        guard let number = held else { throw MySQLErrorTranslation.corruptRow("request_uris") }
+        guard number == replacement.number else { throw .versionMismatch }
+    }
 }
 
 /// Queues in the `queues` table.

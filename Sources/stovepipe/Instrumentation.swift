@@ -86,6 +86,7 @@ struct InstrumentedRequestURIStore: RequestURIStore {
     let base: any RequestURIStore
     private let createTimer = StoreTimer(store: "request_uris", operation: "create")
     private let getTimer = StoreTimer(store: "request_uris", operation: "get")
+    private let replaceTimer = StoreTimer(store: "request_uris", operation: "replace")
 
     init(_ base: any RequestURIStore) { self.base = base }
 
@@ -95,6 +96,12 @@ struct InstrumentedRequestURIStore: RequestURIStore {
 
     func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
         try getTimer.time { () throws(BackendError) in try base.id(queue: queue, uri: uri) }
+    }
+
+    func replace(queue: QueueName, uri: SourceURI, expected: RequestID, with replacement: RequestID) throws(BackendError) {
+        try replaceTimer.time { () throws(BackendError) in
+            try base.replace(queue: queue, uri: uri, expected: expected, with: replacement)
+        }
     }
 }
 

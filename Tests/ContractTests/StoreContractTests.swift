@@ -166,6 +166,76 @@ struct RequestURIStoreContractTests {
             #expect(try backend.stores.uris.id(queue: second, uri: uri) == RequestID(queue: second, number: 9))
         }
     }
+
+    @Test("replace from the held id re-points the entry", arguments: allFixtures)
+    func replaceFromHeld(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let uri = SourceURI("git://q/c1")
+            try backend.stores.uris.create(queue: queue, uri: uri, id: RequestID(queue: queue, number: 1))
+            try backend.stores.uris.replace(
+                queue: queue, uri: uri, expected: RequestID(queue: queue, number: 1), with: RequestID(queue: queue, number: 3))
+            #expect(try backend.stores.uris.id(queue: queue, uri: uri) == RequestID(queue: queue, number: 3))
+        }
+    }
+
+    @Test("replace from an id the entry does not hold is versionMismatch and changes nothing", arguments: allFixtures)
+    func replaceFromStale(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let uri = SourceURI("git://q/c1")
+            try backend.stores.uris.create(queue: queue, uri: uri, id: RequestID(queue: queue, number: 2))
+            #expect(throws: BackendError.versionMismatch) {
+                try backend.stores.uris.replace(
+                    queue: queue, uri: uri, expected: RequestID(queue: queue, number: 1), with: RequestID(queue: queue, number: 3))
+            }
+            #expect(try backend.stores.uris.id(queue: queue, uri: uri) == RequestID(queue: queue, number: 2))
+        }
+    }
+
+    @Test("replace of a missing entry is notFound and creates nothing", arguments: allFixtures)
+    func replaceMissing(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let other = try queueName("other")
+            let uri = SourceURI("git://q/c1")
+            // The same uri held in another queue must not count as an entry of this one.
+            try backend.stores.uris.create(queue: other, uri: uri, id: RequestID(queue: other, number: 1))
+            #expect(throws: BackendError.notFound) {
+                try backend.stores.uris.replace(
+                    queue: queue, uri: uri, expected: RequestID(queue: queue, number: 1), with: RequestID(queue: queue, number: 3))
+            }
+            #expect(throws: BackendError.notFound) { try backend.stores.uris.id(queue: queue, uri: uri) }
+            #expect(try backend.stores.uris.id(queue: other, uri: uri) == RequestID(queue: other, number: 1))
+        }
+    }
+
+    @Test("32 concurrent replaces from one held id: exactly one wins, the rest are versionMismatch", arguments: allFixtures)
+    func concurrentReplace(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let uris = backend.stores.uris
+            let queue = try queueName("q")
+            let uri = SourceURI("git://q/c1")
+            let held = RequestID(queue: queue, number: 1)
+            try uris.create(queue: queue, uri: uri, id: held)
+            let winners = Recorder<RequestID>()
+            let failures = Recorder<BackendError>()
+            let finished = await onThreads(32) { index in
+                let replacement = RequestID(queue: queue, number: UInt64(index) + 2)
+                do throws(BackendError) {
+                    try uris.replace(queue: queue, uri: uri, expected: held, with: replacement)
+                    winners.append(replacement)
+                } catch {
+                    failures.append(error)
+                }
+            }
+            #expect(finished)
+            #expect(winners.values.count == 1)
+            #expect(failures.values.count == 31)
+            #expect(failures.values.allSatisfy { $0 == .versionMismatch })
+            #expect(try uris.id(queue: queue, uri: uri) == winners.values.first)
+        }
+    }
 }
 
 @Suite("QueueStore contract")

@@ -12,6 +12,9 @@ final class ScriptedSourceControl: SourceControl {
         var latestError: BackendError?
         var ancestry: Result<Bool, BackendError> = .success(true)
         var ancestryCalls: [(SourceURI, SourceURI)] = []
+        /// Heads the next reads return, first to last, before `head` again.
+        var upcoming: [SourceURI] = []
+        var reads = 0
     }
 
     let state = Mutex(State())
@@ -19,7 +22,11 @@ final class ScriptedSourceControl: SourceControl {
     init(head: String?) { state.withLock { $0.head = head.map(SourceURI.init) } }
 
     func latest() throws(BackendError) -> SourceURI {
-        let (head, error) = state.withLock { ($0.head, $0.latestError) }
+        let (head, error) = state.withLock { state in
+            state.reads += 1
+            let head = state.upcoming.isEmpty ? state.head : state.upcoming.removeFirst()
+            return (head, state.latestError)
+        }
         if let error { throw error }
         guard let head else { throw .notFound }
         return head
@@ -110,6 +117,8 @@ final class FaultyURIStore: RequestURIStore {
     let faults = Faults()
     /// Runs before a claim is stored: lets a test slip a rival's claim in between lookup and create.
     let beforeCreate = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Runs before an entry is re-pointed: lets a test slip a rival's re-point in between lookup and replace.
+    let beforeReplace = Mutex<(@Sendable () -> Void)?>(nil)
 
     func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
         try faults.check("create")
@@ -120,6 +129,12 @@ final class FaultyURIStore: RequestURIStore {
     func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID {
         try faults.check("id")
         return try base.id(queue: queue, uri: uri)
+    }
+
+    func replace(queue: QueueName, uri: SourceURI, expected: RequestID, with replacement: RequestID) throws(BackendError) {
+        try faults.check("replace")
+        if let hook = beforeReplace.withLock({ hook in defer { hook = nil }; return hook }) { hook() }
+        try base.replace(queue: queue, uri: uri, expected: expected, with: replacement)
     }
 }
 
@@ -174,6 +189,12 @@ struct World {
     }
 
     func setHead(_ uri: String) { source.state.withLock { $0.head = SourceURI(uri) } }
+
+    /// Makes the next reads of the head return `uris` in order, then the set head again.
+    func scriptReads(_ uris: [String]) { source.state.withLock { $0.upcoming = uris.map(SourceURI.init) } }
+
+    /// How many times the head of `q` was read.
+    var headReads: Int { source.state.withLock { $0.reads } }
 
     /// Delivers the newest published message for `id` to the process controller.
     func deliver(_ id: RequestID, attempt: Int = 1) throws -> DeliveryOutcome {

@@ -68,6 +68,17 @@ public final class MemoryRequestURIStore: RequestURIStore {
         guard let id = rows.withLock({ $0[Key(queue: queue, uri: uri)] }) else { throw .notFound }
         return id
     }
+
+    public func replace(
+        queue: QueueName, uri: SourceURI, expected: RequestID, with replacement: RequestID
+    ) throws(BackendError) {
+        let key = Key(queue: queue, uri: uri)
+        try rows.withLock { rows throws(BackendError) in
+            guard let current = rows[key] else { throw .notFound }
+            guard current == expected else { throw .versionMismatch }
+            rows[key] = replacement
+        }
+    }
 }
 
 /// Queues in a dictionary.

@@ -17,6 +17,8 @@ public protocol RequestURIStore: Sendable {
     func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError)
     /// The request that holds (queue, uri); `notFound` when none does.
     func id(queue: QueueName, uri: SourceURI) throws(BackendError) -> RequestID
+    /// Re-points (queue, uri) to `replacement` if it holds `expected`: `notFound` without an entry, else `versionMismatch`.
+    func replace(queue: QueueName, uri: SourceURI, expected: RequestID, with replacement: RequestID) throws(BackendError)
 }
 
 /// Queues by name, with the same create / get / CAS-update rules as requests.
