@@ -22,6 +22,18 @@ private final class RecordingTopicPublisher: TopicPublisher {
     var messages: [Message] { published.withLock { $0 } }
 }
 
+/// One queue whose head the test moves; it knows no history.
+private final class MovableHead: SourceControlFactory, SourceControl {
+    let head: Mutex<SourceURI>
+
+    init(_ head: SourceURI) { self.head = Mutex(head) }
+
+    func sourceControl(for queue: QueueName) throws(BackendError) -> any SourceControl { self }
+    func latest() throws(BackendError) -> SourceURI { head.withLock { $0 } }
+    func isAncestor(_ ancestor: SourceURI, of descendant: SourceURI) throws(BackendError) -> Bool { true }
+    func history(cursor: String, limit: Int) throws(BackendError) -> HistoryPage { HistoryPage(uris: [], nextCursor: "") }
+}
+
 @Suite("MySQL ingest through the real controller", .enabled(if: mysqlIngestSuiteRuns), .serialized)
 struct MySQLIngestTests {
     @Test("64 threads ingesting one head mint one id and write one row per table")
@@ -105,5 +117,66 @@ struct MySQLIngestTests {
         #expect(!published.isEmpty)
         #expect(Set(published.map(\.id)) == [id.description])
         #expect(published.allSatisfy { $0.topic == .process && $0.partitionKey == queue.rawValue })
+    }
+
+    @Test("32 threads ingesting a head the branch was reset to mint one fresh request and re-point its index row")
+    func concurrentIngestOfAResetHead() async throws {
+        guard let fixture = MySQLFixture.fromEnvironment() else {
+            throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
+        }
+        let threadCount = 32
+        guard let backend = try await offPool({ try fixture.makeBackend() }) as? MySQLTestBackend else {
+            throw FixtureUnavailable("the MySQL fixture did not make a MySQL backend")
+        }
+        defer { backend.tearDown() }
+        let storage = MySQLStorage(
+            configuration: backend.storage.pool.connectionConfiguration,
+            poolConfiguration: MySQLPool.Configuration(maxConnections: threadCount, acquireTimeout: .seconds(30)),
+            logger: silentLogger)
+        defer { storage.close() }
+
+        let queue = try QueueName("app/main")
+        let old = SourceURI("git://app/main/1111111111111111111111111111111111111111")
+        let newer = SourceURI("git://app/main/2222222222222222222222222222222222222222")
+        let sources = MovableHead(old)
+        let controller = IngestController(
+            requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
+            sources: sources, publisher: RecordingTopicPublisher(), logger: silentLogger)
+        let (first, second) = try await offPool { () -> (IngestResult, IngestResult) in
+            let first = try controller.ingest(queue: queue.rawValue)
+            sources.head.withLock { $0 = newer }
+            let second = try controller.ingest(queue: queue.rawValue)
+            sources.head.withLock { $0 = old }
+            return (first, second)
+        }
+        #expect(first.request.id.number == 1)
+        #expect(second.request.id.number == 2)
+
+        let results = Mutex<[Result<IngestResult, IngestError>]>([])
+        let finished = await onThreads(threadCount, timeout: .seconds(120)) { _ in
+            let outcome = Result { () throws(IngestError) in try controller.ingest(queue: queue.rawValue) }
+            results.withLock { $0.append(outcome) }
+        }
+        #expect(finished, "not every ingest returned within the deadline")
+        let outcomes = try results.withLock { try $0.map { try $0.get() } }
+        #expect(outcomes.count == threadCount)
+        let ids = Set(outcomes.map(\.request.id))
+        #expect(ids.count == 1, "\(ids)")
+        #expect(outcomes.filter(\.minted).count == 1)
+        let id = try #require(ids.first)
+        #expect(second.request.id.isOlder(than: id))
+
+        let (uriRows, indexed, latest, requests) = try await offPool {
+            (
+                try storage.pool.withConnection { try $0.query("SELECT COUNT(*) FROM request_uris").first?.int64(0) },
+                try storage.requestURIs.id(queue: queue, uri: old), try storage.queues.get(queue).latestRequestID,
+                try storage.requests.list(queue: queue, before: nil, limit: 10)
+            )
+        }
+        #expect(uriRows == 2)
+        #expect(indexed == id)
+        #expect(latest == id)
+        #expect(requests.map(\.id) == [id, second.request.id, first.request.id])
+        #expect(requests.first?.uri == old)
     }
 }

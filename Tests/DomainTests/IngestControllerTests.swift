@@ -223,4 +223,152 @@ import Testing
         #expect(outcomes.filter(\.minted).count == 1)
         #expect(try world.requests.base.list(queue: q, before: nil, limit: 100).count == 1)
     }
+
+    /// A -> B -> A: request 1 is superseded by 2, then the branch is reset to A.
+    private func resetToFirstHead(_ world: World) throws -> (first: IngestResult, second: IngestResult) {
+        let first = try world.ingest.ingest(queue: "q")
+        world.setHead("git://q/c2")
+        let second = try world.ingest.ingest(queue: "q")
+        #expect(try world.deliver(first.request.id) == .ack)
+        #expect(try world.requests.base.get(first.request.id).state == .superseded)
+        world.setHead("git://q/c1")
+        return (first, second)
+    }
+
+    @Test func aResetToAnOldHeadMintsAFreshRequestForIt() throws {
+        let world = World()
+        let (first, second) = try resetToFirstHead(world)
+
+        let reset = try world.ingest.ingest(queue: "q")
+        #expect(reset.minted)
+        #expect(reset.request.id == RequestID(queue: q, number: 3))
+        #expect(reset.request.uri == SourceURI("git://q/c1"))
+        #expect(reset.request.state == .accepted)
+        #expect(try world.requests.base.get(reset.request.id) == reset.request)
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == reset.request.id)
+        #expect(try world.queues.base.get(q).latestRequestID == reset.request.id)
+        #expect(world.publisher.messages.last?.id == reset.request.id.description)
+        #expect(try world.requests.base.get(first.request.id).state == .superseded, "the old request is left as it was")
+
+        let again = try world.ingest.ingest(queue: "q")
+        #expect(!again.minted)
+        #expect(again.request.id == reset.request.id)
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).count == 3)
+        #expect(try world.deliver(second.request.id) == .ack)
+        #expect(try world.requests.base.get(second.request.id).state == .superseded)
+        #expect(try world.deliver(reset.request.id) == .ack)
+        #expect(try world.requests.base.get(reset.request.id).state == .processing)
+    }
+
+    @Test func aResetToAHeadWhoseRequestIsStillAcceptedMintsAFreshRequest() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        world.setHead("git://q/c2")
+        _ = try world.ingest.ingest(queue: "q")
+        world.setHead("git://q/c1")
+
+        let reset = try world.ingest.ingest(queue: "q")
+        #expect(reset.minted)
+        #expect(reset.request.id.number == 3)
+        #expect(try world.queues.base.get(q).latestRequestID == reset.request.id)
+        // The republished old request would only be superseded; the fresh one is what gets validated.
+        #expect(try world.deliver(first.request.id) == .ack)
+        #expect(try world.requests.base.get(first.request.id).state == .superseded)
+    }
+
+    @Test func aStaleFirstReadIngestsTheNewerHeadAndMintsNothing() throws {
+        let world = World()
+        _ = try world.ingest.ingest(queue: "q")
+        world.setHead("git://q/c2")
+        let second = try world.ingest.ingest(queue: "q")
+        world.scriptReads(["git://q/c1"])
+        let readsBefore = world.headReads
+
+        let result = try world.ingest.ingest(queue: "q")
+        #expect(!result.minted)
+        #expect(result.request.id == second.request.id)
+        #expect(world.headReads == readsBefore + 2)
+        #expect(try world.queues.base.get(q).latestRequestID == second.request.id)
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == RequestID(queue: q, number: 1))
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 3, "no id was minted")
+    }
+
+    @Test func aClaimedRequestThatIsTheLatestOrNewerIsAnsweredAfterOneRead() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        let again = try world.ingest.ingest(queue: "q")
+        #expect(!again.minted)
+        #expect(again.request.id == first.request.id)
+        #expect(world.headReads == 2)
+
+        // An index entry newer than the queue's latest (an ingest that stopped before advancing it).
+        let ahead = RequestID(queue: q, number: 5)
+        try world.uris.base.create(queue: q, uri: SourceURI("git://q/c9"), id: ahead)
+        world.setHead("git://q/c9")
+        let healed = try world.ingest.ingest(queue: "q")
+        #expect(healed.request.id == ahead)
+        #expect(world.headReads == 3)
+        #expect(try world.queues.base.get(q).latestRequestID == ahead)
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 2, "no id was minted")
+    }
+
+    @Test func aResetThatLosesTheIndexRaceAnswersWithTheWinnersRequest() throws {
+        let world = World()
+        _ = try resetToFirstHead(world)
+        let winner = RequestID(queue: q, number: 40)
+        let uris = world.uris
+        let queue = q
+        world.uris.beforeReplace.withLock {
+            $0 = {
+                try? uris.base.replace(
+                    queue: queue, uri: SourceURI("git://q/c1"), expected: RequestID(queue: queue, number: 1), with: winner)
+            }
+        }
+
+        let result = try world.ingest.ingest(queue: "q")
+        #expect(result.request.id == winner)
+        #expect(result.request.state == .accepted)
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == winner)
+        #expect(try world.queues.base.get(q).latestRequestID == winner)
+        #expect(throws: BackendError.notFound) { try world.requests.base.get(RequestID(queue: queue, number: 3)) }
+    }
+
+    @Test func aResetWhoseIndexWriteFailsIsUnavailableAndARetryConverges() throws {
+        let world = World()
+        _ = try resetToFirstHead(world)
+        world.uris.faults.inject("replace", Self.outage)
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == RequestID(queue: q, number: 1))
+
+        let retried = try world.ingest.ingest(queue: "q")
+        #expect(retried.minted)
+        #expect(retried.request.uri == SourceURI("git://q/c1"))
+        #expect(try world.queues.base.get(q).latestRequestID == retried.request.id)
+    }
+
+    @Test func sixtyFourThreadsIngestingAResetHeadConvergeOnOneFreshRequest() throws {
+        let world = World()
+        let (first, second) = try resetToFirstHead(world)
+        let results = Mutex<[Result<IngestResult, IngestError>]>([])
+        let threads = (0..<64).map { _ in
+            Thread {
+                let result = Result { () throws(IngestError) in try world.ingest.ingest(queue: "q") }
+                results.withLock { $0.append(result) }
+            }
+        }
+        threads.forEach { $0.start() }
+        let deadline = Date().addingTimeInterval(30)
+        while results.withLock({ $0.count }) < 64 && Date() < deadline { usleep(1000) }
+        let outcomes = try results.withLock { try $0.map { try $0.get() } }
+        #expect(outcomes.count == 64)
+        let ids = Set(outcomes.map(\.request.id))
+        #expect(ids.count == 1, "\(ids)")
+        let id = try #require(ids.first)
+        #expect(second.request.id.isOlder(than: id))
+        #expect(outcomes.filter(\.minted).count == 1)
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == id)
+        #expect(try world.queues.base.get(q).latestRequestID == id)
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 100).map(\.id) == [id, second.request.id, first.request.id])
+        #expect(world.publisher.messages.contains { $0.id == id.description })
+    }
 }

@@ -93,14 +93,34 @@ public final class IngestController: Sendable {
         }
         var log = logger
         log[metadataKey: "queue"] = "\(name)"
+        return try ingest(name, try head(of: name), rereadIfOld: true, log: log)
+    }
 
-        let uri = try head(of: name)
+    /// Ingests `uri` as the head of `name`; `rereadIfOld` allows the one second read of the head that
+    /// tells a stale first read from a branch reset.
+    private func ingest(
+        _ name: QueueName, _ uri: SourceURI, rereadIfOld: Bool, log baseLog: Logger
+    ) throws(IngestError) -> IngestResult {
+        var log = baseLog
         log[metadataKey: "uri"] = "\(uri)"
 
-        let (id, claimed) = try claim(name, uri, log: log)
+        var (id, claimed) = try claim(name, uri, log: log)
         log[metadataKey: "request.id"] = "\(id)"
 
-        let (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
+        var (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
+        if !claimed, rereadIfOld, let latest = try latestRequestID(of: name), id.isOlder(than: latest) {
+            // The head's request is older than the queue's latest: either this read of the head was stale,
+            // or the branch was reset to an old commit. Only the ref's value now tells the two apart.
+            let again = try head(of: name)
+            guard again == uri else {
+                log.info("head moved while ingesting, ingesting the newer head", metadata: ["uri.newer": "\(again)"])
+                return try ingest(name, again, rereadIfOld: false, log: baseLog)
+            }
+            (id, claimed) = try reclaim(name, uri, from: id, log: log)
+            log[metadataKey: "request.id"] = "\(id)"
+            log.info("branch reset to an older head", metadata: ["request.latest": "\(latest)"])
+            (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
+        }
         // Published before it becomes the queue's latest: if publishing fails, the older requests still
         // waiting are not superseded by one that nothing will process until this head is ingested again.
         if request.state == .accepted {
@@ -156,6 +176,45 @@ public final class IngestController: Sendable {
             return (try uris.id(queue: name, uri: uri), false)
         } catch {
             throw .unavailable(detail: "request index after a lost race: \(error)")
+        }
+    }
+
+    /// Re-points (queue, uri) from `old` to a freshly numbered request, or to the id a concurrent reset
+    /// re-pointed it to first; and whether this call re-pointed it.
+    private func reclaim(
+        _ name: QueueName, _ uri: SourceURI, from old: RequestID, log: Logger
+    ) throws(IngestError) -> (RequestID, Bool) {
+        let candidate: RequestID
+        do {
+            candidate = RequestID(queue: name, number: try counter.next(queue: name, domain: requestCounterDomain))
+        } catch {
+            throw .unavailable(detail: "counter: \(error)")
+        }
+        // The index is re-pointed before the request row exists, as a claim is: a lost race then leaves only a
+        // spent counter value, and a crash in between is healed by ensureRequest on the next ingest.
+        do {
+            try uris.replace(queue: name, uri: uri, expected: old, with: candidate)
+            return (candidate, true)
+        } catch .versionMismatch {
+            log.debug("lost the reset race", metadata: ["request.candidate": "\(candidate)"])
+        } catch {
+            throw .unavailable(detail: "request index: \(error)")
+        }
+        do {
+            return (try uris.id(queue: name, uri: uri), false)
+        } catch {
+            throw .unavailable(detail: "request index after a lost race: \(error)")
+        }
+    }
+
+    /// The queue's latest request, nil before its first ingest.
+    private func latestRequestID(of name: QueueName) throws(IngestError) -> RequestID? {
+        do {
+            return try queues.get(name).latestRequestID
+        } catch .notFound {
+            return nil
+        } catch {
+            throw .unavailable(detail: "queue store: \(error)")
         }
     }
 
