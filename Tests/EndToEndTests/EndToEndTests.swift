@@ -53,6 +53,32 @@ import Glibc
         #expect(server.terminate() == 0)
     }
 
+    @Test func aBranchResetToAnOldCommitGetsAFreshRequest() throws {
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        let server = try RunningServer(arguments: ["--queues", try gitQueuesFile(repository).path])
+        #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
+        try repository.commit("two")
+        #expect(try http("POST", "/queues/app/main/ingest", port: server.port).json["id"] as? String == "request/app/main/2")
+
+        try git(["reset", "-q", "--hard", first], in: repository.url)
+        let reset = try http("POST", "/queues/app/main/ingest", port: server.port)
+        #expect(reset.status == 202, "\(reset.text)")
+        #expect(reset.json["id"] as? String == "request/app/main/3")
+        #expect((reset.json["uri"] as? String)?.hasSuffix(first) == true)
+        let again = try http("POST", "/queues/app/main/ingest", port: server.port)
+        #expect(again.status == 200)
+        #expect(again.json["id"] as? String == "request/app/main/3")
+        let queue = try http("GET", "/queues/app/main", port: server.port)
+        #expect(queue.json["latest_request_id"] as? String == "request/app/main/3")
+        let processed = try eventually {
+            try http("GET", "/requests/request/app/main/3", port: server.port).json["state"] as? String == "processing"
+        }
+        #expect(processed)
+        #expect(server.terminate() == 0)
+    }
+
     @Test func signaturesAreCheckedWhenASecretIsSet() throws {
         let repository = try TemporaryRepository()
         defer { repository.remove() }
