@@ -163,7 +163,7 @@ struct TopicContractTests {
         }
     }
 
-    @Test("publishing an id the topic holds is a no-op, dead-lettered ids included", arguments: brokerFixtures)
+    @Test("publishing an id the topic holds is a no-op; a dead-lettered id is re-driven", arguments: brokerFixtures)
     func idempotentPublish(_ fixture: any BackendFixture) async throws {
         try await withBroker(fixture) { broker in
             let seen = Recorder<String>()
@@ -179,11 +179,15 @@ struct TopicContractTests {
             #expect(await eventually { seen.values.contains("sentinel") })
             #expect(try broker.deadLetters(topic, limit: 10).map(\.message.id) == ["dead"])
 
-            try broker.publish(message("dead"))
+            // Published again, the dead letter goes back to the tail of its partition with a fresh attempt count.
+            try broker.publish(message("dead", payload: "ignored"))
             try broker.publish(message("sentinel-2"))
             #expect(await eventually { seen.values.contains("sentinel-2") })
-            #expect(seen.values == ["twice", "dead", "sentinel", "sentinel-2"])
-            #expect(try broker.deadLetters(topic, limit: 10).count == 1)
+            #expect(seen.values == ["twice", "dead", "sentinel", "dead", "sentinel-2"])
+            #expect(try await eventually { try broker.deadLetters(topic, limit: 10).map(\.message.id) == ["dead"] })
+            let letter = try #require(try broker.deadLetters(topic, limit: 10).first)
+            #expect(letter.attempts == 1)
+            #expect(letter.message.payload.isEmpty, "the payload first published is kept")
         }
     }
 

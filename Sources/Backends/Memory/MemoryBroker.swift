@@ -38,7 +38,14 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         }
         let now = ContinuousClock.now
         state.releaseAckedHolds(upTo: now)
-        guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else { return }
+        guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else {
+            // Published again: a no-op, unless the message was dead-lettered, which the publisher asks to retry.
+            if state.redrive(message.topic, messageID: message.id, now: now) {
+                logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
+                condition.broadcast()
+            }
+            return
+        }
         state.enqueue(message, now: now)
         condition.broadcast()
     }
@@ -98,12 +105,7 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     public func redrive(_ topic: TopicName, messageID: String) throws(BackendError) {
         condition.lock()
         defer { condition.unlock() }
-        guard let index = state.deadLetters[topic]?.firstIndex(where: { $0.message.id == messageID }) else {
-            throw .notFound
-        }
-        guard let dead = state.deadLetters[topic]?.remove(at: index) else { throw .notFound }
-        // The id stays held: it moves from the dead-letter set back to the partition.
-        state.enqueue(dead.message, now: .now)
+        guard state.redrive(topic, messageID: messageID, now: .now) else { throw .notFound }
         condition.broadcast()
     }
 
@@ -264,6 +266,16 @@ private struct BrokerState {
             ackedHolds.removeFirst(ackedHoldsStart)
             ackedHoldsStart = 0
         }
+    }
+
+    /// Moves the dead letter `messageID` to the tail of its partition with a fresh attempt count; false when
+    /// `topic` has none. The id stays held: it moves from the dead-letter set back to the partition.
+    mutating func redrive(_ topic: TopicName, messageID: String, now: ContinuousClock.Instant) -> Bool {
+        guard let index = deadLetters[topic]?.firstIndex(where: { $0.message.id == messageID }),
+            let dead = deadLetters[topic]?.remove(at: index)
+        else { return false }
+        enqueue(dead.message, now: now)
+        return true
     }
 
     mutating func enqueue(_ message: Message, now: ContinuousClock.Instant) {

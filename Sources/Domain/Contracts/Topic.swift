@@ -122,7 +122,8 @@ public struct RetryPolicy: Sendable, Equatable {
 
 /// Publishes to topics.
 public protocol TopicPublisher: Sendable {
-    /// Durably enqueues `message`; returns only once it is committed. Idempotent on (topic, id).
+    /// Durably enqueues `message`; returns only once it is committed. Idempotent on (topic, id), except that
+    /// publishing a dead-lettered id again puts it back with a fresh attempt count, as `redrive` does.
     func publish(_ message: Message) throws(BackendError)
 }
 

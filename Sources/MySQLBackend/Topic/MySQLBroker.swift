@@ -61,10 +61,20 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     // MARK: publishing
 
     /// Inserts `message` in one statement and returns once it is committed; a no-op when the topic already
-    /// holds its id (pending, dead, or acked within `ackedRetention`).
+    /// holds its id (pending, or acked within `ackedRetention`), except that a dead-lettered id is re-driven.
     public func publish(_ message: Message) throws(BackendError) {
         let inserted = try database.run { connection in try TopicStore.insert(message, on: connection) }
-        if inserted { count("stovepipe_topic_published_total", message.topic) }
+        if inserted {
+            count("stovepipe_topic_published_total", message.topic)
+        } else {
+            // Published again: the publisher asks for a delivery, which a dead letter would never get.
+            let redriven = try database.transaction { connection in
+                try TopicStore.redrive(message.topic, messageID: message.id, on: connection)
+            }
+            if redriven != nil {
+                logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
+            }
+        }
         published(PartitionID(topic: message.topic, key: message.partitionKey))
     }
 
