@@ -157,12 +157,7 @@ public final class IngestController: Sendable {
         } catch {
             throw .unavailable(detail: "request index: \(error)")
         }
-        let candidate: RequestID
-        do {
-            candidate = RequestID(queue: name, number: try counter.next(queue: name, domain: requestCounterDomain))
-        } catch {
-            throw .unavailable(detail: "counter: \(error)")
-        }
+        let candidate = try mint(name)
         do {
             try uris.create(queue: name, uri: uri, id: candidate)
             return (candidate, true)
@@ -172,11 +167,7 @@ public final class IngestController: Sendable {
         } catch {
             throw .unavailable(detail: "request index: \(error)")
         }
-        do {
-            return (try uris.id(queue: name, uri: uri), false)
-        } catch {
-            throw .unavailable(detail: "request index after a lost race: \(error)")
-        }
+        return (try raceWinner(name, uri), false)
     }
 
     /// Re-points (queue, uri) from `old` to a freshly numbered request, or to the id a concurrent reset
@@ -184,12 +175,7 @@ public final class IngestController: Sendable {
     private func reclaim(
         _ name: QueueName, _ uri: SourceURI, from old: RequestID, log: Logger
     ) throws(IngestError) -> (RequestID, Bool) {
-        let candidate: RequestID
-        do {
-            candidate = RequestID(queue: name, number: try counter.next(queue: name, domain: requestCounterDomain))
-        } catch {
-            throw .unavailable(detail: "counter: \(error)")
-        }
+        let candidate = try mint(name)
         // The index is re-pointed before the request row exists, as a claim is: a lost race then leaves only a
         // spent counter value, and a crash in between is healed by ensureRequest on the next ingest.
         do {
@@ -200,8 +186,22 @@ public final class IngestController: Sendable {
         } catch {
             throw .unavailable(detail: "request index: \(error)")
         }
+        return (try raceWinner(name, uri), false)
+    }
+
+    /// A fresh request id from the queue's durable counter.
+    private func mint(_ name: QueueName) throws(IngestError) -> RequestID {
         do {
-            return (try uris.id(queue: name, uri: uri), false)
+            return RequestID(queue: name, number: try counter.next(queue: name, domain: requestCounterDomain))
+        } catch {
+            throw .unavailable(detail: "counter: \(error)")
+        }
+    }
+
+    /// The id that holds (queue, uri) after this call lost a race to claim or re-point it.
+    private func raceWinner(_ name: QueueName, _ uri: SourceURI) throws(IngestError) -> RequestID {
+        do {
+            return try uris.id(queue: name, uri: uri)
         } catch {
             throw .unavailable(detail: "request index after a lost race: \(error)")
         }
