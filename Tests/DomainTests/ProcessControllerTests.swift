@@ -3,6 +3,27 @@ import Foundation
 import Testing
 
 @Suite struct ProcessControllerTests {
+    @Test func aRequestStartingToProcessSupersedesOlderOnesLeftAccepted() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        #expect(try world.deliver(first.request.id) == .ack)
+
+        // Request 2 is written, but its publish fails and the branch moves on before anyone retries it.
+        world.setHead("git://q/c2")
+        world.publisher.failure.withLock { $0 = BackendError.unavailable(retryable: true, detail: "down") }
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        world.publisher.failure.withLock { $0 = nil }
+        world.setHead("git://q/c3")
+        let third = try world.ingest.ingest(queue: "q")
+        let stranded = try RequestID(parsing: "request/q/2")
+        #expect(try world.requests.base.get(stranded).state == .accepted)
+
+        #expect(try world.deliver(third.request.id) == .ack)
+        #expect(try world.requests.base.get(third.request.id).state == .processing)
+        #expect(try world.requests.base.get(stranded).state == .superseded)
+        #expect(try world.requests.base.get(first.request.id).state == .processing, "only accepted ones are superseded")
+    }
+
     @Test func fullBuildWithoutALastGreen() throws {
         let world = World()
         let id = try world.ingest.ingest(queue: "q").request.id

@@ -94,6 +94,7 @@ public final class ProcessController: Sendable {
             request.baseURI = base
             if let failure = write(request, log: log) { return failure }
             log.info("processing", metadata: ["build.strategy": "\(strategy.rawValue)", "base.uri": "\(base?.rawValue ?? "")"])
+            supersedeOlderAccepted(than: id, log: log)
             return (.ack, "processing")
         case .failure(let error):
             log.warning("source control unavailable: retrying", metadata: ["error": "\(error)"])
@@ -121,6 +122,37 @@ public final class ProcessController: Sendable {
             return .failure(error)
         }
     }
+
+    /// Supersedes the queue's requests older than `id` that are still `accepted`, as their own deliveries
+    /// would: a request whose ingest failed after writing it, and whose head nobody ingested again before
+    /// the branch moved on, has no message and would otherwise stay `accepted`. Best effort: a failure
+    /// is logged, and the next request to start processing looks again.
+    private func supersedeOlderAccepted(than id: RequestID, log: Logger) {
+        let older: [Request]
+        do {
+            older = try requests.list(queue: id.queue, before: id.number, limit: Self.supersedeSweepLimit)
+        } catch {
+            log.warning("could not list older requests to supersede", metadata: ["error": "\(error)"])
+            return
+        }
+        for request in older where request.state == .accepted {
+            var superseded = request
+            superseded.state = .superseded
+            superseded.updatedAt = clock.now()
+            do {
+                try requests.update(superseded, oldVersion: request.version, newVersion: request.version + 1)
+                log.info("superseded an older request still accepted", metadata: ["request.older": "\(request.id)"])
+            } catch .versionMismatch {
+                // Its own delivery got to it first.
+            } catch {
+                log.warning("could not supersede an older request", metadata: ["request.older": "\(request.id)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// How many requests below the one starting to process are looked at for `accepted` leftovers.
+    static let supersedeSweepLimit = 20
 
     /// CAS-writes `request` one version up; returns the outcome to end the delivery with on failure.
     private func write(_ request: Request, log: Logger) -> (DeliveryOutcome, String)? {
