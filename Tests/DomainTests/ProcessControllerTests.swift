@@ -24,6 +24,25 @@ import Testing
         #expect(try world.requests.base.get(first.request.id).state == .processing, "only accepted ones are superseded")
     }
 
+    @Test func theSweepLeavesAloneWhatTheQueuesLatestRequestIsNotNewerThan() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        // Request 2 is written and published, but the queue's latest stays at 1.
+        world.setHead("git://q/c2")
+        world.queues.faults.inject("update", BackendError.unavailable(retryable: true, detail: "down"))
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        let second = try RequestID(parsing: "request/q/2")
+        #expect(try world.queues.base.get(QueueName("q")).latestRequestID == first.request.id)
+
+        #expect(try world.deliver(second) == .ack)
+        #expect(try world.requests.base.get(second).state == .processing)
+        // Request 1 is still the queue's latest: its own delivery would process it, so the sweep must not
+        // supersede it.
+        #expect(try world.requests.base.get(first.request.id).state == .accepted)
+        #expect(try world.deliver(first.request.id) == .ack)
+        #expect(try world.requests.base.get(first.request.id).state == .processing)
+    }
+
     @Test func fullBuildWithoutALastGreen() throws {
         let world = World()
         let id = try world.ingest.ingest(queue: "q").request.id

@@ -94,7 +94,10 @@ public final class ProcessController: Sendable {
             request.baseURI = base
             if let failure = write(request, log: log) { return failure }
             log.info("processing", metadata: ["build.strategy": "\(strategy.rawValue)", "base.uri": "\(base?.rawValue ?? "")"])
-            supersedeOlderAccepted(than: id, log: log)
+            if let latest = queue.latestRequestID {
+                // Only what its own delivery would supersede: below the latest request as well as below this one.
+                supersedeOlderAccepted(than: latest.isOlder(than: id) ? latest : id, log: log)
+            }
             return (.ack, "processing")
         case .failure(let error):
             log.warning("source control unavailable: retrying", metadata: ["error": "\(error)"])
