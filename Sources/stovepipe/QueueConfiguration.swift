@@ -95,7 +95,7 @@ struct QueueConfiguration: Sendable, Equatable {
                 guard let uri = item as? String, !uri.isEmpty else {
                     throw Invalid(place: "\(place).history[\(index)]", problem: "must be a non-empty string")
                 }
-                guard uri.count <= SourceURI.maxLength else {
+                guard uri.unicodeScalars.count <= SourceURI.maxLength else {
                     throw Invalid(place: "\(place).history[\(index)]", problem: "longer than \(SourceURI.maxLength) characters")
                 }
                 uris.append(SourceURI(uri))

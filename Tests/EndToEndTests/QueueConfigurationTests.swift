@@ -63,6 +63,13 @@ import Testing
         } throws: { error in
             (error as? QueueConfiguration.Invalid)?.place == "$.queues[0].source.history[1]"
         }
+        // MySQL counts code points: 300 e + combining acute accent are 300 Swift characters but 600 scalars.
+        let combining = "git://x/" + String(repeating: "e\u{301}", count: 300)
+        #expect {
+            try QueueConfiguration.parse(Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["\#(combining)"]}}]}"#.utf8))
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.place == "$.queues[0].source.history[0]"
+        }
     }
 
     @Test func demoQueueIsValid() throws {

@@ -55,7 +55,7 @@ public final class GitSourceControl: SourceControl {
 
     /// The length of the longest URI this source can return: its prefix and a SHA-256 object id.
     public static func longestURILength(repository: String, ref: String) -> Int {
-        uriPrefix(repository: repository, ref: ref).count + 64
+        uriPrefix(repository: repository, ref: ref).unicodeScalars.count + 64
     }
 
     private static func uriPrefix(repository: String, ref: String) -> String {

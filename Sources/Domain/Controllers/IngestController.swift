@@ -141,7 +141,7 @@ public final class IngestController: Sendable {
             throw .unavailable(detail: "source control: \(error)")
         }
         // Refused before anything is written: no store could keep it, and MySQL would refuse it midway.
-        guard uri.rawValue.count <= SourceURI.maxLength else {
+        guard uri.rawValue.unicodeScalars.count <= SourceURI.maxLength else {
             throw .unavailable(detail: "source control: the head's URI is longer than \(SourceURI.maxLength) characters")
         }
         return uri

@@ -5,7 +5,7 @@ public struct SourceURI: Hashable, Sendable, Codable, CustomStringConvertible {
     /// The URI text.
     public let rawValue: String
 
-    /// The longest URI, in characters, that Stovepipe keeps (every store must hold this many).
+    /// The longest URI, in Unicode scalars (what MySQL counts as characters), that Stovepipe keeps.
     public static let maxLength = 512
 
     /// Wraps `rawValue` without interpreting it.
