@@ -65,7 +65,7 @@ public final class GitSourceControl: SourceControl {
     /// The URI of the commit `ref` points at now (fetched first for a remote).
     public func latest() throws(BackendError) -> SourceURI {
         let asked = ContinuousClock.now
-        let (directory, fullRef) = try prepare()
+        let (directory, fullRef) = try prepare(askedAt: asked)
         if case .remote(let url, _) = location {
             try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
         }
@@ -78,7 +78,7 @@ public final class GitSourceControl: SourceControl {
             throw .notFound
         }
         let asked = ContinuousClock.now
-        let (directory, _) = try prepare()
+        let (directory, _) = try prepare(askedAt: asked)
         let arguments = ["merge-base", "--is-ancestor", "--end-of-options", ancestorID, descendantID]
         var result = try runner.run(in: directory, arguments)
         if result.status != 0 && result.status != 1 {
@@ -97,7 +97,7 @@ public final class GitSourceControl: SourceControl {
     public func history(cursor: String, limit: Int) throws(BackendError) -> HistoryPage {
         let pageSize = min(max(limit, 1), Self.maxPageSize)
         let asked = ContinuousClock.now
-        let (directory, fullRef) = try prepare()
+        let (directory, fullRef) = try prepare(askedAt: asked)
         let start: String
         if cursor.isEmpty {
             if case .remote(let url, _) = location {
@@ -148,7 +148,7 @@ public final class GitSourceControl: SourceControl {
     }
 
     /// The directory git runs in and the full ref, or `notFound` for an invalid configuration.
-    private func prepare() throws(BackendError) -> (directory: String, fullRef: String) {
+    private func prepare(askedAt asked: ContinuousClock.Instant) throws(BackendError) -> (directory: String, fullRef: String) {
         guard let fullRef else { throw .notFound }
         switch location {
         case .invalid:
@@ -157,7 +157,7 @@ public final class GitSourceControl: SourceControl {
             guard FileManager.default.fileExists(atPath: path) else { throw .notFound }
             return (path, fullRef)
         case .remote(_, let mirror):
-            try ensureMirror(at: mirror)
+            try ensureMirror(at: mirror, askedAt: asked)
             return (mirror, fullRef)
         }
     }
@@ -201,8 +201,8 @@ public final class GitSourceControl: SourceControl {
         }
     }
 
-    private func ensureMirror(at mirror: String) throws(BackendError) {
-        try Self.exclusively(on: mirror, wait: runner.timeout) { _ throws(BackendError) in
+    private func ensureMirror(at mirror: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
+        try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
             if FileManager.default.fileExists(atPath: mirror + "/HEAD") { return }
             let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
             do {
@@ -217,7 +217,7 @@ public final class GitSourceControl: SourceControl {
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
     private func fetch(url: String, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
-        try Self.fetchingOnce(fullRef, into: mirror, since: asked, wait: runner.timeout) { () throws(BackendError) in
+        try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
             let result = try runner.run(in: mirror, [
                 "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                 "+\(fullRef):\(fullRef)",
@@ -282,10 +282,11 @@ public final class GitSourceControl: SourceControl {
     // bare repository would race on its ref locks.
     private static let mirrorGates = Mutex<[String: MirrorGate]>([:])
 
-    /// Runs `body` with `mirror` to itself, waiting for it at most `wait`: an unreachable remote then costs
-    /// each caller one git timeout, not one for every caller queued ahead of it.
+    /// Runs `body` with `mirror` to itself, waiting for it until `deadline` (a call's arrival plus the git
+    /// timeout, shared by every wait of the call): an unreachable remote then costs each call one timeout of
+    /// waiting, not one for every call queued ahead of it.
     private static func exclusively(
-        on mirror: String, wait: Duration, _ body: (MirrorGate) throws(BackendError) -> Void
+        on mirror: String, until deadline: ContinuousClock.Instant, _ body: (MirrorGate) throws(BackendError) -> Void
     ) throws(BackendError) {
         let gate = mirrorGates.withLock { gates in
             if let existing = gates[mirror] { return existing }
@@ -293,8 +294,9 @@ public final class GitSourceControl: SourceControl {
             gates[mirror] = created
             return created
         }
+        let wait = deadline - ContinuousClock.now
         guard gate.lock.lock(before: Date(timeIntervalSinceNow: Double(wait.nanoseconds) / 1e9)) else {
-            throw .unavailable(retryable: true, detail: "another git command on this repository is still running after \(wait)")
+            throw .unavailable(retryable: true, detail: "another git command on this repository is still running")
         }
         defer { gate.lock.unlock() }
         try body(gate)
@@ -303,10 +305,10 @@ public final class GitSourceControl: SourceControl {
     /// Runs `fetch` of `fullRef` on `mirror` alone, unless a fetch of that ref that began at or after `arrived`
     /// has succeeded meanwhile: callers queued behind one fetch share the next instead of taking turns.
     private static func fetchingOnce(
-        _ fullRef: String, into mirror: String, since arrived: ContinuousClock.Instant, wait: Duration,
+        _ fullRef: String, into mirror: String, since arrived: ContinuousClock.Instant, until deadline: ContinuousClock.Instant,
         _ fetch: () throws(BackendError) -> Void
     ) throws(BackendError) {
-        try exclusively(on: mirror, wait: wait) { gate throws(BackendError) in
+        try exclusively(on: mirror, until: deadline) { gate throws(BackendError) in
             if let started = gate.lastFetchStarted[fullRef], started >= arrived { return }
             let started = ContinuousClock.now
             try fetch()
