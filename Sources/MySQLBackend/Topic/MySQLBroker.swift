@@ -67,10 +67,14 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         if inserted {
             count("stovepipe_topic_published_total", message.topic)
         } else {
-            // Published again: the publisher asks for a delivery, which a dead letter would never get.
-            let redriven = try database.transaction { connection in
-                try TopicStore.redrive(message.topic, messageID: message.id, on: connection)
+            // Published again: the publisher asks for a delivery, which a dead letter would never get. The
+            // locking re-drive runs only for a dead letter, not for every repeated publish of a live message.
+            let dead = try database.run { connection in
+                try TopicStore.isDeadLetter(message.topic, messageID: message.id, on: connection)
             }
+            let redriven = dead ? try database.transaction { connection in
+                try TopicStore.redrive(message.topic, messageID: message.id, on: connection)
+            } : nil
             if redriven != nil {
                 logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
             }

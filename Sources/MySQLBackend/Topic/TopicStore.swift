@@ -310,6 +310,13 @@ enum TopicStore {
             deadLetters: Int(row?.int64(2) ?? 0), oldestPendingAgeSeconds: oldest)
     }
 
+    /// Whether `topic` holds `messageID` as a dead letter; a plain read that locks nothing.
+    static func isDeadLetter(_ topic: TopicName, messageID: String, on connection: MySQLConnection) throws(MySQLError) -> Bool {
+        let rows = try connection.query(
+            "SELECT 1 FROM topic_messages WHERE topic = \(topic.rawValue) AND message_id = \(messageID) AND state = \(dead)")
+        return !rows.isEmpty
+    }
+
     /// The dead letters of `topic` in the order they died, at most `limit`.
     static func deadLetters(_ topic: TopicName, limit: Int, on connection: MySQLConnection) throws(MySQLError) -> [DeadLetter] {
         let rows = try connection.query(
