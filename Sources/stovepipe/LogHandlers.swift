@@ -185,9 +185,17 @@ final class LogSink: @unchecked Sendable {
     private let writerDone = NSCondition()
     private var writerRunning = false
 
+    /// The most a bounded write hands write(2) after poll(2) reports the descriptor writable.
+    private let boundedChunk: Int
+
     init(fd: Int32, bufferLimit: Int = 4 << 20) {
         self.fd = fd
         self.bufferLimit = bufferLimit
+        // A pipe that polls writable takes PIPE_BUF (4096) bytes without blocking (pipe(7)); a terminal
+        // polls writable with far less room, so anything but a pipe gets small writes.
+        var status = stat()
+        let isPipe = fstat(fd, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
+        boundedChunk = isPipe ? 4096 : 256
     }
 
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
@@ -302,8 +310,7 @@ final class LogSink: @unchecked Sendable {
                     let ready = poll(&descriptor, 1, Int32(clamping: (remaining.nanoseconds + 999_999) / 1_000_000))
                     if ready < 0 && errno == EINTR { continue }
                     guard ready > 0 else { return offset }
-                    // A pipe that polls writable takes PIPE_BUF (4096) bytes without blocking (pipe(7)).
-                    chunk = min(chunk, 4096)
+                    chunk = min(chunk, boundedChunk)
                 }
                 let written = Glibc.write(fd, buffer.baseAddress.map { $0 + offset }, chunk)
                 if written < 0 && errno == EINTR { continue }
