@@ -36,21 +36,27 @@ private final class MovableHead: SourceControlFactory, SourceControl {
 
 @Suite("MySQL ingest through the real controller", .enabled(if: mysqlIngestSuiteRuns), .serialized)
 struct MySQLIngestTests {
-    @Test("64 threads ingesting one head mint one id and write one row per table")
-    func concurrentIngestOfOneHead() async throws {
+    /// A fresh database, and storage on it whose pool is `poolWidth` wide, so that every ingest step of that
+    /// many threads can race on its own connection.
+    static func storage(poolWidth: Int) async throws -> (MySQLTestBackend, MySQLStorage) {
         guard let fixture = MySQLFixture.fromEnvironment() else {
             throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
         }
-        let threadCount = 64
         guard let backend = try await offPool({ try fixture.makeBackend() }) as? MySQLTestBackend else {
             throw FixtureUnavailable("the MySQL fixture did not make a MySQL backend")
         }
-        defer { backend.tearDown() }
-        // A pool as wide as the thread count, so every ingest step can race on its own connection.
         let storage = MySQLStorage(
             configuration: backend.storage.pool.connectionConfiguration,
-            poolConfiguration: MySQLPool.Configuration(maxConnections: threadCount, acquireTimeout: .seconds(30)),
+            poolConfiguration: MySQLPool.Configuration(maxConnections: poolWidth, acquireTimeout: .seconds(30)),
             logger: silentLogger)
+        return (backend, storage)
+    }
+
+    @Test("64 threads ingesting one head mint one id and write one row per table")
+    func concurrentIngestOfOneHead() async throws {
+        let threadCount = 64
+        let (backend, storage) = try await Self.storage(poolWidth: threadCount)
+        defer { backend.tearDown() }
         defer { storage.close() }
 
         let queue = try QueueName("app/main")
@@ -121,18 +127,9 @@ struct MySQLIngestTests {
 
     @Test("32 threads ingesting a head the branch was reset to mint one fresh request and re-point its index row")
     func concurrentIngestOfAResetHead() async throws {
-        guard let fixture = MySQLFixture.fromEnvironment() else {
-            throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
-        }
         let threadCount = 32
-        guard let backend = try await offPool({ try fixture.makeBackend() }) as? MySQLTestBackend else {
-            throw FixtureUnavailable("the MySQL fixture did not make a MySQL backend")
-        }
+        let (backend, storage) = try await Self.storage(poolWidth: threadCount)
         defer { backend.tearDown() }
-        let storage = MySQLStorage(
-            configuration: backend.storage.pool.connectionConfiguration,
-            poolConfiguration: MySQLPool.Configuration(maxConnections: threadCount, acquireTimeout: .seconds(30)),
-            logger: silentLogger)
         defer { storage.close() }
 
         let queue = try QueueName("app/main")
