@@ -205,10 +205,10 @@ import Testing
         #expect(try world.queues.base.get(q).latestRequestID == newer)
     }
 
-    @Test func sixtyFourThreadsIngestingOneHeadConverge() throws {
-        let world = World()
+    /// Runs `threads` ingests of q at once, each on its own thread; their results, once all are in (30 s at most).
+    static func ingestConcurrently(_ world: World, threads count: Int) throws -> [IngestResult] {
         let results = Mutex<[Result<IngestResult, IngestError>]>([])
-        let threads = (0..<64).map { _ in
+        let threads = (0..<count).map { _ in
             Thread {
                 let result = Result { () throws(IngestError) in try world.ingest.ingest(queue: "q") }
                 results.withLock { $0.append(result) }
@@ -216,8 +216,13 @@ import Testing
         }
         threads.forEach { $0.start() }
         let deadline = Date().addingTimeInterval(30)
-        while results.withLock({ $0.count }) < 64 && Date() < deadline { usleep(1000) }
-        let outcomes = try results.withLock { try $0.map { try $0.get() } }
+        while results.withLock({ $0.count }) < count && Date() < deadline { usleep(1000) }
+        return try results.withLock { try $0.map { try $0.get() } }
+    }
+
+    @Test func sixtyFourThreadsIngestingOneHeadConverge() throws {
+        let world = World()
+        let outcomes = try Self.ingestConcurrently(world, threads: 64)
         #expect(outcomes.count == 64)
         #expect(Set(outcomes.map(\.request.id)).count == 1)
         #expect(outcomes.filter(\.minted).count == 1)
@@ -349,17 +354,7 @@ import Testing
     @Test func sixtyFourThreadsIngestingAResetHeadConvergeOnOneFreshRequest() throws {
         let world = World()
         let (first, second) = try resetToFirstHead(world)
-        let results = Mutex<[Result<IngestResult, IngestError>]>([])
-        let threads = (0..<64).map { _ in
-            Thread {
-                let result = Result { () throws(IngestError) in try world.ingest.ingest(queue: "q") }
-                results.withLock { $0.append(result) }
-            }
-        }
-        threads.forEach { $0.start() }
-        let deadline = Date().addingTimeInterval(30)
-        while results.withLock({ $0.count }) < 64 && Date() < deadline { usleep(1000) }
-        let outcomes = try results.withLock { try $0.map { try $0.get() } }
+        let outcomes = try Self.ingestConcurrently(world, threads: 64)
         #expect(outcomes.count == 64)
         let ids = Set(outcomes.map(\.request.id))
         #expect(ids.count == 1, "\(ids)")
