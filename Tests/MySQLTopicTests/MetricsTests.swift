@@ -41,6 +41,13 @@ struct MetricsTests {
             #expect(total("stovepipe_topic_acked_total") == 1)
             #expect(total("stovepipe_topic_retried_total") == 1)
             #expect(total("stovepipe_topic_dead_lettered_total") == 2)
+            #expect(total("stovepipe_topic_redriven_total") == nil)
+            // A dead letter comes back by an operator's redrive, or by being published again.
+            try broker.redrive(topic, messageID: "fails")
+            try broker.publish(message("bad", key: "third"))
+            #expect(total("stovepipe_topic_redriven_total") == 2)
+            #expect(total("stovepipe_topic_published_total") == 3, "a re-drive is not a new message")
+            #expect(await eventually { total("stovepipe_topic_dead_lettered_total") == 4 })
             // Gauges are refreshed by the heartbeat, a third of the lease.
             #expect(await eventually { (try? metrics.expectGauge("stovepipe_topic_dead_letters", dimensions).lastValue) == 2 })
             #expect(await eventually { (try? metrics.expectGauge("stovepipe_topic_backlog", dimensions).lastValue) == 0 })

@@ -76,6 +76,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 try TopicStore.redrive(message.topic, messageID: message.id, on: connection)
             } : nil
             if redriven != nil {
+                count("stovepipe_topic_redriven_total", message.topic)
                 logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
             }
         }
@@ -218,6 +219,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             try TopicStore.redrive(topic, messageID: messageID, on: connection)
         }
         guard let partition else { throw .notFound }
+        count("stovepipe_topic_redriven_total", topic)
         logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)"])
         published(partition)
     }
