@@ -186,7 +186,70 @@ public enum RFC3339 {
     public static func append(_ date: Date, fractionDigits: Int, to bytes: inout [UInt8]) {
         let interval = date.timeIntervalSince1970
         let wholeSeconds = interval.rounded(.down)
-        var seconds = time_t(clamping: Int64(exactly: wholeSeconds) ?? 0)
+        let seconds = Int64(exactly: wholeSeconds) ?? 0
+        let digits = min(max(fractionDigits, 0), 6)
+        var scale = 1
+        for _ in 0..<digits { scale *= 10 }
+        let scaledFraction = ((interval - wholeSeconds) * Double(scale)).rounded(.down)
+        let fraction = scaledFraction.isFinite ? min(max(Int(clamping: Int64(scaledFraction)), 0), scale - 1) : 0
+        guard (0..<latestFastSecond).contains(seconds) else {
+            appendThroughGmtime(seconds, fraction: fraction, digits: digits, to: &bytes)
+            return
+        }
+        // 1970-01-01 through 9999-12-31: the civil date from the day count (H. Hinnant's days_from_civil
+        // inverse), written into a stack buffer and appended once, instead of gmtime_r and a digit at a time.
+        let days = Int(seconds / 86_400)
+        let secondOfDay = Int(seconds % 86_400)
+        let shifted = days + 719_468
+        let era = shifted / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 28) { buffer in
+            var end = 0
+            func put(_ value: Int, width: Int) {
+                var remaining = value
+                var position = end + width - 1
+                while position >= end {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                    remaining /= 10
+                    position -= 1
+                }
+                end += width
+            }
+            func put(_ byte: UInt8) {
+                buffer[end] = byte
+                end += 1
+            }
+            put(year, width: 4)
+            put(UInt8(ascii: "-"))
+            put(month, width: 2)
+            put(UInt8(ascii: "-"))
+            put(day, width: 2)
+            put(UInt8(ascii: "T"))
+            put(secondOfDay / 3_600, width: 2)
+            put(UInt8(ascii: ":"))
+            put(secondOfDay / 60 % 60, width: 2)
+            put(UInt8(ascii: ":"))
+            put(secondOfDay % 60, width: 2)
+            if digits > 0 {
+                put(UInt8(ascii: "."))
+                put(fraction, width: digits)
+            }
+            put(UInt8(ascii: "Z"))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<end]))
+        }
+    }
+
+    /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
+    private static let latestFastSecond: Int64 = 253_402_300_800
+
+    private static func appendThroughGmtime(_ wholeSeconds: Int64, fraction: Int, digits: Int, to bytes: inout [UInt8]) {
+        var seconds = time_t(clamping: wholeSeconds)
         var parts = tm()
         gmtime_r(&seconds, &parts)
         appendDigits(Int(parts.tm_year) + 1900, width: 4, to: &bytes)
@@ -200,13 +263,9 @@ public enum RFC3339 {
         appendDigits(Int(parts.tm_min), width: 2, to: &bytes)
         bytes.append(UInt8(ascii: ":"))
         appendDigits(Int(parts.tm_sec), width: 2, to: &bytes)
-        let digits = min(max(fractionDigits, 0), 6)
         if digits > 0 {
-            var scale = 1
-            for _ in 0..<digits { scale *= 10 }
-            let fraction = Int(((interval - wholeSeconds) * Double(scale)).rounded(.down))
             bytes.append(UInt8(ascii: "."))
-            appendDigits(min(max(fraction, 0), scale - 1), width: digits, to: &bytes)
+            appendDigits(fraction, width: digits, to: &bytes)
         }
         bytes.append(UInt8(ascii: "Z"))
     }

@@ -116,10 +116,44 @@ import Testing
         #expect(String(decoding: json.bytes, as: UTF8.self) == #"{"a":[-1,true,null,null,0.5,null,{}],"b":"x"}"#)
     }
 
+    @Test func rfc3339AgreesWithTheGregorianCalendarFrom1970To9999() throws {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = try #require(TimeZone(identifier: "UTC"))
+        var checked = 0
+        // A day and a few seconds apart, so leap days, month ends and every time of day come up.
+        var seconds: Int64 = 0
+        while seconds < 253_402_300_800 {
+            let date = Date(timeIntervalSince1970: TimeInterval(seconds))
+            let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+            let expected = String(
+                format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0,
+                parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
+            if RFC3339.string(date, fractionDigits: 0) != expected {
+                Issue.record("\(seconds): \(RFC3339.string(date, fractionDigits: 0)) is not \(expected)")
+                break
+            }
+            checked += 1
+            seconds += 86_400 * 17 + 3_607
+        }
+        #expect(checked > 170_000)
+    }
+
+    @Test(arguments: [
+        (951_782_400.0, "2000-02-29T00:00:00Z"), (4_107_542_399.0, "2100-02-28T23:59:59Z"),
+        (4_107_542_400.0, "2100-03-01T00:00:00Z"), (253_402_300_799.0, "9999-12-31T23:59:59Z"),
+        (253_402_300_800.0, "10000-01-01T00:00:00Z"), (-1.0, "1969-12-31T23:59:59Z"),
+    ])
+    func rfc3339EdgesOfTheCalendarAndOfTheFastPath(_ seconds: Double, _ expected: String) {
+        #expect(RFC3339.string(Date(timeIntervalSince1970: seconds), fractionDigits: 0) == expected)
+    }
+
     @Test func rfc3339KeepsTruncatedFractions() {
         let date = Date(timeIntervalSince1970: 1_795_950_715.123_9)
         #expect(RFC3339.string(date, fractionDigits: 3) == "2026-11-29T11:11:55.123Z")
         #expect(RFC3339.string(date, fractionDigits: 0) == "2026-11-29T11:11:55Z")
         #expect(RFC3339.string(Date(timeIntervalSince1970: 0), fractionDigits: 6) == "1970-01-01T00:00:00.000000Z")
+        #expect(RFC3339.string(Date(timeIntervalSince1970: 0.5), fractionDigits: 6) == "1970-01-01T00:00:00.500000Z")
+        #expect(RFC3339.string(Date(timeIntervalSince1970: -0.25), fractionDigits: 2) == "1969-12-31T23:59:59.75Z")
+        #expect(RFC3339.string(Date(timeIntervalSince1970: .nan), fractionDigits: 3).hasSuffix("Z"))
     }
 }
