@@ -70,6 +70,8 @@ public final class APIResponder: HTTPResponder {
 
     private let dependencies: APIDependencies
     private let logger: Logger
+    /// The logger's handler when it takes sorted fields and no metadata provider adds to each line.
+    private let requestLineHandler: (any SortedFieldsLogHandler)?
     private let openAPIDocument: [UInt8]
     private let requestMetrics = RequestMetrics()
     private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json")])
@@ -78,6 +80,7 @@ public final class APIResponder: HTTPResponder {
     public init(dependencies: APIDependencies, logger: Logger) {
         self.dependencies = dependencies
         self.logger = logger
+        self.requestLineHandler = logger.metadataProvider == nil ? logger.handler as? any SortedFieldsLogHandler : nil
         self.openAPIDocument = OpenAPIDocument.bytes
     }
 
@@ -104,14 +107,29 @@ public final class APIResponder: HTTPResponder {
         let status = String(response.status)
         requestMetrics.record(template: template, method: MethodLabel(request.method), status: response.status,
             statusLabel: status, nanoseconds: elapsed)
-        logger.info(
-            "request",
-            metadata: [
-                "request.id": .string(request.requestID), "http.method": .string(request.method),
-                "http.route": .string(template.label), "http.status": .string(status),
-                "duration.ms": .string(Self.milliseconds(nanoseconds: elapsed)), "bytes": .string(String(response.body.count)),
-            ])
+        logRequest(request, template: template, status: status, elapsed: elapsed, bytes: response.body.count)
         return response
+    }
+
+    private func logRequest(_ request: HTTPRequest, template: RouteTemplate, status: String, elapsed: Int64, bytes: Int) {
+        guard logger.logLevel <= .info else { return }
+        let milliseconds = Self.milliseconds(nanoseconds: elapsed)
+        guard let requestLineHandler else {
+            logger.info(
+                "request",
+                metadata: [
+                    "request.id": .string(request.requestID), "http.method": .string(request.method),
+                    "http.route": .string(template.label), "http.status": .string(status),
+                    "duration.ms": .string(milliseconds), "bytes": .string(String(bytes)),
+                ])
+            return
+        }
+        requestLineHandler.log(
+            level: .info, message: "request",
+            sortedFields: [
+                ("bytes", String(bytes)), ("duration.ms", milliseconds), ("http.method", request.method),
+                ("http.route", template.label), ("http.status", status), ("request.id", request.requestID),
+            ])
     }
 
     /// `nanoseconds` in milliseconds, spelled as `"\(Double(nanoseconds) / 1_000_000)"` spells it.

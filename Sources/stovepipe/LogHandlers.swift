@@ -9,7 +9,7 @@ enum LogFormat: String, CaseIterable, Sendable {
 }
 
 /// Writes one line per event to stderr, as text or as a JSON object (for log shippers).
-struct StderrLogHandler: LogHandler {
+struct StderrLogHandler: SortedFieldsLogHandler {
     let label: String
     let format: LogFormat
     var logLevel: Logger.Level
@@ -33,6 +33,36 @@ struct StderrLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
+        writeLine(level: event.level, message: event.message.description) { field in
+            forEachField(event.metadata, field)
+        }
+    }
+
+    /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
+    /// an event's, without building and sorting a metadata dictionary per line.
+    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
+        writeLine(level: level, message: message) { field in
+            let own = sortedMetadata
+            var ownIndex = 0
+            for (key, value) in sortedFields {
+                while ownIndex < own.count && own[ownIndex].key < key {
+                    field(own[ownIndex].key, own[ownIndex].value)
+                    ownIndex += 1
+                }
+                if ownIndex < own.count && own[ownIndex].key == key { ownIndex += 1 }
+                field(key, .string(value))
+            }
+            while ownIndex < own.count {
+                field(own[ownIndex].key, own[ownIndex].value)
+                ownIndex += 1
+            }
+        }
+    }
+
+    private func writeLine(
+        level: Logger.Level, message: String,
+        fields forEachField: (_ field: (String, Logger.Metadata.Value) -> Void) -> Void
+    ) {
         var line: [UInt8] = []
         line.reserveCapacity(256)
         switch format {
@@ -42,16 +72,16 @@ struct StderrLogHandler: LogHandler {
             // Fixed members first, then the metadata by key; a metadata key equal to a fixed one is
             // prefixed so that no line carries a duplicate member (RFC 8259 §4: names SHOULD be unique).
             json.key("level")
-            json.string(event.level.rawValue)
+            json.string(level.rawValue)
             json.key("logger")
             json.string(label)
             json.key("msg")
-            json.string(event.message.description)
+            json.string(message)
             var timestamp: [UInt8] = []
             RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
             json.key("ts")
             json.string(String(decoding: timestamp, as: UTF8.self))
-            forEachField(event.metadata) { key, value in
+            forEachField { key, value in
                 json.key(Self.isReservedJSONKey(key) ? "meta." + key : key)
                 Self.write(value, to: &json)
             }
@@ -60,13 +90,13 @@ struct StderrLogHandler: LogHandler {
         case .text:
             RFC3339.append(Date(), fractionDigits: 3, to: &line)
             line.append(UInt8(ascii: " "))
-            Self.appendUTF8(Self.textLevel(event.level), to: &line)
+            Self.appendUTF8(Self.textLevel(level), to: &line)
             line.append(UInt8(ascii: " "))
             Self.appendUTF8(label, to: &line)
             line.append(UInt8(ascii: ":"))
             line.append(UInt8(ascii: " "))
-            Self.appendUTF8(event.message.description, to: &line)
-            forEachField(event.metadata) { key, value in
+            Self.appendUTF8(message, to: &line)
+            forEachField { key, value in
                 line.append(UInt8(ascii: " "))
                 Self.appendUTF8(key, to: &line)
                 line.append(UInt8(ascii: "="))
@@ -79,7 +109,7 @@ struct StderrLogHandler: LogHandler {
         }
         line.append(UInt8(ascii: "\n"))
         // Warnings and worse go out before log() returns: they often precede an exit.
-        sink.write(line, immediately: event.level >= .warning)
+        sink.write(line, immediately: level >= .warning)
     }
 
     /// Calls `body` with the handler's metadata and `extra` together, sorted by key, a key in both
@@ -93,16 +123,33 @@ struct StderrLogHandler: LogHandler {
             return
         }
         let own = sortedMetadata
-        let event = extra.sorted { $0.key < $1.key }
+        // The event's keys by an insertion sort of dictionary indices: events carry a handful of keys, and
+        // sorted(by:) on (key, value) pairs spends more on copying pairs and its merge buffer than on comparing.
+        let keys = extra.keys
+        var event: [Logger.Metadata.Index] = []
+        event.reserveCapacity(extra.count)
+        var position = extra.startIndex
+        while position != extra.endIndex {
+            var slot = event.endIndex
+            event.append(position)
+            while slot > 0 && keys[position] < keys[event[slot - 1]] {
+                event[slot] = event[slot - 1]
+                slot -= 1
+            }
+            event[slot] = position
+            extra.formIndex(after: &position)
+        }
+        let values = extra.values
         var ownIndex = 0
         var eventIndex = 0
         while ownIndex < own.count || eventIndex < event.count {
-            if eventIndex == event.count || (ownIndex < own.count && own[ownIndex].key < event[eventIndex].key) {
+            if eventIndex == event.count || (ownIndex < own.count && own[ownIndex].key < keys[event[eventIndex]]) {
                 body(own[ownIndex].key, own[ownIndex].value)
                 ownIndex += 1
             } else {
-                if ownIndex < own.count && own[ownIndex].key == event[eventIndex].key { ownIndex += 1 }
-                body(event[eventIndex].key, event[eventIndex].value)
+                let key = keys[event[eventIndex]]
+                if ownIndex < own.count && own[ownIndex].key == key { ownIndex += 1 }
+                body(key, values[event[eventIndex]])
                 eventIndex += 1
             }
         }

@@ -29,6 +29,28 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
+/// Records lines given as sorted fields, and fails a test if they are not sorted.
+struct SortedFieldsCapturingHandler: SortedFieldsLogHandler {
+    let logs: CapturingLogs
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        logs.events.withLock { $0.append((event.message.description, event.metadata ?? [:])) }
+    }
+
+    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
+        #expect(sortedFields.map(\.key) == sortedFields.map(\.key).sorted(), "keys ascending")
+        let metadata = Logger.Metadata(uniqueKeysWithValues: sortedFields.map { ($0.key, .string($0.value)) })
+        logs.events.withLock { $0.append(("sorted:" + message, metadata)) }
+    }
+}
+
 @Suite struct RequestLogTests {
     static func responder(_ requests: MemoryRequestStore, _ logs: CapturingLogs) -> APIResponder {
         let logger = Logger(label: "test", factory: { _ in logs.handler })
@@ -74,6 +96,32 @@ struct CapturingLogHandler: LogHandler {
         let milliseconds = try #require(Double(duration))
         #expect(milliseconds >= 0)
         #expect("\(milliseconds)" == duration, "spelled as Swift prints the Double")
+    }
+
+    @Test func aHandlerThatTakesSortedFieldsGetsTheSameFieldsInKeyOrder() throws {
+        let requests = MemoryRequestStore()
+        let dictionaryLogs = CapturingLogs()
+        let sortedLogs = CapturingLogs()
+        let request = HTTPRequest(
+            method: "GET", target: "/nowhere", path: "/nowhere", rawPath: "/nowhere", query: "", headers: HTTPHeaders([]),
+            body: [], requestID: "r-7")
+        _ = Self.responder(requests, dictionaryLogs).respond(to: request)
+        let logger = Logger(label: "test", factory: { _ in SortedFieldsCapturingHandler(logs: sortedLogs) })
+        let ingest = IngestController(
+            requests: requests, uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
+            sources: MovableSource(), publisher: NullPublisher(), logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
+        _ = APIResponder(
+            dependencies: APIDependencies(ingest: ingest, requests: requests, queues: MemoryQueueStore(), isConfigured: { _ in true }),
+            logger: logger
+        ).respond(to: request)
+        let viaDictionary = try #require(dictionaryLogs.events.withLock { $0.first })
+        let viaFields = try #require(sortedLogs.events.withLock { $0.first })
+        #expect(viaFields.message == "sorted:request")
+        let keys = Array(viaFields.metadata.keys)
+        #expect(Set(keys) == Set(viaDictionary.metadata.keys))
+        for key in keys where key != "duration.ms" {
+            #expect(viaFields.metadata[key] == viaDictionary.metadata[key], "\(key)")
+        }
     }
 
     static let nanosecondSamples: [Int64] = {

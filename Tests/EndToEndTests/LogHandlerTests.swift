@@ -92,6 +92,32 @@ final class LogPipe {
                 + " http.status=200 node=a1 request.id=r-1"))
     }
 
+    @Test(arguments: LogFormat.allCases)
+    func sortedFieldsWriteTheLineTheMetadataDictionaryWrites(_ format: LogFormat) throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+        logger[metadataKey: "a.first"] = "own"
+        logger[metadataKey: "http.route"] = "overridden"
+        logger[metadataKey: "zz.last"] = ["k": "v"]
+        let fields = [
+            ("bytes", "311"), ("duration.ms", "0.0125"), ("http.method", "GET"), ("http.route", "/requests/{id}"),
+            ("http.status", "200"), ("request.id", "r-\"1\""),
+        ]
+        logger.info("request", metadata: Logger.Metadata(uniqueKeysWithValues: fields.map { ($0.0, .string($0.1)) }))
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(level: .info, message: "request", sortedFields: fields)
+        let lines = pipe.lines
+        try #require(lines.count == 2)
+        // The timestamp is the only part that may differ.
+        func withoutTimestamp(_ line: Substring) -> String {
+            format == .text
+                ? String(line.drop { $0 != " " })
+                : String(line).replacing(/"ts":"[^"]*"/, with: "")
+        }
+        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+        #expect(lines[1].contains("http.route") && !lines[1].contains("overridden"))
+    }
+
     @Test func eventMetadataWinsOverHandlerMetadataOnce() throws {
         let pipe = try LogPipe()
         var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
