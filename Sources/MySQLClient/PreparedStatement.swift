@@ -1,4 +1,5 @@
 internal import CMySQL
+import Glibc
 
 /// What one execution returned: rows (empty without a result set), affected rows and the insert id.
 struct ExecutionOutcome {
@@ -15,6 +16,7 @@ final class PreparedStatement {
     var lastUse: UInt64 = 0
     /// The result buffers of the last execution, reused while the server describes the same columns.
     private var resultBuffers: ResultBuffers?
+    private let parameters: ParameterBuffers
 
     // A string or binary column starts with a buffer of at most this many bytes; longer values are
     // re-read whole with mysql_stmt_fetch_column, so the cap costs a call, never data.
@@ -23,6 +25,7 @@ final class PreparedStatement {
     private init(handle: UnsafeMutablePointer<MYSQL_STMT>) {
         self.handle = handle
         self.parameterCount = Int(mysql_stmt_param_count(handle))
+        self.parameters = ParameterBuffers(count: parameterCount)
     }
 
     /// Prepares `sql` on `mysql`; prepare-time messages quote only the SQL text, never bound values.
@@ -49,10 +52,9 @@ final class PreparedStatement {
 
     /// Binds `values`, executes, and reads any result set whole.
     func execute(_ values: [MySQLValue]) throws(MySQLError) -> ExecutionOutcome {
-        let parameters = ParameterBuffers(values)
-        defer { withExtendedLifetime(parameters) {} }
-        // The C API reads the parameter buffers during mysql_stmt_execute, so they live until it returns.
+        // The C API reads the parameter buffers during mysql_stmt_execute; the statement keeps them.
         if !values.isEmpty {
+            parameters.fill(values)
             guard mysql_stmt_bind_param(handle, parameters.binds) == 0 else {
                 throw Self.error(of: handle, withholdServerMessage: false)
             }
@@ -120,89 +122,110 @@ final class PreparedStatement {
     }
 }
 
-/// The MYSQL_BIND array and value buffers of one execution's parameters.
+/// The MYSQL_BIND array and value buffers of a statement's parameters, kept with the statement and filled
+/// again for each execution: a slot per parameter for numbers and times, one arena for string and byte values.
 private final class ParameterBuffers {
     let binds: UnsafeMutablePointer<MYSQL_BIND>
     private let count: Int
     private let lengths: UnsafeMutablePointer<UInt>
-    private var storage: [UnsafeMutableRawPointer] = []
+    private let slots: UnsafeMutableRawPointer
+    private var arena: UnsafeMutableRawPointer
+    private var arenaCapacity: Int
+    private static let slotStride = max(MemoryLayout<MYSQL_TIME>.stride, 8)
+    // An arena grown past this for one long value shrinks back after that execution.
+    private static let keptArenaCapacity = 64 * 1024
 
-    init(_ values: [MySQLValue]) {
-        count = values.count
+    init(count: Int) {
+        self.count = count
         binds = .allocate(capacity: max(count, 1))
         binds.initialize(repeating: MYSQL_BIND(), count: max(count, 1))
         lengths = .allocate(capacity: max(count, 1))
         lengths.initialize(repeating: 0, count: max(count, 1))
-        for (index, value) in values.enumerated() {
-            bind(value, at: index)
-        }
+        slots = .allocate(byteCount: max(count, 1) * Self.slotStride, alignment: 16)
+        arenaCapacity = 256
+        arena = .allocate(byteCount: arenaCapacity, alignment: 8)
     }
 
     deinit {
-        for pointer in storage { pointer.deallocate() }
+        arena.deallocate()
+        slots.deallocate()
         lengths.deallocate()
         binds.deinitialize(count: max(count, 1))
         binds.deallocate()
     }
 
-    private func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
-        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 8)
-        storage.append(pointer)
-        return pointer
-    }
-
-    private func bind(_ value: MySQLValue, at index: Int) {
-        switch value {
-        case .null:
-            binds[index].buffer_type = MYSQL_TYPE_NULL
-        case .int64(let number):
-            let buffer = allocate(byteCount: 8)
-            buffer.storeBytes(of: number, as: Int64.self)
-            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
-            binds[index].buffer = buffer
-            binds[index].is_unsigned = 0
-        case .uint64(let number):
-            let buffer = allocate(byteCount: 8)
-            buffer.storeBytes(of: number, as: UInt64.self)
-            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
-            binds[index].buffer = buffer
-            binds[index].is_unsigned = 1
-        case .double(let number):
-            let buffer = allocate(byteCount: 8)
-            buffer.storeBytes(of: number, as: Double.self)
-            binds[index].buffer_type = MYSQL_TYPE_DOUBLE
-            binds[index].buffer = buffer
-        case .string(let text):
-            bindBytes(Array(text.utf8), type: MYSQL_TYPE_STRING, at: index)
-        case .bytes(let bytes):
-            bindBytes(bytes, type: MYSQL_TYPE_BLOB, at: index)
-        case .dateTime(let dateTime):
-            let buffer = allocate(byteCount: MemoryLayout<MYSQL_TIME>.stride)
-            var time = MYSQL_TIME()
-            time.year = UInt32(clamping: dateTime.year)
-            time.month = UInt32(clamping: dateTime.month)
-            time.day = UInt32(clamping: dateTime.day)
-            time.hour = UInt32(clamping: dateTime.hour)
-            time.minute = UInt32(clamping: dateTime.minute)
-            time.second = UInt32(clamping: dateTime.second)
-            time.second_part = UInt(clamping: dateTime.microsecond)
-            time.time_type = MYSQL_TIMESTAMP_DATETIME
-            buffer.initializeMemory(as: MYSQL_TIME.self, to: time)
-            binds[index].buffer_type = MYSQL_TYPE_DATETIME
-            binds[index].buffer = buffer
-            binds[index].buffer_length = UInt(MemoryLayout<MYSQL_TIME>.size)
+    /// Points the binds at `values`; the caller passed exactly `count` of them.
+    func fill(_ values: [MySQLValue]) {
+        var arenaBytes = 0
+        for value in values.prefix(count) {
+            switch value {
+            case .string(let text): arenaBytes += text.utf8.count
+            case .bytes(let bytes): arenaBytes += bytes.count
+            default: break
+            }
+        }
+        if arenaBytes > arenaCapacity || (arenaCapacity > Self.keptArenaCapacity && arenaBytes <= Self.keptArenaCapacity) {
+            arena.deallocate()
+            arenaCapacity = max(arenaBytes, 256)
+            arena = .allocate(byteCount: arenaCapacity, alignment: 8)
+        }
+        var arenaOffset = 0
+        for (index, value) in values.prefix(count).enumerated() {
+            binds[index] = MYSQL_BIND()
+            let slot = slots + index * Self.slotStride
+            switch value {
+            case .null:
+                binds[index].buffer_type = MYSQL_TYPE_NULL
+            case .int64(let number):
+                slot.storeBytes(of: number, as: Int64.self)
+                binds[index].buffer_type = MYSQL_TYPE_LONGLONG
+                binds[index].buffer = slot
+                binds[index].is_unsigned = 0
+            case .uint64(let number):
+                slot.storeBytes(of: number, as: UInt64.self)
+                binds[index].buffer_type = MYSQL_TYPE_LONGLONG
+                binds[index].buffer = slot
+                binds[index].is_unsigned = 1
+            case .double(let number):
+                slot.storeBytes(of: number, as: Double.self)
+                binds[index].buffer_type = MYSQL_TYPE_DOUBLE
+                binds[index].buffer = slot
+            case .string(var text):
+                let length = text.withUTF8 { bytes in copyToArena(UnsafeRawBufferPointer(bytes), at: arenaOffset) }
+                bindArena(at: index, offset: arenaOffset, length: length, type: MYSQL_TYPE_STRING)
+                arenaOffset += length
+            case .bytes(let bytes):
+                let length = bytes.withUnsafeBytes { copyToArena($0, at: arenaOffset) }
+                bindArena(at: index, offset: arenaOffset, length: length, type: MYSQL_TYPE_BLOB)
+                arenaOffset += length
+            case .dateTime(let dateTime):
+                var time = MYSQL_TIME()
+                time.year = UInt32(clamping: dateTime.year)
+                time.month = UInt32(clamping: dateTime.month)
+                time.day = UInt32(clamping: dateTime.day)
+                time.hour = UInt32(clamping: dateTime.hour)
+                time.minute = UInt32(clamping: dateTime.minute)
+                time.second = UInt32(clamping: dateTime.second)
+                time.second_part = UInt(clamping: dateTime.microsecond)
+                time.time_type = MYSQL_TIMESTAMP_DATETIME
+                slot.storeBytes(of: time, as: MYSQL_TIME.self)
+                binds[index].buffer_type = MYSQL_TYPE_DATETIME
+                binds[index].buffer = slot
+                binds[index].buffer_length = UInt(MemoryLayout<MYSQL_TIME>.size)
+            }
         }
     }
 
-    private func bindBytes(_ bytes: [UInt8], type: enum_field_types, at index: Int) {
-        let buffer = allocate(byteCount: bytes.count)
-        bytes.withUnsafeBytes { source in
-            if let base = source.baseAddress { buffer.copyMemory(from: base, byteCount: source.count) }
-        }
-        lengths[index] = UInt(bytes.count)
+    private func copyToArena(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
+        if let base = bytes.baseAddress, !bytes.isEmpty { (arena + offset).copyMemory(from: base, byteCount: bytes.count) }
+        return bytes.count
+    }
+
+    private func bindArena(at index: Int, offset: Int, length: Int, type: enum_field_types) {
+        lengths[index] = UInt(length)
         binds[index].buffer_type = type
-        binds[index].buffer = buffer
-        binds[index].buffer_length = UInt(bytes.count)
+        binds[index].buffer = arena + offset
+        binds[index].buffer_length = UInt(length)
         binds[index].length = lengths + index
     }
 }
@@ -245,7 +268,8 @@ private final class ResultBuffers {
             else { return false }
             guard let fieldName = field.name else { return name.isEmpty }
             return name.withUnsafeBytes { stored in
-                stored.elementsEqual(UnsafeRawBufferPointer(start: fieldName, count: name.count))
+                guard let base = stored.baseAddress else { return true }
+                return memcmp(base, fieldName, stored.count) == 0
             }
         }
     }
@@ -280,7 +304,9 @@ private final class ResultBuffers {
 
     /// Whether `fields` describe the columns these buffers were made for.
     func describes(_ fields: UnsafeBufferPointer<MYSQL_FIELD>) -> Bool {
-        fields.count == signatures.count && zip(signatures, fields).allSatisfy { $0.matches($1) }
+        guard fields.count == signatures.count else { return false }
+        for index in 0..<fields.count where !signatures[index].matches(fields[index]) { return false }
+        return true
     }
 
     deinit {
