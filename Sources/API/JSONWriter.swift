@@ -180,7 +180,7 @@ public struct JSONWriter {
     }
 }
 
-/// RFC 3339 §5.6 UTC timestamps, formatted with `gmtime_r` instead of a date formatter per call.
+/// RFC 3339 §5.6 UTC timestamps, formatted by calendar arithmetic (`gmtime_r` outside 1970-9999) instead of a date formatter per call.
 public enum RFC3339 {
     /// Appends `date` as `YYYY-MM-DDTHH:MM:SS[.fff]Z`, truncated (not rounded) to `fractionDigits` (0...6).
     public static func append(_ date: Date, fractionDigits: Int, to bytes: inout [UInt8]) {

@@ -3,7 +3,10 @@ enum PercentDecoding {
     /// Decodes `%XX` escapes; nil for a malformed escape or bytes that are not UTF-8.
     static func decode(_ text: Substring, plusAsSpace: Bool = false) -> String? {
         // Most segments have nothing to decode, and a Substring is already valid UTF-8.
-        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || (plusAsSpace && $0 == UInt8(ascii: "+")) }) {
+        let isEscape = { (byte: UInt8) in byte == UInt8(ascii: "%") || (plusAsSpace && byte == UInt8(ascii: "+")) }
+        // A scan of the contiguous bytes when the text has them, which native strings do.
+        let hasEscapes = text.utf8.withContiguousStorageIfAvailable { $0.contains(where: isEscape) } ?? text.utf8.contains(where: isEscape)
+        if !hasEscapes {
             return String(text)
         }
         var bytes: [UInt8] = []

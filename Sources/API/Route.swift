@@ -54,7 +54,9 @@ enum Route: Equatable {
     static func match(rawPath: String) throws(Failure) -> Route {
         // The HTTP parser lets only ASCII through (RFC 9112 §3.2); any other text takes the
         // Character-wise split, where a `/` followed by a combining mark is no separator.
-        guard rawPath.utf8.allSatisfy({ $0 < 0x80 }) else { return try match(segments: PercentDecoding.rawSegments(rawPath)) }
+        let isASCII = rawPath.utf8.withContiguousStorageIfAvailable { $0.allSatisfy { $0 < 0x80 } }
+            ?? rawPath.utf8.allSatisfy { $0 < 0x80 }
+        guard isASCII else { return try match(segments: PercentDecoding.rawSegments(rawPath)) }
         let utf8 = rawPath.utf8
         guard !utf8.isEmpty else { throw .notFound }
         var headStart = utf8.startIndex
