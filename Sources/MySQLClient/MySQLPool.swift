@@ -85,6 +85,25 @@ public final class MySQLPool: Sendable {
     ///   `poolClosed` after `close()`, a connect error, or whatever `body` throws.
     @discardableResult
     public func withConnection<Result: Sendable>(_ body: (MySQLConnection) throws -> Result) throws -> Result {
+        let (slot, waited) = try lease()
+        // What goes back to the pool is decided inside the lock, after `body`; the generic part stays small so
+        // that a caller's specialization carries no Result or tuple metadata lookups per lease.
+        var reusable = false
+        var failure: MySQLErrorCode?
+        defer { checkIn(slot, reusable: reusable, reason: failure, acquiredAfter: waited) }
+        return try slot.connection.withLock { connection in
+            defer { reusable = Self.settle(connection) }
+            do {
+                return try body(connection)
+            } catch {
+                failure = (error as? MySQLError)?.code
+                throw error
+            }
+        }
+    }
+
+    /// A permit and a connection, and how long getting them took.
+    private func lease() throws(MySQLError) -> (Slot, Duration) {
         let start = ContinuousClock.now
         let first: Slot?
         switch core.acquire(timeout: configuration.acquireTimeout) {
@@ -99,7 +118,6 @@ public final class MySQLPool: Sendable {
             logger.info("mysql pool acquire timed out", metadata: ["mysql.pool.wait": "\(waited)"])
             throw MySQLError.poolTimeout(after: configuration.acquireTimeout)
         }
-
         let slot: Slot
         do {
             slot = try checkOut(first)
@@ -110,22 +128,16 @@ public final class MySQLPool: Sendable {
         }
         let waited = start.duration(to: .now)
         observer?.connectionAcquired(wait: waited)
+        return (slot, waited)
+    }
 
-        let (outcome, reusable) = slot.connection.withLock { connection in
-            let outcome: Swift.Result<Result, any Error>
-            do {
-                outcome = .success(try body(connection))
-            } catch {
-                outcome = .failure(error)
-            }
-            if connection.isUsable && connection.isInTransaction {
-                // A connection never goes back to the pool inside a transaction.
-                connection.rollbackOrMarkBroken()
-            }
-            return (outcome, connection.isUsable && !connection.isInTransaction)
+    /// Rolls back a transaction `body` left open, and says whether the connection can go back to the pool.
+    private static func settle(_ connection: MySQLConnection) -> Bool {
+        if connection.isUsable && connection.isInTransaction {
+            // A connection never goes back to the pool inside a transaction.
+            connection.rollbackOrMarkBroken()
         }
-        checkIn(slot, reusable: reusable, reason: outcome.failureCode, acquiredAfter: waited)
-        return try outcome.get()
+        return connection.isUsable && !connection.isInTransaction
     }
 
     /// Runs `body` in a transaction on a leased connection, retrying the whole transaction on deadlock (1213)
@@ -353,12 +365,5 @@ private final class PoolCore: @unchecked Sendable {
         state.idle.removeAll()
         condition.broadcast()
         return idle
-    }
-}
-
-extension Swift.Result {
-    fileprivate var failureCode: MySQLErrorCode? {
-        if case .failure(let error) = self { return (error as? MySQLError)?.code }
-        return nil
     }
 }
