@@ -390,6 +390,7 @@ enum HeadParser {
         }
 
         var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(8)
         var hostCount = 0
         var contentLength: ContentLength?
         var transferCodings: [String]?
@@ -537,13 +538,27 @@ enum HeadParser {
         }
 
         guard let parts = parseTarget(target, method: method) else { return .failure(.invalidTarget) }
-        let rawPath = parts.rawPath.map { UnsafeBufferPointer(rebasing: target[$0]) }
-        guard let path = rawPath.map(percentDecoded) ?? "/" else { return .failure(.invalidTarget) }
+        let targetText = String(decoding: target, as: UTF8.self)
+        let rawPath: String
+        let path: String
+        if let range = parts.rawPath {
+            let rawBytes = UnsafeBufferPointer(rebasing: target[range])
+            // Most targets are a bare path without escapes: target, raw path and path then share one string.
+            rawPath = rawBytes.count == target.count ? targetText : String(decoding: rawBytes, as: UTF8.self)
+            if rawBytes.contains(UInt8(ascii: "%")) {
+                guard let decoded = percentDecoded(rawBytes) else { return .failure(.invalidTarget) }
+                path = decoded
+            } else {
+                path = rawPath
+            }
+        } else {
+            rawPath = "/"
+            path = "/"
+        }
         return .success(
             RequestLine(
-                method: String(decoding: method, as: UTF8.self), target: String(decoding: target, as: UTF8.self),
-                path: path, rawPath: rawPath.map { String(decoding: $0, as: UTF8.self) } ?? "/",
-                query: String(decoding: target[parts.query], as: UTF8.self), version: version
+                method: String(decoding: method, as: UTF8.self), target: targetText, path: path, rawPath: rawPath,
+                query: parts.query.isEmpty ? "" : String(decoding: target[parts.query], as: UTF8.self), version: version
             )
         )
     }
