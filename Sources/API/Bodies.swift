@@ -24,27 +24,27 @@ extension Request: JSONBody {
 
     /// The wire shape of `Request.encode(to:)`, with `deduplicated` in its sorted place when given.
     fileprivate func writeFields(to json: inout JSONWriter, deduplicated: Bool?) {
-        json.key("base_uri")
+        json.knownKey("base_uri")
         json.string(baseURI?.rawValue ?? "")
-        json.key("build_strategy")
+        json.knownKey("build_strategy")
         json.string(buildStrategy.rawValue)
-        json.key("created_at")
+        json.knownKey("created_at")
         json.date(createdAt)
         if let deduplicated {
-            json.key("deduplicated")
+            json.knownKey("deduplicated")
             json.bool(deduplicated)
         }
-        json.key("id")
+        json.knownKey("id")
         json.string(id)
-        json.key("queue")
+        json.knownKey("queue")
         json.string(queue.rawValue)
-        json.key("state")
+        json.knownKey("state")
         json.string(state.rawValue)
-        json.key("updated_at")
+        json.knownKey("updated_at")
         json.date(updatedAt)
-        json.key("uri")
+        json.knownKey("uri")
         json.string(uri.rawValue)
-        json.key("version")
+        json.knownKey("version")
         json.integer(version)
     }
 }
@@ -69,13 +69,13 @@ struct QueueBody: JSONBody {
 
     func write(to json: inout JSONWriter) {
         json.beginObject()
-        json.key("last_green_request_id")
+        json.knownKey("last_green_request_id")
         json.string(queue.lastGreenRequestID?.description)
-        json.key("last_green_uri")
+        json.knownKey("last_green_uri")
         json.string(queue.lastGreenURI?.rawValue)
-        json.key("latest_request_id")
+        json.knownKey("latest_request_id")
         json.string(queue.latestRequestID?.description)
-        json.key("name")
+        json.knownKey("name")
         json.string(queue.name.rawValue)
         json.endObject()
     }
@@ -89,10 +89,10 @@ struct RequestPage: JSONBody {
     func write(to json: inout JSONWriter) {
         json.beginObject()
         if let nextCursor {
-            json.key("next_cursor")
+            json.knownKey("next_cursor")
             json.string(nextCursor)
         }
-        json.key("requests")
+        json.knownKey("requests")
         json.beginArray()
         for request in requests { request.write(to: &json) }
         json.endArray()
@@ -106,7 +106,7 @@ struct StatusBody: JSONBody {
 
     func write(to json: inout JSONWriter) {
         json.beginObject()
-        json.key("status")
+        json.knownKey("status")
         json.string(status)
         json.endObject()
     }
@@ -121,30 +121,30 @@ struct ReadinessBody: JSONBody {
 
     func write(to json: inout JSONWriter) {
         json.beginObject()
-        json.key("checks")
+        json.knownKey("checks")
         json.beginArray()
         for check in checks {
             json.beginObject()
-            json.key("detail")
+            json.knownKey("detail")
             json.string(check.detail)
-            json.key("name")
+            json.knownKey("name")
             json.string(check.name)
-            json.key("ok")
+            json.knownKey("ok")
             json.bool(check.ok)
             json.endObject()
         }
         json.endArray()
         if let problem {
-            json.key("detail")
+            json.knownKey("detail")
             json.string(problem.detail)
-            json.key("status")
+            json.knownKey("status")
             json.integer(problem.status)
-            json.key("title")
+            json.knownKey("title")
             json.string(problem.title)
-            json.key("type")
+            json.knownKey("type")
             json.string(problem.typeURN)
         } else {
-            json.key("status")
+            json.knownKey("status")
             json.string(status)
         }
         json.endObject()
@@ -157,19 +157,19 @@ struct TopicsBody: JSONBody {
 
     func write(to json: inout JSONWriter) {
         json.beginObject()
-        json.key("topics")
+        json.knownKey("topics")
         json.beginArray()
         for stats in topics {
             json.beginObject()
-            json.key("backlog")
+            json.knownKey("backlog")
             json.integer(stats.backlog)
-            json.key("dead_letters")
+            json.knownKey("dead_letters")
             json.integer(stats.deadLetters)
-            json.key("in_flight")
+            json.knownKey("in_flight")
             json.integer(stats.inFlight)
-            json.key("oldest_pending_age_seconds")
+            json.knownKey("oldest_pending_age_seconds")
             if let age = stats.oldestPendingAgeSeconds { json.number(age) } else { json.null() }
-            json.key("topic")
+            json.knownKey("topic")
             json.string(stats.topic.rawValue)
             json.endObject()
         }
