@@ -33,83 +33,106 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     func log(event: LogEvent) {
-        writeLine(level: event.level, message: event.message.description) { field in
-            forEachField(event.metadata, field)
-        }
+        var line = LineBuilder(format: format, level: event.level, label: label, message: event.message.description)
+        forEachField(event.metadata) { key, value in line.field(key, value) }
+        sink.write(line.finish(), immediately: event.level >= .warning)
     }
 
     /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
     /// an event's, without building and sorting a metadata dictionary per line.
     func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
-        writeLine(level: level, message: message) { field in
-            let own = sortedMetadata
-            var ownIndex = 0
-            for (key, value) in sortedFields {
-                while ownIndex < own.count && own[ownIndex].key < key {
-                    field(own[ownIndex].key, own[ownIndex].value)
-                    ownIndex += 1
-                }
-                if ownIndex < own.count && own[ownIndex].key == key { ownIndex += 1 }
-                field(key, .string(value))
-            }
-            while ownIndex < own.count {
-                field(own[ownIndex].key, own[ownIndex].value)
+        var line = LineBuilder(format: format, level: level, label: label, message: message)
+        var ownIndex = 0
+        for (key, value) in sortedFields {
+            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < key {
+                line.field(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
                 ownIndex += 1
             }
+            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == key { ownIndex += 1 }
+            line.field(key, string: value)
         }
+        while ownIndex < sortedMetadata.count {
+            line.field(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+            ownIndex += 1
+        }
+        sink.write(line.finish(), immediately: level >= .warning)
     }
 
-    private func writeLine(
-        level: Logger.Level, message: String,
-        fields forEachField: (_ field: (String, Logger.Metadata.Value) -> Void) -> Void
-    ) {
-        var line: [UInt8] = []
-        line.reserveCapacity(256)
-        switch format {
-        case .json:
-            var json = JSONWriter(capacity: 256)
-            json.beginObject()
-            // Fixed members first, then the metadata by key; a metadata key equal to a fixed one is
-            // prefixed so that no line carries a duplicate member (RFC 8259 §4: names SHOULD be unique).
-            json.key("level")
-            json.string(level.rawValue)
-            json.key("logger")
-            json.string(label)
-            json.key("msg")
-            json.string(message)
-            var timestamp: [UInt8] = []
-            RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
-            json.key("ts")
-            json.string(String(decoding: timestamp, as: UTF8.self))
-            forEachField { key, value in
-                json.key(Self.isReservedJSONKey(key) ? "meta." + key : key)
-                Self.write(value, to: &json)
-            }
-            json.endObject()
-            line = json.bytes
-        case .text:
-            RFC3339.append(Date(), fractionDigits: 3, to: &line)
-            line.append(UInt8(ascii: " "))
-            Self.appendUTF8(Self.textLevel(level), to: &line)
-            line.append(UInt8(ascii: " "))
-            Self.appendUTF8(label, to: &line)
-            line.append(UInt8(ascii: ":"))
-            line.append(UInt8(ascii: " "))
-            Self.appendUTF8(message, to: &line)
-            forEachField { key, value in
-                line.append(UInt8(ascii: " "))
-                Self.appendUTF8(key, to: &line)
-                line.append(UInt8(ascii: "="))
-                if case .string(let text) = value {
-                    Self.appendUTF8(text, to: &line)
-                } else {
-                    Self.appendUTF8(value.description, to: &line)
-                }
+    /// One line being written: the fixed parts first, then one call per metadata field in key order.
+    private struct LineBuilder {
+        private let format: LogFormat
+        private var text: [UInt8] = []
+        private var json = JSONWriter(capacity: 0)
+
+        init(format: LogFormat, level: Logger.Level, label: String, message: String) {
+            self.format = format
+            switch format {
+            case .json:
+                json = JSONWriter(capacity: 256)
+                json.beginObject()
+                // Fixed members first, then the metadata by key; a metadata key equal to a fixed one is
+                // prefixed so that no line carries a duplicate member (RFC 8259 §4: names SHOULD be unique).
+                json.knownKey("level")
+                json.string(level.rawValue)
+                json.knownKey("logger")
+                json.string(label)
+                json.knownKey("msg")
+                json.string(message)
+                var timestamp: [UInt8] = []
+                timestamp.reserveCapacity(32)
+                RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
+                json.knownKey("ts")
+                json.string(String(decoding: timestamp, as: UTF8.self))
+            case .text:
+                text.reserveCapacity(256)
+                RFC3339.append(Date(), fractionDigits: 3, to: &text)
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(StderrLogHandler.textLevel(level), to: &text)
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(label, to: &text)
+                text.append(UInt8(ascii: ":"))
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(message, to: &text)
             }
         }
-        line.append(UInt8(ascii: "\n"))
-        // Warnings and worse go out before log() returns: they often precede an exit.
-        sink.write(line, immediately: level >= .warning)
+
+        mutating func field(_ key: String, string value: String) {
+            switch format {
+            case .json:
+                json.key(StderrLogHandler.isReservedJSONKey(key) ? "meta." + key : key)
+                json.string(value)
+            case .text:
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(key, to: &text)
+                text.append(UInt8(ascii: "="))
+                StderrLogHandler.appendUTF8(value, to: &text)
+            }
+        }
+
+        mutating func field(_ key: String, _ value: Logger.Metadata.Value) {
+            if case .string(let string) = value { return field(key, string: string) }
+            switch format {
+            case .json:
+                json.key(StderrLogHandler.isReservedJSONKey(key) ? "meta." + key : key)
+                StderrLogHandler.write(value, to: &json)
+            case .text:
+                field(key, string: value.description)
+            }
+        }
+
+        /// The line with its newline.
+        mutating func finish() -> [UInt8] {
+            switch format {
+            case .json:
+                json.endObject()
+                var line = json.bytes
+                line.append(UInt8(ascii: "\n"))
+                return line
+            case .text:
+                text.append(UInt8(ascii: "\n"))
+                return text
+            }
+        }
     }
 
     /// Calls `body` with the handler's metadata and `extra` together, sorted by key, a key in both
@@ -156,7 +179,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     /// `level.rawValue.uppercased()`, without building it per line.
-    private static func textLevel(_ level: Logger.Level) -> String {
+    fileprivate static func textLevel(_ level: Logger.Level) -> String {
         switch level {
         case .trace: "TRACE"
         case .debug: "DEBUG"
@@ -168,19 +191,19 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         }
     }
 
-    private static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
+    fileprivate static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
         var text = text
         text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
-    private static func isReservedJSONKey(_ key: String) -> Bool {
+    fileprivate static func isReservedJSONKey(_ key: String) -> Bool {
         switch key {
         case "level", "logger", "msg", "ts": true
         default: false
         }
     }
 
-    private static func write(_ value: Logger.Metadata.Value, to json: inout JSONWriter) {
+    fileprivate static func write(_ value: Logger.Metadata.Value, to json: inout JSONWriter) {
         switch value {
         case .string(let text): json.string(text)
         case .stringConvertible(let convertible): json.string(convertible.description)
