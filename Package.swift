@@ -117,7 +117,11 @@ let package = Package(
         ),
         // Waiting helpers and the live MySQL test database, shared by the test targets.
         .target(name: "TestSupport", dependencies: ["MySQLClient"], path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "DomainTests", dependencies: ["Domain", "Backends"], swiftSettings: strict),
+        .testTarget(
+            name: "DomainTests",
+            dependencies: ["Domain", "Backends", .product(name: "MetricsTestKit", package: "swift-metrics")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),

@@ -1,5 +1,6 @@
 import Backends
 import Domain
+import MetricsTestKit
 import Foundation
 import Logging
 import Synchronization
@@ -176,6 +177,7 @@ struct World {
     let counter = FaultyCounter()
     let source = ScriptedSourceControl(head: "git://q/c1")
     let publisher = RecordingPublisher()
+    let metrics = TestMetrics()
     let ingest: IngestController
     let process: ProcessController
 
@@ -185,7 +187,8 @@ struct World {
         ingest = IngestController(
             requests: requests, uris: uris, queues: queues, counter: counter, sources: sources, publisher: publisher,
             logger: logger)
-        process = ProcessController(requests: requests, queues: queues, sources: sources, logger: logger)
+        process = ProcessController(
+            requests: requests, queues: queues, sources: sources, logger: logger, metricsFactory: metrics)
     }
 
     func setHead(_ uri: String) { source.state.withLock { $0.head = SourceURI(uri) } }

@@ -22,6 +22,10 @@ import Testing
         #expect(try world.requests.base.get(third.request.id).state == .processing)
         #expect(try world.requests.base.get(stranded).state == .superseded)
         #expect(try world.requests.base.get(first.request.id).state == .processing, "only accepted ones are superseded")
+        // The sweep is counted apart from deliveries: request 2 never had one.
+        #expect(try world.metrics.expectCounter("stovepipe_process_swept_total").totalValue == 1)
+        #expect(try world.metrics.expectCounter("stovepipe_process_total", [("outcome", "processing")]).totalValue == 2)
+        #expect(try world.metrics.expectCounter("stovepipe_process_total", [("outcome", "superseded")]).totalValue == 0)
     }
 
     @Test func theSweepLeavesAloneWhatTheQueuesLatestRequestIsNotNewerThan() throws {
@@ -41,6 +45,7 @@ import Testing
         #expect(try world.requests.base.get(first.request.id).state == .accepted)
         #expect(try world.deliver(first.request.id) == .ack)
         #expect(try world.requests.base.get(first.request.id).state == .processing)
+        #expect(try world.metrics.expectCounter("stovepipe_process_swept_total").totalValue == 0)
     }
 
     @Test func fullBuildWithoutALastGreen() throws {

@@ -7,12 +7,12 @@ import Metrics
 struct OutcomeMetrics: Sendable {
     private let handles: [String: (counter: Metrics.Counter, timer: Metrics.Timer)]
 
-    init(counter: String, timer: String, outcomes: [String]) {
+    init(counter: String, timer: String, outcomes: [String], factory: any MetricsFactory = MetricsSystem.factory) {
         var handles: [String: (counter: Metrics.Counter, timer: Metrics.Timer)] = [:]
         for outcome in outcomes {
             handles[outcome] = (
-                Metrics.Counter(label: counter, dimensions: [("outcome", outcome)]),
-                Metrics.Timer(label: timer, dimensions: [("outcome", outcome)])
+                Metrics.Counter(label: counter, dimensions: [("outcome", outcome)], factory: factory),
+                Metrics.Timer(label: timer, dimensions: [("outcome", outcome)], factory: factory)
             )
         }
         self.handles = handles

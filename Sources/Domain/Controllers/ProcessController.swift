@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 
 /// Consumes `process`: decides how each accepted request will be validated, or supersedes it.
 ///
@@ -11,20 +12,25 @@ public final class ProcessController: Sendable {
     private let sources: any SourceControlFactory
     private let clock: WallClock
     private let logger: Logger
-    private let metrics = OutcomeMetrics(
-        counter: "stovepipe_process_total", timer: "stovepipe_process_duration_seconds",
-        outcomes: ["processing", "superseded", "redelivered", "rejected", "conflict", "unavailable"])
+    private let metrics: OutcomeMetrics
+    /// Older requests left `accepted` that a newer one's start of processing superseded (not deliveries).
+    private let swept: Metrics.Counter
 
     /// Wires the controller to the stores and SourceControl.
     public init(
         requests: any RequestStore, queues: any QueueStore, sources: any SourceControlFactory,
-        clock: WallClock = .system, logger: Logger
+        clock: WallClock = .system, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.requests = requests
         self.queues = queues
         self.sources = sources
         self.clock = clock
         self.logger = logger
+        self.metrics = OutcomeMetrics(
+            counter: "stovepipe_process_total", timer: "stovepipe_process_duration_seconds",
+            outcomes: ["processing", "superseded", "redelivered", "rejected", "conflict", "unavailable"],
+            factory: metricsFactory)
+        self.swept = Metrics.Counter(label: "stovepipe_process_swept_total", factory: metricsFactory)
     }
 
     /// Subscribes the controller to `process` on `broker`.
@@ -144,6 +150,7 @@ public final class ProcessController: Sendable {
             superseded.updatedAt = clock.now()
             do {
                 try requests.update(superseded, oldVersion: request.version, newVersion: request.version + 1)
+                swept.increment()
                 log.info("superseded an older request still accepted", metadata: ["request.older": "\(request.id)"])
             } catch .versionMismatch {
                 // Its own delivery got to it first.
