@@ -14,11 +14,12 @@ final class CapturingLogs: Sendable {
     var handler: CapturingLogHandler { CapturingLogHandler(logs: self) }
 }
 
-struct CapturingLogHandler: LogHandler {
-    let logs: CapturingLogs
-    var logLevel: Logger.Level = .trace
-    var metadata: Logger.Metadata = [:]
+/// A log handler that keeps its events in `logs`.
+protocol CapturesEvents: LogHandler {
+    var logs: CapturingLogs { get }
+}
 
+extension CapturesEvents {
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
@@ -29,20 +30,17 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
-/// Records lines given as sorted fields, and fails a test if they are not sorted.
-struct SortedFieldsCapturingHandler: SortedFieldsLogHandler {
+struct CapturingLogHandler: CapturesEvents {
     let logs: CapturingLogs
     var logLevel: Logger.Level = .trace
     var metadata: Logger.Metadata = [:]
+}
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        logs.events.withLock { $0.append((event.message.description, event.metadata ?? [:])) }
-    }
+/// Records lines given as sorted fields, and fails a test if they are not sorted.
+struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
+    let logs: CapturingLogs
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
 
     func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
         #expect(sortedFields.map(\.key) == sortedFields.map(\.key).sorted(), "keys ascending")
@@ -53,7 +51,10 @@ struct SortedFieldsCapturingHandler: SortedFieldsLogHandler {
 
 @Suite struct RequestLogTests {
     static func responder(_ requests: MemoryRequestStore, _ logs: CapturingLogs) -> APIResponder {
-        let logger = Logger(label: "test", factory: { _ in logs.handler })
+        responder(requests, logger: Logger(label: "test", factory: { _ in logs.handler }))
+    }
+
+    static func responder(_ requests: MemoryRequestStore, logger: Logger) -> APIResponder {
         let ingest = IngestController(
             requests: requests, uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
             sources: MovableSource(), publisher: NullPublisher(), logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -107,13 +108,7 @@ struct SortedFieldsCapturingHandler: SortedFieldsLogHandler {
             body: [], requestID: "r-7")
         _ = Self.responder(requests, dictionaryLogs).respond(to: request)
         let logger = Logger(label: "test", factory: { _ in SortedFieldsCapturingHandler(logs: sortedLogs) })
-        let ingest = IngestController(
-            requests: requests, uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
-            sources: MovableSource(), publisher: NullPublisher(), logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
-        _ = APIResponder(
-            dependencies: APIDependencies(ingest: ingest, requests: requests, queues: MemoryQueueStore(), isConfigured: { _ in true }),
-            logger: logger
-        ).respond(to: request)
+        _ = Self.responder(requests, logger: logger).respond(to: request)
         let viaDictionary = try #require(dictionaryLogs.events.withLock { $0.first })
         let viaFields = try #require(sortedLogs.events.withLock { $0.first })
         #expect(viaFields.message == "sorted:request")
