@@ -53,6 +53,7 @@ final class PreparedStatement {
     /// Binds `values`, executes, and reads any result set whole.
     func execute(_ values: [MySQLValue]) throws(MySQLError) -> ExecutionOutcome {
         // The C API reads the parameter buffers during mysql_stmt_execute; the statement keeps them.
+        defer { parameters.trim() }
         if !values.isEmpty {
             parameters.fill(values)
             guard mysql_stmt_bind_param(handle, parameters.binds) == 0 else {
@@ -132,7 +133,7 @@ private final class ParameterBuffers {
     private var arena: UnsafeMutableRawPointer
     private var arenaCapacity: Int
     private static let slotStride = max(MemoryLayout<MYSQL_TIME>.stride, 8)
-    // An arena grown past this for one long value shrinks back after that execution.
+    // An arena grown past this for long values is given back once their execution is over.
     private static let keptArenaCapacity = 64 * 1024
 
     init(count: Int) {
@@ -164,9 +165,9 @@ private final class ParameterBuffers {
             default: break
             }
         }
-        if arenaBytes > arenaCapacity || (arenaCapacity > Self.keptArenaCapacity && arenaBytes <= Self.keptArenaCapacity) {
+        if arenaBytes > arenaCapacity {
             arena.deallocate()
-            arenaCapacity = max(arenaBytes, 256)
+            arenaCapacity = arenaBytes
             arena = .allocate(byteCount: arenaCapacity, alignment: 8)
         }
         var arenaOffset = 0
@@ -214,6 +215,14 @@ private final class ParameterBuffers {
                 binds[index].buffer_length = UInt(MemoryLayout<MYSQL_TIME>.size)
             }
         }
+    }
+
+    /// Gives back an arena that long values grew beyond `keptArenaCapacity`; call once the execution is over.
+    func trim() {
+        guard arenaCapacity > Self.keptArenaCapacity else { return }
+        arena.deallocate()
+        arenaCapacity = 256
+        arena = .allocate(byteCount: arenaCapacity, alignment: 8)
     }
 
     private func copyToArena(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
