@@ -104,21 +104,27 @@ public final class APIResponder: HTTPResponder {
             response = Problem.internalError.response()
         }
         let elapsed = (ContinuousClock.now - started).nanoseconds
-        let status = String(response.status)
-        requestMetrics.record(template: template, method: MethodLabel(request.method), status: response.status,
-            statusLabel: status, nanoseconds: elapsed)
-        logRequest(request, template: template, status: status, elapsed: elapsed, bytes: response.body.count)
+        let (method, requestID, status, bytes) = (request.method, request.requestID, response.status, response.body.count)
+        // The metrics and the log line wait until the response is on its way.
+        response.afterSend = { [self, template] in
+            let statusLabel = String(status)
+            requestMetrics.record(template: template, method: MethodLabel(method), status: status,
+                statusLabel: statusLabel, nanoseconds: elapsed)
+            logRequest(method: method, requestID: requestID, template: template, status: statusLabel, elapsed: elapsed, bytes: bytes)
+        }
         return response
     }
 
-    private func logRequest(_ request: HTTPRequest, template: RouteTemplate, status: String, elapsed: Int64, bytes: Int) {
+    private func logRequest(
+        method: String, requestID: String, template: RouteTemplate, status: String, elapsed: Int64, bytes: Int
+    ) {
         guard logger.logLevel <= .info else { return }
         let milliseconds = Self.milliseconds(nanoseconds: elapsed)
         guard let requestLineHandler else {
             logger.info(
                 "request",
                 metadata: [
-                    "request.id": .string(request.requestID), "http.method": .string(request.method),
+                    "request.id": .string(requestID), "http.method": .string(method),
                     "http.route": .string(template.label), "http.status": .string(status),
                     "duration.ms": .string(milliseconds), "bytes": .string(String(bytes)),
                 ])
@@ -127,8 +133,8 @@ public final class APIResponder: HTTPResponder {
         requestLineHandler.log(
             level: .info, message: "request",
             sortedFields: [
-                ("bytes", String(bytes)), ("duration.ms", milliseconds), ("http.method", request.method),
-                ("http.route", template.label), ("http.status", status), ("request.id", request.requestID),
+                ("bytes", String(bytes)), ("duration.ms", milliseconds), ("http.method", method),
+                ("http.route", template.label), ("http.status", status), ("request.id", requestID),
             ])
     }
 

@@ -261,6 +261,7 @@ struct Worker {
             )
             response = HTTPResponse(status: 500)
         }
+        let afterSend = response.afterSend
         if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
             context.logger.debug(
                 "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
@@ -284,6 +285,7 @@ struct Worker {
                 requestBytes: parsed.wireBytes, responseBytes: bytes.count
             )
         }
+        afterSend?()
         return actions
     }
 

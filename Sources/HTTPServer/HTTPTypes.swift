@@ -101,12 +101,16 @@ public struct HTTPResponse: Sendable {
     public var headers: HTTPHeaders
     /// The body; omitted on the wire for HEAD, 204 and 304.
     public var body: [UInt8]
+    /// Run on the worker once the response has been handed to the connection (sent, queued or dropped with a
+    /// closed one): bookkeeping such as the request's log line and metrics, which then does not delay it.
+    public var afterSend: (@Sendable () -> Void)?
 
     /// Makes a response.
-    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], afterSend: (@Sendable () -> Void)? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.afterSend = afterSend
     }
 }
 

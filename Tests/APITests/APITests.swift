@@ -74,7 +74,10 @@ struct API {
         let request = HTTPRequest(
             method: method, target: target, path: rawPath.removingPercentEncoding ?? rawPath, rawPath: rawPath,
             query: parts.count > 1 ? String(parts[1]) : "", headers: HTTPHeaders(headers), body: Array(body.utf8))
-        return responder.respond(to: request)
+        let response = responder.respond(to: request)
+        // As the server does once the response is sent.
+        response.afterSend?()
+        return response
     }
 }
 

@@ -80,6 +80,8 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
             method: method, target: path, path: path, rawPath: path, query: "", headers: HTTPHeaders([]), body: [],
             requestID: "r-42"))
         #expect(response.status == status)
+        #expect(logs.events.withLock { $0 }.isEmpty, "the line waits until the response is sent")
+        response.afterSend?()
         let events = logs.events.withLock { $0 }
         #expect(events.count == 1)
         let event = try #require(events.first)
@@ -106,9 +108,9 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         let request = HTTPRequest(
             method: "GET", target: "/nowhere", path: "/nowhere", rawPath: "/nowhere", query: "", headers: HTTPHeaders([]),
             body: [], requestID: "r-7")
-        _ = Self.responder(requests, dictionaryLogs).respond(to: request)
+        Self.responder(requests, dictionaryLogs).respond(to: request).afterSend?()
         let logger = Logger(label: "test", factory: { _ in SortedFieldsCapturingHandler(logs: sortedLogs) })
-        _ = Self.responder(requests, logger: logger).respond(to: request)
+        Self.responder(requests, logger: logger).respond(to: request).afterSend?()
         let viaDictionary = try #require(dictionaryLogs.events.withLock { $0.first })
         let viaFields = try #require(sortedLogs.events.withLock { $0.first })
         #expect(viaFields.message == "sorted:request")

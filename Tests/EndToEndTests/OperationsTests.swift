@@ -39,15 +39,19 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(try eventually {
             try http("GET", "/requests/request/demo/main/1", port: server.port).json["state"] as? String == "processing"
         })
-        // Two counters move after what the requests above can observe: the consumer counts an outcome after
-        // writing the request's state, and the event loop counts a protocol error after it has sent the 400
-        // and shut the connection down. Scrape until both have moved, then check every value exactly.
+        // Some counters move after what the requests above can observe: the consumer counts an outcome after
+        // writing the request's state, the event loop counts a protocol error after it has sent the 400 and
+        // shut the connection down, and the API counts a request once its response is sent. Scrape until they
+        // have moved, then check every value exactly.
         var metrics = ""
         #expect(try eventually {
             metrics = try http("GET", "/metrics", port: server.port).text
             let protocolErrors = (sample(metrics, #"stovepipe_http_protocol_errors_total{kind="whitespaceBeforeColon"}"#) ?? 0)
                 + (sample(metrics, #"stovepipe_http_protocol_errors_total{kind="invalidHeaderName"}"#) ?? 0)
+            let requests = sample(metrics, #"stovepipe_http_request_duration_seconds_count{route="/queues/{queue}/ingest"}"#) ?? 0
+            let notFound = sample(metrics, #"stovepipe_http_requests_total{route="/requests/{id}",method="GET",status="404"}"#) ?? 0
             return (sample(metrics, #"stovepipe_process_total{outcome="processing"}"#) ?? 0) >= 1 && protocolErrors >= 1
+                && requests >= 3 && notFound >= 1
         })
         #expect(metrics.hasSuffix("\n"), "the exposition format ends its last line with a line feed")
         #expect(sample(metrics, #"stovepipe_ingest_total{outcome="minted"}"#) == 1)

@@ -24,6 +24,32 @@ struct HTTPServerLoopbackTests {
         }
     }
 
+    @Test("afterSend runs once the response is out: a client reads it while afterSend is still blocked")
+    func afterSendRunsAfterTheResponseIsSent() throws {
+        let gate = Gate()
+        let ran = Mutex(0)
+        let responder = ClosureResponder { request in
+            HTTPResponse(status: 200, body: Array(request.path.utf8)) {
+                gate.wait()
+                ran.withLock { $0 += 1 }
+            }
+        }
+        try withServer(responder: responder) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(get("/first"))
+            // Were afterSend run before the response was handed over, this read would time out behind the gate.
+            let response = try client.readResponse(timeout: .seconds(3))
+            #expect(response.status == 200)
+            #expect(eventually { gate.waiting == 1 })
+            #expect(ran.withLock { $0 } == 0)
+            gate.release()
+            #expect(eventually { ran.withLock { $0 } == 1 })
+            try client.send(get("/second"))
+            #expect(try client.readResponse().status == 200)
+            #expect(eventually { ran.withLock { $0 } == 2 })
+        }
+    }
+
     @Test("keep-alive serves several requests on one connection")
     func keepAlive() throws {
         let observer = RecordingObserver()
