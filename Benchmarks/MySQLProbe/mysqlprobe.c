@@ -351,8 +351,8 @@ done:
 
 
 int main(int argc, char **argv) {
-    if (argc != 8 && argc != 10) {
-        fprintf(stderr, "usage: mysqlprobe event|blocking PORT MYSQL_HOST MYSQL_PORT USER PASSWORD DATABASE [THREADS CONNECTIONS_PER_THREAD]\n");
+    if (argc != 7 && argc != 9) {
+        fprintf(stderr, "usage: MYSQLPROBE_PASSWORD=... mysqlprobe event|blocking PORT MYSQL_HOST MYSQL_PORT USER DATABASE [THREADS CONNECTIONS_PER_THREAD]\n");
         return 2;
     }
     int event = strcmp(argv[1], "event") == 0;
@@ -361,10 +361,12 @@ int main(int argc, char **argv) {
     g_host = argv[3];
     g_myport = atoi(argv[4]);
     g_user = argv[5];
-    g_pass = argv[6];
-    g_db = argv[7];
-    int threads = argc == 10 ? atoi(argv[8]) : 1;
-    g_conns = argc == 10 ? atoi(argv[9]) : 8;
+    // From the environment, not argv: a password on the command line is visible to every user through ps.
+    g_pass = getenv("MYSQLPROBE_PASSWORD");
+    if (g_pass == NULL) { fprintf(stderr, "MYSQLPROBE_PASSWORD is not set\n"); return 2; }
+    g_db = argv[6];
+    int threads = argc == 9 ? atoi(argv[7]) : 1;
+    g_conns = argc == 9 ? atoi(argv[8]) : 8;
     if (threads < 1 || threads > 64 || g_conns < 1) { fprintf(stderr, "bad THREADS or CONNECTIONS_PER_THREAD\n"); return 2; }
     // Connector/C: mysql_library_init before any thread starts.
     mysql_library_init(0, NULL, NULL);
