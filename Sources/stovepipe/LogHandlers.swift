@@ -35,6 +35,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     func log(event: LogEvent) {
         var line = LineBuilder(format: format, level: event.level, label: label, message: event.message.description)
         forEachField(event.metadata) { key, value in line.field(key, value) }
+        // Warnings and worse go out before log() returns: they often precede an exit.
         sink.write(line.finish(), immediately: event.level >= .warning)
     }
 
