@@ -43,19 +43,9 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     /// an event's, without building and sorting a metadata dictionary per line.
     func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
         var line = LineBuilder(format: format, level: level, label: label, message: message)
-        var ownIndex = 0
-        for (key, value) in sortedFields {
-            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < key {
-                line.field(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
-                ownIndex += 1
-            }
-            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == key { ownIndex += 1 }
-            line.field(key, string: value)
-        }
-        while ownIndex < sortedMetadata.count {
-            line.field(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
-            ownIndex += 1
-        }
+        mergeWithOwnMetadata(
+            eventCount: sortedFields.count, eventKey: { sortedFields[$0].key },
+            own: { key, value in line.field(key, value) }, event: { line.field(sortedFields[$0].key, string: sortedFields[$0].value) })
         sink.write(line.finish(), immediately: level >= .warning)
     }
 
@@ -146,7 +136,6 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             for (key, value) in sortedMetadata { body(key, value) }
             return
         }
-        let own = sortedMetadata
         // The event's keys by an insertion sort of dictionary indices: events carry a handful of keys, and
         // sorted(by:) on (key, value) pairs spends more on copying pairs and its merge buffer than on comparing.
         let keys = extra.keys
@@ -164,18 +153,29 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             extra.formIndex(after: &position)
         }
         let values = extra.values
+        mergeWithOwnMetadata(
+            eventCount: event.count, eventKey: { keys[event[$0]] },
+            own: body, event: { body(keys[event[$0]], values[event[$0]]) })
+    }
+
+    /// Calls `own` for the handler's metadata and `event` for each of `eventCount` event fields, whose keys
+    /// (`eventKey`) ascend, all in key order; an event key equal to a handler key stands in for it.
+    private func mergeWithOwnMetadata(
+        eventCount: Int, eventKey: (Int) -> String, own: (String, Logger.Metadata.Value) -> Void, event: (Int) -> Void
+    ) {
         var ownIndex = 0
-        var eventIndex = 0
-        while ownIndex < own.count || eventIndex < event.count {
-            if eventIndex == event.count || (ownIndex < own.count && own[ownIndex].key < keys[event[eventIndex]]) {
-                body(own[ownIndex].key, own[ownIndex].value)
+        for eventIndex in 0..<eventCount {
+            let key = eventKey(eventIndex)
+            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < key {
+                own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
                 ownIndex += 1
-            } else {
-                let key = keys[event[eventIndex]]
-                if ownIndex < own.count && own[ownIndex].key == key { ownIndex += 1 }
-                body(key, values[event[eventIndex]])
-                eventIndex += 1
             }
+            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == key { ownIndex += 1 }
+            event(eventIndex)
+        }
+        while ownIndex < sortedMetadata.count {
+            own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+            ownIndex += 1
         }
     }
 
