@@ -28,7 +28,7 @@ public final class MySQLConnection {
     public private(set) var lastUsed: ContinuousClock.Instant
 
     private var handle: UnsafeMutablePointer<MYSQL>?
-    private var statements: [String: PreparedStatement] = [:]
+    private var statements: [MySQLQuery.Text: PreparedStatement] = [:]
     private var useCounter: UInt64 = 0
     private var brokenReason: MySQLError?
 
@@ -181,7 +181,7 @@ public final class MySQLConnection {
 
     private func run(_ query: MySQLQuery) throws(MySQLError) -> ExecutionOutcome {
         let mysql = try usableHandle()
-        let statement = try cachedStatement(for: query.sql, on: mysql)
+        let statement = try cachedStatement(for: query.text, on: mysql)
         guard statement.parameterCount == query.binds.count else {
             throw MySQLError(
                 code: .bindCountMismatch,
@@ -195,7 +195,7 @@ public final class MySQLConnection {
             return outcome
         } catch where error.code == .newStatementMetadata {
             // The table changed under the cached statement; the C API's remedy is to prepare it again.
-            statements.removeValue(forKey: query.sql)
+            statements.removeValue(forKey: query.text)
             statement.close()
             return try runOnce(query, on: mysql)
         } catch {
@@ -208,7 +208,7 @@ public final class MySQLConnection {
     private func runOnce(_ query: MySQLQuery, on mysql: UnsafeMutablePointer<MYSQL>) throws(MySQLError)
         -> ExecutionOutcome
     {
-        let statement = try cachedStatement(for: query.sql, on: mysql)
+        let statement = try cachedStatement(for: query.text, on: mysql)
         statement.lastUse = useCounter
         do throws(MySQLError) {
             let outcome = try statement.execute(query.binds)
@@ -219,13 +219,13 @@ public final class MySQLConnection {
         }
     }
 
-    private func cachedStatement(for sql: String, on mysql: UnsafeMutablePointer<MYSQL>) throws(MySQLError)
+    private func cachedStatement(for text: MySQLQuery.Text, on mysql: UnsafeMutablePointer<MYSQL>) throws(MySQLError)
         -> PreparedStatement
     {
-        if let statement = statements[sql] { return statement }
+        if let statement = statements[text] { return statement }
         let statement: PreparedStatement
         do throws(MySQLError) {
-            statement = try PreparedStatement.prepare(sql, on: mysql)
+            statement = try PreparedStatement.prepare(text.sql, on: mysql)
         } catch {
             throw record(error)
         }
@@ -235,7 +235,7 @@ public final class MySQLConnection {
             oldest.value.close()
             statements.removeValue(forKey: oldest.key)
         }
-        statements[sql] = statement
+        statements[text] = statement
         return statement
     }
 

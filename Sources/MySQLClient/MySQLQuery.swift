@@ -8,63 +8,153 @@
 /// Raw SQL needs `init(unsafeSQL:)`. A literal `?` in the SQL text counts as a placeholder.
 public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, CustomStringConvertible {
     /// The SQL text with one `?` per bind.
-    public var sql: String
+    public var sql: String { text.sql }
     /// The values, in placeholder order.
     public var binds: [MySQLValue]
+    /// The text as written: a literal's static segments, or a string.
+    let text: Text
 
     /// A query from raw SQL text; the caller vouches that nothing user-supplied was spliced into `unsafeSQL`.
     public init(unsafeSQL: String, binds: [MySQLValue] = []) {
-        self.sql = unsafeSQL
+        self.text = .string(unsafeSQL)
         self.binds = binds
     }
 
     /// A query from a string literal, which cannot contain runtime values.
-    public init(stringLiteral value: String) {
-        self.init(unsafeSQL: value)
+    public init(stringLiteral value: StaticString) {
+        self.text = value.hasPointerRepresentation ? .pieces([.segment(value)]) : .string(value.description)
+        self.binds = []
     }
 
     /// A query from an interpolated literal: values become binds.
     public init(stringInterpolation: StringInterpolation) {
-        self.init(unsafeSQL: stringInterpolation.sql, binds: stringInterpolation.binds)
+        self.text = stringInterpolation.text
+        self.binds = stringInterpolation.binds
     }
 
     /// The SQL text only; bound values are never printed.
     public var description: String { sql }
 
+    /// Queries are equal when their SQL text and binds are, however the text was written.
+    public static func == (lhs: MySQLQuery, rhs: MySQLQuery) -> Bool {
+        lhs.sql == rhs.sql && lhs.binds == rhs.binds
+    }
+
+    /// Hashes the SQL text and binds, as `==` compares them.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(sql)
+        hasher.combine(binds)
+    }
+
     /// Collects literal SQL and bound values.
     public struct StringInterpolation: StringInterpolationProtocol, Sendable {
-        var sql: String
+        var text: Text
         var binds: [MySQLValue]
 
-        /// Reserves room for the literal text.
+        /// Reserves room for the literal's segments and placeholders.
         public init(literalCapacity: Int, interpolationCount: Int) {
-            sql = ""
-            sql.reserveCapacity(literalCapacity + interpolationCount)
+            var pieces: [Text.Piece] = []
+            pieces.reserveCapacity(2 * interpolationCount + 1)
+            text = .pieces(pieces)
             binds = []
             binds.reserveCapacity(interpolationCount)
         }
 
         /// Appends SQL text from the literal.
-        public mutating func appendLiteral(_ literal: String) {
-            sql += literal
+        public mutating func appendLiteral(_ literal: StaticString) {
+            if literal.hasPointerRepresentation {
+                text.append(.segment(literal))
+            } else {
+                text.append(literal.description)
+            }
         }
 
         /// Appends a `?` and binds `value` to it.
         public mutating func appendInterpolation(_ value: some MySQLBindable) {
-            sql += "?"
+            text.append(.placeholder)
             binds.append(value.mysqlValue)
         }
 
         /// Appends a `?` and binds `value` to it, or NULL when it is nil.
         public mutating func appendInterpolation(_ value: (some MySQLBindable)?) {
-            sql += "?"
+            text.append(.placeholder)
             binds.append(value?.mysqlValue ?? .null)
         }
 
         /// Appends an identifier (table, column, database) quoted with backticks; embedded backticks are
         /// doubled, which is MySQL's escape for quoted identifiers, so any text stays one identifier.
         public mutating func appendInterpolation(identifier: String) {
-            sql += "`" + identifier.replacingBackticks() + "`"
+            text.append("`" + identifier.replacingBackticks() + "`")
+        }
+    }
+
+    /// SQL text as a literal's pieces (for literals whose interpolations are all values), or as a string.
+    ///
+    /// Pieces compare and hash by address and length, so a connection finds a literal's prepared statement
+    /// without building or hashing its text: equal pieces are the same bytes, hence the same SQL.
+    enum Text: Sendable, Hashable {
+        case pieces([Piece])
+        case string(String)
+
+        /// A static segment of a literal, or the `?` of a bound value.
+        enum Piece: Sendable, Hashable {
+            /// Only segments with a pointer representation (`StaticString.hasPointerRepresentation`).
+            case segment(StaticString)
+            case placeholder
+
+            static func == (lhs: Piece, rhs: Piece) -> Bool {
+                switch (lhs, rhs) {
+                case (.placeholder, .placeholder):
+                    return true
+                case (.segment(let left), .segment(let right)):
+                    return left.utf8Start == right.utf8Start && left.utf8CodeUnitCount == right.utf8CodeUnitCount
+                default:
+                    return false
+                }
+            }
+
+            func hash(into hasher: inout Hasher) {
+                switch self {
+                case .placeholder:
+                    hasher.combine(UInt.max)
+                case .segment(let segment):
+                    hasher.combine(UInt(bitPattern: segment.utf8Start))
+                    hasher.combine(segment.utf8CodeUnitCount)
+                }
+            }
+
+            var sql: String {
+                switch self {
+                case .placeholder: "?"
+                case .segment(let segment): segment.description
+                }
+            }
+        }
+
+        /// The SQL text.
+        var sql: String {
+            switch self {
+            case .string(let sql):
+                return sql
+            case .pieces(let pieces):
+                return pieces.reduce(into: "") { $0 += $1.sql }
+            }
+        }
+
+        mutating func append(_ piece: Piece) {
+            switch self {
+            case .pieces(var pieces):
+                // Emptied first so that the array is uniquely referenced and grows in place.
+                self = .string("")
+                pieces.append(piece)
+                self = .pieces(pieces)
+            case .string(let sql):
+                self = .string(sql + piece.sql)
+            }
+        }
+
+        mutating func append(_ dynamicText: String) {
+            self = .string(sql + dynamicText)
         }
     }
 }

@@ -159,6 +159,17 @@ struct MySQLQueryTests {
         #expect(raw.sql == "SELECT ?" && raw.binds == [.int64(1)])
     }
 
+    @Test("a literal and unsafeSQL with the same text and binds are equal queries and hash alike")
+    func equalityByText() {
+        let id: Int64 = 7
+        let literal: MySQLQuery = "SELECT v FROM t WHERE id = \(id) AND (v > \(1))"
+        let raw = MySQLQuery(unsafeSQL: "SELECT v FROM t WHERE id = ? AND (v > ?)", binds: [.int64(7), .int64(1)])
+        #expect(literal == raw)
+        #expect(Set([literal, raw]).count == 1)
+        let other: MySQLQuery = "SELECT v FROM t WHERE id = \(id) AND (v > \(2))"
+        #expect(literal != other)
+    }
+
     @Test("bound values are never printed")
     func valueDescriptions() {
         #expect(MySQLValue.string("secret").description == "string(...)")

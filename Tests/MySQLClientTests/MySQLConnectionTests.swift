@@ -151,6 +151,25 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("one literal is prepared once however often it runs; the same SQL as unsafeSQL reads the same rows")
+    func literalAndUnsafeSQLStatements() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.execute("CREATE TABLE q (id BIGINT PRIMARY KEY, v VARCHAR(20))")
+            for id in Int64(1)...3 { try connection.execute("INSERT INTO q VALUES (\(id), \("v\(id)"))") }
+            let before = connection.cachedStatementCount
+            func literal(_ id: Int64) throws(MySQLError) -> String? {
+                try connection.query("SELECT v FROM q WHERE id = \(id)").first?.string("v")
+            }
+            #expect(try literal(1) == "v1")
+            #expect(try literal(3) == "v3")
+            #expect(connection.cachedStatementCount == before + 1)
+            let raw = try connection.query(MySQLQuery(unsafeSQL: "SELECT v FROM q WHERE id = ?", binds: [.int64(2)]))
+            #expect(raw.first?.string("v") == "v2")
+            #expect(try literal(2) == "v2")
+        }
+    }
+
     @Test("a cached SELECT reads the new columns after ALTER TABLE changes them")
     func cachedStatementAfterSchemaChange() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
