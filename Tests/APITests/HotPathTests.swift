@@ -224,6 +224,30 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         #expect(checked > 20_000)
     }
 
+    @Test(arguments: [
+        ("plain", "plain", "plain"), ("", "", ""), ("a%2Fb", "a/b", "a/b"), ("%C3%A9t%C3%A9", "été", "été"),
+        ("été", "été", "été"), ("a+b", "a+b", "a b"), ("a+%2B", "a++", "a +"), ("%41%42c", "ABc", "ABc"),
+    ])
+    func percentDecodingDecodesEscapesOnly(_ text: String, _ decoded: String, _ decodedPlusAsSpace: String) {
+        #expect(PercentDecoding.decode(Substring(text)) == decoded)
+        #expect(PercentDecoding.decode(Substring(text), plusAsSpace: true) == decodedPlusAsSpace)
+        // The bytes of a Substring in the middle of a string, as the router passes them.
+        let embedded = "x/" + text + "/y"
+        #expect(PercentDecoding.decode(embedded.dropFirst(2).dropLast(2)) == decoded)
+        #expect(Array(text.utf8).withUnsafeBufferPointer { PercentDecoding.decode($0) } == decoded)
+    }
+
+    @Test(arguments: ["%", "%2", "%zz", "a%G1", "%C3", "%FF", "%C3%28"])
+    func percentDecodingRejectsMalformedEscapesAndNonUTF8(_ text: String) {
+        #expect(PercentDecoding.decode(Substring(text)) == nil)
+        #expect(Array(text.utf8).withUnsafeBufferPointer { PercentDecoding.decode($0) } == nil)
+    }
+
+    @Test func percentDecodingRejectsBytesThatAreNotUTF8() {
+        #expect([0x61, 0xFF, 0x62].withUnsafeBufferPointer { PercentDecoding.decode($0) } == nil)
+        #expect([0x61, 0xC3, 0xA9].withUnsafeBufferPointer { PercentDecoding.decode($0) } == "aé")
+    }
+
     @Test func malformedEscapesAndUnknownPathsFail() {
         #expect(throws: Route.Failure.malformedEscape) { try Route.match(rawPath: "/requests/a%2") }
         #expect(throws: Route.Failure.notFound) { try Route.match(rawPath: "/healthz/x") }
