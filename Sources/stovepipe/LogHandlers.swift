@@ -40,12 +40,12 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
-    /// an event's, without building and sorting a metadata dictionary per line.
-    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
+    /// an event's, without building and sorting a metadata dictionary or a string per field.
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
         var line = LineBuilder(format: format, level: level, label: label, message: message)
         mergeWithOwnMetadata(
-            eventCount: sortedFields.count, eventKey: { sortedFields[$0].key },
-            own: { key, value in line.field(key, value) }, event: { line.field(sortedFields[$0].key, string: sortedFields[$0].value) })
+            RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
+            event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
         sink.write(line.finish(), immediately: level >= .warning)
     }
 
@@ -69,11 +69,8 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(label)
                 json.knownKey("msg")
                 json.string(message)
-                var timestamp: [UInt8] = []
-                timestamp.reserveCapacity(32)
-                RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
                 json.knownKey("ts")
-                json.string(String(decoding: timestamp, as: UTF8.self))
+                json.string(appending: { RFC3339.append(Date(), fractionDigits: 3, to: &$0) })
             case .text:
                 text.reserveCapacity(256)
                 RFC3339.append(Date(), fractionDigits: 3, to: &text)
@@ -97,6 +94,20 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 StderrLogHandler.appendUTF8(key, to: &text)
                 text.append(UInt8(ascii: "="))
                 StderrLogHandler.appendUTF8(value, to: &text)
+            }
+        }
+
+        /// A field whose value's UTF-8 text `appendValue` appends: a string value, without its `String`.
+        mutating func field(_ key: String, appendingValue appendValue: (inout [UInt8]) -> Void) {
+            switch format {
+            case .json:
+                json.key(StderrLogHandler.isReservedJSONKey(key) ? "meta." + key : key)
+                json.string(appending: appendValue)
+            case .text:
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(key, to: &text)
+                text.append(UInt8(ascii: "="))
+                appendValue(&text)
             }
         }
 
@@ -153,25 +164,24 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             extra.formIndex(after: &position)
         }
         let values = extra.values
-        mergeWithOwnMetadata(
-            eventCount: event.count, eventKey: { keys[event[$0]] },
-            own: body, event: { body(keys[event[$0]], values[event[$0]]) })
+        mergeWithOwnMetadata(event, key: { keys[$0] }, own: body, event: { body(keys[$0], values[$0]) })
     }
 
-    /// Calls `own` for the handler's metadata and `event` for each of `eventCount` event fields, whose keys
-    /// (`eventKey`) ascend, all in key order; an event key equal to a handler key stands in for it.
-    private func mergeWithOwnMetadata(
-        eventCount: Int, eventKey: (Int) -> String, own: (String, Logger.Metadata.Value) -> Void, event: (Int) -> Void
+    /// Calls `own` for the handler's metadata and `event` for each of `events`, whose keys (`key`) ascend, all in
+    /// key order; an event key equal to a handler key stands in for it.
+    private func mergeWithOwnMetadata<Events: Collection>(
+        _ events: Events, key: (Events.Element) -> String, own: (String, Logger.Metadata.Value) -> Void,
+        event: (Events.Element) -> Void
     ) {
         var ownIndex = 0
-        for eventIndex in 0..<eventCount {
-            let key = eventKey(eventIndex)
-            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < key {
+        for element in events {
+            let eventKey = key(element)
+            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < eventKey {
                 own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
                 ownIndex += 1
             }
-            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == key { ownIndex += 1 }
-            event(eventIndex)
+            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == eventKey { ownIndex += 1 }
+            event(element)
         }
         while ownIndex < sortedMetadata.count {
             own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
@@ -193,8 +203,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     fileprivate static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
+        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
+        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
+            bytes.append(contentsOf: text.utf8)
+        }
     }
 
     fileprivate static func isReservedJSONKey(_ key: String) -> Bool {

@@ -42,9 +42,11 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
     var logLevel: Logger.Level = .trace
     var metadata: Logger.Metadata = [:]
 
-    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
-        #expect(sortedFields.map(\.key) == sortedFields.map(\.key).sorted(), "keys ascending")
-        let metadata = Logger.Metadata(uniqueKeysWithValues: sortedFields.map { ($0.key, .string($0.value)) })
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
+        let keys = RequestLogFields.Field.allCases.map(\.key)
+        #expect(keys == keys.sorted(), "keys ascending")
+        let metadata = Logger.Metadata(
+            uniqueKeysWithValues: RequestLogFields.Field.allCases.map { ($0.key, .string(sortedFields.value(of: $0))) })
         logs.events.withLock { $0.append(("sorted:" + message, metadata)) }
     }
 }
@@ -137,10 +139,23 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         return samples
     }()
 
+    @Test func requestLogFieldsAreSpelledAsStringsSpellThem() {
+        for (bytes, status) in [(0, 200), (311, 404), (1_234_567, 503), (-1, -20), (Int.max, Int.min)] {
+            let fields = RequestLogFields(
+                bytes: bytes, nanoseconds: 12_500, method: "GET", route: "/requests/{id}", status: status, requestID: "r-ü")
+            #expect(fields.value(of: .bytes) == String(bytes))
+            #expect(fields.value(of: .status) == String(status))
+            #expect(fields.value(of: .duration) == "0.0125")
+            #expect(fields.value(of: .method) == "GET")
+            #expect(fields.value(of: .route) == "/requests/{id}")
+            #expect(fields.value(of: .requestID) == "r-ü")
+        }
+    }
+
     @Test func durationIsSpelledAsTheDoubleWouldBe() {
         for nanoseconds in Self.nanosecondSamples {
             let expected = "\(Double(nanoseconds) / 1_000_000)"
-            #expect(APIResponder.milliseconds(nanoseconds: nanoseconds) == expected, "\(nanoseconds) ns")
+            #expect(RequestLogFields.milliseconds(nanoseconds: nanoseconds) == expected, "\(nanoseconds) ns")
         }
     }
 }
