@@ -14,10 +14,16 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     let format: LogFormat
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:] {
-        didSet { sortedMetadata = metadata.sorted { $0.key < $1.key } }
+        didSet {
+            let sorted = metadata.sorted { $0.key < $1.key }
+            ownKeys = sorted.map(\.key)
+            ownValues = sorted.map(\.value)
+        }
     }
-    /// `metadata` sorted by key, kept so that a log call sorts only its own metadata.
-    private var sortedMetadata: [(key: String, value: Logger.Metadata.Value)] = []
+    /// `metadata`'s keys in ascending order and their values in that order, kept so that a log call sorts only its
+    /// own metadata; apart, so that comparing a key copies no value.
+    private var ownKeys: [String] = []
+    private var ownValues: [Logger.Metadata.Value] = []
     let sink: LogSink
 
     init(label: String, format: LogFormat, logLevel: Logger.Level, sink: LogSink = .standardError) {
@@ -144,7 +150,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         _ extra: Logger.Metadata?, _ body: (String, Logger.Metadata.Value) -> Void
     ) {
         guard let extra, !extra.isEmpty else {
-            for (key, value) in sortedMetadata { body(key, value) }
+            for (key, value) in zip(ownKeys, ownValues) { body(key, value) }
             return
         }
         // The event's keys by an insertion sort of dictionary indices: events carry a handful of keys, and
@@ -176,15 +182,15 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         var ownIndex = 0
         for element in events {
             let eventKey = key(element)
-            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < eventKey {
-                own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+            while ownIndex < ownKeys.count && ownKeys[ownIndex] < eventKey {
+                own(ownKeys[ownIndex], ownValues[ownIndex])
                 ownIndex += 1
             }
-            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == eventKey { ownIndex += 1 }
+            if ownIndex < ownKeys.count && ownKeys[ownIndex] == eventKey { ownIndex += 1 }
             event(element)
         }
-        while ownIndex < sortedMetadata.count {
-            own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+        while ownIndex < ownKeys.count {
+            own(ownKeys[ownIndex], ownValues[ownIndex])
             ownIndex += 1
         }
     }
