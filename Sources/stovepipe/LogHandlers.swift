@@ -266,7 +266,8 @@ final class LogSink: @unchecked Sendable {
     private let bufferLimit: Int
     private let condition = NSCondition()
     private let writeLock = NSLock()
-    private var pending: [UInt8] = []
+    // Guarded by `condition`, so the dynamic exclusivity check of each access (a call per access) buys nothing.
+    @exclusivity(unchecked) private var pending: [UInt8] = []
     private var dropped = 0
     private var background = false
     private var stopped = false
@@ -298,7 +299,8 @@ final class LogSink: @unchecked Sendable {
             return
         }
         let wasEmpty = pending.isEmpty
-        pending.append(contentsOf: line)
+        // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
+        if wasEmpty { pending = line } else { pending.append(contentsOf: line) }
         let deferred = background && !immediately
         let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
         if deferred && (wasEmpty || crossedBatch) { condition.signal() }
