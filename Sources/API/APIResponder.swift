@@ -85,7 +85,7 @@ public final class APIResponder: HTTPResponder {
     }
 
     public func respond(to request: HTTPRequest) -> HTTPResponse {
-        let started = ContinuousClock.now
+        let started = Self.nanosecondsNow()
         var template = RouteTemplate.unmatched
         var response: HTTPResponse
         do {
@@ -103,66 +103,37 @@ public final class APIResponder: HTTPResponder {
             logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
-        let elapsed = (ContinuousClock.now - started).nanoseconds
-        let (method, requestID, status, bytes) = (request.method, request.requestID, response.status, response.body.count)
+        let elapsed = Self.nanosecondsNow() - started
+        let method = request.method
+        let status = response.status
+        let fields = RequestLogFields(
+            bytes: response.body.count, nanoseconds: elapsed, method: method, route: template.label, status: status,
+            requestID: request.requestID)
         // The metrics and the log line wait until the response is on its way.
         response.afterSend = { [self, template] in
-            let statusLabel = String(status)
-            requestMetrics.record(template: template, method: MethodLabel(method), status: status,
-                statusLabel: statusLabel, nanoseconds: elapsed)
-            logRequest(method: method, requestID: requestID, template: template, status: statusLabel, elapsed: elapsed, bytes: bytes)
+            requestMetrics.record(template: template, method: MethodLabel(method), status: status, nanoseconds: elapsed)
+            logRequest(fields)
         }
         return response
     }
 
-    private func logRequest(
-        method: String, requestID: String, template: RouteTemplate, status: String, elapsed: Int64, bytes: Int
-    ) {
-        guard logger.logLevel <= .info else { return }
-        let milliseconds = Self.milliseconds(nanoseconds: elapsed)
-        guard let requestLineHandler else {
-            logger.info(
-                "request",
-                metadata: [
-                    "request.id": .string(requestID), "http.method": .string(method),
-                    "http.route": .string(template.label), "http.status": .string(status),
-                    "duration.ms": .string(milliseconds), "bytes": .string(String(bytes)),
-                ])
-            return
-        }
-        requestLineHandler.log(
-            level: .info, message: "request",
-            sortedFields: [
-                ("bytes", String(bytes)), ("duration.ms", milliseconds), ("http.method", method),
-                ("http.route", template.label), ("http.status", status), ("request.id", requestID),
-            ])
+    /// The time on the clock `ContinuousClock` reads (CLOCK_BOOTTIME on Linux), in nanoseconds: reading it
+    /// directly spares two `ContinuousClock.now` calls and turning a 128-bit `Duration` back into nanoseconds.
+    private static func nanosecondsNow() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 
-    /// `nanoseconds` in milliseconds, spelled as `"\(Double(nanoseconds) / 1_000_000)"` spells it.
-    static func milliseconds(nanoseconds: Int64) -> String {
-        // From 100 ns up to 10^15 ns the shortest round-trip spelling of n / 10^6 is that decimal itself
-        // (at most 15 significant digits, which a Double tells apart), in positional notation; outside
-        // that range Swift may switch to exponent notation, so the Double prints itself.
-        guard nanoseconds >= 100, nanoseconds < 1_000_000_000_000_000 else {
-            return "\(Double(nanoseconds) / 1_000_000)"
+    private func logRequest(_ fields: RequestLogFields) {
+        guard logger.logLevel <= .info else { return }
+        guard let requestLineHandler else {
+            var metadata = Logger.Metadata()
+            for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
+            logger.info("request", metadata: metadata)
+            return
         }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(24)
-        JSONWriter.appendDecimal(UInt64(nanoseconds / 1_000_000), to: &bytes)
-        bytes.append(UInt8(ascii: "."))
-        var fraction = nanoseconds % 1_000_000
-        var width = 6
-        while width > 1 && fraction % 10 == 0 {
-            fraction /= 10
-            width -= 1
-        }
-        var divisor: Int64 = 1
-        for _ in 1..<width { divisor *= 10 }
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
-            divisor /= 10
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        requestLineHandler.log(level: .info, message: "request", sortedFields: fields)
     }
 
     /// `/healthz` reads a flag and blocks on nothing: answered on the event loop, it stays a liveness
@@ -369,7 +340,7 @@ private final class RequestMetrics: Sendable {
 
     private let handles = Mutex(Handles())
 
-    func record(template: RouteTemplate, method: MethodLabel, status: Int, statusLabel: String, nanoseconds: Int64) {
+    func record(template: RouteTemplate, method: MethodLabel, status: Int, nanoseconds: Int64) {
         let key = CounterKey(template: template, method: method.index, status: status)
         let (counter, timer) = handles.withLock { handles in
             let counter: Metrics.Counter
@@ -378,7 +349,7 @@ private final class RequestMetrics: Sendable {
             } else {
                 counter = Metrics.Counter(
                     label: "stovepipe_http_requests_total",
-                    dimensions: [("route", template.label), ("method", method.text), ("status", statusLabel)])
+                    dimensions: [("route", template.label), ("method", method.text), ("status", String(status))])
                 handles.counters[key] = counter
             }
             let timer: Metrics.Timer

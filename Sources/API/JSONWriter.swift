@@ -10,7 +10,7 @@ public struct JSONWriter {
 
     /// Starts an empty buffer with room for `capacity` bytes.
     public init(capacity: Int = 256) {
-        bytes.reserveCapacity(capacity)
+        if capacity > 0 { bytes.reserveCapacity(capacity) }
     }
 
     /// Opens an object.
@@ -67,6 +67,22 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Writes a string value whose UTF-8 text `appendText` appends, escaped as `string(_:)` escapes a string:
+    /// a value made of parts (numbers, timestamps) needs no `String` of its own.
+    public mutating func string(appending appendText: (inout [UInt8]) -> Void) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        let start = bytes.count
+        appendText(&bytes)
+        if bytes[start...].contains(where: Self.needsEscape) {
+            let text = Array(bytes[start...])
+            bytes.removeSubrange(start...)
+            text.withUnsafeBufferPointer { Self.appendEscaped($0, to: &bytes) }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
     /// Writes a string value, or null.
     public mutating func string(_ value: String?) {
         guard let value else { return null() }
@@ -98,20 +114,16 @@ public struct JSONWriter {
 
     /// Appends the decimal digits of `value`, as `String(value)` spells them.
     public static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
-        var width = 1
-        var probe = value
-        while probe >= 10 {
-            probe /= 10
-            width += 1
-        }
-        let start = bytes.count
-        bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width))
-        var rest = value
-        var index = start + width
-        while index > start {
-            index -= 1
-            bytes[index] = UInt8(ascii: "0") + UInt8(rest % 10)
-            rest /= 10
+        // Least significant digit first into a stack buffer, then one append: an append per digit costs more.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var start = digits.count
+            var rest = value
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
         }
     }
 
@@ -165,12 +177,19 @@ public struct JSONWriter {
     /// Appends `text` escaped for the inside of a JSON string: RFC 8259 §7 requires `"`, `\` and
     /// U+0000...U+001F to be escaped; everything else, `/` included, goes out as UTF-8.
     public static func appendEscaped(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { appendEscaped($0, to: &bytes) }
+        // Native strings are contiguous; reading them in place spares the copy that `withUTF8` makes of `text`.
+        if text.utf8.withContiguousStorageIfAvailable({ appendEscaped($0, to: &bytes) }) == nil {
+            var text = text
+            text.withUTF8 { appendEscaped($0, to: &bytes) }
+        }
+    }
+
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
 
     private static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
-        if !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        if !utf8.contains(where: needsEscape) {
             bytes.append(contentsOf: utf8)
             return
         }

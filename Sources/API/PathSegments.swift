@@ -2,16 +2,23 @@
 enum PercentDecoding {
     /// Decodes `%XX` escapes; nil for a malformed escape or bytes that are not UTF-8.
     static func decode(_ text: Substring, plusAsSpace: Bool = false) -> String? {
-        // Most segments have nothing to decode, and a Substring is already valid UTF-8.
-        let isEscape = { (byte: UInt8) in byte == UInt8(ascii: "%") || (plusAsSpace && byte == UInt8(ascii: "+")) }
-        // A scan of the contiguous bytes when the text has them, which native strings do.
-        let hasEscapes = text.utf8.withContiguousStorageIfAvailable { $0.contains(where: isEscape) } ?? text.utf8.contains(where: isEscape)
-        if !hasEscapes {
-            return String(text)
+        // A Substring of a native string has its bytes in place, which is all but always.
+        if let decoded = text.utf8.withContiguousStorageIfAvailable({ decode($0, plusAsSpace: plusAsSpace) }) {
+            return decoded
         }
+        return Array(text.utf8).withUnsafeBufferPointer { decode($0, plusAsSpace: plusAsSpace) }
+    }
+
+    /// Decodes `%XX` escapes in the UTF-8 `text`; nil for a malformed escape or bytes that are not UTF-8.
+    static func decode(_ text: UnsafeBufferPointer<UInt8>, plusAsSpace: Bool = false) -> String? {
+        let isEscape = { (byte: UInt8) in byte == UInt8(ascii: "%") || (plusAsSpace && byte == UInt8(ascii: "+")) }
+        // Most segments are ASCII with nothing to decode: they become the string as they are, and ASCII needs none
+        // of the validation (a generic, slower call) that other bytes get.
+        if text.allSatisfy({ $0 < 0x80 && !isEscape($0) }) { return String(decoding: text, as: UTF8.self) }
+        guard text.contains(where: isEscape) else { return String(validating: text, as: UTF8.self) }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.utf8.count)
-        var iterator = text.utf8.makeIterator()
+        bytes.reserveCapacity(text.count)
+        var iterator = text.makeIterator()
         while let byte = iterator.next() {
             if byte == UInt8(ascii: "%") {
                 guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {

@@ -54,45 +54,50 @@ enum Route: Equatable {
     static func match(rawPath: String) throws(Failure) -> Route {
         // The HTTP parser lets only ASCII through (RFC 9112 §3.2); any other text takes the
         // Character-wise split, where a `/` followed by a combining mark is no separator.
-        let isASCII = rawPath.utf8.withContiguousStorageIfAvailable { $0.allSatisfy { $0 < 0x80 } }
-            ?? rawPath.utf8.allSatisfy { $0 < 0x80 }
-        guard isASCII else { return try match(segments: PercentDecoding.rawSegments(rawPath)) }
-        let utf8 = rawPath.utf8
+        let matched = rawPath.utf8.withContiguousStorageIfAvailable { utf8 -> Result<Route, Failure>? in
+            guard utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
+            return Result { () throws(Failure) in try match(ascii: utf8) }
+        }
+        if let matched = matched ?? nil { return try matched.get() }
+        return try match(segments: PercentDecoding.rawSegments(rawPath))
+    }
+
+    /// Matches an ASCII path byte by byte, comparing segments with the routes' names as bytes.
+    private static func match(ascii utf8: UnsafeBufferPointer<UInt8>) throws(Failure) -> Route {
         guard !utf8.isEmpty else { throw .notFound }
-        var headStart = utf8.startIndex
-        if utf8[headStart] == UInt8(ascii: "/") { headStart = utf8.index(after: headStart) }
+        let headStart = utf8[0] == UInt8(ascii: "/") ? 1 : 0
         let headEnd = utf8[headStart...].firstIndex(of: UInt8(ascii: "/")) ?? utf8.endIndex
-        let head = rawPath[headStart..<headEnd]
+        let head = UnsafeBufferPointer(rebasing: utf8[headStart..<headEnd])
         // `rest` is every segment after the head, still joined by `/`; nil when there is none.
-        let rest = headEnd == utf8.endIndex ? nil : rawPath[utf8.index(after: headEnd)...]
-        switch head {
-        case "healthz" where rest == nil: return .healthz
-        case "readyz" where rest == nil: return .readyz
-        case "metrics" where rest == nil: return .metrics
-        case "openapi.yaml" where rest == nil: return .openapi
-        case "topics" where rest == nil: return .topics
-        case "topics":
-            guard let rest, !rest.utf8.contains(UInt8(ascii: "/")) else { throw .notFound }
-            return .topic(try decoded(rest))
-        case "requests":
-            guard let rest else { throw .notFound }
-            return .request(id: try decoded(rest))
-        case "queues":
-            guard let rest else { throw .notFound }
-            if let slash = rest.utf8.lastIndex(of: UInt8(ascii: "/")) {
-                let last = rest[rest.utf8.index(after: slash)...]
-                if last == "ingest" { return .ingest(queue: try decoded(rest[..<slash])) }
-                if last == "requests" { return .queueRequests(queue: try decoded(rest[..<slash])) }
-            }
-            return .queue(try decoded(rest))
-        default:
+        guard headEnd < utf8.endIndex else {
+            if head.spells("healthz") { return .healthz }
+            if head.spells("readyz") { return .readyz }
+            if head.spells("metrics") { return .metrics }
+            if head.spells("openapi.yaml") { return .openapi }
+            if head.spells("topics") { return .topics }
             throw .notFound
         }
+        let rest = UnsafeBufferPointer(rebasing: utf8[(headEnd + 1)...])
+        if head.spells("requests") { return .request(id: try decoded(rest)) }
+        if head.spells("topics") {
+            guard !rest.contains(UInt8(ascii: "/")) else { throw .notFound }
+            return .topic(try decoded(rest))
+        }
+        if head.spells("queues") {
+            if let slash = rest.lastIndex(of: UInt8(ascii: "/")) {
+                let last = UnsafeBufferPointer(rebasing: rest[(slash + 1)...])
+                let queue = UnsafeBufferPointer(rebasing: rest[..<slash])
+                if last.spells("ingest") { return .ingest(queue: try decoded(queue)) }
+                if last.spells("requests") { return .queueRequests(queue: try decoded(queue)) }
+            }
+            return .queue(try decoded(rest))
+        }
+        throw .notFound
     }
 
     /// `/`-joined segments decoded at once: as no escape spans a `/` (it is no hex digit) and a `/`
     /// ends any UTF-8 sequence, this is decoding each segment and joining them with `/`.
-    private static func decoded(_ segments: Substring) throws(Failure) -> String {
+    private static func decoded(_ segments: UnsafeBufferPointer<UInt8>) throws(Failure) -> String {
         guard let text = PercentDecoding.decode(segments) else { throw .malformedEscape }
         return text
     }
@@ -158,5 +163,12 @@ enum RouteTemplate: Int, CaseIterable {
         case .topic: "/topics/{topic}"
         case .unmatched: "unmatched"
         }
+    }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    /// Whether these bytes are exactly `word`'s UTF-8.
+    fileprivate func spells(_ word: StaticString) -> Bool {
+        count == word.utf8CodeUnitCount && word.withUTF8Buffer { elementsEqual($0) }
     }
 }

@@ -1,9 +1,127 @@
 import Logging
 
-/// A log handler that also takes a line's metadata as string pairs already sorted by key, for the per-request
-/// line: building, hashing and sorting a metadata dictionary per request costs more than writing the line.
+/// A log handler that also takes the per-request line's fields as they are, already in key order: building,
+/// hashing and sorting a metadata dictionary (or even the fields' strings) per request costs more than the line.
 public protocol SortedFieldsLogHandler: LogHandler {
-    /// Writes `message` at `level` (the caller checked `logLevel`) with `sortedFields`, whose keys are unique and
-    /// ascending, merged with the handler's own metadata exactly as `log(event:)` would merge that metadata.
-    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)])
+    /// Writes `message` at `level` (the caller checked `logLevel`) with `sortedFields`, merged with the handler's
+    /// own metadata exactly as `log(event:)` would merge that metadata with the fields as `.string` values.
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields)
+}
+
+/// The fields of the per-request log line, kept as numbers and strings until a handler writes their text.
+public struct RequestLogFields: Sendable {
+    /// One field of the line; the cases are in the ascending order of their keys.
+    public enum Field: CaseIterable, Sendable {
+        case bytes
+        case duration
+        case method
+        case route
+        case status
+        case requestID
+
+        /// The metadata key.
+        public var key: String {
+            switch self {
+            case .bytes: "bytes"
+            case .duration: "duration.ms"
+            case .method: "http.method"
+            case .route: "http.route"
+            case .status: "http.status"
+            case .requestID: "request.id"
+            }
+        }
+    }
+
+    let bytes: Int
+    let nanoseconds: Int64
+    let method: String
+    let route: String
+    let status: Int
+    let requestID: String
+
+    /// Groups one request's fields; `nanoseconds` is how long the response took to make.
+    public init(bytes: Int, nanoseconds: Int64, method: String, route: String, status: Int, requestID: String) {
+        self.bytes = bytes
+        self.nanoseconds = nanoseconds
+        self.method = method
+        self.route = route
+        self.status = status
+        self.requestID = requestID
+    }
+
+    /// Appends the UTF-8 text of `field`, unescaped.
+    public func appendValue(of field: Field, to line: inout [UInt8]) {
+        switch field {
+        case .bytes: Self.appendInteger(bytes, to: &line)
+        case .duration: Self.appendMilliseconds(nanoseconds: nanoseconds, to: &line)
+        case .method: Self.appendUTF8(method, to: &line)
+        case .route: Self.appendUTF8(route, to: &line)
+        case .status: Self.appendInteger(status, to: &line)
+        case .requestID: Self.appendUTF8(requestID, to: &line)
+        }
+    }
+
+    /// The text of `field`, as a metadata value.
+    public func value(of field: Field) -> String {
+        var text: [UInt8] = []
+        appendValue(of: field, to: &text)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// `nanoseconds` in milliseconds, spelled as `"\(Double(nanoseconds) / 1_000_000)"` spells it.
+    static func milliseconds(nanoseconds: Int64) -> String {
+        var text: [UInt8] = []
+        appendMilliseconds(nanoseconds: nanoseconds, to: &text)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    private static func appendMilliseconds(nanoseconds: Int64, to line: inout [UInt8]) {
+        // From 100 ns up to 10^15 ns the shortest round-trip spelling of n / 10^6 is that decimal itself
+        // (at most 15 significant digits, which a Double tells apart), in positional notation; outside
+        // that range Swift may switch to exponent notation, so the Double prints itself.
+        guard nanoseconds >= 100, nanoseconds < 1_000_000_000_000_000 else {
+            line.append(contentsOf: "\(Double(nanoseconds) / 1_000_000)".utf8)
+            return
+        }
+        var fraction = nanoseconds % 1_000_000
+        var width = 6
+        while width > 1 && fraction % 10 == 0 {
+            fraction /= 10
+            width -= 1
+        }
+        // Written backwards into a stack buffer and appended at once: at most 9 + 1 + 6 bytes.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
+            var start = text.count
+            for _ in 0..<width {
+                start -= 1
+                text[start] = UInt8(ascii: "0") + UInt8(fraction % 10)
+                fraction /= 10
+            }
+            start -= 1
+            text[start] = UInt8(ascii: ".")
+            var whole = nanoseconds / 1_000_000
+            repeat {
+                start -= 1
+                text[start] = UInt8(ascii: "0") + UInt8(whole % 10)
+                whole /= 10
+            } while whole > 0
+            line.append(contentsOf: UnsafeBufferPointer(rebasing: text[start...]))
+        }
+    }
+
+    /// Appends `String(value)`'s text.
+    private static func appendInteger(_ value: Int, to line: inout [UInt8]) {
+        if value >= 0 {
+            JSONWriter.appendDecimal(UInt64(value), to: &line)
+        } else {
+            line.append(contentsOf: String(value).utf8)
+        }
+    }
+
+    private static func appendUTF8(_ text: String, to line: inout [UInt8]) {
+        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
+        if text.utf8.withContiguousStorageIfAvailable({ line.append(contentsOf: $0) }) == nil {
+            line.append(contentsOf: text.utf8)
+        }
+    }
 }

@@ -14,10 +14,16 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     let format: LogFormat
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:] {
-        didSet { sortedMetadata = metadata.sorted { $0.key < $1.key } }
+        didSet {
+            let sorted = metadata.sorted { $0.key < $1.key }
+            ownKeys = sorted.map(\.key)
+            ownValues = sorted.map(\.value)
+        }
     }
-    /// `metadata` sorted by key, kept so that a log call sorts only its own metadata.
-    private var sortedMetadata: [(key: String, value: Logger.Metadata.Value)] = []
+    /// `metadata`'s keys in ascending order and their values in that order, kept so that a log call sorts only its
+    /// own metadata; apart, so that comparing a key copies no value.
+    private var ownKeys: [String] = []
+    private var ownValues: [Logger.Metadata.Value] = []
     let sink: LogSink
 
     init(label: String, format: LogFormat, logLevel: Logger.Level, sink: LogSink = .standardError) {
@@ -40,12 +46,12 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
-    /// an event's, without building and sorting a metadata dictionary per line.
-    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
+    /// an event's, without building and sorting a metadata dictionary or a string per field.
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
         var line = LineBuilder(format: format, level: level, label: label, message: message)
         mergeWithOwnMetadata(
-            eventCount: sortedFields.count, eventKey: { sortedFields[$0].key },
-            own: { key, value in line.field(key, value) }, event: { line.field(sortedFields[$0].key, string: sortedFields[$0].value) })
+            RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
+            event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
         sink.write(line.finish(), immediately: level >= .warning)
     }
 
@@ -69,11 +75,8 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(label)
                 json.knownKey("msg")
                 json.string(message)
-                var timestamp: [UInt8] = []
-                timestamp.reserveCapacity(32)
-                RFC3339.append(Date(), fractionDigits: 3, to: &timestamp)
                 json.knownKey("ts")
-                json.string(String(decoding: timestamp, as: UTF8.self))
+                json.string(appending: { RFC3339.append(Date(), fractionDigits: 3, to: &$0) })
             case .text:
                 text.reserveCapacity(256)
                 RFC3339.append(Date(), fractionDigits: 3, to: &text)
@@ -97,6 +100,20 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 StderrLogHandler.appendUTF8(key, to: &text)
                 text.append(UInt8(ascii: "="))
                 StderrLogHandler.appendUTF8(value, to: &text)
+            }
+        }
+
+        /// A field whose value's UTF-8 text `appendValue` appends: a string value, without its `String`.
+        mutating func field(_ key: String, appendingValue appendValue: (inout [UInt8]) -> Void) {
+            switch format {
+            case .json:
+                json.key(StderrLogHandler.isReservedJSONKey(key) ? "meta." + key : key)
+                json.string(appending: appendValue)
+            case .text:
+                text.append(UInt8(ascii: " "))
+                StderrLogHandler.appendUTF8(key, to: &text)
+                text.append(UInt8(ascii: "="))
+                appendValue(&text)
             }
         }
 
@@ -133,7 +150,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         _ extra: Logger.Metadata?, _ body: (String, Logger.Metadata.Value) -> Void
     ) {
         guard let extra, !extra.isEmpty else {
-            for (key, value) in sortedMetadata { body(key, value) }
+            for (key, value) in zip(ownKeys, ownValues) { body(key, value) }
             return
         }
         // The event's keys by an insertion sort of dictionary indices: events carry a handful of keys, and
@@ -153,28 +170,27 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             extra.formIndex(after: &position)
         }
         let values = extra.values
-        mergeWithOwnMetadata(
-            eventCount: event.count, eventKey: { keys[event[$0]] },
-            own: body, event: { body(keys[event[$0]], values[event[$0]]) })
+        mergeWithOwnMetadata(event, key: { keys[$0] }, own: body, event: { body(keys[$0], values[$0]) })
     }
 
-    /// Calls `own` for the handler's metadata and `event` for each of `eventCount` event fields, whose keys
-    /// (`eventKey`) ascend, all in key order; an event key equal to a handler key stands in for it.
-    private func mergeWithOwnMetadata(
-        eventCount: Int, eventKey: (Int) -> String, own: (String, Logger.Metadata.Value) -> Void, event: (Int) -> Void
+    /// Calls `own` for the handler's metadata and `event` for each of `events`, whose keys (`key`) ascend, all in
+    /// key order; an event key equal to a handler key stands in for it.
+    private func mergeWithOwnMetadata<Events: Collection>(
+        _ events: Events, key: (Events.Element) -> String, own: (String, Logger.Metadata.Value) -> Void,
+        event: (Events.Element) -> Void
     ) {
         var ownIndex = 0
-        for eventIndex in 0..<eventCount {
-            let key = eventKey(eventIndex)
-            while ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key < key {
-                own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+        for element in events {
+            let eventKey = key(element)
+            while ownIndex < ownKeys.count && ownKeys[ownIndex] < eventKey {
+                own(ownKeys[ownIndex], ownValues[ownIndex])
                 ownIndex += 1
             }
-            if ownIndex < sortedMetadata.count && sortedMetadata[ownIndex].key == key { ownIndex += 1 }
-            event(eventIndex)
+            if ownIndex < ownKeys.count && ownKeys[ownIndex] == eventKey { ownIndex += 1 }
+            event(element)
         }
-        while ownIndex < sortedMetadata.count {
-            own(sortedMetadata[ownIndex].key, sortedMetadata[ownIndex].value)
+        while ownIndex < ownKeys.count {
+            own(ownKeys[ownIndex], ownValues[ownIndex])
             ownIndex += 1
         }
     }
@@ -193,8 +209,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     fileprivate static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
+        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
+        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
+            bytes.append(contentsOf: text.utf8)
+        }
     }
 
     fileprivate static func isReservedJSONKey(_ key: String) -> Bool {
@@ -248,7 +266,8 @@ final class LogSink: @unchecked Sendable {
     private let bufferLimit: Int
     private let condition = NSCondition()
     private let writeLock = NSLock()
-    private var pending: [UInt8] = []
+    // Guarded by `condition`, so the dynamic exclusivity check of each access (a call per access) buys nothing.
+    @exclusivity(unchecked) private var pending: [UInt8] = []
     private var dropped = 0
     private var background = false
     private var stopped = false
@@ -280,7 +299,8 @@ final class LogSink: @unchecked Sendable {
             return
         }
         let wasEmpty = pending.isEmpty
-        pending.append(contentsOf: line)
+        // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
+        if wasEmpty { pending = line } else { pending.append(contentsOf: line) }
         let deferred = background && !immediately
         let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
         if deferred && (wasEmpty || crossedBatch) { condition.signal() }

@@ -42,9 +42,11 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
     var logLevel: Logger.Level = .trace
     var metadata: Logger.Metadata = [:]
 
-    func log(level: Logger.Level, message: String, sortedFields: [(key: String, value: String)]) {
-        #expect(sortedFields.map(\.key) == sortedFields.map(\.key).sorted(), "keys ascending")
-        let metadata = Logger.Metadata(uniqueKeysWithValues: sortedFields.map { ($0.key, .string($0.value)) })
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
+        let keys = RequestLogFields.Field.allCases.map(\.key)
+        #expect(keys == keys.sorted(), "keys ascending")
+        let metadata = Logger.Metadata(
+            uniqueKeysWithValues: RequestLogFields.Field.allCases.map { ($0.key, .string(sortedFields.value(of: $0))) })
         logs.events.withLock { $0.append(("sorted:" + message, metadata)) }
     }
 }
@@ -137,10 +139,23 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         return samples
     }()
 
+    @Test func requestLogFieldsAreSpelledAsStringsSpellThem() {
+        for (bytes, status) in [(0, 200), (311, 404), (1_234_567, 503), (-1, -20), (Int.max, Int.min)] {
+            let fields = RequestLogFields(
+                bytes: bytes, nanoseconds: 12_500, method: "GET", route: "/requests/{id}", status: status, requestID: "r-ü")
+            #expect(fields.value(of: .bytes) == String(bytes))
+            #expect(fields.value(of: .status) == String(status))
+            #expect(fields.value(of: .duration) == "0.0125")
+            #expect(fields.value(of: .method) == "GET")
+            #expect(fields.value(of: .route) == "/requests/{id}")
+            #expect(fields.value(of: .requestID) == "r-ü")
+        }
+    }
+
     @Test func durationIsSpelledAsTheDoubleWouldBe() {
         for nanoseconds in Self.nanosecondSamples {
             let expected = "\(Double(nanoseconds) / 1_000_000)"
-            #expect(APIResponder.milliseconds(nanoseconds: nanoseconds) == expected, "\(nanoseconds) ns")
+            #expect(RequestLogFields.milliseconds(nanoseconds: nanoseconds) == expected, "\(nanoseconds) ns")
         }
     }
 }
@@ -222,6 +237,30 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
             }
         }
         #expect(checked > 20_000)
+    }
+
+    @Test(arguments: [
+        ("plain", "plain", "plain"), ("", "", ""), ("a%2Fb", "a/b", "a/b"), ("%C3%A9t%C3%A9", "été", "été"),
+        ("été", "été", "été"), ("a+b", "a+b", "a b"), ("a+%2B", "a++", "a +"), ("%41%42c", "ABc", "ABc"),
+    ])
+    func percentDecodingDecodesEscapesOnly(_ text: String, _ decoded: String, _ decodedPlusAsSpace: String) {
+        #expect(PercentDecoding.decode(Substring(text)) == decoded)
+        #expect(PercentDecoding.decode(Substring(text), plusAsSpace: true) == decodedPlusAsSpace)
+        // The bytes of a Substring in the middle of a string, as the router passes them.
+        let embedded = "x/" + text + "/y"
+        #expect(PercentDecoding.decode(embedded.dropFirst(2).dropLast(2)) == decoded)
+        #expect(Array(text.utf8).withUnsafeBufferPointer { PercentDecoding.decode($0) } == decoded)
+    }
+
+    @Test(arguments: ["%", "%2", "%zz", "a%G1", "%C3", "%FF", "%C3%28"])
+    func percentDecodingRejectsMalformedEscapesAndNonUTF8(_ text: String) {
+        #expect(PercentDecoding.decode(Substring(text)) == nil)
+        #expect(Array(text.utf8).withUnsafeBufferPointer { PercentDecoding.decode($0) } == nil)
+    }
+
+    @Test func percentDecodingRejectsBytesThatAreNotUTF8() {
+        #expect([0x61, 0xFF, 0x62].withUnsafeBufferPointer { PercentDecoding.decode($0) } == nil)
+        #expect([0x61, 0xC3, 0xA9].withUnsafeBufferPointer { PercentDecoding.decode($0) } == "aé")
     }
 
     @Test func malformedEscapesAndUnknownPathsFail() {

@@ -30,6 +30,21 @@ import Testing
         #expect(String(decoding: json.bytes, as: UTF8.self) == (try Self.encoderBytes(text)))
     }
 
+    @Test(arguments: awkwardTexts)
+    func appendedStringsAreEscapedAsStrings(_ text: String) {
+        var appended = JSONWriter()
+        appended.beginArray()
+        appended.string(appending: { $0.append(contentsOf: text.utf8) })
+        appended.string(appending: { $0.append(contentsOf: text.utf8) })
+        appended.endArray()
+        var direct = JSONWriter()
+        direct.beginArray()
+        direct.string(text)
+        direct.string(text)
+        direct.endArray()
+        #expect(appended.bytes == direct.bytes)
+    }
+
     @Test(arguments: dates)
     func datesMatchJSONEncoderISO8601(_ date: Date) throws {
         var json = JSONWriter()

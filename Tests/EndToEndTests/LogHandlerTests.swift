@@ -1,3 +1,4 @@
+import API
 import Foundation
 import Glibc
 import Logging
@@ -105,7 +106,8 @@ final class LogPipe {
         ]
         logger.info("request", metadata: Logger.Metadata(uniqueKeysWithValues: fields.map { ($0.0, .string($0.1)) }))
         let handler = try #require(logger.handler as? StderrLogHandler)
-        handler.log(level: .info, message: "request", sortedFields: fields)
+        handler.log(level: .info, message: "request", sortedFields: RequestLogFields(
+            bytes: 311, nanoseconds: 12_500, method: "GET", route: "/requests/{id}", status: 200, requestID: "r-\"1\""))
         let lines = pipe.lines
         try #require(lines.count == 2)
         // The timestamp is the only part that may differ.
