@@ -52,8 +52,8 @@ struct StoreTimer: Sendable {
     }
 
     func time<Result>(_ body: () throws(BackendError) -> Result) throws(BackendError) -> Result {
-        let started = ContinuousClock.now
-        defer { timer.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        let started = BootClock.nanoseconds()
+        defer { timer.recordNanoseconds(BootClock.nanoseconds() - started) }
         return try body()
     }
 }
