@@ -195,7 +195,7 @@ struct Worker {
         }
     }
 
-    mutating func handle(_ first: WorkItem) {
+    mutating func handle(_ first: consuming WorkItem) {
         var item = first
         var heldConnection = false
         while true {
@@ -204,7 +204,8 @@ struct Worker {
             if actions.isEmpty, let next = waitForNextRequest(on: connection) {
                 heldConnection = true
                 actions = next
-                if let request = actions.dispatch, !actions.close, actions.protocolError == nil {
+                // Taken, not copied: the request moves out of the actions, which are dropped.
+                if !actions.close, actions.protocolError == nil, let request = actions.dispatch.take() {
                     item = request
                     continue
                 }
@@ -267,8 +268,9 @@ struct Worker {
                 "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
-        let responderCloses = response.headers.values("Connection").contains { value in
-            value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
+        let responderCloses = response.headers.fields.contains { field in
+            field.name.caseInsensitiveEquals("Connection")
+                && field.value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
         }
         let closes =
             !parsed.keepAlive || item.isLastOnConnection || responderCloses
