@@ -183,6 +183,24 @@ struct HTTPRequestParserTests {
         #expect(request.version == .http11)
     }
 
+    @Test("methods and field names keep their exact spelling, whether or not it is one kept as a literal")
+    func nameSpellings() {
+        func spelled(_ text: String, _ name: (UnsafeBufferPointer<UInt8>) -> String) -> String {
+            Array(text.utf8).withUnsafeBufferPointer(name)
+        }
+        let methods = ["GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
+        for method in methods + methods.map { $0.lowercased() } + ["Get", "GETS", "PROPFIND", "M-SEARCH"] {
+            #expect(spelled(method, HeadParser.methodName) == method)
+        }
+        let names = [
+            "Host", "Accept", "Expect", "User-Agent", "Connection", "Content-Type", "X-Request-ID", "Authorization",
+            "Content-Length", "Accept-Encoding", "X-Forwarded-For", "Transfer-Encoding",
+        ]
+        for name in names + names.map { $0.lowercased() } + names.map { $0.uppercased() } + ["X-A", "Hos", "Hosts"] {
+            #expect(spelled(name, HeadParser.fieldName) == name)
+        }
+    }
+
     @Test("raw path, target and wire bytes are reported")
     func targetParts() throws {
         let raw = "POST /q/a%2Fb?z=%41 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"
