@@ -11,22 +11,29 @@ struct HTTPParserLimits: Sendable, Equatable {
     static let maxChunkLineBytes = 4096
 }
 
-/// A request as framed by the parser, before the server adds the peer and the request id.
+/// A request as framed by the parser. The responder's request is built here once and handed on whole (copying
+/// its fields from one type to the next would retain and release each); the worker fills in its peer and id.
 struct ParsedRequest: Sendable {
-    var method: String
-    var target: String
-    var path: String
-    var rawPath: String
-    var query: String
-    var version: HTTPVersion
-    var headers: HTTPHeaders
-    var body: [UInt8]
+    /// Empty `peer` and `requestID`; an empty `body` while the body is still being read.
+    var request: HTTPRequest
     /// Whether the client lets the connection stay open after this request (RFC 9112 §9.3).
     var keepAlive: Bool
+    /// How the body is framed; what is left of it to read is tracked by the parser's phase.
+    var framing: BodyFraming
+    /// The head asked for `100 Continue` before its body (only for HTTP/1.1 with a body).
+    var expectContinue: Bool
     /// The bytes the request took on the wire: head and body framing.
-    var wireBytes: Int
+    var wireBytes = 0
 
-    var isHead: Bool { method == "HEAD" }
+    var isHead: Bool { request.method == "HEAD" }
+
+    /// Sets what the header section said.
+    mutating func complete(headers: HTTPHeaders, keepAlive: Bool, framing: BodyFraming, expectContinue: Bool) {
+        request.headers = headers
+        self.keepAlive = keepAlive
+        self.framing = framing
+        self.expectContinue = expectContinue
+    }
 }
 
 /// What the parser has for the caller after the bytes seen so far.
@@ -58,8 +65,8 @@ struct HTTPRequestParser: Sendable {
 
     private enum Phase: Sendable {
         case head(HeadScan)
-        case fixedBody(RequestHead, length: Int)
-        case chunked(RequestHead, ChunkedBody)
+        case fixedBody(ParsedRequest, length: Int)
+        case chunked(ParsedRequest, ChunkedBody)
         case failed(HTTPProtocolError)
     }
 
@@ -187,7 +194,7 @@ struct HTTPRequestParser: Sendable {
         let headStart = start
         start += length
         leadingEmptyLineBytes = 0
-        var head: RequestHead
+        var head: ParsedRequest
         do {
             head = try buffer.withUnsafeBufferPointer { all throws(HTTPProtocolError) in
                 try HeadParser.parse(
@@ -202,7 +209,7 @@ struct HTTPRequestParser: Sendable {
         switch head.framing {
         case .none:
             phase = .head(HeadScan())
-            return .request(head.request(body: []))
+            return .request(head)
         case .length(let length):
             phase = .fixedBody(head, length: length)
         case .chunked:
@@ -215,7 +222,7 @@ struct HTTPRequestParser: Sendable {
 
     // MARK: Body
 
-    private mutating func readFixedBody(_ head: RequestHead, length: Int) -> HTTPParserEvent {
+    private mutating func readFixedBody(_ head: ParsedRequest, length: Int) -> HTTPParserEvent {
         guard bufferedByteCount >= length else {
             phase = .fixedBody(head, length: length)
             return .needMoreBytes
@@ -225,7 +232,8 @@ struct HTTPRequestParser: Sendable {
         phase = .head(HeadScan())
         var complete = head
         complete.wireBytes += length
-        return .request(complete.request(body: body))
+        complete.request.body = body
+        return .request(complete)
     }
 
     private struct ChunkedBody: Sendable {
@@ -242,7 +250,7 @@ struct HTTPRequestParser: Sendable {
     }
 
     // RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF.
-    private mutating func readChunked(_ head: RequestHead, _ initial: ChunkedBody) -> HTTPParserEvent {
+    private mutating func readChunked(_ head: ParsedRequest, _ initial: ChunkedBody) -> HTTPParserEvent {
         var chunked = initial
         while true {
             switch chunked.step {
@@ -304,7 +312,8 @@ struct HTTPRequestParser: Sendable {
                     phase = .head(HeadScan())
                     var complete = head
                     complete.wireBytes += chunked.overheadBytes + chunked.body.count
-                    return .request(complete.request(body: chunked.body))
+                    complete.request.body = chunked.body
+                    return .request(complete)
                 }
                 // RFC 9112 §7.1.2: trailer fields may be discarded; they are only checked for shape.
                 guard isValidField else { return fail(.malformedChunk) }
@@ -357,35 +366,18 @@ enum BodyFraming: Sendable, Equatable {
     case chunked
 }
 
-/// A parsed request head, waiting for its body.
-struct RequestHead: Sendable {
-    var method: String
-    var target: String
-    var path: String
-    var rawPath: String
-    var query: String
-    var version: HTTPVersion
-    var headers: HTTPHeaders
-    var keepAlive: Bool
-    var framing: BodyFraming
-    var expectContinue: Bool
-    var wireBytes = 0
-
-    /// The complete request; consuming, so a head that is not kept hands its strings over without copies.
-    consuming func request(body: [UInt8]) -> ParsedRequest {
-        ParsedRequest(
-            method: method, target: target, path: path, rawPath: rawPath, query: query, version: version,
-            headers: headers, body: body, keepAlive: keepAlive, wireBytes: wireBytes
-        )
-    }
-}
-
 /// Parses one complete head (request line, field lines, empty line) with every strictness rule.
 enum HeadParser {
     static func parse(
         _ head: UnsafeBufferPointer<UInt8>, requestLineEnd: Int, fieldLines: Int, limits: HTTPParserLimits
-    ) throws(HTTPProtocolError) -> RequestHead {
-        let requestLine = try parseRequestLine(UnsafeBufferPointer(rebasing: head[0..<(requestLineEnd - 2)]))
+    ) throws(HTTPProtocolError) -> ParsedRequest {
+        // Made around the request line's request and completed by one mutating call: the optimizer then returns it
+        // by moving it, where completing it field by field here, or making it from a local request at the end,
+        // copied the request (a retain and a release per field).
+        var parsed = ParsedRequest(
+            request: try parseRequestLine(UnsafeBufferPointer(rebasing: head[0..<(requestLineEnd - 2)])),
+            keepAlive: false, framing: .none, expectContinue: false
+        )
 
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(fieldLines)
@@ -443,7 +435,7 @@ enum HeadParser {
             headers.append((fieldName(field.name), String(decoding: value, as: UTF8.self)))
         }
 
-        let version = requestLine.version
+        let version = parsed.request.version
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any request with several.
         if hostCount > 1 || (version == .http11 && hostCount == 0) { throw .invalidHost }
 
@@ -478,26 +470,16 @@ enum HeadParser {
         case .http11: keepAlive = !connectionClose
         case .http10: keepAlive = connectionKeepAlive && !connectionClose
         }
-
-        return RequestHead(
-            method: requestLine.method, target: requestLine.target, path: requestLine.path,
-            rawPath: requestLine.rawPath, query: requestLine.query, version: version,
+        parsed.complete(
             headers: HTTPHeaders(headers), keepAlive: keepAlive, framing: framing,
             expectContinue: version == .http11 && expectContinue && framing != .none
         )
-    }
-
-    struct RequestLine {
-        var method: String
-        var target: String
-        var path: String
-        var rawPath: String
-        var query: String
-        var version: HTTPVersion
+        return parsed
     }
 
     // RFC 9112 §3: request-line = method SP request-target SP HTTP-version.
-    static func parseRequestLine(_ line: UnsafeBufferPointer<UInt8>) throws(HTTPProtocolError) -> RequestLine {
+    /// The request the line describes, without headers, body, peer or id yet.
+    static func parseRequestLine(_ line: UnsafeBufferPointer<UInt8>) throws(HTTPProtocolError) -> HTTPRequest {
         var index = 0
         while index < line.count, line[index] != ASCII.space {
             guard ASCII.isTokenByte(line[index]) else { throw .invalidMethod }
@@ -545,9 +527,10 @@ enum HeadParser {
             rawPath = "/"
             path = "/"
         }
-        return RequestLine(
+        return HTTPRequest(
             method: methodName(method), target: targetText, path: path, rawPath: rawPath,
-            query: parts.query.isEmpty ? "" : String(decoding: target[parts.query], as: UTF8.self), version: version
+            query: parts.query.isEmpty ? "" : String(decoding: target[parts.query], as: UTF8.self), version: version,
+            peer: "", requestID: ""
         )
     }
 

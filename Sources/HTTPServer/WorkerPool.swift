@@ -5,7 +5,8 @@ import Glibc
 /// A complete request waiting for a worker.
 struct WorkItem: Sendable {
     let connection: Connection
-    let request: ParsedRequest
+    /// Mutable so the worker can fill in the peer and request id in place.
+    var parsed: ParsedRequest
     /// When the request became complete (monotonic nanoseconds).
     let receivedAt: UInt64
     /// The connection's request limit is reached: the response closes it.

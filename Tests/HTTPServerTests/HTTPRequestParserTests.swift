@@ -37,12 +37,13 @@ private func run(
                 break events
             case .sendContinue:
                 outcomes.append(.sendContinue)
-            case .request(let request):
-                requests.append(request)
+            case .request(let parsed):
+                requests.append(parsed)
+                let request = parsed.request
                 outcomes.append(
                     .request(
                         method: request.method, path: request.path, query: request.query,
-                        body: String(decoding: request.body, as: UTF8.self), keepAlive: request.keepAlive
+                        body: String(decoding: request.body, as: UTF8.self), keepAlive: parsed.keepAlive
                     )
                 )
             case .failure(let error):
@@ -175,7 +176,7 @@ struct HTTPRequestParserTests {
     @Test("headers keep order, duplicates and trimmed values")
     func headerValues() throws {
         let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-A: \t a \t b \t\r\nx-a: second\r\nX-Empty:\r\n\r\n"
-        let request = try #require(run([bytes(raw)]).requests.first)
+        let request = try #require(run([bytes(raw)]).requests.first?.request)
         #expect(request.headers.fields.map(\.name) == ["Host", "X-A", "x-a", "X-Empty"])
         #expect(request.headers.values("x-A") == ["a \t b", "second"])
         #expect(request.headers["X-Empty"] == "")
@@ -204,13 +205,14 @@ struct HTTPRequestParserTests {
     @Test("raw path, target and wire bytes are reported")
     func targetParts() throws {
         let raw = "POST /q/a%2Fb?z=%41 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"
-        let request = try #require(run([bytes(raw)]).requests.first)
+        let parsed = try #require(run([bytes(raw)]).requests.first)
+        let request = parsed.request
         #expect(request.target == "/q/a%2Fb?z=%41")
         #expect(request.rawPath == "/q/a%2Fb")
         #expect(request.path == "/q/a/b")
         #expect(request.query == "z=%41")
         #expect(request.version == .http10)
-        #expect(request.wireBytes == raw.utf8.count)
+        #expect(parsed.wireBytes == raw.utf8.count)
     }
 
     @Test("HEAD is recognised")
@@ -238,11 +240,11 @@ struct HTTPRequestParserTests {
         #expect(!parser.isReadingHead)
         #expect(parser.isMidRequest)
         parser.append(bytes("cd"))
-        guard case .request(let request) = parser.next() else {
+        guard case .request(let parsed) = parser.next() else {
             Issue.record("expected the request")
             return
         }
-        #expect(request.body == bytes("abcd"))
+        #expect(parsed.request.body == bytes("abcd"))
         #expect(!parser.isMidRequest)
         #expect(parser.bufferedByteCount == 0)
     }
@@ -526,7 +528,7 @@ struct HTTPRequestParserLimitTests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n"
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.bodyTooLarge)])
         let atLimit = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 16\r\n\r\n" + String(repeating: "x", count: 16)
-        #expect(run([bytes(atLimit)], limits: small).requests.first?.body.count == 16)
+        #expect(run([bytes(atLimit)], limits: small).requests.first?.request.body.count == 16)
     }
 
     @Test("a huge Content-Length is 413, not a crash")
@@ -545,7 +547,7 @@ struct HTTPRequestParserLimitTests {
     func chunkedLimit() {
         let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         let fits = head + "8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
-        #expect(run([bytes(fits)], limits: small).requests.first?.body.count == 16)
+        #expect(run([bytes(fits)], limits: small).requests.first?.request.body.count == 16)
         let over = head + "8\r\n12345678\r\n8\r\n12345678\r\n1\r\n"
         #expect(run([bytes(over)], limits: small).outcomes == [.failure(.bodyTooLarge)])
         let hugeSize = head + "FFFFFFFFFFFFFFFFFFFFFFFF\r\n"
