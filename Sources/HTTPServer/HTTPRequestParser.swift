@@ -489,12 +489,11 @@ enum HeadParser {
         let method = UnsafeBufferPointer(rebasing: line[0..<index])
         index += 1
         let targetStart = index
-        while index < line.count, line[index] != ASCII.space {
-            // RFC 9112 §3.2: the target has no whitespace or control characters.
-            guard line[index] > 0x20, line[index] < 0x7F else { throw .invalidTarget }
-            index += 1
-        }
-        guard index > targetStart, index < line.count else { throw .malformedRequestLine }
+        let space = ASCII.firstIndex(of: ASCII.space, in: line, from: targetStart)
+        index = space ?? line.count
+        // RFC 9112 §3.2: the target has no whitespace or control characters.
+        for byte in line[targetStart..<index] where byte <= 0x20 || byte >= 0x7F { throw .invalidTarget }
+        guard index > targetStart, space != nil else { throw .malformedRequestLine }
         let target = UnsafeBufferPointer(rebasing: line[targetStart..<index])
         let versionBytes = UnsafeBufferPointer(rebasing: line[(index + 1)...])
 
