@@ -102,6 +102,8 @@ struct HTTPRequestParser: Sendable {
 
     /// The next event the buffered bytes allow.
     mutating func next() -> HTTPParserEvent {
+        // Between requests with nothing buffered, as after every response: nothing to scan, nothing to compact.
+        if bufferedByteCount == 0, isReadingHead { return .needMoreBytes }
         let event = step()
         compact()
         return event

@@ -566,6 +566,28 @@ struct HTTPRequestParserLimitTests {
         let raw = String(repeating: "\r\n", count: 40)
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.malformedRequestLine)])
     }
+
+    @Test("with nothing buffered the parser asks for more bytes and still counts leading empty lines")
+    func nothingBuffered() {
+        var parser = HTTPRequestParser(limits: small)
+        guard case .needMoreBytes = parser.next() else {
+            Issue.record("a fresh parser should ask for more bytes")
+            return
+        }
+        for _ in 0..<40 {
+            parser.append(bytes("\r\n"))
+            if case .failure(let error) = parser.next() {
+                #expect(error == .malformedRequestLine)
+                return
+            }
+            // Asked again with the empty line consumed and nothing buffered.
+            guard case .needMoreBytes = parser.next(), !parser.isMidRequest else {
+                Issue.record("an empty buffer between requests should ask for more bytes")
+                return
+            }
+        }
+        Issue.record("40 empty lines arriving one by one should exceed the request-line limit")
+    }
 }
 
 @Suite("HTTP request parser robustness")
