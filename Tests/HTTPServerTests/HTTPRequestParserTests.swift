@@ -410,6 +410,8 @@ private let invalidCases: [InvalidCase] = [
     InvalidCase(name: "truncated percent escape", raw: "GET /a%4 HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(name: "control byte in target", raw: "GET /a\u{1}b HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(
+        name: "control byte in a target without a version", raw: "GET /a\u{1}b\r\nHost: a\r\n\r\n", error: .invalidTarget),
+    InvalidCase(
         name: "unknown expectation", raw: "GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
         error: .unsupportedExpectation
     ),
