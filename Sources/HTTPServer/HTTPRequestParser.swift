@@ -790,6 +790,19 @@ enum ASCII {
         return UnsafeRawPointer(found) - UnsafeRawPointer(base)
     }
 
+    /// Whether the bytes are equal with bit 0x20, which tells an ASCII letter's cases apart, ignored: the rule
+    /// of `String.caseInsensitiveEquals`.
+    static func equalIgnoringCaseBit(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        for index in 0..<a.count where a[index] | 0x20 != b[index] | 0x20 { return false }
+        return true
+    }
+
+    /// Whether the bytes equal `text` with bit 0x20 ignored, as `equalIgnoringCaseBit(_:_:)`.
+    static func equalIgnoringCaseBit(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
+        equalIgnoringCaseBit(bytes, UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
     static func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
         let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)

@@ -43,14 +43,7 @@ extension String {
         // Over the contiguous bytes: zipping the two UTF8Views costs several times more.
         var a = self
         var b = other
-        return a.withUTF8 { a in
-            b.withUTF8 { b in
-                for index in 0..<a.count where (a[index] | 0x20) != (b[index] | 0x20) && a[index] != b[index] {
-                    return false
-                }
-                return true
-            }
-        }
+        return a.withUTF8 { a in b.withUTF8 { b in ASCII.equalIgnoringCaseBit(a, b) } }
     }
 }
 

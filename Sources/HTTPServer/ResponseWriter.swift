@@ -146,15 +146,19 @@ struct ResponseWriter {
     // The server owns framing and connection management: a responder's Content-Length,
     // Transfer-Encoding, Connection or Date is replaced by the server's own.
     private static func managedField(_ name: String) -> ManagedField {
-        switch name.utf8.count {
-        case 4 where name.caseInsensitiveEquals("Date"): .managed
-        case 6 where name.caseInsensitiveEquals("Server"): .server
-        case 10 where name.caseInsensitiveEquals("Connection"): .managed
-        case 10 where name.caseInsensitiveEquals("Keep-Alive"): .managed
-        case 12 where name.caseInsensitiveEquals("X-Request-ID"): .requestID
-        case 14 where name.caseInsensitiveEquals("Content-Length"): .managed
-        case 17 where name.caseInsensitiveEquals("Transfer-Encoding"): .managed
-        default: .other
+        // Names compare as `caseInsensitiveEquals` compares them, over the name's bytes taken once.
+        var name = name
+        return name.withUTF8 { name in
+            switch name.count {
+            case 4 where ASCII.equalIgnoringCaseBit(name, "Date"): .managed
+            case 6 where ASCII.equalIgnoringCaseBit(name, "Server"): .server
+            case 10 where ASCII.equalIgnoringCaseBit(name, "Connection"): .managed
+            case 10 where ASCII.equalIgnoringCaseBit(name, "Keep-Alive"): .managed
+            case 12 where ASCII.equalIgnoringCaseBit(name, "X-Request-ID"): .requestID
+            case 14 where ASCII.equalIgnoringCaseBit(name, "Content-Length"): .managed
+            case 17 where ASCII.equalIgnoringCaseBit(name, "Transfer-Encoding"): .managed
+            default: .other
+            }
         }
     }
 
