@@ -239,10 +239,12 @@ private struct ByteCursor {
 
     private var rest: UnsafeMutableBufferPointer<UInt8> { UnsafeMutableBufferPointer(rebasing: buffer[written...]) }
 
+    @inline(__always)
     mutating func write(_ bytes: UnsafeBufferPointer<UInt8>) {
         written += rest.initialize(fromContentsOf: bytes)
     }
 
+    @inline(__always)
     mutating func write(_ text: StaticString) {
         write(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
