@@ -664,7 +664,7 @@ enum HeadParser {
         let name = UnsafeBufferPointer(rebasing: line[0..<index])
         let rawValue = UnsafeBufferPointer(rebasing: line[(index + 1)...])
         // RFC 9110 §5.5: field values never hold NUL, CR, LF or other controls except HTAB.
-        for byte in rawValue where !ASCII.isFieldValueByte(byte) { throw .invalidHeaderValue }
+        guard ASCII.areFieldValueBytes(rawValue) else { throw .invalidHeaderValue }
         return (name, ASCII.trimmed(rawValue))
     }
 
@@ -755,6 +755,28 @@ enum ASCII {
     // field-content bytes: VCHAR, obs-text, SP and HTAB.
     static func isFieldValueByte(_ byte: UInt8) -> Bool {
         byte == tab || (byte >= 0x20 && byte != 0x7F)
+    }
+
+    /// Whether every byte is a field-content byte, as `isFieldValueByte`; eight bytes are cleared at once
+    /// while none of them is a control byte (HTAB counts as one here and sends its eight to the exact test).
+    static func areFieldValueBytes(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        if let base = UnsafeRawPointer(bytes.baseAddress) {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highBits: UInt64 = 0x8080_8080_8080_8080
+            while index + 8 <= bytes.count {
+                let word = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                // Exact tests for "some byte is below 0x20" and "some byte is 0x7F" (a borrow only ever
+                // starts at a byte that already makes the answer true).
+                let below0x20 = (word &- 0x20 &* ones) & ~word & highBits
+                let deleteBytesZeroed = word ^ (0x7F &* ones)
+                let delete = (deleteBytesZeroed &- ones) & ~deleteBytesZeroed & highBits
+                if below0x20 | delete != 0 { break }
+                index += 8
+            }
+        }
+        for byte in bytes[index...] where !isFieldValueByte(byte) { return false }
+        return true
     }
 
     static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {

@@ -133,7 +133,7 @@ struct ResponseWriter {
         var value = field.value
         // Scans of the contiguous bytes: the generic UTF8View iteration costs several times more per byte.
         return !name.isEmpty && name.withUTF8 { $0.allSatisfy(ASCII.isTokenByte) }
-            && value.withUTF8 { $0.allSatisfy(ASCII.isFieldValueByte) }
+            && value.withUTF8 { ASCII.areFieldValueBytes($0) }
     }
 
     private enum ManagedField: Equatable {

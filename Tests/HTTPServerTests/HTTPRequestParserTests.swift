@@ -202,6 +202,25 @@ struct HTTPRequestParserTests {
         }
     }
 
+    @Test("field values are checked eight bytes at a time exactly as byte by byte")
+    func fieldValueBytes() {
+        var mismatches: [(length: Int, position: Int, byte: UInt8)] = []
+        for length in 1..<20 {
+            for position in 0..<length {
+                for byte in UInt8.min...UInt8.max {
+                    var value = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    value[position] = byte
+                    let expected = value.allSatisfy(ASCII.isFieldValueByte)
+                    if value.withUnsafeBufferPointer(ASCII.areFieldValueBytes) != expected {
+                        mismatches.append((length, position, byte))
+                    }
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+        #expect(ASCII.areFieldValueBytes(UnsafeBufferPointer(start: nil, count: 0)))
+    }
+
     @Test("raw path, target and wire bytes are reported")
     func targetParts() throws {
         let raw = "POST /q/a%2Fb?z=%41 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"
