@@ -799,9 +799,8 @@ enum ASCII {
     /// Whether `bytes` are exactly `text`.
     static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
         guard bytes.count == text.utf8CodeUnitCount else { return false }
-        let expected = text.utf8Start
-        for index in 0..<bytes.count where bytes[index] != expected[index] { return false }
-        return true
+        guard let base = bytes.baseAddress else { return true }
+        return memcmp(base, text.utf8Start, bytes.count) == 0
     }
 
     /// The index of the first `byte` in `bytes` at or after `start` (memchr, faster than a Swift loop).
