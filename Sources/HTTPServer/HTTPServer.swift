@@ -176,6 +176,9 @@ public final class HTTPServer: Sendable {
 struct Worker {
     let context: ServerContext
     var writer: ResponseWriter
+    // The context's responder, held here too: called through the worker's own field it is used in place, where
+    // calling it through the shared context copied the existential on every request.
+    private let responder: any HTTPResponder
     private let waiter = WorkerWaiter()
     /// Nil when the worker never waits for a next request (the loop's inline worker, or a wait of zero).
     private let readBuffer: ReadBuffer?
@@ -183,6 +186,7 @@ struct Worker {
 
     init(context: ServerContext, waitsForNextRequest: Bool = true) {
         self.context = context
+        self.responder = context.responder
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
         let wait = context.configuration.workerKeepAliveWait.nanoseconds
         self.keepAliveWaitNanoseconds = waitsForNextRequest ? wait : 0
@@ -251,7 +255,7 @@ struct Worker {
         item.parsed.request.requestID = requestID
         var response: HTTPResponse
         do {
-            response = try context.responder.respond(to: item.parsed.request)
+            response = try responder.respond(to: item.parsed.request)
         } catch {
             context.logger.debug(
                 "responder threw; answering 500",
