@@ -133,7 +133,7 @@ final class Connection: Sendable {
                     // Pipelined bytes behind a request that ends the connection are never served.
                     if !request.keepAlive || isLast || draining { closeAfterResponses = true }
                     actions.dispatch = WorkItem(
-                        connection: connection, request: request, receivedAt: now, isLastOnConnection: isLast
+                        connection: connection, parsed: request, receivedAt: now, isLastOnConnection: isLast
                     )
                 case .failure(let error):
                     actions.protocolError = error

@@ -191,7 +191,7 @@ private final class LoopRunner {
         for _ in 0..<4 {
             if let error = actions.protocolError { context.observer?.protocolError(error) }
             if let item = actions.dispatch,
-                context.responder.respondsInline(method: item.request.method, rawPath: item.request.rawPath)
+                context.responder.respondsInline(method: item.parsed.request.method, rawPath: item.parsed.request.rawPath)
             {
                 actions.dispatch = nil
                 inlineWorker.handle(item)

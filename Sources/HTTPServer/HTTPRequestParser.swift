@@ -11,22 +11,29 @@ struct HTTPParserLimits: Sendable, Equatable {
     static let maxChunkLineBytes = 4096
 }
 
-/// A request as framed by the parser, before the server adds the peer and the request id.
+/// A request as framed by the parser. The responder's request is built here once and handed on whole (copying
+/// its fields from one type to the next would retain and release each); the worker fills in its peer and id.
 struct ParsedRequest: Sendable {
-    var method: String
-    var target: String
-    var path: String
-    var rawPath: String
-    var query: String
-    var version: HTTPVersion
-    var headers: HTTPHeaders
-    var body: [UInt8]
+    /// Empty `peer` and `requestID`; an empty `body` while the body is still being read.
+    var request: HTTPRequest
     /// Whether the client lets the connection stay open after this request (RFC 9112 §9.3).
     var keepAlive: Bool
+    /// How the body is framed; what is left of it to read is tracked by the parser's phase.
+    var framing: BodyFraming
+    /// The head asked for `100 Continue` before its body (only for HTTP/1.1 with a body).
+    var expectContinue: Bool
     /// The bytes the request took on the wire: head and body framing.
-    var wireBytes: Int
+    var wireBytes = 0
 
-    var isHead: Bool { method == "HEAD" }
+    var isHead: Bool { request.method == "HEAD" }
+
+    /// Sets what the header section said.
+    mutating func complete(headers: HTTPHeaders, keepAlive: Bool, framing: BodyFraming, expectContinue: Bool) {
+        request.headers = headers
+        self.keepAlive = keepAlive
+        self.framing = framing
+        self.expectContinue = expectContinue
+    }
 }
 
 /// What the parser has for the caller after the bytes seen so far.
@@ -58,8 +65,8 @@ struct HTTPRequestParser: Sendable {
 
     private enum Phase: Sendable {
         case head(HeadScan)
-        case fixedBody(RequestHead, length: Int)
-        case chunked(RequestHead, ChunkedBody)
+        case fixedBody(ParsedRequest, length: Int)
+        case chunked(ParsedRequest, ChunkedBody)
         case failed(HTTPProtocolError)
     }
 
@@ -95,6 +102,8 @@ struct HTTPRequestParser: Sendable {
 
     /// The next event the buffered bytes allow.
     mutating func next() -> HTTPParserEvent {
+        // Between requests with nothing buffered, as after every response: nothing to scan, nothing to compact.
+        if bufferedByteCount == 0, isReadingHead { return .needMoreBytes }
         let event = step()
         compact()
         return event
@@ -154,7 +163,7 @@ struct HTTPRequestParser: Sendable {
             if let requestLineEnd = scan.requestLineEnd {
                 if lfOffset + 1 - requestLineEnd > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
                 if lineLength == 0 {
-                    return finishHead(length: lfOffset + 1, requestLineEnd: requestLineEnd)
+                    return finishHead(length: lfOffset + 1, requestLineEnd: requestLineEnd, fieldLines: scan.fieldLines)
                 }
                 scan.fieldLines += 1
                 if scan.fieldLines > limits.maxHeaderFields { return fail(.tooManyHeaderFields) }
@@ -183,38 +192,39 @@ struct HTTPRequestParser: Sendable {
         }
     }
 
-    private mutating func finishHead(length: Int, requestLineEnd: Int) -> HTTPParserEvent {
-        let parsed = buffer.withUnsafeBufferPointer { all in
-            HeadParser.parse(
-                UnsafeBufferPointer(rebasing: all[start..<(start + length)]),
-                requestLineEnd: requestLineEnd, limits: limits
-            )
-        }
+    private mutating func finishHead(length: Int, requestLineEnd: Int, fieldLines: Int) -> HTTPParserEvent {
+        let headStart = start
         start += length
         leadingEmptyLineBytes = 0
-        switch parsed {
-        case .failure(let error):
-            return fail(error)
-        case .success(var head):
-            head.wireBytes = length
-            switch head.framing {
-            case .none:
-                phase = .head(HeadScan())
-                return .request(head.request(body: []))
-            case .length(let length):
-                phase = .fixedBody(head, length: length)
-            case .chunked:
-                phase = .chunked(head, ChunkedBody())
+        var head: ParsedRequest
+        do {
+            head = try buffer.withUnsafeBufferPointer { all throws(HTTPProtocolError) in
+                try HeadParser.parse(
+                    UnsafeBufferPointer(rebasing: all[headStart..<(headStart + length)]),
+                    requestLineEnd: requestLineEnd, fieldLines: fieldLines, limits: limits
+                )
             }
-            // RFC 9110 §10.1.1: send 100 Continue only if the body has not started arriving.
-            if head.expectContinue && bufferedByteCount == 0 { return .sendContinue }
-            return step()
+        } catch {
+            return fail(error)
         }
+        head.wireBytes = length
+        switch head.framing {
+        case .none:
+            phase = .head(HeadScan())
+            return .request(head)
+        case .length(let length):
+            phase = .fixedBody(head, length: length)
+        case .chunked:
+            phase = .chunked(head, ChunkedBody())
+        }
+        // RFC 9110 §10.1.1: send 100 Continue only if the body has not started arriving.
+        if head.expectContinue && bufferedByteCount == 0 { return .sendContinue }
+        return step()
     }
 
     // MARK: Body
 
-    private mutating func readFixedBody(_ head: RequestHead, length: Int) -> HTTPParserEvent {
+    private mutating func readFixedBody(_ head: ParsedRequest, length: Int) -> HTTPParserEvent {
         guard bufferedByteCount >= length else {
             phase = .fixedBody(head, length: length)
             return .needMoreBytes
@@ -224,7 +234,8 @@ struct HTTPRequestParser: Sendable {
         phase = .head(HeadScan())
         var complete = head
         complete.wireBytes += length
-        return .request(complete.request(body: body))
+        complete.request.body = body
+        return .request(complete)
     }
 
     private struct ChunkedBody: Sendable {
@@ -241,7 +252,7 @@ struct HTTPRequestParser: Sendable {
     }
 
     // RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF.
-    private mutating func readChunked(_ head: RequestHead, _ initial: ChunkedBody) -> HTTPParserEvent {
+    private mutating func readChunked(_ head: ParsedRequest, _ initial: ChunkedBody) -> HTTPParserEvent {
         var chunked = initial
         while true {
             switch chunked.step {
@@ -303,7 +314,8 @@ struct HTTPRequestParser: Sendable {
                     phase = .head(HeadScan())
                     var complete = head
                     complete.wireBytes += chunked.overheadBytes + chunked.body.count
-                    return .request(complete.request(body: chunked.body))
+                    complete.request.body = chunked.body
+                    return .request(complete)
                 }
                 // RFC 9112 §7.1.2: trailer fields may be discarded; they are only checked for shape.
                 guard isValidField else { return fail(.malformedChunk) }
@@ -356,41 +368,21 @@ enum BodyFraming: Sendable, Equatable {
     case chunked
 }
 
-/// A parsed request head, waiting for its body.
-struct RequestHead: Sendable {
-    var method: String
-    var target: String
-    var path: String
-    var rawPath: String
-    var query: String
-    var version: HTTPVersion
-    var headers: HTTPHeaders
-    var keepAlive: Bool
-    var framing: BodyFraming
-    var expectContinue: Bool
-    var wireBytes = 0
-
-    func request(body: [UInt8]) -> ParsedRequest {
-        ParsedRequest(
-            method: method, target: target, path: path, rawPath: rawPath, query: query, version: version,
-            headers: headers, body: body, keepAlive: keepAlive, wireBytes: wireBytes
-        )
-    }
-}
-
 /// Parses one complete head (request line, field lines, empty line) with every strictness rule.
 enum HeadParser {
     static func parse(
-        _ head: UnsafeBufferPointer<UInt8>, requestLineEnd: Int, limits: HTTPParserLimits
-    ) -> Result<RequestHead, HTTPProtocolError> {
-        let requestLine: RequestLine
-        switch parseRequestLine(UnsafeBufferPointer(rebasing: head[0..<(requestLineEnd - 2)])) {
-        case .success(let line): requestLine = line
-        case .failure(let error): return .failure(error)
-        }
+        _ head: UnsafeBufferPointer<UInt8>, requestLineEnd: Int, fieldLines: Int, limits: HTTPParserLimits
+    ) throws(HTTPProtocolError) -> ParsedRequest {
+        // Made around the request line's request and completed by one mutating call: the optimizer then returns it
+        // by moving it, where completing it field by field here, or making it from a local request at the end,
+        // copied the request (a retain and a release per field).
+        var parsed = ParsedRequest(
+            request: try parseRequestLine(UnsafeBufferPointer(rebasing: head[0..<(requestLineEnd - 2)])),
+            keepAlive: false, framing: .none, expectContinue: false
+        )
 
         var headers: [(name: String, value: String)] = []
-        headers.reserveCapacity(8)
+        headers.reserveCapacity(fieldLines)
         var hostCount = 0
         var contentLength: ContentLength?
         var transferCodings: [String]?
@@ -401,27 +393,23 @@ enum HeadParser {
 
         var lineStart = requestLineEnd
         while lineStart < head.count - 2 {
-            var lineEnd = lineStart
-            while head[lineEnd] != ASCII.lf { lineEnd += 1 }
+            // The head ends with its empty line's LF, so there is always one to find.
+            let lineEnd = ASCII.firstIndex(of: ASCII.lf, in: head, from: lineStart) ?? (head.count - 1)
             let line = UnsafeBufferPointer(rebasing: head[lineStart..<(lineEnd - 1)])
             lineStart = lineEnd + 1
 
-            let field: (name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>)
-            switch parseFieldLine(line) {
-            case .success(let parsed): field = parsed
-            case .failure(let error): return .failure(error)
-            }
+            let field = try parseFieldLine(line)
             let value = field.value
             switch KnownField(name: field.name) {
             case .host:
                 hostCount += 1
             case .contentLength:
                 switch (contentLength, ContentLength(value)) {
-                case (_, .invalid): return .failure(.invalidContentLength)
-                case (_, .conflicting): return .failure(.conflictingContentLength)
+                case (_, .invalid): throw .invalidContentLength
+                case (_, .conflicting): throw .conflictingContentLength
                 case (nil, let parsed): contentLength = parsed
                 case (let previous?, let parsed) where previous != parsed:
-                    return .failure(.conflictingContentLength)
+                    throw .conflictingContentLength
                 default: break
                 }
             case .transferEncoding:
@@ -446,98 +434,83 @@ enum HeadParser {
             case .other:
                 break
             }
-            headers.append(
-                (String(decoding: field.name, as: UTF8.self), String(decoding: value, as: UTF8.self))
-            )
+            headers.append((fieldName(field.name), String(decoding: value, as: UTF8.self)))
         }
 
-        let version = requestLine.version
+        let version = parsed.request.version
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any request with several.
-        if hostCount > 1 || (version == .http11 && hostCount == 0) { return .failure(.invalidHost) }
+        if hostCount > 1 || (version == .http11 && hostCount == 0) { throw .invalidHost }
 
         var framing = BodyFraming.none
         if let codings = transferCodings {
             // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
-            if version == .http10 { return .failure(.invalidTransferEncoding) }
+            if version == .http10 { throw .invalidTransferEncoding }
             // RFC 9112 §6.1 and §6.3 rule 3: both framings at once is a smuggling vector; reject.
-            if contentLength != nil { return .failure(.contentLengthWithTransferEncoding) }
-            if codings.isEmpty || codings.contains("") { return .failure(.invalidTransferEncoding) }
+            if contentLength != nil { throw .contentLengthWithTransferEncoding }
+            if codings.isEmpty || codings.contains("") { throw .invalidTransferEncoding }
             // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
-            if codings.contains(where: { $0 != "chunked" }) { return .failure(.unsupportedTransferEncoding) }
+            if codings.contains(where: { $0 != "chunked" }) { throw .unsupportedTransferEncoding }
             // RFC 9112 §6.1: chunked must not be applied more than once.
-            if codings.count > 1 { return .failure(.invalidTransferEncoding) }
+            if codings.count > 1 { throw .invalidTransferEncoding }
             framing = .chunked
         } else if let contentLength {
             switch contentLength {
-            case .invalid: return .failure(.invalidContentLength)
-            case .conflicting: return .failure(.conflictingContentLength)
-            case .tooLarge: return .failure(.bodyTooLarge)
+            case .invalid: throw .invalidContentLength
+            case .conflicting: throw .conflictingContentLength
+            case .tooLarge: throw .bodyTooLarge
             case .value(let length):
-                if length > limits.maxBodyBytes { return .failure(.bodyTooLarge) }
+                if length > limits.maxBodyBytes { throw .bodyTooLarge }
                 framing = length > 0 ? .length(length) : .none
             }
         }
 
         // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
-        if version == .http11 && unsupportedExpectation { return .failure(.unsupportedExpectation) }
+        if version == .http11 && unsupportedExpectation { throw .unsupportedExpectation }
         let keepAlive: Bool
         switch version {
         // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
         case .http11: keepAlive = !connectionClose
         case .http10: keepAlive = connectionKeepAlive && !connectionClose
         }
-
-        return .success(
-            RequestHead(
-                method: requestLine.method, target: requestLine.target, path: requestLine.path,
-                rawPath: requestLine.rawPath, query: requestLine.query, version: version,
-                headers: HTTPHeaders(headers), keepAlive: keepAlive, framing: framing,
-                expectContinue: version == .http11 && expectContinue && framing != .none
-            )
+        parsed.complete(
+            headers: HTTPHeaders(headers), keepAlive: keepAlive, framing: framing,
+            expectContinue: version == .http11 && expectContinue && framing != .none
         )
-    }
-
-    struct RequestLine {
-        var method: String
-        var target: String
-        var path: String
-        var rawPath: String
-        var query: String
-        var version: HTTPVersion
+        return parsed
     }
 
     // RFC 9112 §3: request-line = method SP request-target SP HTTP-version.
-    static func parseRequestLine(_ line: UnsafeBufferPointer<UInt8>) -> Result<RequestLine, HTTPProtocolError> {
+    /// The request the line describes, without headers, body, peer or id yet.
+    static func parseRequestLine(_ line: UnsafeBufferPointer<UInt8>) throws(HTTPProtocolError) -> HTTPRequest {
         var index = 0
         while index < line.count, line[index] != ASCII.space {
-            guard ASCII.isTokenByte(line[index]) else { return .failure(.invalidMethod) }
+            guard ASCII.isTokenByte(line[index]) else { throw .invalidMethod }
             index += 1
         }
-        guard index > 0, index < line.count else { return .failure(.malformedRequestLine) }
+        guard index > 0, index < line.count else { throw .malformedRequestLine }
         let method = UnsafeBufferPointer(rebasing: line[0..<index])
         index += 1
         let targetStart = index
-        while index < line.count, line[index] != ASCII.space {
-            // RFC 9112 §3.2: the target has no whitespace or control characters.
-            guard line[index] > 0x20, line[index] < 0x7F else { return .failure(.invalidTarget) }
-            index += 1
-        }
-        guard index > targetStart, index < line.count else { return .failure(.malformedRequestLine) }
+        let space = ASCII.firstIndex(of: ASCII.space, in: line, from: targetStart)
+        index = space ?? line.count
+        // RFC 9112 §3.2: the target has no whitespace or control characters.
+        for byte in line[targetStart..<index] where byte <= 0x20 || byte >= 0x7F { throw .invalidTarget }
+        guard index > targetStart, space != nil else { throw .malformedRequestLine }
         let target = UnsafeBufferPointer(rebasing: line[targetStart..<index])
         let versionBytes = UnsafeBufferPointer(rebasing: line[(index + 1)...])
 
         // RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive.
-        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/".utf8),
+        guard versionBytes.count == 8, ASCII.equals(UnsafeBufferPointer(rebasing: versionBytes[0..<5]), "HTTP/"),
             ASCII.isDigit(versionBytes[5]), versionBytes[6] == ASCII.dot, ASCII.isDigit(versionBytes[7])
-        else { return .failure(.malformedRequestLine) }
+        else { throw .malformedRequestLine }
         let version: HTTPVersion
         switch (versionBytes[5], versionBytes[7]) {
         case (UInt8(ascii: "1"), UInt8(ascii: "1")): version = .http11
         case (UInt8(ascii: "1"), UInt8(ascii: "0")): version = .http10
-        default: return .failure(.unsupportedVersion)
+        default: throw .unsupportedVersion
         }
 
-        guard let parts = parseTarget(target, method: method) else { return .failure(.invalidTarget) }
+        guard let parts = parseTarget(target, method: method) else { throw .invalidTarget }
         let targetText = String(decoding: target, as: UTF8.self)
         let rawPath: String
         let path: String
@@ -545,8 +518,8 @@ enum HeadParser {
             let rawBytes = UnsafeBufferPointer(rebasing: target[range])
             // Most targets are a bare path without escapes: target, raw path and path then share one string.
             rawPath = rawBytes.count == target.count ? targetText : String(decoding: rawBytes, as: UTF8.self)
-            if rawBytes.contains(UInt8(ascii: "%")) {
-                guard let decoded = percentDecoded(rawBytes) else { return .failure(.invalidTarget) }
+            if ASCII.firstIndex(of: UInt8(ascii: "%"), in: rawBytes) != nil {
+                guard let decoded = percentDecoded(rawBytes) else { throw .invalidTarget }
                 path = decoded
             } else {
                 path = rawPath
@@ -555,12 +528,57 @@ enum HeadParser {
             rawPath = "/"
             path = "/"
         }
-        return .success(
-            RequestLine(
-                method: String(decoding: method, as: UTF8.self), target: targetText, path: path, rawPath: rawPath,
-                query: parts.query.isEmpty ? "" : String(decoding: target[parts.query], as: UTF8.self), version: version
-            )
+        return HTTPRequest(
+            method: methodName(method), target: targetText, path: path, rawPath: rawPath,
+            query: parts.query.isEmpty ? "" : String(decoding: target[parts.query], as: UTF8.self), version: version,
+            peer: "", requestID: ""
         )
+    }
+
+    /// The method as a string; the common ones are string literals, which need no decoding.
+    static func methodName(_ method: UnsafeBufferPointer<UInt8>) -> String {
+        // RFC 9110 §9.1: methods are case-sensitive, so only these exact spellings are the literals.
+        switch method.count {
+        case 3 where ASCII.equals(method, "GET"): "GET"
+        case 3 where ASCII.equals(method, "PUT"): "PUT"
+        case 4 where ASCII.equals(method, "HEAD"): "HEAD"
+        case 4 where ASCII.equals(method, "POST"): "POST"
+        case 5 where ASCII.equals(method, "PATCH"): "PATCH"
+        case 6 where ASCII.equals(method, "DELETE"): "DELETE"
+        case 7 where ASCII.equals(method, "OPTIONS"): "OPTIONS"
+        default: String(decoding: method, as: UTF8.self)
+        }
+    }
+
+    /// A field name as a string; common spellings are string literals, which need no decoding. Names keep
+    /// the case they arrived in, so only exact spellings are the literals.
+    static func fieldName(_ name: UnsafeBufferPointer<UInt8>) -> String {
+        switch name.count {
+        case 4 where ASCII.equals(name, "Host"): "Host"
+        case 4 where ASCII.equals(name, "host"): "host"
+        case 6 where ASCII.equals(name, "Accept"): "Accept"
+        case 6 where ASCII.equals(name, "accept"): "accept"
+        case 6 where ASCII.equals(name, "Expect"): "Expect"
+        case 10 where ASCII.equals(name, "User-Agent"): "User-Agent"
+        case 10 where ASCII.equals(name, "user-agent"): "user-agent"
+        case 10 where ASCII.equals(name, "Connection"): "Connection"
+        case 10 where ASCII.equals(name, "connection"): "connection"
+        case 12 where ASCII.equals(name, "Content-Type"): "Content-Type"
+        case 12 where ASCII.equals(name, "content-type"): "content-type"
+        case 12 where ASCII.equals(name, "X-Request-ID"): "X-Request-ID"
+        case 12 where ASCII.equals(name, "x-request-id"): "x-request-id"
+        case 13 where ASCII.equals(name, "Authorization"): "Authorization"
+        case 13 where ASCII.equals(name, "authorization"): "authorization"
+        case 14 where ASCII.equals(name, "Content-Length"): "Content-Length"
+        case 14 where ASCII.equals(name, "content-length"): "content-length"
+        case 15 where ASCII.equals(name, "Accept-Encoding"): "Accept-Encoding"
+        case 15 where ASCII.equals(name, "accept-encoding"): "accept-encoding"
+        case 15 where ASCII.equals(name, "X-Forwarded-For"): "X-Forwarded-For"
+        case 15 where ASCII.equals(name, "x-forwarded-for"): "x-forwarded-for"
+        case 17 where ASCII.equals(name, "Transfer-Encoding"): "Transfer-Encoding"
+        case 17 where ASCII.equals(name, "transfer-encoding"): "transfer-encoding"
+        default: String(decoding: name, as: UTF8.self)
+        }
     }
 
     /// Where the path and query sit in a request target; a nil path means "/".
@@ -571,7 +589,7 @@ enum HeadParser {
 
     // RFC 9112 §3.2: origin-form, absolute-form (which a server MUST accept), asterisk-form for OPTIONS.
     static func parseTarget(_ target: UnsafeBufferPointer<UInt8>, method: UnsafeBufferPointer<UInt8>) -> TargetParts? {
-        if target.contains(UInt8(ascii: "#")) { return nil }
+        if ASCII.firstIndex(of: UInt8(ascii: "#"), in: target) != nil { return nil }
         let end = target.count
         if end == 1, target[0] == UInt8(ascii: "*") {
             return method.elementsEqual("OPTIONS".utf8) ? TargetParts(rawPath: 0..<1, query: end..<end) : nil
@@ -585,7 +603,7 @@ enum HeadParser {
             }
             guard pathStart > schemeLength else { return nil }
         }
-        let question = target[pathStart...].firstIndex(of: ASCII.question)
+        let question = ASCII.firstIndex(of: ASCII.question, in: target, from: pathStart)
         let pathEnd = question ?? end
         let query = question.map { ($0 + 1)..<end } ?? end..<end
         // An absolute-form target with an empty path means "/" (RFC 9110 §4.2.3).
@@ -603,7 +621,7 @@ enum HeadParser {
 
     /// The percent-decoded path, or nil for a malformed escape.
     static func percentDecoded(_ raw: UnsafeBufferPointer<UInt8>) -> String? {
-        guard raw.contains(UInt8(ascii: "%")) else { return String(decoding: raw, as: UTF8.self) }
+        guard ASCII.firstIndex(of: UInt8(ascii: "%"), in: raw) != nil else { return String(decoding: raw, as: UTF8.self) }
         var decoded: [UInt8] = []
         decoded.reserveCapacity(raw.count)
         var index = 0
@@ -625,26 +643,29 @@ enum HeadParser {
     // RFC 9112 §5: field-line = field-name ":" OWS field-value OWS.
     static func parseFieldLine(
         _ line: UnsafeBufferPointer<UInt8>
-    ) -> Result<(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>), HTTPProtocolError> {
-        guard let first = line.first else { return .failure(.invalidHeaderName) }
+    ) throws(HTTPProtocolError) -> (name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        guard let first = line.first else { throw .invalidHeaderName }
         // RFC 9112 §5.2: obs-fold may be rejected with 400; §2.2: so may whitespace before the first field.
-        if first == ASCII.space || first == ASCII.tab { return .failure(.obsoleteLineFolding) }
+        if first == ASCII.space || first == ASCII.tab { throw .obsoleteLineFolding }
         var index = 0
-        while index < line.count, line[index] != ASCII.colon {
-            let byte = line[index]
-            if byte == ASCII.space || byte == ASCII.tab {
-                // RFC 9112 §5.1: whitespace between field name and colon MUST be rejected with 400.
-                return .failure(line[index...].contains(ASCII.colon) ? .whitespaceBeforeColon : .invalidHeaderName)
-            }
-            guard ASCII.isTokenByte(byte) else { return .failure(.invalidHeaderName) }
-            index += 1
+        while index < line.count, ASCII.isTokenByte(line[index]) { index += 1 }
+        // The first byte that is not a token byte must be the colon, after at least one name byte.
+        guard index < line.count else { throw .invalidHeaderName }
+        switch line[index] {
+        case ASCII.colon where index > 0:
+            break
+        case ASCII.space, ASCII.tab:
+            // RFC 9112 §5.1: whitespace between field name and colon MUST be rejected with 400.
+            throw ASCII.firstIndex(of: ASCII.colon, in: line, from: index) != nil
+                ? .whitespaceBeforeColon : .invalidHeaderName
+        default:
+            throw .invalidHeaderName
         }
-        guard index > 0, index < line.count else { return .failure(.invalidHeaderName) }
         let name = UnsafeBufferPointer(rebasing: line[0..<index])
         let rawValue = UnsafeBufferPointer(rebasing: line[(index + 1)...])
         // RFC 9110 §5.5: field values never hold NUL, CR, LF or other controls except HTAB.
-        for byte in rawValue where !ASCII.isFieldValueByte(byte) { return .failure(.invalidHeaderValue) }
-        return .success((name, ASCII.trimmed(rawValue)))
+        guard ASCII.areFieldValueBytes(rawValue) else { throw .invalidHeaderValue }
+        return (name, ASCII.trimmed(rawValue))
     }
 
     enum KnownField {
@@ -736,6 +757,28 @@ enum ASCII {
         byte == tab || (byte >= 0x20 && byte != 0x7F)
     }
 
+    /// Whether every byte is a field-content byte, as `isFieldValueByte`; eight bytes are cleared at once
+    /// while none of them is a control byte (HTAB counts as one here and sends its eight to the exact test).
+    static func areFieldValueBytes(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        if let base = UnsafeRawPointer(bytes.baseAddress) {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highBits: UInt64 = 0x8080_8080_8080_8080
+            while index + 8 <= bytes.count {
+                let word = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                // Exact tests for "some byte is below 0x20" and "some byte is 0x7F" (a borrow only ever
+                // starts at a byte that already makes the answer true).
+                let below0x20 = (word &- 0x20 &* ones) & ~word & highBits
+                let deleteBytesZeroed = word ^ (0x7F &* ones)
+                let delete = (deleteBytesZeroed &- ones) & ~deleteBytesZeroed & highBits
+                if below0x20 | delete != 0 { break }
+                index += 8
+            }
+        }
+        for byte in bytes[index...] where !isFieldValueByte(byte) { return false }
+        return true
+    }
+
     static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
         var lower = bytes.startIndex
         var upper = bytes.endIndex
@@ -751,6 +794,34 @@ enum ASCII {
     /// The non-empty, trimmed elements of a comma-separated list (RFC 9110 §5.6.1).
     static func listElements(_ value: UnsafeBufferPointer<UInt8>) -> [UnsafeBufferPointer<UInt8>] {
         value.split(separator: comma).map { trimmed($0) }.filter { !$0.isEmpty }
+    }
+
+    /// Whether `bytes` are exactly `text`.
+    static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
+        guard bytes.count == text.utf8CodeUnitCount else { return false }
+        guard let base = bytes.baseAddress else { return true }
+        return memcmp(base, text.utf8Start, bytes.count) == 0
+    }
+
+    /// The index of the first `byte` in `bytes` at or after `start` (memchr, faster than a Swift loop).
+    static func firstIndex(of byte: UInt8, in bytes: UnsafeBufferPointer<UInt8>, from start: Int = 0) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress,
+            let found = memchr(base + start, Int32(byte), bytes.count - start)
+        else { return nil }
+        return UnsafeRawPointer(found) - UnsafeRawPointer(base)
+    }
+
+    /// Whether the bytes are equal with bit 0x20, which tells an ASCII letter's cases apart, ignored: the rule
+    /// of `String.caseInsensitiveEquals`.
+    static func equalIgnoringCaseBit(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        for index in 0..<a.count where a[index] | 0x20 != b[index] | 0x20 { return false }
+        return true
+    }
+
+    /// Whether the bytes equal `text` with bit 0x20 ignored, as `equalIgnoringCaseBit(_:_:)`.
+    static func equalIgnoringCaseBit(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
+        equalIgnoringCaseBit(bytes, UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     static func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {

@@ -176,6 +176,9 @@ public final class HTTPServer: Sendable {
 struct Worker {
     let context: ServerContext
     var writer: ResponseWriter
+    // The context's responder, held here too: called through the worker's own field it is used in place, where
+    // calling it through the shared context copied the existential on every request.
+    private let responder: any HTTPResponder
     private let waiter = WorkerWaiter()
     /// Nil when the worker never waits for a next request (the loop's inline worker, or a wait of zero).
     private let readBuffer: ReadBuffer?
@@ -183,6 +186,7 @@ struct Worker {
 
     init(context: ServerContext, waitsForNextRequest: Bool = true) {
         self.context = context
+        self.responder = context.responder
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
         let wait = context.configuration.workerKeepAliveWait.nanoseconds
         self.keepAliveWaitNanoseconds = waitsForNextRequest ? wait : 0
@@ -195,16 +199,17 @@ struct Worker {
         }
     }
 
-    mutating func handle(_ first: WorkItem) {
+    mutating func handle(_ first: consuming WorkItem) {
         var item = first
         var heldConnection = false
         while true {
             let connection = item.connection
-            var actions = answer(item)
+            var actions = answer(&item)
             if actions.isEmpty, let next = waitForNextRequest(on: connection) {
                 heldConnection = true
                 actions = next
-                if let request = actions.dispatch, !actions.close, actions.protocolError == nil {
+                // Taken, not copied: the request moves out of the actions, which are dropped.
+                if !actions.close, actions.protocolError == nil, let request = actions.dispatch.take() {
                     item = request
                     continue
                 }
@@ -236,24 +241,21 @@ struct Worker {
         return connection.readForWaitingWorker(scratch: readBuffer.bytes, writer: &writer)
     }
 
-    /// Runs the responder for `item` and hands the response to its connection.
-    private mutating func answer(_ item: WorkItem) -> ConnectionActions {
-        let parsed = item.request
+    /// Runs the responder for `item` and hands the response to its connection. In-out: the request gets its
+    /// peer and id in place and is lent to the responder, never copied.
+    private mutating func answer(_ item: inout WorkItem) -> ConnectionActions {
         let connection = item.connection
         let requestID: String
-        if let incoming = parsed.headers["X-Request-ID"], ServerContext.isSaneRequestID(incoming) {
+        if let incoming = item.parsed.request.headers["X-Request-ID"], ServerContext.isSaneRequestID(incoming) {
             requestID = incoming
         } else {
             requestID = context.makeRequestID()
         }
-        let request = HTTPRequest(
-            method: parsed.method, target: parsed.target, path: parsed.path, rawPath: parsed.rawPath,
-            query: parsed.query, version: parsed.version, headers: parsed.headers, body: parsed.body,
-            peer: connection.peer, requestID: requestID
-        )
+        item.parsed.request.peer = connection.peer
+        item.parsed.request.requestID = requestID
         var response: HTTPResponse
         do {
-            response = try context.responder.respond(to: request)
+            response = try responder.respond(to: item.parsed.request)
         } catch {
             context.logger.debug(
                 "responder threw; answering 500",
@@ -267,22 +269,24 @@ struct Worker {
                 "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
-        let responderCloses = response.headers.values("Connection").contains { value in
-            value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
+        let responderCloses = response.headers.fields.contains { field in
+            field.name.caseInsensitiveEquals("Connection")
+                && field.value.split(separator: ",").contains { $0.trimmingSpaces().caseInsensitiveEquals("close") }
         }
         let closes =
-            !parsed.keepAlive || item.isLastOnConnection || responderCloses
+            !item.parsed.keepAlive || item.isLastOnConnection || responderCloses
             || context.draining.load(ordering: .relaxed)
         let bytes = writer.serialize(
             status: response.status, headers: response.headers, body: response.body, close: closes,
-            version: parsed.version, requestID: requestID, omitBody: parsed.isHead
+            version: item.parsed.request.version, requestID: requestID, omitBody: item.parsed.isHead
         )
         let actions = connection.complete(response: bytes, closes: closes, writer: &writer)
         if let observer = context.observer {
             let elapsed = MonotonicClock.elapsed(since: item.receivedAt, now: MonotonicClock.now())
             observer.requestCompleted(
-                method: parsed.method, status: response.status, duration: .nanoseconds(Int64(clamping: elapsed)),
-                requestBytes: parsed.wireBytes, responseBytes: bytes.count
+                method: item.parsed.request.method, status: response.status,
+                duration: .nanoseconds(Int64(clamping: elapsed)), requestBytes: item.parsed.wireBytes,
+                responseBytes: bytes.count
             )
         }
         afterSend?()

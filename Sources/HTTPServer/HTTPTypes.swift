@@ -39,9 +39,11 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 
 extension String {
     func caseInsensitiveEquals(_ other: String) -> Bool {
-        let a = utf8, b = other.utf8
-        guard a.count == b.count else { return false }
-        return zip(a, b).allSatisfy { x, y in (x | 0x20) == (y | 0x20) || x == y }
+        guard utf8.count == other.utf8.count else { return false }
+        // Over the contiguous bytes: zipping the two UTF8Views costs several times more.
+        var a = self
+        var b = other
+        return a.withUTF8 { a in b.withUTF8 { b in ASCII.equalIgnoringCaseBit(a, b) } }
     }
 }
 

@@ -23,54 +23,75 @@ struct ResponseWriter {
         status: Int, headers: HTTPHeaders, body: [UInt8], close: Bool, version: HTTPVersion,
         requestID: String?, omitBody: Bool
     ) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(160 + headers.fields.count * 48 + (omitBody ? 0 : body.count))
-        // RFC 9110 §6.2: a server sends its own highest conformant version, also to HTTP/1.0 clients.
-        append("HTTP/1.1 ", to: &out)
-        appendDecimal(status, to: &out)
-        out.append(ASCII.space)
-        append(Self.reasonPhrase(status), to: &out)
-        append("\r\n", to: &out)
+        refreshDateLine()
+        let reason = Self.reasonPhrase(status)
+        // RFC 9110 §8.6: no Content-Length in 1xx or 204 responses; a 304 carries no body, and
+        // omitting its length is always correct. Everything else gets one: we never stream.
+        let bodyAllowed = !(status < 200 || status == 204 || status == 304)
+        let sendsBody = bodyAllowed && !omitBody
+        let connectionLine: StaticString?
+        if close {
+            connectionLine = "Connection: close\r\n"
+        } else if version == .http10 {
+            // RFC 9112 §9.3 and Appendix C.2.2: an HTTP/1.0 client needs to hear that we persist.
+            connectionLine = "Connection: keep-alive\r\n"
+        } else {
+            connectionLine = nil
+        }
 
+        // The exact size first, so the bytes are written into one allocation without appends.
         var hasServer = false
         var hasRequestID = false
+        var size = "HTTP/1.1 ".utf8.count + ByteCursor.decimalLength(status) + 1 + reason.utf8CodeUnitCount + 2
         for field in headers.fields {
-            let name = field.name
-            switch Self.managedField(name) {
+            switch Self.managedField(field.name) {
             case .managed: continue
             case .server: hasServer = true
             case .requestID: hasRequestID = true
             case .other: break
             }
-            out.append(contentsOf: name.utf8)
-            append(": ", to: &out)
-            out.append(contentsOf: field.value.utf8)
-            append("\r\n", to: &out)
+            size += field.name.utf8.count + 2 + field.value.utf8.count + 2
         }
-        if !hasServer { out.append(contentsOf: serverLine) }
-        out.append(contentsOf: currentDateLine())
-        if let requestID, !hasRequestID {
-            append("X-Request-ID: ", to: &out)
-            out.append(contentsOf: requestID.utf8)
-            append("\r\n", to: &out)
+        let ownRequestID = hasRequestID ? nil : requestID
+        if !hasServer { size += serverLine.count }
+        size += dateLine.count
+        if let ownRequestID { size += "X-Request-ID: ".utf8.count + ownRequestID.utf8.count + 2 }
+        if bodyAllowed { size += "Content-Length: ".utf8.count + ByteCursor.decimalLength(body.count) + 2 }
+        size += (connectionLine?.utf8CodeUnitCount ?? 0) + 2
+        if sendsBody { size += body.count }
+
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, initializedCount in
+            var out = ByteCursor(buffer)
+            // RFC 9110 §6.2: a server sends its own highest conformant version, also to HTTP/1.0 clients.
+            out.write("HTTP/1.1 ")
+            out.writeDecimal(status)
+            out.write(" ")
+            out.write(reason)
+            out.write("\r\n")
+            for field in headers.fields where Self.managedField(field.name) != .managed {
+                out.write(string: field.name)
+                out.write(": ")
+                out.write(string: field.value)
+                out.write("\r\n")
+            }
+            if !hasServer { out.write(serverLine) }
+            out.write(dateLine)
+            if let ownRequestID {
+                out.write("X-Request-ID: ")
+                out.write(string: ownRequestID)
+                out.write("\r\n")
+            }
+            if bodyAllowed {
+                out.write("Content-Length: ")
+                out.writeDecimal(body.count)
+                out.write("\r\n")
+            }
+            if let connectionLine { out.write(connectionLine) }
+            out.write("\r\n")
+            if sendsBody { out.write(body) }
+            assert(out.written == size, "the response size was miscounted")
+            initializedCount = out.written
         }
-        // RFC 9110 §8.6: no Content-Length in 1xx or 204 responses; a 304 carries no body, and
-        // omitting its length is always correct. Everything else gets one: we never stream.
-        let bodyAllowed = !(status < 200 || status == 204 || status == 304)
-        if bodyAllowed {
-            append("Content-Length: ", to: &out)
-            appendDecimal(body.count, to: &out)
-            append("\r\n", to: &out)
-        }
-        if close {
-            append("Connection: close\r\n", to: &out)
-        } else if version == .http10 {
-            // RFC 9112 §9.3 and Appendix C.2.2: an HTTP/1.0 client needs to hear that we persist.
-            append("Connection: keep-alive\r\n", to: &out)
-        }
-        append("\r\n", to: &out)
-        if bodyAllowed && !omitBody { out.append(contentsOf: body) }
-        return out
     }
 
     /// A complete error response for a protocol error; it always closes.
@@ -112,10 +133,10 @@ struct ResponseWriter {
         var value = field.value
         // Scans of the contiguous bytes: the generic UTF8View iteration costs several times more per byte.
         return !name.isEmpty && name.withUTF8 { $0.allSatisfy(ASCII.isTokenByte) }
-            && value.withUTF8 { $0.allSatisfy(ASCII.isFieldValueByte) }
+            && value.withUTF8 { ASCII.areFieldValueBytes($0) }
     }
 
-    private enum ManagedField {
+    private enum ManagedField: Equatable {
         case managed
         case server
         case requestID
@@ -125,28 +146,30 @@ struct ResponseWriter {
     // The server owns framing and connection management: a responder's Content-Length,
     // Transfer-Encoding, Connection or Date is replaced by the server's own.
     private static func managedField(_ name: String) -> ManagedField {
-        switch name.utf8.count {
-        case 4 where name.caseInsensitiveEquals("Date"): .managed
-        case 6 where name.caseInsensitiveEquals("Server"): .server
-        case 10 where name.caseInsensitiveEquals("Connection"): .managed
-        case 10 where name.caseInsensitiveEquals("Keep-Alive"): .managed
-        case 12 where name.caseInsensitiveEquals("X-Request-ID"): .requestID
-        case 14 where name.caseInsensitiveEquals("Content-Length"): .managed
-        case 17 where name.caseInsensitiveEquals("Transfer-Encoding"): .managed
-        default: .other
+        // Names compare as `caseInsensitiveEquals` compares them, over the name's bytes taken once.
+        var name = name
+        return name.withUTF8 { name in
+            switch name.count {
+            case 4 where ASCII.equalIgnoringCaseBit(name, "Date"): .managed
+            case 6 where ASCII.equalIgnoringCaseBit(name, "Server"): .server
+            case 10 where ASCII.equalIgnoringCaseBit(name, "Connection"): .managed
+            case 10 where ASCII.equalIgnoringCaseBit(name, "Keep-Alive"): .managed
+            case 12 where ASCII.equalIgnoringCaseBit(name, "X-Request-ID"): .requestID
+            case 14 where ASCII.equalIgnoringCaseBit(name, "Content-Length"): .managed
+            case 17 where ASCII.equalIgnoringCaseBit(name, "Transfer-Encoding"): .managed
+            default: .other
+            }
         }
     }
 
-    private mutating func currentDateLine() -> [UInt8] {
+    private mutating func refreshDateLine() {
         var now = time(nil)
         let second = Int(now)
-        if second != dateSecond {
-            dateSecond = second
-            var parts = tm()
-            gmtime_r(&now, &parts)
-            dateLine = Array("Date: \(Self.imfFixdate(parts))\r\n".utf8)
-        }
-        return dateLine
+        guard second != dateSecond else { return }
+        dateSecond = second
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        dateLine = Array("Date: \(Self.imfFixdate(parts))\r\n".utf8)
     }
 
     // RFC 9110 §5.6.7: IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
@@ -158,15 +181,6 @@ struct ResponseWriter {
         let month = months[Int(parts.tm_mon) % 12]
         return "\(day), \(two(parts.tm_mday)) \(month) \(parts.tm_year + 1900) "
             + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
-    }
-
-    private func append(_ text: StaticString, to out: inout [UInt8]) {
-        out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
-    }
-
-    private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
-        // Small decimal strings are stored inline, so this does not allocate.
-        out.append(contentsOf: String(value).utf8)
     }
 
     /// The reason phrase for a status; empty for unknown ones (RFC 9112 §4 allows that).
@@ -212,5 +226,65 @@ struct ResponseWriter {
         case 505: "HTTP Version Not Supported"
         default: ""
         }
+    }
+}
+
+/// Writes bytes into memory sized for them beforehand.
+private struct ByteCursor {
+    private let buffer: UnsafeMutableBufferPointer<UInt8>
+    /// How many bytes have been written.
+    private(set) var written = 0
+
+    init(_ buffer: UnsafeMutableBufferPointer<UInt8>) { self.buffer = buffer }
+
+    private var rest: UnsafeMutableBufferPointer<UInt8> { UnsafeMutableBufferPointer(rebasing: buffer[written...]) }
+
+    @inline(__always)
+    mutating func write(_ bytes: UnsafeBufferPointer<UInt8>) {
+        written += rest.initialize(fromContentsOf: bytes)
+    }
+
+    @inline(__always)
+    mutating func write(_ text: StaticString) {
+        write(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    mutating func write(_ bytes: [UInt8]) {
+        written += rest.initialize(fromContentsOf: bytes)
+    }
+
+    mutating func write(string text: String) {
+        written += rest.initialize(fromContentsOf: text.utf8)
+    }
+
+    /// Writes `value` as `String(value)` spells it.
+    mutating func writeDecimal(_ value: Int) {
+        if value < 0 {
+            buffer[written] = UInt8(ascii: "-")
+            written += 1
+        }
+        var rest = value.magnitude
+        var index = written + Self.decimalLength(rest)
+        written = index
+        repeat {
+            index -= 1
+            buffer[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+            rest /= 10
+        } while rest > 0
+    }
+
+    /// The bytes `writeDecimal(value)` writes.
+    static func decimalLength(_ value: Int) -> Int {
+        (value < 0 ? 1 : 0) + decimalLength(value.magnitude)
+    }
+
+    private static func decimalLength(_ magnitude: UInt) -> Int {
+        var length = 1
+        var rest = magnitude
+        while rest >= 10 {
+            rest /= 10
+            length += 1
+        }
+        return length
     }
 }

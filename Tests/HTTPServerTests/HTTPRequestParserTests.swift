@@ -37,12 +37,13 @@ private func run(
                 break events
             case .sendContinue:
                 outcomes.append(.sendContinue)
-            case .request(let request):
-                requests.append(request)
+            case .request(let parsed):
+                requests.append(parsed)
+                let request = parsed.request
                 outcomes.append(
                     .request(
                         method: request.method, path: request.path, query: request.query,
-                        body: String(decoding: request.body, as: UTF8.self), keepAlive: request.keepAlive
+                        body: String(decoding: request.body, as: UTF8.self), keepAlive: parsed.keepAlive
                     )
                 )
             case .failure(let error):
@@ -175,7 +176,7 @@ struct HTTPRequestParserTests {
     @Test("headers keep order, duplicates and trimmed values")
     func headerValues() throws {
         let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-A: \t a \t b \t\r\nx-a: second\r\nX-Empty:\r\n\r\n"
-        let request = try #require(run([bytes(raw)]).requests.first)
+        let request = try #require(run([bytes(raw)]).requests.first?.request)
         #expect(request.headers.fields.map(\.name) == ["Host", "X-A", "x-a", "X-Empty"])
         #expect(request.headers.values("x-A") == ["a \t b", "second"])
         #expect(request.headers["X-Empty"] == "")
@@ -183,16 +184,54 @@ struct HTTPRequestParserTests {
         #expect(request.version == .http11)
     }
 
+    @Test("methods and field names keep their exact spelling, whether or not it is one kept as a literal")
+    func nameSpellings() {
+        func spelled(_ text: String, _ name: (UnsafeBufferPointer<UInt8>) -> String) -> String {
+            Array(text.utf8).withUnsafeBufferPointer(name)
+        }
+        let methods = ["GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
+        for method in methods + methods.map { $0.lowercased() } + ["Get", "GETS", "PROPFIND", "M-SEARCH"] {
+            #expect(spelled(method, HeadParser.methodName) == method)
+        }
+        let names = [
+            "Host", "Accept", "Expect", "User-Agent", "Connection", "Content-Type", "X-Request-ID", "Authorization",
+            "Content-Length", "Accept-Encoding", "X-Forwarded-For", "Transfer-Encoding",
+        ]
+        for name in names + names.map { $0.lowercased() } + names.map { $0.uppercased() } + ["X-A", "Hos", "Hosts"] {
+            #expect(spelled(name, HeadParser.fieldName) == name)
+        }
+    }
+
+    @Test("field values are checked eight bytes at a time exactly as byte by byte")
+    func fieldValueBytes() {
+        var mismatches: [(length: Int, position: Int, byte: UInt8)] = []
+        for length in 1..<20 {
+            for position in 0..<length {
+                for byte in UInt8.min...UInt8.max {
+                    var value = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    value[position] = byte
+                    let expected = value.allSatisfy(ASCII.isFieldValueByte)
+                    if value.withUnsafeBufferPointer(ASCII.areFieldValueBytes) != expected {
+                        mismatches.append((length, position, byte))
+                    }
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+        #expect(ASCII.areFieldValueBytes(UnsafeBufferPointer(start: nil, count: 0)))
+    }
+
     @Test("raw path, target and wire bytes are reported")
     func targetParts() throws {
         let raw = "POST /q/a%2Fb?z=%41 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"
-        let request = try #require(run([bytes(raw)]).requests.first)
+        let parsed = try #require(run([bytes(raw)]).requests.first)
+        let request = parsed.request
         #expect(request.target == "/q/a%2Fb?z=%41")
         #expect(request.rawPath == "/q/a%2Fb")
         #expect(request.path == "/q/a/b")
         #expect(request.query == "z=%41")
         #expect(request.version == .http10)
-        #expect(request.wireBytes == raw.utf8.count)
+        #expect(parsed.wireBytes == raw.utf8.count)
     }
 
     @Test("HEAD is recognised")
@@ -220,11 +259,11 @@ struct HTTPRequestParserTests {
         #expect(!parser.isReadingHead)
         #expect(parser.isMidRequest)
         parser.append(bytes("cd"))
-        guard case .request(let request) = parser.next() else {
+        guard case .request(let parsed) = parser.next() else {
             Issue.record("expected the request")
             return
         }
-        #expect(request.body == bytes("abcd"))
+        #expect(parsed.request.body == bytes("abcd"))
         #expect(!parser.isMidRequest)
         #expect(parser.bufferedByteCount == 0)
     }
@@ -390,6 +429,8 @@ private let invalidCases: [InvalidCase] = [
     InvalidCase(name: "truncated percent escape", raw: "GET /a%4 HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(name: "control byte in target", raw: "GET /a\u{1}b HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(
+        name: "control byte in a target without a version", raw: "GET /a\u{1}b\r\nHost: a\r\n\r\n", error: .invalidTarget),
+    InvalidCase(
         name: "unknown expectation", raw: "GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
         error: .unsupportedExpectation
     ),
@@ -508,7 +549,7 @@ struct HTTPRequestParserLimitTests {
         let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n"
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.bodyTooLarge)])
         let atLimit = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 16\r\n\r\n" + String(repeating: "x", count: 16)
-        #expect(run([bytes(atLimit)], limits: small).requests.first?.body.count == 16)
+        #expect(run([bytes(atLimit)], limits: small).requests.first?.request.body.count == 16)
     }
 
     @Test("a huge Content-Length is 413, not a crash")
@@ -527,7 +568,7 @@ struct HTTPRequestParserLimitTests {
     func chunkedLimit() {
         let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         let fits = head + "8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
-        #expect(run([bytes(fits)], limits: small).requests.first?.body.count == 16)
+        #expect(run([bytes(fits)], limits: small).requests.first?.request.body.count == 16)
         let over = head + "8\r\n12345678\r\n8\r\n12345678\r\n1\r\n"
         #expect(run([bytes(over)], limits: small).outcomes == [.failure(.bodyTooLarge)])
         let hugeSize = head + "FFFFFFFFFFFFFFFFFFFFFFFF\r\n"
@@ -545,6 +586,28 @@ struct HTTPRequestParserLimitTests {
     func leadingEmptyLines() {
         let raw = String(repeating: "\r\n", count: 40)
         #expect(run([bytes(raw)], limits: small).outcomes == [.failure(.malformedRequestLine)])
+    }
+
+    @Test("with nothing buffered the parser asks for more bytes and still counts leading empty lines")
+    func nothingBuffered() {
+        var parser = HTTPRequestParser(limits: small)
+        guard case .needMoreBytes = parser.next() else {
+            Issue.record("a fresh parser should ask for more bytes")
+            return
+        }
+        for _ in 0..<40 {
+            parser.append(bytes("\r\n"))
+            if case .failure(let error) = parser.next() {
+                #expect(error == .malformedRequestLine)
+                return
+            }
+            // Asked again with the empty line consumed and nothing buffered.
+            guard case .needMoreBytes = parser.next(), !parser.isMidRequest else {
+                Issue.record("an empty buffer between requests should ask for more bytes")
+                return
+            }
+        }
+        Issue.record("40 empty lines arriving one by one should exceed the request-line limit")
     }
 }
 

@@ -6,6 +6,9 @@ import Testing
 @Suite("Response serialization and helpers")
 struct ResponseWriterTests {
     private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+    private func dateLine(of response: String) -> String {
+        response.split(separator: "\r\n").first { $0.hasPrefix("Date: ") }.map(String.init) ?? "no Date line"
+    }
 
     @Test("a response has the status line, managed headers and the body")
     func serialize() {
@@ -19,6 +22,29 @@ struct ResponseWriterTests {
         #expect(response.contains("\r\nX-Request-ID: r-1\r\nContent-Length: 4\r\n\r\nmade"))
         #expect(!response.contains("Content-Length: 1\r\n"))
         #expect(!response.contains("Connection:"))
+    }
+
+    @Test("a response is exactly its status line, fields and body, sized in bytes")
+    func exactBytes() {
+        var writer = ResponseWriter(serverName: "s")
+        let headers = HTTPHeaders([
+            ("X-Name", "caf\u{E9}"), ("date", "never"), ("SERVER", "own"), ("x-request-id", "mine"),
+            ("Transfer-Encoding", "chunked"), ("Keep-Alive", "timeout=5"),
+        ])
+        let response = text(
+            writer.serialize(
+                status: 299, headers: headers, body: Array("0123456789".utf8), close: true, version: .http11,
+                requestID: "ignored", omitBody: false))
+        let dateLine = self.dateLine(of: response)
+        #expect(dateLine.utf8.count == "Date: Sun, 06 Nov 1994 08:49:37 GMT".utf8.count)
+        #expect(
+            response == "HTTP/1.1 299 \r\nX-Name: caf\u{E9}\r\nSERVER: own\r\nx-request-id: mine\r\n\(dateLine)\r\n"
+                + "Content-Length: 10\r\nConnection: close\r\n\r\n0123456789")
+        let empty = text(
+            writer.serialize(
+                status: 200, headers: HTTPHeaders(), body: [], close: false, version: .http11, requestID: "r",
+                omitBody: false))
+        #expect(empty == "HTTP/1.1 200 OK\r\nServer: s\r\n\(self.dateLine(of: empty))\r\nX-Request-ID: r\r\nContent-Length: 0\r\n\r\n")
     }
 
     @Test("close and HTTP/1.0 keep-alive are stated")

@@ -134,7 +134,7 @@ struct TransportReadinessTests {
             $0.reads = [(.bytes("GET /a HT"), false, true), (.bytes("TP/1.1\r\nHost: t\r\n\r\n"), false, false)]
         }
         let actions = harness.events(readable: true)
-        #expect(actions.dispatch?.request.path == "/a")
+        #expect(actions.dispatch?.parsed.request.path == "/a")
     }
 
     @Test("a failed handshake is a protocol error and closes")
