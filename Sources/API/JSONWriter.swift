@@ -112,17 +112,19 @@ public struct JSONWriter {
         needsComma = true
     }
 
-    /// Appends the decimal digits of `value`, as `String(value)` spells them.
-    public static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
+    /// Appends the decimal digits of `value`, as `String(value)` spells them, with leading zeros up to
+    /// `minimumDigits` (at most 20).
+    public static func appendDecimal(_ value: UInt64, minimumDigits: Int = 1, to bytes: inout [UInt8]) {
         // Least significant digit first into a stack buffer, then one append: an append per digit costs more.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            let lowestStart = digits.count - min(max(minimumDigits, 1), digits.count)
             var start = digits.count
             var rest = value
             repeat {
                 start -= 1
                 digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
                 rest /= 10
-            } while rest > 0
+            } while rest > 0 || start > lowestStart
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
         }
     }

@@ -89,24 +89,9 @@ public struct RequestLogFields: Sendable {
             fraction /= 10
             width -= 1
         }
-        // Written backwards into a stack buffer and appended at once: at most 9 + 1 + 6 bytes.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
-            var start = text.count
-            for _ in 0..<width {
-                start -= 1
-                text[start] = UInt8(ascii: "0") + UInt8(fraction % 10)
-                fraction /= 10
-            }
-            start -= 1
-            text[start] = UInt8(ascii: ".")
-            var whole = nanoseconds / 1_000_000
-            repeat {
-                start -= 1
-                text[start] = UInt8(ascii: "0") + UInt8(whole % 10)
-                whole /= 10
-            } while whole > 0
-            line.append(contentsOf: UnsafeBufferPointer(rebasing: text[start...]))
-        }
+        JSONWriter.appendDecimal(UInt64(nanoseconds / 1_000_000), to: &line)
+        line.append(UInt8(ascii: "."))
+        JSONWriter.appendDecimal(UInt64(fraction), minimumDigits: width, to: &line)
     }
 
     /// Appends `String(value)`'s text.

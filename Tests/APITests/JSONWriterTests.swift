@@ -92,6 +92,18 @@ import Testing
         #expect(String(decoding: json.bytes, as: UTF8.self) == "[200,-5]")
     }
 
+    @Test func decimalsArePaddedToTheirMinimumDigits() {
+        let cases: [(UInt64, Int, String)] = [
+            (0, 1, "0"), (0, 3, "000"), (5, 2, "05"), (42, 6, "000042"), (123, 2, "123"), (7, 0, "7"),
+            (UInt64.max, 20, "18446744073709551615"), (1, 25, "00000000000000000001"),
+        ]
+        for (value, minimumDigits, expected) in cases {
+            var bytes: [UInt8] = []
+            JSONWriter.appendDecimal(value, minimumDigits: minimumDigits, to: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == expected, "\(value), \(minimumDigits)")
+        }
+    }
+
     @Test func requestIDsAreWrittenAsTheirDescription() throws {
         for id in [
             RequestID(queue: try QueueName("q"), number: 1), RequestID(queue: try QueueName("monorepo/main"), number: 42),
