@@ -112,6 +112,14 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Appends `text`'s UTF-8 bytes as they are, unescaped (for text lines, not JSON strings).
+    public static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
+        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
+        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
+            bytes.append(contentsOf: text.utf8)
+        }
+    }
+
     /// Appends the decimal digits of `value`, as `String(value)` spells them, with leading zeros up to
     /// `minimumDigits` (at most 20).
     public static func appendDecimal(_ value: UInt64, minimumDigits: Int = 1, to bytes: inout [UInt8]) {

@@ -54,10 +54,10 @@ public struct RequestLogFields: Sendable {
         switch field {
         case .bytes: Self.appendInteger(bytes, to: &line)
         case .duration: Self.appendMilliseconds(nanoseconds: nanoseconds, to: &line)
-        case .method: Self.appendUTF8(method, to: &line)
-        case .route: Self.appendUTF8(route, to: &line)
+        case .method: JSONWriter.appendUTF8(method, to: &line)
+        case .route: JSONWriter.appendUTF8(route, to: &line)
         case .status: Self.appendInteger(status, to: &line)
-        case .requestID: Self.appendUTF8(requestID, to: &line)
+        case .requestID: JSONWriter.appendUTF8(requestID, to: &line)
         }
     }
 
@@ -100,13 +100,6 @@ public struct RequestLogFields: Sendable {
             JSONWriter.appendDecimal(UInt64(value), to: &line)
         } else {
             line.append(contentsOf: String(value).utf8)
-        }
-    }
-
-    private static func appendUTF8(_ text: String, to line: inout [UInt8]) {
-        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
-        if text.utf8.withContiguousStorageIfAvailable({ line.append(contentsOf: $0) }) == nil {
-            line.append(contentsOf: text.utf8)
         }
     }
 }

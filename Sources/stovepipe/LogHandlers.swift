@@ -81,12 +81,12 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 text.reserveCapacity(256)
                 RFC3339.append(Date(), fractionDigits: 3, to: &text)
                 text.append(UInt8(ascii: " "))
-                StderrLogHandler.appendUTF8(StderrLogHandler.textLevel(level), to: &text)
+                JSONWriter.appendUTF8(StderrLogHandler.textLevel(level), to: &text)
                 text.append(UInt8(ascii: " "))
-                StderrLogHandler.appendUTF8(label, to: &text)
+                JSONWriter.appendUTF8(label, to: &text)
                 text.append(UInt8(ascii: ":"))
                 text.append(UInt8(ascii: " "))
-                StderrLogHandler.appendUTF8(message, to: &text)
+                JSONWriter.appendUTF8(message, to: &text)
             }
         }
 
@@ -97,9 +97,9 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(value)
             case .text:
                 text.append(UInt8(ascii: " "))
-                StderrLogHandler.appendUTF8(key, to: &text)
+                JSONWriter.appendUTF8(key, to: &text)
                 text.append(UInt8(ascii: "="))
-                StderrLogHandler.appendUTF8(value, to: &text)
+                JSONWriter.appendUTF8(value, to: &text)
             }
         }
 
@@ -111,7 +111,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(appending: appendValue)
             case .text:
                 text.append(UInt8(ascii: " "))
-                StderrLogHandler.appendUTF8(key, to: &text)
+                JSONWriter.appendUTF8(key, to: &text)
                 text.append(UInt8(ascii: "="))
                 appendValue(&text)
             }
@@ -205,13 +205,6 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         case .warning: "WARNING"
         case .error: "ERROR"
         case .critical: "CRITICAL"
-        }
-    }
-
-    fileprivate static func appendUTF8(_ text: String, to bytes: inout [UInt8]) {
-        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
-        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
-            bytes.append(contentsOf: text.utf8)
         }
     }
 
