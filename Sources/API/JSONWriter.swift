@@ -289,37 +289,43 @@ public enum RFC3339 {
     /// Writes the 19 bytes of `YYYY-MM-DDTHH:MM:SS` for `seconds` since 1970 (below `latestFastSecond`).
     private static func writeDateTime(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
         // The civil date from the day count (H. Hinnant's civil_from_days), unsigned: every value here is
-        // non-negative, and unsigned division by a constant is a multiply and a shift.
+        // non-negative, and unsigned division by a constant is a multiply and a shift. Below year 10000
+        // nothing here comes near UInt32's range, so the arithmetic wraps instead of checking.
         let days = UInt32(truncatingIfNeeded: seconds / 86_400)
         let secondOfDay = UInt32(truncatingIfNeeded: seconds % 86_400)
-        let shifted = days + 719_468
+        let shifted = days &+ 719_468
         let era = shifted / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shiftedMonth = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
-        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let dayOfEra = shifted &- era &* 146_097
+        let yearOfEra = (dayOfEra &- dayOfEra / 1_460 &+ dayOfEra / 36_524 &- dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra &- (365 &* yearOfEra &+ yearOfEra / 4 &- yearOfEra / 100)
+        let shiftedMonth = (5 &* dayOfYear &+ 2) / 153
+        let day = dayOfYear &- (153 &* shiftedMonth &+ 2) / 5 &+ 1
+        let month = shiftedMonth < 10 ? shiftedMonth &+ 3 : shiftedMonth &- 9
+        let year = yearOfEra &+ era &* 400 &+ (month <= 2 ? 1 : 0)
         let minuteOfDay = secondOfDay / 60
-        writeTwoDigits(year / 100, to: destination)
-        writeTwoDigits(year % 100, to: destination + 2)
+        twoDigits.withUnsafeBytes { table in
+            func writeTwoDigits(_ value: UInt32, at offset: Int) {
+                let pair = table.loadUnaligned(fromByteOffset: Int(value % 100) * 2, as: UInt16.self)
+                UnsafeMutableRawPointer(destination).storeBytes(of: pair, toByteOffset: offset, as: UInt16.self)
+            }
+            writeTwoDigits(year / 100, at: 0)
+            writeTwoDigits(year % 100, at: 2)
+            writeTwoDigits(month, at: 5)
+            writeTwoDigits(day, at: 8)
+            writeTwoDigits(minuteOfDay / 60, at: 11)
+            writeTwoDigits(minuteOfDay % 60, at: 14)
+            writeTwoDigits(secondOfDay % 60, at: 17)
+        }
         destination[4] = UInt8(ascii: "-")
-        writeTwoDigits(month, to: destination + 5)
         destination[7] = UInt8(ascii: "-")
-        writeTwoDigits(day, to: destination + 8)
         destination[10] = UInt8(ascii: "T")
-        writeTwoDigits(minuteOfDay / 60, to: destination + 11)
         destination[13] = UInt8(ascii: ":")
-        writeTwoDigits(minuteOfDay % 60, to: destination + 14)
         destination[16] = UInt8(ascii: ":")
-        writeTwoDigits(secondOfDay % 60, to: destination + 17)
     }
 
-    /// Writes `value` (0...99) as two decimal digits.
-    private static func writeTwoDigits(_ value: UInt32, to destination: UnsafeMutablePointer<UInt8>) {
-        destination[0] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 10)
-        destination[1] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10)
+    /// `00` through `99`: the two ASCII digits of each value below 100, at twice the value.
+    private static let twoDigits: [UInt8] = (0..<100).flatMap { value in
+        [UInt8(ascii: "0") + UInt8(value / 10), UInt8(ascii: "0") + UInt8(value % 10)]
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
