@@ -164,13 +164,16 @@ struct SizedByteCursor {
 
     /// Writes `text` escaped for the inside of a JSON string, as `JSONWriter.appendEscaped` escapes it.
     mutating func writeEscaped(_ text: String) {
-        var escaped: [UInt8] = []
-        if text.utf8.withContiguousStorageIfAvailable({ utf8 in
-            if JSONWriter.needsNoEscaping(utf8) { write(utf8) } else { JSONWriter.appendEscaped(text, to: &escaped) }
-        }) == nil {
-            JSONWriter.appendEscaped(text, to: &escaped)
+        // Most text needs no escaping and is read in place; the rest is escaped into a copy first.
+        let written = text.utf8.withContiguousStorageIfAvailable { utf8 in
+            guard JSONWriter.needsNoEscaping(utf8) else { return false }
+            write(utf8)
+            return true
         }
-        if !escaped.isEmpty { escaped.withUnsafeBufferPointer { write($0) } }
+        guard written != true else { return }
+        var escaped: [UInt8] = []
+        JSONWriter.appendEscaped(text, to: &escaped)
+        escaped.withUnsafeBufferPointer { write($0) }
     }
 
     /// Writes the decimal digits of `value`, as `String(value)` spells them.
