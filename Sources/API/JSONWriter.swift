@@ -83,6 +83,13 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Writes `json`, a complete JSON value, as the next value.
+    mutating func rawValue(_ json: [UInt8]) {
+        separate()
+        bytes.append(contentsOf: json)
+        needsComma = true
+    }
+
     /// Writes a string value, or null.
     public mutating func string(_ value: String?) {
         guard let value else { return null() }
@@ -194,6 +201,11 @@ public struct JSONWriter {
         }
     }
 
+    /// True when `utf8` can go inside a JSON string as it is.
+    static func needsNoEscaping(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        !utf8.contains(where: needsEscape)
+    }
+
     private static func needsEscape(_ byte: UInt8) -> Bool {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
@@ -224,6 +236,9 @@ public struct JSONWriter {
 
 /// RFC 3339 §5.6 UTC timestamps, formatted by calendar arithmetic (`gmtime_r` outside 1970-9999) instead of a date formatter per call.
 public enum RFC3339 {
+    /// The length of `YYYY-MM-DDTHH:MM:SSZ`, a whole-second timestamp from 1970 through 9999.
+    static let wholeSecondLength = 20
+
     /// Appends `date` as `YYYY-MM-DDTHH:MM:SS[.fff]Z`, truncated (not rounded) to `fractionDigits` (0...6).
     public static func append(_ date: Date, fractionDigits: Int, to bytes: inout [UInt8]) {
         let interval = date.timeIntervalSince1970
@@ -238,53 +253,79 @@ public enum RFC3339 {
             appendThroughGmtime(seconds, fraction: fraction, digits: digits, to: &bytes)
             return
         }
-        // 1970-01-01 through 9999-12-31: the civil date from the day count (H. Hinnant's days_from_civil
-        // inverse), written into a stack buffer and appended once, instead of gmtime_r and a digit at a time.
-        let days = Int(seconds / 86_400)
-        let secondOfDay = Int(seconds % 86_400)
-        let shifted = days + 719_468
-        let era = shifted / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shiftedMonth = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
-        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 28) { buffer in
-            var end = 0
-            func put(_ value: Int, width: Int) {
-                var remaining = value
-                var position = end + width - 1
-                while position >= end {
-                    buffer[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                    remaining /= 10
-                    position -= 1
-                }
-                end += width
-            }
-            func put(_ byte: UInt8) {
-                buffer[end] = byte
-                end += 1
-            }
-            put(year, width: 4)
-            put(UInt8(ascii: "-"))
-            put(month, width: 2)
-            put(UInt8(ascii: "-"))
-            put(day, width: 2)
-            put(UInt8(ascii: "T"))
-            put(secondOfDay / 3_600, width: 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay / 60 % 60, width: 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay % 60, width: 2)
+            guard let start = buffer.baseAddress else { return }
+            writeDateTime(UInt64(seconds), to: start)
+            var end = 19
             if digits > 0 {
-                put(UInt8(ascii: "."))
-                put(fraction, width: digits)
+                buffer[end] = UInt8(ascii: ".")
+                var remaining = fraction
+                for position in stride(from: end + digits, to: end, by: -1) {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: remaining % 10)
+                    remaining /= 10
+                }
+                end += 1 + digits
             }
-            put(UInt8(ascii: "Z"))
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<end]))
+            buffer[end] = UInt8(ascii: "Z")
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0...end]))
         }
+    }
+
+    /// The whole seconds since 1970 of `date`, rounded down, when it lies in 1970 through 9999: the
+    /// dates `writeWholeSeconds` writes.
+    static func fastWholeSeconds(_ date: Date) -> UInt64? {
+        guard let seconds = Int64(exactly: date.timeIntervalSince1970.rounded(.down)),
+            (0..<latestFastSecond).contains(seconds)
+        else { return nil }
+        return UInt64(seconds)
+    }
+
+    /// Writes the `wholeSecondLength` bytes of `YYYY-MM-DDTHH:MM:SSZ` for `seconds` from `fastWholeSeconds`.
+    static func writeWholeSeconds(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
+        writeDateTime(seconds, to: destination)
+        destination[19] = UInt8(ascii: "Z")
+    }
+
+    /// Writes the 19 bytes of `YYYY-MM-DDTHH:MM:SS` for `seconds` since 1970 (below `latestFastSecond`).
+    private static func writeDateTime(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
+        // The civil date from the day count (H. Hinnant's civil_from_days), unsigned: every value here is
+        // non-negative, and unsigned division by a constant is a multiply and a shift. Below year 10000
+        // nothing here comes near UInt32's range, so the arithmetic wraps instead of checking.
+        let days = UInt32(truncatingIfNeeded: seconds / 86_400)
+        let secondOfDay = UInt32(truncatingIfNeeded: seconds % 86_400)
+        let shifted = days &+ 719_468
+        let era = shifted / 146_097
+        let dayOfEra = shifted &- era &* 146_097
+        let yearOfEra = (dayOfEra &- dayOfEra / 1_460 &+ dayOfEra / 36_524 &- dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra &- (365 &* yearOfEra &+ yearOfEra / 4 &- yearOfEra / 100)
+        let shiftedMonth = (5 &* dayOfYear &+ 2) / 153
+        let day = dayOfYear &- (153 &* shiftedMonth &+ 2) / 5 &+ 1
+        let month = shiftedMonth < 10 ? shiftedMonth &+ 3 : shiftedMonth &- 9
+        let year = yearOfEra &+ era &* 400 &+ (month <= 2 ? 1 : 0)
+        let minuteOfDay = secondOfDay / 60
+        twoDigits.withUnsafeBytes { table in
+            func writeTwoDigits(_ value: UInt32, at offset: Int) {
+                let pair = table.loadUnaligned(fromByteOffset: Int(value % 100) * 2, as: UInt16.self)
+                UnsafeMutableRawPointer(destination).storeBytes(of: pair, toByteOffset: offset, as: UInt16.self)
+            }
+            writeTwoDigits(year / 100, at: 0)
+            writeTwoDigits(year % 100, at: 2)
+            writeTwoDigits(month, at: 5)
+            writeTwoDigits(day, at: 8)
+            writeTwoDigits(minuteOfDay / 60, at: 11)
+            writeTwoDigits(minuteOfDay % 60, at: 14)
+            writeTwoDigits(secondOfDay % 60, at: 17)
+        }
+        destination[4] = UInt8(ascii: "-")
+        destination[7] = UInt8(ascii: "-")
+        destination[10] = UInt8(ascii: "T")
+        destination[13] = UInt8(ascii: ":")
+        destination[16] = UInt8(ascii: ":")
+    }
+
+    /// `00` through `99`: the two ASCII digits of each value below 100, at twice the value.
+    private static let twoDigits: [UInt8] = (0..<100).flatMap { value in
+        [UInt8(ascii: "0") + UInt8(value / 10), UInt8(ascii: "0") + UInt8(value % 10)]
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
