@@ -32,7 +32,7 @@ public final class MySQLRequestStore: RequestStore {
                 """)
         }
         guard let row = rows.first else { throw .notFound }
-        return try Self.request(from: row)
+        return try Self.request(from: row, queue: id.queue)
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
@@ -72,15 +72,17 @@ public final class MySQLRequestStore: RequestStore {
         var requests: [Request] = []
         requests.reserveCapacity(rows.count)
         for row in rows {
-            requests.append(try Self.request(from: row))
+            requests.append(try Self.request(from: row, queue: queue))
         }
         return requests
     }
 
     // Reads by position in the select list that `get` and `list` share (queue, n, uri, state,
     // build_strategy, base_uri, version, created_at, updated_at): no search of the column names per field.
-    private static func request(from row: MySQLRow) throws(BackendError) -> Request {
-        guard row.columns.count == 9, let queueText = row.string(0), let queue = try? QueueName(queueText),
+    // `selected` is the queue the query asked for: a row holding exactly its name reuses the validated value.
+    private static func request(from row: MySQLRow, queue selected: QueueName) throws(BackendError) -> Request {
+        guard row.columns.count == 9, let queueText = row.string(0),
+            let queue = queueText == selected.rawValue ? selected : try? QueueName(queueText),
             let number = row.uint64(1), let uri = row.string(2),
             let stateText = row.string(3), let state = RequestState(rawValue: stateText),
             let strategyText = row.string(4), let strategy = BuildStrategy(rawValue: strategyText),
