@@ -346,6 +346,8 @@ private struct PoolState {
     var permits: Int
     var idle: [Slot] = []
     var inUse = 0
+    /// Callers blocked in `acquire`; a release signals only when there is one.
+    var waiters = 0
     var closed = false
     var totalOpened: UInt64 = 0
     var totalDiscarded: UInt64 = 0
@@ -386,6 +388,8 @@ private final class PoolCore: @unchecked Sendable {
         if state.permits == 0 && !state.closed {
             let (seconds, attoseconds) = timeout.components
             let deadline = Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18)
+            state.waiters += 1
+            defer { state.waiters -= 1 }
             while state.permits == 0 && !state.closed {
                 if !condition.wait(until: deadline) && state.permits == 0 && !state.closed {
                     return .timedOut
@@ -409,7 +413,8 @@ private final class PoolCore: @unchecked Sendable {
             state.totalAcquired += 1
             state.totalAcquireWaitNanoseconds &+= waited
         }
-        condition.signal()
+        // Waiters are counted under this lock, so none can be missed; an uncontended lease skips the call.
+        if state.waiters > 0 { condition.signal() }
         guard let slot, !state.closed else { return false }
         state.idle.append(slot)
         return true
