@@ -32,7 +32,9 @@ public final class MySQLConnection {
     private(set) var lastUsedNanoseconds: Int64
 
     private var handle: UnsafeMutablePointer<MYSQL>?
-    private var statements: [MySQLQuery.Text: PreparedStatement] = [:]
+    // Unchecked: a connection is used by one thread at a time (it is not Sendable) and no method touches the
+    // cache while iterating it, so the runtime's exclusivity check on every lookup has nothing to catch.
+    @exclusivity(unchecked) private var statements: [MySQLQuery.Text: PreparedStatement] = [:]
     private var useCounter: UInt64 = 0
     private var brokenReason: MySQLError?
 
