@@ -44,6 +44,9 @@ public final class MySQLPool: Sendable {
 
     private let core: PoolCore
     private let observer: (any MySQLPoolObserver)?
+    /// The observer's `connectionAcquired(waitNanoseconds:)`, bound once: calling it through the optional
+    /// existential copied the observer on every lease.
+    private let reportAcquired: (@Sendable (Int64) -> Void)?
     /// `configuration.pingAfterIdle` in nanoseconds, compared with `MySQLConnection.lastUsedNanoseconds`.
     private let pingAfterIdleNanoseconds: Int64
     private let logger: Logger
@@ -62,6 +65,11 @@ public final class MySQLPool: Sendable {
         self.configuration = configuration
         self.core = PoolCore(permits: configuration.maxConnections)
         self.observer = observer
+        if let observer {
+            self.reportAcquired = { @Sendable waitNanoseconds in observer.connectionAcquired(waitNanoseconds: waitNanoseconds) }
+        } else {
+            self.reportAcquired = nil
+        }
         self.pingAfterIdleNanoseconds = configuration.pingAfterIdle.saturatingNanoseconds
         var logger = logger
         logger[metadataKey: "mysql.server"] = "\(connection.host ?? connection.socketPath ?? "")"
@@ -170,7 +178,7 @@ public final class MySQLPool: Sendable {
             now = MonotonicClock.nanoseconds()
         }
         lease.waitNanoseconds = now &- lease.start
-        observer?.connectionAcquired(waitNanoseconds: lease.waitNanoseconds)
+        reportAcquired?(lease.waitNanoseconds)
         return true
     }
 
