@@ -32,7 +32,7 @@ public final class MySQLRequestStore: RequestStore {
                 """)
         }
         guard let row = rows.first else { throw .notFound }
-        return try Self.request(from: row)
+        return try Self.request(from: row, queue: id.queue)
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
@@ -72,18 +72,20 @@ public final class MySQLRequestStore: RequestStore {
         var requests: [Request] = []
         requests.reserveCapacity(rows.count)
         for row in rows {
-            requests.append(try Self.request(from: row))
+            requests.append(try Self.request(from: row, queue: queue))
         }
         return requests
     }
 
     // Reads by position in the select list that `get` and `list` share (queue, n, uri, state,
     // build_strategy, base_uri, version, created_at, updated_at): no search of the column names per field.
-    private static func request(from row: MySQLRow) throws(BackendError) -> Request {
-        guard row.columns.count == 9, let queueText = row.string(0), let queue = try? QueueName(queueText),
+    // `selected` is the queue the query asked for: a row holding exactly its name reuses the validated value.
+    private static func request(from row: MySQLRow, queue selected: QueueName) throws(BackendError) -> Request {
+        guard row.columns.count == 9, let queueText = row.string(0),
+            let queue = queueText == selected.rawValue ? selected : try? QueueName(queueText),
             let number = row.uint64(1), let uri = row.string(2),
-            let stateText = row.string(3), let state = RequestState(rawValue: stateText),
-            let strategyText = row.string(4), let strategy = BuildStrategy(rawValue: strategyText),
+            let stateText = row.string(3), let state: RequestState = Self.named(stateText),
+            let strategyText = row.string(4), let strategy: BuildStrategy = Self.named(strategyText),
             let version = row.uint64(6), let createdAt = row.date(7),
             let updatedAt = row.date(8)
         else { throw MySQLErrorTranslation.corruptRow("requests") }
@@ -91,6 +93,13 @@ public final class MySQLRequestStore: RequestStore {
             id: RequestID(queue: queue, number: number), uri: SourceURI(uri), state: state, buildStrategy: strategy,
             baseURI: row.string(5).map(SourceURI.init), version: version, createdAt: createdAt,
             updatedAt: updatedAt)
+    }
+
+    /// The case whose raw value is `text`, as `init(rawValue:)` finds it, but by comparing each case's raw
+    /// value in turn: cheaper than the generic string switch for the few cases these enums have.
+    private static func named<Value: RawRepresentable & CaseIterable>(_ text: String) -> Value?
+    where Value.RawValue == String {
+        Value.allCases.first { $0.rawValue == text }
     }
 }
 

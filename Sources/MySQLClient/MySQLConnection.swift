@@ -25,10 +25,16 @@ public final class MySQLConnection {
     /// The most prepared statements kept open; the least recently used is closed beyond this.
     public let statementCacheCapacity: Int
     /// When the connection last completed a command; the pool pings connections idle for long.
-    public private(set) var lastUsed: ContinuousClock.Instant
+    public var lastUsed: ContinuousClock.Instant {
+        .now - .nanoseconds(MonotonicClock.nanoseconds() &- lastUsedNanoseconds)
+    }
+    /// `lastUsed` on `MonotonicClock`: read and written once per command, so kept as a plain integer.
+    private(set) var lastUsedNanoseconds: Int64
 
     private var handle: UnsafeMutablePointer<MYSQL>?
-    private var statements: [MySQLQuery.Text: PreparedStatement] = [:]
+    // Unchecked: a connection is used by one thread at a time (it is not Sendable) and no method touches the
+    // cache while iterating it, so the runtime's exclusivity check on every lookup has nothing to catch.
+    @exclusivity(unchecked) private var statements: [MySQLQuery.Text: PreparedStatement] = [:]
     private var useCounter: UInt64 = 0
     private var brokenReason: MySQLError?
 
@@ -41,7 +47,7 @@ public final class MySQLConnection {
         try MySQLLibrary.initialize()
         self.configuration = configuration
         self.statementCacheCapacity = max(1, statementCacheCapacity)
-        self.lastUsed = .now
+        self.lastUsedNanoseconds = MonotonicClock.nanoseconds()
         guard let mysql = mysql_init(nil) else {
             throw MySQLError(code: .outOfMemory, message: "mysql_init could not allocate a connection")
         }
@@ -128,7 +134,7 @@ public final class MySQLConnection {
         let optionStatus = mysql_set_server_option(mysql, MYSQL_OPTION_MULTI_STATEMENTS_OFF)
         if let scriptError { throw record(scriptError) }
         guard optionStatus == 0 else { throw fail(mysql) }
-        lastUsed = .now
+        lastUsedNanoseconds = MonotonicClock.nanoseconds()
     }
 
     /// Checks the server still answers (COM_PING); MYSQL_OPT_RECONNECT is off, so it never reconnects.
@@ -136,7 +142,7 @@ public final class MySQLConnection {
     public func ping() throws(MySQLError) {
         let mysql = try usableHandle()
         guard mysql_ping(mysql) == 0 else { throw fail(mysql) }
-        lastUsed = .now
+        lastUsedNanoseconds = MonotonicClock.nanoseconds()
     }
 
     /// Runs `body` inside START TRANSACTION ... COMMIT; on any error it rolls back and rethrows.
@@ -176,7 +182,7 @@ public final class MySQLConnection {
         } catch {
             throw record(error)
         }
-        lastUsed = .now
+        lastUsedNanoseconds = MonotonicClock.nanoseconds()
     }
 
     private func run(_ query: MySQLQuery) throws(MySQLError) -> ExecutionOutcome {
@@ -191,7 +197,7 @@ public final class MySQLConnection {
         statement.lastUse = useCounter
         do throws(MySQLError) {
             let outcome = try statement.execute(query.binds)
-            lastUsed = .now
+            lastUsedNanoseconds = MonotonicClock.nanoseconds()
             return outcome
         } catch where error.code == .newStatementMetadata {
             // The table changed under the cached statement; the C API's remedy is to prepare it again.
@@ -212,7 +218,7 @@ public final class MySQLConnection {
         statement.lastUse = useCounter
         do throws(MySQLError) {
             let outcome = try statement.execute(query.binds)
-            lastUsed = .now
+            lastUsedNanoseconds = MonotonicClock.nanoseconds()
             return outcome
         } catch {
             throw record(error)

@@ -44,6 +44,11 @@ public final class MySQLPool: Sendable {
 
     private let core: PoolCore
     private let observer: (any MySQLPoolObserver)?
+    /// The observer's `connectionAcquired(waitNanoseconds:)`, bound once: calling it through the optional
+    /// existential copied the observer on every lease.
+    private let reportAcquired: (@Sendable (Int64) -> Void)?
+    /// `configuration.pingAfterIdle` in nanoseconds, compared with `MySQLConnection.lastUsedNanoseconds`.
+    private let pingAfterIdleNanoseconds: Int64
     private let logger: Logger
 
     /// Makes a pool; no connection is opened until the first lease.
@@ -60,6 +65,12 @@ public final class MySQLPool: Sendable {
         self.configuration = configuration
         self.core = PoolCore(permits: configuration.maxConnections)
         self.observer = observer
+        if let observer {
+            self.reportAcquired = { @Sendable waitNanoseconds in observer.connectionAcquired(waitNanoseconds: waitNanoseconds) }
+        } else {
+            self.reportAcquired = nil
+        }
+        self.pingAfterIdleNanoseconds = configuration.pingAfterIdle.saturatingNanoseconds
         var logger = logger
         logger[metadataKey: "mysql.server"] = "\(connection.host ?? connection.socketPath ?? "")"
         self.logger = logger
@@ -71,7 +82,7 @@ public final class MySQLPool: Sendable {
             MySQLPoolStatistics(
                 inUse: state.inUse, idle: state.idle.count, totalOpened: state.totalOpened,
                 totalDiscarded: state.totalDiscarded, totalAcquired: state.totalAcquired,
-                totalAcquireTimeouts: state.totalAcquireTimeouts, totalAcquireWait: state.totalAcquireWait,
+                totalAcquireTimeouts: state.totalAcquireTimeouts, totalAcquireWait: .nanoseconds(state.totalAcquireWaitNanoseconds),
                 totalTransactionRetries: state.totalTransactionRetries)
         }
     }
@@ -85,50 +96,130 @@ public final class MySQLPool: Sendable {
     ///   `poolClosed` after `close()`, a connect error, or whatever `body` throws.
     @discardableResult
     public func withConnection<Result: Sendable>(_ body: (MySQLConnection) throws -> Result) throws -> Result {
-        let (slot, waited) = try lease()
+        var lease = try lease()
         // What goes back to the pool is decided inside the lock, after `body`; the generic part stays small so
         // that a caller's specialization carries no Result or tuple metadata lookups per lease.
+        var ran = false
         var reusable = false
         var failure: MySQLErrorCode?
-        defer { checkIn(slot, reusable: reusable, reason: failure, acquiredAfter: waited) }
-        return try slot.connection.withLock { connection in
-            defer { reusable = Self.settle(connection) }
+        // After the connection's lock is released: a discard takes it again.
+        defer { if ran { checkIn(lease, reusable: reusable, reason: failure) } }
+        while true {
+            // One critical section per lease: the idle check (and ping) and `body` share it.
+            let slot = lease.slot
             do {
-                return try body(connection)
-            } catch {
-                failure = (error as? MySQLError)?.code
-                throw error
+                return try slot.connection.withLock { connection in
+                    // Thrown rather than returned as an Optional, which would cost an unspecialized caller
+                    // a metadata lookup per lease.
+                    guard prepare(connection, &lease) else { throw Refused() }
+                    ran = true
+                    defer { reusable = Self.settle(connection) }
+                    do {
+                        return try body(connection)
+                    } catch {
+                        failure = (error as? MySQLError)?.code
+                        throw error
+                    }
+                }
+            } catch is Refused {
+                try replace(&lease)
             }
         }
     }
 
-    /// A permit and a connection, and how long getting them took.
-    private func lease() throws(MySQLError) -> (Slot, Duration) {
-        let start = ContinuousClock.now
-        let first: Slot?
+    /// `prepare` turned the leased connection down; the reason is in the lease.
+    private struct Refused: Error {}
+
+    /// A leased slot, when its lease began, and why it cannot be used once `prepare` has turned it down.
+    private struct Lease {
+        var slot: Slot
+        /// True for a connection this lease opened, which needs no idle check.
+        var isNew: Bool
+        let start: Int64
+        var waitNanoseconds: Int64 = 0
+        var failure: MySQLErrorCode?
+    }
+
+    /// A permit and a connection: an idle one when there is one (checked by `prepare`), else a new one.
+    private func lease() throws(MySQLError) -> Lease {
+        let start = MonotonicClock.nanoseconds()
         switch core.acquire(timeout: configuration.acquireTimeout) {
-        case .acquired(let slot):
-            first = slot
+        case .acquired(let slot?):
+            return Lease(slot: slot, isNew: false, start: start)
+        case .acquired(nil):
+            return Lease(slot: try open(), isNew: true, start: start)
         case .closed:
             throw MySQLError.poolClosed
         case .timedOut:
-            let waited = start.duration(to: .now)
+            let waited = Duration.nanoseconds(MonotonicClock.nanoseconds() &- start)
             core.withLock { $0.totalAcquireTimeouts += 1 }
             observer?.acquireTimedOut(wait: waited)
             logger.info("mysql pool acquire timed out", metadata: ["mysql.pool.wait": "\(waited)"])
             throw MySQLError.poolTimeout(after: configuration.acquireTimeout)
         }
-        let slot: Slot
-        do {
-            slot = try checkOut(first)
+    }
+
+    /// Checks the leased connection under its lock (pinging it if it idled longer than `pingAfterIdle`), and
+    /// reports the lease's wait when it is usable; otherwise keeps the reason in `lease` and returns false.
+    private func prepare(_ connection: MySQLConnection, _ lease: inout Lease) -> Bool {
+        guard connection.isUsable else {
+            lease.failure = .connectionClosed
+            return false
+        }
+        // One clock read serves the idle check and, unless a ping follows, the end of the wait.
+        var now = MonotonicClock.nanoseconds()
+        if !lease.isNew && now &- connection.lastUsedNanoseconds > pingAfterIdleNanoseconds {
+            do throws(MySQLError) {
+                try connection.ping()
+            } catch {
+                lease.failure = error.code
+                return false
+            }
+            now = MonotonicClock.nanoseconds()
+        }
+        lease.waitNanoseconds = now &- lease.start
+        reportAcquired?(lease.waitNanoseconds)
+        return true
+    }
+
+    /// Discards the slot `prepare` turned down and takes the next idle connection, or opens one; connecting
+    /// and pinging happen outside the pool lock. Gives the permit back when no connection can be had.
+    private func replace(_ lease: inout Lease) throws(MySQLError) {
+        discard(lease.slot, code: lease.failure ?? .connectionClosed)
+        lease.failure = nil
+        let next: Slot?
+        do throws(MySQLError) {
+            next = try core.withLock { state throws(MySQLError) in
+                guard !state.closed else { throw MySQLError.poolClosed }
+                return state.idle.popLast()
+            }
         } catch {
             // No connection was leased: the permit goes back.
-            _ = core.release(nil, acquiredAfter: nil)
+            _ = core.release(nil, acquiredAfterNanoseconds: nil)
             throw error
         }
-        let waited = start.duration(to: .now)
-        observer?.connectionAcquired(wait: waited)
-        return (slot, waited)
+        if let next {
+            lease.slot = next
+            lease.isNew = false
+        } else {
+            lease.slot = try open()
+            lease.isNew = true
+        }
+    }
+
+    /// A new connection for a lease that holds a permit; gives the permit back when connecting fails.
+    private func open() throws(MySQLError) -> Slot {
+        let connection: MySQLConnection
+        do throws(MySQLError) {
+            connection = try MySQLConnection(
+                configuration: connectionConfiguration, statementCacheCapacity: configuration.statementCacheCapacity)
+        } catch {
+            _ = core.release(nil, acquiredAfterNanoseconds: nil)
+            throw error
+        }
+        logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
+        core.withLock { $0.totalOpened += 1 }
+        return Slot(connection)
     }
 
     /// Rolls back a transaction `body` left open, and says whether the connection can go back to the pool.
@@ -172,46 +263,17 @@ public final class MySQLPool: Sendable {
         logger.debug("mysql pool closed", metadata: ["mysql.pool.closed_idle": "\(idle.count)"])
     }
 
-    /// `candidate` or another idle connection (pinged first if it idled long), or a new one; connecting and
-    /// pinging happen outside the pool lock. The caller holds a permit.
-    private func checkOut(_ candidate: Slot?) throws(MySQLError) -> Slot {
-        var next = candidate
-        while let slot = next {
-            let pingAfterIdle = configuration.pingAfterIdle
-            let failure = slot.connection.withLock { connection -> MySQLError? in
-                guard connection.isUsable else { return MySQLError.connectionClosed }
-                guard connection.lastUsed.duration(to: .now) > pingAfterIdle else { return nil }
-                do throws(MySQLError) {
-                    try connection.ping()
-                    return nil
-                } catch {
-                    return error
-                }
-            }
-            guard let failure else { return slot }
-            discard(slot, code: failure.code)
-            next = try core.withLock { state throws(MySQLError) in
-                guard !state.closed else { throw MySQLError.poolClosed }
-                return state.idle.popLast()
-            }
-        }
-        let connection = try MySQLConnection(
-            configuration: connectionConfiguration, statementCacheCapacity: configuration.statementCacheCapacity)
-        logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
-        core.withLock { $0.totalOpened += 1 }
-        return Slot(connection)
-    }
-
-    private func checkIn(_ slot: Slot, reusable: Bool, reason: MySQLErrorCode?, acquiredAfter waited: Duration) {
+    /// Returns a lease's connection to the pool, or discards it when `body` left it unusable.
+    private func checkIn(_ lease: Lease, reusable: Bool, reason: MySQLErrorCode?) {
         guard reusable else {
             // Closed before its permit returns, so no more than maxConnections are ever open.
-            discard(slot, code: reason ?? .connectionClosed)
-            _ = core.release(nil, acquiredAfter: waited)
+            discard(lease.slot, code: reason ?? .connectionClosed)
+            _ = core.release(nil, acquiredAfterNanoseconds: lease.waitNanoseconds)
             return
         }
-        if !core.release(slot, acquiredAfter: waited) {
+        if !core.release(lease.slot, acquiredAfterNanoseconds: lease.waitNanoseconds) {
             // The pool was closed while the connection was leased.
-            slot.connection.withLock { $0.close() }
+            lease.slot.connection.withLock { $0.close() }
         }
     }
 
@@ -254,6 +316,9 @@ public struct MySQLPoolStatistics: Sendable, Hashable {
 public protocol MySQLPoolObserver: Sendable {
     /// A lease got a connection after `wait`.
     func connectionAcquired(wait: Duration)
+    /// A lease got a connection after `waitNanoseconds`; the pool calls this one, which by default calls
+    /// `connectionAcquired(wait:)`.
+    func connectionAcquired(waitNanoseconds: Int64)
     /// A lease gave up with `poolTimeout` after `wait`.
     func acquireTimedOut(wait: Duration)
     /// A connection was closed as unusable; `code` says why.
@@ -265,6 +330,8 @@ public protocol MySQLPoolObserver: Sendable {
 extension MySQLPoolObserver {
     /// Does nothing.
     public func connectionAcquired(wait: Duration) {}
+    /// Calls `connectionAcquired(wait:)`.
+    public func connectionAcquired(waitNanoseconds: Int64) { connectionAcquired(wait: .nanoseconds(waitNanoseconds)) }
     /// Does nothing.
     public func acquireTimedOut(wait: Duration) {}
     /// Does nothing.
@@ -287,12 +354,14 @@ private struct PoolState {
     var permits: Int
     var idle: [Slot] = []
     var inUse = 0
+    /// Callers blocked in `acquire`; a release signals only when there is one.
+    var waiters = 0
     var closed = false
     var totalOpened: UInt64 = 0
     var totalDiscarded: UInt64 = 0
     var totalAcquired: UInt64 = 0
     var totalAcquireTimeouts: UInt64 = 0
-    var totalAcquireWait: Duration = .zero
+    var totalAcquireWaitNanoseconds: Int64 = 0
     var totalTransactionRetries: UInt64 = 0
 }
 
@@ -308,7 +377,9 @@ private final class PoolCore: @unchecked Sendable {
     }
 
     private let condition = NSCondition()
-    private var state: PoolState
+    // Unchecked: every access is under `condition`'s lock and none nests in another, so the runtime's
+    // exclusivity check (two swift_beginAccess calls per lease on each side) has nothing to catch.
+    @exclusivity(unchecked) private var state: PoolState
 
     init(permits: Int) {
         state = PoolState(permits: permits)
@@ -327,6 +398,8 @@ private final class PoolCore: @unchecked Sendable {
         if state.permits == 0 && !state.closed {
             let (seconds, attoseconds) = timeout.components
             let deadline = Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18)
+            state.waiters += 1
+            defer { state.waiters -= 1 }
             while state.permits == 0 && !state.closed {
                 if !condition.wait(until: deadline) && state.permits == 0 && !state.closed {
                     return .timedOut
@@ -340,17 +413,18 @@ private final class PoolCore: @unchecked Sendable {
     }
 
     /// Returns a permit, with `slot` for the idle list unless it is nil or the pool is closed; counts a lease
-    /// that got a connection after `waited`. Returns whether `slot` was kept.
-    func release(_ slot: Slot?, acquiredAfter waited: Duration?) -> Bool {
+    /// that got a connection after `waited` nanoseconds. Returns whether `slot` was kept.
+    func release(_ slot: Slot?, acquiredAfterNanoseconds waited: Int64?) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         state.inUse -= 1
         state.permits += 1
         if let waited {
             state.totalAcquired += 1
-            state.totalAcquireWait += waited
+            state.totalAcquireWaitNanoseconds &+= waited
         }
-        condition.signal()
+        // Waiters are counted under this lock, so none can be missed; an uncontended lease skips the call.
+        if state.waiters > 0 { condition.signal() }
         guard let slot, !state.closed else { return false }
         state.idle.append(slot)
         return true

@@ -28,7 +28,7 @@ public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, 
 
     /// A query from an interpolated literal: values become binds.
     public init(stringInterpolation: StringInterpolation) {
-        self.text = stringInterpolation.text
+        self.text = stringInterpolation.dynamicSQL.map(Text.string) ?? .pieces(stringInterpolation.pieces)
         self.binds = stringInterpolation.binds
     }
 
@@ -48,14 +48,17 @@ public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, 
 
     /// Collects literal SQL and bound values.
     public struct StringInterpolation: StringInterpolationProtocol, Sendable {
-        var text: Text
+        /// The literal's pieces while every one of them is static.
+        var pieces: [Text.Piece]
+        /// The SQL so far once a piece was not static (an identifier, a literal without a pointer); from
+        /// then on pieces are appended here as text.
+        var dynamicSQL: String?
         var binds: [MySQLValue]
 
         /// Reserves room for the literal's segments and placeholders.
         public init(literalCapacity: Int, interpolationCount: Int) {
-            var pieces: [Text.Piece] = []
+            pieces = []
             pieces.reserveCapacity(2 * interpolationCount + 1)
-            text = .pieces(pieces)
             binds = []
             binds.reserveCapacity(interpolationCount)
         }
@@ -63,28 +66,42 @@ public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, 
         /// Appends SQL text from the literal.
         public mutating func appendLiteral(_ literal: StaticString) {
             if literal.hasPointerRepresentation {
-                text.append(.segment(literal))
+                append(.segment(literal))
             } else {
-                text.append(literal.description)
+                append(dynamic: literal.description)
             }
         }
 
         /// Appends a `?` and binds `value` to it.
         public mutating func appendInterpolation(_ value: some MySQLBindable) {
-            text.append(.placeholder)
+            append(.placeholder)
             binds.append(value.mysqlValue)
         }
 
         /// Appends a `?` and binds `value` to it, or NULL when it is nil.
         public mutating func appendInterpolation(_ value: (some MySQLBindable)?) {
-            text.append(.placeholder)
+            append(.placeholder)
             binds.append(value?.mysqlValue ?? .null)
         }
 
         /// Appends an identifier (table, column, database) quoted with backticks; embedded backticks are
         /// doubled, which is MySQL's escape for quoted identifiers, so any text stays one identifier.
         public mutating func appendInterpolation(identifier: String) {
-            text.append("`" + identifier.replacingBackticks() + "`")
+            append(dynamic: "`" + identifier.replacingBackticks() + "`")
+        }
+
+        /// Appends a static piece, as a piece while all are static, else as text.
+        private mutating func append(_ piece: Text.Piece) {
+            if dynamicSQL != nil {
+                dynamicSQL? += piece.sql
+            } else {
+                pieces.append(piece)
+            }
+        }
+
+        /// Appends text with no static address: the query's text becomes a string from here on.
+        private mutating func append(dynamic text: String) {
+            dynamicSQL = (dynamicSQL ?? Text.pieces(pieces).sql) + text
         }
     }
 
@@ -95,6 +112,28 @@ public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, 
     enum Text: Sendable, Hashable {
         case pieces([Piece])
         case string(String)
+
+        /// Hashes a literal's pieces folded into one word: the statement cache hashes a query's text on every
+        /// run, and a `Hasher` combine per piece cost more than the rest of the lookup. Equal texts fold equally.
+        func hash(into hasher: inout Hasher) {
+            switch self {
+            case .string(let sql):
+                hasher.combine(sql)
+            case .pieces(let pieces):
+                // FNV-1a's multiplier over each piece's address and length; Hasher still mixes the result.
+                var fold: UInt = 0xcbf2_9ce4_8422_2325
+                for piece in pieces {
+                    switch piece {
+                    case .placeholder:
+                        fold = (fold ^ UInt.max) &* 0x100_0000_01b3
+                    case .segment(let segment):
+                        fold = (fold ^ UInt(bitPattern: segment.utf8Start)) &* 0x100_0000_01b3
+                        fold = (fold ^ UInt(bitPattern: segment.utf8CodeUnitCount)) &* 0x100_0000_01b3
+                    }
+                }
+                hasher.combine(fold)
+            }
+        }
 
         /// A static segment of a literal, or the `?` of a bound value.
         enum Piece: Sendable, Hashable {
@@ -141,21 +180,6 @@ public struct MySQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation, 
             }
         }
 
-        mutating func append(_ piece: Piece) {
-            switch self {
-            case .pieces(var pieces):
-                // Emptied first so that the array is uniquely referenced and grows in place.
-                self = .string("")
-                pieces.append(piece)
-                self = .pieces(pieces)
-            case .string(let sql):
-                self = .string(sql + piece.sql)
-            }
-        }
-
-        mutating func append(_ dynamicText: String) {
-            self = .string(sql + dynamicText)
-        }
     }
 }
 

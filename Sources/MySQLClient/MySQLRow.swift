@@ -32,6 +32,9 @@ public struct MySQLRow: Sendable, Hashable {
     }
 
     /// The value at `index`; `.null` when out of range.
+    // Inlinable, as are the accessors by index: a store reading a row field by field otherwise pays a call and
+    // a copy of the whole value per field.
+    @inlinable
     public subscript(index: Int) -> MySQLValue {
         values.indices.contains(index) ? values[index] : .null
     }
@@ -42,60 +45,70 @@ public struct MySQLRow: Sendable, Hashable {
     }
 
     /// True when the value at `index` is NULL (or out of range).
+    @inlinable
     public func isNull(_ index: Int) -> Bool { self[index].isNull }
 
     /// True when the column `name` is NULL (or missing).
     public func isNull(_ name: String) -> Bool { self[name].isNull }
 
     /// Text, or binary data that is valid UTF-8.
+    @inlinable
     public func string(_ index: Int) -> String? { Self.string(self[index]) }
 
     /// Text, or binary data that is valid UTF-8.
     public func string(_ name: String) -> String? { Self.string(self[name]) }
 
     /// A signed integer; unsigned values and decimal text that fit convert.
+    @inlinable
     public func int64(_ index: Int) -> Int64? { Self.int64(self[index]) }
 
     /// A signed integer; unsigned values and decimal text that fit convert.
     public func int64(_ name: String) -> Int64? { Self.int64(self[name]) }
 
     /// An unsigned integer; non-negative signed values and decimal text convert.
+    @inlinable
     public func uint64(_ index: Int) -> UInt64? { Self.uint64(self[index]) }
 
     /// An unsigned integer; non-negative signed values and decimal text convert.
     public func uint64(_ name: String) -> UInt64? { Self.uint64(self[name]) }
 
     /// A floating-point number; integers and decimal text convert.
+    @inlinable
     public func double(_ index: Int) -> Double? { Self.double(self[index]) }
 
     /// A floating-point number; integers and decimal text convert.
     public func double(_ name: String) -> Double? { Self.double(self[name]) }
 
     /// A boolean from an integer: 0 is false, anything else true.
+    @inlinable
     public func bool(_ index: Int) -> Bool? { Self.int64(self[index]).map { $0 != 0 } }
 
     /// A boolean from an integer: 0 is false, anything else true.
     public func bool(_ name: String) -> Bool? { Self.int64(self[name]).map { $0 != 0 } }
 
     /// Binary data, or the UTF-8 bytes of text.
+    @inlinable
     public func bytes(_ index: Int) -> [UInt8]? { Self.bytes(self[index]) }
 
     /// Binary data, or the UTF-8 bytes of text.
     public func bytes(_ name: String) -> [UInt8]? { Self.bytes(self[name]) }
 
     /// A DATE, DATETIME or TIMESTAMP.
+    @inlinable
     public func dateTime(_ index: Int) -> MySQLDateTime? { Self.dateTime(self[index]) }
 
     /// A DATE, DATETIME or TIMESTAMP.
     public func dateTime(_ name: String) -> MySQLDateTime? { Self.dateTime(self[name]) }
 
     /// A DATE, DATETIME or TIMESTAMP read as UTC.
+    @inlinable
     public func date(_ index: Int) -> Date? { Self.dateTime(self[index])?.date }
 
     /// A DATE, DATETIME or TIMESTAMP read as UTC.
     public func date(_ name: String) -> Date? { Self.dateTime(self[name])?.date }
 
-    private static func string(_ value: MySQLValue) -> String? {
+    @inlinable
+    static func string(_ value: MySQLValue) -> String? {
         switch value {
         case .string(let text): text
         case .bytes(let bytes): String(validating: bytes, as: UTF8.self)
@@ -103,7 +116,8 @@ public struct MySQLRow: Sendable, Hashable {
         }
     }
 
-    private static func int64(_ value: MySQLValue) -> Int64? {
+    @inlinable
+    static func int64(_ value: MySQLValue) -> Int64? {
         switch value {
         case .int64(let number): number
         case .uint64(let number): Int64(exactly: number)
@@ -113,7 +127,8 @@ public struct MySQLRow: Sendable, Hashable {
         }
     }
 
-    private static func uint64(_ value: MySQLValue) -> UInt64? {
+    @inlinable
+    static func uint64(_ value: MySQLValue) -> UInt64? {
         switch value {
         case .int64(let number): UInt64(exactly: number)
         case .uint64(let number): number
@@ -123,7 +138,8 @@ public struct MySQLRow: Sendable, Hashable {
         }
     }
 
-    private static func double(_ value: MySQLValue) -> Double? {
+    @inlinable
+    static func double(_ value: MySQLValue) -> Double? {
         switch value {
         case .int64(let number): Double(number)
         case .uint64(let number): Double(number)
@@ -133,7 +149,8 @@ public struct MySQLRow: Sendable, Hashable {
         }
     }
 
-    private static func bytes(_ value: MySQLValue) -> [UInt8]? {
+    @inlinable
+    static func bytes(_ value: MySQLValue) -> [UInt8]? {
         switch value {
         case .bytes(let bytes): bytes
         case .string(let text): Array(text.utf8)
@@ -141,7 +158,8 @@ public struct MySQLRow: Sendable, Hashable {
         }
     }
 
-    private static func dateTime(_ value: MySQLValue) -> MySQLDateTime? {
+    @inlinable
+    static func dateTime(_ value: MySQLValue) -> MySQLDateTime? {
         if case .dateTime(let dateTime) = value { return dateTime }
         return nil
     }

@@ -253,7 +253,7 @@ private final class ResultBuffers {
     private let lengths: UnsafeMutablePointer<UInt>
     private let nulls: UnsafeMutablePointer<my_bool>
     private let errors: UnsafeMutablePointer<my_bool>
-    private var buffers: [UnsafeMutableRawPointer] = []
+    private let buffers: [UnsafeMutableRawPointer]
 
     /// What identifies a result column: its name and everything the bind was sized and typed from.
     private struct FieldSignature: Equatable {
@@ -306,9 +306,15 @@ private final class ResultBuffers {
         }
         self.columns = columns
         self.kinds = kinds
+        var buffers: [UnsafeMutableRawPointer] = []
+        buffers.reserveCapacity(count)
         for (index, field) in fields.enumerated() {
-            prepareBind(at: index, kind: kinds[index], declaredLength: Int(clamping: field.length))
+            buffers.append(
+                Self.prepareBind(
+                    binds + index, kind: kinds[index], declaredLength: Int(clamping: field.length),
+                    length: lengths + index, isNull: nulls + index, error: errors + index))
         }
+        self.buffers = buffers
     }
 
     /// Whether `fields` describe the columns these buffers were made for.
@@ -345,31 +351,35 @@ private final class ResultBuffers {
         }
     }
 
-    private func prepareBind(at index: Int, kind: Kind, declaredLength: Int) {
+    /// Types `bind` for `kind` and points it at a new zeroed buffer, which it returns, and at its flags.
+    private static func prepareBind(
+        _ bind: UnsafeMutablePointer<MYSQL_BIND>, kind: Kind, declaredLength: Int, length: UnsafeMutablePointer<UInt>,
+        isNull: UnsafeMutablePointer<my_bool>, error: UnsafeMutablePointer<my_bool>
+    ) -> UnsafeMutableRawPointer {
         let byteCount: Int
         switch kind {
         case .signed, .unsigned:
-            binds[index].buffer_type = MYSQL_TYPE_LONGLONG
-            binds[index].is_unsigned = kind == .unsigned ? 1 : 0
+            bind.pointee.buffer_type = MYSQL_TYPE_LONGLONG
+            bind.pointee.is_unsigned = kind == .unsigned ? 1 : 0
             byteCount = 8
         case .double:
-            binds[index].buffer_type = MYSQL_TYPE_DOUBLE
+            bind.pointee.buffer_type = MYSQL_TYPE_DOUBLE
             byteCount = 8
         case .dateTime:
-            binds[index].buffer_type = MYSQL_TYPE_DATETIME
+            bind.pointee.buffer_type = MYSQL_TYPE_DATETIME
             byteCount = MemoryLayout<MYSQL_TIME>.stride
         case .text, .binary:
-            binds[index].buffer_type = kind == .binary ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING
+            bind.pointee.buffer_type = kind == .binary ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING
             byteCount = min(max(declaredLength, 1), PreparedStatement.initialStringBufferCap)
         }
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
-        buffers.append(buffer)
-        binds[index].buffer = buffer
-        binds[index].buffer_length = UInt(byteCount)
-        binds[index].length = lengths + index
-        binds[index].is_null = nulls + index
-        binds[index].error = errors + index
+        bind.pointee.buffer = buffer
+        bind.pointee.buffer_length = UInt(byteCount)
+        bind.pointee.length = length
+        bind.pointee.is_null = isNull
+        bind.pointee.error = error
+        return buffer
     }
 
     /// Decodes the current row; string columns longer than their buffer are re-read whole.

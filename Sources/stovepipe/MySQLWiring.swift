@@ -35,6 +35,10 @@ struct PoolMetrics: MySQLPoolObserver {
         acquireWait.recordNanoseconds(wait.nanoseconds)
     }
 
+    func connectionAcquired(waitNanoseconds: Int64) {
+        acquireWait.recordNanoseconds(waitNanoseconds)
+    }
+
     func acquireTimedOut(wait: Duration) {
         acquireTimeouts.increment()
         countError(.poolTimeout)

@@ -151,6 +151,13 @@ struct MySQLQueryTests {
         #expect(query.binds.isEmpty)
     }
 
+    @Test("static pieces before and after an identifier keep their places, and values stay binds")
+    func identifierBetweenValues() {
+        let query: MySQLQuery = "SELECT \(1) FROM \(identifier: "t`x") WHERE id = \(7) AND k = 'a'"
+        #expect(query.sql == "SELECT ? FROM `t``x` WHERE id = ? AND k = 'a'")
+        #expect(query.binds == [.int64(1), .int64(7)])
+    }
+
     @Test("plain literals and unsafeSQL carry no binds")
     func literals() {
         let literal: MySQLQuery = "SELECT 1"

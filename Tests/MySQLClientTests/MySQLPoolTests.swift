@@ -17,6 +17,14 @@ final class RecordingObserver: MySQLPoolObserver {
     func transactionRetried(code: MySQLErrorCode) { retried.withLock { $0.append(code) } }
 }
 
+/// Records each lease's wait through the `Duration` requirement, which the pool reaches by the default
+/// `connectionAcquired(waitNanoseconds:)`.
+final class WaitRecordingObserver: MySQLPoolObserver {
+    let waits = Mutex<[Duration]>([])
+
+    func connectionAcquired(wait: Duration) { waits.withLock { $0.append(wait) } }
+}
+
 @Suite("MySQLPool against a live server", .enabled(if: LiveDatabase.shouldRun), .serialized)
 struct MySQLPoolTests {
     @Test("a killed connection fails once with a connection-lost code, is discarded, and the pool recovers")
@@ -63,6 +71,60 @@ struct MySQLPoolTests {
             let secondID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
             #expect(secondID != firstID)
             #expect(pool.statistics.totalDiscarded == 1)
+        }
+    }
+
+    @Test("a connection is pinged only once it idled past pingAfterIdle")
+    func pingOnlyAfterIdle() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1, pingAfterIdle: .seconds(2)),
+                logger: quietLogger)
+            defer { pool.close() }
+            let killer = try MySQLConnection(configuration: configuration)
+            let firstID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
+            try killer.execute(MySQLQuery(unsafeSQL: "KILL \(firstID)"))
+            // Idle for less than pingAfterIdle: handed out unpinged, so the body meets the dead connection.
+            let error = try #require(throws: MySQLError.self) { try pool.withConnection { try $0.query("SELECT 1") } }
+            #expect(error.isConnectionBroken, "got \(String(reflecting: error))")
+            let secondID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
+            try killer.execute(MySQLQuery(unsafeSQL: "KILL \(secondID)"))
+            Thread.sleep(forTimeInterval: 2.5)
+            // Idle past pingAfterIdle: the ping finds it dead and the lease gets a new connection instead.
+            let thirdID = try pool.withConnection { try #require(try $0.query("SELECT CONNECTION_ID()").first?.uint64(0)) }
+            #expect(thirdID != secondID)
+            #expect(pool.statistics.totalDiscarded == 2)
+            #expect(pool.statistics.totalOpened == 3)
+        }
+    }
+
+    @Test("acquire waits are reported to the observer and summed in the statistics")
+    func acquireWaitStatistics() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = WaitRecordingObserver()
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1), observer: observer,
+                logger: quietLogger)
+            defer { pool.close() }
+            #expect(try pool.withConnection { try $0.query("SELECT 1").count } == 1)
+            let held = Signal()
+            let holder = BackgroundWork {
+                try pool.withConnection { _ in
+                    held.fire()
+                    Thread.sleep(forTimeInterval: 0.3)
+                }
+            }
+            try held.wait()
+            // Waits for the holder's permit.
+            #expect(try pool.withConnection { try $0.query("SELECT 2").count } == 1)
+            try holder.join()
+            let waits = observer.waits.withLock { $0 }
+            let statistics = pool.statistics
+            #expect(waits.count == 3)
+            #expect(statistics.totalAcquired == 3)
+            #expect(statistics.totalAcquireWait == waits.reduce(.zero, +))
+            #expect(waits.allSatisfy { $0 >= .zero })
+            #expect(try #require(waits.last) >= .milliseconds(200))
         }
     }
 
