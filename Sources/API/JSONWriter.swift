@@ -194,11 +194,11 @@ public struct JSONWriter {
         }
     }
 
-    private static func needsEscape(_ byte: UInt8) -> Bool {
+    static func needsEscape(_ byte: UInt8) -> Bool {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
 
-    private static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+    static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
         if !utf8.contains(where: needsEscape) {
             bytes.append(contentsOf: utf8)
             return
@@ -238,8 +238,86 @@ public enum RFC3339 {
             appendThroughGmtime(seconds, fraction: fraction, digits: digits, to: &bytes)
             return
         }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 28) { buffer in
+            guard let start = buffer.baseAddress else { return }
+            writeDateTime(seconds, to: start)
+            var end = dateTimeLength
+            if digits > 0 {
+                buffer[end] = UInt8(ascii: ".")
+                end += 1
+                var remaining = fraction
+                for position in (end..<end + digits).reversed() {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                    remaining /= 10
+                }
+                end += digits
+            }
+            buffer[end] = UInt8(ascii: "Z")
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0...end]))
+        }
+    }
+
+    /// A wall-clock instant: whole seconds since 1970-01-01T00:00:00Z and the nanoseconds past them.
+    public struct Instant: Sendable, Equatable {
+        public let seconds: Int64
+        public let nanoseconds: Int
+
+        /// The instant `nanoseconds` (0..<1_000_000_000) past `seconds`.
+        public init(seconds: Int64, nanoseconds: Int) {
+            self.seconds = seconds
+            self.nanoseconds = nanoseconds
+        }
+
+        /// The current time of CLOCK_REALTIME, the clock `Date()` reads, without `Date`'s conversions to and from
+        /// a floating-point interval.
+        public static func now() -> Instant {
+            var time = timespec()
+            clock_gettime(CLOCK_REALTIME, &time)
+            return Instant(seconds: Int64(time.tv_sec), nanoseconds: Int(time.tv_nsec))
+        }
+    }
+
+    /// The most bytes `writeMilliseconds(_:to:)` writes: 24 up to 9999-12-31, more for a year of more digits.
+    public static var maxMillisecondsLength: Int { 32 }
+
+    /// Writes `instant` as `YYYY-MM-DDTHH:MM:SS.fffZ`, milliseconds truncated: as `append(_:fractionDigits: 3, to:)`
+    /// writes the `Date` of that instant.
+    public static func writeMilliseconds(_ instant: Instant, to writer: inout FixedByteWriter) {
+        let milliseconds = min(max(instant.nanoseconds, 0), 999_999_999) / 1_000_000
+        guard (0..<latestFastSecond).contains(instant.seconds) else {
+            var bytes: [UInt8] = []
+            appendThroughGmtime(instant.seconds, fraction: milliseconds, digits: 3, to: &bytes)
+            bytes.withUnsafeBufferPointer { writer.write($0) }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
+            guard let start = buffer.baseAddress else { return }
+            writeDateTime(instant.seconds, to: start)
+            buffer[19] = UInt8(ascii: ".")
+            buffer[20] = UInt8(ascii: "0") + UInt8(milliseconds / 100)
+            buffer[21] = UInt8(ascii: "0") + UInt8(milliseconds / 10 % 10)
+            buffer[22] = UInt8(ascii: "0") + UInt8(milliseconds % 10)
+            buffer[23] = UInt8(ascii: "Z")
+            writer.write(UnsafeBufferPointer(buffer))
+        }
+    }
+
+    /// Appends `instant` as `writeMilliseconds(_:to:)` writes it.
+    public static func appendMilliseconds(_ instant: Instant, to bytes: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxMillisecondsLength) { buffer in
+            var writer = FixedByteWriter(buffer)
+            writeMilliseconds(instant, to: &writer)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<writer.count]))
+        }
+    }
+
+    /// The length of `YYYY-MM-DDTHH:MM:SS`.
+    private static var dateTimeLength: Int { 19 }
+
+    /// Writes `seconds` (0..<latestFastSecond) as `YYYY-MM-DDTHH:MM:SS` into the 19 bytes at `start`.
+    private static func writeDateTime(_ seconds: Int64, to start: UnsafeMutablePointer<UInt8>) {
         // 1970-01-01 through 9999-12-31: the civil date from the day count (H. Hinnant's days_from_civil
-        // inverse), written into a stack buffer and appended once, instead of gmtime_r and a digit at a time.
+        // inverse), instead of gmtime_r and a digit at a time.
         let days = Int(seconds / 86_400)
         let secondOfDay = Int(seconds % 86_400)
         let shifted = days + 719_468
@@ -251,44 +329,26 @@ public enum RFC3339 {
         let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
         let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 28) { buffer in
-            var end = 0
-            func put(_ value: Int, width: Int) {
-                var remaining = value
-                var position = end + width - 1
-                while position >= end {
-                    buffer[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                    remaining /= 10
-                    position -= 1
-                }
-                end += width
-            }
-            func put(_ byte: UInt8) {
-                buffer[end] = byte
-                end += 1
-            }
-            put(year, width: 4)
-            put(UInt8(ascii: "-"))
-            put(month, width: 2)
-            put(UInt8(ascii: "-"))
-            put(day, width: 2)
-            put(UInt8(ascii: "T"))
-            put(secondOfDay / 3_600, width: 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay / 60 % 60, width: 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay % 60, width: 2)
-            if digits > 0 {
-                put(UInt8(ascii: "."))
-                put(fraction, width: digits)
-            }
-            put(UInt8(ascii: "Z"))
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<end]))
+        func put(_ value: Int, at position: Int) {
+            start[position] = UInt8(ascii: "0") + UInt8(value / 10)
+            start[position + 1] = UInt8(ascii: "0") + UInt8(value % 10)
         }
+        put(year / 100, at: 0)
+        put(year % 100, at: 2)
+        start[4] = UInt8(ascii: "-")
+        put(month, at: 5)
+        start[7] = UInt8(ascii: "-")
+        put(day, at: 8)
+        start[10] = UInt8(ascii: "T")
+        put(secondOfDay / 3_600, at: 11)
+        start[13] = UInt8(ascii: ":")
+        put(secondOfDay / 60 % 60, at: 14)
+        start[16] = UInt8(ascii: ":")
+        put(secondOfDay % 60, at: 17)
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
-    private static let latestFastSecond: Int64 = 253_402_300_800
+    private static var latestFastSecond: Int64 { 253_402_300_800 }
 
     private static func appendThroughGmtime(_ wholeSeconds: Int64, fraction: Int, digits: Int, to bytes: inout [UInt8]) {
         var seconds = time_t(clamping: wholeSeconds)

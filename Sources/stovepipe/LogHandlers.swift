@@ -18,12 +18,16 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             let sorted = metadata.sorted { $0.key < $1.key }
             ownKeys = sorted.map(\.key)
             ownValues = sorted.map(\.value)
+            requestLineLayout = makeRequestLineLayout()
         }
     }
     /// `metadata`'s keys in ascending order and their values in that order, kept so that a log call sorts only its
     /// own metadata; apart, so that comparing a key copies no value.
     private var ownKeys: [String] = []
     private var ownValues: [Logger.Metadata.Value] = []
+    /// The request line's bytes that stay the same from line to line; nil while a metadata value is not a string
+    /// (the text of the others may change from one line to the next).
+    private var requestLineLayout: RequestLineLayout?
     let sink: LogSink
 
     init(label: String, format: LogFormat, logLevel: Logger.Level, sink: LogSink = .standardError) {
@@ -31,6 +35,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         self.format = format
         self.logLevel = logLevel
         self.sink = sink
+        requestLineLayout = makeRequestLineLayout()
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -39,7 +44,8 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = LineBuilder(format: format, level: event.level, label: label, message: event.message.description)
+        var line = LineBuilder(
+            format: format, level: event.level, label: label, message: event.message.description, time: .now())
         forEachField(event.metadata) { key, value in line.field(key, value) }
         // Warnings and worse go out before log() returns: they often precede an exit.
         sink.write(line.finish(), immediately: event.level >= .warning)
@@ -48,11 +54,141 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
     /// an event's, without building and sorting a metadata dictionary or a string per field.
     func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
-        var line = LineBuilder(format: format, level: level, label: label, message: message)
+        log(level: level, message: message, sortedFields: sortedFields, time: .now())
+    }
+
+    /// The per-request line stamped `time`.
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields, time: RFC3339.Instant) {
+        guard let layout = requestLineLayout else {
+            var line = LineBuilder(format: format, level: level, label: label, message: message, time: time)
+            mergeWithOwnMetadata(
+                RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
+                event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
+            sink.write(line.finish(), immediately: level >= .warning)
+            return
+        }
+        // Sized once from the parts' lengths, so the line neither grows nor is copied on its way to the sink.
+        var capacity = layout.maxLength(message: message, fields: sortedFields)
+        while true {
+            var overflowed = false
+            let line = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+                var writer = FixedByteWriter(buffer)
+                layout.write(time: time, level: level, message: message, fields: sortedFields, to: &writer)
+                count = writer.count
+                overflowed = writer.overflowed
+            }
+            // An estimate that fell short (it is an upper bound, so never expected) costs a retry, not the line.
+            guard overflowed else { return sink.write(line, immediately: level >= .warning) }
+            capacity *= 2
+        }
+    }
+
+    private func makeRequestLineLayout() -> RequestLineLayout? {
+        for value in ownValues {
+            guard case .string = value else { return nil }
+        }
+        var afterLevel: [UInt8] = []
+        switch format {
+        case .text:
+            afterLevel.append(UInt8(ascii: " "))
+            JSONWriter.appendUTF8(label, to: &afterLevel)
+            afterLevel.append(contentsOf: ": ".utf8)
+        case .json:
+            afterLevel.append(contentsOf: #"","logger":""#.utf8)
+            JSONWriter.appendEscaped(label, to: &afterLevel)
+            afterLevel.append(contentsOf: #"","msg":""#.utf8)
+        }
+        // The metadata's keys and values, and each field's key, in the order and spelling LineBuilder writes them.
+        var literals: [UInt8] = []
+        var runEnds: [Int] = []
+        func appendKey(_ key: String) {
+            switch format {
+            case .text:
+                literals.append(UInt8(ascii: " "))
+                JSONWriter.appendUTF8(key, to: &literals)
+                literals.append(UInt8(ascii: "="))
+            case .json:
+                literals.append(contentsOf: #",""#.utf8)
+                JSONWriter.appendEscaped(Self.isReservedJSONKey(key) ? "meta." + key : key, to: &literals)
+                literals.append(contentsOf: #"":""#.utf8)
+            }
+        }
         mergeWithOwnMetadata(
-            RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
-            event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
-        sink.write(line.finish(), immediately: level >= .warning)
+            RequestLogFields.Field.allCases, key: \.key,
+            own: { key, value in
+                guard case .string(let text) = value else { return }
+                appendKey(key)
+                switch format {
+                case .text: JSONWriter.appendUTF8(text, to: &literals)
+                case .json:
+                    JSONWriter.appendEscaped(text, to: &literals)
+                    literals.append(UInt8(ascii: "\""))
+                }
+            },
+            event: { field in
+                appendKey(field.key)
+                runEnds.append(literals.count)
+                if format == .json { literals.append(UInt8(ascii: "\"")) }
+            })
+        literals.append(contentsOf: format == .json ? "}\n".utf8 : "\n".utf8)
+        runEnds.append(literals.count)
+        return RequestLineLayout(
+            format: format, afterLevel: afterLevel, literals: literals, runEnds: runEnds,
+            fields: RequestLogFields.Field.allCases)
+    }
+
+    /// The per-request line's bytes that do not change from line to line: the label with its separators, the
+    /// handler's metadata and the fields' keys, each spelled for the format; `write` adds the rest.
+    private struct RequestLineLayout {
+        let format: LogFormat
+        /// What comes between the level and the message.
+        let afterLevel: [UInt8]
+        /// `literals[runEnds[i - 1]..<runEnds[i]]` comes before `fields[i]`'s value; the last run ends the line.
+        let literals: [UInt8]
+        let runEnds: [Int]
+        let fields: [RequestLogFields.Field]
+
+        /// At least the length of the line `write` writes for `message` and `fields`.
+        func maxLength(message: String, fields values: RequestLogFields) -> Int {
+            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte.
+            let escaped = format == .json
+            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count
+                + message.utf8.count * (escaped ? 6 : 1) + 64
+            for field in fields { length += values.maxValueLength(of: field, escaped: escaped) }
+            return length
+        }
+
+        /// Writes the line, newline included, as LineBuilder writes it.
+        func write(
+            time: RFC3339.Instant, level: Logger.Level, message: String, fields values: RequestLogFields,
+            to writer: inout FixedByteWriter
+        ) {
+            switch format {
+            case .text:
+                RFC3339.writeMilliseconds(time, to: &writer)
+                writer.write(UInt8(ascii: " "))
+                writer.write(StderrLogHandler.textLevel(level))
+                afterLevel.withUnsafeBufferPointer { writer.write($0) }
+                writer.write(message)
+            case .json:
+                writer.write(#"{"level":""# as StaticString)
+                writer.writeEscaped(level.rawValue)
+                afterLevel.withUnsafeBufferPointer { writer.write($0) }
+                writer.writeEscaped(message)
+                writer.write(#"","ts":""# as StaticString)
+                RFC3339.writeMilliseconds(time, to: &writer)
+                writer.write(UInt8(ascii: "\""))
+            }
+            literals.withUnsafeBufferPointer { literals in
+                var runStart = 0
+                for (field, runEnd) in zip(fields, runEnds) {
+                    writer.write(UnsafeBufferPointer(rebasing: literals[runStart..<runEnd]))
+                    values.writeValue(of: field, escaped: format == .json, to: &writer)
+                    runStart = runEnd
+                }
+                writer.write(UnsafeBufferPointer(rebasing: literals[runStart...]))
+            }
+        }
     }
 
     /// One line being written: the fixed parts first, then one call per metadata field in key order.
@@ -61,7 +197,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         private var text: [UInt8] = []
         private var json = JSONWriter(capacity: 0)
 
-        init(format: LogFormat, level: Logger.Level, label: String, message: String) {
+        init(format: LogFormat, level: Logger.Level, label: String, message: String, time: RFC3339.Instant) {
             self.format = format
             switch format {
             case .json:
@@ -76,12 +212,12 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.knownKey("msg")
                 json.string(message)
                 json.knownKey("ts")
-                json.string(appending: { RFC3339.append(Date(), fractionDigits: 3, to: &$0) })
+                json.string(appending: { RFC3339.appendMilliseconds(time, to: &$0) })
             case .text:
                 text.reserveCapacity(256)
-                RFC3339.append(Date(), fractionDigits: 3, to: &text)
+                RFC3339.appendMilliseconds(time, to: &text)
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(StderrLogHandler.textLevel(level), to: &text)
+                StderrLogHandler.textLevel(level).withUTF8Buffer { text.append(contentsOf: $0) }
                 text.append(UInt8(ascii: " "))
                 JSONWriter.appendUTF8(label, to: &text)
                 text.append(UInt8(ascii: ":"))
@@ -196,7 +332,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     /// `level.rawValue.uppercased()`, without building it per line.
-    fileprivate static func textLevel(_ level: Logger.Level) -> String {
+    fileprivate static func textLevel(_ level: Logger.Level) -> StaticString {
         switch level {
         case .trace: "TRACE"
         case .debug: "DEBUG"
