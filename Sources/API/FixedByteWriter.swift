@@ -72,18 +72,26 @@ public struct FixedByteWriter {
     /// Writes the decimal digits of `value` as `String(value)` spells them, with leading zeros up to
     /// `minimumDigits` (at most 20).
     public mutating func writeDecimal(_ value: UInt64, minimumDigits: Int = 1) {
-        // Least significant digit first into a stack buffer, then one copy.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            let lowestStart = digits.count - min(max(minimumDigits, 1), digits.count)
-            var start = digits.count
-            var rest = value
-            repeat {
-                start -= 1
-                digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
-                rest /= 10
-            } while rest > 0 || start > lowestStart
-            write(UnsafeBufferPointer(rebasing: digits[start...]))
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
         }
+        let width = max(digits, min(minimumDigits, 20))
+        guard width <= buffer.count - written, let base = buffer.baseAddress else {
+            didOverflow = true
+            return
+        }
+        // Least significant digit first, straight into place.
+        var position = base + written + width
+        var remaining = value
+        for _ in 0..<width {
+            position -= 1
+            position.initialize(to: UInt8(ascii: "0") + UInt8(remaining % 10))
+            remaining /= 10
+        }
+        written += width
     }
 
     /// Writes `String(value)`'s text: at most 20 bytes.

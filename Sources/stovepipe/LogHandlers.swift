@@ -67,21 +67,24 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             sink.write(line.finish(), immediately: level >= .warning)
             return
         }
-        // Sized once from the parts' lengths, so the line neither grows nor is copied on its way to the sink.
-        var capacity = layout.maxLength(message: message, fields: sortedFields)
+        // Written on the stack and copied into the sink's queue: no allocation and no free of its own. A line
+        // longer than the first buffer (long values) is written again into one sized from the parts' lengths.
+        var capacity = Self.requestLineStackCapacity
         while true {
-            var overflowed = false
-            let line = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            let written = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
                 var writer = FixedByteWriter(buffer)
                 layout.write(time: time, level: level, message: message, fields: sortedFields, to: &writer)
-                count = writer.count
-                overflowed = writer.overflowed
+                guard !writer.overflowed else { return false }
+                sink.write(UnsafeBufferPointer(rebasing: buffer[..<writer.count]), immediately: level >= .warning)
+                return true
             }
-            // An estimate that fell short (it is an upper bound, so never expected) costs a retry, not the line.
-            guard overflowed else { return sink.write(line, immediately: level >= .warning) }
-            capacity *= 2
+            if written { return }
+            capacity = max(capacity * 2, layout.maxLength(message: message, fields: sortedFields))
         }
     }
+
+    /// Room for a request line with values of ordinary length.
+    private static var requestLineStackCapacity: Int { 1 << 10 }
 
     private func makeRequestLineLayout() -> RequestLineLayout? {
         for value in ownValues {
@@ -419,19 +422,39 @@ final class LogSink: @unchecked Sendable {
 
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
     func write(_ line: [UInt8], immediately: Bool) {
+        enqueue(count: line.count, immediately: immediately) { pending in
+            // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
+            if pending.isEmpty { pending = line } else { pending.append(contentsOf: line) }
+        }
+    }
+
+    /// Queues a copy of `line`, or writes it before returning when `immediately`: for a line formatted in a
+    /// temporary buffer, which costs no allocation of its own.
+    func write(_ line: UnsafeBufferPointer<UInt8>, immediately: Bool) {
+        enqueue(count: line.count, immediately: immediately) { pending in
+            // A queue started with room for a batch's worth of lines takes the next ones without regrowing.
+            if pending.isEmpty { pending.reserveCapacity(max(line.count, Self.initialQueueCapacity)) }
+            pending.append(contentsOf: line)
+        }
+    }
+
+    /// The room a queue starts with when a line is copied into it: about 20 request lines.
+    static let initialQueueCapacity = 4 << 10
+
+    /// `write`'s bookkeeping around `append`, which adds the `count` bytes of a line to the queue.
+    private func enqueue(count: Int, immediately: Bool, _ append: (inout [UInt8]) -> Void) {
         condition.lock()
         let wait = immediately ? immediateWaitLocked() : nil
-        if pending.count + line.count > bufferLimit {
+        if pending.count + count > bufferLimit {
             dropped += 1
             condition.unlock()
             if let wait { flush(waitingAtMost: wait) }
             return
         }
         let wasEmpty = pending.isEmpty
-        // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
-        if wasEmpty { pending = line } else { pending.append(contentsOf: line) }
+        append(&pending)
         let deferred = background && !immediately
-        let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
+        let crossedBatch = pending.count >= Self.batchBytes && pending.count - count < Self.batchBytes
         if deferred && (wasEmpty || crossedBatch) { condition.signal() }
         condition.unlock()
         if !deferred { flush(waitingAtMost: wait) }
