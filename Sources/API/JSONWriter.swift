@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Synchronization
 
 /// Appends JSON (RFC 8259) to a byte buffer without building an intermediate tree: the hot response
 /// bodies and log lines are written field by field. Callers write object keys in sorted order.
@@ -277,12 +278,14 @@ public enum RFC3339 {
         }
     }
 
-    /// The most bytes `writeMilliseconds(_:to:)` writes: 24 up to 9999-12-31, more for a year of more digits.
+    /// The most bytes `writeMilliseconds(_:to:cache:)` writes: 24 up to 9999-12-31, more for a year of more digits.
     public static var maxMillisecondsLength: Int { 32 }
 
     /// Writes `instant` as `YYYY-MM-DDTHH:MM:SS.fffZ`, milliseconds truncated: as `append(_:fractionDigits: 3, to:)`
-    /// writes the `Date` of that instant.
-    public static func writeMilliseconds(_ instant: Instant, to writer: inout FixedByteWriter) {
+    /// writes the `Date` of that instant. The date and time up to the second come from `cache` when it holds them.
+    public static func writeMilliseconds(
+        _ instant: Instant, to writer: inout FixedByteWriter, cache: SecondCache? = .shared
+    ) {
         let milliseconds = min(max(instant.nanoseconds, 0), 999_999_999) / 1_000_000
         guard (0..<latestFastSecond).contains(instant.seconds) else {
             var bytes: [UInt8] = []
@@ -290,24 +293,80 @@ public enum RFC3339 {
             bytes.withUnsafeBufferPointer { writer.write($0) }
             return
         }
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
-            guard let start = buffer.baseAddress else { return }
-            writeDateTime(instant.seconds, to: start)
-            buffer[19] = UInt8(ascii: ".")
-            buffer[20] = UInt8(ascii: "0") + UInt8(milliseconds / 100)
-            buffer[21] = UInt8(ascii: "0") + UInt8(milliseconds / 10 % 10)
-            buffer[22] = UInt8(ascii: "0") + UInt8(milliseconds % 10)
-            buffer[23] = UInt8(ascii: "Z")
-            writer.write(UnsafeBufferPointer(buffer))
+        // Word-aligned, so that the cache copies the date and time as three words.
+        withUnsafeTemporaryAllocation(byteCount: 24, alignment: 8) { raw in
+            let text = raw.bindMemory(to: UInt8.self)
+            guard let start = text.baseAddress else { return }
+            if let cache {
+                cache.writeDateTime(instant.seconds, to: start)
+            } else {
+                writeDateTime(instant.seconds, to: start)
+            }
+            text[19] = UInt8(ascii: ".")
+            text[20] = UInt8(ascii: "0") + UInt8(milliseconds / 100)
+            text[21] = UInt8(ascii: "0") + UInt8(milliseconds / 10 % 10)
+            text[22] = UInt8(ascii: "0") + UInt8(milliseconds % 10)
+            text[23] = UInt8(ascii: "Z")
+            writer.write(UnsafeBufferPointer(text))
         }
     }
 
-    /// Appends `instant` as `writeMilliseconds(_:to:)` writes it.
-    public static func appendMilliseconds(_ instant: Instant, to bytes: inout [UInt8]) {
+    /// Appends `instant` as `writeMilliseconds(_:to:cache:)` writes it.
+    public static func appendMilliseconds(_ instant: Instant, to bytes: inout [UInt8], cache: SecondCache? = .shared) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxMillisecondsLength) { buffer in
             var writer = FixedByteWriter(buffer)
-            writeMilliseconds(instant, to: &writer)
+            writeMilliseconds(instant, to: &writer, cache: cache)
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<writer.count]))
+        }
+    }
+
+    /// The text of the latest second formatted, `YYYY-MM-DDTHH:MM:SS`, for the lines stamped within that second.
+    /// Shared by every worker thread, it is read without a lock and without a write to shared memory (a sequence
+    /// lock), so that readers do not bounce its cache line between cores; the first thread to format a later
+    /// second replaces it, once a second.
+    public final class SecondCache: Sendable {
+        /// The cache of the process's log lines.
+        public static let shared = SecondCache()
+
+        /// `2 * (second + 1)` while the words hold that second's text, odd while a thread replaces them, 0 before
+        /// the first second: it only grows, so an unchanged value means unchanged words.
+        private let sequence = Atomic<UInt64>(0)
+        private let word0 = Atomic<UInt64>(0)
+        private let word1 = Atomic<UInt64>(0)
+        private let word2 = Atomic<UInt64>(0)
+
+        /// An empty cache.
+        public init() {}
+
+        /// Writes `seconds` (0..<latestFastSecond) as `YYYY-MM-DDTHH:MM:SS` into the first 19 of the 24 word-aligned
+        /// bytes at `start`; the other 5 are left undefined.
+        func writeDateTime(_ seconds: Int64, to text: UnsafeMutablePointer<UInt8>) {
+            let start = UnsafeMutableRawPointer(text)
+            let version = UInt64(seconds + 1) << 1
+            let cached = sequence.load(ordering: .acquiring)
+            if cached == version {
+                let words = (word0.load(ordering: .relaxed), word1.load(ordering: .relaxed), word2.load(ordering: .relaxed))
+                // The words were read before the sequence is read again: unchanged, it vouches for them.
+                atomicMemoryFence(ordering: .acquiring)
+                if sequence.load(ordering: .relaxed) == version {
+                    start.storeBytes(of: words.0, toByteOffset: 0, as: UInt64.self)
+                    start.storeBytes(of: words.1, toByteOffset: 8, as: UInt64.self)
+                    start.storeBytes(of: words.2, toByteOffset: 16, as: UInt64.self)
+                    return
+                }
+            }
+            start.storeBytes(of: 0, toByteOffset: 16, as: UInt64.self)
+            RFC3339.writeDateTime(seconds, to: text)
+            // Only a later second replaces the cached one, and only by one thread at a time: a thread that loses
+            // the race, or stamps a line with a second already past, keeps the text it wrote for itself.
+            guard cached & 1 == 0, cached < version,
+                sequence.compareExchange(expected: cached, desired: cached | 1, ordering: .acquiringAndReleasing).exchanged
+            else { return }
+            atomicMemoryFence(ordering: .releasing)
+            word0.store(start.load(fromByteOffset: 0, as: UInt64.self), ordering: .relaxed)
+            word1.store(start.load(fromByteOffset: 8, as: UInt64.self), ordering: .relaxed)
+            word2.store(start.load(fromByteOffset: 16, as: UInt64.self), ordering: .relaxed)
+            sequence.store(version, ordering: .releasing)
         }
     }
 
@@ -315,7 +374,7 @@ public enum RFC3339 {
     private static var dateTimeLength: Int { 19 }
 
     /// Writes `seconds` (0..<latestFastSecond) as `YYYY-MM-DDTHH:MM:SS` into the 19 bytes at `start`.
-    private static func writeDateTime(_ seconds: Int64, to start: UnsafeMutablePointer<UInt8>) {
+    static func writeDateTime(_ seconds: Int64, to start: UnsafeMutablePointer<UInt8>) {
         // 1970-01-01 through 9999-12-31: the civil date from the day count (H. Hinnant's days_from_civil
         // inverse), instead of gmtime_r and a digit at a time.
         let days = Int(seconds / 86_400)
@@ -348,7 +407,7 @@ public enum RFC3339 {
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
-    private static var latestFastSecond: Int64 { 253_402_300_800 }
+    static var latestFastSecond: Int64 { 253_402_300_800 }
 
     private static func appendThroughGmtime(_ wholeSeconds: Int64, fraction: Int, digits: Int, to bytes: inout [UInt8]) {
         var seconds = time_t(clamping: wholeSeconds)

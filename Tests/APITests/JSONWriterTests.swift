@@ -1,6 +1,7 @@
 import API
 import Domain
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct JSONWriterTests {
@@ -212,6 +213,42 @@ import Testing
         #expect(text(1_795_996_799, 999_000_000) == "2026-11-29T23:59:59.999Z")
         #expect(text(1_795_996_800, 1_000_000) == "2026-11-30T00:00:00.001Z")
         #expect(text(253_402_300_800, 7_000_000) == "10000-01-01T00:00:00.007Z")
+    }
+
+    static func milliseconds(_ instant: RFC3339.Instant, cache: RFC3339.SecondCache?) -> String {
+        var bytes: [UInt8] = []
+        RFC3339.appendMilliseconds(instant, to: &bytes, cache: cache)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func rfc3339SecondCacheWritesWhatFormattingWithoutItWrites() {
+        let cache = RFC3339.SecondCache()
+        // The same second again (read from the cache), the next, an earlier one (not cached), a day's last second
+        // and the next day's first, the ends of the cached range and one past it.
+        let seconds: [Int64] = [
+            1_795_950_715, 1_795_950_715, 1_795_950_716, 1_795_950_714, 1_795_950_716, 1_795_996_799, 1_795_996_800,
+            1_795_996_800, 0, 253_402_300_799, 253_402_300_799, 253_402_300_800, -1,
+        ]
+        for (index, second) in seconds.enumerated() {
+            let instant = RFC3339.Instant(seconds: second, nanoseconds: index * 76_923_076)
+            #expect(Self.milliseconds(instant, cache: cache) == Self.milliseconds(instant, cache: nil), "\(instant)")
+        }
+    }
+
+    @Test func rfc3339SecondCacheSharedByThreadsNeverMixesTwoSeconds() {
+        let cache = RFC3339.SecondCache()
+        let mismatches = Mutex(0)
+        // Threads that move through the seconds together, so that they both read what another cached and replace
+        // it; consecutive seconds are 86,461 s apart, so that their texts differ in every word.
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            var local = 0
+            for step in 0..<20_000 {
+                let instant = RFC3339.Instant(seconds: 1_700_000_000 + Int64(step / 8) * 86_461, nanoseconds: step * 997)
+                if Self.milliseconds(instant, cache: cache) != Self.milliseconds(instant, cache: nil) { local += 1 }
+            }
+            mismatches.withLock { $0 += local }
+        }
+        #expect(mismatches.withLock { $0 } == 0)
     }
 
     @Test func rfc3339NowIsTheTimeDateReads() {
