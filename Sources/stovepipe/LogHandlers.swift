@@ -86,6 +86,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     /// Room for a request line with values of ordinary length.
     private static var requestLineStackCapacity: Int { 1 << 10 }
 
+    /// The request line's layout for this handler's format, label and metadata; nil when a metadata value is not a string.
     private func makeRequestLineLayout() -> RequestLineLayout? {
         for value in ownValues {
             guard case .string = value else { return nil }
@@ -153,7 +154,8 @@ struct StderrLogHandler: SortedFieldsLogHandler {
 
         /// At least the length of the line `write` writes for `message` and `fields`.
         func maxLength(message: String, fields values: RequestLogFields) -> Int {
-            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte.
+            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte. The 64 cover the
+            // level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
             let escaped = format == .json
             var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count
                 + message.utf8.count * (escaped ? 6 : 1) + 64

@@ -205,6 +205,31 @@ final class LogPipe {
         #expect(lines[1].contains("/queues/{queue}/ingest") && !lines[1].contains("overridden"))
     }
 
+    @Test(arguments: LogFormat.allCases)
+    func requestLinesLongerThanTheirFirstBufferAreWrittenWhole(_ format: LogFormat) throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+        logger[metadataKey: "zz.long"] = .string(String(repeating: "m\\", count: 700))
+        // 3,000 bytes of id, 4,500 once escaped for JSON: well past the 1 KiB the line is first written into.
+        let fields = RequestLogFields(
+            bytes: 1, nanoseconds: 2_000, method: "GET", route: "/r", status: 200,
+            requestID: String(repeating: "r\"", count: 1_500))
+        var metadata = Logger.Metadata()
+        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
+        logger.info("request", metadata: metadata)
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(level: .info, message: "request", sortedFields: fields)
+        let lines = pipe.lines
+        try #require(lines.count == 2)
+        func withoutTimestamp(_ line: Substring) -> String {
+            format == .text
+                ? String(line.drop { $0 != " " })
+                : String(line).replacing(/"ts":"[^"]*"/, with: "")
+        }
+        #expect(lines[1].utf8.count > 4_000)
+        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+    }
+
     @Test func eventMetadataWinsOverHandlerMetadataOnce() throws {
         let pipe = try LogPipe()
         var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
