@@ -34,7 +34,7 @@ let package = Package(
             dependencies: ["Domain", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        // epoll, eventfd and accept4 for HTTPServer (Glibc does not export them).
+        // epoll, eventfd and accept4 for HTTPServer, malloc_trim for the executable (Glibc does not export them).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
         // HTTP/1.1 (optionally over TLS) on raw sockets; knows no domain type.
         .target(
@@ -86,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "stovepipe",
             dependencies: [
-                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API", "COpenSSL",
+                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API", "COpenSSL", "CEpoll",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

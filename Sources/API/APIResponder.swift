@@ -316,33 +316,39 @@ struct MethodLabel: Equatable {
 
 /// Per-route request counters and timers, made on first use and kept: asking the metrics factory for
 /// a handle is a locked lookup that does not belong on every request. The label sets are bounded
-/// (route templates, known methods, statuses), so the cache is too; it is keyed by numbers, not by
-/// label text, so that a request hashes no strings.
+/// (route templates, known methods, statuses), so the cache is too; it is indexed by numbers, not by
+/// label text, so that a request hashes nothing.
 private final class RequestMetrics: Sendable {
-    private struct CounterKey: Hashable {
-        let template: RouteTemplate
-        let method: Int
+    /// One status's counter of one route and method.
+    private struct StatusCounter {
         let status: Int
+        let counter: Metrics.Counter
     }
 
     private struct Handles {
-        var counters: [CounterKey: Metrics.Counter] = [:]
+        /// By `slot(template:method:)`: the few statuses a route and method answered, found by a scan,
+        /// which costs less than hashing a key.
+        var counters = [[StatusCounter]](repeating: [], count: RouteTemplate.allCases.count * MethodLabel.labels.count)
         var timers = [Metrics.Timer?](repeating: nil, count: RouteTemplate.allCases.count)
     }
 
     private let handles = Mutex(Handles())
 
+    private static func slot(template: RouteTemplate, method: MethodLabel) -> Int {
+        template.rawValue * MethodLabel.labels.count + method.index
+    }
+
     func record(template: RouteTemplate, method: MethodLabel, status: Int, nanoseconds: Int64) {
-        let key = CounterKey(template: template, method: method.index, status: status)
+        let slot = Self.slot(template: template, method: method)
         let (counter, timer) = handles.withLock { handles in
             let counter: Metrics.Counter
-            if let cached = handles.counters[key] {
-                counter = cached
+            if let cached = handles.counters[slot].first(where: { $0.status == status }) {
+                counter = cached.counter
             } else {
                 counter = Metrics.Counter(
                     label: "stovepipe_http_requests_total",
                     dimensions: [("route", template.label), ("method", method.text), ("status", String(status))])
-                handles.counters[key] = counter
+                handles.counters[slot].append(StatusCounter(status: status, counter: counter))
             }
             let timer: Metrics.Timer
             if let cached = handles.timers[template.rawValue] {

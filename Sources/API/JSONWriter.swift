@@ -84,6 +84,13 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Writes `json`, a complete JSON value, as the next value.
+    mutating func rawValue(_ json: [UInt8]) {
+        separate()
+        bytes.append(contentsOf: json)
+        needsComma = true
+    }
+
     /// Writes a string value, or null.
     public mutating func string(_ value: String?) {
         guard let value else { return null() }
@@ -195,6 +202,11 @@ public struct JSONWriter {
         }
     }
 
+    /// True when `utf8` can go inside a JSON string as it is.
+    static func needsNoEscaping(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        !utf8.contains(where: needsEscape)
+    }
+
     static func needsEscape(_ byte: UInt8) -> Bool {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
@@ -225,6 +237,9 @@ public struct JSONWriter {
 
 /// RFC 3339 §5.6 UTC timestamps, formatted by calendar arithmetic (`gmtime_r` outside 1970-9999) instead of a date formatter per call.
 public enum RFC3339 {
+    /// The length of `YYYY-MM-DDTHH:MM:SSZ`, a whole-second timestamp from 1970 through 9999.
+    static let wholeSecondLength = 20
+
     /// Appends `date` as `YYYY-MM-DDTHH:MM:SS[.fff]Z`, truncated (not rounded) to `fractionDigits` (0...6).
     public static func append(_ date: Date, fractionDigits: Int, to bytes: inout [UInt8]) {
         let interval = date.timeIntervalSince1970
@@ -241,17 +256,16 @@ public enum RFC3339 {
         }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 28) { buffer in
             guard let start = buffer.baseAddress else { return }
-            writeDateTime(seconds, to: start)
-            var end = dateTimeLength
+            writeDateTime(UInt64(seconds), to: start)
+            var end = 19
             if digits > 0 {
                 buffer[end] = UInt8(ascii: ".")
-                end += 1
                 var remaining = fraction
-                for position in (end..<end + digits).reversed() {
-                    buffer[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                for position in stride(from: end + digits, to: end, by: -1) {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: remaining % 10)
                     remaining /= 10
                 }
-                end += digits
+                end += 1 + digits
             }
             buffer[end] = UInt8(ascii: "Z")
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0...end]))
@@ -300,7 +314,7 @@ public enum RFC3339 {
             if let cache {
                 cache.writeDateTime(instant.seconds, to: start)
             } else {
-                writeDateTime(instant.seconds, to: start)
+                writeDateTime(UInt64(instant.seconds), to: start)
             }
             text[19] = UInt8(ascii: ".")
             text[20] = UInt8(ascii: "0") + UInt8(milliseconds / 100)
@@ -356,7 +370,7 @@ public enum RFC3339 {
                 }
             }
             start.storeBytes(of: 0, toByteOffset: 16, as: UInt64.self)
-            RFC3339.writeDateTime(seconds, to: text)
+            RFC3339.writeDateTime(UInt64(seconds), to: text)
             // Only a later second replaces the cached one, and only by one thread at a time: a thread that loses
             // the race, or stamps a line with a second already past, keeps the text it wrote for itself.
             guard cached & 1 == 0, cached < version,
@@ -370,40 +384,61 @@ public enum RFC3339 {
         }
     }
 
-    /// The length of `YYYY-MM-DDTHH:MM:SS`.
-    private static var dateTimeLength: Int { 19 }
+    /// The whole seconds since 1970 of `date`, rounded down, when it lies in 1970 through 9999: the
+    /// dates `writeWholeSeconds` writes.
+    static func fastWholeSeconds(_ date: Date) -> UInt64? {
+        guard let seconds = Int64(exactly: date.timeIntervalSince1970.rounded(.down)),
+            (0..<latestFastSecond).contains(seconds)
+        else { return nil }
+        return UInt64(seconds)
+    }
 
-    /// Writes `seconds` (0..<latestFastSecond) as `YYYY-MM-DDTHH:MM:SS` into the 19 bytes at `start`.
-    static func writeDateTime(_ seconds: Int64, to start: UnsafeMutablePointer<UInt8>) {
-        // 1970-01-01 through 9999-12-31: the civil date from the day count (H. Hinnant's days_from_civil
-        // inverse), instead of gmtime_r and a digit at a time.
-        let days = Int(seconds / 86_400)
-        let secondOfDay = Int(seconds % 86_400)
-        let shifted = days + 719_468
+    /// Writes the `wholeSecondLength` bytes of `YYYY-MM-DDTHH:MM:SSZ` for `seconds` from `fastWholeSeconds`.
+    static func writeWholeSeconds(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
+        writeDateTime(seconds, to: destination)
+        destination[19] = UInt8(ascii: "Z")
+    }
+
+    /// Writes the 19 bytes of `YYYY-MM-DDTHH:MM:SS` for `seconds` since 1970 (below `latestFastSecond`).
+    static func writeDateTime(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
+        // The civil date from the day count (H. Hinnant's civil_from_days), unsigned: every value here is
+        // non-negative, and unsigned division by a constant is a multiply and a shift. Below year 10000
+        // nothing here comes near UInt32's range, so the arithmetic wraps instead of checking.
+        let days = UInt32(truncatingIfNeeded: seconds / 86_400)
+        let secondOfDay = UInt32(truncatingIfNeeded: seconds % 86_400)
+        let shifted = days &+ 719_468
         let era = shifted / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shiftedMonth = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
-        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func put(_ value: Int, at position: Int) {
-            start[position] = UInt8(ascii: "0") + UInt8(value / 10)
-            start[position + 1] = UInt8(ascii: "0") + UInt8(value % 10)
+        let dayOfEra = shifted &- era &* 146_097
+        let yearOfEra = (dayOfEra &- dayOfEra / 1_460 &+ dayOfEra / 36_524 &- dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra &- (365 &* yearOfEra &+ yearOfEra / 4 &- yearOfEra / 100)
+        let shiftedMonth = (5 &* dayOfYear &+ 2) / 153
+        let day = dayOfYear &- (153 &* shiftedMonth &+ 2) / 5 &+ 1
+        let month = shiftedMonth < 10 ? shiftedMonth &+ 3 : shiftedMonth &- 9
+        let year = yearOfEra &+ era &* 400 &+ (month <= 2 ? 1 : 0)
+        let minuteOfDay = secondOfDay / 60
+        twoDigits.withUnsafeBytes { table in
+            func writeTwoDigits(_ value: UInt32, at offset: Int) {
+                let pair = table.loadUnaligned(fromByteOffset: Int(value % 100) * 2, as: UInt16.self)
+                UnsafeMutableRawPointer(destination).storeBytes(of: pair, toByteOffset: offset, as: UInt16.self)
+            }
+            writeTwoDigits(year / 100, at: 0)
+            writeTwoDigits(year % 100, at: 2)
+            writeTwoDigits(month, at: 5)
+            writeTwoDigits(day, at: 8)
+            writeTwoDigits(minuteOfDay / 60, at: 11)
+            writeTwoDigits(minuteOfDay % 60, at: 14)
+            writeTwoDigits(secondOfDay % 60, at: 17)
         }
-        put(year / 100, at: 0)
-        put(year % 100, at: 2)
-        start[4] = UInt8(ascii: "-")
-        put(month, at: 5)
-        start[7] = UInt8(ascii: "-")
-        put(day, at: 8)
-        start[10] = UInt8(ascii: "T")
-        put(secondOfDay / 3_600, at: 11)
-        start[13] = UInt8(ascii: ":")
-        put(secondOfDay / 60 % 60, at: 14)
-        start[16] = UInt8(ascii: ":")
-        put(secondOfDay % 60, at: 17)
+        destination[4] = UInt8(ascii: "-")
+        destination[7] = UInt8(ascii: "-")
+        destination[10] = UInt8(ascii: "T")
+        destination[13] = UInt8(ascii: ":")
+        destination[16] = UInt8(ascii: ":")
+    }
+
+    /// `00` through `99`: the two ASCII digits of each value below 100, at twice the value.
+    private static let twoDigits: [UInt8] = (0..<100).flatMap { value in
+        [UInt8(ascii: "0") + UInt8(value / 10), UInt8(ascii: "0") + UInt8(value % 10)]
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.

@@ -1,8 +1,9 @@
 #ifndef CEPOLL_SHIM_H
 #define CEPOLL_SHIM_H
 #ifdef __linux__
-// Swift's Glibc module does not export epoll or eventfd, and builds <sys/socket.h> and <poll.h>
+// Swift's Glibc module does not export epoll, eventfd or <malloc.h>, and builds <sys/socket.h> and <poll.h>
 // without _GNU_SOURCE, so accept4(2), ppoll(2) and POLLRDHUP are declared here as glibc has them.
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>

@@ -166,6 +166,9 @@ public final class HTTPServer: Sendable {
     }
 }
 
+/// The observer of a server that was given none: it ignores every event.
+private struct SilentObserver: HTTPServerObserver {}
+
 /// A worker thread's loop: take a request, run the responder, hand the response to the connection.
 /// An event loop also keeps one, for the requests its responder answers inline.
 ///
@@ -179,6 +182,9 @@ struct Worker {
     // The context's responder, held here too: called through the worker's own field it is used in place, where
     // calling it through the shared context copied the existential on every request.
     private let responder: any HTTPResponder
+    // The context's observer, held here for the same reason, and never nil (`SilentObserver` stands in):
+    // unwrapping an optional existential field copied it on every request.
+    private let observer: any HTTPServerObserver
     private let waiter = WorkerWaiter()
     /// Nil when the worker never waits for a next request (the loop's inline worker, or a wait of zero).
     private let readBuffer: ReadBuffer?
@@ -187,6 +193,7 @@ struct Worker {
     init(context: ServerContext, waitsForNextRequest: Bool = true) {
         self.context = context
         self.responder = context.responder
+        self.observer = context.observer ?? SilentObserver()
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
         let wait = context.configuration.workerKeepAliveWait.nanoseconds
         self.keepAliveWaitNanoseconds = waitsForNextRequest ? wait : 0
@@ -281,14 +288,11 @@ struct Worker {
             version: item.parsed.request.version, requestID: requestID, omitBody: item.parsed.isHead
         )
         let actions = connection.complete(response: bytes, closes: closes, writer: &writer)
-        if let observer = context.observer {
-            let elapsed = MonotonicClock.elapsed(since: item.receivedAt, now: MonotonicClock.now())
-            observer.requestCompleted(
-                method: item.parsed.request.method, status: response.status,
-                duration: .nanoseconds(Int64(clamping: elapsed)), requestBytes: item.parsed.wireBytes,
-                responseBytes: bytes.count
-            )
-        }
+        observer.requestCompleted(
+            method: item.parsed.request.method, status: response.status,
+            duration: .nanoseconds(Int64(clamping: MonotonicClock.elapsed(since: item.receivedAt, now: MonotonicClock.now()))),
+            requestBytes: item.parsed.wireBytes, responseBytes: bytes.count
+        )
         afterSend?()
         return actions
     }

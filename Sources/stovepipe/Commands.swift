@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEpoll
 import Domain
 import Foundation
 import HTTPServer
@@ -98,6 +99,9 @@ struct Serve: ParsableCommand {
         MetricsSystem.bootstrap(factory)
 
         var configuration = ServeConfiguration(queues: try loadQueues(environment["STOVEPIPE_QUEUES"]))
+        // Parsing a large queues file leaves its freed pages in glibc's heap below what the queues keep (a 60,000-queue
+        // file: 410 MB resident); malloc_trim(3) hands them back to the system once, before the server starts.
+        _ = malloc_trim(0)
         configuration.mysqlURL = mysqlURL ?? environment["STOVEPIPE_MYSQL_URL"]
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }

@@ -19,6 +19,18 @@ import Testing
         #expect(configuration.entries[1].source == .staticHistory([SourceURI("git://demo/main/c3"), SourceURI("git://demo/main/c2")]))
     }
 
+    @Test func keepsNonASCIIAndEscapedTextExactly() throws {
+        let document = #"""
+            {"queues": [
+              {"name": "mono/main", "source": {"type": "git", "repository": "/srv/git/mön\u00f6", "ref": "refs/heads/\"q\""}},
+              {"name": "demo/main", "source": {"type": "static", "history": ["git://demo/é/c2", "git://demo/\ud83d\ude00/c1"]}}
+            ]}
+            """#
+        let configuration = try QueueConfiguration.parse(Data(document.utf8))
+        #expect(configuration.entries[0].source == .git(repository: "/srv/git/mönö", ref: "refs/heads/\"q\""))
+        #expect(configuration.entries[1].source == .staticHistory([SourceURI("git://demo/é/c2"), SourceURI("git://demo/😀/c1")]))
+    }
+
     @Test(arguments: [
         ("[]", "$"),
         ("{", "$"),
