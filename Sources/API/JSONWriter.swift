@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Synchronization
 
 /// Appends JSON (RFC 8259) to a byte buffer without building an intermediate tree: the hot response
 /// bodies and log lines are written field by field. Callers write object keys in sorted order.
@@ -206,11 +207,11 @@ public struct JSONWriter {
         !utf8.contains(where: needsEscape)
     }
 
-    private static func needsEscape(_ byte: UInt8) -> Bool {
+    static func needsEscape(_ byte: UInt8) -> Bool {
         byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
     }
 
-    private static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+    static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
         if !utf8.contains(where: needsEscape) {
             bytes.append(contentsOf: utf8)
             return
@@ -271,6 +272,118 @@ public enum RFC3339 {
         }
     }
 
+    /// A wall-clock instant: whole seconds since 1970-01-01T00:00:00Z and the nanoseconds past them.
+    public struct Instant: Sendable, Equatable {
+        public let seconds: Int64
+        public let nanoseconds: Int
+
+        /// The instant `nanoseconds` (0..<1_000_000_000) past `seconds`.
+        public init(seconds: Int64, nanoseconds: Int) {
+            self.seconds = seconds
+            self.nanoseconds = nanoseconds
+        }
+
+        /// The current time of CLOCK_REALTIME, the clock `Date()` reads, without `Date`'s conversions to and from
+        /// a floating-point interval.
+        public static func now() -> Instant {
+            var time = timespec()
+            clock_gettime(CLOCK_REALTIME, &time)
+            return Instant(seconds: Int64(time.tv_sec), nanoseconds: Int(time.tv_nsec))
+        }
+    }
+
+    /// The most bytes `writeMilliseconds(_:to:cache:)` writes: 24 up to 9999-12-31, more for a year of more digits.
+    public static var maxMillisecondsLength: Int { 32 }
+
+    /// Writes `instant` as `YYYY-MM-DDTHH:MM:SS.fffZ`, milliseconds truncated: as `append(_:fractionDigits: 3, to:)`
+    /// writes the `Date` of that instant. The date and time up to the second come from `cache` when it holds them.
+    public static func writeMilliseconds(
+        _ instant: Instant, to writer: inout FixedByteWriter, cache: SecondCache? = .shared
+    ) {
+        let milliseconds = min(max(instant.nanoseconds, 0), 999_999_999) / 1_000_000
+        guard (0..<latestFastSecond).contains(instant.seconds) else {
+            var bytes: [UInt8] = []
+            appendThroughGmtime(instant.seconds, fraction: milliseconds, digits: 3, to: &bytes)
+            bytes.withUnsafeBufferPointer { writer.write($0) }
+            return
+        }
+        // Word-aligned, so that the cache copies the date and time as three words.
+        withUnsafeTemporaryAllocation(byteCount: 24, alignment: 8) { raw in
+            let text = raw.bindMemory(to: UInt8.self)
+            guard let start = text.baseAddress else { return }
+            if let cache {
+                cache.writeDateTime(instant.seconds, to: start)
+            } else {
+                writeDateTime(UInt64(instant.seconds), to: start)
+            }
+            text[19] = UInt8(ascii: ".")
+            text[20] = UInt8(ascii: "0") + UInt8(milliseconds / 100)
+            text[21] = UInt8(ascii: "0") + UInt8(milliseconds / 10 % 10)
+            text[22] = UInt8(ascii: "0") + UInt8(milliseconds % 10)
+            text[23] = UInt8(ascii: "Z")
+            writer.write(UnsafeBufferPointer(text))
+        }
+    }
+
+    /// Appends `instant` as `writeMilliseconds(_:to:cache:)` writes it.
+    public static func appendMilliseconds(_ instant: Instant, to bytes: inout [UInt8], cache: SecondCache? = .shared) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxMillisecondsLength) { buffer in
+            var writer = FixedByteWriter(buffer)
+            writeMilliseconds(instant, to: &writer, cache: cache)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<writer.count]))
+        }
+    }
+
+    /// The text of the latest second formatted, `YYYY-MM-DDTHH:MM:SS`, for the lines stamped within that second.
+    /// Shared by every worker thread, it is read without a lock and without a write to shared memory (a sequence
+    /// lock), so that readers do not bounce its cache line between cores; the first thread to format a later
+    /// second replaces it, once a second.
+    public final class SecondCache: Sendable {
+        /// The cache of the process's log lines.
+        public static let shared = SecondCache()
+
+        /// `2 * (second + 1)` while the words hold that second's text, odd while a thread replaces them, 0 before
+        /// the first second: it only grows, so an unchanged value means unchanged words.
+        private let sequence = Atomic<UInt64>(0)
+        private let word0 = Atomic<UInt64>(0)
+        private let word1 = Atomic<UInt64>(0)
+        private let word2 = Atomic<UInt64>(0)
+
+        /// An empty cache.
+        public init() {}
+
+        /// Writes `seconds` (0..<latestFastSecond) as `YYYY-MM-DDTHH:MM:SS` into the first 19 of the 24 word-aligned
+        /// bytes at `start`; the other 5 are left undefined.
+        func writeDateTime(_ seconds: Int64, to text: UnsafeMutablePointer<UInt8>) {
+            let start = UnsafeMutableRawPointer(text)
+            let version = UInt64(seconds + 1) << 1
+            let cached = sequence.load(ordering: .acquiring)
+            if cached == version {
+                let words = (word0.load(ordering: .relaxed), word1.load(ordering: .relaxed), word2.load(ordering: .relaxed))
+                // The words were read before the sequence is read again: unchanged, it vouches for them.
+                atomicMemoryFence(ordering: .acquiring)
+                if sequence.load(ordering: .relaxed) == version {
+                    start.storeBytes(of: words.0, toByteOffset: 0, as: UInt64.self)
+                    start.storeBytes(of: words.1, toByteOffset: 8, as: UInt64.self)
+                    start.storeBytes(of: words.2, toByteOffset: 16, as: UInt64.self)
+                    return
+                }
+            }
+            start.storeBytes(of: 0, toByteOffset: 16, as: UInt64.self)
+            RFC3339.writeDateTime(UInt64(seconds), to: text)
+            // Only a later second replaces the cached one, and only by one thread at a time: a thread that loses
+            // the race, or stamps a line with a second already past, keeps the text it wrote for itself.
+            guard cached & 1 == 0, cached < version,
+                sequence.compareExchange(expected: cached, desired: cached | 1, ordering: .acquiringAndReleasing).exchanged
+            else { return }
+            atomicMemoryFence(ordering: .releasing)
+            word0.store(start.load(fromByteOffset: 0, as: UInt64.self), ordering: .relaxed)
+            word1.store(start.load(fromByteOffset: 8, as: UInt64.self), ordering: .relaxed)
+            word2.store(start.load(fromByteOffset: 16, as: UInt64.self), ordering: .relaxed)
+            sequence.store(version, ordering: .releasing)
+        }
+    }
+
     /// The whole seconds since 1970 of `date`, rounded down, when it lies in 1970 through 9999: the
     /// dates `writeWholeSeconds` writes.
     static func fastWholeSeconds(_ date: Date) -> UInt64? {
@@ -287,7 +400,7 @@ public enum RFC3339 {
     }
 
     /// Writes the 19 bytes of `YYYY-MM-DDTHH:MM:SS` for `seconds` since 1970 (below `latestFastSecond`).
-    private static func writeDateTime(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
+    static func writeDateTime(_ seconds: UInt64, to destination: UnsafeMutablePointer<UInt8>) {
         // The civil date from the day count (H. Hinnant's civil_from_days), unsigned: every value here is
         // non-negative, and unsigned division by a constant is a multiply and a shift. Below year 10000
         // nothing here comes near UInt32's range, so the arithmetic wraps instead of checking.
@@ -329,7 +442,7 @@ public enum RFC3339 {
     }
 
     /// 10000-01-01T00:00:00Z: later (and earlier than 1970) dates take gmtime_r.
-    private static let latestFastSecond: Int64 = 253_402_300_800
+    static var latestFastSecond: Int64 { 253_402_300_800 }
 
     private static func appendThroughGmtime(_ wholeSeconds: Int64, fraction: Int, digits: Int, to bytes: inout [UInt8]) {
         var seconds = time_t(clamping: wholeSeconds)

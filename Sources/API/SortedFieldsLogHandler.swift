@@ -61,6 +61,54 @@ public struct RequestLogFields: Sendable {
         }
     }
 
+    /// The most bytes `writeValue(of:escaped:to:)` writes for `field`.
+    public func maxValueLength(of field: Field, escaped: Bool) -> Int {
+        // A JSON escape is at most six bytes per byte (`\u001f`); numbers never need one.
+        let stringFactor = escaped ? 6 : 1
+        switch field {
+        case .bytes, .status: return 20
+        case .duration: return Self.maxMillisecondsLength
+        case .method: return method.utf8.count * stringFactor
+        case .route: return route.utf8.count * stringFactor
+        case .requestID: return requestID.utf8.count * stringFactor
+        }
+    }
+
+    /// Writes the UTF-8 text of `field`, escaped for the inside of a JSON string when `escaped`.
+    public func writeValue(of field: Field, escaped: Bool, to writer: inout FixedByteWriter) {
+        switch field {
+        case .bytes: writer.writeInteger(bytes)
+        case .duration: Self.writeMilliseconds(nanoseconds: nanoseconds, to: &writer)
+        case .method: escaped ? writer.writeEscaped(method) : writer.write(method)
+        case .route: escaped ? writer.writeEscaped(route) : writer.write(route)
+        case .status: writer.writeInteger(status)
+        case .requestID: escaped ? writer.writeEscaped(requestID) : writer.write(requestID)
+        }
+    }
+
+    /// The longest text of a duration: `Double.description` spells any double in at most 24 bytes
+    /// (`-2.2250738585072014e-308`), the positional form below in at most 17.
+    private static var maxMillisecondsLength: Int { 24 }
+
+    private static func writeMilliseconds(nanoseconds: Int64, to writer: inout FixedByteWriter) {
+        // From 100 ns up to 10^15 ns the shortest round-trip spelling of n / 10^6 is that decimal itself
+        // (at most 15 significant digits, which a Double tells apart), in positional notation; outside
+        // that range Swift may switch to exponent notation, so the Double prints itself.
+        guard nanoseconds >= 100, nanoseconds < 1_000_000_000_000_000 else {
+            writer.write("\(Double(nanoseconds) / 1_000_000)")
+            return
+        }
+        var fraction = nanoseconds % 1_000_000
+        var width = 6
+        while width > 1 && fraction % 10 == 0 {
+            fraction /= 10
+            width -= 1
+        }
+        writer.writeDecimal(UInt64(nanoseconds / 1_000_000))
+        writer.write(UInt8(ascii: "."))
+        writer.writeDecimal(UInt64(fraction), minimumDigits: width)
+    }
+
     /// The text of `field`, as a metadata value.
     public func value(of field: Field) -> String {
         var text: [UInt8] = []
@@ -76,22 +124,11 @@ public struct RequestLogFields: Sendable {
     }
 
     private static func appendMilliseconds(nanoseconds: Int64, to line: inout [UInt8]) {
-        // From 100 ns up to 10^15 ns the shortest round-trip spelling of n / 10^6 is that decimal itself
-        // (at most 15 significant digits, which a Double tells apart), in positional notation; outside
-        // that range Swift may switch to exponent notation, so the Double prints itself.
-        guard nanoseconds >= 100, nanoseconds < 1_000_000_000_000_000 else {
-            line.append(contentsOf: "\(Double(nanoseconds) / 1_000_000)".utf8)
-            return
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxMillisecondsLength) { buffer in
+            var writer = FixedByteWriter(buffer)
+            writeMilliseconds(nanoseconds: nanoseconds, to: &writer)
+            line.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<writer.count]))
         }
-        var fraction = nanoseconds % 1_000_000
-        var width = 6
-        while width > 1 && fraction % 10 == 0 {
-            fraction /= 10
-            width -= 1
-        }
-        JSONWriter.appendDecimal(UInt64(nanoseconds / 1_000_000), to: &line)
-        line.append(UInt8(ascii: "."))
-        JSONWriter.appendDecimal(UInt64(fraction), minimumDigits: width, to: &line)
     }
 
     /// Appends `String(value)`'s text.

@@ -18,12 +18,16 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             let sorted = metadata.sorted { $0.key < $1.key }
             ownKeys = sorted.map(\.key)
             ownValues = sorted.map(\.value)
+            requestLineLayout = makeRequestLineLayout()
         }
     }
     /// `metadata`'s keys in ascending order and their values in that order, kept so that a log call sorts only its
     /// own metadata; apart, so that comparing a key copies no value.
     private var ownKeys: [String] = []
     private var ownValues: [Logger.Metadata.Value] = []
+    /// The request line's bytes that stay the same from line to line; nil while a metadata value is not a string
+    /// (the text of the others may change from one line to the next).
+    private var requestLineLayout: RequestLineLayout?
     let sink: LogSink
 
     init(label: String, format: LogFormat, logLevel: Logger.Level, sink: LogSink = .standardError) {
@@ -31,6 +35,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         self.format = format
         self.logLevel = logLevel
         self.sink = sink
+        requestLineLayout = makeRequestLineLayout()
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -39,7 +44,8 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = LineBuilder(format: format, level: event.level, label: label, message: event.message.description)
+        var line = LineBuilder(
+            format: format, level: event.level, label: label, message: event.message.description, time: .now())
         forEachField(event.metadata) { key, value in line.field(key, value) }
         // Warnings and worse go out before log() returns: they often precede an exit.
         sink.write(line.finish(), immediately: event.level >= .warning)
@@ -48,11 +54,146 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     /// The per-request line's path: `sortedFields` merged with the handler's metadata as `log(event:)` merges
     /// an event's, without building and sorting a metadata dictionary or a string per field.
     func log(level: Logger.Level, message: String, sortedFields: RequestLogFields) {
-        var line = LineBuilder(format: format, level: level, label: label, message: message)
+        log(level: level, message: message, sortedFields: sortedFields, time: .now())
+    }
+
+    /// The per-request line stamped `time`.
+    func log(level: Logger.Level, message: String, sortedFields: RequestLogFields, time: RFC3339.Instant) {
+        guard let layout = requestLineLayout else {
+            var line = LineBuilder(format: format, level: level, label: label, message: message, time: time)
+            mergeWithOwnMetadata(
+                RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
+                event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
+            sink.write(line.finish(), immediately: level >= .warning)
+            return
+        }
+        // Written on the stack and copied into the sink's queue: no allocation and no free of its own. A line
+        // longer than the first buffer (long values) is written again into one sized from the parts' lengths.
+        var capacity = Self.requestLineStackCapacity
+        while true {
+            let written = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+                var writer = FixedByteWriter(buffer)
+                layout.write(time: time, level: level, message: message, fields: sortedFields, to: &writer)
+                guard !writer.overflowed else { return false }
+                sink.write(UnsafeBufferPointer(rebasing: buffer[..<writer.count]), immediately: level >= .warning)
+                return true
+            }
+            if written { return }
+            capacity = max(capacity * 2, layout.maxLength(message: message, fields: sortedFields))
+        }
+    }
+
+    /// Room for a request line with values of ordinary length.
+    private static var requestLineStackCapacity: Int { 1 << 10 }
+
+    /// The request line's layout for this handler's format, label and metadata; nil when a metadata value is not a string.
+    private func makeRequestLineLayout() -> RequestLineLayout? {
+        for value in ownValues {
+            guard case .string = value else { return nil }
+        }
+        var afterLevel: [UInt8] = []
+        switch format {
+        case .text:
+            afterLevel.append(UInt8(ascii: " "))
+            JSONWriter.appendUTF8(label, to: &afterLevel)
+            afterLevel.append(contentsOf: ": ".utf8)
+        case .json:
+            afterLevel.append(contentsOf: #"","logger":""#.utf8)
+            JSONWriter.appendEscaped(label, to: &afterLevel)
+            afterLevel.append(contentsOf: #"","msg":""#.utf8)
+        }
+        // The metadata's keys and values, and each field's key, in the order and spelling LineBuilder writes them.
+        var literals: [UInt8] = []
+        var runEnds: [Int] = []
+        func appendKey(_ key: String) {
+            switch format {
+            case .text:
+                literals.append(UInt8(ascii: " "))
+                JSONWriter.appendUTF8(key, to: &literals)
+                literals.append(UInt8(ascii: "="))
+            case .json:
+                literals.append(contentsOf: #",""#.utf8)
+                JSONWriter.appendEscaped(Self.isReservedJSONKey(key) ? "meta." + key : key, to: &literals)
+                literals.append(contentsOf: #"":""#.utf8)
+            }
+        }
         mergeWithOwnMetadata(
-            RequestLogFields.Field.allCases, key: \.key, own: { key, value in line.field(key, value) },
-            event: { field in line.field(field.key) { sortedFields.appendValue(of: field, to: &$0) } })
-        sink.write(line.finish(), immediately: level >= .warning)
+            RequestLogFields.Field.allCases, key: \.key,
+            own: { key, value in
+                guard case .string(let text) = value else { return }
+                appendKey(key)
+                switch format {
+                case .text: JSONWriter.appendUTF8(text, to: &literals)
+                case .json:
+                    JSONWriter.appendEscaped(text, to: &literals)
+                    literals.append(UInt8(ascii: "\""))
+                }
+            },
+            event: { field in
+                appendKey(field.key)
+                runEnds.append(literals.count)
+                if format == .json { literals.append(UInt8(ascii: "\"")) }
+            })
+        literals.append(contentsOf: format == .json ? "}\n".utf8 : "\n".utf8)
+        runEnds.append(literals.count)
+        return RequestLineLayout(
+            format: format, afterLevel: afterLevel, literals: literals, runEnds: runEnds,
+            fields: RequestLogFields.Field.allCases)
+    }
+
+    /// The per-request line's bytes that do not change from line to line: the label with its separators, the
+    /// handler's metadata and the fields' keys, each spelled for the format; `write` adds the rest.
+    private struct RequestLineLayout {
+        let format: LogFormat
+        /// What comes between the level and the message.
+        let afterLevel: [UInt8]
+        /// `literals[runEnds[i - 1]..<runEnds[i]]` comes before `fields[i]`'s value; the last run ends the line.
+        let literals: [UInt8]
+        let runEnds: [Int]
+        let fields: [RequestLogFields.Field]
+
+        /// At least the length of the line `write` writes for `message` and `fields`.
+        func maxLength(message: String, fields values: RequestLogFields) -> Int {
+            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte. The 64 cover the
+            // level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
+            let escaped = format == .json
+            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count
+                + message.utf8.count * (escaped ? 6 : 1) + 64
+            for field in fields { length += values.maxValueLength(of: field, escaped: escaped) }
+            return length
+        }
+
+        /// Writes the line, newline included, as LineBuilder writes it.
+        func write(
+            time: RFC3339.Instant, level: Logger.Level, message: String, fields values: RequestLogFields,
+            to writer: inout FixedByteWriter
+        ) {
+            switch format {
+            case .text:
+                RFC3339.writeMilliseconds(time, to: &writer)
+                writer.write(UInt8(ascii: " "))
+                writer.write(StderrLogHandler.textLevel(level))
+                afterLevel.withUnsafeBufferPointer { writer.write($0) }
+                writer.write(message)
+            case .json:
+                writer.write(#"{"level":""# as StaticString)
+                writer.writeEscaped(level.rawValue)
+                afterLevel.withUnsafeBufferPointer { writer.write($0) }
+                writer.writeEscaped(message)
+                writer.write(#"","ts":""# as StaticString)
+                RFC3339.writeMilliseconds(time, to: &writer)
+                writer.write(UInt8(ascii: "\""))
+            }
+            literals.withUnsafeBufferPointer { literals in
+                var runStart = 0
+                for (field, runEnd) in zip(fields, runEnds) {
+                    writer.write(UnsafeBufferPointer(rebasing: literals[runStart..<runEnd]))
+                    values.writeValue(of: field, escaped: format == .json, to: &writer)
+                    runStart = runEnd
+                }
+                writer.write(UnsafeBufferPointer(rebasing: literals[runStart...]))
+            }
+        }
     }
 
     /// One line being written: the fixed parts first, then one call per metadata field in key order.
@@ -61,7 +202,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         private var text: [UInt8] = []
         private var json = JSONWriter(capacity: 0)
 
-        init(format: LogFormat, level: Logger.Level, label: String, message: String) {
+        init(format: LogFormat, level: Logger.Level, label: String, message: String, time: RFC3339.Instant) {
             self.format = format
             switch format {
             case .json:
@@ -76,12 +217,12 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.knownKey("msg")
                 json.string(message)
                 json.knownKey("ts")
-                json.string(appending: { RFC3339.append(Date(), fractionDigits: 3, to: &$0) })
+                json.string(appending: { RFC3339.appendMilliseconds(time, to: &$0) })
             case .text:
                 text.reserveCapacity(256)
-                RFC3339.append(Date(), fractionDigits: 3, to: &text)
+                RFC3339.appendMilliseconds(time, to: &text)
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(StderrLogHandler.textLevel(level), to: &text)
+                StderrLogHandler.textLevel(level).withUTF8Buffer { text.append(contentsOf: $0) }
                 text.append(UInt8(ascii: " "))
                 JSONWriter.appendUTF8(label, to: &text)
                 text.append(UInt8(ascii: ":"))
@@ -196,7 +337,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
     }
 
     /// `level.rawValue.uppercased()`, without building it per line.
-    fileprivate static func textLevel(_ level: Logger.Level) -> String {
+    fileprivate static func textLevel(_ level: Logger.Level) -> StaticString {
         switch level {
         case .trace: "TRACE"
         case .debug: "DEBUG"
@@ -283,19 +424,39 @@ final class LogSink: @unchecked Sendable {
 
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
     func write(_ line: [UInt8], immediately: Bool) {
+        enqueue(count: line.count, immediately: immediately) { pending in
+            // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
+            if pending.isEmpty { pending = line } else { pending.append(contentsOf: line) }
+        }
+    }
+
+    /// Queues a copy of `line`, or writes it before returning when `immediately`: for a line formatted in a
+    /// temporary buffer, which costs no allocation of its own.
+    func write(_ line: UnsafeBufferPointer<UInt8>, immediately: Bool) {
+        enqueue(count: line.count, immediately: immediately) { pending in
+            // A queue started with room for a batch's worth of lines takes the next ones without regrowing.
+            if pending.isEmpty { pending.reserveCapacity(max(line.count, Self.initialQueueCapacity)) }
+            pending.append(contentsOf: line)
+        }
+    }
+
+    /// The room a queue starts with when a line is copied into it: about 20 request lines.
+    static let initialQueueCapacity = 4 << 10
+
+    /// `write`'s bookkeeping around `append`, which adds the `count` bytes of a line to the queue.
+    private func enqueue(count: Int, immediately: Bool, _ append: (inout [UInt8]) -> Void) {
         condition.lock()
         let wait = immediately ? immediateWaitLocked() : nil
-        if pending.count + line.count > bufferLimit {
+        if pending.count + count > bufferLimit {
             dropped += 1
             condition.unlock()
             if let wait { flush(waitingAtMost: wait) }
             return
         }
         let wasEmpty = pending.isEmpty
-        // Into an empty queue the line goes as it is: its buffer becomes the queue's, and nothing is copied.
-        if wasEmpty { pending = line } else { pending.append(contentsOf: line) }
+        append(&pending)
         let deferred = background && !immediately
-        let crossedBatch = pending.count >= Self.batchBytes && pending.count - line.count < Self.batchBytes
+        let crossedBatch = pending.count >= Self.batchBytes && pending.count - count < Self.batchBytes
         if deferred && (wasEmpty || crossedBatch) { condition.signal() }
         condition.unlock()
         if !deferred { flush(waitingAtMost: wait) }

@@ -152,6 +152,49 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         }
     }
 
+    @Test func writtenFieldValuesAreTheAppendedOnesAndFitTheirBound() {
+        let texts = JSONWriterTests.awkwardTexts
+        for (index, nanoseconds) in Self.nanosecondSamples.enumerated() {
+            let text = texts[index % texts.count]
+            let fields = RequestLogFields(
+                bytes: [0, 311, Int.max][index % 3], nanoseconds: nanoseconds, method: text, route: texts[(index + 1) % texts.count],
+                status: [200, -1, Int.min][index % 3], requestID: text)
+            for field in RequestLogFields.Field.allCases {
+                for escaped in [false, true] {
+                    var overflowed = false
+                    let written = [UInt8](unsafeUninitializedCapacity: fields.maxValueLength(of: field, escaped: escaped)) {
+                        buffer, count in
+                        var writer = FixedByteWriter(buffer)
+                        fields.writeValue(of: field, escaped: escaped, to: &writer)
+                        overflowed = writer.overflowed
+                        count = writer.count
+                    }
+                    var expected: [UInt8] = []
+                    if escaped {
+                        JSONWriter.appendEscaped(fields.value(of: field), to: &expected)
+                    } else {
+                        fields.appendValue(of: field, to: &expected)
+                    }
+                    #expect(!overflowed, "\(field) of \(nanoseconds) ns, \(text.debugDescription)")
+                    #expect(written == expected, "\(field) of \(nanoseconds) ns, \(text.debugDescription)")
+                }
+            }
+        }
+    }
+
+    @Test func aFixedByteWriterDropsWhatDoesNotFitAndSaysSo() {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4) { buffer in
+            var writer = FixedByteWriter(buffer)
+            writer.write("abc")
+            #expect(!writer.overflowed && writer.count == 3)
+            writer.write("de")
+            #expect(writer.overflowed && writer.count == 3)
+            writer.writeEscaped("\"")
+            #expect(writer.count == 3)
+            #expect(Array(buffer[..<writer.count]) == Array("abc".utf8))
+        }
+    }
+
     @Test func durationIsSpelledAsTheDoubleWouldBe() {
         for nanoseconds in Self.nanosecondSamples {
             let expected = "\(Double(nanoseconds) / 1_000_000)"

@@ -1,6 +1,7 @@
 import API
 import Domain
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct JSONWriterTests {
@@ -172,6 +173,91 @@ import Testing
     ])
     func rfc3339EdgesOfTheCalendarAndOfTheFastPath(_ seconds: Double, _ expected: String) {
         #expect(RFC3339.string(Date(timeIntervalSince1970: seconds), fractionDigits: 0) == expected)
+    }
+
+    @Test func rfc3339MillisecondsOfAnInstantAreThoseOfItsDate() {
+        var instants: [RFC3339.Instant] = []
+        let seconds: [Int64] = [
+            0, 59, 86_399, 86_400, 951_782_399, 951_782_400, 1_795_950_715, 1_795_950_716, 4_107_542_399,
+            253_402_300_799, 253_402_300_800, -1, -86_401,
+        ]
+        for second in seconds {
+            // Half a millisecond past each: the Date's floating-point interval then truncates to the same millisecond.
+            for nanoseconds in [500_000, 123_500_000, 999_500_000] {
+                instants.append(RFC3339.Instant(seconds: second, nanoseconds: nanoseconds))
+            }
+        }
+        var second: Int64 = 0
+        while second < 253_402_300_800 {
+            instants.append(RFC3339.Instant(seconds: second, nanoseconds: Int(second % 1_000) * 1_000_000 + 500_000))
+            second += 86_400 * 371 + 3_607
+        }
+        for instant in instants {
+            var expected: [UInt8] = []
+            let interval = Double(instant.seconds) + Double(instant.nanoseconds) / 1e9
+            RFC3339.append(Date(timeIntervalSince1970: interval), fractionDigits: 3, to: &expected)
+            var appended: [UInt8] = []
+            RFC3339.appendMilliseconds(instant, to: &appended)
+            #expect(String(decoding: appended, as: UTF8.self) == String(decoding: expected, as: UTF8.self), "\(instant)")
+        }
+    }
+
+    @Test func rfc3339MillisecondsAcrossASecondBoundary() {
+        func text(_ seconds: Int64, _ nanoseconds: Int) -> String {
+            var bytes: [UInt8] = []
+            RFC3339.appendMilliseconds(RFC3339.Instant(seconds: seconds, nanoseconds: nanoseconds), to: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        #expect(text(1_795_950_715, 999_999_999) == "2026-11-29T11:11:55.999Z")
+        #expect(text(1_795_950_716, 0) == "2026-11-29T11:11:56.000Z")
+        #expect(text(1_795_996_799, 999_000_000) == "2026-11-29T23:59:59.999Z")
+        #expect(text(1_795_996_800, 1_000_000) == "2026-11-30T00:00:00.001Z")
+        #expect(text(253_402_300_800, 7_000_000) == "10000-01-01T00:00:00.007Z")
+    }
+
+    static func milliseconds(_ instant: RFC3339.Instant, cache: RFC3339.SecondCache?) -> String {
+        var bytes: [UInt8] = []
+        RFC3339.appendMilliseconds(instant, to: &bytes, cache: cache)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func rfc3339SecondCacheWritesWhatFormattingWithoutItWrites() {
+        let cache = RFC3339.SecondCache()
+        // The same second again (read from the cache), the next, an earlier one (not cached), a day's last second
+        // and the next day's first, the ends of the cached range and one past it.
+        let seconds: [Int64] = [
+            1_795_950_715, 1_795_950_715, 1_795_950_716, 1_795_950_714, 1_795_950_716, 1_795_996_799, 1_795_996_800,
+            1_795_996_800, 0, 253_402_300_799, 253_402_300_799, 253_402_300_800, -1,
+        ]
+        for (index, second) in seconds.enumerated() {
+            let instant = RFC3339.Instant(seconds: second, nanoseconds: index * 76_923_076)
+            #expect(Self.milliseconds(instant, cache: cache) == Self.milliseconds(instant, cache: nil), "\(instant)")
+        }
+    }
+
+    @Test func rfc3339SecondCacheSharedByThreadsNeverMixesTwoSeconds() {
+        let cache = RFC3339.SecondCache()
+        let mismatches = Mutex(0)
+        // Threads that move through the seconds together, so that they both read what another cached and replace
+        // it; consecutive seconds are 86,461 s apart, so that their texts differ in every word.
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            var local = 0
+            for step in 0..<20_000 {
+                let instant = RFC3339.Instant(seconds: 1_700_000_000 + Int64(step / 8) * 86_461, nanoseconds: step * 997)
+                if Self.milliseconds(instant, cache: cache) != Self.milliseconds(instant, cache: nil) { local += 1 }
+            }
+            mismatches.withLock { $0 += local }
+        }
+        #expect(mismatches.withLock { $0 } == 0)
+    }
+
+    @Test func rfc3339NowIsTheTimeDateReads() {
+        let before = Date().timeIntervalSince1970
+        let now = RFC3339.Instant.now()
+        let after = Date().timeIntervalSince1970
+        let interval = Double(now.seconds) + Double(now.nanoseconds) / 1e9
+        #expect((0..<1_000_000_000).contains(now.nanoseconds))
+        #expect(interval >= before - 0.001 && interval <= after + 0.001)
     }
 
     @Test func rfc3339KeepsTruncatedFractions() {

@@ -120,6 +120,116 @@ final class LogPipe {
         #expect(lines[1].contains("http.route") && !lines[1].contains("overridden"))
     }
 
+    static let requestFields = RequestLogFields(
+        bytes: 311, nanoseconds: 12_500, method: "GET", route: "/requests/{id}", status: 200, requestID: "r-1")
+
+    @Test func requestLinesAreExactlyTheseBytesAcrossASecondBoundary() throws {
+        for format in LogFormat.allCases {
+            let pipe = try LogPipe()
+            var logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+            logger[metadataKey: "node"] = "a1"
+            let handler = try #require(logger.handler as? StderrLogHandler)
+            for (seconds, nanoseconds) in [(1_795_950_715 as Int64, 999_999_999), (1_795_950_716, 0), (1_795_950_716, 1_000_000)] {
+                handler.log(
+                    level: .info, message: "request", sortedFields: Self.requestFields,
+                    time: RFC3339.Instant(seconds: seconds, nanoseconds: nanoseconds))
+            }
+            let expected = switch format {
+            case .text:
+                ["2026-11-29T11:11:55.999Z", "2026-11-29T11:11:56.000Z", "2026-11-29T11:11:56.001Z"].map {
+                    $0 + " INFO stovepipe: request bytes=311 component=http duration.ms=0.0125 http.method=GET"
+                        + " http.route=/requests/{id} http.status=200 node=a1 request.id=r-1\n"
+                }
+            case .json:
+                ["2026-11-29T11:11:55.999Z", "2026-11-29T11:11:56.000Z", "2026-11-29T11:11:56.001Z"].map {
+                    #"{"level":"info","logger":"stovepipe","msg":"request","ts":""# + $0
+                        + #"","bytes":"311","component":"http","duration.ms":"0.0125","http.method":"GET","#
+                        + #""http.route":"/requests/{id}","http.status":"200","node":"a1","request.id":"r-1"}"# + "\n"
+                }
+            }
+            #expect(pipe.text == expected.joined(), "\(format)")
+        }
+    }
+
+    @Test func jsonRequestLinesEscapeValuesAndPrefixReservedKeys() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .json)
+        logger[metadataKey: "ts"] = "h\"x"
+        logger[metadataKey: "a\\b"] = "tab\t"
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(
+            level: .warning, message: "re\"quest", sortedFields: RequestLogFields(
+                bytes: -1, nanoseconds: 5, method: "G\u{1}T", route: "/r", status: 599, requestID: "r-\"1\"\n"),
+            time: RFC3339.Instant(seconds: 0, nanoseconds: 0))
+        #expect(pipe.text == #"{"level":"warning","logger":"stovepipe","msg":"re\"quest","ts":"1970-01-01T00:00:00.000Z","#
+            + #""a\\b":"tab\t","bytes":"-1","component":"http","duration.ms":"5e-06","http.method":"G\u0001T","#
+            + #""http.route":"/r","http.status":"599","request.id":"r-\"1\"\n","meta.ts":"h\"x"}"# + "\n")
+    }
+
+    @Test func requestLinesWithNonStringMetadataCarryTheGivenTimeToo() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger[metadataKey: "zz.last"] = ["k": "v"]
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(
+            level: .info, message: "request", sortedFields: Self.requestFields,
+            time: RFC3339.Instant(seconds: 1_795_950_716, nanoseconds: 42_000_000))
+        #expect(pipe.text == "2026-11-29T11:11:56.042Z INFO stovepipe: request bytes=311 component=http duration.ms=0.0125"
+            + #" http.method=GET http.route=/requests/{id} http.status=200 request.id=r-1 zz.last=["k": "v"]"# + "\n")
+    }
+
+    @Test(arguments: LogFormat.allCases)
+    func stringMetadataRequestLinesAreTheLinesTheMetadataDictionaryWrites(_ format: LogFormat) throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+        logger[metadataKey: "a.first"] = "own \"quoted\"\t"
+        logger[metadataKey: "http.route"] = "overridden"
+        logger[metadataKey: "msg"] = "reserved"
+        logger[metadataKey: "zz.last"] = "ü"
+        let fields = RequestLogFields(
+            bytes: 0, nanoseconds: 1_234_567_890, method: "PO\tST", route: "/queues/{queue}/ingest", status: 201,
+            requestID: "r-\u{1F}")
+        var metadata = Logger.Metadata()
+        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
+        logger.info("req\"uest", metadata: metadata)
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(level: .info, message: "req\"uest", sortedFields: fields)
+        let lines = pipe.lines
+        try #require(lines.count == 2)
+        func withoutTimestamp(_ line: Substring) -> String {
+            format == .text
+                ? String(line.drop { $0 != " " })
+                : String(line).replacing(/"ts":"[^"]*"/, with: "")
+        }
+        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+        #expect(lines[1].contains("/queues/{queue}/ingest") && !lines[1].contains("overridden"))
+    }
+
+    @Test(arguments: LogFormat.allCases)
+    func requestLinesLongerThanTheirFirstBufferAreWrittenWhole(_ format: LogFormat) throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+        logger[metadataKey: "zz.long"] = .string(String(repeating: "m\\", count: 700))
+        // 3,000 bytes of id, 4,500 once escaped for JSON: well past the 1 KiB the line is first written into.
+        let fields = RequestLogFields(
+            bytes: 1, nanoseconds: 2_000, method: "GET", route: "/r", status: 200,
+            requestID: String(repeating: "r\"", count: 1_500))
+        var metadata = Logger.Metadata()
+        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
+        logger.info("request", metadata: metadata)
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(level: .info, message: "request", sortedFields: fields)
+        let lines = pipe.lines
+        try #require(lines.count == 2)
+        func withoutTimestamp(_ line: Substring) -> String {
+            format == .text
+                ? String(line.drop { $0 != " " })
+                : String(line).replacing(/"ts":"[^"]*"/, with: "")
+        }
+        #expect(lines[1].utf8.count > 4_000)
+        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+    }
+
     @Test func eventMetadataWinsOverHandlerMetadataOnce() throws {
         let pipe = try LogPipe()
         var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
