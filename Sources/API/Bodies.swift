@@ -38,24 +38,24 @@ extension Request: JSONBody {
         // Exact unless a URI needs escaping or a date lies outside 1970-9999; then a second pass writes
         // into the length the first one found it needed.
         let length = Self.fixedLength + idOpening.utf8CodeUnitCount + base.utf8.count + buildStrategy.rawValue.utf8.count
-            + 2 * RFC3339.wholeSecondLength + 2 * queueName.utf8.count + SizedByteCursor.decimalLength(id.number)
-            + state.rawValue.utf8.count + uri.rawValue.utf8.count + SizedByteCursor.decimalLength(version)
-        return SizedByteCursor.bytes(capacity: length) { cursor in
+            + 2 * RFC3339.wholeSecondLength + 2 * queueName.utf8.count + FixedByteWriter.decimalLength(id.number)
+            + state.rawValue.utf8.count + uri.rawValue.utf8.count + FixedByteWriter.decimalLength(version)
+        return FixedByteWriter.bytes(capacity: length) { cursor in
             cursor.write(Self.baseURIOpening)
             cursor.writeEscaped(base)
             cursor.write(Self.buildStrategyOpening)
             // Enum raw values and validated queue names are printable ASCII without `"` or `\`: nothing to escape.
-            cursor.writeVerbatim(buildStrategy.rawValue)
+            cursor.write(buildStrategy.rawValue)
             cursor.write(Self.createdAtOpening)
             cursor.writeTimestamp(createdAt)
             cursor.write(idOpening)
-            cursor.writeVerbatim(queueName)
+            cursor.write(queueName)
             cursor.write(Self.numberOpening)
             cursor.writeDecimal(id.number)
             cursor.write(Self.queueOpening)
-            cursor.writeVerbatim(queueName)
+            cursor.write(queueName)
             cursor.write(Self.stateOpening)
-            cursor.writeVerbatim(state.rawValue)
+            cursor.write(state.rawValue)
             cursor.write(Self.updatedAtOpening)
             cursor.writeTimestamp(updatedAt)
             cursor.write(Self.uriOpening)
@@ -84,109 +84,7 @@ extension Request: JSONBody {
     ].reduce(0) { $0 + $1.utf8CodeUnitCount }
 }
 
-/// Writes bytes into memory allocated beforehand. A write that does not fit is dropped, but still counted
-/// in `needed`, so that the caller can allocate that much and write again; nothing is written out of bounds.
-struct SizedByteCursor {
-    private let buffer: UnsafeMutableBufferPointer<UInt8>
-    /// Bytes written into the buffer, from its start.
-    private(set) var written = 0
-    /// Bytes the writes so far asked for; more than `written` once one did not fit.
-    private(set) var needed = 0
-
-    /// Starts writing at the start of `buffer`.
-    init(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
-        self.buffer = buffer
-    }
-
-    /// The bytes `write` writes, in an array allocated with `capacity` bytes, or, when they do not fit,
-    /// with as many as they need.
-    static func bytes(capacity: Int, _ write: (inout SizedByteCursor) -> Void) -> [UInt8] {
-        var needed = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: max(capacity, 0)) { buffer, initializedCount in
-            var cursor = SizedByteCursor(buffer)
-            write(&cursor)
-            initializedCount = cursor.written
-            needed = cursor.needed
-        }
-        guard needed > bytes.count else { return bytes }
-        return [UInt8](unsafeUninitializedCapacity: needed) { buffer, initializedCount in
-            var cursor = SizedByteCursor(buffer)
-            write(&cursor)
-            initializedCount = cursor.written
-        }
-    }
-
-    /// The number of decimal digits of `value`.
-    static func decimalLength(_ value: UInt64) -> Int {
-        var length = 1
-        var rest = value
-        while rest >= 10 {
-            rest /= 10
-            length += 1
-        }
-        return length
-    }
-
-    /// Reserves `count` bytes and returns where they start, or nil when they do not fit (nothing more is
-    /// written after a write that did not fit, so the bytes written stay a prefix of the text).
-    private mutating func claim(_ count: Int) -> UnsafeMutablePointer<UInt8>? {
-        let fits = needed == written && count <= buffer.count - written
-        needed += count
-        guard fits, let base = buffer.baseAddress else { return nil }
-        defer { written += count }
-        return base + written
-    }
-
-    /// Writes one byte.
-    mutating func write(_ byte: UInt8) {
-        claim(1)?.initialize(to: byte)
-    }
-
-    /// Writes text spelled in the code, as it is.
-    mutating func write(_ text: StaticString) {
-        text.withUTF8Buffer { write($0) }
-    }
-
-    /// Writes `bytes` as they are.
-    mutating func write(_ bytes: UnsafeBufferPointer<UInt8>) {
-        guard let source = bytes.baseAddress, let destination = claim(bytes.count) else { return }
-        destination.update(from: source, count: bytes.count)
-    }
-
-    /// Writes `text`'s UTF-8 bytes as they are: for text known to need no JSON escaping.
-    mutating func writeVerbatim(_ text: String) {
-        // Native strings are contiguous; reading them in place spares copying `text` for `withUTF8`.
-        if text.utf8.withContiguousStorageIfAvailable({ write($0) }) == nil {
-            var text = text
-            text.withUTF8 { write($0) }
-        }
-    }
-
-    /// Writes `text` escaped for the inside of a JSON string, as `JSONWriter.appendEscaped` escapes it.
-    mutating func writeEscaped(_ text: String) {
-        // Most text needs no escaping and is read in place; the rest is escaped into a copy first.
-        let written = text.utf8.withContiguousStorageIfAvailable { utf8 in
-            guard JSONWriter.needsNoEscaping(utf8) else { return false }
-            write(utf8)
-            return true
-        }
-        guard written != true else { return }
-        var escaped: [UInt8] = []
-        JSONWriter.appendEscaped(text, to: &escaped)
-        escaped.withUnsafeBufferPointer { write($0) }
-    }
-
-    /// Writes the decimal digits of `value`, as `String(value)` spells them.
-    mutating func writeDecimal(_ value: UInt64) {
-        let length = Self.decimalLength(value)
-        guard let destination = claim(length) else { return }
-        var rest = value
-        for position in stride(from: length - 1, through: 0, by: -1) {
-            (destination + position).initialize(to: UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10))
-            rest /= 10
-        }
-    }
-
+extension FixedByteWriter {
     /// Writes `date` as `JSONWriter.date` writes it, without its quotes.
     mutating func writeTimestamp(_ date: Date) {
         guard let seconds = RFC3339.fastWholeSeconds(date) else {

@@ -3,7 +3,7 @@ import Domain
 import Foundation
 import Testing
 
-/// The request bodies written in one pass by `SizedByteCursor` against the field-by-field `JSONWriter`
+/// The request bodies written in one pass by `FixedByteWriter` against the field-by-field `JSONWriter`
 /// writing they replaced, byte for byte.
 @Suite struct RequestBodyTests {
     /// The request fields as they were written through `JSONWriter` before the one-pass writer.
@@ -119,7 +119,7 @@ import Testing
     @Test(arguments: [0, 1, 5, 19, 20, 21, 40])
     func aCursorTooSmallWritesAgainWithWhatItNeeded(_ capacity: Int) {
         let date = Date(timeIntervalSince1970: 1_795_950_715)
-        let bytes = SizedByteCursor.bytes(capacity: capacity) { cursor in
+        let bytes = FixedByteWriter.bytes(capacity: capacity) { cursor in
             cursor.write(UInt8(ascii: "a"))
             cursor.writeEscaped("\"b\\\"c\n")
             cursor.writeTimestamp(date)
@@ -140,11 +140,11 @@ import Testing
     @Test func decimalLengthsAreTheDigitCounts() {
         var value: UInt64 = 1
         for digits in 1...19 {
-            #expect(SizedByteCursor.decimalLength(value - 1) == max(1, digits - 1))
-            #expect(SizedByteCursor.decimalLength(value) == digits)
+            #expect(FixedByteWriter.decimalLength(value - 1) == max(1, digits - 1))
+            #expect(FixedByteWriter.decimalLength(value) == digits)
             value *= 10
         }
-        #expect(SizedByteCursor.decimalLength(UInt64.max) == 20)
+        #expect(FixedByteWriter.decimalLength(UInt64.max) == 20)
     }
 
     /// RFC 3339 through `gmtime_r` and the truncating fraction arithmetic, as the formatter wrote it before
