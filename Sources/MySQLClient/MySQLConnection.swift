@@ -26,9 +26,9 @@ public final class MySQLConnection {
     public let statementCacheCapacity: Int
     /// When the connection last completed a command; the pool pings connections idle for long.
     public var lastUsed: ContinuousClock.Instant {
-        .now - .nanoseconds(MonotonicClock.nanoseconds() &- lastUsedNanoseconds)
+        .now - .nanoseconds(BootClock.nanoseconds() &- lastUsedNanoseconds)
     }
-    /// `lastUsed` on `MonotonicClock`: read and written once per command, so kept as a plain integer.
+    /// `lastUsed` on `BootClock`: read and written once per command, so kept as a plain integer.
     private(set) var lastUsedNanoseconds: Int64
 
     private var handle: UnsafeMutablePointer<MYSQL>?
@@ -47,7 +47,7 @@ public final class MySQLConnection {
         try MySQLLibrary.initialize()
         self.configuration = configuration
         self.statementCacheCapacity = max(1, statementCacheCapacity)
-        self.lastUsedNanoseconds = MonotonicClock.nanoseconds()
+        self.lastUsedNanoseconds = BootClock.nanoseconds()
         guard let mysql = mysql_init(nil) else {
             throw MySQLError(code: .outOfMemory, message: "mysql_init could not allocate a connection")
         }
@@ -134,7 +134,7 @@ public final class MySQLConnection {
         let optionStatus = mysql_set_server_option(mysql, MYSQL_OPTION_MULTI_STATEMENTS_OFF)
         if let scriptError { throw record(scriptError) }
         guard optionStatus == 0 else { throw fail(mysql) }
-        lastUsedNanoseconds = MonotonicClock.nanoseconds()
+        lastUsedNanoseconds = BootClock.nanoseconds()
     }
 
     /// Checks the server still answers (COM_PING); MYSQL_OPT_RECONNECT is off, so it never reconnects.
@@ -142,7 +142,7 @@ public final class MySQLConnection {
     public func ping() throws(MySQLError) {
         let mysql = try usableHandle()
         guard mysql_ping(mysql) == 0 else { throw fail(mysql) }
-        lastUsedNanoseconds = MonotonicClock.nanoseconds()
+        lastUsedNanoseconds = BootClock.nanoseconds()
     }
 
     /// Runs `body` inside START TRANSACTION ... COMMIT; on any error it rolls back and rethrows.
@@ -182,7 +182,7 @@ public final class MySQLConnection {
         } catch {
             throw record(error)
         }
-        lastUsedNanoseconds = MonotonicClock.nanoseconds()
+        lastUsedNanoseconds = BootClock.nanoseconds()
     }
 
     private func run(_ query: MySQLQuery) throws(MySQLError) -> ExecutionOutcome {
@@ -197,7 +197,7 @@ public final class MySQLConnection {
         statement.lastUse = useCounter
         do throws(MySQLError) {
             let outcome = try statement.execute(query.binds)
-            lastUsedNanoseconds = MonotonicClock.nanoseconds()
+            lastUsedNanoseconds = BootClock.nanoseconds()
             return outcome
         } catch where error.code == .newStatementMetadata {
             // The table changed under the cached statement; the C API's remedy is to prepare it again.
@@ -218,7 +218,7 @@ public final class MySQLConnection {
         statement.lastUse = useCounter
         do throws(MySQLError) {
             let outcome = try statement.execute(query.binds)
-            lastUsedNanoseconds = MonotonicClock.nanoseconds()
+            lastUsedNanoseconds = BootClock.nanoseconds()
             return outcome
         } catch {
             throw record(error)

@@ -142,7 +142,7 @@ public final class MySQLPool: Sendable {
 
     /// A permit and a connection: an idle one when there is one (checked by `prepare`), else a new one.
     private func lease() throws(MySQLError) -> Lease {
-        let start = MonotonicClock.nanoseconds()
+        let start = BootClock.nanoseconds()
         switch core.acquire(timeout: configuration.acquireTimeout) {
         case .acquired(let slot?):
             return Lease(slot: slot, isNew: false, start: start)
@@ -151,7 +151,7 @@ public final class MySQLPool: Sendable {
         case .closed:
             throw MySQLError.poolClosed
         case .timedOut:
-            let waited = Duration.nanoseconds(MonotonicClock.nanoseconds() &- start)
+            let waited = Duration.nanoseconds(BootClock.nanoseconds() &- start)
             core.withLock { $0.totalAcquireTimeouts += 1 }
             observer?.acquireTimedOut(wait: waited)
             logger.info("mysql pool acquire timed out", metadata: ["mysql.pool.wait": "\(waited)"])
@@ -167,7 +167,7 @@ public final class MySQLPool: Sendable {
             return false
         }
         // One clock read serves the idle check and, unless a ping follows, the end of the wait.
-        var now = MonotonicClock.nanoseconds()
+        var now = BootClock.nanoseconds()
         if !lease.isNew && now &- connection.lastUsedNanoseconds > pingAfterIdleNanoseconds {
             do throws(MySQLError) {
                 try connection.ping()
@@ -175,7 +175,7 @@ public final class MySQLPool: Sendable {
                 lease.failure = error.code
                 return false
             }
-            now = MonotonicClock.nanoseconds()
+            now = BootClock.nanoseconds()
         }
         lease.waitNanoseconds = now &- lease.start
         reportAcquired?(lease.waitNanoseconds)

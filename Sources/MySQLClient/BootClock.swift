@@ -2,7 +2,8 @@ import Glibc
 
 /// The clock `ContinuousClock` reads on Linux (CLOCK_BOOTTIME), in nanoseconds: leases and idle checks time
 /// themselves with it to spare `ContinuousClock.now` and 128-bit `Duration` arithmetic on every lease.
-enum MonotonicClock {
+// Domain's `BootClock` is the same six lines; MySQLClient knows no domain module.
+enum BootClock {
     /// Nanoseconds since boot, suspended time included.
     static func nanoseconds() -> Int64 {
         var time = timespec()
