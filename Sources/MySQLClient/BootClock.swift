@@ -1,8 +1,8 @@
 import Glibc
 
+// Domain's `BootClock` is the same six lines; MySQLClient knows no domain module.
 /// The clock `ContinuousClock` reads on Linux (CLOCK_BOOTTIME), in nanoseconds: leases and idle checks time
 /// themselves with it to spare `ContinuousClock.now` and 128-bit `Duration` arithmetic on every lease.
-// Domain's `BootClock` is the same six lines; MySQLClient knows no domain module.
 enum BootClock {
     /// Nanoseconds since boot, suspended time included.
     static func nanoseconds() -> Int64 {
