@@ -40,6 +40,13 @@ final class LogPipe {
 }
 
 @Suite struct LogHandlerTests {
+    /// `line` without its timestamp, which differs between two lines written one after the other.
+    static func withoutTimestamp(_ line: Substring, _ format: LogFormat) -> String {
+        format == .text
+            ? String(line.drop { $0 != " " })
+            : String(line).replacing(/"ts":"[^"]*"/, with: "")
+    }
+
     static func logger(_ sink: LogSink, format: LogFormat, level: Logger.Level = .info) -> Logger {
         var logger = Logger(label: "stovepipe", factory: { StderrLogHandler(label: $0, format: format, logLevel: level, sink: sink) })
         logger[metadataKey: "component"] = "http"
@@ -111,12 +118,7 @@ final class LogPipe {
         let lines = pipe.lines
         try #require(lines.count == 2)
         // The timestamp is the only part that may differ.
-        func withoutTimestamp(_ line: Substring) -> String {
-            format == .text
-                ? String(line.drop { $0 != " " })
-                : String(line).replacing(/"ts":"[^"]*"/, with: "")
-        }
-        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+        #expect(Self.withoutTimestamp(lines[0], format) == Self.withoutTimestamp(lines[1], format))
         #expect(lines[1].contains("http.route") && !lines[1].contains("overridden"))
     }
 
@@ -196,12 +198,7 @@ final class LogPipe {
         handler.log(level: .info, message: "req\"uest", sortedFields: fields)
         let lines = pipe.lines
         try #require(lines.count == 2)
-        func withoutTimestamp(_ line: Substring) -> String {
-            format == .text
-                ? String(line.drop { $0 != " " })
-                : String(line).replacing(/"ts":"[^"]*"/, with: "")
-        }
-        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+        #expect(Self.withoutTimestamp(lines[0], format) == Self.withoutTimestamp(lines[1], format))
         #expect(lines[1].contains("/queues/{queue}/ingest") && !lines[1].contains("overridden"))
     }
 
@@ -221,13 +218,8 @@ final class LogPipe {
         handler.log(level: .info, message: "request", sortedFields: fields)
         let lines = pipe.lines
         try #require(lines.count == 2)
-        func withoutTimestamp(_ line: Substring) -> String {
-            format == .text
-                ? String(line.drop { $0 != " " })
-                : String(line).replacing(/"ts":"[^"]*"/, with: "")
-        }
         #expect(lines[1].utf8.count > 4_000)
-        #expect(withoutTimestamp(lines[0]) == withoutTimestamp(lines[1]))
+        #expect(Self.withoutTimestamp(lines[0], format) == Self.withoutTimestamp(lines[1], format))
     }
 
     @Test func eventMetadataWinsOverHandlerMetadataOnce() throws {
