@@ -40,6 +40,21 @@ final class LogPipe {
 }
 
 @Suite struct LogHandlerTests {
+    /// The line `logger.info` writes for `fields` as metadata strings, then the one the handler's sorted-fields
+    /// path writes for them.
+    static func linesThroughBothPaths(
+        _ logger: Logger, _ pipe: LogPipe, message: String, fields: RequestLogFields
+    ) throws -> [Substring] {
+        var metadata = Logger.Metadata()
+        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
+        logger.info("\(message)", metadata: metadata)
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(level: .info, message: message, sortedFields: fields)
+        let lines = pipe.lines
+        try #require(lines.count == 2)
+        return lines
+    }
+
     /// `line` without its timestamp, which differs between two lines written one after the other.
     static func withoutTimestamp(_ line: Substring, _ format: LogFormat) -> String {
         format == .text
@@ -191,13 +206,7 @@ final class LogPipe {
         let fields = RequestLogFields(
             bytes: 0, nanoseconds: 1_234_567_890, method: "PO\tST", route: "/queues/{queue}/ingest", status: 201,
             requestID: "r-\u{1F}")
-        var metadata = Logger.Metadata()
-        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
-        logger.info("req\"uest", metadata: metadata)
-        let handler = try #require(logger.handler as? StderrLogHandler)
-        handler.log(level: .info, message: "req\"uest", sortedFields: fields)
-        let lines = pipe.lines
-        try #require(lines.count == 2)
+        let lines = try Self.linesThroughBothPaths(logger, pipe, message: "req\"uest", fields: fields)
         #expect(Self.withoutTimestamp(lines[0], format) == Self.withoutTimestamp(lines[1], format))
         #expect(lines[1].contains("/queues/{queue}/ingest") && !lines[1].contains("overridden"))
     }
@@ -211,13 +220,7 @@ final class LogPipe {
         let fields = RequestLogFields(
             bytes: 1, nanoseconds: 2_000, method: "GET", route: "/r", status: 200,
             requestID: String(repeating: "r\"", count: 1_500))
-        var metadata = Logger.Metadata()
-        for field in RequestLogFields.Field.allCases { metadata[field.key] = .string(fields.value(of: field)) }
-        logger.info("request", metadata: metadata)
-        let handler = try #require(logger.handler as? StderrLogHandler)
-        handler.log(level: .info, message: "request", sortedFields: fields)
-        let lines = pipe.lines
-        try #require(lines.count == 2)
+        let lines = try Self.linesThroughBothPaths(logger, pipe, message: "request", fields: fields)
         #expect(lines[1].utf8.count > 4_000)
         #expect(Self.withoutTimestamp(lines[0], format) == Self.withoutTimestamp(lines[1], format))
     }
