@@ -50,8 +50,9 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
                 + (sample(metrics, #"stovepipe_http_protocol_errors_total{kind="invalidHeaderName"}"#) ?? 0)
             let requests = sample(metrics, #"stovepipe_http_request_duration_seconds_count{route="/queues/{queue}/ingest"}"#) ?? 0
             let notFound = sample(metrics, #"stovepipe_http_requests_total{route="/requests/{id}",method="GET",status="404"}"#) ?? 0
+            let found = sample(metrics, #"stovepipe_http_requests_total{route="/requests/{id}",method="GET",status="200"}"#) ?? 0
             return (sample(metrics, #"stovepipe_process_total{outcome="processing"}"#) ?? 0) >= 1 && protocolErrors >= 1
-                && requests >= 3 && notFound >= 1
+                && requests >= 3 && notFound >= 1 && found >= 1
         })
         #expect(metrics.hasSuffix("\n"), "the exposition format ends its last line with a line feed")
         #expect(sample(metrics, #"stovepipe_ingest_total{outcome="minted"}"#) == 1)
