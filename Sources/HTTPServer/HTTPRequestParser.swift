@@ -450,6 +450,8 @@ enum HeadParser {
             // RFC 9112 §6.1 and §6.3 rule 3: both framings at once is a smuggling vector; reject.
             if contentLength != nil { throw .contentLengthWithTransferEncoding }
             if codings.isEmpty || codings.contains("") { throw .invalidTransferEncoding }
+            // RFC 9112 §6.3 rule 4: chunked not the final coding of a request is 400, whatever the others are.
+            if codings.last != "chunked" { throw .invalidTransferEncoding }
             // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
             if codings.contains(where: { $0 != "chunked" }) { throw .unsupportedTransferEncoding }
             // RFC 9112 §6.1: chunked must not be applied more than once.

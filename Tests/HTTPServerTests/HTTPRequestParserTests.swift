@@ -342,7 +342,12 @@ private let invalidCases: [InvalidCase] = [
     ),
     InvalidCase(
         name: "Transfer-Encoding gzip", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-        error: .unsupportedTransferEncoding
+        error: .invalidTransferEncoding
+    ),
+    InvalidCase(
+        name: "Transfer-Encoding chunked, gzip",
+        raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        error: .invalidTransferEncoding
     ),
     InvalidCase(
         name: "Transfer-Encoding gzip, chunked",
