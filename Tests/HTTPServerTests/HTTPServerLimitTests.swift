@@ -97,6 +97,7 @@ struct HTTPServerLimitTests {
             ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
             ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", 400),
             ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: t/evil\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
