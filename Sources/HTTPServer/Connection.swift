@@ -152,7 +152,10 @@ final class Connection: Sendable {
             } else {
                 headStartedAt = nil
             }
-            if readPaused && !inFlight && !hasPendingOutput && parser.bufferedByteCount < context.pausedReadLimit {
+            // Nothing in flight and nothing unsent: the parse loop took every complete request, so the parser
+            // waits for bytes, however many it holds (a body bigger than the pause limit, say; its own limits
+            // bound them). Left paused, it would wait for an edge that never comes.
+            if readPaused && !inFlight && !hasPendingOutput {
                 readPaused = false
                 actions.resumeReading = true
             }

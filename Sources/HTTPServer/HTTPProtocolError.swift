@@ -38,9 +38,9 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     case conflictingContentLength
     /// Content-Length and Transfer-Encoding are both present (400).
     case contentLengthWithTransferEncoding
-    /// Transfer-Encoding is malformed, repeats chunked, or comes with HTTP/1.0 (400).
+    /// Transfer-Encoding is malformed, does not end in chunked, repeats it, or comes with HTTP/1.0 (400).
     case invalidTransferEncoding
-    /// Transfer-Encoding names a coding other than chunked (501).
+    /// Transfer-Encoding names a coding other than chunked before a final chunked (501).
     case unsupportedTransferEncoding
     /// A chunk size line, chunk terminator or trailer section is malformed (400).
     case malformedChunk

@@ -403,6 +403,8 @@ enum HeadParser {
             switch KnownField(name: field.name) {
             case .host:
                 hostCount += 1
+                // RFC 9112 §3.2: 400 for a Host field with an invalid value too.
+                if !value.allSatisfy(ASCII.isHostByte) { throw .invalidHost }
             case .contentLength:
                 switch (contentLength, ContentLength(value)) {
                 case (_, .invalid): throw .invalidContentLength
@@ -448,6 +450,8 @@ enum HeadParser {
             // RFC 9112 §6.1 and §6.3 rule 3: both framings at once is a smuggling vector; reject.
             if contentLength != nil { throw .contentLengthWithTransferEncoding }
             if codings.isEmpty || codings.contains("") { throw .invalidTransferEncoding }
+            // RFC 9112 §6.3 rule 4: chunked not the final coding of a request is 400, whatever the others are.
+            if codings.last != "chunked" { throw .invalidTransferEncoding }
             // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
             if codings.contains(where: { $0 != "chunked" }) { throw .unsupportedTransferEncoding }
             // RFC 9112 §6.1: chunked must not be applied more than once.
@@ -748,6 +752,21 @@ enum ASCII {
         switch byte {
         case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
         case 0x21, 0x23, 0x24, 0x25, 0x26, 0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x5E, 0x5F, 0x60, 0x7C, 0x7E: true
+        default: false
+        }
+    }
+
+    // RFC 9110 §7.2: Host = uri-host [ ":" port ]; RFC 3986 §3.2.2: unreserved, pct-encoded, sub-delims,
+    // and ":", "[", "]" for an IP literal and the port. No "@" (userinfo), "/", "?", "#", space or obs-text.
+    static func isHostByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("),
+            UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"),
+            UInt8(ascii: "="):
+            true
+        case UInt8(ascii: ":"), UInt8(ascii: "["), UInt8(ascii: "]"): true
         default: false
         }
     }

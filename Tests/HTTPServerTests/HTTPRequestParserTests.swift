@@ -124,6 +124,17 @@ private let validCases: [ValidCase] = [
         expected: [.request(method: "OPTIONS", path: "*", query: "", body: "", keepAlive: true)]
     ),
     ValidCase(
+        name: "Host forms: name and port, IP literal, empty",
+        raw: "GET /1 HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\nGET /2 HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"
+            + "GET /3 HTTP/1.1\r\nHost:\r\n\r\nGET /4 HTTP/1.1\r\nHost: xn--caf-dma.example_-~%41!$&'()*+,;=\r\n\r\n",
+        expected: [
+            .request(method: "GET", path: "/1", query: "", body: "", keepAlive: true),
+            .request(method: "GET", path: "/2", query: "", body: "", keepAlive: true),
+            .request(method: "GET", path: "/3", query: "", body: "", keepAlive: true),
+            .request(method: "GET", path: "/4", query: "", body: "", keepAlive: true),
+        ]
+    ),
+    ValidCase(
         name: "extension method token", raw: "M-SEARCH!~ / HTTP/1.1\r\nHost: a\r\n\r\n",
         expected: [.request(method: "M-SEARCH!~", path: "/", query: "", body: "", keepAlive: true)]
     ),
@@ -331,7 +342,12 @@ private let invalidCases: [InvalidCase] = [
     ),
     InvalidCase(
         name: "Transfer-Encoding gzip", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-        error: .unsupportedTransferEncoding
+        error: .invalidTransferEncoding
+    ),
+    InvalidCase(
+        name: "Transfer-Encoding chunked, gzip",
+        raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        error: .invalidTransferEncoding
     ),
     InvalidCase(
         name: "Transfer-Encoding gzip, chunked",
@@ -374,6 +390,11 @@ private let invalidCases: [InvalidCase] = [
     ),
     InvalidCase(name: "HTTP/1.1 without Host", raw: "GET / HTTP/1.1\r\n\r\n", error: .invalidHost),
     InvalidCase(name: "two Host fields", raw: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", error: .invalidHost),
+    InvalidCase(name: "Host with a path", raw: "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", error: .invalidHost),
+    InvalidCase(name: "Host with userinfo", raw: "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", error: .invalidHost),
+    InvalidCase(name: "Host with a space", raw: "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", error: .invalidHost),
+    InvalidCase(name: "Host with obs-text", raw: "GET / HTTP/1.1\r\nHost: caf\u{E9}\r\n\r\n", error: .invalidHost),
+    InvalidCase(name: "invalid Host in HTTP/1.0", raw: "GET / HTTP/1.0\r\nHost: a<b>\r\n\r\n", error: .invalidHost),
     InvalidCase(
         name: "whitespace before the colon", raw: "GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
         error: .whitespaceBeforeColon

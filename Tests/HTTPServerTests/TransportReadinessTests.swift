@@ -158,3 +158,37 @@ struct TransportReadinessTests {
         #expect(late.protocolError == .tlsHandshakeTimeout)
     }
 }
+
+@Suite("How a connection pauses and resumes reading")
+struct ConnectionReadPauseTests {
+    @Test("a pipelined body larger than the read limit is read on once the request before it is answered")
+    func pipelinedLargeBodyResumes() throws {
+        let harness = try Harness()
+        harness.transport.script.withLock { $0.reads = [(.bytes("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"), false, false)] }
+        #expect(harness.events(readable: true).dispatch?.parsed.request.path == "/slow")
+
+        // While /slow is handled the client pipelines a POST whose body is larger than the input a busy
+        // connection buffers: reading pauses partway through it, the rest waiting in the transport.
+        let body = String(repeating: "b", count: 100_000)
+        let post = Array("POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let parts = stride(from: 0, to: post.count, by: 40_000).map {
+            String(decoding: post[$0..<min($0 + 40_000, post.count)], as: UTF8.self)
+        }
+        harness.transport.script.withLock { $0.reads = parts.map { (.bytes($0), false, true) } }
+        #expect(harness.events(readable: true).isEmpty)
+        #expect(harness.transport.script.withLock { $0.reads.count } > 0, "reading should have paused")
+
+        // The answer to /slow goes out; then the loop does what the connection asks, as LoopRunner.perform
+        // does. No new readiness edge comes: the client already sent everything.
+        var actions = harness.connection.complete(
+            response: Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".utf8), closes: false, writer: &harness.writer)
+        var dispatched = actions.dispatch
+        while dispatched == nil && actions.resumeReading {
+            actions = harness.connection.handleEvents(
+                readable: true, hangUp: true, writable: true, scratch: harness.scratch, writer: &harness.writer)
+            dispatched = actions.dispatch
+        }
+        #expect(dispatched?.parsed.request.path == "/big")
+        #expect(dispatched?.parsed.request.body.count == body.utf8.count)
+    }
+}
