@@ -187,8 +187,10 @@ private final class LoopRunner {
 
     func perform(_ first: ConnectionActions, for connection: Connection) {
         var actions = first
-        // Each round either ends or turns a shed request into a close, so this runs at most thrice.
-        for _ in 0..<4 {
+        var rereads = 0
+        // Every round acts on all of `actions`: a shed answer never dispatches, and a read is retried here at most
+        // `maxRereads` times, then queued behind the loop's other work, so no dispatch or close is ever dropped.
+        while true {
             if let error = actions.protocolError { context.observer?.protocolError(error) }
             if let item = actions.dispatch,
                 context.responder.respondsInline(method: item.parsed.request.method, rawPath: item.parsed.request.rawPath)
@@ -204,6 +206,11 @@ private final class LoopRunner {
             if actions.close {
                 close(connection)
             } else if actions.resumeReading {
+                guard rereads < Self.maxRereads else {
+                    connection.loop.post(.resume(connection))
+                    return
+                }
+                rereads += 1
                 actions = connection.handleEvents(
                     readable: true, hangUp: true, writable: true, scratch: scratch, writer: &writer
                 )
@@ -212,6 +219,9 @@ private final class LoopRunner {
             return
         }
     }
+
+    /// How often one `perform` reads a connection again before it lets the loop serve the others first.
+    static let maxRereads = 3
 
     func close(_ connection: Connection) {
         guard connection.closeTransport() else { return }
