@@ -103,8 +103,8 @@ struct QueueConfiguration: Sendable, Equatable {
                 guard let uri = ownedString(item), !uri.isEmpty else {
                     throw Invalid(place: "\(place).history[\(index)]", problem: "must be a non-empty string")
                 }
-                guard uri.unicodeScalars.count <= SourceURI.maxLength else {
-                    throw Invalid(place: "\(place).history[\(index)]", problem: "longer than \(SourceURI.maxLength) characters")
+                if let problem = SourceURI.storageProblem(uri) {
+                    throw Invalid(place: "\(place).history[\(index)]", problem: problem)
                 }
                 uris.append(SourceURI(uri))
             }

@@ -135,6 +135,23 @@ import Testing
         #expect(try world.ingest.ingest(queue: "q").minted, "a URI of exactly the limit is kept")
     }
 
+    @Test func aHeadURIEndingInASpaceIsRefusedBeforeAnyWrite() throws {
+        let world = World()
+        world.setHead("git://q/c1 ")
+        #expect {
+            try world.ingest.ingest(queue: "q")
+        } throws: { error in
+            guard case .unavailable(let detail) = error as? IngestError else { return false }
+            return detail.contains("ends in a space")
+        }
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).isEmpty)
+        #expect(world.publisher.messages.isEmpty)
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 1, "no id was minted")
+
+        world.setHead("git://q/c1")
+        #expect(try world.ingest.ingest(queue: "q").minted)
+    }
+
     @Test func aHeadWhosePublishFailedDoesNotSupersedeTheRequestBeforeIt() throws {
         let world = World()
         let first = try world.ingest.ingest(queue: "q")

@@ -75,6 +75,16 @@ import Testing
         } throws: { error in
             (error as? QueueConfiguration.Invalid)?.place == "$.queues[0].source.history[1]"
         }
+        // MySQL's utf8mb4_bin ignores trailing spaces in comparisons: "c1 " would be deduplicated onto "c1".
+        #expect {
+            try QueueConfiguration.parse(Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["git://x/c1 "]}}]}"#.utf8))
+        } throws: { error in
+            let invalid = error as? QueueConfiguration.Invalid
+            return invalid?.place == "$.queues[0].source.history[0]" && invalid?.problem == "ends in a space"
+        }
+        #expect(throws: Never.self) {
+            try QueueConfiguration.parse(Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["git://x/a b"]}}]}"#.utf8))
+        }
         // MySQL counts code points: 300 e + combining acute accent are 300 Swift characters but 600 scalars.
         let combining = "git://x/" + String(repeating: "e\u{301}", count: 300)
         #expect {

@@ -140,9 +140,9 @@ public final class IngestController: Sendable {
         } catch {
             throw .unavailable(detail: "source control: \(error)")
         }
-        // Refused before anything is written: no store could keep it, and MySQL would refuse it midway.
-        guard uri.rawValue.unicodeScalars.count <= SourceURI.maxLength else {
-            throw .unavailable(detail: "source control: the head's URI is longer than \(SourceURI.maxLength) characters")
+        // Refused before anything is written: no store could keep it faithfully, and MySQL would refuse a long one midway.
+        if let problem = SourceURI.storageProblem(uri.rawValue) {
+            throw .unavailable(detail: "source control: the head's URI is \(problem)")
         }
         return uri
     }

@@ -11,6 +11,16 @@ public struct SourceURI: Hashable, Sendable, Codable, CustomStringConvertible {
     /// Wraps `rawValue` without interpreting it.
     public init(_ rawValue: String) { self.rawValue = rawValue }
 
+    /// Why `text` cannot be kept as a URI (empty, longer than `maxLength`, or ending in a space); nil when it can.
+    public static func storageProblem(_ text: String) -> String? {
+        guard let last = text.utf8.last else { return "empty" }
+        guard text.unicodeScalars.count <= maxLength else { return "longer than \(maxLength) characters" }
+        // MySQL's utf8mb4_bin is a PAD SPACE collation: keys that differ only in trailing spaces compare equal,
+        // so such a URI would be deduplicated onto another commit's request.
+        guard last != UInt8(ascii: " ") else { return "ends in a space" }
+        return nil
+    }
+
     public init(from decoder: any Decoder) throws {
         rawValue = try decoder.singleValueContainer().decode(String.self)
     }
