@@ -138,7 +138,7 @@ public final class MySQLRequestURIStore: RequestURIStore {
                 UPDATE request_uris SET request_n = \(replacement.number)
                 WHERE queue = \(queue.rawValue) AND uri = \(uri.rawValue) AND request_n = \(expected.number)
                 """)
-            if result.affectedRows > 0 { return .some(replacement.number) }
+            if result.affectedRows > 0 { return .some(expected.number) }
             // Zero rows is a miss, a missing entry, or (without CLIENT_FOUND_ROWS) a write of the value it already holds.
             let rows = try connection.query(
                 "SELECT request_n FROM request_uris WHERE queue = \(queue.rawValue) AND uri = \(uri.rawValue)")
@@ -147,7 +147,8 @@ public final class MySQLRequestURIStore: RequestURIStore {
         }
         guard let held else { throw .notFound }
         guard let number = held else { throw MySQLErrorTranslation.corruptRow("request_uris") }
-        guard number == replacement.number else { throw .versionMismatch }
+        // Only an entry that held `expected` matched; one already holding the replacement is a miss unless they are equal.
+        guard number == expected.number else { throw .versionMismatch }
     }
 }
 

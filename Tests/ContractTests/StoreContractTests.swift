@@ -193,6 +193,23 @@ struct RequestURIStoreContractTests {
         }
     }
 
+    @Test("replace from a stale id is versionMismatch even when the entry already holds the replacement", arguments: allFixtures)
+    func replaceFromStaleToHeld(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let uri = SourceURI("git://q/c1")
+            try backend.stores.uris.create(queue: queue, uri: uri, id: RequestID(queue: queue, number: 3))
+            #expect(throws: BackendError.versionMismatch) {
+                try backend.stores.uris.replace(
+                    queue: queue, uri: uri, expected: RequestID(queue: queue, number: 1), with: RequestID(queue: queue, number: 3))
+            }
+            // Replacing the held id with itself is a CAS that holds, and a no-op.
+            try backend.stores.uris.replace(
+                queue: queue, uri: uri, expected: RequestID(queue: queue, number: 3), with: RequestID(queue: queue, number: 3))
+            #expect(try backend.stores.uris.id(queue: queue, uri: uri) == RequestID(queue: queue, number: 3))
+        }
+    }
+
     @Test("replace of a missing entry is notFound and creates nothing", arguments: allFixtures)
     func replaceMissing(_ fixture: any BackendFixture) async throws {
         try await withBackend(fixture) { backend in
