@@ -184,6 +184,17 @@ import Glibc
         #expect(output.contains("--consumer-threads 0 needs --mysql-url"), "\(output)")
     }
 
+    @Test(arguments: [
+        ["--idle-timeout", "1e16"], ["--header-timeout", "1e300"], ["--shutdown-timeout", "1e17"],
+        ["--topic-lease-seconds", "1e17"], ["--topic-visibility-seconds", "inf"],
+    ])
+    func secondsOptionsTooLargeToRepresentAreRejected(_ arguments: [String]) throws {
+        let (status, output) = try Self.runToExit(["serve", "--port", "0"] + arguments)
+        // A validation error (exit 64) naming the option, not a trap while converting the value.
+        #expect(status == 64, "\(output)")
+        #expect(output.contains(arguments[0]), "\(output)")
+    }
+
     /// Runs the binary with `arguments` until it exits; its status and standard error.
     static func runToExit(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()
