@@ -151,7 +151,9 @@ struct Serve: ParsableCommand {
         let boundPort = try application.start()
         let scheme = configuration.http.tls == nil ? "http" : "https"
         // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
-        let line = Array("listening on \(scheme)://\(host):\(boundPort)\n".utf8)
+        // RFC 3986 §3.2.2: an IPv6 literal goes in brackets, so that the line is a URL clients can use.
+        let authorityHost = host.contains(":") ? "[\(host)]" : host
+        let line = Array("listening on \(scheme)://\(authorityHost):\(boundPort)\n".utf8)
         _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
