@@ -118,8 +118,8 @@ struct Serve: ParsableCommand {
         }
         configuration.retryPolicy = RetryPolicy(
             maxAttempts: topicMaxAttempts, backoffBase: .milliseconds(topicBackoffBaseMs), backoffCap: .milliseconds(topicBackoffCapMs))
-        configuration.topicLease = .milliseconds(Int64(topicLeaseSeconds * 1000))
-        configuration.topicVisibility = .milliseconds(Int64(topicVisibilitySeconds * 1000))
+        configuration.topicLease = try Self.milliseconds(topicLeaseSeconds, "--topic-lease-seconds")
+        configuration.topicVisibility = try Self.milliseconds(topicVisibilitySeconds, "--topic-visibility-seconds")
         configuration.topicPollInterval = .milliseconds(topicPollIntervalMs)
         configuration.mysqlPoolSize = max(1, mysqlPoolSize)
         if configuration.mysqlURL != nil {
@@ -151,7 +151,9 @@ struct Serve: ParsableCommand {
         let boundPort = try application.start()
         let scheme = configuration.http.tls == nil ? "http" : "https"
         // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
-        let line = Array("listening on \(scheme)://\(host):\(boundPort)\n".utf8)
+        // RFC 3986 §3.2.2: an IPv6 literal goes in brackets, so that the line is a URL clients can use.
+        let authorityHost = host.contains(":") ? "[\(host)]" : host
+        let line = Array("listening on \(scheme)://\(authorityHost):\(boundPort)\n".utf8)
         _ = line.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         logger.notice("listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "queues": "\(configuration.queues.entries.count)"])
         let received = signals.wait()
@@ -162,6 +164,15 @@ struct Serve: ParsableCommand {
         }
         application.shutdown()
         logger.notice("stopped")
+    }
+
+    /// `seconds` as a whole number of milliseconds; a value that has none (infinite, or beyond Int64) is a usage error.
+    private static func milliseconds(_ seconds: Double, _ flag: String) throws -> Duration {
+        // Int64(_:) traps on such a value instead of failing.
+        guard let milliseconds = Int64(exactly: (seconds * 1000).rounded(.towardZero)) else {
+            throw ValidationError("\(flag) must be a finite number of seconds below 9e15")
+        }
+        return .milliseconds(milliseconds)
     }
 
     private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {
@@ -185,8 +196,8 @@ struct Serve: ParsableCommand {
         }
         func seconds(_ value: Double?, _ flag: String, _ apply: (Duration) -> Void) throws {
             guard let value else { return }
-            guard value > 0, value.isFinite else { throw ValidationError("\(flag) must be a positive number of seconds") }
-            apply(.milliseconds(Int64(value * 1000)))
+            guard value > 0 else { throw ValidationError("\(flag) must be a positive number of seconds") }
+            apply(try Self.milliseconds(value, flag))
         }
         try positive(workers, "--workers") { http.workerThreads = $0 }
         try positive(eventLoops, "--event-loops") { http.eventLoopThreads = $0 }

@@ -284,7 +284,9 @@ final class HealthcheckSocket: HealthcheckTransport {
                 continue
             }
             let connection = HealthcheckSocket(fd: fd, endpoint: endpoint, timeout: timeout)
-            var limit = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
+            // At least a microsecond: a zero SO_RCVTIMEO or SO_SNDTIMEO means no timeout at all (socket(7)).
+            let microseconds = max(1, Int((timeout * 1_000_000).rounded(.up)))
+            var limit = timeval(tv_sec: microseconds / 1_000_000, tv_usec: microseconds % 1_000_000)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
             // Linux's connect(2) on a blocking socket also gives up after SO_SNDTIMEO, with EINPROGRESS.
             setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))

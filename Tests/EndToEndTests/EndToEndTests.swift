@@ -184,6 +184,45 @@ import Glibc
         #expect(output.contains("--consumer-threads 0 needs --mysql-url"), "\(output)")
     }
 
+    @Test(arguments: [
+        ["--idle-timeout", "1e16"], ["--header-timeout", "1e300"], ["--shutdown-timeout", "1e17"],
+        ["--topic-lease-seconds", "1e17"], ["--topic-visibility-seconds", "inf"],
+    ])
+    func secondsOptionsTooLargeToRepresentAreRejected(_ arguments: [String]) throws {
+        let (status, output) = try Self.runToExit(["serve", "--port", "0"] + arguments)
+        // A validation error (exit 64) naming the option, not a trap while converting the value.
+        #expect(status == 64, "\(output)")
+        #expect(output.contains(arguments[0]), "\(output)")
+    }
+
+    @Test func theListeningLineIsAURLForAnIPv6Host() throws {
+        let process = Process()
+        process.executableURL = RunningServer.binary
+        process.arguments = ["serve", "--port", "0", "--host", "::1"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+        }
+        var line: [UInt8] = []
+        while let byte = try output.fileHandleForReading.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
+        let text = String(decoding: line, as: UTF8.self)
+        // RFC 3986 §3.2.2: an IPv6 literal in a URL is written in brackets.
+        #expect(text.hasPrefix("listening on http://[::1]:"), "\(text)")
+        let url = String(text.dropFirst("listening on ".count)) + "/healthz"
+        let probe = Process()
+        probe.executableURL = RunningServer.binary
+        probe.arguments = ["healthcheck", "--url", url]
+        probe.standardOutput = FileHandle.nullDevice
+        probe.standardError = FileHandle.nullDevice
+        try probe.run()
+        probe.waitUntilExit()
+        #expect(probe.terminationStatus == 0, "\(url)")
+    }
+
     /// Runs the binary with `arguments` until it exits; its status and standard error.
     static func runToExit(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()
