@@ -2,13 +2,43 @@ import Dispatch
 import Foundation
 import Synchronization
 
+/// What the waited-for signals have done so far: the first one's number, how many came, and the second-signal
+/// handler, which runs once, when both it is set and a second signal has come, whichever happens last.
+struct SignalTally {
+    private(set) var first: Int32?
+    private(set) var count = 0
+    private var secondSignal: (@Sendable () -> Void)?
+    private var secondSignalRan = false
+
+    /// Counts `delivered` signals `number`; whether they include the first, and the handler to run now, if any.
+    mutating func record(_ number: Int32, delivered: Int) -> (isFirst: Bool, run: (@Sendable () -> Void)?) {
+        let isFirst = first == nil
+        if isFirst { first = number }
+        count += delivered
+        return (isFirst, takeSecondSignalHandler())
+    }
+
+    /// Sets the second-signal handler; returns it to run now when a second signal already came.
+    mutating func setSecondSignalHandler(_ handler: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? {
+        secondSignal = handler
+        return takeSecondSignalHandler()
+    }
+
+    private mutating func takeSecondSignalHandler() -> (@Sendable () -> Void)? {
+        guard count >= 2, !secondSignalRan, let handler = secondSignal else { return nil }
+        secondSignalRan = true
+        return handler
+    }
+}
+
 /// Turns SIGTERM/SIGINT into a blocking wait on the main thread, via dispatch sources, and runs
 /// handlers for other signals (SIGHUP) as they come.
 final class SignalWaiter {
     private final class State: Sendable {
-        let received = Mutex<[Int32]>([])
+        // One lock for the signals and the handler, so a second signal that comes before the handler is set
+        // is acted on when it is set, and never twice.
+        let tally = Mutex(SignalTally())
         let arrived = DispatchSemaphore(value: 0)
-        let secondSignal = Mutex<(@Sendable () -> Void)?>(nil)
     }
 
     private let sources: [any DispatchSourceSignal]
@@ -22,16 +52,12 @@ final class SignalWaiter {
         for number in signals {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { [state] in
-                let count = state.received.withLock { list in
-                    list.append(number)
-                    return list.count
-                }
-                if count == 1 {
-                    state.arrived.signal()
-                } else if let handler = state.secondSignal.withLock({ $0 }) {
-                    handler()
-                }
+            source.setEventHandler { [state, source] in
+                // A dispatch signal source coalesces: `data` is how many signals came since the last event.
+                let delivered = max(1, Int(clamping: source.data))
+                let (isFirst, run) = state.tally.withLock { $0.record(number, delivered: delivered) }
+                if isFirst { state.arrived.signal() }
+                run?()
             }
             source.resume()
             sources.append(source)
@@ -42,7 +68,7 @@ final class SignalWaiter {
     /// Blocks until the first signal arrives and returns its number.
     func wait() -> Int32 {
         state.arrived.wait()
-        return state.received.withLock { $0.first ?? 0 }
+        return state.tally.withLock { $0.first ?? 0 }
     }
 
     /// Runs `handler` on every `number` signal, on its own queue: these signals neither end `wait()`
@@ -55,8 +81,11 @@ final class SignalWaiter {
         repeating.append(source)
     }
 
-    /// What to do if another signal arrives during shutdown.
-    func onSecondSignal(_ handler: @escaping @Sendable () -> Void) { state.secondSignal.withLock { $0 = handler } }
+    /// What to do if another signal arrives during shutdown; runs at once if one already has.
+    func onSecondSignal(_ handler: @escaping @Sendable () -> Void) {
+        let run = state.tally.withLock { $0.setSecondSignalHandler(handler) }
+        run?()
+    }
 }
 
 @available(*, unavailable)
