@@ -103,6 +103,10 @@ struct Serve: ParsableCommand {
         // file: 410 MB resident); malloc_trim(3) hands them back to the system once, before the server starts.
         _ = malloc_trim(0)
         configuration.mysqlURL = mysqlURL ?? environment["STOVEPIPE_MYSQL_URL"]
+        if mysqlURL == nil, environment["STOVEPIPE_MYSQL_URL"]?.isEmpty == true {
+            // Empty is more likely a deployment template's gap than a wish for in-memory storage that a restart loses.
+            throw ValidationError("STOVEPIPE_MYSQL_URL is set but empty: unset it for in-memory storage, or give a mysql:// URL")
+        }
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
         guard (0...256).contains(consumerThreads) else { throw ValidationError("--consumer-threads must be 0...256") }
@@ -147,6 +151,9 @@ struct Serve: ParsableCommand {
                     logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
                 }
             }
+        } else {
+            // SIGHUP's default action ends the process with no drain; a hang-up or a reload habit must not.
+            signals.onEvery(SIGHUP) { logger.notice("SIGHUP ignored: nothing to reload without TLS") }
         }
         let boundPort = try application.start()
         let scheme = configuration.http.tls == nil ? "http" : "https"

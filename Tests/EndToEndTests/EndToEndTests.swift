@@ -195,6 +195,20 @@ import Glibc
         #expect(output.contains(arguments[0]), "\(output)")
     }
 
+    @Test func sighupWithoutTLSIsLoggedAndIgnored() throws {
+        let server = try RunningServer(arguments: [])
+        kill(server.process.processIdentifier, SIGHUP)
+        #expect(eventually { server.log.contains("SIGHUP ignored") }, "\(server.log)")
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        #expect(server.terminate() == 0, "still shuts down gracefully")
+    }
+
+    @Test func anEmptyMySQLURLInTheEnvironmentIsAUsageError() throws {
+        let (status, output) = try Self.runToExit(["serve", "--port", "0"], environment: ["STOVEPIPE_MYSQL_URL": ""])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("STOVEPIPE_MYSQL_URL is set but empty"), "\(output)")
+    }
+
     @Test func theListeningLineIsAURLForAnIPv6Host() throws {
         let process = Process()
         process.executableURL = RunningServer.binary
@@ -224,10 +238,11 @@ import Glibc
     }
 
     /// Runs the binary with `arguments` until it exits; its status and standard error.
-    static func runToExit(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    static func runToExit(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
