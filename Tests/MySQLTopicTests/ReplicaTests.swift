@@ -232,4 +232,72 @@ struct ReplicaTests {
             #expect(try await eventually { try leaseCounts(harness) == [first.replicaID: 20] })
         }
     }
+
+    @Test("a lease a replica still holds in the database but no longer owns (its release failed) is given up for another replica")
+    func strayLeaseIsReleased() async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            let handled = Recorder<Handling>()
+            let entered = Latch()
+            let gate = Latch()
+            // Opened however the test ends, so shutting the brokers down never waits on a blocked handler.
+            defer { gate.arrive() }
+            func replica(_ index: Int) -> MySQLBroker {
+                let broker = harness.makeBroker(timings)
+                broker.subscribe(topic) { delivery in
+                    let started = ContinuousClock.now
+                    if delivery.message.partitionKey == "p1" {
+                        entered.arrive()
+                        gate.wait()
+                    }
+                    handled.append(
+                        Handling(
+                            replica: index, key: delivery.message.partitionKey, id: delivery.message.id, started: started,
+                            ended: .now))
+                    return .ack
+                }
+                return broker
+            }
+            // The first replica holds p1 and is delivering it: with two live replicas and two partitions with
+            // work, that is its whole fair share.
+            let first = replica(0)
+            try first.publish(message("held", key: "p1"))
+            try first.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+            let second = replica(1)
+            try second.start()
+            // The first replica's heartbeat after the second one started: its live count is 2 from now on.
+            #expect(
+                try await eventually {
+                    try !harness.query(
+                        """
+                        SELECT 1 FROM topic_replicas a JOIN topic_replicas b ON b.replica_id = \(second.replicaID)
+                        WHERE a.replica_id = \(first.replicaID) AND a.heartbeat_at > b.started_at
+                        """
+                    ).isEmpty
+                })
+
+            // p2's lease names the first replica, which does not own it: as left by a release that failed.
+            let connection = try harness.connect()
+            defer { connection.close() }
+            try connection.execute(
+                """
+                INSERT INTO topic_partitions (topic, partition_key, owner, lease_expires_at)
+                VALUES (\(topic.rawValue), 'p2', \(first.replicaID), UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)
+                ON DUPLICATE KEY UPDATE owner = VALUES(owner), lease_expires_at = VALUES(lease_expires_at)
+                """)
+            try first.publish(message("stray", key: "p2"))
+            #expect(await eventually(timeout: .seconds(10)) { handled.values.contains { $0.id == "stray" } })
+            #expect(handled.values.map(\.replica) == [1])
+
+            gate.arrive()
+            #expect(
+                try await eventually {
+                    try first.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil)
+                })
+            #expect(Set(handled.values.map(\.id)) == ["held", "stray"])
+            first.shutdown()
+            second.shutdown()
+        }
+    }
 }

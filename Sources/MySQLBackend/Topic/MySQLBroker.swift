@@ -445,6 +445,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             // Another replica took a lease this one let lapse.
             state.disown(PartitionID(topic: topic, key: row.key))
         }
+        // A lease ours in the database but not owned here is one whose release failed: renewLeases keeps
+        // extending it, so no other replica could ever take it.
+        let stray = partitions.filter { $0.owner == replica }.map { PartitionID(topic: topic, key: $0.key) }
+            .filter { !state.owned.contains($0) }
         // Fair share: at most ceil(partitions with work / live replicas) each.
         let liveReplicas = max(1, state.liveReplicas)
         let target = (partitions.count + liveReplicas - 1) / liveReplicas
@@ -470,15 +474,17 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 state.dueAt[partition] = now + .microseconds(row.headDueInMicroseconds)
             }
         }
-        guard held.count < target else { return plan }
-        let candidates = partitions.filter { row in
-            let partition = PartitionID(topic: topic, key: row.key)
-            return !state.owned.contains(partition) && state.busy[partition] == nil && row.headDueInMicroseconds <= 0
-                && (row.owner == nil || row.owner == replica || !row.leaseRunning)
+        if held.count < target {
+            let candidates = partitions.filter { row in
+                let partition = PartitionID(topic: topic, key: row.key)
+                return !state.owned.contains(partition) && state.busy[partition] == nil && row.headDueInMicroseconds <= 0
+                    && (row.owner == nil || row.owner == replica || !row.leaseRunning)
+            }
+            .sorted { $0.headDueInMicroseconds < $1.headDueInMicroseconds }
+            .prefix(target - held.count)
+            plan.acquire = candidates.map { (PartitionID(topic: topic, key: $0.key), !$0.hasLeaseRow) }
         }
-        .sorted { $0.headDueInMicroseconds < $1.headDueInMicroseconds }
-        .prefix(target - held.count)
-        plan.acquire = candidates.map { (PartitionID(topic: topic, key: $0.key), !$0.hasLeaseRow) }
+        plan.release += stray.filter { partition in !plan.acquire.contains { $0.partition == partition } }
         return plan
     }
 
