@@ -509,8 +509,9 @@ enum HeadParser {
         else { throw .malformedRequestLine }
         let version: HTTPVersion
         switch (versionBytes[5], versionBytes[7]) {
-        case (UInt8(ascii: "1"), UInt8(ascii: "1")): version = .http11
         case (UInt8(ascii: "1"), UInt8(ascii: "0")): version = .http10
+        // RFC 9110 §6.2: a higher minor version of a major version we implement is handled as our highest, 1.1.
+        case (UInt8(ascii: "1"), _): version = .http11
         default: throw .unsupportedVersion
         }
 

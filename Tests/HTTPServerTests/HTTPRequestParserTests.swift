@@ -100,6 +100,10 @@ private let validCases: [ValidCase] = [
         expected: [.request(method: "POST", path: "/c", query: "", body: "0123456789", keepAlive: true)]
     ),
     ValidCase(
+        name: "HTTP/1.2 is handled as HTTP/1.1 (RFC 9110 §6.2)", raw: "GET /new HTTP/1.2\r\nHost: a\r\n\r\n",
+        expected: [.request(method: "GET", path: "/new", query: "", body: "", keepAlive: true)]
+    ),
+    ValidCase(
         name: "HTTP/1.0 closes by default", raw: "GET /old HTTP/1.0\r\n\r\n",
         expected: [.request(method: "GET", path: "/old", query: "", body: "", keepAlive: false)]
     ),
@@ -442,7 +446,7 @@ private let invalidCases: [InvalidCase] = [
         name: "version with two minor digits", raw: "GET / HTTP/1.10\r\nHost: a\r\n\r\n", error: .malformedRequestLine),
     InvalidCase(name: "HTTP/2.0", raw: "GET / HTTP/2.0\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
     InvalidCase(name: "HTTP/0.9", raw: "GET / HTTP/0.9\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
-    InvalidCase(name: "HTTP/1.2", raw: "GET / HTTP/1.2\r\nHost: a\r\n\r\n", error: .unsupportedVersion),
+    InvalidCase(name: "HTTP/1.2 without Host, as HTTP/1.1", raw: "GET / HTTP/1.2\r\n\r\n", error: .invalidHost),
     InvalidCase(name: "relative target", raw: "GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(name: "asterisk for GET", raw: "GET * HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     InvalidCase(name: "fragment in target", raw: "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
