@@ -125,7 +125,8 @@ struct Serve: ParsableCommand {
         configuration.topicLease = try Self.milliseconds(topicLeaseSeconds, "--topic-lease-seconds")
         configuration.topicVisibility = try Self.milliseconds(topicVisibilitySeconds, "--topic-visibility-seconds")
         configuration.topicPollInterval = .milliseconds(topicPollIntervalMs)
-        configuration.mysqlPoolSize = max(1, mysqlPoolSize)
+        guard (1...1024).contains(mysqlPoolSize) else { throw ValidationError("--mysql-pool-size must be 1...1024") }
+        configuration.mysqlPoolSize = mysqlPoolSize
         if configuration.mysqlURL != nil {
             // mysql_library_init is not thread-safe and must run before any other thread starts (C API docs).
             try MySQLLibrary.initialize()

@@ -209,6 +209,13 @@ import Glibc
         #expect(output.contains("STOVEPIPE_MYSQL_URL is set but empty"), "\(output)")
     }
 
+    @Test(.timeLimit(.minutes(1)), arguments: ["0", "-3", "1025"])
+    func aPoolSizeOutsideItsRangeIsAUsageError(_ size: String) throws {
+        let (status, output) = try Self.runToExit(["serve", "--port", "0", "--mysql-pool-size=\(size)"])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--mysql-pool-size must be 1...1024"), "\(output)")
+    }
+
     @Test func theListeningLineIsAURLForAnIPv6Host() throws {
         let process = Process()
         process.executableURL = RunningServer.binary
