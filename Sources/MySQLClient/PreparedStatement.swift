@@ -80,7 +80,12 @@ final class PreparedStatement {
         defer { mysql_free_result(metadata) }
         // Buffer the whole result client-side so the connection is free for the next command at once.
         guard mysql_stmt_store_result(handle) == 0 else {
-            throw Self.error(of: handle, withholdServerMessage: true)
+            let error = Self.error(of: handle, withholdServerMessage: true)
+            // An error among the rows (ER_SUBQUERY_NO_1_ROW, out of range, ...) leaves Connector/C's statement
+            // waiting for rows the server never sends, so its next mysql_stmt_execute blocks reading them until
+            // the read timeout; mysql_stmt_reset returns it to the prepared state, as the C API asks after errors.
+            mysql_stmt_reset(handle)
+            throw error
         }
         let count = Int(mysql_num_fields(metadata))
         guard count > 0, let fields = mysql_fetch_fields(metadata) else { return [] }
