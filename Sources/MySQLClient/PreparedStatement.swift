@@ -64,13 +64,28 @@ final class PreparedStatement {
             throw Self.error(of: handle, withholdServerMessage: true)
         }
         guard mysql_stmt_field_count(handle) > 0 else {
-            return ExecutionOutcome(
+            let outcome = ExecutionOutcome(
                 rows: [], affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+            try discardMoreResults()
+            return outcome
         }
         defer { mysql_stmt_free_result(handle) }
         let rows = try fetchAll()
-        return ExecutionOutcome(
+        let outcome = ExecutionOutcome(
             rows: rows, affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+        try discardMoreResults()
+        return outcome
+    }
+
+    /// Reads and drops the results after the first, which CALL sends (one per SELECT, then the procedure's status).
+    private func discardMoreResults() throws(MySQLError) {
+        // The C API requires mysql_stmt_next_result until it returns -1 before the connection takes another
+        // command; otherwise the next one fails with CR_COMMANDS_OUT_OF_SYNC.
+        while mysql_stmt_more_results(handle) != 0 {
+            let status = mysql_stmt_next_result(handle)
+            if status == -1 { return }
+            guard status == 0 else { throw Self.error(of: handle, withholdServerMessage: true) }
+        }
     }
 
     private func fetchAll() throws(MySQLError) -> [MySQLRow] {

@@ -175,6 +175,20 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("CALL of a procedure that returns rows reads the first result and leaves the connection in sync")
+    func storedProcedureResults() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.executeScript(unsafeSQL: "CREATE PROCEDURE two_results(IN n INT) BEGIN SELECT n AS a; SELECT n + 1 AS b; END")
+            #expect(try connection.query("CALL two_results(\(Int64(4)))").first?.int64("a") == 4)
+            #expect(connection.isUsable)
+            #expect(try connection.query("SELECT \(1) + 1 AS n").first?.int64("n") == 2)
+            #expect(try connection.query("CALL two_results(\(Int64(7)))").first?.int64("a") == 7)
+            #expect(try connection.query("SELECT \(2) + 1 AS n").first?.int64("n") == 3)
+            #expect(connection.isUsable)
+        }
+    }
+
     @Test("one literal is prepared once however often it runs; the same SQL as unsafeSQL reads the same rows")
     func literalAndUnsafeSQLStatements() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
