@@ -189,6 +189,24 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("ssl-mode=REQUIRED never connects without TLS")
+    func tlsRequiredIsEnforced() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let plain = try MySQLConnection(configuration: configuration)
+            let serverTLS = try plain.query("SELECT @@have_ssl AS s").first?.string("s")
+            var required = configuration
+            required.tlsMode = .required
+            if serverTLS == "YES" {
+                let connection = try MySQLConnection(configuration: required)
+                let cipher = try connection.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'").first?.string(1)
+                #expect(cipher?.isEmpty == false)
+            } else {
+                let error = try #require(throws: MySQLError.self) { _ = try MySQLConnection(configuration: required) }
+                #expect(error.code == .sslConnectionError)
+            }
+        }
+    }
+
     @Test("one literal is prepared once however often it runs; the same SQL as unsafeSQL reads the same rows")
     func literalAndUnsafeSQLStatements() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
