@@ -354,6 +354,12 @@ public final class MySQLConnection {
             }
         }
         guard connected != nil else { throw error(of: mysql) }
+        // Connector/C fails MYSQL_OPT_SSL_ENFORCE against a server without TLS only when it also verifies the
+        // certificate; otherwise it connects in plain text. mysql_get_ssl_cipher is NULL without TLS.
+        if configuration.tlsMode != .disabled && mysql_get_ssl_cipher(mysql) == nil {
+            throw MySQLError(
+                code: .sslConnectionError, message: "TLS is required (ssl-mode), but the connection is not encrypted")
+        }
     }
 
     private static func setOption(_ mysql: UnsafeMutablePointer<MYSQL>, _ option: mysql_option, uint32 value: UInt32)

@@ -25,6 +25,16 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let serverShutdown = Self(rawValue: 1053)
     /// ER_CONNECTION_KILLED (MariaDB): the connection was killed.
     public static let connectionKilled = Self(rawValue: 1927)
+    /// ER_NET_PACKET_TOO_LARGE: a packet exceeded max_allowed_packet; the server then closes the connection.
+    public static let packetTooLarge = Self(rawValue: 1153)
+    /// ER_NET_READ_ERROR: the server could not read from the connection and closes it.
+    public static let serverReadError = Self(rawValue: 1158)
+    /// ER_NET_READ_INTERRUPTED: the server timed out reading from the connection (net_read_timeout) and closes it.
+    public static let serverReadTimeout = Self(rawValue: 1159)
+    /// ER_NET_ERROR_ON_WRITE: the server could not write to the connection.
+    public static let serverWriteError = Self(rawValue: 1160)
+    /// ER_NET_WRITE_INTERRUPTED: the server timed out writing to the connection (net_write_timeout).
+    public static let serverWriteTimeout = Self(rawValue: 1161)
     /// ER_CON_COUNT_ERROR: the server refused the connection because it has too many.
     public static let tooManyConnections = Self(rawValue: 1040)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.
@@ -77,7 +87,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
 
     /// The codes after which the connection cannot be used again.
     public static let connectionBrokenCodes: Set<Self> = [
-        .serverShutdown, .connectionKilled, .socketCreateError, .connectionError, .hostConnectionError,
+        .serverShutdown, .connectionKilled, .packetTooLarge, .serverReadError, .serverReadTimeout, .serverWriteError,
+        .serverWriteTimeout, .socketCreateError, .connectionError, .hostConnectionError,
         .unknownHost, .serverGone, .handshakeError, .serverLost, .commandsOutOfSync, .sslConnectionError,
         .malformedPacket, .serverLostExtended, .clientInteractionTimeout, .networkReadError,
         .networkWriteError, .connectionClosed,

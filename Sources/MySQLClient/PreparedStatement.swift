@@ -64,13 +64,28 @@ final class PreparedStatement {
             throw Self.error(of: handle, withholdServerMessage: true)
         }
         guard mysql_stmt_field_count(handle) > 0 else {
-            return ExecutionOutcome(
+            let outcome = ExecutionOutcome(
                 rows: [], affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+            try discardMoreResults()
+            return outcome
         }
         defer { mysql_stmt_free_result(handle) }
         let rows = try fetchAll()
-        return ExecutionOutcome(
+        let outcome = ExecutionOutcome(
             rows: rows, affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
+        try discardMoreResults()
+        return outcome
+    }
+
+    /// Reads and drops the results after the first, which CALL sends (one per SELECT, then the procedure's status).
+    private func discardMoreResults() throws(MySQLError) {
+        // The C API requires mysql_stmt_next_result until it returns -1 before the connection takes another
+        // command; otherwise the next one fails with CR_COMMANDS_OUT_OF_SYNC.
+        while mysql_stmt_more_results(handle) != 0 {
+            let status = mysql_stmt_next_result(handle)
+            if status == -1 { return }
+            guard status == 0 else { throw Self.error(of: handle, withholdServerMessage: true) }
+        }
     }
 
     private func fetchAll() throws(MySQLError) -> [MySQLRow] {
@@ -80,7 +95,12 @@ final class PreparedStatement {
         defer { mysql_free_result(metadata) }
         // Buffer the whole result client-side so the connection is free for the next command at once.
         guard mysql_stmt_store_result(handle) == 0 else {
-            throw Self.error(of: handle, withholdServerMessage: true)
+            let error = Self.error(of: handle, withholdServerMessage: true)
+            // An error among the rows (ER_SUBQUERY_NO_1_ROW, out of range, ...) leaves Connector/C's statement
+            // waiting for rows the server never sends, so its next mysql_stmt_execute blocks reading them until
+            // the read timeout; mysql_stmt_reset returns it to the prepared state, as the C API asks after errors.
+            mysql_stmt_reset(handle)
+            throw error
         }
         let count = Int(mysql_num_fields(metadata))
         guard count > 0, let fields = mysql_fetch_fields(metadata) else { return [] }

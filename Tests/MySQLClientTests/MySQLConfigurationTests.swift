@@ -210,7 +210,7 @@ struct MySQLErrorTests {
 
     @Test("connection-lost codes are broken; statement-level and pool codes are not")
     func brokenCodes() {
-        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927] {
+        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927, 1153, 1159] {
             #expect(MySQLErrorCode(rawValue: code).isConnectionBroken, "code \(code)")
         }
         for code in [MySQLErrorCode.duplicateEntry, .deadlock, .lockWaitTimeout, .poolTimeout, .poolClosed, .syntaxError] {

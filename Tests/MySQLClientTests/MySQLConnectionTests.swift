@@ -151,6 +151,62 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("a cached statement whose rows failed half-way runs again at once")
+    func statementReuseAfterRowError() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            // Bounds the failure: the reused statement waited for rows until the read timeout, then lost the connection.
+            configuration.readTimeoutSeconds = 5
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.execute("CREATE TABLE g (id INT PRIMARY KEY, grp INT NOT NULL)")
+            try connection.execute("INSERT INTO g VALUES (1, 1), (2, 2), (3, 2)")
+            // For id 2 the scalar subquery finds two rows: ER_SUBQUERY_NO_1_ROW comes after the metadata, while the
+            // rows are read (mysql_stmt_store_result), not from mysql_stmt_execute.
+            func members(from id: Int64) throws(MySQLError) -> [MySQLRow] {
+                try connection.query("SELECT (SELECT h.id FROM g AS h WHERE h.grp = g.id) AS m FROM g WHERE id >= \(id) ORDER BY id")
+            }
+            let error = try #require(throws: MySQLError.self) { try members(from: 1) }
+            #expect(error.code == MySQLErrorCode(rawValue: 1242))
+            #expect(connection.isUsable)
+            let rows = try members(from: 3)
+            #expect(rows.count == 1 && rows.first?.isNull(0) == true)
+            #expect(connection.isUsable)
+            #expect(try connection.query("SELECT \(1) + 1 AS n").first?.int64("n") == 2)
+        }
+    }
+
+    @Test("CALL of a procedure that returns rows reads the first result and leaves the connection in sync")
+    func storedProcedureResults() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.executeScript(unsafeSQL: "CREATE PROCEDURE two_results(IN n INT) BEGIN SELECT n AS a; SELECT n + 1 AS b; END")
+            #expect(try connection.query("CALL two_results(\(Int64(4)))").first?.int64("a") == 4)
+            #expect(connection.isUsable)
+            #expect(try connection.query("SELECT \(1) + 1 AS n").first?.int64("n") == 2)
+            #expect(try connection.query("CALL two_results(\(Int64(7)))").first?.int64("a") == 7)
+            #expect(try connection.query("SELECT \(2) + 1 AS n").first?.int64("n") == 3)
+            #expect(connection.isUsable)
+        }
+    }
+
+    @Test("ssl-mode=REQUIRED never connects without TLS")
+    func tlsRequiredIsEnforced() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let plain = try MySQLConnection(configuration: configuration)
+            let serverTLS = try plain.query("SELECT @@have_ssl AS s").first?.string("s")
+            var required = configuration
+            required.tlsMode = .required
+            if serverTLS == "YES" {
+                let connection = try MySQLConnection(configuration: required)
+                let cipher = try connection.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'").first?.string(1)
+                #expect(cipher?.isEmpty == false)
+            } else {
+                let error = try #require(throws: MySQLError.self) { _ = try MySQLConnection(configuration: required) }
+                #expect(error.code == .sslConnectionError)
+            }
+        }
+    }
+
     @Test("one literal is prepared once however often it runs; the same SQL as unsafeSQL reads the same rows")
     func literalAndUnsafeSQLStatements() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in

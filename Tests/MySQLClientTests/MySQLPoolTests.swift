@@ -59,6 +59,25 @@ struct MySQLPoolTests {
         }
     }
 
+    @Test("a value over max_allowed_packet fails its lease, and the connection the server closed is not reused")
+    func oversizedPacketDiscardsConnection() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1, pingAfterIdle: .seconds(3600)),
+                logger: quietLogger)
+            defer { pool.close() }
+            let limit = try #require(try pool.withConnection { try $0.query("SELECT @@max_allowed_packet").first?.uint64(0) })
+            try #require(limit <= 256 * 1024 * 1024, "max_allowed_packet is too large to exceed in a test")
+            let oversized = String(repeating: "x", count: Int(limit) + 1024)
+            let error = try #require(throws: MySQLError.self) {
+                try pool.withConnection { try $0.query("SELECT LENGTH(\(oversized)) AS n") }
+            }
+            #expect(error.isConnectionBroken, "got \(String(reflecting: error))")
+            #expect(pool.statistics.totalDiscarded == 1)
+            #expect(try pool.withConnection { try $0.query("SELECT \(1) + 1 AS n").first?.int64("n") } == 2)
+        }
+    }
+
     @Test("a connection idle past pingAfterIdle is pinged; a dead one is replaced without the caller seeing an error")
     func pingBeforeUse() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
