@@ -72,6 +72,40 @@ private struct FetchCountingGit {
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
+/// A git whose script runs `prelude` (shell, with git's arguments as "$@") before the real git.
+private struct WrappedGit {
+    let directory: String
+    var executable: String { directory + "/git" }
+
+    init(prelude: String) throws {
+        directory = try makeScratchDirectory("wrapped-git")
+        let real = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        try Self.install("#!/bin/sh\n\(prelude)\nexec '\(real ?? "git")' \"$@\"\n", at: executable, in: directory)
+    }
+
+    /// Writes an executable script by cp, as MarkerGit does, so that no descriptor of ours open for writing reaches a child.
+    static func install(_ script: String, at path: String, in directory: String) throws {
+        let text = directory + "/script-\(UUID().uuidString).txt"
+        try Data(script.utf8).write(to: URL(fileURLWithPath: text))
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = [text, path]
+        try copy.run()
+        copy.waitUntilExit()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+private func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    return !stat[stat.index(after: close)...].hasPrefix(" Z")
+}
+
 @Suite("GitSourceControl on a local repository")
 struct GitSourceControlLocalTests {
     @Test("latest is the commit the ref points at now, as git+<repo>#<ref>@<sha>")
@@ -432,6 +466,30 @@ struct GitSourceControlRemoteTests {
         }
         #expect(git.fetches == 1, "the waiting caller ran no fetch of its own")
         #expect(await eventually { first.withLock { $0 } != nil })
+    }
+
+    @Test("a fetch that times out stops git's children too, not only git")
+    func timeoutStopsChildren() async throws {
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // ssh that hangs, as on a stalled network; git leaves it running when it is itself terminated.
+        let git = try WrappedGit(prelude: "GIT_SSH_COMMAND=\"$(dirname \"$0\")/ssh\"; export GIT_SSH_COMMAND")
+        defer { git.remove() }
+        let pidFile = git.directory + "/ssh.pid"
+        try WrappedGit.install("#!/bin/sh\necho $$ > '\(pidFile)'\nexec sleep 30\n", at: git.directory + "/ssh", in: git.directory)
+        let source = GitSourceControl(
+            repository: "ssh://example.invalid/r.git", ref: "main", cacheDirectory: cache, timeout: .seconds(2),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+        let text = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = try #require(Int32(text))
+        defer { if isRunning(pid) { kill(pid, SIGKILL) } }
+        #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
     }
 
     @Test("credentials in a URL never reach URIs")
