@@ -492,6 +492,34 @@ struct GitSourceControlRemoteTests {
         #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
     }
 
+    @Test("a mirror whose git init was cut short is completed, not taken for a repository that is not one")
+    func interruptedInit() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let head = try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // The first init stops where git 2.39 writes HEAD and config but not yet objects/, and then hangs until
+        // the timeout kills it: what a crash or a timeout in the middle of `git init` leaves behind.
+        let git = try WrappedGit(prelude: """
+            marker="$(dirname "$0")/interrupted"
+            if [ "$1" = init ] && [ ! -e "$marker" ]; then
+                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$5/objects"; exec sleep 30
+            fi
+            """)
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(2),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+        #expect(try source.latest() == uri(upstream.fileURL, "main", head))
+    }
+
     @Test("credentials in a URL never reach URIs")
     func credentialsStripped() {
         #expect(GitSourceControl.withoutCredentials("https://user:token@example.com/r.git") == "https://example.com/r.git")

@@ -203,7 +203,9 @@ public final class GitSourceControl: SourceControl {
 
     private func ensureMirror(at mirror: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
-            if FileManager.default.fileExists(atPath: mirror + "/HEAD") { return }
+            // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
+            // and git then takes the directory for no repository at all. Running init again completes it.
+            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
             let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
             do {
                 try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
