@@ -520,6 +520,45 @@ struct GitSourceControlRemoteTests {
         #expect(try source.latest() == uri(upstream.fileURL, "main", head))
     }
 
+    @Test("the cache directory it creates is private to this user: mirrors of private repositories are not world-readable")
+    func cacheDirectoryIsPrivate() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let scratch = try makeScratchDirectory("cache-parent")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let cache = scratch + "/mirrors"
+        _ = try GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger).latest()
+        let mode = try #require(try FileManager.default.attributesOfItem(atPath: cache)[.posixPermissions] as? Int)
+        #expect(mode & 0o077 == 0, "mode \(String(mode, radix: 8))")
+    }
+
+    @Test("a cache directory, or a symlink to one, that another user owns is refused", .enabled(if: geteuid() == 0))
+    func foreignCacheDirectoryRefused() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let scratch = try makeScratchDirectory("cache-parent")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // As another local user would leave them in a shared /tmp before the service first runs.
+        let planted = scratch + "/planted"
+        try FileManager.default.createDirectory(atPath: planted, withIntermediateDirectories: false)
+        #expect(chown(planted, 65534, 65534) == 0)
+        let link = scratch + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: planted)
+        #expect(lchown(link, 65534, 65534) == 0)
+        for cache in [planted, link] {
+            let source = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect {
+                try source.latest()
+            } throws: { error in
+                guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+                return !retryable
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: planted).isEmpty, "nothing is mirrored into it")
+    }
+
     @Test("credentials in a URL never reach URIs")
     func credentialsStripped() {
         #expect(GitSourceControl.withoutCredentials("https://user:token@example.com/r.git") == "https://example.com/r.git")

@@ -205,16 +205,31 @@ public final class GitSourceControl: SourceControl {
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
             // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
             // and git then takes the directory for no repository at all. Running init again completes it.
-            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
             let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
             do {
-                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+                // Mirrors of private repositories are readable by no other user.
+                try FileManager.default.createDirectory(
+                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
             }
+            // Another user who made the directory first (the default is under the shared temporary directory)
+            // could read every mirror, or swap one for a repository of theirs.
+            guard Self.isOwnDirectory(parent) else {
+                throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
+            }
+            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
             let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
             guard result.status == 0 else { throw failure("init", result) }
         }
+    }
+
+    /// Whether `path` is a directory of this process's user, reached through no link of another user.
+    private static func isOwnDirectory(_ path: String) -> Bool {
+        var link = stat()
+        var target = stat()
+        guard lstat(path, &link) == 0, stat(path, &target) == 0 else { return false }
+        return link.st_uid == geteuid() && target.st_uid == geteuid() && (target.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
