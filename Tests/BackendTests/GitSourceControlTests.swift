@@ -263,6 +263,17 @@ struct GitSourceControlLocalTests {
         #expect(throws: BackendError.notFound) { try git.latest() }
     }
 
+    @Test("a repository path that is a regular file is notFound, like any other path that is no repository")
+    func fileRepository() throws {
+        let scratch = try makeScratchDirectory("plain")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let file = scratch + "/repo.git"
+        try Data("not a repository".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: file, ref: "main", logger: silentLogger).latest()
+        }
+    }
+
     @Test("a directory that is not itself a repository is notFound, even inside one")
     func notARepository() throws {
         let plain = try makeScratchDirectory("plain")

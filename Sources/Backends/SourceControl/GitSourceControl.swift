@@ -154,7 +154,11 @@ public final class GitSourceControl: SourceControl {
         case .invalid:
             throw .notFound
         case .local(let path):
-            guard FileManager.default.fileExists(atPath: path) else { throw .notFound }
+            // A regular file is no repository either: git cannot even change to it, which is no failure to retry.
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw .notFound
+            }
             return (path, fullRef)
         case .remote(_, let mirror):
             try ensureMirror(at: mirror, askedAt: asked)
