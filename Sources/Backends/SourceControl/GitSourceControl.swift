@@ -228,12 +228,15 @@ public final class GitSourceControl: SourceControl {
         }
     }
 
-    /// Whether `path` is a directory of this process's user, reached through no link of another user.
+    /// Whether `path` is a directory of this process's user or root, reached through no link of another user.
     private static func isOwnDirectory(_ path: String) -> Bool {
         var link = stat()
         var target = stat()
         guard lstat(path, &link) == 0, stat(path, &target) == 0 else { return false }
-        return link.st_uid == geteuid() && target.st_uid == geteuid() && (target.st_mode & S_IFMT) == S_IFDIR
+        // Root's too, as OpenSSH's StrictModes allows: a volume mounted root-owned and group-writable for the
+        // service (Kubernetes' fsGroup) is the operator's choice, and root could read the mirrors anyway.
+        let trusted: Set<uid_t> = [geteuid(), 0]
+        return trusted.contains(link.st_uid) && trusted.contains(target.st_uid) && (target.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
