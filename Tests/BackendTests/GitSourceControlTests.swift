@@ -72,6 +72,40 @@ private struct FetchCountingGit {
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
+/// A git whose script runs `prelude` (shell, with git's arguments as "$@") before the real git.
+private struct WrappedGit {
+    let directory: String
+    var executable: String { directory + "/git" }
+
+    init(prelude: String) throws {
+        directory = try makeScratchDirectory("wrapped-git")
+        let real = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        try Self.install("#!/bin/sh\n\(prelude)\nexec '\(real ?? "git")' \"$@\"\n", at: executable, in: directory)
+    }
+
+    /// Writes an executable script by cp, as MarkerGit does, so that no descriptor of ours open for writing reaches a child.
+    static func install(_ script: String, at path: String, in directory: String) throws {
+        let text = directory + "/script-\(UUID().uuidString).txt"
+        try Data(script.utf8).write(to: URL(fileURLWithPath: text))
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = [text, path]
+        try copy.run()
+        copy.waitUntilExit()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+private func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    return !stat[stat.index(after: close)...].hasPrefix(" Z")
+}
+
 @Suite("GitSourceControl on a local repository")
 struct GitSourceControlLocalTests {
     @Test("latest is the commit the ref points at now, as git+<repo>#<ref>@<sha>")
@@ -227,6 +261,17 @@ struct GitSourceControlLocalTests {
     func missingRepository() throws {
         let git = GitSourceControl(repository: "/nonexistent/\(UUID().uuidString)", ref: "main", logger: silentLogger)
         #expect(throws: BackendError.notFound) { try git.latest() }
+    }
+
+    @Test("a repository path that is a regular file is notFound, like any other path that is no repository")
+    func fileRepository() throws {
+        let scratch = try makeScratchDirectory("plain")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let file = scratch + "/repo.git"
+        try Data("not a repository".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: file, ref: "main", logger: silentLogger).latest()
+        }
     }
 
     @Test("a directory that is not itself a repository is notFound, even inside one")
@@ -432,6 +477,97 @@ struct GitSourceControlRemoteTests {
         }
         #expect(git.fetches == 1, "the waiting caller ran no fetch of its own")
         #expect(await eventually { first.withLock { $0 } != nil })
+    }
+
+    @Test("a fetch that times out stops git's children too, not only git")
+    func timeoutStopsChildren() async throws {
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // ssh that hangs, as on a stalled network; git leaves it running when it is itself terminated.
+        let git = try WrappedGit(prelude: "GIT_SSH_COMMAND=\"$(dirname \"$0\")/ssh\"; export GIT_SSH_COMMAND")
+        defer { git.remove() }
+        let pidFile = git.directory + "/ssh.pid"
+        try WrappedGit.install("#!/bin/sh\necho $$ > '\(pidFile)'\nexec sleep 30\n", at: git.directory + "/ssh", in: git.directory)
+        let source = GitSourceControl(
+            repository: "ssh://example.invalid/r.git", ref: "main", cacheDirectory: cache, timeout: .seconds(2),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+        let text = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = try #require(Int32(text))
+        defer { if isRunning(pid) { kill(pid, SIGKILL) } }
+        #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
+    }
+
+    @Test("a mirror whose git init was cut short is completed, not taken for a repository that is not one")
+    func interruptedInit() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let head = try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // The first init stops where git 2.39 writes HEAD and config but not yet objects/, and then hangs until
+        // the timeout kills it: what a crash or a timeout in the middle of `git init` leaves behind.
+        let git = try WrappedGit(prelude: """
+            marker="$(dirname "$0")/interrupted"
+            if [ "$1" = init ] && [ ! -e "$marker" ]; then
+                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$5/objects"; exec sleep 30
+            fi
+            """)
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(2),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+        #expect(try source.latest() == uri(upstream.fileURL, "main", head))
+    }
+
+    @Test("the cache directory it creates is private to this user: mirrors of private repositories are not world-readable")
+    func cacheDirectoryIsPrivate() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let scratch = try makeScratchDirectory("cache-parent")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let cache = scratch + "/mirrors"
+        _ = try GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger).latest()
+        let mode = try #require(try FileManager.default.attributesOfItem(atPath: cache)[.posixPermissions] as? Int)
+        #expect(mode & 0o077 == 0, "mode \(String(mode, radix: 8))")
+    }
+
+    @Test("a cache directory, or a symlink to one, that another user owns is refused", .enabled(if: geteuid() == 0))
+    func foreignCacheDirectoryRefused() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let scratch = try makeScratchDirectory("cache-parent")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // As another local user would leave them in a shared /tmp before the service first runs.
+        let planted = scratch + "/planted"
+        try FileManager.default.createDirectory(atPath: planted, withIntermediateDirectories: false)
+        #expect(chown(planted, 65534, 65534) == 0)
+        let link = scratch + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: planted)
+        #expect(lchown(link, 65534, 65534) == 0)
+        for cache in [planted, link] {
+            let source = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect {
+                try source.latest()
+            } throws: { error in
+                guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+                return !retryable
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: planted).isEmpty, "nothing is mirrored into it")
     }
 
     @Test("credentials in a URL never reach URIs")

@@ -51,6 +51,13 @@ struct StaticSourceControlTests {
         #expect(!page.nextCursor.isEmpty)
     }
 
+    @Test("a limit as large as Int.max returns the rest of the history from any cursor instead of trapping")
+    func hugeLimit() throws {
+        let source = StaticSourceControl(history)
+        let first = try source.history(cursor: "", limit: 2)
+        #expect(try source.history(cursor: first.nextCursor, limit: .max) == HistoryPage(uris: Array(history[2...]), nextCursor: ""))
+    }
+
     @Test("cursors it never mints are notFound", arguments: ["x", "-1", "+1", "01", "0", "5", "99", " 1", "1 ", "1.0", "99999999999999999999999"])
     func garbledCursor(_ cursor: String) {
         #expect(throws: BackendError.notFound) { try StaticSourceControl(history).history(cursor: cursor, limit: 2) }

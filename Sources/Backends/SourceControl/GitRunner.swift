@@ -77,9 +77,13 @@ struct GitRunner: Sendable {
         }
 
         if exited.wait(timeout: .now() + Self.dispatchInterval(timeout)) == .timedOut {
-            process.terminate()
+            // Process starts git as the leader of its own process group: signalling the group also stops git's
+            // children (ssh, a remote helper), which a terminated git leaves running.
+            let pid = process.processIdentifier
+            let target = getpgid(pid) == pid ? -pid : pid
+            kill(target, SIGTERM)
             if exited.wait(timeout: .now() + .seconds(2)) == .timedOut {
-                kill(process.processIdentifier, SIGKILL)
+                kill(target, SIGKILL)
                 _ = exited.wait(timeout: .now() + .seconds(5))
             }
             throw .unavailable(retryable: true, detail: "git \(arguments.first(where: Self.isSubcommand) ?? "") timed out")

@@ -154,7 +154,11 @@ public final class GitSourceControl: SourceControl {
         case .invalid:
             throw .notFound
         case .local(let path):
-            guard FileManager.default.fileExists(atPath: path) else { throw .notFound }
+            // A regular file is no repository either: git cannot even change to it, which is no failure to retry.
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw .notFound
+            }
             return (path, fullRef)
         case .remote(_, let mirror):
             try ensureMirror(at: mirror, askedAt: asked)
@@ -203,16 +207,36 @@ public final class GitSourceControl: SourceControl {
 
     private func ensureMirror(at mirror: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
-            if FileManager.default.fileExists(atPath: mirror + "/HEAD") { return }
+            // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
+            // and git then takes the directory for no repository at all. Running init again completes it.
             let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
             do {
-                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+                // Mirrors of private repositories are readable by no other user.
+                try FileManager.default.createDirectory(
+                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
             }
+            // Another user who made the directory first (the default is under the shared temporary directory)
+            // could read every mirror, or swap one for a repository of theirs.
+            guard Self.isOwnDirectory(parent) else {
+                throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
+            }
+            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
             let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
             guard result.status == 0 else { throw failure("init", result) }
         }
+    }
+
+    /// Whether `path` is a directory of this process's user or root, reached through no link of another user.
+    private static func isOwnDirectory(_ path: String) -> Bool {
+        var link = stat()
+        var target = stat()
+        guard lstat(path, &link) == 0, stat(path, &target) == 0 else { return false }
+        // Root's too, as OpenSSH's StrictModes allows: a volume mounted root-owned and group-writable for the
+        // service (Kubernetes' fsGroup) is the operator's choice, and root could read the mirrors anyway.
+        let trusted: Set<uid_t> = [geteuid(), 0]
+        return trusted.contains(link.st_uid) && trusted.contains(target.st_uid) && (target.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.

@@ -35,7 +35,8 @@ public struct StaticSourceControl: SourceControl {
     /// At most `limit` (at least 1) URIs from `cursor`; `notFound` for a cursor this history did not mint.
     public func history(cursor: String, limit: Int) throws(BackendError) -> HistoryPage {
         let start = try offset(of: cursor)
-        let end = min(uris.count, start + max(limit, 1))
+        // Not `start + limit`: that overflows for a limit near Int.max.
+        let end = start + min(max(limit, 1), uris.count - start)
         let nextCursor = end < uris.count ? String(end) : ""
         return HistoryPage(uris: Array(uris[start..<end]), nextCursor: nextCursor)
     }
