@@ -594,3 +594,99 @@ struct GitRefValidationTests {
         #expect(!GitSourceControl.isValidRef(ref))
     }
 }
+
+/// Runs `body` with SIGTERM ignored in this process and blocked on this thread, as `stovepipe serve` has it
+/// (SignalWaiter), and restores both afterwards.
+@discardableResult
+private func withSIGTERMIgnoredAndBlocked<T>(_ body: () throws -> T) throws -> T {
+    var ignore = sigaction()
+    ignore.__sigaction_handler.sa_handler = SIG_IGN
+    sigemptyset(&ignore.sa_mask)
+    var previousAction = sigaction()
+    try #require(sigaction(SIGTERM, &ignore, &previousAction) == 0)
+    defer { sigaction(SIGTERM, &previousAction, nil) }
+    var term = sigset_t()
+    sigemptyset(&term)
+    sigaddset(&term, SIGTERM)
+    var previousMask = sigset_t()
+    try #require(pthread_sigmask(SIG_BLOCK, &term, &previousMask) == 0)
+    defer { pthread_sigmask(SIG_SETMASK, &previousMask, nil) }
+    // Proves the setup took: the calling thread itself has SIGTERM ignored and blocked.
+    let own = try signalMasks(in: String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8))
+    try #require(own.ignored & sigtermBit != 0 && own.blocked & sigtermBit != 0)
+    return try body()
+}
+
+/// SIGTERM (15) in the SigIgn/SigBlk masks of /proc/<pid>/status, where signal n is bit n - 1.
+private let sigtermBit: UInt64 = 1 << (UInt64(SIGTERM) - 1)
+
+/// The `SigIgn:` and `SigBlk:` masks of a /proc/<pid>/status text.
+private func signalMasks(in status: String) throws -> (ignored: UInt64, blocked: UInt64) {
+    func mask(_ name: String) throws -> UInt64 {
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix(name + ":") })
+        let hex = line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)
+        return try #require(UInt64(hex, radix: 16))
+    }
+    return (try mask("SigIgn"), try mask("SigBlk"))
+}
+
+@Suite("GitRunner under the signal setup of stovepipe serve")
+struct GitRunnerSignalTests {
+    @Test("git starts with SIGTERM neither ignored nor blocked, though its caller ignores and blocks it")
+    func sigtermReset() throws {
+        let directory = try makeScratchDirectory("signal-git")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let report = directory + "/status"
+        // exec: the process GitRunner started reads its own status; a shell waiting for a child blocks every
+        // signal meanwhile (dash), so the shell's status read from a child would race with that.
+        let script = "#!/bin/sh\nexec grep -E '^(SigIgn|SigBlk):' /proc/self/status > '\(report)'\n"
+        try WrappedGit.install(script, at: directory + "/git", in: directory)
+        let runner = GitRunner(executable: directory + "/git", timeout: .seconds(30))
+        let output = try withSIGTERMIgnoredAndBlocked { try runner.run(["version"]) }
+        #expect(output.status == 0)
+        let child = try signalMasks(in: String(contentsOfFile: report, encoding: .utf8))
+        #expect(child.ignored & sigtermBit == 0, "SIGTERM is ignored in git")
+        #expect(child.blocked & sigtermBit == 0, "SIGTERM is blocked in git")
+    }
+
+    @Test("a descriptor this process left inheritable (no FD_CLOEXEC) does not reach git")
+    func noDescriptorLeaks() throws {
+        let directory = try makeScratchDirectory("fd-git")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let report = directory + "/fd"
+        // 200: far above what the shell opens itself; dup2 leaves the copy without FD_CLOEXEC (dup2(2)).
+        let opened = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        try #require(opened >= 0)
+        defer { close(opened) }
+        try #require(dup2(opened, 200) == 200)
+        defer { close(200) }
+        try #require(fcntl(200, F_GETFD) & FD_CLOEXEC == 0)
+        let script = "#!/bin/sh\nif [ -e /proc/$$/fd/200 ]; then echo leaked; else echo closed; fi > '\(report)'\n"
+        try WrappedGit.install(script, at: directory + "/git", in: directory)
+        let output = try GitRunner(executable: directory + "/git", timeout: .seconds(30)).run(["version"])
+        #expect(output.status == 0)
+        #expect(try String(contentsOfFile: report, encoding: .utf8) == "closed\n")
+    }
+
+    @Test("on a timeout git gets SIGTERM it can act on, though its caller ignores and blocks it")
+    func timeoutDeliversSIGTERM() throws {
+        let directory = try makeScratchDirectory("trapping-git")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let trapped = directory + "/term"
+        // A git that cleans up on SIGTERM (as git removes its lock files) and otherwise hangs.
+        let script = "#!/bin/sh\ntrap \"echo term > '\(trapped)'; exit 143\" TERM\nsleep 60 &\nwait\n"
+        try WrappedGit.install(script, at: directory + "/git", in: directory)
+        let runner = GitRunner(executable: directory + "/git", timeout: .seconds(2))
+        try withSIGTERMIgnoredAndBlocked {
+            #expect {
+                try runner.run(["fetch"])
+            } throws: { error in
+                guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+                return retryable
+            }
+        }
+        // The runner returns only after git has exited, so the trap has written its file by now if it ran.
+        let text = (try? String(contentsOfFile: trapped, encoding: .utf8)) ?? ""
+        #expect(text == "term\n", "git's SIGTERM trap did not run")
+    }
+}

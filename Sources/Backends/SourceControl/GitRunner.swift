@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -46,55 +47,113 @@ struct GitRunner: Sendable {
         }
         // Output goes to files rather than pipes: a full pipe cannot block git, and nothing has to be
         // drained concurrently; after a timeout, grandchildren holding the descriptors cannot block us.
-        guard FileManager.default.createFile(atPath: outPath, contents: nil),
-            FileManager.default.createFile(atPath: errPath, contents: nil),
-            let outHandle = FileHandle(forWritingAtPath: outPath),
-            let errHandle = FileHandle(forWritingAtPath: errPath)
-        else {
+        // O_EXCL and mode 0600: the files are in the shared temporary directory (open(2)).
+        let outFD = open(outPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        defer { if outFD >= 0 { close(outFD) } }
+        let errFD = open(errPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        defer { if errFD >= 0 { close(errFD) } }
+        guard outFD >= 0, errFD >= 0 else {
             throw .unavailable(retryable: true, detail: "cannot create git output files")
         }
-        defer {
-            try? outHandle.close()
-            try? errHandle.close()
-        }
 
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
         var environment = environment
         // A configured path must itself be a repository, not a directory inside one.
         if let ceiling { environment["GIT_CEILING_DIRECTORIES"] = ceiling }
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = outHandle
-        process.standardError = errHandle
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
-        do {
-            try process.run()
-        } catch {
-            throw .unavailable(retryable: false, detail: "git could not be started")
-        }
+        let exit = try spawn(
+            arguments: [executable.path] + arguments,
+            environment: environment.map { "\($0.key)=\($0.value)" },
+            stdout: outFD,
+            stderr: errFD
+        )
 
-        if exited.wait(timeout: .now() + Self.dispatchInterval(timeout)) == .timedOut {
-            // Process starts git as the leader of its own process group: signalling the group also stops git's
+        if exit.done.wait(timeout: .now() + Self.dispatchInterval(timeout)) == .timedOut {
+            // git leads its own process group (POSIX_SPAWN_SETPGROUP): signalling the group also stops git's
             // children (ssh, a remote helper), which a terminated git leaves running.
-            let pid = process.processIdentifier
-            let target = getpgid(pid) == pid ? -pid : pid
-            kill(target, SIGTERM)
-            if exited.wait(timeout: .now() + .seconds(2)) == .timedOut {
-                kill(target, SIGKILL)
-                _ = exited.wait(timeout: .now() + .seconds(5))
+            kill(-exit.pid, SIGTERM)
+            if exit.done.wait(timeout: .now() + .seconds(2)) == .timedOut {
+                kill(-exit.pid, SIGKILL)
+                _ = exit.done.wait(timeout: .now() + .seconds(5))
             }
             throw .unavailable(retryable: true, detail: "git \(arguments.first(where: Self.isSubcommand) ?? "") timed out")
         }
         let stdout = FileManager.default.contents(atPath: outPath) ?? Data()
         let stderr = FileManager.default.contents(atPath: errPath) ?? Data()
         return GitOutput(
-            status: process.terminationStatus,
+            status: exit.status.withLock { $0 } ?? -1,
             stdout: String(decoding: stdout, as: UTF8.self),
             stderr: String(decoding: stderr, as: UTF8.self)
         )
+    }
+
+    /// Starts `arguments[0]` with stdin /dev/null, the given stdout and stderr, in a new process group, with
+    /// default signal actions and an empty signal mask; a thread of its own reaps it.
+    private func spawn(
+        arguments: [String], environment: [String], stdout: Int32, stderr: Int32
+    ) throws(BackendError) -> ChildExit {
+        var actions = posix_spawn_file_actions_t()
+        guard posix_spawn_file_actions_init(&actions) == 0 else {
+            throw .unavailable(retryable: false, detail: "git could not be started")
+        }
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = posix_spawnattr_t()
+        guard posix_spawnattr_init(&attributes) == 0 else {
+            throw .unavailable(retryable: false, detail: "git could not be started")
+        }
+        defer { posix_spawnattr_destroy(&attributes) }
+
+        // Signal dispositions set to SIG_IGN survive exec (execve(2)), and so does the signal mask: `serve`
+        // ignores and blocks SIGTERM for its signalfd, and git must not inherit that, or it cannot be stopped
+        // cleanly and leaves its lock files behind. SIGKILL and SIGSTOP cannot be reset (sigaction(2)).
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        let flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP
+        guard posix_spawnattr_setsigdefault(&attributes, &defaults) == 0,
+            posix_spawnattr_setsigmask(&attributes, &mask) == 0,
+            // Group 0: git leads a group of its own, so a kill of the group reaches git's children too.
+            posix_spawnattr_setpgroup(&attributes, 0) == 0,
+            posix_spawnattr_setflags(&attributes, Int16(flags)) == 0,
+            posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0) == 0,
+            posix_spawn_file_actions_adddup2(&actions, stdout, STDOUT_FILENO) == 0,
+            posix_spawn_file_actions_adddup2(&actions, stderr, STDERR_FILENO) == 0
+        else {
+            throw .unavailable(retryable: false, detail: "git could not be started")
+        }
+        // Descriptors without FD_CLOEXEC, opened elsewhere in this process, survive exec (execve(2)) and
+        // would reach git; Swift's Glibc module does not import posix_spawn_file_actions_addclosefrom_np.
+        for descriptor in Self.inheritableDescriptors()
+        where posix_spawn_file_actions_addclose(&actions, descriptor) != 0 {
+            throw .unavailable(retryable: false, detail: "git could not be started")
+        }
+
+        let argv = arguments.map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        let envp = environment.map { strdup($0) }
+        defer { envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, executable.path, &actions, &attributes, argv + [nil], envp + [nil]) == 0 else {
+            throw .unavailable(retryable: false, detail: "git could not be started")
+        }
+
+        let exit = ChildExit(pid: pid)
+        let reaper = Thread { exit.reap() }
+        reaper.name = "stovepipe.git-reaper"
+        reaper.start()
+        return exit
+    }
+
+    /// This process's open descriptors above 2 that exec would not close.
+    private static func inheritableDescriptors() -> [Int32] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return names.compactMap(Int32.init).filter { descriptor in
+            guard descriptor > STDERR_FILENO else { return false }
+            let flags = fcntl(descriptor, F_GETFD)
+            // -1: the descriptor the listing itself used, closed by now.
+            return flags >= 0 && flags & FD_CLOEXEC == 0
+        }
     }
 
     private static func isSubcommand(_ argument: String) -> Bool {
@@ -132,5 +191,33 @@ struct GitRunner: Sendable {
             environment["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
         }
         return environment
+    }
+}
+
+/// One spawned child and its exit status, which `reap` sets, once, when the child has exited.
+private final class ChildExit: Sendable {
+    let pid: pid_t
+    /// Signalled once the child has been reaped.
+    let done = DispatchSemaphore(value: 0)
+    /// The exit code, or the signal number for a child a signal ended, as Process.terminationStatus has it.
+    let status = Mutex<Int32?>(nil)
+
+    init(pid: pid_t) { self.pid = pid }
+
+    /// Blocks until the child exits, records its status and signals `done`.
+    func reap() {
+        var raw: Int32 = 0
+        var reaped: pid_t
+        repeat {
+            // Only this pid: waitpid(-1) could reap children other code in this process waits for.
+            reaped = waitpid(pid, &raw, 0)
+        } while reaped == -1 && errno == EINTR
+        if reaped == pid {
+            // waitpid(2): the low 7 bits are the terminating signal, 0 for a normal exit, whose code is in
+            // bits 8-15 (WIFEXITED, WEXITSTATUS, WTERMSIG are macros Swift does not import).
+            let signal = raw & 0x7f
+            status.withLock { $0 = signal == 0 ? (raw >> 8) & 0xff : signal }
+        }
+        done.signal()
     }
 }
