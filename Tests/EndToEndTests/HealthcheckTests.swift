@@ -117,21 +117,8 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
     }
 
     @Test func healthcheckGivesUpOnASilentServerWithinItsTimeout() throws {
-        // A listener that accepts (the kernel completes the handshake) but never answers.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(listener >= 0)
+        let (listener, port) = try silentListener()
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(listener, pointer, length) == 0 && listen(listener, 4) == 0 && getsockname(listener, pointer, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let plain = try runStovepipe(["healthcheck", "--timeout", "1", "--url", "http://127.0.0.1:\(port)/healthz"], timeout: 20)
         #expect(plain.status == 1)
         #expect(plain.stdout == "unhealthy: no answer from 127.0.0.1:\(port) within 1 s\n")
@@ -143,21 +130,8 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
     }
 
     @Test func aTimeoutBelowAMicrosecondStillTimesOut() throws {
-        // A listener that accepts (the kernel completes the handshake) but never answers.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(listener >= 0)
+        let (listener, port) = try silentListener()
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(listener, pointer, length) == 0 && listen(listener, 4) == 0 && getsockname(listener, pointer, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         // A zero SO_RCVTIMEO means no timeout at all (socket(7)): the probe would wait forever.
         let finished = try runStovepipe(["healthcheck", "--timeout", "0.0000001", "--url", "http://127.0.0.1:\(port)/healthz"], timeout: 20)
         #expect(finished.status == 1)
@@ -183,3 +157,25 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
         #expect(scheme.status != 0 && scheme.status != 1)
     }
 }
+
+/// A listener on 127.0.0.1 that accepts (the kernel completes the handshake) but never answers; its descriptor and port.
+private func silentListener() throws -> (Int32, Int) {
+    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try #require(listener >= 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+            bind(listener, pointer, length) == 0 && listen(listener, 4) == 0 && getsockname(listener, pointer, &length) == 0
+        }
+    }
+    guard bound else {
+        close(listener)
+        throw SilentListenerError()
+    }
+    return (listener, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+private struct SilentListenerError: Error {}
