@@ -376,6 +376,35 @@ struct GitSourceControlRemoteTests {
         #expect(try git.history(cursor: "", limit: 10).uris == [second, first].map { uri(upstream.fileURL, "main", $0) })
     }
 
+    @Test("a ref lock file a killed git left behind is removed once it is stale; a fresh one is left to its owner")
+    func staleRefLock() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        _ = try upstream.commit("one")
+        let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
+        _ = try git.latest()
+        let mirror = try cache + "/" + #require(FileManager.default.contentsOfDirectory(atPath: cache).first)
+        let lock = mirror + "/refs/heads/main.lock"
+        #expect(FileManager.default.createFile(atPath: lock, contents: nil))
+
+        let second = try upstream.commit("two")
+        // A lock as a git still running holds it: git refuses the fetch, and it is not taken away.
+        #expect {
+            try git.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+        #expect(FileManager.default.fileExists(atPath: lock))
+
+        // Ten minutes old: no git this service runs lives that long.
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-600)], ofItemAtPath: lock)
+        #expect(try git.latest() == uri(upstream.fileURL, "main", second))
+        #expect(!FileManager.default.fileExists(atPath: lock))
+    }
+
     @Test("a commit made upstream after the last fetch is fetched once for isAncestor and history")
     func fetchOnMissingCommit() throws {
         let upstream = try ScratchRepository()

@@ -242,6 +242,7 @@ public final class GitSourceControl: SourceControl {
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
     private func fetch(url: String, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
         try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
+            removeStaleLocks(in: mirror)
             let result = try runner.run(in: mirror, [
                 "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                 "+\(fullRef):\(fullRef)",
@@ -250,6 +251,34 @@ public final class GitSourceControl: SourceControl {
                 if result.stderr.contains("couldn't find remote ref") { throw .notFound }
                 throw failure("fetch", result)
             }
+        }
+    }
+
+    /// Removes the `*.lock` files of `mirror` (at its top and under `refs/`) older than any git this service runs can
+    /// live: a git killed mid-fetch (a crash, the OOM killer, the timeout's SIGKILL) leaves them, and git then refuses
+    /// every later fetch of the ref ("Unable to create '…lock': File exists").
+    private func removeStaleLocks(in mirror: String) {
+        // Every git started here is killed within its timeout plus 7 s (GitRunner); twice that and a margin is
+        // stale for any replica sharing the cache with the same timeout.
+        let staleAfter = max(60, 2 * Double(runner.timeout.components.seconds) + 10)
+        let cutoff = Date().addingTimeInterval(-staleAfter)
+        var candidates = ["HEAD.lock", "config.lock", "packed-refs.lock", "shallow.lock", "index.lock"].map { mirror + "/" + $0 }
+        if let refs = FileManager.default.enumerator(atPath: mirror + "/refs") {
+            while let name = refs.nextObject() as? String {
+                if name.hasSuffix(".lock") { candidates.append(mirror + "/refs/" + name) }
+            }
+        }
+        var removed = 0
+        for path in candidates {
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                attributes[.type] as? FileAttributeType == .typeRegular,
+                let modified = attributes[.modificationDate] as? Date, modified < cutoff,
+                (try? FileManager.default.removeItem(atPath: path)) != nil
+            else { continue }
+            removed += 1
+        }
+        if removed > 0 {
+            logger.warning("removed stale git lock files from a mirror", metadata: ["git.locks_removed": "\(removed)"])
         }
     }
 
