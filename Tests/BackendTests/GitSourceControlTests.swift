@@ -340,7 +340,7 @@ struct GitSourceControlLocalTests {
         }
     }
 
-    @Test("a git executable that cannot start is unavailable")
+    @Test("a git executable that cannot start is unavailable, and not worth retrying when it does not exist")
     func gitMissing() throws {
         let repository = try ScratchRepository()
         defer { repository.remove() }
@@ -348,7 +348,7 @@ struct GitSourceControlLocalTests {
         #expect {
             try git.latest()
         } throws: { error in
-            if case .unavailable = error as? BackendError { return true }
+            if case .unavailable(retryable: false, _) = error as? BackendError { return true }
             return false
         }
     }

@@ -134,8 +134,12 @@ struct GitRunner: Sendable {
         let envp = environment.map { strdup($0) }
         defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        guard posix_spawn(&pid, executable.path, &actions, &attributes, argv + [nil], envp + [nil]) == 0 else {
-            throw .unavailable(retryable: false, detail: "git could not be started")
+        let spawned = posix_spawn(&pid, executable.path, &actions, &attributes, argv + [nil], envp + [nil])
+        guard spawned == 0 else {
+            // posix_spawn(3) returns the errno: out of processes, memory or descriptors passes; a missing or
+            // unrunnable git does not.
+            let passing = [EAGAIN, ENOMEM, EMFILE, ENFILE].contains(spawned)
+            throw .unavailable(retryable: passing, detail: "git could not be started")
         }
 
         let exit = ChildExit(pid: pid)
