@@ -659,30 +659,34 @@ private func signalMasks(in status: String) throws -> (ignored: UInt64, blocked:
     return (try mask("SigIgn"), try mask("SigBlk"))
 }
 
+/// A scratch directory with a git executable running the script `script(directory)` writes, and a GitRunner for it.
+private func scriptedGit(
+    _ name: String, timeout: Duration = .seconds(30), script: (_ directory: String) -> String
+) throws -> (directory: String, runner: GitRunner) {
+    let directory = try makeScratchDirectory(name)
+    try WrappedGit.install(script(directory), at: directory + "/git", in: directory)
+    return (directory, GitRunner(executable: directory + "/git", timeout: timeout))
+}
+
 @Suite("GitRunner under the signal setup of stovepipe serve")
 struct GitRunnerSignalTests {
     @Test("git starts with SIGTERM neither ignored nor blocked, though its caller ignores and blocks it")
     func sigtermReset() throws {
-        let directory = try makeScratchDirectory("signal-git")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let report = directory + "/status"
         // exec: the process GitRunner started reads its own status; a shell waiting for a child blocks every
         // signal meanwhile (dash), so the shell's status read from a child would race with that.
-        let script = "#!/bin/sh\nexec grep -E '^(SigIgn|SigBlk):' /proc/self/status > '\(report)'\n"
-        try WrappedGit.install(script, at: directory + "/git", in: directory)
-        let runner = GitRunner(executable: directory + "/git", timeout: .seconds(30))
+        let (directory, runner) = try scriptedGit("signal-git") {
+            "#!/bin/sh\nexec grep -E '^(SigIgn|SigBlk):' /proc/self/status > '\($0)/status'\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let output = try withSIGTERMIgnoredAndBlocked { try runner.run(["version"]) }
         #expect(output.status == 0)
-        let child = try signalMasks(in: String(contentsOfFile: report, encoding: .utf8))
+        let child = try signalMasks(in: String(contentsOfFile: directory + "/status", encoding: .utf8))
         #expect(child.ignored & sigtermBit == 0, "SIGTERM is ignored in git")
         #expect(child.blocked & sigtermBit == 0, "SIGTERM is blocked in git")
     }
 
     @Test("a descriptor this process left inheritable (no FD_CLOEXEC) does not reach git")
     func noDescriptorLeaks() throws {
-        let directory = try makeScratchDirectory("fd-git")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let report = directory + "/fd"
         // 200: far above what the shell opens itself; dup2 leaves the copy without FD_CLOEXEC (dup2(2)).
         let opened = open("/dev/null", O_RDONLY | O_CLOEXEC)
         try #require(opened >= 0)
@@ -690,22 +694,23 @@ struct GitRunnerSignalTests {
         try #require(dup2(opened, 200) == 200)
         defer { close(200) }
         try #require(fcntl(200, F_GETFD) & FD_CLOEXEC == 0)
-        let script = "#!/bin/sh\nif [ -e /proc/$$/fd/200 ]; then echo leaked; else echo closed; fi > '\(report)'\n"
-        try WrappedGit.install(script, at: directory + "/git", in: directory)
-        let output = try GitRunner(executable: directory + "/git", timeout: .seconds(30)).run(["version"])
+        let (directory, runner) = try scriptedGit("fd-git") {
+            "#!/bin/sh\nif [ -e /proc/$$/fd/200 ]; then echo leaked; else echo closed; fi > '\($0)/fd'\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let output = try runner.run(["version"])
         #expect(output.status == 0)
-        #expect(try String(contentsOfFile: report, encoding: .utf8) == "closed\n")
+        #expect(try String(contentsOfFile: directory + "/fd", encoding: .utf8) == "closed\n")
     }
 
     @Test("on a timeout git gets SIGTERM it can act on, though its caller ignores and blocks it")
     func timeoutDeliversSIGTERM() throws {
-        let directory = try makeScratchDirectory("trapping-git")
+        // A git that cleans up on SIGTERM (as git removes its lock files) and otherwise hangs.
+        let (directory, runner) = try scriptedGit("trapping-git", timeout: .seconds(2)) {
+            "#!/bin/sh\ntrap \"echo term > '\($0)/term'; exit 143\" TERM\nsleep 60 &\nwait\n"
+        }
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let trapped = directory + "/term"
-        // A git that cleans up on SIGTERM (as git removes its lock files) and otherwise hangs.
-        let script = "#!/bin/sh\ntrap \"echo term > '\(trapped)'; exit 143\" TERM\nsleep 60 &\nwait\n"
-        try WrappedGit.install(script, at: directory + "/git", in: directory)
-        let runner = GitRunner(executable: directory + "/git", timeout: .seconds(2))
         try withSIGTERMIgnoredAndBlocked {
             #expect {
                 try runner.run(["fetch"])
