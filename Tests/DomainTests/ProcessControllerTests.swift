@@ -28,6 +28,36 @@ import Testing
         #expect(try world.metrics.expectCounter("stovepipe_process_total", [("outcome", "superseded")]).totalValue == 0)
     }
 
+    @Test func theSweepReachesAStrandedRequestBelowManySupersededOnes() throws {
+        let world = World()
+        let first = try world.ingest.ingest(queue: "q")
+        #expect(try world.deliver(first.request.id) == .ack)
+        world.setHead("git://q/c2")
+        world.publisher.failure.withLock { $0 = BackendError.unavailable(retryable: true, detail: "down") }
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        world.publisher.failure.withLock { $0 = nil }
+        let stranded = try RequestID(parsing: "request/q/2")
+
+        // A busy branch: 78 heads, more than a page of the sweep (50), come in before the consumer catches up,
+        // and the deliveries of all but the newest supersede themselves.
+        var ids: [RequestID] = []
+        for commit in 3...80 {
+            world.setHead("git://q/c\(commit)")
+            ids.append(try world.ingest.ingest(queue: "q").request.id)
+        }
+        let newest = try #require(ids.last)
+        ids.removeLast()
+        for id in ids { #expect(try world.deliver(id) == .ack) }
+        #expect(try ids.allSatisfy { try world.requests.base.get($0).state == .superseded })
+        #expect(try world.requests.base.get(stranded).state == .accepted)
+
+        #expect(try world.deliver(newest) == .ack)
+        #expect(try world.requests.base.get(newest).state == .processing)
+        #expect(try world.requests.base.get(stranded).state == .superseded)
+        #expect(try world.requests.base.get(first.request.id).state == .processing)
+        #expect(try world.metrics.expectCounter("stovepipe_process_swept_total").totalValue == 1)
+    }
+
     @Test func theSweepLeavesAloneWhatTheQueuesLatestRequestIsNotNewerThan() throws {
         let world = World()
         let first = try world.ingest.ingest(queue: "q")

@@ -134,35 +134,62 @@ public final class ProcessController: Sendable {
 
     /// Supersedes the queue's requests older than `id` that are still `accepted`, as their own deliveries
     /// would: a request whose ingest failed after writing it, and whose head nobody ingested again before
-    /// the branch moved on, has no message and would otherwise stay `accepted`. Best effort: a failure
-    /// is logged, and the next request to start processing looks again.
+    /// the branch moved on, has no message and would otherwise stay `accepted`. The sweep reads newest first
+    /// past superseded requests and stops at the first one that reached processing (whose own sweep looked
+    /// below it), but never before `supersedeSweepWindow` requests. Best effort: a failure is logged, and
+    /// the next request to start processing looks again.
     private func supersedeOlderAccepted(than id: RequestID, log: Logger) {
-        let older: [Request]
-        do {
-            older = try requests.list(queue: id.queue, before: id.number, limit: Self.supersedeSweepLimit)
-        } catch {
-            log.warning("could not list older requests to supersede", metadata: ["error": "\(error)"])
-            return
-        }
-        for request in older where request.state == .accepted {
-            var superseded = request
-            superseded.state = .superseded
-            superseded.updatedAt = clock.now()
+        var before = id.number
+        var looked = 0
+        while looked < Self.supersedeSweepBudget {
+            let page: [Request]
             do {
-                try requests.update(superseded, oldVersion: request.version, newVersion: request.version + 1)
-                swept.increment()
-                log.info("superseded an older request still accepted", metadata: ["request.older": "\(request.id)"])
-            } catch .versionMismatch {
-                // Its own delivery got to it first.
+                page = try requests.list(queue: id.queue, before: before, limit: Self.supersedeSweepPage)
             } catch {
-                log.warning("could not supersede an older request", metadata: ["request.older": "\(request.id)", "error": "\(error)"])
+                log.warning("could not list older requests to supersede", metadata: ["error": "\(error)"])
                 return
             }
+            for request in page {
+                looked += 1
+                switch request.state {
+                case .accepted:
+                    guard supersede(request, log: log) else { return }
+                case .superseded:
+                    continue
+                case .processing, .succeeded, .failed, .cancelled:
+                    if looked > Self.supersedeSweepWindow { return }
+                }
+            }
+            guard page.count == Self.supersedeSweepPage, let oldest = page.last else { return }
+            before = oldest.id.number
         }
+        log.notice("stopped looking for older accepted requests", metadata: ["looked": "\(looked)"])
     }
 
-    /// How many requests below the one starting to process are looked at for `accepted` leftovers.
-    static let supersedeSweepLimit = 20
+    /// Moves one `accepted` request to `superseded`; false when the store failed.
+    private func supersede(_ request: Request, log: Logger) -> Bool {
+        var superseded = request
+        superseded.state = .superseded
+        superseded.updatedAt = clock.now()
+        do {
+            try requests.update(superseded, oldVersion: request.version, newVersion: request.version + 1)
+            swept.increment()
+            log.info("superseded an older request still accepted", metadata: ["request.older": "\(request.id)"])
+        } catch .versionMismatch {
+            // Its own delivery got to it first.
+        } catch {
+            log.warning("could not supersede an older request", metadata: ["request.older": "\(request.id)", "error": "\(error)"])
+            return false
+        }
+        return true
+    }
+
+    /// How many requests below the one starting to process are always looked at for `accepted` leftovers.
+    static let supersedeSweepWindow = 20
+    /// How many requests one sweep reads at most, in pages of `supersedeSweepPage`.
+    static let supersedeSweepBudget = 2_000
+    /// How many requests one read of the sweep asks for.
+    static let supersedeSweepPage = 50
 
     /// CAS-writes `request` one version up; returns the outcome to end the delivery with on failure.
     private func write(_ request: Request, log: Logger) -> (DeliveryOutcome, String)? {
