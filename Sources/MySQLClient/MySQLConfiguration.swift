@@ -194,7 +194,10 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         else { throw .invalidHost }
         var port: UInt16?
         if let portPart {
-            guard let value = UInt16(portPart), value > 0 else { throw .invalidPort }
+            // RFC 3986 §3.2.3: port = *DIGIT; UInt16(_:) alone would also take a sign ("+80").
+            guard portPart.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                let value = UInt16(portPart), value > 0
+            else { throw .invalidPort }
             port = value
         }
         return (host.isEmpty ? nil : host, port)

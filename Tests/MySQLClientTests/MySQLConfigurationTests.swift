@@ -74,6 +74,7 @@ struct MySQLConfigurationTests {
             ("mysql://u@h:0/db", .invalidPort),
             ("mysql://u@h:70000/db", .invalidPort),
             ("mysql://u@h:abc/db", .invalidPort),
+            ("mysql://u@h:+3306/db", .invalidPort),
             ("mysql://u@[::1/db", .invalidHost),
             ("mysql://u@h/a%2Fb", .invalidDatabaseName),
             ("mysql://u@h/db?sslmode=REQUIRED", .unknownParameter("sslmode")),
