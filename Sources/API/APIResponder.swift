@@ -239,7 +239,7 @@ public final class APIResponder: HTTPResponder {
         var before: UInt64?
         if let text = items.first(where: { $0.0 == "cursor" })?.1 {
             guard let value = PageCursor.decode(text, queue: name) else {
-                throw Problem.badRequest("invalid-cursor", "the cursor was not issued by this server for this queue")
+                throw Problem.badRequest("invalid-cursor", "the cursor is not a page cursor of this queue's requests")
             }
             before = value
         }
