@@ -55,7 +55,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Event-loop threads that read and write sockets.") var eventLoops: Int?
     @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself (default 1; 0 never).")
     var workerKeepAliveWaitMs: Double?
-    @Option(help: "Most open connections; beyond it new connections wait in the listen backlog.") var maxConnections: Int?
+    @Option(help: "Most open connections; a connection beyond it is answered 503 and closed.") var maxConnections: Int?
     @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes: Int?
     @Option(help: "Largest request line in bytes (414 beyond).") var maxRequestLineBytes: Int?
     @Option(help: "Largest header section in bytes (431 beyond).") var maxHeaderBytes: Int?
