@@ -154,6 +154,19 @@ struct RequestURIStoreContractTests {
         }
     }
 
+    @Test("uris that differ only in Unicode normalization are distinct claims", arguments: allFixtures)
+    func urisCompareByCodePoint(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("q")
+            let composed = SourceURI("git://q/caf\u{E9}")
+            let decomposed = SourceURI("git://q/cafe\u{301}")
+            try backend.stores.uris.create(queue: queue, uri: composed, id: RequestID(queue: queue, number: 1))
+            try backend.stores.uris.create(queue: queue, uri: decomposed, id: RequestID(queue: queue, number: 2))
+            #expect(try backend.stores.uris.id(queue: queue, uri: composed) == RequestID(queue: queue, number: 1))
+            #expect(try backend.stores.uris.id(queue: queue, uri: decomposed) == RequestID(queue: queue, number: 2))
+        }
+    }
+
     @Test("the same uri in two queues is claimed independently", arguments: allFixtures)
     func sameURITwoQueues(_ fixture: any BackendFixture) async throws {
         try await withBackend(fixture) { backend in

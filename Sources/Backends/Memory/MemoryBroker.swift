@@ -86,12 +86,21 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         defer { condition.unlock() }
         state.phase = .stopped
         condition.broadcast()
-        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit.
+        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit, nor for
+        // another worker whose handler is shutting down too: each would wait for the other forever.
         let callerIsWorker = state.workers.contains { $0 === Thread.current }
-        let remaining = callerIsWorker ? 1 : 0
-        while state.runningWorkers > remaining {
+        guard callerIsWorker else {
+            while state.runningWorkers > 0 {
+                condition.wait()
+            }
+            return
+        }
+        state.workersInShutdown += 1
+        condition.broadcast()
+        while state.runningWorkers > state.workersInShutdown {
             condition.wait()
         }
+        state.workersInShutdown -= 1
     }
 
     /// The dead letters of `topic`, oldest first, at most `limit`.
@@ -245,6 +254,8 @@ private struct BrokerState {
     var deadLetters: [TopicName: [DeadLetter]] = [:]
     var workers: [Thread] = []
     var runningWorkers = 0
+    /// Workers whose handler is inside `shutdown()`, waiting for the other workers to exit.
+    var workersInShutdown = 0
     var nextSequence: UInt64 = 0
 
     /// Keeps the acked `id` held until `releaseAt`; an id is re-published only after its release, so no

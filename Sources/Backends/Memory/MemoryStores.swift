@@ -48,7 +48,14 @@ public final class MemoryRequestStore: RequestStore {
 public final class MemoryRequestURIStore: RequestURIStore {
     private struct Key: Hashable {
         let queue: QueueName
-        let uri: SourceURI
+        // The URI's bytes, not the String: String equality is Unicode canonical equivalence, which would
+        // dedup distinct opaque URIs (é composed and decomposed) that MySQL's utf8mb4_bin keeps apart.
+        let uri: [UInt8]
+
+        init(queue: QueueName, uri: SourceURI) {
+            self.queue = queue
+            self.uri = Array(uri.rawValue.utf8)
+        }
     }
 
     private let rows = Mutex<[Key: RequestID]>([:])
