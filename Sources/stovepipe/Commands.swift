@@ -120,6 +120,9 @@ struct Serve: ParsableCommand {
         else {
             throw ValidationError("topic settings must be positive, and the backoff cap at least the base")
         }
+        guard topicBackoffCapMs <= Self.maxTopicBackoffMs else {
+            throw ValidationError("--topic-backoff-cap-ms must be at most \(Self.maxTopicBackoffMs) (a day)")
+        }
         configuration.retryPolicy = RetryPolicy(
             maxAttempts: topicMaxAttempts, backoffBase: .milliseconds(topicBackoffBaseMs), backoffCap: .milliseconds(topicBackoffCapMs))
         configuration.topicLease = try Self.milliseconds(topicLeaseSeconds, "--topic-lease-seconds")
@@ -173,6 +176,9 @@ struct Serve: ParsableCommand {
         application.shutdown()
         logger.notice("stopped")
     }
+
+    /// The longest wait between redeliveries `--topic-backoff-cap-ms` may ask for: a day.
+    private static let maxTopicBackoffMs = 86_400_000
 
     /// `seconds` as a whole number of milliseconds; a value that has none (infinite, or beyond Int64) is a usage error.
     private static func milliseconds(_ seconds: Double, _ flag: String) throws -> Duration {

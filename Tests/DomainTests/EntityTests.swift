@@ -144,4 +144,13 @@ import Testing
         #expect(policy.backoff(afterAttempt: 10, random: 1) == .seconds(1))
         #expect(policy.backoff(afterAttempt: 1000, random: 0.5) == .milliseconds(750))
     }
+
+    @Test func backoffOfAHugeBaseIsTheCapWithoutOverflow() {
+        let policy = RetryPolicy(maxAttempts: 40, backoffBase: .seconds(Int64.max / 4), backoffCap: .seconds(Int64.max / 2))
+        // Doubling the base would overflow Duration; the wait is the cap instead (within Double's precision).
+        let cap = policy.backoffCap
+        let wait = policy.backoff(afterAttempt: 31, random: 1)
+        #expect(wait <= cap && wait > cap * 0.99)
+        #expect(policy.backoff(afterAttempt: 1, random: 1) <= policy.backoffBase)
+    }
 }

@@ -195,6 +195,14 @@ import Glibc
         #expect(output.contains(arguments[0]), "\(output)")
     }
 
+    @Test func aTopicBackoffCapBeyondADayIsAUsageError() throws {
+        let (status, output) = try Self.runToExit([
+            "serve", "--port", "0", "--topic-backoff-base-ms", "9223372036854775807", "--topic-backoff-cap-ms", "9223372036854775807",
+        ])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--topic-backoff-cap-ms must be at most 86400000"), "\(output)")
+    }
+
     @Test func sighupWithoutTLSIsLoggedAndIgnored() throws {
         let server = try RunningServer(arguments: [])
         kill(server.process.processIdentifier, SIGHUP)

@@ -113,10 +113,12 @@ public struct RetryPolicy: Sendable, Equatable {
     /// (half fixed, half random) so retries of many partitions do not line up.
     public func backoff(afterAttempt attempt: Int, random: Double = Double.random(in: 0..<1)) -> Duration {
         let exponent = min(max(attempt - 1, 0), 30)
-        let base = backoffBase * (1 << exponent)
-        let capped = min(base, backoffCap)
+        let factor = 1 << exponent
+        // Compared before multiplying: a base near Duration's range would overflow (and trap) when doubled.
+        let capped = backoffBase > backoffCap / factor ? backoffCap : min(backoffBase * factor, backoffCap)
         let half = capped / 2
-        return half + half * min(max(random, 0), 1)
+        // Duration * Double rounds through Double, which can land just past `capped`.
+        return min(half + half * min(max(random, 0), 1), capped)
     }
 }
 
