@@ -120,25 +120,6 @@ struct MemoryBrokerTests {
         #expect(try broker.stats(topic).inFlight == 0)
     }
 
-    @Test("two handlers may shut the broker down at once without deadlocking")
-    func concurrentShutdownFromHandlers() async throws {
-        let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
-        let entered = Latch()
-        let returned = Latch()
-        broker.subscribe(topic) { _ in
-            // Both handlers are in progress before either shuts the broker down.
-            entered.arrive()
-            _ = entered.wait(for: 2, timeout: .seconds(10))
-            broker.shutdown()
-            returned.arrive()
-            return .ack
-        }
-        try broker.publish(message("a", key: "a"))
-        try broker.publish(message("b", key: "b"))
-        try broker.start()
-        #expect(await eventually(timeout: .seconds(10)) { returned.arrivals == 2 })
-    }
-
     @Test("a long backoff keeps the partition waiting while other partitions flow")
     func backoffBlocksOnlyItsPartition() async throws {
         let broker = MemoryBroker(

@@ -336,4 +336,24 @@ struct TopicContractTests {
             broker.shutdown()
         }
     }
+
+    @Test("two handlers shutting the broker down at once both return", arguments: brokerFixtures)
+    func concurrentShutdownFromHandlers(_ fixture: any BackendFixture) async throws {
+        try await withBroker(fixture) { broker in
+            let entered = Latch()
+            let returned = Latch()
+            broker.subscribe(topic) { _ in
+                // Both handlers are in progress, on two partitions, before either shuts the broker down.
+                entered.arrive()
+                _ = entered.wait(for: 2, timeout: .seconds(10))
+                broker.shutdown()
+                returned.arrive()
+                return .ack
+            }
+            try broker.publish(message("a", key: "a"))
+            try broker.publish(message("b", key: "b"))
+            try broker.start()
+            #expect(await eventually(timeout: .seconds(20)) { returned.arrivals == 2 })
+        }
+    }
 }

@@ -39,6 +39,8 @@ struct ConsumerState {
     var liveReplicas = 1
     var runningThreads = 0
     var workerThreads: [ObjectIdentifier] = []
+    /// Workers whose handler is inside `shutdown()`, waiting for the other threads to exit.
+    var workersInShutdown = 0
 
     mutating func pushReady(_ partition: PartitionID) {
         guard owned.contains(partition), busy[partition] == nil, readySet.insert(partition).inserted else { return }

@@ -182,11 +182,19 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             state.phase = .stopping
         }
         condition.broadcast()
-        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit.
-        let callerIsWorker = state.workerThreads.contains(ObjectIdentifier(Thread.current))
-        let remaining = callerIsWorker ? 1 : 0
-        while state.runningThreads > remaining {
-            condition.wait()
+        // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit, nor for
+        // another worker whose handler is shutting down too: each would wait for the other forever.
+        if state.workerThreads.contains(ObjectIdentifier(Thread.current)) {
+            state.workersInShutdown += 1
+            condition.broadcast()
+            while state.runningThreads > state.workersInShutdown {
+                condition.wait()
+            }
+            state.workersInShutdown -= 1
+        } else {
+            while state.runningThreads > 0 {
+                condition.wait()
+            }
         }
         let alreadyStopped = state.phase == .stopped
         state.phase = .stopped
