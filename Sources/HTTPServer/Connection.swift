@@ -455,6 +455,9 @@ final class Connection: Sendable {
     func closeTransport() -> Bool {
         state.withLock { state in
             guard !isClosed(state) else { return false }
+            // RFC 8446 §6.1: close_notify before closing, also when closing an idle connection (timeout,
+            // shutdown); not when a response is cut short, which the client must see as truncated.
+            if state.isOpen && !state.inFlight && !state.hasPendingOutput { state.transport.shutdownWrite() }
             state.transport.close()
             state.lifecycle = .closed
             state.outgoing = []

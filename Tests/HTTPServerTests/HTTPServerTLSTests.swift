@@ -160,6 +160,25 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("an idle connection closed at the idle timeout or at shutdown gets close_notify first")
+    func closeNotifyOnIdleClose() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        try withServer(fixture.configuration(certificate) { $0.idleTimeout = .milliseconds(300) }) { port, _ in
+            let output = try fixture.startPython("closed", port: port, trusting: certificate.certificate, [fixture.path("idle")])
+                .wait()
+            #expect(output.stdoutLines == ["status 200", "close_notify"], "\(output.stderr)")
+        }
+        try withServer(fixture.configuration(certificate)) { port, server in
+            let ready = fixture.path("ready")
+            let child = try fixture.startPython("closed", port: port, trusting: certificate.certificate, [ready])
+            #expect(eventually(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: ready) })
+            server.shutdown()
+            let output = child.wait()
+            #expect(output.stdoutLines == ["status 200", "close_notify"], "\(output.stderr)")
+        }
+    }
+
     @Test("reloadTLS serves the new certificate to new connections; open ones keep theirs")
     func reload() throws {
         let fixture = try TLSFixture()

@@ -257,6 +257,17 @@ elif mode == "versions":
         sys.exit(0)
     print("accepted", sock.version(), request(sock, Reader(sock), "/v")[0])
 
+elif mode == "closed":
+    # extra: a file to create once the response is in. Then how the server closed the idle connection.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock = context().wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False)
+    print("status", request(sock, Reader(sock), "/idle")[0], flush=True)
+    open(extra[0], "w").close()
+    try:
+        print("close_notify" if sock.recv(1) == b"" else "data")
+    except ssl.SSLEOFError:
+        print("no close_notify")
+
 elif mode == "soak":
     connections, per_connection = int(extra[0]), int(extra[1])
     answered, errors, lock = [0], [], threading.Lock()
