@@ -75,7 +75,10 @@ final class TLSContextStore: Sendable {
     func makeTransport(fd: Int32) -> TLSTransport? {
         guard let context else { return nil }
         ERR_clear_error()
-        guard let ssl = SSL_new(context.pointer) else {
+        // Swift may release `context` right after reading its pointer; a reload swapping it out meanwhile would
+        // then free the SSL_CTX before SSL_new takes its own reference.
+        let made = withExtendedLifetime(context) { SSL_new(context.pointer) }
+        guard let ssl = made else {
             ERR_clear_error()
             return nil
         }
