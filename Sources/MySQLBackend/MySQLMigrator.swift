@@ -136,9 +136,17 @@ public struct MySQLMigrator: Sendable {
         _ connection: MySQLConnection, timeoutSeconds: UInt32, _ body: () throws -> Result
     ) throws -> Result {
         // GET_LOCK returns 1 when granted, 0 on timeout and NULL on error; the lock belongs to this session.
-        let granted = try connection.query(
-            "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(timeoutSeconds))")
-        guard granted.first?.int64(0) == 1 else {
+        // One wait longer than the read timeout would end in a lost connection (2013), so wait in slices.
+        let slice = max(1, connection.configuration.readTimeoutSeconds / 2)
+        var remaining = timeoutSeconds
+        var granted: Int64?
+        repeat {
+            let wait = min(slice, remaining)
+            remaining -= wait
+            granted = try connection.query(
+                "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
+        } while granted == 0 && remaining > 0
+        guard granted == 1 else {
             throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
         }
         defer {

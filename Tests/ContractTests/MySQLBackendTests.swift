@@ -136,6 +136,29 @@ struct MySQLMigratorTests {
             #expect(try migrator.migrate() == MySQLMigrator.migrations.map(\.version))
         }
     }
+
+    @Test("a migrator waits for the lock longer than the connection's read timeout")
+    func lockWaitOutlastsReadTimeout() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            let got = try holder.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
+            #expect(got.first?.int64(0) == 1)
+            var shortReads = configuration
+            shortReads.readTimeoutSeconds = 2
+            let pool = MySQLPool(connection: shortReads, logger: silentLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 5, logger: silentLogger)
+            let started = ContinuousClock.now
+            do throws(BackendError) {
+                try migrator.migrate()
+                Issue.record("migrate ran while another session held the lock")
+            } catch {
+                #expect(error == .unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock"))
+                #expect(ContinuousClock.now - started >= .seconds(5))
+            }
+        }
+    }
 }
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)
