@@ -76,7 +76,8 @@ public struct MySQLMigrator: Sendable {
         let lockTimeout = lockTimeoutSeconds
         let logger = logger
         return try database.run { connection in
-            try Self.withLock(connection, timeoutSeconds: lockTimeout) {
+            try Self.requireDatabase(connection)
+            return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
                 // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
                 try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
@@ -99,6 +100,7 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
+            try Self.requireDatabase(connection)
             let exists = try connection.query(
                 """
                 SELECT COUNT(*) FROM information_schema.tables
@@ -124,6 +126,14 @@ public struct MySQLMigrator: Sendable {
             throw .unavailable(retryable: false, detail: "mysql schema is behind: migrations \(pending) are pending")
         case .ahead(let unknown):
             throw .unavailable(retryable: false, detail: "mysql schema is newer than this binary: versions \(unknown)")
+        }
+    }
+
+    // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
+    private static func requireDatabase(_ connection: MySQLConnection) throws {
+        guard try connection.query("SELECT DATABASE()").first?.string(0) != nil else {
+            throw BackendError.unavailable(
+                retryable: false, detail: "mysql: no database selected: the URL must name one (mysql://USER@HOST/DATABASE)")
         }
     }
 

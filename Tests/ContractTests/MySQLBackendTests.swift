@@ -137,6 +137,24 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("a URL without a database is refused as such, not blamed on another migrator")
+    func noDatabase() async throws {
+        guard let fixture = MySQLFixture.fromEnvironment() else {
+            throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
+        }
+        var base = try fixture.baseConfiguration()
+        base.database = nil
+        let configuration = base
+        let noDatabase = BackendError.unavailable(
+            retryable: false, detail: "mysql: no database selected: the URL must name one (mysql://USER@HOST/DATABASE)")
+        try await runOnThread {
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            #expect(throws: noDatabase) { try storage.migrator.migrate() }
+            #expect(throws: noDatabase) { try storage.migrator.status() }
+        }
+    }
+
     @Test("a migrator waits for the lock longer than the connection's read timeout")
     func lockWaitOutlastsReadTimeout() async throws {
         try await withEmptyDatabase { configuration in
