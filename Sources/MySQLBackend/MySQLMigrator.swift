@@ -123,9 +123,13 @@ public struct MySQLMigrator: Sendable {
         case .current:
             return
         case .behind(let pending):
-            throw .unavailable(retryable: false, detail: "mysql schema is behind: migrations \(pending) are pending")
+            throw .unavailable(
+                retryable: false,
+                detail: "mysql schema is behind: migrations \(pending) are pending; run `stovepipe migrate --mysql-url URL`")
         case .ahead(let unknown):
-            throw .unavailable(retryable: false, detail: "mysql schema is newer than this binary: versions \(unknown)")
+            throw .unavailable(
+                retryable: false,
+                detail: "mysql schema is newer than this binary: versions \(unknown) are unknown; run a release that knows them")
         }
     }
 
