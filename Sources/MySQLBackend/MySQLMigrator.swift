@@ -84,7 +84,7 @@ public struct MySQLMigrator: Sendable {
                 let applied = try Self.appliedVersions(connection)
                 var newlyApplied: [UInt32] = []
                 for migration in migrations where !applied.contains(migration.version) {
-                    try connection.executeScript(unsafeSQL: migration.sql)
+                    try Self.apply(migration, on: connection)
                     try connection.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
                     logger.info(
@@ -130,6 +130,21 @@ public struct MySQLMigrator: Sendable {
             throw .unavailable(
                 retryable: false,
                 detail: "mysql schema is newer than this binary: versions \(unknown) are unknown; run a release that knows them")
+        }
+    }
+
+    private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
+        do throws(MySQLError) {
+            try connection.executeScript(unsafeSQL: migration.sql)
+        } catch {
+            // Deadlocks and lock waits go to the retry as they are. The script is this binary's own DDL with no
+            // bound values, so the server's message is safe to pass on, and it names what failed.
+            guard !error.code.isTransient,
+                case .unavailable(let retryable, let detail) = MySQLErrorTranslation.backendError(error)
+            else { throw error }
+            throw BackendError.unavailable(
+                retryable: retryable,
+                detail: "mysql migration \(migration.version) (\(migration.name)) failed: \(detail): \(error.message)")
         }
     }
 

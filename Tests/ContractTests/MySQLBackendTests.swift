@@ -137,6 +137,38 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("a migration that fails is named; those before it stay recorded, the lock is released, a re-run finishes")
+    func failedMigration() async throws {
+        try await withEmptyDatabase { configuration in
+            let blocker = try MySQLConnection(configuration: configuration)
+            // A child whose foreign key names a column queues will not have: CREATE TABLE queues fails (1005).
+            try blocker.execute("SET SESSION foreign_key_checks = 0")
+            try blocker.execute("CREATE TABLE blocker (q INT, FOREIGN KEY (q) REFERENCES queues (missing)) ENGINE=InnoDB")
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            do throws(BackendError) {
+                try storage.migrator.migrate()
+                Issue.record("migrate succeeded although queues could not be created")
+            } catch {
+                guard case .unavailable(let retryable, let detail) = error else {
+                    Issue.record("expected unavailable, got \(error)")
+                    return
+                }
+                #expect(!retryable)
+                #expect(detail.hasPrefix("mysql migration 3 (queues) failed: mysql error 1005: "), "\(detail)")
+                #expect(detail.contains("queues"), "\(detail)")
+            }
+            let recorded = try blocker.query("SELECT version FROM schema_migrations ORDER BY version").map { $0.uint64(0) }
+            #expect(recorded == [1, 2])
+            let lock = try blocker.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 0)")
+            #expect(lock.first?.int64(0) == 1)
+            _ = try blocker.query("SELECT RELEASE_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")
+            try blocker.execute("DROP TABLE blocker")
+            #expect(try storage.migrator.migrate() == [3, 4, 100, 101, 102])
+        }
+    }
+
     @Test("a URL without a database is refused as such, not blamed on another migrator")
     func noDatabase() async throws {
         guard let fixture = MySQLFixture.fromEnvironment() else {
