@@ -76,14 +76,15 @@ public struct MySQLMigrator: Sendable {
         let lockTimeout = lockTimeoutSeconds
         let logger = logger
         return try database.run { connection in
-            try Self.withLock(connection, timeoutSeconds: lockTimeout) {
+            try Self.requireDatabase(connection)
+            return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
                 // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
                 try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
                 let applied = try Self.appliedVersions(connection)
                 var newlyApplied: [UInt32] = []
                 for migration in migrations where !applied.contains(migration.version) {
-                    try connection.executeScript(unsafeSQL: migration.sql)
+                    try Self.apply(migration, on: connection)
                     try connection.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
                     logger.info(
@@ -99,6 +100,7 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
+            try Self.requireDatabase(connection)
             let exists = try connection.query(
                 """
                 SELECT COUNT(*) FROM information_schema.tables
@@ -121,9 +123,36 @@ public struct MySQLMigrator: Sendable {
         case .current:
             return
         case .behind(let pending):
-            throw .unavailable(retryable: false, detail: "mysql schema is behind: migrations \(pending) are pending")
+            throw .unavailable(
+                retryable: false,
+                detail: "mysql schema is behind: migrations \(pending) are pending; run `stovepipe migrate --mysql-url URL`")
         case .ahead(let unknown):
-            throw .unavailable(retryable: false, detail: "mysql schema is newer than this binary: versions \(unknown)")
+            throw .unavailable(
+                retryable: false,
+                detail: "mysql schema is newer than this binary: versions \(unknown) are unknown; run a release that knows them")
+        }
+    }
+
+    private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
+        do throws(MySQLError) {
+            try connection.executeScript(unsafeSQL: migration.sql)
+        } catch {
+            // Deadlocks and lock waits go to the retry as they are. The script is this binary's own DDL with no
+            // bound values, so the server's message is safe to pass on, and it names what failed.
+            guard !error.code.isTransient,
+                case .unavailable(let retryable, let detail) = MySQLErrorTranslation.backendError(error)
+            else { throw error }
+            throw BackendError.unavailable(
+                retryable: retryable,
+                detail: "mysql migration \(migration.version) (\(migration.name)) failed: \(detail): \(error.message)")
+        }
+    }
+
+    // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
+    private static func requireDatabase(_ connection: MySQLConnection) throws {
+        guard try connection.query("SELECT DATABASE()").first?.string(0) != nil else {
+            throw BackendError.unavailable(
+                retryable: false, detail: "mysql: no database selected: the URL must name one (mysql://USER@HOST/DATABASE)")
         }
     }
 
@@ -136,9 +165,17 @@ public struct MySQLMigrator: Sendable {
         _ connection: MySQLConnection, timeoutSeconds: UInt32, _ body: () throws -> Result
     ) throws -> Result {
         // GET_LOCK returns 1 when granted, 0 on timeout and NULL on error; the lock belongs to this session.
-        let granted = try connection.query(
-            "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(timeoutSeconds))")
-        guard granted.first?.int64(0) == 1 else {
+        // One wait longer than the read timeout would end in a lost connection (2013), so wait in slices.
+        let slice = max(1, connection.configuration.readTimeoutSeconds / 2)
+        var remaining = timeoutSeconds
+        var granted: Int64?
+        repeat {
+            let wait = min(slice, remaining)
+            remaining -= wait
+            granted = try connection.query(
+                "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
+        } while granted == 0 && remaining > 0
+        guard granted == 1 else {
             throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
         }
         defer {

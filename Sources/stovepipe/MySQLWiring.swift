@@ -72,7 +72,7 @@ extension Storage {
             try storage.migrator.requireCurrent()
         } catch {
             storage.close()
-            throw StartupError("the database at \(connection.redactedURL) is not ready: \(error). Run `stovepipe migrate --mysql-url URL` first.")
+            throw StartupError("the database at \(connection.redactedURL) is not ready: \(error)")
         }
         logger.notice("storage is MySQL", metadata: ["database": "\(connection.redactedURL)"])
         let pool = storage.pool

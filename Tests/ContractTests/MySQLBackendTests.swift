@@ -136,6 +136,79 @@ struct MySQLMigratorTests {
             #expect(try migrator.migrate() == MySQLMigrator.migrations.map(\.version))
         }
     }
+
+    @Test("a migration that fails is named; those before it stay recorded, the lock is released, a re-run finishes")
+    func failedMigration() async throws {
+        try await withEmptyDatabase { configuration in
+            let blocker = try MySQLConnection(configuration: configuration)
+            // A child whose foreign key names a column queues will not have: CREATE TABLE queues fails (1005).
+            try blocker.execute("SET SESSION foreign_key_checks = 0")
+            try blocker.execute("CREATE TABLE blocker (q INT, FOREIGN KEY (q) REFERENCES queues (missing)) ENGINE=InnoDB")
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            do throws(BackendError) {
+                try storage.migrator.migrate()
+                Issue.record("migrate succeeded although queues could not be created")
+            } catch {
+                guard case .unavailable(let retryable, let detail) = error else {
+                    Issue.record("expected unavailable, got \(error)")
+                    return
+                }
+                #expect(!retryable)
+                #expect(detail.hasPrefix("mysql migration 3 (queues) failed: mysql error 1005: "), "\(detail)")
+                #expect(detail.contains("queues"), "\(detail)")
+            }
+            let recorded = try blocker.query("SELECT version FROM schema_migrations ORDER BY version").map { $0.uint64(0) }
+            #expect(recorded == [1, 2])
+            let lock = try blocker.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 0)")
+            #expect(lock.first?.int64(0) == 1)
+            _ = try blocker.query("SELECT RELEASE_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")
+            try blocker.execute("DROP TABLE blocker")
+            #expect(try storage.migrator.migrate() == [3, 4, 100, 101, 102])
+        }
+    }
+
+    @Test("a URL without a database is refused as such, not blamed on another migrator")
+    func noDatabase() async throws {
+        guard let fixture = MySQLFixture.fromEnvironment() else {
+            throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
+        }
+        var base = try fixture.baseConfiguration()
+        base.database = nil
+        let configuration = base
+        let noDatabase = BackendError.unavailable(
+            retryable: false, detail: "mysql: no database selected: the URL must name one (mysql://USER@HOST/DATABASE)")
+        try await runOnThread {
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            #expect(throws: noDatabase) { try storage.migrator.migrate() }
+            #expect(throws: noDatabase) { try storage.migrator.status() }
+        }
+    }
+
+    @Test("a migrator waits for the lock longer than the connection's read timeout")
+    func lockWaitOutlastsReadTimeout() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            let got = try holder.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
+            #expect(got.first?.int64(0) == 1)
+            var shortReads = configuration
+            shortReads.readTimeoutSeconds = 2
+            let pool = MySQLPool(connection: shortReads, logger: silentLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 5, logger: silentLogger)
+            let started = ContinuousClock.now
+            do throws(BackendError) {
+                try migrator.migrate()
+                Issue.record("migrate ran while another session held the lock")
+            } catch {
+                #expect(error == .unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock"))
+                #expect(ContinuousClock.now - started >= .seconds(5))
+            }
+        }
+    }
 }
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)

@@ -105,4 +105,25 @@ import Glibc
         #expect(finished.stderr.contains("stovepipe migrate"), "\(finished.stderr)")
         #expect(!finished.stderr.contains(database.server.password ?? "\u{0}"), "stderr carries the password")
     }
+
+    @Test func aSchemaNewerThanTheBinaryIsNamedAsSuchByServeAndMigrate() throws {
+        let database = try ScratchDatabase()
+        defer { database.drop() }
+        let migrated = try runStovepipe(["migrate", "--mysql-url", database.url])
+        #expect(migrated.status == 0, "\(migrated.stderr)")
+        var configuration = database.server
+        configuration.database = database.name
+        let connection = try MySQLConnection(configuration: configuration)
+        try connection.execute("INSERT INTO schema_migrations (version, name) VALUES (\(UInt32(999)), \("future"))")
+
+        let served = try runStovepipe(["serve", "--port", "0", "--mysql-url", database.url])
+        #expect(served.status != 0)
+        #expect(served.stderr.contains("newer than this binary"), "\(served.stderr)")
+        #expect(!served.stderr.contains("stovepipe migrate"), "serve sends the operator to migrate: \(served.stderr)")
+
+        let again = try runStovepipe(["migrate", "--mysql-url", database.url])
+        #expect(again.status != 0, "\(again.stdout)")
+        #expect(!again.stdout.contains("schema already current"), "\(again.stdout)")
+        #expect(again.stderr.contains("newer than this binary"), "\(again.stderr)")
+    }
 }
