@@ -9,7 +9,7 @@ import Synchronization
 public struct ReadinessCheck: Sendable, Equatable {
     public let name: String
     public let ok: Bool
-    /// Why it failed; empty when ok.
+    /// Why it failed, or a note on a check that passed (a schema newer than the binary); often empty when ok.
     public let detail: String
 
     /// Makes a check result.

@@ -25,7 +25,7 @@ public enum MySQLSchemaStatus: Sendable, Equatable {
     case current
     /// These known versions are not applied yet: run `migrate`.
     case behind(pending: [UInt32])
-    /// The database has versions this binary does not know: it is older than the schema.
+    /// Every known migration is applied, and so are versions this binary does not know (a newer release's).
     case ahead(unknown: [UInt32])
 }
 
@@ -110,26 +110,28 @@ public struct MySQLMigrator: Sendable {
             return try Self.appliedVersions(connection)
         }
         let known = Set(Self.migrations.map(\.version))
-        let unknown = applied.subtracting(known).sorted()
-        if !unknown.isEmpty { return .ahead(unknown: unknown) }
+        // Behind wins: a migration this binary needs is missing, whatever newer ones are there too.
         let pending = known.subtracting(applied).sorted()
-        return pending.isEmpty ? .current : .behind(pending: pending)
+        if !pending.isEmpty { return .behind(pending: pending) }
+        let unknown = applied.subtracting(known).sorted()
+        return unknown.isEmpty ? .current : .ahead(unknown: unknown)
     }
 
-    /// Throws unless the schema is exactly current; call at start-up before serving.
-    /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the mismatch, or the lookup's error.
-    public func requireCurrent() throws(BackendError) {
+    /// Throws when a migration this binary needs is missing; call at start-up before serving. Returns the
+    /// applied versions this binary does not know (empty when current): migrations only add, so an older
+    /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
+    /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions, or the lookup's error.
+    @discardableResult
+    public func requireUpToDate() throws(BackendError) -> [UInt32] {
         switch try status() {
         case .current:
-            return
+            return []
+        case .ahead(let unknown):
+            return unknown
         case .behind(let pending):
             throw .unavailable(
                 retryable: false,
                 detail: "mysql schema is behind: migrations \(pending) are pending; run `stovepipe migrate --mysql-url URL`")
-        case .ahead(let unknown):
-            throw .unavailable(
-                retryable: false,
-                detail: "mysql schema is newer than this binary: versions \(unknown) are unknown; run a release that knows them")
         }
     }
 

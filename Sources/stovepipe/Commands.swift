@@ -261,9 +261,10 @@ struct Migrate: ParsableCommand {
         let storage = MySQLStorage(configuration: connection, logger: logger.with(component: "mysql"))
         defer { storage.close() }
         let applied = try storage.migrator.migrate()
-        // A database with versions this binary does not know is not current, though nothing was left to apply.
-        try storage.migrator.requireCurrent()
-        let summary = applied.isEmpty ? "schema already current" : "applied migrations \(applied.map(String.init).joined(separator: ", "))"
+        let unknown = try storage.migrator.requireUpToDate()
+        var summary = applied.isEmpty ? "schema already current" : "applied migrations \(applied.map(String.init).joined(separator: ", "))"
+        // An older release's migrate (a rollback) leaves a newer release's migrations in place.
+        if !unknown.isEmpty { summary += "; also applied, by a newer release: \(unknown.map(String.init).joined(separator: ", "))" }
         print("\(connection.redactedURL): \(summary)")
     }
 }

@@ -69,7 +69,12 @@ extension Storage {
             poolConfiguration: MySQLPool.Configuration(maxConnections: configuration.mysqlPoolSize),
             observer: PoolMetrics(), logger: logger.with(component: "mysql"))
         do {
-            try storage.migrator.requireCurrent()
+            let unknown = try storage.migrator.requireUpToDate()
+            if !unknown.isEmpty {
+                logger.warning(
+                    "the database's schema is newer than this binary; serving on it (migrations only add)",
+                    metadata: ["schema.unknown_versions": "\(unknown)"])
+            }
         } catch {
             storage.close()
             throw StartupError("the database at \(connection.redactedURL) is not ready: \(error)")
@@ -97,15 +102,16 @@ extension Storage {
                     switch try migrator.status() {
                     case .current:
                         return [ReadinessCheck(name: "database", ok: true), ReadinessCheck(name: "schema", ok: true)]
+                    case .ahead:
+                        // Migrations only add: during a rolling deploy the replicas of the older release keep serving.
+                        return [
+                            ReadinessCheck(name: "database", ok: true),
+                            ReadinessCheck(name: "schema", ok: true, detail: "the database is newer than this binary"),
+                        ]
                     case .behind(let pending):
                         return [
                             ReadinessCheck(name: "database", ok: true),
                             ReadinessCheck(name: "schema", ok: false, detail: "\(pending.count) migrations pending; run stovepipe migrate"),
-                        ]
-                    case .ahead:
-                        return [
-                            ReadinessCheck(name: "database", ok: true),
-                            ReadinessCheck(name: "schema", ok: false, detail: "the database is newer than this binary"),
                         ]
                     }
                 } catch {

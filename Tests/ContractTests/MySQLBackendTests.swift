@@ -47,10 +47,10 @@ struct MySQLMigratorTests {
             let all = MySQLMigrator.migrations.map(\.version)
             #expect(all == all.sorted() && Set(all).count == all.count)
             #expect(try storage.migrator.status() == .behind(pending: all))
-            #expect(throws: BackendError.self) { try storage.migrator.requireCurrent() }
+            #expect(throws: BackendError.self) { try storage.migrator.requireUpToDate() }
             #expect(try storage.migrator.migrate() == all)
             #expect(try storage.migrator.status() == .current)
-            try storage.migrator.requireCurrent()
+            #expect(try storage.migrator.requireUpToDate() == [])
             #expect(try storage.migrator.migrate() == [])
 
             let tables = try storage.pool.withConnection { connection in
@@ -73,7 +73,14 @@ struct MySQLMigratorTests {
                 try connection.execute("INSERT INTO schema_migrations (version, name) VALUES (\(999), \("future"))")
             }
             #expect(try storage.migrator.status() == .ahead(unknown: [999]))
-            #expect(throws: BackendError.self) { try storage.migrator.requireCurrent() }
+            // Migrations only add: an older binary keeps running on a newer release's schema.
+            #expect(try storage.migrator.requireUpToDate() == [999])
+            // A missing known migration is what matters, whatever newer ones are there too.
+            try storage.pool.withConnection { connection in
+                try connection.execute("DELETE FROM schema_migrations WHERE version = \(UInt32(4))")
+            }
+            #expect(try storage.migrator.status() == .behind(pending: [4]))
+            #expect(throws: BackendError.self) { try storage.migrator.requireUpToDate() }
         }
     }
 

@@ -286,7 +286,7 @@ struct SchemaTests {
         let migrator = MySQLMigrator(pool: pool, logger: quietLogger)
         let applied = try migrator.migrate()
         #expect(applied.contains(100) && applied.contains(101) && applied.contains(102))
-        try migrator.requireCurrent()
+        try migrator.requireUpToDate()
 
         let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
         defer { broker.shutdown() }
