@@ -31,15 +31,17 @@ let package = Package(
         // In-memory stores and topic, and the static and git SourceControl backends.
         .target(
             name: "Backends",
-            dependencies: ["Domain", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Domain", "Conditions", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // A condition variable whose timed waits run on CLOCK_MONOTONIC, for the threads of every layer.
+        .target(name: "Conditions", swiftSettings: strict),
         // epoll, eventfd and accept4 for HTTPServer, malloc_trim for the executable (Glibc does not export them).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
         // HTTP/1.1 (optionally over TLS) on raw sockets; knows no domain type.
         .target(
             name: "HTTPServer",
-            dependencies: ["CEpoll", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CEpoll", "COpenSSL", "Conditions", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // libmysqlclient (MariaDB Connector/C on Debian); imported only by MySQLClient.
@@ -51,14 +53,14 @@ let package = Package(
         // A blocking MySQL client: connections, prepared statements, pool. Knows no domain type.
         .target(
             name: "MySQLClient",
-            dependencies: ["CMySQL", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CMySQL", "Conditions", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // The MySQL stores, counter and topic: the only MySQL-code-to-domain-error translation.
         .target(
             name: "MySQLBackend",
             dependencies: [
-                "Domain", "MySQLClient",
+                "Domain", "MySQLClient", "Conditions",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -125,6 +127,7 @@ let package = Package(
         .testTarget(name: "ContractTests", dependencies: ["Domain", "Backends", "MySQLBackend", "MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "BackendTests", dependencies: ["Domain", "Backends", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"], swiftSettings: strict),
+        .testTarget(name: "ConditionsTests", dependencies: ["Conditions"], swiftSettings: strict),
         .testTarget(
             name: "MySQLTopicTests",
             dependencies: [

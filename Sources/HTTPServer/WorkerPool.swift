@@ -1,4 +1,5 @@
 import CEpoll
+import Conditions
 import Foundation
 import Glibc
 
@@ -184,7 +185,7 @@ final class ThreadGroup: Sendable {
 /// A counter others can wait on reaching zero.
 // @unchecked Sendable: `value` is only read or written with `condition` locked.
 final class WaitableCounter: @unchecked Sendable {
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var value = 0
 
     func change(by delta: Int) {
@@ -200,7 +201,7 @@ final class WaitableCounter: @unchecked Sendable {
         while value != 0 {
             let now = MonotonicClock.now()
             guard now < deadline else { return false }
-            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+            condition.wait(for: .nanoseconds(Int64(clamping: deadline - now)))
         }
         return true
     }

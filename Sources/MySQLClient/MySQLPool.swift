@@ -1,3 +1,4 @@
+import Conditions
 import Foundation
 import Logging
 import Synchronization
@@ -376,7 +377,7 @@ private final class PoolCore: @unchecked Sendable {
         case closed
     }
 
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     // Unchecked: every access is under `condition`'s lock and none nests in another, so the runtime's
     // exclusivity check (two swift_beginAccess calls per lease on each side) has nothing to catch.
     @exclusivity(unchecked) private var state: PoolState
@@ -396,12 +397,11 @@ private final class PoolCore: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if state.permits == 0 && !state.closed {
-            let (seconds, attoseconds) = timeout.components
-            let deadline = Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18)
+            let deadline = ContinuousClock.now + timeout
             state.waiters += 1
             defer { state.waiters -= 1 }
             while state.permits == 0 && !state.closed {
-                if !condition.wait(until: deadline) && state.permits == 0 && !state.closed {
+                if !condition.wait(for: deadline - ContinuousClock.now) && state.permits == 0 && !state.closed {
                     return .timedOut
                 }
             }

@@ -1,4 +1,5 @@
 public import Domain
+import Conditions
 import Foundation
 public import Logging
 
@@ -11,7 +12,7 @@ public import Logging
 public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: every mutable stored property (`state`) is read and written only while holding
     // `condition`'s lock; the other stored properties are immutable and Sendable.
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var state = BrokerState()
     private let policy: RetryPolicy
     private let workerThreads: Int
@@ -147,7 +148,7 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
                 let delivery = state.beginDelivery(of: key)
             else {
                 if let due = state.earliestDue() {
-                    _ = condition.wait(until: Date(timeIntervalSinceNow: Self.seconds(due - now)))
+                    condition.wait(for: due - now)
                 } else {
                     condition.wait()
                 }

@@ -63,9 +63,4 @@ extension Duration {
     /// The duration in whole microseconds, for `INTERVAL ? MICROSECOND`.
     var wholeMicroseconds: Int64 { nanoseconds / 1_000 }
 
-    /// The duration in seconds, for gauges and `NSCondition.wait(until:)`.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
 }

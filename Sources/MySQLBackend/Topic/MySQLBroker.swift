@@ -1,4 +1,5 @@
 public import Domain
+import Conditions
 import Foundation
 public import Logging
 public import Metrics
@@ -16,7 +17,7 @@ import Synchronization
 public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: `state` is read and written only while holding `condition`'s lock; every other
     // stored property is immutable and Sendable.
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var state = ConsumerState()
     private let database: MySQLDatabase
     /// The broker's timings and retry policy.
@@ -388,7 +389,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             guard pollNow || renewNow || maintainNow else {
                 var wake = min(nextPoll, nextRenewal, nextMaintenance)
                 if let due = state.earliestDue { wake = min(wake, due) }
-                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, (wake - now).seconds)))
+                condition.wait(for: wake - now)
                 continue
             }
             state.wakeRequested = false
