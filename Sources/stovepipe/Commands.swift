@@ -195,7 +195,12 @@ struct Serve: ParsableCommand {
     }
 
     private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {
-        guard let path = queues ?? fromEnvironment, !path.isEmpty else { return try QueueConfiguration.demo() }
+        guard let path = queues ?? fromEnvironment else { return try QueueConfiguration.demo() }
+        // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for the demo queue.
+        guard !path.isEmpty else {
+            throw ValidationError(
+                "the queues file is set but empty: unset --queues and STOVEPIPE_QUEUES for the demo queue, or give a path")
+        }
         do {
             return try QueueConfiguration.load(path: path)
         } catch {

@@ -218,6 +218,16 @@ import Glibc
     }
 
     @Test(arguments: [
+        (["--queues", ""], [String: String]()), ([], ["STOVEPIPE_QUEUES": ""]), (["--queues", ""], ["STOVEPIPE_QUEUES": "/srv/queues.json"]),
+    ])
+    func anEmptyQueuesFileSettingIsAUsageErrorNotTheDemoQueue(_ arguments: [String], _ environment: [String: String]) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments, environment: environment)
+        #expect(!listened, "started with the demo queue")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("the queues file is set but empty"), "\(output)")
+    }
+
+    @Test(arguments: [
         (["--ingest-secret", ""], [String: String]()), ([], ["STOVEPIPE_INGEST_SECRET": ""]),
         ([], ["STOVEPIPE_INGEST_SECRET": " \t"]), (["--ingest-secret", ""], ["STOVEPIPE_INGEST_SECRET": "hush"]),
     ])
