@@ -108,7 +108,12 @@ struct Serve: ParsableCommand {
             throw ValidationError("STOVEPIPE_MYSQL_URL is set but empty: unset it for in-memory storage, or give a mysql:// URL")
         }
         configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
-        if configuration.ingestSecret?.isEmpty == true { configuration.ingestSecret = nil }
+        if let secret = configuration.ingestSecret, secret.allSatisfy(\.isWhitespace) {
+            // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish: treated as no secret it
+            // would accept unsigned ingests, and a blank key is no secret either.
+            throw ValidationError(
+                "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
+        }
         guard (0...256).contains(consumerThreads) else { throw ValidationError("--consumer-threads must be 0...256") }
         if consumerThreads == 0, configuration.mysqlURL == nil {
             throw ValidationError(
@@ -190,7 +195,12 @@ struct Serve: ParsableCommand {
     }
 
     private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {
-        guard let path = queues ?? fromEnvironment, !path.isEmpty else { return try QueueConfiguration.demo() }
+        guard let path = queues ?? fromEnvironment else { return try QueueConfiguration.demo() }
+        // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for the demo queue.
+        guard !path.isEmpty else {
+            throw ValidationError(
+                "the queues file is set but empty: unset --queues and STOVEPIPE_QUEUES for the demo queue, or give a path")
+        }
         do {
             return try QueueConfiguration.load(path: path)
         } catch {

@@ -85,8 +85,17 @@ struct QueueConfiguration: Sendable, Equatable {
             guard let repository = ownedString(source["repository"]), !repository.isEmpty else {
                 throw Invalid(place: "\(place).repository", problem: "must be a non-empty string (a path or URL)")
             }
+            // What GitSourceControl would refuse to hand to git, leaving a queue that answers 404 forever.
+            guard GitSourceControl.isValidRepository(repository) else {
+                throw Invalid(place: "\(place).repository", problem: "must not start with '-' or contain NUL")
+            }
             guard let ref = ownedString(source["ref"]), !ref.isEmpty else {
                 throw Invalid(place: "\(place).ref", problem: "must be a non-empty string such as refs/heads/main")
+            }
+            guard GitSourceControl.isValidRef(ref) else {
+                throw Invalid(
+                    place: "\(place).ref",
+                    problem: "must be a branch or ref name of A-Z a-z 0-9 . _ - / (no leading '-', no '..', not HEAD)")
             }
             guard GitSourceControl.longestURILength(repository: repository, ref: ref) <= SourceURI.maxLength else {
                 throw Invalid(

@@ -292,6 +292,21 @@ struct GitSourceControlLocalTests {
         }
     }
 
+    @Test("a symlink to a directory inside a repository is notFound, like that directory")
+    func symlinkIntoARepository() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let inside = repository.path + "/sub"
+        try FileManager.default.createDirectory(atPath: inside, withIntermediateDirectories: true)
+        let links = try makeScratchDirectory("links")
+        defer { try? FileManager.default.removeItem(atPath: links) }
+        try FileManager.default.createSymbolicLink(atPath: links + "/sub", withDestinationPath: inside)
+        #expect(throws: BackendError.notFound) {
+            try GitSourceControl(repository: links + "/sub", ref: "main", logger: silentLogger).latest()
+        }
+    }
+
     @Test("a ref that looks like an option is rejected without running git", arguments: ["--upload-pack=x", "-c", "main..other"])
     func maliciousRefRunsNothing(_ ref: String) throws {
         let repository = try ScratchRepository()

@@ -217,6 +217,27 @@ import Glibc
         #expect(output.contains("STOVEPIPE_MYSQL_URL is set but empty"), "\(output)")
     }
 
+    @Test(arguments: [
+        (["--queues", ""], [String: String]()), ([], ["STOVEPIPE_QUEUES": ""]), (["--queues", ""], ["STOVEPIPE_QUEUES": "/srv/queues.json"]),
+    ])
+    func anEmptyQueuesFileSettingIsAUsageErrorNotTheDemoQueue(_ arguments: [String], _ environment: [String: String]) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments, environment: environment)
+        #expect(!listened, "started with the demo queue")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("the queues file is set but empty"), "\(output)")
+    }
+
+    @Test(arguments: [
+        (["--ingest-secret", ""], [String: String]()), ([], ["STOVEPIPE_INGEST_SECRET": ""]),
+        ([], ["STOVEPIPE_INGEST_SECRET": " \t"]), (["--ingest-secret", ""], ["STOVEPIPE_INGEST_SECRET": "hush"]),
+    ])
+    func anEmptyIngestSecretIsAUsageErrorNotUnsignedIngest(_ arguments: [String], _ environment: [String: String]) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments, environment: environment)
+        #expect(!listened, "started and would take unsigned ingests")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("ingest secret is set but empty"), "\(output)")
+    }
+
     @Test(.timeLimit(.minutes(1)), arguments: ["0", "-3", "1025"])
     func aPoolSizeOutsideItsRangeIsAUsageError(_ size: String) throws {
         let (status, output) = try Self.runToExit(["serve", "--port", "0", "--mysql-pool-size=\(size)"])
@@ -250,6 +271,29 @@ import Glibc
         try probe.run()
         probe.waitUntilExit()
         #expect(probe.terminationStatus == 0, "\(url)")
+    }
+
+    /// Runs the binary with `arguments` until it exits, or says it listens (then stops it); whether it listened, its status and
+    /// standard error.
+    static func runUntilListeningOrExit(
+        _ arguments: [String], environment: [String: String] = [:]
+    ) throws -> (listened: Bool, status: Int32, stderr: String) {
+        let process = Process()
+        process.executableURL = RunningServer.binary
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        var line: [UInt8] = []
+        while let byte = try output.fileHandleForReading.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
+        let listened = String(decoding: line, as: UTF8.self).hasPrefix("listening on ")
+        if listened { kill(process.processIdentifier, SIGTERM) }
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (listened, process.terminationStatus, text)
     }
 
     /// Runs the binary with `arguments` until it exits; its status and standard error.

@@ -22,12 +22,12 @@ import Testing
     @Test func keepsNonASCIIAndEscapedTextExactly() throws {
         let document = #"""
             {"queues": [
-              {"name": "mono/main", "source": {"type": "git", "repository": "/srv/git/mön\u00f6", "ref": "refs/heads/\"q\""}},
+              {"name": "mono/main", "source": {"type": "git", "repository": "/srv/git/mön\u00f6", "ref": "refs\/heads\/q\u002dx"}},
               {"name": "demo/main", "source": {"type": "static", "history": ["git://demo/é/c2", "git://demo/\ud83d\ude00/c1"]}}
             ]}
             """#
         let configuration = try QueueConfiguration.parse(Data(document.utf8))
-        #expect(configuration.entries[0].source == .git(repository: "/srv/git/mönö", ref: "refs/heads/\"q\""))
+        #expect(configuration.entries[0].source == .git(repository: "/srv/git/mönö", ref: "refs/heads/q-x"))
         #expect(configuration.entries[1].source == .staticHistory([SourceURI("git://demo/é/c2"), SourceURI("git://demo/😀/c1")]))
     }
 
@@ -40,6 +40,13 @@ import Testing
         (#"{"queues": [{"name": "a", "source": {"type": "svn"}}]}"#, "$.queues[0].source.type"),
         (#"{"queues": [{"name": "a", "source": {"type": "git", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
         (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r"}}]}"#, "$.queues[0].source.ref"),
+        // Refs and repositories GitSourceControl refuses to hand to git: the queue could never be read.
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r", "ref": "--upload-pack=touch x"}}]}"#, "$.queues[0].source.ref"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r", "ref": "main..other"}}]}"#, "$.queues[0].source.ref"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r", "ref": "refs/heads/\"q\""}}]}"#, "$.queues[0].source.ref"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r", "ref": "HEAD"}}]}"#, "$.queues[0].source.ref"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "--upload-pack=touch x", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r\u0000x", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": []}}]}"#, "$.queues[0].source.history"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": [3]}}]}"#, "$.queues[0].source.history[0]"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["x"]}}, {"name": "a", "source": {"type": "static", "history": ["x"]}}]}"#, "$.queues[1].name"),

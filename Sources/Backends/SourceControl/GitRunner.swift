@@ -31,7 +31,14 @@ struct GitRunner: Sendable {
 
     /// Runs `git -C directory arguments`, never discovering a repository above `directory`.
     func run(in directory: String, _ arguments: [String]) throws(BackendError) -> GitOutput {
-        let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().path
+        // git compares GIT_CEILING_DIRECTORIES with the physical directory `-C` changed to (git(1)): the lexical
+        // parent of a symlink would not stop discovery above the symlink's target.
+        var physical = directory
+        if let resolved = realpath(directory, nil) {
+            physical = String(cString: resolved)
+            free(resolved)
+        }
+        let parent = URL(fileURLWithPath: physical).deletingLastPathComponent().path
         return try run(["-C", directory] + arguments, ceiling: parent)
     }
 

@@ -42,7 +42,7 @@ public final class GitSourceControl: SourceControl {
         runner = GitRunner(executable: gitExecutable, timeout: timeout)
         fullRef = Self.isValidRef(ref) ? (ref.hasPrefix("refs/") ? ref : "refs/heads/\(ref)") : nil
         uriPrefix = Self.uriPrefix(repository: repository, ref: ref)
-        if repository.isEmpty || repository.hasPrefix("-") || repository.utf8.contains(0) {
+        if !Self.isValidRepository(repository) {
             location = .invalid
         } else if Self.isRemote(repository) {
             let mirror = URL(fileURLWithPath: cacheDirectory, isDirectory: true)
@@ -123,6 +123,11 @@ public final class GitSourceControl: SourceControl {
         let page = ids.prefix(pageSize).map(uri)
         let nextCursor = ids.count > pageSize ? ids[pageSize] : ""
         return HistoryPage(uris: page, nextCursor: nextCursor)
+    }
+
+    /// Whether `repository` is accepted: not empty, no leading `-` (git would take it for an option), no NUL.
+    public static func isValidRepository(_ repository: String) -> Bool {
+        !repository.isEmpty && !repository.hasPrefix("-") && !repository.utf8.contains(0)
     }
 
     /// Whether `ref` is accepted: `[A-Za-z0-9._/-]`, no leading `-` or `/`, no `..`, `//`, `/.`, `.lock` ends.
