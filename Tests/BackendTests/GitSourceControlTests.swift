@@ -718,6 +718,19 @@ struct GitRunnerSignalTests {
         #expect(try String(contentsOfFile: directory + "/fd", encoding: .utf8) == "closed\n")
     }
 
+    @Test("stovepipe's own settings (the ingest secret, the MySQL URL with its password) do not reach git")
+    func noStovepipeSettingsInGitsEnvironment() throws {
+        // A name of its own: the real settings would change how other tests' servers, started meanwhile, behave.
+        setenv("STOVEPIPE_TEST_GIT_ENVIRONMENT_PROBE", "secret", 1)
+        defer { unsetenv("STOVEPIPE_TEST_GIT_ENVIRONMENT_PROBE") }
+        let (directory, runner) = try scriptedGit("env-git") { "#!/bin/sh\nenv > '\($0)/env'\n" }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try runner.run(["version"]).status == 0)
+        let environment = try String(contentsOfFile: directory + "/env", encoding: .utf8)
+        #expect(environment.contains("GIT_TERMINAL_PROMPT=0"), "the probe read git's environment")
+        #expect(!environment.contains("STOVEPIPE_"), "\(environment)")
+    }
+
     @Test("on a timeout git gets SIGTERM it can act on, though its caller ignores and blocks it")
     func timeoutDeliversSIGTERM() throws {
         // A git that cleans up on SIGTERM (as git removes its lock files) and otherwise hangs.

@@ -192,7 +192,9 @@ struct GitRunner: Sendable {
             "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
             "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CEILING_DIRECTORIES",
         ]
-        var environment = inherited.filter { !relocating.contains($0.key) }
+        // stovepipe's own settings hold secrets (the ingest secret, the MySQL URL's password) that git, ssh and
+        // credential helpers have no use for.
+        var environment = inherited.filter { !relocating.contains($0.key) && !$0.key.hasPrefix("STOVEPIPE_") }
         environment["GIT_TERMINAL_PROMPT"] = "0"
         environment["GCM_INTERACTIVE"] = "never"
         environment["LC_ALL"] = "C"
