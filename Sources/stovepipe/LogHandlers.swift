@@ -8,7 +8,8 @@ enum LogFormat: String, CaseIterable, Sendable {
     case json
 }
 
-/// Writes one line per event to stderr, as text or as a JSON object (for log shippers).
+/// Writes one line per event to stderr, as text or as a JSON object (for log shippers); in text, control characters
+/// are written as JSON string escapes, so that no value can end the line or send a terminal escape.
 struct StderrLogHandler: SortedFieldsLogHandler {
     let label: String
     let format: LogFormat
@@ -95,7 +96,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         switch format {
         case .text:
             afterLevel.append(UInt8(ascii: " "))
-            JSONWriter.appendUTF8(label, to: &afterLevel)
+            JSONWriter.appendTextEscaped(label, to: &afterLevel)
             afterLevel.append(contentsOf: ": ".utf8)
         case .json:
             afterLevel.append(contentsOf: #"","logger":""#.utf8)
@@ -109,7 +110,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             switch format {
             case .text:
                 literals.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &literals)
+                JSONWriter.appendTextEscaped(key, to: &literals)
                 literals.append(UInt8(ascii: "="))
             case .json:
                 literals.append(contentsOf: #",""#.utf8)
@@ -123,7 +124,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 guard case .string(let text) = value else { return }
                 appendKey(key)
                 switch format {
-                case .text: JSONWriter.appendUTF8(text, to: &literals)
+                case .text: JSONWriter.appendTextEscaped(text, to: &literals)
                 case .json:
                     JSONWriter.appendEscaped(text, to: &literals)
                     literals.append(UInt8(ascii: "\""))
@@ -154,11 +155,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
 
         /// At least the length of the line `write` writes for `message` and `fields`.
         func maxLength(message: String, fields values: RequestLogFields) -> Int {
-            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte. The 64 cover the
-            // level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
+            // Escapes (a JSON string's, a text line's of control characters) take at most six bytes per byte. The 64
+            // cover the level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
             let escaped = format == .json
-            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count
-                + message.utf8.count * (escaped ? 6 : 1) + 64
+            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count + message.utf8.count * 6 + 64
             for field in fields { length += values.maxValueLength(of: field, escaped: escaped) }
             return length
         }
@@ -174,7 +174,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 writer.write(UInt8(ascii: " "))
                 writer.write(StderrLogHandler.textLevel(level))
                 afterLevel.withUnsafeBufferPointer { writer.write($0) }
-                writer.write(message)
+                writer.writeTextEscaped(message)
             case .json:
                 writer.write(#"{"level":""# as StaticString)
                 writer.writeEscaped(level.rawValue)
@@ -224,10 +224,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 text.append(UInt8(ascii: " "))
                 StderrLogHandler.textLevel(level).withUTF8Buffer { text.append(contentsOf: $0) }
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(label, to: &text)
+                JSONWriter.appendTextEscaped(label, to: &text)
                 text.append(UInt8(ascii: ":"))
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(message, to: &text)
+                JSONWriter.appendTextEscaped(message, to: &text)
             }
         }
 
@@ -238,9 +238,9 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(value)
             case .text:
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &text)
+                JSONWriter.appendTextEscaped(key, to: &text)
                 text.append(UInt8(ascii: "="))
-                JSONWriter.appendUTF8(value, to: &text)
+                JSONWriter.appendTextEscaped(value, to: &text)
             }
         }
 
@@ -252,9 +252,11 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(appending: appendValue)
             case .text:
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &text)
+                JSONWriter.appendTextEscaped(key, to: &text)
                 text.append(UInt8(ascii: "="))
+                let start = text.count
                 appendValue(&text)
+                JSONWriter.textEscapeAppended(&text, from: start)
             }
         }
 

@@ -320,3 +320,27 @@ final class LogPipe {
         #expect(!drained.contains("queued 499 component=http"))
     }
 }
+
+extension LogHandlerTests {
+    /// A value with a line break or a terminal escape (an error text from a server, a URI from a config) must not
+    /// start a second line or reach the terminal raw: one event, one line.
+    @Test func textLinesEscapeControlCharactersOnBothPaths() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger[metadataKey: "own"] = "a\rb"
+        logger.warning("bad\nthing", metadata: ["error": "x\n2026-11-29T11:11:55.999Z INFO stovepipe: forged \u{1B}[31m\u{7F}"])
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(
+            level: .info, message: "re\nquest", sortedFields: RequestLogFields(
+                bytes: 1, nanoseconds: 2_000, method: "G\u{1B}T", route: "/r", status: 200, requestID: "r\n1"),
+            time: RFC3339.Instant(seconds: 0, nanoseconds: 0))
+        let lines = pipe.lines
+        #expect(lines.count == 2)
+        #expect(lines.first?.hasSuffix(
+            #" WARNING stovepipe: bad\nthing component=http error=x\n2026-11-29T11:11:55.999Z INFO stovepipe: forged \u001b[31m\u007f own=a\rb"#)
+            == true)
+        let requestLine: String = #"1970-01-01T00:00:00.000Z INFO stovepipe: re\nquest bytes=1 component=http duration.ms=0.002"#
+            + #" http.method=G\u001bT http.route=/r http.status=200 own=a\rb request.id=r\n1"#
+        #expect(lines.last.map(String.init) == requestLine)
+    }
+}
