@@ -36,6 +36,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         self.format = format
         self.logLevel = logLevel
         self.sink = sink
+        sink.useFormat(format)
         requestLineLayout = makeRequestLineLayout()
     }
 
@@ -381,7 +382,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
 /// batched by one writer thread so request threads neither wait on the pipe nor contend for it.
 /// Warnings and worse are written before `write` returns, but a caller waits at most `immediateWait` for a
 /// stalled stderr (a log shipper that stopped reading): what is left is written by the writer thread.
-// @unchecked Sendable: `pending`, `dropped`, `background`, `stopped` and `stalledAt` are only read or written
+// @unchecked Sendable: `pending`, `dropped`, `format`, `background`, `stopped` and `stalledAt` are only read or written
 // with `condition` locked; `writeLock` serialises the write(2) calls so batches never interleave.
 final class LogSink: @unchecked Sendable {
     /// The process's stderr.
@@ -405,6 +406,7 @@ final class LogSink: @unchecked Sendable {
     // Guarded by `condition`, so the dynamic exclusivity check of each access (a call per access) buys nothing.
     @exclusivity(unchecked) private var pending: [UInt8] = []
     private var dropped = 0
+    private var format = LogFormat.text
     private var background = false
     private var stopped = false
     private var stalledAt: ContinuousClock.Instant?
@@ -422,6 +424,13 @@ final class LogSink: @unchecked Sendable {
         var status = stat()
         let isPipe = fstat(fd, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
         boundedChunk = isPipe ? 4096 : 256
+    }
+
+    /// Writes the sink's own line (how many lines were dropped) in `format`, that of the lines it is given.
+    func useFormat(_ format: LogFormat) {
+        condition.lock()
+        self.format = format
+        condition.unlock()
     }
 
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
@@ -479,7 +488,7 @@ final class LogSink: @unchecked Sendable {
         var batch = pending
         pending = []
         if dropped > 0 {
-            batch.append(contentsOf: "log: \(dropped) lines dropped (stderr was not read fast enough)\n".utf8)
+            appendDropNotice(to: &batch)
             dropped = 0
         }
         condition.unlock()
@@ -566,6 +575,30 @@ final class LogSink: @unchecked Sendable {
             }
             return offset
         }
+    }
+
+    /// Appends the line that says how many lines were dropped; with `condition` locked.
+    private func appendDropNotice(to batch: inout [UInt8]) {
+        let message = "log: \(dropped) lines dropped (stderr was not read fast enough)"
+        switch format {
+        case .text:
+            batch.append(contentsOf: message.utf8)
+        case .json:
+            // A JSON line like the handler's, so that a shipper that parses every line parses this one too.
+            var json = JSONWriter(capacity: 160)
+            json.beginObject()
+            json.knownKey("level")
+            json.string("warning")
+            json.knownKey("logger")
+            json.string("log")
+            json.knownKey("msg")
+            json.string(message)
+            json.knownKey("ts")
+            json.string(appending: { RFC3339.appendMilliseconds(.now(), to: &$0) })
+            json.endObject()
+            batch.append(contentsOf: json.bytes)
+        }
+        batch.append(UInt8(ascii: "\n"))
     }
 
     /// How long a warning may wait now: not at all within `stalledPeriod` of a wait that ran out.

@@ -344,3 +344,26 @@ extension LogHandlerTests {
         #expect(lines.last.map(String.init) == requestLine)
     }
 }
+
+extension LogHandlerTests {
+    /// With `--log-format json` every line is a JSON object (README): a log shipper that parses each line must
+    /// not choke on the very line that says lines were lost.
+    @Test func theDropNoticeAmongJSONLinesIsAJSONObject() throws {
+        let pipe = try LogPipe()
+        Self.fill(pipe)
+        let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
+        let logger = Self.logger(sink, format: .json)
+        sink.startBackgroundWriter()
+        for index in 0..<500 { logger.info("queued \(index)") }
+        var drained = ""
+        let stopped = Thread { sink.stopBackgroundWriter() }
+        stopped.start()
+        #expect(eventually { drained += pipe.text; return drained.contains(/lines dropped[^\n]*\n/) })
+        let notice = try #require(drained.split(separator: "\n").first { $0.contains("lines dropped") })
+        let object = (try? JSONSerialization.jsonObject(with: Data(notice.utf8))) as? [String: Any]
+        #expect(object?["level"] as? String == "warning")
+        #expect(object?["logger"] as? String == "log")
+        #expect((object?["msg"] as? String)?.hasSuffix(" lines dropped (stderr was not read fast enough)") == true)
+        #expect((object?["ts"] as? String)?.hasSuffix("Z") == true)
+    }
+}
