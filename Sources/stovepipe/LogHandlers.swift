@@ -570,6 +570,15 @@ final class LogSink: @unchecked Sendable {
                 }
                 let written = Glibc.write(fd, buffer.baseAddress.map { $0 + offset }, chunk)
                 if written < 0 && errno == EINTR { continue }
+                if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    // O_NONBLOCK is shared by every process on the open file (open(2)): a parent may have set it on
+                    // our stderr. Full, it is waited for as a blocking one would be, or until the deadline (above).
+                    if deadline == nil {
+                        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                        _ = poll(&descriptor, 1, -1)
+                    }
+                    continue
+                }
                 if written <= 0 { return buffer.count }
                 offset += written
             }

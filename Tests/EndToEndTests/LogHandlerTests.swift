@@ -367,3 +367,27 @@ extension LogHandlerTests {
         #expect((object?["ts"] as? String)?.hasSuffix("Z") == true)
     }
 }
+
+extension LogHandlerTests {
+    /// O_NONBLOCK belongs to the open file, so a stderr shared with a parent that set it is non-blocking here too:
+    /// a line longer than the pipe holds then meets EAGAIN once the pipe is full, and its rest must wait for the
+    /// reader rather than vanish uncounted (leaving a cut line for the next one to be glued to).
+    @Test func aLineLongerThanANonBlockingPipeIsWrittenWhole() throws {
+        let pipe = try LogPipe()
+        _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) | O_NONBLOCK)
+        let logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        // 1 MiB: sixteen times what the pipe holds, written by one thread while this one reads.
+        let long = String(repeating: "x", count: 1 << 20)
+        let returned = Mutex(false)
+        Thread.detachNewThread {
+            logger.info("\(long) end")
+            logger.info("next")
+            returned.withLock { $0 = true }
+        }
+        // `text` drains the pipe and is everything read so far.
+        #expect(eventually { pipe.text.contains("stovepipe: next") && returned.withLock { $0 } })
+        let lines = pipe.lines
+        #expect(lines.count == 2)
+        #expect(lines.first?.hasSuffix(" INFO stovepipe: \(long) end component=http") == true)
+    }
+}
