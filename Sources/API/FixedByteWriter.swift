@@ -104,6 +104,23 @@ public struct FixedByteWriter {
         escaped.withUnsafeBufferPointer { write($0) }
     }
 
+    /// Writes `text`'s UTF-8 bytes with only its control characters escaped, as `JSONWriter.appendTextEscaped` escapes them.
+    public mutating func writeTextEscaped(_ text: String) {
+        if text.utf8.withContiguousStorageIfAvailable({ writeTextEscaped($0) }) == nil {
+            var text = text
+            text.withUTF8 { writeTextEscaped($0) }
+        }
+    }
+
+    /// Writes `utf8` with only its control characters escaped.
+    public mutating func writeTextEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
+        guard utf8.contains(where: JSONWriter.isControl) else { return write(utf8) }
+        // As for writeEscaped: rare text, one implementation, a copy.
+        var escaped: [UInt8] = []
+        JSONWriter.appendTextEscaped(utf8, to: &escaped)
+        escaped.withUnsafeBufferPointer { write($0) }
+    }
+
     /// Writes the decimal digits of `value` as `String(value)` spells them, with leading zeros up to
     /// `minimumDigits` (at most 20).
     public mutating func writeDecimal(_ value: UInt64, minimumDigits: Int = 1) {

@@ -128,6 +128,53 @@ public struct JSONWriter {
         }
     }
 
+    /// Appends `text`'s UTF-8 bytes for a text log line: as they are, but with control characters (U+0000...U+001F and
+    /// U+007F) escaped as a JSON string escapes them, so that no value ends the line or reaches a terminal as an escape.
+    public static func appendTextEscaped(_ text: String, to bytes: inout [UInt8]) {
+        if text.utf8.withContiguousStorageIfAvailable({ appendTextEscaped($0, to: &bytes) }) == nil {
+            var text = text
+            text.withUTF8 { appendTextEscaped($0, to: &bytes) }
+        }
+    }
+
+    /// Escapes, as `appendTextEscaped` does, the control characters of the text appended to `bytes` from `start` on.
+    public static func textEscapeAppended(_ bytes: inout [UInt8], from start: Int) {
+        guard bytes[start...].contains(where: isControl) else { return }
+        let text = Array(bytes[start...])
+        bytes.removeSubrange(start...)
+        text.withUnsafeBufferPointer { appendTextEscaped($0, to: &bytes) }
+    }
+
+    static func isControl(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == 0x7F
+    }
+
+    static func appendTextEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+        guard utf8.contains(where: isControl) else { return bytes.append(contentsOf: utf8) }
+        var start = 0
+        for index in utf8.indices where isControl(utf8[index]) {
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
+            appendControlEscape(utf8[index], to: &bytes)
+            start = index + 1
+        }
+        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start...]))
+    }
+
+    /// Appends the escape of the control character `byte`: the short form RFC 8259 §7 has for it, else `\u00XX`.
+    private static func appendControlEscape(_ byte: UInt8, to bytes: inout [UInt8]) {
+        switch byte {
+        case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+        case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+        case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+        case 0x08: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+        case 0x0C: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+        default:
+            bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+            bytes.append(hexDigits[Int(byte >> 4)])
+            bytes.append(hexDigits[Int(byte & 0x0F)])
+        }
+    }
+
     /// Appends the decimal digits of `value`, as `String(value)` spells them, with leading zeros up to
     /// `minimumDigits` (at most 20).
     public static func appendDecimal(_ value: UInt64, minimumDigits: Int = 1, to bytes: inout [UInt8]) {
@@ -220,15 +267,7 @@ public struct JSONWriter {
             switch byte {
             case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
             case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0x08: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
-            case 0x0C: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
-            case 0x00..<0x20:
-                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
-                bytes.append(hexDigits[Int(byte >> 4)])
-                bytes.append(hexDigits[Int(byte & 0x0F)])
+            case 0x00..<0x20: appendControlEscape(byte, to: &bytes)
             default: bytes.append(byte)
             }
         }

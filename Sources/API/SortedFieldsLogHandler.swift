@@ -63,8 +63,9 @@ public struct RequestLogFields: Sendable {
 
     /// The most bytes `writeValue(of:escaped:to:)` writes for `field`.
     public func maxValueLength(of field: Field, escaped: Bool) -> Int {
-        // A JSON escape is at most six bytes per byte (`\u001f`); numbers never need one.
-        let stringFactor = escaped ? 6 : 1
+        // An escape, in JSON or of a control character in text, is at most six bytes per byte (`\u001f`); numbers
+        // never need one.
+        let stringFactor = 6
         switch field {
         case .bytes, .status: return 20
         case .duration: return Self.maxMillisecondsLength
@@ -74,15 +75,16 @@ public struct RequestLogFields: Sendable {
         }
     }
 
-    /// Writes the UTF-8 text of `field`, escaped for the inside of a JSON string when `escaped`.
+    /// Writes the UTF-8 text of `field`, escaped for the inside of a JSON string when `escaped`, else with its control
+    /// characters escaped for a text line.
     public func writeValue(of field: Field, escaped: Bool, to writer: inout FixedByteWriter) {
         switch field {
         case .bytes: writer.writeInteger(bytes)
         case .duration: Self.writeMilliseconds(nanoseconds: nanoseconds, to: &writer)
-        case .method: escaped ? writer.writeEscaped(method) : writer.write(method)
-        case .route: escaped ? writer.writeEscaped(route) : writer.write(route)
+        case .method: escaped ? writer.writeEscaped(method) : writer.writeTextEscaped(method)
+        case .route: escaped ? writer.writeEscaped(route) : writer.writeTextEscaped(route)
         case .status: writer.writeInteger(status)
-        case .requestID: escaped ? writer.writeEscaped(requestID) : writer.write(requestID)
+        case .requestID: escaped ? writer.writeEscaped(requestID) : writer.writeTextEscaped(requestID)
         }
     }
 

@@ -8,7 +8,8 @@ enum LogFormat: String, CaseIterable, Sendable {
     case json
 }
 
-/// Writes one line per event to stderr, as text or as a JSON object (for log shippers).
+/// Writes one line per event to stderr, as text or as a JSON object (for log shippers); in text, control characters
+/// are written as JSON string escapes, so that no value can end the line or send a terminal escape.
 struct StderrLogHandler: SortedFieldsLogHandler {
     let label: String
     let format: LogFormat
@@ -35,6 +36,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         self.format = format
         self.logLevel = logLevel
         self.sink = sink
+        sink.useFormat(format)
         requestLineLayout = makeRequestLineLayout()
     }
 
@@ -95,7 +97,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
         switch format {
         case .text:
             afterLevel.append(UInt8(ascii: " "))
-            JSONWriter.appendUTF8(label, to: &afterLevel)
+            JSONWriter.appendTextEscaped(label, to: &afterLevel)
             afterLevel.append(contentsOf: ": ".utf8)
         case .json:
             afterLevel.append(contentsOf: #"","logger":""#.utf8)
@@ -109,7 +111,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
             switch format {
             case .text:
                 literals.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &literals)
+                JSONWriter.appendTextEscaped(key, to: &literals)
                 literals.append(UInt8(ascii: "="))
             case .json:
                 literals.append(contentsOf: #",""#.utf8)
@@ -123,7 +125,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 guard case .string(let text) = value else { return }
                 appendKey(key)
                 switch format {
-                case .text: JSONWriter.appendUTF8(text, to: &literals)
+                case .text: JSONWriter.appendTextEscaped(text, to: &literals)
                 case .json:
                     JSONWriter.appendEscaped(text, to: &literals)
                     literals.append(UInt8(ascii: "\""))
@@ -154,11 +156,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
 
         /// At least the length of the line `write` writes for `message` and `fields`.
         func maxLength(message: String, fields values: RequestLogFields) -> Int {
-            // Text goes out as it is; a JSON string's escapes take at most six bytes per byte. The 64 cover the
-            // level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
+            // Escapes (a JSON string's, a text line's of control characters) take at most six bytes per byte. The 64
+            // cover the level (at most 8 bytes) and the punctuation around the level and the time (at most 19 bytes).
             let escaped = format == .json
-            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count
-                + message.utf8.count * (escaped ? 6 : 1) + 64
+            var length = RFC3339.maxMillisecondsLength + afterLevel.count + literals.count + message.utf8.count * 6 + 64
             for field in fields { length += values.maxValueLength(of: field, escaped: escaped) }
             return length
         }
@@ -174,7 +175,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 writer.write(UInt8(ascii: " "))
                 writer.write(StderrLogHandler.textLevel(level))
                 afterLevel.withUnsafeBufferPointer { writer.write($0) }
-                writer.write(message)
+                writer.writeTextEscaped(message)
             case .json:
                 writer.write(#"{"level":""# as StaticString)
                 writer.writeEscaped(level.rawValue)
@@ -224,10 +225,10 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 text.append(UInt8(ascii: " "))
                 StderrLogHandler.textLevel(level).withUTF8Buffer { text.append(contentsOf: $0) }
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(label, to: &text)
+                JSONWriter.appendTextEscaped(label, to: &text)
                 text.append(UInt8(ascii: ":"))
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(message, to: &text)
+                JSONWriter.appendTextEscaped(message, to: &text)
             }
         }
 
@@ -238,9 +239,9 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(value)
             case .text:
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &text)
+                JSONWriter.appendTextEscaped(key, to: &text)
                 text.append(UInt8(ascii: "="))
-                JSONWriter.appendUTF8(value, to: &text)
+                JSONWriter.appendTextEscaped(value, to: &text)
             }
         }
 
@@ -252,9 +253,11 @@ struct StderrLogHandler: SortedFieldsLogHandler {
                 json.string(appending: appendValue)
             case .text:
                 text.append(UInt8(ascii: " "))
-                JSONWriter.appendUTF8(key, to: &text)
+                JSONWriter.appendTextEscaped(key, to: &text)
                 text.append(UInt8(ascii: "="))
+                let start = text.count
                 appendValue(&text)
+                JSONWriter.textEscapeAppended(&text, from: start)
             }
         }
 
@@ -379,7 +382,7 @@ struct StderrLogHandler: SortedFieldsLogHandler {
 /// batched by one writer thread so request threads neither wait on the pipe nor contend for it.
 /// Warnings and worse are written before `write` returns, but a caller waits at most `immediateWait` for a
 /// stalled stderr (a log shipper that stopped reading): what is left is written by the writer thread.
-// @unchecked Sendable: `pending`, `dropped`, `background`, `stopped` and `stalledAt` are only read or written
+// @unchecked Sendable: `pending`, `dropped`, `format`, `background`, `stopped` and `stalledAt` are only read or written
 // with `condition` locked; `writeLock` serialises the write(2) calls so batches never interleave.
 final class LogSink: @unchecked Sendable {
     /// The process's stderr.
@@ -403,6 +406,7 @@ final class LogSink: @unchecked Sendable {
     // Guarded by `condition`, so the dynamic exclusivity check of each access (a call per access) buys nothing.
     @exclusivity(unchecked) private var pending: [UInt8] = []
     private var dropped = 0
+    private var format = LogFormat.text
     private var background = false
     private var stopped = false
     private var stalledAt: ContinuousClock.Instant?
@@ -420,6 +424,13 @@ final class LogSink: @unchecked Sendable {
         var status = stat()
         let isPipe = fstat(fd, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
         boundedChunk = isPipe ? 4096 : 256
+    }
+
+    /// Writes the sink's own line (how many lines were dropped) in `format`, that of the lines it is given.
+    func useFormat(_ format: LogFormat) {
+        condition.lock()
+        self.format = format
+        condition.unlock()
     }
 
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
@@ -477,7 +488,7 @@ final class LogSink: @unchecked Sendable {
         var batch = pending
         pending = []
         if dropped > 0 {
-            batch.append(contentsOf: "log: \(dropped) lines dropped (stderr was not read fast enough)\n".utf8)
+            appendDropNotice(to: &batch)
             dropped = 0
         }
         condition.unlock()
@@ -559,11 +570,44 @@ final class LogSink: @unchecked Sendable {
                 }
                 let written = Glibc.write(fd, buffer.baseAddress.map { $0 + offset }, chunk)
                 if written < 0 && errno == EINTR { continue }
+                if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    // O_NONBLOCK is shared by every process on the open file (open(2)): a parent may have set it on
+                    // our stderr. Full, it is waited for as a blocking one would be, or until the deadline (above).
+                    if deadline == nil {
+                        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                        _ = poll(&descriptor, 1, -1)
+                    }
+                    continue
+                }
                 if written <= 0 { return buffer.count }
                 offset += written
             }
             return offset
         }
+    }
+
+    /// Appends the line that says how many lines were dropped; with `condition` locked.
+    private func appendDropNotice(to batch: inout [UInt8]) {
+        let message = "log: \(dropped) lines dropped (stderr was not read fast enough)"
+        switch format {
+        case .text:
+            batch.append(contentsOf: message.utf8)
+        case .json:
+            // A JSON line like the handler's, so that a shipper that parses every line parses this one too.
+            var json = JSONWriter(capacity: 160)
+            json.beginObject()
+            json.knownKey("level")
+            json.string("warning")
+            json.knownKey("logger")
+            json.string("log")
+            json.knownKey("msg")
+            json.string(message)
+            json.knownKey("ts")
+            json.string(appending: { RFC3339.appendMilliseconds(.now(), to: &$0) })
+            json.endObject()
+            batch.append(contentsOf: json.bytes)
+        }
+        batch.append(UInt8(ascii: "\n"))
     }
 
     /// How long a warning may wait now: not at all within `stalledPeriod` of a wait that ran out.

@@ -173,7 +173,7 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
                     if escaped {
                         JSONWriter.appendEscaped(fields.value(of: field), to: &expected)
                     } else {
-                        fields.appendValue(of: field, to: &expected)
+                        JSONWriter.appendTextEscaped(fields.value(of: field), to: &expected)
                     }
                     #expect(!overflowed, "\(field) of \(nanoseconds) ns, \(text.debugDescription)")
                     #expect(written == expected, "\(field) of \(nanoseconds) ns, \(text.debugDescription)")

@@ -320,3 +320,74 @@ final class LogPipe {
         #expect(!drained.contains("queued 499 component=http"))
     }
 }
+
+extension LogHandlerTests {
+    /// A value with a line break or a terminal escape (an error text from a server, a URI from a config) must not
+    /// start a second line or reach the terminal raw: one event, one line.
+    @Test func textLinesEscapeControlCharactersOnBothPaths() throws {
+        let pipe = try LogPipe()
+        var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        logger[metadataKey: "own"] = "a\rb"
+        logger.warning("bad\nthing", metadata: ["error": "x\n2026-11-29T11:11:55.999Z INFO stovepipe: forged \u{1B}[31m\u{7F}"])
+        let handler = try #require(logger.handler as? StderrLogHandler)
+        handler.log(
+            level: .info, message: "re\nquest", sortedFields: RequestLogFields(
+                bytes: 1, nanoseconds: 2_000, method: "G\u{1B}T", route: "/r", status: 200, requestID: "r\n1"),
+            time: RFC3339.Instant(seconds: 0, nanoseconds: 0))
+        let lines = pipe.lines
+        #expect(lines.count == 2)
+        #expect(lines.first?.hasSuffix(
+            #" WARNING stovepipe: bad\nthing component=http error=x\n2026-11-29T11:11:55.999Z INFO stovepipe: forged \u001b[31m\u007f own=a\rb"#)
+            == true)
+        let requestLine: String = #"1970-01-01T00:00:00.000Z INFO stovepipe: re\nquest bytes=1 component=http duration.ms=0.002"#
+            + #" http.method=G\u001bT http.route=/r http.status=200 own=a\rb request.id=r\n1"#
+        #expect(lines.last.map(String.init) == requestLine)
+    }
+}
+
+extension LogHandlerTests {
+    /// With `--log-format json` every line is a JSON object (README): a log shipper that parses each line must
+    /// not choke on the very line that says lines were lost.
+    @Test func theDropNoticeAmongJSONLinesIsAJSONObject() throws {
+        let pipe = try LogPipe()
+        Self.fill(pipe)
+        let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
+        let logger = Self.logger(sink, format: .json)
+        sink.startBackgroundWriter()
+        for index in 0..<500 { logger.info("queued \(index)") }
+        var drained = ""
+        let stopped = Thread { sink.stopBackgroundWriter() }
+        stopped.start()
+        #expect(eventually { drained += pipe.text; return drained.contains(/lines dropped[^\n]*\n/) })
+        let notice = try #require(drained.split(separator: "\n").first { $0.contains("lines dropped") })
+        let object = (try? JSONSerialization.jsonObject(with: Data(notice.utf8))) as? [String: Any]
+        #expect(object?["level"] as? String == "warning")
+        #expect(object?["logger"] as? String == "log")
+        #expect((object?["msg"] as? String)?.hasSuffix(" lines dropped (stderr was not read fast enough)") == true)
+        #expect((object?["ts"] as? String)?.hasSuffix("Z") == true)
+    }
+}
+
+extension LogHandlerTests {
+    /// O_NONBLOCK belongs to the open file, so a stderr shared with a parent that set it is non-blocking here too:
+    /// a line longer than the pipe holds then meets EAGAIN once the pipe is full, and its rest must wait for the
+    /// reader rather than vanish uncounted (leaving a cut line for the next one to be glued to).
+    @Test func aLineLongerThanANonBlockingPipeIsWrittenWhole() throws {
+        let pipe = try LogPipe()
+        _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) | O_NONBLOCK)
+        let logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
+        // 1 MiB: sixteen times what the pipe holds, written by one thread while this one reads.
+        let long = String(repeating: "x", count: 1 << 20)
+        let returned = Mutex(false)
+        Thread.detachNewThread {
+            logger.info("\(long) end")
+            logger.info("next")
+            returned.withLock { $0 = true }
+        }
+        // `text` drains the pipe and is everything read so far.
+        #expect(eventually { pipe.text.contains("stovepipe: next") && returned.withLock { $0 } })
+        let lines = pipe.lines
+        #expect(lines.count == 2)
+        #expect(lines.first?.hasSuffix(" INFO stovepipe: \(long) end component=http") == true)
+    }
+}
