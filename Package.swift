@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "stovepipe",
             dependencies: [
-                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API", "COpenSSL", "CEpoll",
+                "Domain", "Backends", "HTTPServer", "MySQLClient", "MySQLBackend", "API", "COpenSSL", "CEpoll", "Conditions",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,4 +1,5 @@
 import API
+import Conditions
 import Foundation
 import Logging
 
@@ -389,7 +390,7 @@ final class LogSink: @unchecked Sendable {
     static let standardError = LogSink(fd: STDERR_FILENO)
 
     /// How long the writer collects lines before writing them, unless `batchBytes` are waiting sooner.
-    static let batchWindow: TimeInterval = 0.005
+    static let batchWindow: Duration = .milliseconds(5)
     static let batchBytes = 64 << 10
     /// The longest a warning waits for stderr; after such a wait runs out, warnings for the next
     /// `stalledPeriod` do not wait at all.
@@ -401,7 +402,7 @@ final class LogSink: @unchecked Sendable {
     private let fd: Int32
     /// Past this many buffered bytes (the reader of stderr is not keeping up), lines are dropped and counted.
     private let bufferLimit: Int
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private let writeLock = NSLock()
     // Guarded by `condition`, so the dynamic exclusivity check of each access (a call per access) buys nothing.
     @exclusivity(unchecked) private var pending: [UInt8] = []
@@ -410,7 +411,7 @@ final class LogSink: @unchecked Sendable {
     private var background = false
     private var stopped = false
     private var stalledAt: ContinuousClock.Instant?
-    private let writerDone = NSCondition()
+    private let writerDone = MonotonicCondition()
     private var writerRunning = false
 
     /// The most a bounded write hands write(2) after poll(2) reports the descriptor writable.
@@ -527,7 +528,7 @@ final class LogSink: @unchecked Sendable {
         condition.signal()
         condition.unlock()
         writerDone.lock()
-        while writerRunning && writerDone.wait(until: Self.date(of: deadline)) {}
+        while writerRunning && writerDone.wait(for: deadline - ContinuousClock.now) {}
         writerDone.unlock()
         flush(waitingAtMost: max(.zero, deadline - ContinuousClock.now))
     }
@@ -539,7 +540,7 @@ final class LogSink: @unchecked Sendable {
             // Lines that arrive within a few milliseconds share one write(2) and one wake-up of this
             // thread; no signal comes meanwhile, since only a line into an empty buffer signals.
             if !stopped && pending.count < Self.batchBytes {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Self.batchWindow))
+                condition.wait(for: Self.batchWindow)
             }
             let exiting = stopped
             condition.unlock()
