@@ -303,19 +303,26 @@ final class LogPipe {
         _ = fcntl(pipe.writeFD, F_SETFL, fcntl(pipe.writeFD, F_GETFL) & ~O_NONBLOCK)
     }
 
-    @Test func linesBeyondTheBufferLimitAreDroppedAndCounted() throws {
-        let pipe = try LogPipe()
+    /// Logs 500 lines of about 60 bytes, far more than a full pipe and a 2,000-byte buffer hold together, then
+    /// returns what the pipe got once the line saying how many were dropped came out.
+    static func overflowingTheBuffer(format: LogFormat) -> String {
+        guard let pipe = try? LogPipe() else { return "" }
         // A full pipe: the writer thread blocks in write(2) as it would behind a stalled log shipper.
-        Self.fill(pipe)
+        fill(pipe)
         let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
-        let logger = Self.logger(sink, format: .text)
+        let logger = logger(sink, format: format)
         sink.startBackgroundWriter()
-        // Each line is about 60 bytes: far more than the pipe and the buffer hold together.
         for index in 0..<500 { logger.info("queued \(index)") }
         var drained = ""
         let stopped = Thread { sink.stopBackgroundWriter() }
         stopped.start()
-        #expect(eventually { drained += pipe.text; return drained.contains("lines dropped") })
+        _ = eventually { drained += pipe.text; return drained.contains(/lines dropped[^\n]*\n/) }
+        return drained
+    }
+
+    @Test func linesBeyondTheBufferLimitAreDroppedAndCounted() throws {
+        let drained = Self.overflowingTheBuffer(format: .text)
+        #expect(drained.contains("lines dropped"))
         #expect(drained.contains("queued 0 component=http"))
         #expect(!drained.contains("queued 499 component=http"))
     }
@@ -349,16 +356,7 @@ extension LogHandlerTests {
     /// With `--log-format json` every line is a JSON object (README): a log shipper that parses each line must
     /// not choke on the very line that says lines were lost.
     @Test func theDropNoticeAmongJSONLinesIsAJSONObject() throws {
-        let pipe = try LogPipe()
-        Self.fill(pipe)
-        let sink = LogSink(fd: pipe.writeFD, bufferLimit: 2_000)
-        let logger = Self.logger(sink, format: .json)
-        sink.startBackgroundWriter()
-        for index in 0..<500 { logger.info("queued \(index)") }
-        var drained = ""
-        let stopped = Thread { sink.stopBackgroundWriter() }
-        stopped.start()
-        #expect(eventually { drained += pipe.text; return drained.contains(/lines dropped[^\n]*\n/) })
+        let drained = Self.overflowingTheBuffer(format: .json)
         let notice = try #require(drained.split(separator: "\n").first { $0.contains("lines dropped") })
         let object = (try? JSONSerialization.jsonObject(with: Data(notice.utf8))) as? [String: Any]
         #expect(object?["level"] as? String == "warning")
