@@ -731,6 +731,32 @@ struct GitRunnerSignalTests {
         #expect(!environment.contains("STOVEPIPE_"), "\(environment)")
     }
 
+    @Test("git's output files have no name, so a process that exits or is killed while git runs leaves none behind")
+    func outputFilesAreAnonymous() throws {
+        // The readlinks run in subshells: dash execs a script's last command in place, redirection included.
+        let (directory, runner) = try scriptedGit("anonymous-git") {
+            "#!/bin/sh\nout=$(readlink /proc/$$/fd/1); err=$(readlink /proc/$$/fd/2)\necho \"$out\" > '\($0)/stdout'; echo \"$err\" > '\($0)/stderr'\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try runner.run(["version"]).status == 0)
+        for stream in ["stdout", "stderr"] {
+            let target = try String(contentsOfFile: "\(directory)/\(stream)", encoding: .utf8)
+            #expect(target.hasSuffix(" (deleted)\n"), "git's \(stream) is \(target)")
+        }
+    }
+
+    @Test("more output than the runner reads back is a clear failure, not memory without bound")
+    func outputBeyondTheLimitIsRefused() throws {
+        let (directory, runner) = try scriptedGit("chatty-git") { _ in
+            "#!/bin/sh\nhead -c \(GitRunner.maxOutputBytes + 1) /dev/zero\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(throws: BackendError.unavailable(
+            retryable: false, detail: "git rev-parse printed more than \(GitRunner.maxOutputBytes) bytes")) {
+            try runner.run(["rev-parse"])
+        }
+    }
+
     @Test("on a timeout git gets SIGTERM it can act on, though its caller ignores and blocks it")
     func timeoutDeliversSIGTERM() throws {
         // A git that cleans up on SIGTERM (as git removes its lock files) and otherwise hangs.

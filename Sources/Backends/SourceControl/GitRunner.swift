@@ -42,22 +42,14 @@ struct GitRunner: Sendable {
         return try run(["-C", directory] + arguments, ceiling: parent)
     }
 
-    /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout.
+    /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout, or its output
+    /// exceeds `maxOutputBytes`.
     func run(_ arguments: [String], ceiling: String? = nil) throws(BackendError) -> GitOutput {
-        let scratch = FileManager.default.temporaryDirectory
-        let token = UUID().uuidString
-        let outPath = scratch.appendingPathComponent("stovepipe-git-\(token).out").path
-        let errPath = scratch.appendingPathComponent("stovepipe-git-\(token).err").path
-        defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-        }
         // Output goes to files rather than pipes: a full pipe cannot block git, and nothing has to be
         // drained concurrently; after a timeout, grandchildren holding the descriptors cannot block us.
-        // O_EXCL and mode 0600: the files are in the shared temporary directory (open(2)).
-        let outFD = open(outPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let outFD = Self.anonymousFile()
         defer { if outFD >= 0 { close(outFD) } }
-        let errFD = open(errPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let errFD = Self.anonymousFile()
         defer { if errFD >= 0 { close(errFD) } }
         guard outFD >= 0, errFD >= 0 else {
             throw .unavailable(retryable: true, detail: "cannot create git output files")
@@ -73,6 +65,7 @@ struct GitRunner: Sendable {
             stderr: errFD
         )
 
+        let subcommand = arguments.first(where: Self.isSubcommand) ?? ""
         if exit.done.wait(timeout: .now() + Self.dispatchInterval(timeout)) == .timedOut {
             // git leads its own process group (POSIX_SPAWN_SETPGROUP): signalling the group also stops git's
             // children (ssh, a remote helper), which a terminated git leaves running.
@@ -81,15 +74,45 @@ struct GitRunner: Sendable {
                 kill(-exit.pid, SIGKILL)
                 _ = exit.done.wait(timeout: .now() + .seconds(5))
             }
-            throw .unavailable(retryable: true, detail: "git \(arguments.first(where: Self.isSubcommand) ?? "") timed out")
+            throw .unavailable(retryable: true, detail: "git \(subcommand) timed out")
         }
-        let stdout = FileManager.default.contents(atPath: outPath) ?? Data()
-        let stderr = FileManager.default.contents(atPath: errPath) ?? Data()
+        guard let stdout = Self.contents(of: outFD), let stderr = Self.contents(of: errFD) else {
+            throw .unavailable(retryable: false, detail: "git \(subcommand) printed more than \(Self.maxOutputBytes) bytes")
+        }
         return GitOutput(
             status: exit.status.withLock { $0 } ?? -1,
             stdout: String(decoding: stdout, as: UTF8.self),
             stderr: String(decoding: stderr, as: UTF8.self)
         )
+    }
+
+    /// The most output of one stream read back from git; every command this service runs prints far less.
+    static let maxOutputBytes = 16 << 20
+
+    /// A read-write file with no name left in the file system, or -1: unlinked at once, it cannot be left
+    /// behind by a process that exits (or is killed) while git runs.
+    private static func anonymousFile() -> Int32 {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("stovepipe-git-\(UUID().uuidString)").path
+        // O_EXCL and mode 0600: the name is in the shared temporary directory for an instant (open(2)).
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd >= 0 { unlink(path) }
+        return fd
+    }
+
+    /// What was written to `fd` from its start, or nil when that is more than `maxOutputBytes`.
+    private static func contents(of fd: Int32) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        var offset: off_t = 0
+        while true {
+            let count = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return bytes }
+            guard bytes.count + count <= maxOutputBytes else { return nil }
+            bytes.append(contentsOf: chunk[0..<count])
+            offset += off_t(count)
+        }
     }
 
     /// Starts `arguments[0]` with stdin /dev/null, the given stdout and stderr, in a new process group, with
