@@ -307,6 +307,22 @@ struct GitSourceControlLocalTests {
         }
     }
 
+    // Only root can hand the repository to another user; CI runs as root.
+    @Test("a repository another user owns is a final error that names safe.directory", .enabled(if: getuid() == 0))
+    func repositoryOwnedByAnotherUser() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        try #require(chown(repository.path, 12345, 12345) == 0)
+        let git = GitSourceControl(repository: repository.path, ref: "main", logger: silentLogger)
+        #expect {
+            try git.latest()
+        } throws: { error in
+            guard case BackendError.unavailable(let retryable, let detail) = error else { return false }
+            return !retryable && detail.contains("safe.directory")
+        }
+    }
+
     @Test("a ref that looks like an option is rejected without running git", arguments: ["--upload-pack=x", "-c", "main..other"])
     func maliciousRefRunsNothing(_ ref: String) throws {
         let repository = try ScratchRepository()

@@ -292,6 +292,14 @@ public final class GitSourceControl: SourceControl {
     private func failure(_ command: String, _ result: GitOutput) -> BackendError {
         // LC_ALL=C keeps this message in English; git has no distinct exit status for it.
         if result.stderr.contains("not a git repository") { return .notFound }
+        // git 2.35.2 and later refuse a repository another user owns (safe.directory, git-config(1)); that holds until
+        // an operator acts, so retrying cannot help.
+        if result.stderr.contains("detected dubious ownership") {
+            logger.error("git refuses the repository: another user owns it", metadata: ["git.command": "\(command)"])
+            return .unavailable(
+                retryable: false,
+                detail: "git refuses the repository because another user owns it; add it to safe.directory in the git configuration of the user stovepipe runs as")
+        }
         logger.debug("git failed", metadata: ["git.command": "\(command)", "git.status": "\(result.status)"])
         return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
     }
