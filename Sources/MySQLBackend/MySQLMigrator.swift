@@ -100,13 +100,17 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
-            try Self.requireDatabase(connection)
             let exists = try connection.query(
                 """
                 SELECT COUNT(*) FROM information_schema.tables
                 WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
                 """)
-            guard exists.first?.int64(0) == 1 else { return [] }
+            guard exists.first?.int64(0) == 1 else {
+                // Only when no table is found: a URL without a database finds none either (readiness probes
+                // call this, so a current schema costs no extra round trip).
+                try Self.requireDatabase(connection)
+                return []
+            }
             return try Self.appliedVersions(connection)
         }
         let known = Set(Self.migrations.map(\.version))
