@@ -15,6 +15,9 @@ private func uri(_ repository: String, _ ref: String, _ id: String) -> SourceURI
     SourceURI("git+\(repository)#\(ref)@\(id)")
 }
 
+/// The real git, which the wrapper scripts below run.
+private let realGit = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "git"
+
 /// A script standing in for git that leaves a marker file when it runs, to prove when git is never run.
 private struct MarkerGit {
     let directory: String
@@ -23,16 +26,7 @@ private struct MarkerGit {
 
     init(body: String = "exit 1") throws {
         directory = try makeScratchDirectory("fake-git")
-        let script = "#!/bin/sh\ntouch '\(directory)/ran'\n\(body)\n"
-        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/fake-git.txt"))
-        // The executable is written by cp, not by this process: a descriptor of ours open for writing could
-        // be inherited by a process another test forks at that moment, and exec would then fail (ETXTBSY).
-        let copy = Process()
-        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
-        copy.arguments = [directory + "/fake-git.txt", directory + "/fake-git"]
-        try copy.run()
-        copy.waitUntilExit()
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/fake-git")
+        try WrappedGit.install("#!/bin/sh\ntouch '\(directory)/ran'\n\(body)\n", at: executable, in: directory)
     }
 
     var ran: Bool { FileManager.default.fileExists(atPath: marker) }
@@ -47,22 +41,14 @@ private struct FetchCountingGit {
 
     init(onFetch: String) throws {
         directory = try makeScratchDirectory("counting-git")
-        let real = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) }
         let script = """
             #!/bin/sh
             # GitRunner runs `git -C <directory> <command> ...`.
             if [ "$3" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
-            exec '\(real ?? "git")' "$@"
+            exec '\(realGit)' "$@"
 
             """
-        try Data(script.utf8).write(to: URL(fileURLWithPath: directory + "/git.txt"))
-        // Copied by cp, as MarkerGit is, so that no descriptor of ours open for writing reaches a forked child.
-        let copy = Process()
-        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
-        copy.arguments = [directory + "/git.txt", executable]
-        try copy.run()
-        copy.waitUntilExit()
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: executable)
+        try WrappedGit.install(script, at: executable, in: directory)
     }
 
     var fetches: Int {
@@ -79,11 +65,11 @@ private struct WrappedGit {
 
     init(prelude: String) throws {
         directory = try makeScratchDirectory("wrapped-git")
-        let real = ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        try Self.install("#!/bin/sh\n\(prelude)\nexec '\(real ?? "git")' \"$@\"\n", at: executable, in: directory)
+        try Self.install("#!/bin/sh\n\(prelude)\nexec '\(realGit)' \"$@\"\n", at: executable, in: directory)
     }
 
-    /// Writes an executable script by cp, as MarkerGit does, so that no descriptor of ours open for writing reaches a child.
+    /// Writes an executable script by cp, not by this process: a descriptor of ours open for writing could be
+    /// inherited by a process another test forks at that moment, and exec would then fail (ETXTBSY).
     static func install(_ script: String, at path: String, in directory: String) throws {
         let text = directory + "/script-\(UUID().uuidString).txt"
         try Data(script.utf8).write(to: URL(fileURLWithPath: text))
