@@ -461,6 +461,33 @@ struct GitSourceControlRemoteTests {
         }
     }
 
+    @Test("addresses git reads as scp-like ssh ([user@]host:path, no '/' before the first ':') are mirrored and fetched; paths are not", arguments: [
+        ("deploy@host.example:org/repo.git", true), ("host.example:org/repo.git", true), ("git@host.example:repo.git", true),
+        ("[::1]:repo.git", true), ("ssh://deploy@host.example/org/repo.git", true),
+        ("./no/such/dir:with-colon", false), ("no/such/dir:with-colon", false), ("no-such-repository", false), ("C:/no/such/repository", false),
+    ])
+    func scpLikeAddressesAreRemote(_ address: String, _ remote: Bool) throws {
+        // Fetches fail at once: no ssh connection is tried, only the address git was given is recorded.
+        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "$8" >> "$(dirname "$0")/urls"; exit 128"#)
+        defer { git.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let source = GitSourceControl(
+            repository: address, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            switch error as? BackendError {
+            case .unavailable?: return remote
+            case .notFound?: return !remote
+            default: return false
+            }
+        }
+        let urls = (try? String(contentsOfFile: git.directory + "/urls", encoding: .utf8)) ?? ""
+        #expect(urls == (remote ? address + "\n" : ""), "fetched: \(urls)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == (remote ? 1 : 0), "a mirror only for a remote")
+    }
+
     @Test("callers queued behind a fetch share the next fetch instead of fetching in turn")
     func queuedCallersShareOneFetch() async throws {
         let upstream = try ScratchRepository()

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// URIs are `git+<repository>#<ref>@<commit id>` (credentials in a URL's user part are left out);
 /// only this backend parses them. A ref not starting with `refs/` names a branch (`main` is
-/// `refs/heads/main`). A remote repository (a URL with `://`, or `git@host:path`) is read through a
+/// `refs/heads/main`). A remote repository (a URL with `://`, or scp-like `[user@]host:path`) is read through a
 /// private bare mirror under the cache directory, fetched by `latest` and whenever a commit is missing.
 /// History cursors are the commit id the next page starts at, so paging is stable when the ref moves.
 public final class GitSourceControl: SourceControl {
@@ -318,8 +318,17 @@ public final class GitSourceControl: SourceControl {
             && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
     }
 
+    /// Whether git reads `repository` over a transport, not as a local path: a URL with `://`, or an scp-like
+    /// `[user@]host:path`, whose first `:` comes before any `/` (git's `url_is_local_not_ssh`).
     private static func isRemote(_ repository: String) -> Bool {
-        repository.contains("://") || repository.hasPrefix("git@")
+        if repository.contains("://") { return true }
+        let bytes = Array(repository.utf8)
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        if let slash = bytes.firstIndex(of: UInt8(ascii: "/")), slash < colon { return false }
+        // A drive letter (`C:/repo`) is a path, as git has it on Windows. git on Linux would try ssh to a host `C`;
+        // a path is the likelier meaning, and as one it fails as notFound without a connection attempt.
+        let isDriveLetter = colon == 1 && (bytes[0] | 0x20) >= UInt8(ascii: "a") && (bytes[0] | 0x20) <= UInt8(ascii: "z")
+        return !isDriveLetter
     }
 
     /// `scheme://user:secret@host/path` without `user:secret@`, so URIs never carry credentials.
