@@ -95,7 +95,7 @@ struct QueueConfiguration: Sendable, Equatable {
             guard GitSourceControl.isValidRef(ref) else {
                 throw Invalid(
                     place: "\(place).ref",
-                    problem: "must be a branch or ref name of A-Z a-z 0-9 . _ - / (no leading '-', no '..', not HEAD)")
+                    problem: "must be a branch or ref name that git check-ref-format accepts, of A-Z a-z 0-9 . _ - / (no component starting with '-', not HEAD)")
             }
             guard GitSourceControl.longestURILength(repository: repository, ref: ref) <= SourceURI.maxLength else {
                 throw Invalid(
