@@ -238,6 +238,14 @@ import Glibc
         #expect(output.contains("ingest secret is set but empty"), "\(output)")
     }
 
+    @Test(arguments: [["--git-cache-directory", ""], ["--git-cache-directory", " \t"]])
+    func anEmptyGitCacheDirectoryIsAUsageErrorNotTheWorkingDirectory(_ arguments: [String]) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments)
+        #expect(!listened, "started and would mirror remotes into the working directory")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--git-cache-directory is set but empty or blank"), "\(output)")
+    }
+
     @Test(.timeLimit(.minutes(1)), arguments: ["0", "-3", "1025"])
     func aPoolSizeOutsideItsRangeIsAUsageError(_ size: String) throws {
         let (status, output) = try Self.runToExit(["serve", "--port", "0", "--mysql-pool-size=\(size)"])
