@@ -114,6 +114,11 @@ struct Serve: ParsableCommand {
             throw ValidationError(
                 "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
         }
+        if let gitCacheDirectory, gitCacheDirectory.allSatisfy(\.isWhitespace) {
+            // Taken as a relative path, it would put the mirrors of private repositories in the working directory.
+            throw ValidationError(
+                "--git-cache-directory is set but empty or blank: leave it out for $TMPDIR/stovepipe-git-mirrors, or give a directory")
+        }
         guard (0...256).contains(consumerThreads) else { throw ValidationError("--consumer-threads must be 0...256") }
         if consumerThreads == 0, configuration.mysqlURL == nil {
             throw ValidationError(

@@ -461,6 +461,33 @@ struct GitSourceControlRemoteTests {
         }
     }
 
+    @Test("addresses git reads as scp-like ssh ([user@]host:path, no '/' before the first ':') are mirrored and fetched; paths are not", arguments: [
+        ("deploy@host.example:org/repo.git", true), ("host.example:org/repo.git", true), ("git@host.example:repo.git", true),
+        ("[::1]:repo.git", true), ("ssh://deploy@host.example/org/repo.git", true),
+        ("./no/such/dir:with-colon", false), ("no/such/dir:with-colon", false), ("no-such-repository", false), ("C:/no/such/repository", false),
+    ])
+    func scpLikeAddressesAreRemote(_ address: String, _ remote: Bool) throws {
+        // Fetches fail at once: no ssh connection is tried, only the address git was given is recorded.
+        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "$8" >> "$(dirname "$0")/urls"; exit 128"#)
+        defer { git.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let source = GitSourceControl(
+            repository: address, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            switch error as? BackendError {
+            case .unavailable?: return remote
+            case .notFound?: return !remote
+            default: return false
+            }
+        }
+        let urls = (try? String(contentsOfFile: git.directory + "/urls", encoding: .utf8)) ?? ""
+        #expect(urls == (remote ? address + "\n" : ""), "fetched: \(urls)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == (remote ? 1 : 0), "a mirror only for a remote")
+    }
+
     @Test("callers queued behind a fetch share the next fetch instead of fetching in turn")
     func queuedCallersShareOneFetch() async throws {
         let upstream = try ScratchRepository()
@@ -625,18 +652,51 @@ struct GitSourceControlRemoteTests {
     }
 }
 
+/// Whether the real `git check-ref-format --allow-onelevel` accepts `ref` (which must not start with `-`: git would
+/// read it as an option).
+private func gitAcceptsRef(_ ref: String) throws -> Bool {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: realGit)
+    process.arguments = ["check-ref-format", "--allow-onelevel", ref]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus == 0
+}
+
 @Suite("Git ref validation")
 struct GitRefValidationTests {
-    @Test("conservative refs are accepted", arguments: ["main", "refs/heads/main", "release/1.0", "feature_x-y", "v2"])
-    func accepted(_ ref: String) {
+    @Test("refs git check-ref-format accepts, in stovepipe's character set, are accepted", arguments: [
+        "main", "refs/heads/main", "release/1.0", "feature_x-y", "v2", "a.b", "a-", "a_", "refs/heads/a.lock-b", "a.locked/b",
+        "lock", "x.loc", "a/b-/c", "refs/tags/v1.2.3", "_", "9",
+    ])
+    func accepted(_ ref: String) throws {
         #expect(GitSourceControl.isValidRef(ref))
+        #expect(try gitAcceptsRef(ref), "the table is wrong: git refuses it")
     }
 
-    @Test("option-like and check-ref-format-breaking refs are refused", arguments: [
-        "", "-x", "--upload-pack=x", "a..b", "a//b", "/a", "a/", "a.lock", "a b", "a~1", "a^", "a:b", "HEAD",
-        "a/.b", "@{-1}", ".a", "a.", "a/-b", "a\\b", "a*", "a?b", "a[b",
+    @Test("refs git check-ref-format refuses are refused", arguments: [
+        "", "a..b", "..", "a//b", "/a", "a/", "/", "a.lock", "a.lock/b", "refs/heads/x.lock/y", "refs/heads/main.lock", ".a",
+        "a/.b", "refs/.heads/x", "a.", "a/b.", "a/.", "a/..", ".", "@", "@{-1}", "a@{b", "a b", "a\tb", "a\u{7f}b", "a\u{1}",
+        "a~1", "a^", "a:b", "a?b", "a*", "a[b", "a\\b", "refs/heads/a b",
     ])
-    func refused(_ ref: String) {
+    func refused(_ ref: String) throws {
+        #expect(!GitSourceControl.isValidRef(ref))
+        #expect(try !gitAcceptsRef(ref), "the table is wrong: git accepts it")
+    }
+
+    @Test("refs git accepts that stovepipe refuses: option-like, HEAD, too long, or bytes outside A-Z a-z 0-9 . _ - /", arguments: [
+        "a/-b", "refs/heads/-x", "HEAD", "a@b", "@a", "a{b}", "a+b", "a#b", "a%b", "a'b", "\"q\"", "a,b", "a=b", "f\u{fc}r",
+        String(repeating: "a", count: 256),
+    ])
+    func refusedByStovepipeOnly(_ ref: String) throws {
+        #expect(!GitSourceControl.isValidRef(ref))
+        #expect(try gitAcceptsRef(ref), "the table is wrong: git refuses it")
+    }
+
+    @Test("option-like refs are refused", arguments: ["-x", "--upload-pack=x", "-"])
+    func optionLike(_ ref: String) {
         #expect(!GitSourceControl.isValidRef(ref))
     }
 }

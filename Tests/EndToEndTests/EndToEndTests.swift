@@ -238,6 +238,25 @@ import Glibc
         #expect(output.contains("ingest secret is set but empty"), "\(output)")
     }
 
+    @Test func aQueuesFileBeyondTheLimitStopsStartUpNamingItsSize() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-queues-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // Sparse: the size is there without writing it.
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        #expect(truncate(path, off_t((64 << 20) + 1)) == 0)
+        let (status, output) = try Self.runToExit(["serve", "--port", "0", "--queues", path])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("\(path): is 67108865 bytes; a queues file may have at most 67108864 bytes"), "\(output)")
+    }
+
+    @Test(arguments: [["--git-cache-directory", ""], ["--git-cache-directory", " \t"]])
+    func anEmptyGitCacheDirectoryIsAUsageErrorNotTheWorkingDirectory(_ arguments: [String]) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments)
+        #expect(!listened, "started and would mirror remotes into the working directory")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--git-cache-directory is set but empty or blank"), "\(output)")
+    }
+
     @Test(.timeLimit(.minutes(1)), arguments: ["0", "-3", "1025"])
     func aPoolSizeOutsideItsRangeIsAUsageError(_ size: String) throws {
         let (status, output) = try Self.runToExit(["serve", "--port", "0", "--mysql-pool-size=\(size)"])

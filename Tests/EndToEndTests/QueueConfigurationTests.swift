@@ -101,6 +101,51 @@ import Testing
         }
     }
 
+    @Test func aFileBeyondTheLimitIsRefusedWithItsSizeBeforeItIsRead() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-queues-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let limit = 64 << 20
+        // Sparse: the size is there without writing it.
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        #expect(truncate(path, off_t(limit + 1)) == 0)
+        #expect {
+            try QueueConfiguration.load(path: path)
+        } throws: { error in
+            let invalid = error as? QueueConfiguration.Invalid
+            return invalid?.place == path && invalid?.problem == "is \(limit + 1) bytes; a queues file may have at most \(limit) bytes"
+        }
+    }
+
+    @Test func aFileAtTheLimitIsReadAndOnePastItIsNot() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-queues-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let document = Data(#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["x"]}}]}"#.utf8)
+        try document.write(to: URL(fileURLWithPath: path))
+        #expect(try QueueConfiguration.load(path: path, maxBytes: document.count).entries.count == 1)
+        #expect {
+            try QueueConfiguration.load(path: path, maxBytes: document.count - 1)
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.problem.hasPrefix("is \(document.count) bytes;") == true
+        }
+    }
+
+    @Test func readingStopsAtTheLimitWhenTheFileHasNoSizeOrGrows() throws {
+        // /dev/zero has size 0 and never ends: like a pipe, or a file that grows after its size was checked.
+        #expect {
+            try QueueConfiguration.load(path: "/dev/zero", maxBytes: 100_000)
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.problem == "has more than 100000 bytes; a queues file may have at most 100000 bytes"
+        }
+    }
+
+    @Test func aMissingFileCannotBeRead() throws {
+        #expect {
+            try QueueConfiguration.load(path: "/nonexistent/\(UUID().uuidString).json")
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.problem == "cannot be read"
+        }
+    }
+
     @Test func demoQueueIsValid() throws {
         #expect(try QueueConfiguration.demo().entries.map(\.name.rawValue) == ["demo/main"])
     }

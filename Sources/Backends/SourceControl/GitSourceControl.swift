@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// URIs are `git+<repository>#<ref>@<commit id>` (credentials in a URL's user part are left out);
 /// only this backend parses them. A ref not starting with `refs/` names a branch (`main` is
-/// `refs/heads/main`). A remote repository (a URL with `://`, or `git@host:path`) is read through a
+/// `refs/heads/main`). A remote repository (a URL with `://`, or scp-like `[user@]host:path`) is read through a
 /// private bare mirror under the cache directory, fetched by `latest` and whenever a commit is missing.
 /// History cursors are the commit id the next page starts at, so paging is stable when the ref moves.
 public final class GitSourceControl: SourceControl {
@@ -130,13 +130,13 @@ public final class GitSourceControl: SourceControl {
         !repository.isEmpty && !repository.hasPrefix("-") && !repository.utf8.contains(0)
     }
 
-    /// Whether `ref` is accepted: `[A-Za-z0-9._/-]`, no leading `-` or `/`, no `..`, `//`, `/.`, `.lock` ends.
+    /// Whether `ref` is accepted: a name `git check-ref-format --allow-onelevel` accepts, of `A-Z a-z 0-9 . _ - /`
+    /// only, with no component starting with `-`, not `HEAD`, at most 255 bytes.
     public static func isValidRef(_ ref: String) -> Bool {
         let bytes = Array(ref.utf8)
-        guard let first = bytes.first, let last = bytes.last, bytes.count <= 255 else { return false }
-        guard first != UInt8(ascii: "-"), first != UInt8(ascii: "/"), first != UInt8(ascii: "."),
-            last != UInt8(ascii: "/"), last != UInt8(ascii: ".")
-        else { return false }
+        guard !bytes.isEmpty, bytes.count <= 255, ref != "HEAD" else { return false }
+        // Stovepipe's own rules, narrower than git's: a component starting with '-' reads as an option, and git
+        // allows almost any other byte, which a ref name never needs.
         let allowed = bytes.allSatisfy { byte in
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
@@ -147,9 +147,30 @@ public final class GitSourceControl: SourceControl {
                 return false
             }
         }
-        // git check-ref-format rules that the character set alone does not exclude.
-        return allowed && !ref.contains("..") && !ref.contains("//") && !ref.contains("/.") && !ref.contains("/-")
-            && !ref.hasSuffix(".lock") && ref != "HEAD"
+        let components = bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard allowed, components.allSatisfy({ $0.first != UInt8(ascii: "-") }) else { return false }
+        return isCheckRefFormatName(bytes, components: components)
+    }
+
+    /// The rules of git-check-ref-format(1) with `--allow-onelevel`, numbered as there.
+    private static func isCheckRefFormatName(_ bytes: [UInt8], components: [ArraySlice<UInt8>]) -> Bool {
+        let dot = UInt8(ascii: ".")
+        // 9: not the single character '@'; 7: no '.' at the end.
+        guard bytes != [UInt8(ascii: "@")], bytes.last != dot else { return false }
+        // 3 and 8: no '..', no '@{'.
+        for (previous, byte) in zip(bytes, bytes.dropFirst()) {
+            if previous == dot && byte == dot { return false }
+            if previous == UInt8(ascii: "@") && byte == UInt8(ascii: "{") { return false }
+        }
+        // 4, 5 and 10: no control character, space, '~', '^', ':', '?', '*', '[' or '\\'.
+        let forbidden = Set(" ~^:?*[\\".utf8)
+        guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7f || forbidden.contains($0) }) else { return false }
+        // 6: no '/' at either end or twice in a row (an empty component); 1: no component starting with '.' or
+        // ending with '.lock'.
+        let lock = Array(".lock".utf8)
+        return components.allSatisfy { component in
+            !component.isEmpty && component.first != dot && !component.suffix(lock.count).elementsEqual(lock)
+        }
     }
 
     /// The directory git runs in and the full ref, or `notFound` for an invalid configuration.
@@ -318,8 +339,17 @@ public final class GitSourceControl: SourceControl {
             && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
     }
 
+    /// Whether git reads `repository` over a transport, not as a local path: a URL with `://`, or an scp-like
+    /// `[user@]host:path`, whose first `:` comes before any `/` (git's `url_is_local_not_ssh`).
     private static func isRemote(_ repository: String) -> Bool {
-        repository.contains("://") || repository.hasPrefix("git@")
+        if repository.contains("://") { return true }
+        let bytes = Array(repository.utf8)
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        if let slash = bytes.firstIndex(of: UInt8(ascii: "/")), slash < colon { return false }
+        // A drive letter (`C:/repo`) is a path, as git has it on Windows. git on Linux would try ssh to a host `C`;
+        // a path is the likelier meaning, and as one it fails as notFound without a connection attempt.
+        let isDriveLetter = colon == 1 && (bytes[0] | 0x20) >= UInt8(ascii: "a") && (bytes[0] | 0x20) <= UInt8(ascii: "z")
+        return !isDriveLetter
     }
 
     /// `scheme://user:secret@host/path` without `user:secret@`, so URIs never carry credentials.
