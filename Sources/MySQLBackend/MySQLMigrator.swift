@@ -53,6 +53,7 @@ public struct MySQLMigrator: Sendable {
     public static let lockPrefix = "stovepipe.migrate."
 
     private let database: MySQLDatabase
+    private let migrations: [MySQLMigration]
     private let lockTimeoutSeconds: UInt32
     private let logger: Logger
 
@@ -62,7 +63,13 @@ public struct MySQLMigrator: Sendable {
     ///   - lockTimeoutSeconds: how long to wait for another migrator to finish.
     ///   - logger: receives one info line per applied migration.
     public init(pool: MySQLPool, lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
+        self.init(pool: pool, migrations: Self.migrations, lockTimeoutSeconds: lockTimeoutSeconds, logger: logger)
+    }
+
+    /// Makes a migrator of other migrations than this binary's, for tests.
+    init(pool: MySQLPool, migrations: [MySQLMigration], lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
         self.database = MySQLDatabase(pool: pool)
+        self.migrations = migrations
         self.lockTimeoutSeconds = lockTimeoutSeconds
         self.logger = logger
     }
@@ -72,7 +79,7 @@ public struct MySQLMigrator: Sendable {
     /// - Throws: `BackendError.unavailable` when the lock is not granted in time or a migration fails.
     @discardableResult
     public func migrate() throws(BackendError) -> [UInt32] {
-        let migrations = Self.migrations
+        let migrations = migrations
         let lockTimeout = lockTimeoutSeconds
         let logger = logger
         return try database.run { connection in
@@ -113,7 +120,7 @@ public struct MySQLMigrator: Sendable {
             }
             return try Self.appliedVersions(connection)
         }
-        let known = Set(Self.migrations.map(\.version))
+        let known = Set(migrations.map(\.version))
         // Behind wins: a migration this binary needs is missing, whatever newer ones are there too.
         let pending = known.subtracting(applied).sorted()
         if !pending.isEmpty { return .behind(pending: pending) }
