@@ -188,8 +188,16 @@ public struct MySQLMigrator: Sendable {
             granted = try connection.query(
                 "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
         } while granted == 0 && remaining > 0
-        guard granted == 1 else {
+        if granted == 0 {
             throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
+        }
+        guard granted == 1 else {
+            // NULL is an error, not a wait that ran out: MariaDB answers NULL when the GET_LOCK query is killed
+            // (KILL QUERY), and on errors such as running out of memory (MariaDB docs, GET_LOCK).
+            throw BackendError.unavailable(
+                retryable: false,
+                detail: "mysql: GET_LOCK of the schema lock answered NULL (an error, such as its query being killed), "
+                    + "not a timeout; no migration ran")
         }
         defer {
             _ = try? connection.query("SELECT RELEASE_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")

@@ -216,6 +216,53 @@ struct MySQLMigratorTests {
             }
         }
     }
+
+    @Test("a GET_LOCK that answers NULL (its query killed) is reported as an error, not as another migrator")
+    func killedLockWait() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            let got = try holder.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
+            #expect(got.first?.int64(0) == 1)
+            let pool = MySQLPool(connection: configuration, logger: silentLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 20, logger: silentLogger)
+            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
+            let started = ContinuousClock.now
+            Thread {
+                do throws(BackendError) {
+                    let applied = try migrator.migrate()
+                    outcome.withLock { $0 = .success(applied) }
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                }
+            }.start()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var waiter: UInt64?
+            while waiter == nil && ContinuousClock.now < deadline {
+                waiter = try holder.query(
+                    "SELECT id FROM information_schema.processlist WHERE state = \("User lock") AND db = DATABASE()"
+                ).first?.uint64(0)
+                if waiter == nil { Thread.sleep(forTimeInterval: 0.05) }
+            }
+            let id = try #require(waiter)
+            // GET_LOCK answers NULL, without an error, when its query is killed (KILL QUERY).
+            try holder.executeScript(unsafeSQL: "KILL QUERY \(id)")
+            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            let result = try #require(outcome.withLock { $0 })
+            #expect(ContinuousClock.now - started < .seconds(15))
+            guard case .failure(.unavailable(let retryable, let detail)) = result else {
+                Issue.record("expected unavailable, got \(result)")
+                return
+            }
+            #expect(!retryable)
+            #expect(detail.contains("GET_LOCK") && detail.contains("NULL"), "\(detail)")
+            #expect(!detail.contains("another migrator"), "\(detail)")
+        }
+    }
 }
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)
