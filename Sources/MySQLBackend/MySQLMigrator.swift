@@ -52,6 +52,11 @@ public struct MySQLMigrator: Sendable {
     /// server do not wait for each other and the name stays within GET_LOCK's 64 characters.
     public static let lockPrefix = "stovepipe.migrate."
 
+    /// The read timeout, in seconds, of the connection `migrate` runs on: DDL answers only when it is done, and
+    /// an ALTER of a large table can take hours. The lock wait stays bounded by `lockTimeoutSeconds`.
+    public static let ddlReadTimeoutSeconds: UInt32 = 86_400
+
+    private let pool: MySQLPool
     private let database: MySQLDatabase
     private let migrations: [MySQLMigration]
     private let lockTimeoutSeconds: UInt32
@@ -68,13 +73,15 @@ public struct MySQLMigrator: Sendable {
 
     /// Makes a migrator of other migrations than this binary's, for tests.
     init(pool: MySQLPool, migrations: [MySQLMigration], lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
+        self.pool = pool
         self.database = MySQLDatabase(pool: pool)
         self.migrations = migrations
         self.lockTimeoutSeconds = lockTimeoutSeconds
         self.logger = logger
     }
 
-    /// Applies every migration not yet recorded, in order, under the named lock.
+    /// Applies every migration not yet recorded, in order, under the named lock, on a connection of its own
+    /// whose read timeout is `ddlReadTimeoutSeconds`.
     /// - Returns: the versions applied by this call (empty when the schema was current).
     /// - Throws: `BackendError.unavailable` when the lock is not granted in time or a migration fails.
     @discardableResult
@@ -82,7 +89,7 @@ public struct MySQLMigrator: Sendable {
         let migrations = migrations
         let lockTimeout = lockTimeoutSeconds
         let logger = logger
-        return try database.run { connection in
+        return try withMigrationConnection { connection in
             try Self.requireDatabase(connection)
             return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
@@ -100,6 +107,32 @@ public struct MySQLMigrator: Sendable {
                     newlyApplied.append(migration.version)
                 }
                 return newlyApplied
+            }
+        }
+    }
+
+    /// Runs `body` on a new connection with the pool's settings but a read timeout of `ddlReadTimeoutSeconds`;
+    /// a deadlock or lock wait timeout runs it again, as `MySQLDatabase.run` does.
+    private func withMigrationConnection<Result>(_ body: (MySQLConnection) throws -> Result) throws(BackendError)
+        -> Result
+    {
+        // Not a pooled connection: MYSQL_OPT_READ_TIMEOUT applies from mysql_real_connect on (the C API sets
+        // options between mysql_init and mysql_real_connect), so a pooled connection keeps the pool's 30 s.
+        var configuration = pool.connectionConfiguration
+        configuration.readTimeoutSeconds = max(configuration.readTimeoutSeconds, Self.ddlReadTimeoutSeconds)
+        var attempt = 1
+        while true {
+            do {
+                let connection = try MySQLConnection(
+                    configuration: configuration, statementCacheCapacity: pool.configuration.statementCacheCapacity)
+                defer { connection.close() }
+                return try body(connection)
+            } catch let error as MySQLError
+                where error.code.isTransient && attempt < pool.configuration.transactionAttempts
+            {
+                attempt += 1
+            } catch {
+                throw MySQLErrorTranslation.backendError(error)
             }
         }
     }

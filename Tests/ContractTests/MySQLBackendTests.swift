@@ -217,6 +217,22 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("a migration that runs longer than the pool's read timeout finishes")
+    func slowMigration() async throws {
+        try await withEmptyDatabase { configuration in
+            var shortReads = configuration
+            shortReads.readTimeoutSeconds = 1
+            let pool = MySQLPool(connection: shortReads, logger: silentLogger)
+            defer { pool.close() }
+            // A slow ALTER sends nothing back until it is done, as SLEEP does.
+            let slow = MySQLMigration(version: 1, name: "slow", sql: "DO SLEEP(3)")
+            let migrator = MySQLMigrator(pool: pool, migrations: [slow], lockTimeoutSeconds: 5, logger: silentLogger)
+            let applied = try migrator.migrate()
+            #expect(applied == [1])
+            #expect(try migrator.status() == .current)
+        }
+    }
+
     @Test("a GET_LOCK that answers NULL (its query killed) is reported as an error, not as another migrator")
     func killedLockWait() async throws {
         try await withEmptyDatabase { configuration in
