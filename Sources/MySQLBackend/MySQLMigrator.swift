@@ -83,7 +83,8 @@ public struct MySQLMigrator: Sendable {
     /// Applies every migration not yet recorded, in order, under the named lock, on a connection of its own
     /// whose read timeout is `ddlReadTimeoutSeconds`.
     /// - Returns: the versions applied by this call (empty when the schema was current).
-    /// - Throws: `BackendError.unavailable` when the lock is not granted in time or a migration fails.
+    /// - Throws: `BackendError.unavailable` when the lock is not granted in time, GET_LOCK fails, a migration
+    ///   fails, or a table it creates already exists with other columns (the migration is then not recorded).
     @discardableResult
     public func migrate() throws(BackendError) -> [UInt32] {
         let migrations = migrations
