@@ -52,7 +52,13 @@ public struct MySQLMigrator: Sendable {
     /// server do not wait for each other and the name stays within GET_LOCK's 64 characters.
     public static let lockPrefix = "stovepipe.migrate."
 
+    /// The read timeout, in seconds, of the connection `migrate` runs on: DDL answers only when it is done, and
+    /// an ALTER of a large table can take hours. The lock wait stays bounded by `lockTimeoutSeconds`.
+    public static let ddlReadTimeoutSeconds: UInt32 = 86_400
+
+    private let pool: MySQLPool
     private let database: MySQLDatabase
+    private let migrations: [MySQLMigration]
     private let lockTimeoutSeconds: UInt32
     private let logger: Logger
 
@@ -62,29 +68,50 @@ public struct MySQLMigrator: Sendable {
     ///   - lockTimeoutSeconds: how long to wait for another migrator to finish.
     ///   - logger: receives one info line per applied migration.
     public init(pool: MySQLPool, lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
+        self.init(pool: pool, migrations: Self.migrations, lockTimeoutSeconds: lockTimeoutSeconds, logger: logger)
+    }
+
+    /// Makes a migrator of other migrations than this binary's, for tests.
+    init(pool: MySQLPool, migrations: [MySQLMigration], lockTimeoutSeconds: UInt32 = 120, logger: Logger) {
+        self.pool = pool
         self.database = MySQLDatabase(pool: pool)
+        self.migrations = migrations
         self.lockTimeoutSeconds = lockTimeoutSeconds
         self.logger = logger
     }
 
-    /// Applies every migration not yet recorded, in order, under the named lock.
+    /// Applies every migration not yet recorded, in order, under the named lock, on a connection of its own
+    /// whose read timeout is `ddlReadTimeoutSeconds`.
     /// - Returns: the versions applied by this call (empty when the schema was current).
-    /// - Throws: `BackendError.unavailable` when the lock is not granted in time or a migration fails.
+    /// - Throws: `BackendError.unavailable` when the lock is not granted in time, GET_LOCK fails, a migration
+    ///   fails, or a table it creates already exists with other columns (the migration is then not recorded).
     @discardableResult
     public func migrate() throws(BackendError) -> [UInt32] {
-        let migrations = Self.migrations
+        let migrations = migrations
         let lockTimeout = lockTimeoutSeconds
         let logger = logger
-        return try database.run { connection in
+        return try withMigrationConnection { connection in
             try Self.requireDatabase(connection)
             return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
                 // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
                 try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
+                try Self.requireBookkeepingShape(connection)
                 let applied = try Self.appliedVersions(connection)
                 var newlyApplied: [UInt32] = []
                 for migration in migrations where !applied.contains(migration.version) {
                     try Self.apply(migration, on: connection)
+                    // CREATE TABLE IF NOT EXISTS keeps a table of that name whatever its columns, with only a note
+                    // (1050), so the migration is recorded only once its tables have the columns it declares.
+                    for table in Self.declaredTables(in: migration.sql) {
+                        guard let problem = try Self.shapeProblem(of: table, on: connection) else { continue }
+                        throw BackendError.unavailable(
+                            retryable: false,
+                            detail: "mysql migration \(migration.version) (\(migration.name)) failed: table "
+                                + "`\(table.name)`\(problem); it was there before, not made by this migration (another "
+                                + "application's?): rename or drop it, or use a database of stovepipe's own, then run "
+                                + "`stovepipe migrate` again")
+                    }
                     try connection.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
                     logger.info(
@@ -93,6 +120,32 @@ public struct MySQLMigrator: Sendable {
                     newlyApplied.append(migration.version)
                 }
                 return newlyApplied
+            }
+        }
+    }
+
+    /// Runs `body` on a new connection with the pool's settings but a read timeout of `ddlReadTimeoutSeconds`;
+    /// a deadlock or lock wait timeout runs it again, as `MySQLDatabase.run` does.
+    private func withMigrationConnection<Result>(_ body: (MySQLConnection) throws -> Result) throws(BackendError)
+        -> Result
+    {
+        // Not a pooled connection: MYSQL_OPT_READ_TIMEOUT applies from mysql_real_connect on (the C API sets
+        // options between mysql_init and mysql_real_connect), so a pooled connection keeps the pool's 30 s.
+        var configuration = pool.connectionConfiguration
+        configuration.readTimeoutSeconds = max(configuration.readTimeoutSeconds, Self.ddlReadTimeoutSeconds)
+        var attempt = 1
+        while true {
+            do {
+                let connection = try MySQLConnection(
+                    configuration: configuration, statementCacheCapacity: pool.configuration.statementCacheCapacity)
+                defer { connection.close() }
+                return try body(connection)
+            } catch let error as MySQLError
+                where error.code.isTransient && attempt < pool.configuration.transactionAttempts
+            {
+                attempt += 1
+            } catch {
+                throw MySQLErrorTranslation.backendError(error)
             }
         }
     }
@@ -113,7 +166,7 @@ public struct MySQLMigrator: Sendable {
             }
             return try Self.appliedVersions(connection)
         }
-        let known = Set(Self.migrations.map(\.version))
+        let known = Set(migrations.map(\.version))
         // Behind wins: a migration this binary needs is missing, whatever newer ones are there too.
         let pending = known.subtracting(applied).sorted()
         if !pending.isEmpty { return .behind(pending: pending) }
@@ -121,22 +174,42 @@ public struct MySQLMigrator: Sendable {
         return unknown.isEmpty ? .current : .ahead(unknown: unknown)
     }
 
-    /// Throws when a migration this binary needs is missing; call at start-up before serving. Returns the
+    /// Throws when a migration this binary needs is missing, or a table the schema creates lacks a column it
+    /// declares (or has it with another type family or nullability); call at start-up before serving. Returns the
     /// applied versions this binary does not know (empty when current): migrations only add, so an older
     /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
-    /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions, or the lookup's error.
+    /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
+    ///   and column that differ, or the lookup's error.
     @discardableResult
     public func requireUpToDate() throws(BackendError) -> [UInt32] {
+        let unknown: [UInt32]
         switch try status() {
         case .current:
-            return []
-        case .ahead(let unknown):
-            return unknown
+            unknown = []
+        case .ahead(let newer):
+            unknown = newer
         case .behind(let pending):
             throw .unavailable(
                 retryable: false,
                 detail: "mysql schema is behind: migrations \(pending) are pending; run `stovepipe migrate --mysql-url URL`")
         }
+        // Here and in migrate only, not in `status`: readiness probes call that, and this reads every table's columns.
+        let migrations = migrations
+        try database.run { connection in
+            try Self.requireBookkeepingShape(connection)
+            for migration in migrations {
+                for table in Self.declaredTables(in: migration.sql) {
+                    guard let problem = try Self.shapeProblem(of: table, on: connection) else { continue }
+                    throw BackendError.unavailable(
+                        retryable: false,
+                        detail: "mysql schema does not match this binary: table `\(table.name)` (migration "
+                            + "\(migration.version))\(problem); restore it to its definition in Schema/, or, if it is "
+                            + "another application's table, rename it, delete version \(migration.version) from "
+                            + "schema_migrations and run `stovepipe migrate`")
+                }
+            }
+        }
+        return unknown
     }
 
     private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
@@ -167,6 +240,166 @@ public struct MySQLMigrator: Sendable {
         return Set(rows.compactMap { $0.uint64(0).flatMap(UInt32.init(exactly:)) })
     }
 
+    /// A column as a schema file declares it.
+    struct DeclaredColumn: Sendable, Hashable {
+        /// The column name.
+        let name: String
+        /// The declared type's name in lower case, such as `varchar`.
+        let type: String
+        /// Whether it allows NULL (no NOT NULL in its definition).
+        let isNullable: Bool
+    }
+
+    /// A table a schema file creates, with its columns in order.
+    struct DeclaredTable: Sendable, Hashable {
+        /// The table name.
+        let name: String
+        /// The columns; keys and constraints are left out.
+        let columns: [DeclaredColumn]
+    }
+
+    /// The tables the `CREATE TABLE` statements of `sql` make. Reads this binary's own schema files, whose
+    /// definitions put a column's name first and its type second; not a parser for SQL in general.
+    static func declaredTables(in sql: String) -> [DeclaredTable] {
+        let tokens = tokens(of: sql)
+        let constraints: Set<String> = [
+            "PRIMARY", "UNIQUE", "KEY", "INDEX", "CONSTRAINT", "FOREIGN", "CHECK", "FULLTEXT", "SPATIAL",
+        ]
+        var tables: [DeclaredTable] = []
+        var index = 0
+        while index + 2 < tokens.count {
+            guard tokens[index].uppercased() == "CREATE", tokens[index + 1].uppercased() == "TABLE" else {
+                index += 1
+                continue
+            }
+            index += 2
+            if index + 3 < tokens.count, tokens[index..<index + 3].map({ $0.uppercased() }) == ["IF", "NOT", "EXISTS"] {
+                index += 3
+            }
+            guard index + 1 < tokens.count, tokens[index + 1] == "(" else { continue }
+            let name = tokens[index]
+            index += 2
+            var columns: [DeclaredColumn] = []
+            var definition: [String] = []
+            var depth = 0
+            while index < tokens.count {
+                let token = tokens[index]
+                index += 1
+                if depth == 0 && (token == "," || token == ")") {
+                    if definition.count >= 2, !constraints.contains(definition[0].uppercased()) {
+                        let upper = definition.map { $0.uppercased() }
+                        let notNull = zip(upper, upper.dropFirst()).contains { $0 == "NOT" && $1 == "NULL" }
+                        columns.append(
+                            DeclaredColumn(name: definition[0], type: definition[1].lowercased(), isNullable: !notNull))
+                    }
+                    definition = []
+                    if token == ")" { break }
+                    continue
+                }
+                if token == "(" { depth += 1 } else if token == ")" { depth -= 1 }
+                definition.append(token)
+            }
+            tables.append(DeclaredTable(name: name, columns: columns))
+        }
+        return tables
+    }
+
+    /// Words (backquotes removed), `(`, `)`, `,` and `;`; comments and string literals are skipped.
+    private static func tokens(of sql: String) -> [String] {
+        var tokens: [String] = []
+        var word = ""
+        var scalars = sql.unicodeScalars.makeIterator()
+        var pending = scalars.next()
+        func flush() {
+            if !word.isEmpty { tokens.append(word) }
+            word = ""
+        }
+        while let scalar = pending {
+            pending = scalars.next()
+            switch scalar {
+            case "-" where pending == "-":
+                flush()
+                while let skipped = pending, skipped != "\n" { pending = scalars.next() }
+            case "`":
+                flush()
+                while let quoted = pending, quoted != "`" {
+                    word.unicodeScalars.append(quoted)
+                    pending = scalars.next()
+                }
+                pending = scalars.next()
+                flush()
+            case "'", "\"":
+                flush()
+                while let quoted = pending, quoted != scalar { pending = scalars.next() }
+                pending = scalars.next()
+            case "(", ")", ",", ";":
+                flush()
+                tokens.append(String(scalar))
+            default:
+                if scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "$" {
+                    word.unicodeScalars.append(scalar)
+                } else {
+                    flush()
+                }
+            }
+        }
+        flush()
+        return tokens
+    }
+
+    /// The family of a type name: a declared and a found type need only agree on it (an INT widened to BIGINT
+    /// by hand still holds every value).
+    static func typeFamily(_ type: String) -> String {
+        switch type.lowercased() {
+        case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "bool", "boolean": "integer"
+        case "char", "varchar", "tinytext", "text", "mediumtext", "longtext": "text"
+        case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob": "binary"
+        case "date", "datetime", "timestamp": "date-time"
+        case "decimal", "numeric", "dec", "fixed": "decimal"
+        case "float", "double", "real": "floating-point"
+        case let other: other
+        }
+    }
+
+    /// How `table` in the database differs from its declaration, as the rest of a sentence that names the table
+    /// (" does not exist", ": column `x` is missing", ...); nil when it has every declared column as declared.
+    private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
+        let rows = try connection.query(
+            """
+            SELECT column_name, data_type, is_nullable FROM information_schema.columns
+            WHERE table_schema = DATABASE() AND table_name = \(table.name)
+            """)
+        guard !rows.isEmpty else { return " does not exist" }
+        var found: [String: (type: String, isNullable: Bool)] = [:]
+        for row in rows {
+            guard let name = row.string(0), let type = row.string(1) else { continue }
+            // Column names are not case-sensitive in MariaDB (Identifier Case-sensitivity).
+            found[name.lowercased()] = (type.lowercased(), row.string(2) == "YES")
+        }
+        for column in table.columns {
+            guard let actual = found[column.name.lowercased()] else { return ": column `\(column.name)` is missing" }
+            if typeFamily(actual.type) != typeFamily(column.type) {
+                return ": column `\(column.name)` is \(actual.type), where Schema/ declares \(column.type)"
+            }
+            if actual.isNullable != column.isNullable {
+                return ": column `\(column.name)` \(actual.isNullable ? "allows NULL" : "is NOT NULL"), where Schema/ "
+                    + "declares it \(column.isNullable ? "NULL" : "NOT NULL")"
+            }
+        }
+        return nil
+    }
+
+    /// Throws when `schema_migrations` lacks the columns the migrator uses, as another tool's table of that name may.
+    private static func requireBookkeepingShape(_ connection: MySQLConnection) throws {
+        for table in declaredTables(in: bookkeepingSQL) {
+            guard let problem = try shapeProblem(of: table, on: connection) else { continue }
+            throw BackendError.unavailable(
+                retryable: false,
+                detail: "mysql: table `\(table.name)` is not the migrator's bookkeeping\(problem); it is most likely "
+                    + "another migration tool's: use a database of stovepipe's own")
+        }
+    }
+
     private static func withLock<Result>(
         _ connection: MySQLConnection, timeoutSeconds: UInt32, _ body: () throws -> Result
     ) throws -> Result {
@@ -181,8 +414,16 @@ public struct MySQLMigrator: Sendable {
             granted = try connection.query(
                 "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
         } while granted == 0 && remaining > 0
-        guard granted == 1 else {
+        if granted == 0 {
             throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
+        }
+        guard granted == 1 else {
+            // NULL is an error, not a wait that ran out: MariaDB answers NULL when the GET_LOCK query is killed
+            // (KILL QUERY), and on errors such as running out of memory (MariaDB docs, GET_LOCK).
+            throw BackendError.unavailable(
+                retryable: false,
+                detail: "mysql: GET_LOCK of the schema lock answered NULL (an error, such as its query being killed), "
+                    + "not a timeout; no migration ran")
         }
         defer {
             _ = try? connection.query("SELECT RELEASE_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")

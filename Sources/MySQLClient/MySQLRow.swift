@@ -1,3 +1,4 @@
+internal import CMySQL
 import struct Foundation.Date
 
 /// The name and kind of one result column.
@@ -58,19 +59,21 @@ public struct MySQLRow: Sendable, Hashable {
     /// Text, or binary data that is valid UTF-8.
     public func string(_ name: String) -> String? { Self.string(self[name]) }
 
-    /// A signed integer; unsigned values and decimal text that fit convert.
+    /// A signed integer; unsigned values, BIT columns and decimal text that fit convert.
     @inlinable
-    public func int64(_ index: Int) -> Int64? { Self.int64(self[index]) }
+    public func int64(_ index: Int) -> Int64? {
+        Self.int64(self[index]) ?? bitValue(index).flatMap(Int64.init(exactly:))
+    }
 
-    /// A signed integer; unsigned values and decimal text that fit convert.
-    public func int64(_ name: String) -> Int64? { Self.int64(self[name]) }
+    /// A signed integer; unsigned values, BIT columns and decimal text that fit convert.
+    public func int64(_ name: String) -> Int64? { index(of: name).flatMap { int64($0) } }
 
-    /// An unsigned integer; non-negative signed values and decimal text convert.
+    /// An unsigned integer; non-negative signed values, BIT columns and decimal text convert.
     @inlinable
-    public func uint64(_ index: Int) -> UInt64? { Self.uint64(self[index]) }
+    public func uint64(_ index: Int) -> UInt64? { Self.uint64(self[index]) ?? bitValue(index) }
 
-    /// An unsigned integer; non-negative signed values and decimal text convert.
-    public func uint64(_ name: String) -> UInt64? { Self.uint64(self[name]) }
+    /// An unsigned integer; non-negative signed values, BIT columns and decimal text convert.
+    public func uint64(_ name: String) -> UInt64? { index(of: name).flatMap { uint64($0) } }
 
     /// A floating-point number; integers and decimal text convert.
     @inlinable
@@ -79,12 +82,14 @@ public struct MySQLRow: Sendable, Hashable {
     /// A floating-point number; integers and decimal text convert.
     public func double(_ name: String) -> Double? { Self.double(self[name]) }
 
-    /// A boolean from an integer: 0 is false, anything else true.
+    /// A boolean from an integer or a BIT column such as BIT(1): 0 is false, anything else true.
     @inlinable
-    public func bool(_ index: Int) -> Bool? { Self.int64(self[index]).map { $0 != 0 } }
+    public func bool(_ index: Int) -> Bool? {
+        Self.int64(self[index]).map { $0 != 0 } ?? bitValue(index).map { $0 != 0 }
+    }
 
-    /// A boolean from an integer: 0 is false, anything else true.
-    public func bool(_ name: String) -> Bool? { Self.int64(self[name]).map { $0 != 0 } }
+    /// A boolean from an integer or a BIT column such as BIT(1): 0 is false, anything else true.
+    public func bool(_ name: String) -> Bool? { index(of: name).flatMap { bool($0) } }
 
     /// Binary data, or the UTF-8 bytes of text.
     @inlinable
@@ -106,6 +111,18 @@ public struct MySQLRow: Sendable, Hashable {
 
     /// A DATE, DATETIME or TIMESTAMP read as UTC.
     public func date(_ name: String) -> Date? { Self.dateTime(self[name])?.date }
+
+    /// The value of a BIT column at `index` as an integer; nil for NULL and for other columns.
+    // Not inlinable: only reached once the value is not a number, so the hot path stays one switch.
+    @usableFromInline
+    func bitValue(_ index: Int) -> UInt64? {
+        // BIT(1...64) arrives as a binary string of ceil(n / 8) bytes, most significant first (the binary
+        // protocol sends MYSQL_TYPE_BIT as a length-encoded string; MariaDB docs, BIT).
+        guard columns.indices.contains(index), columns[index].fieldType == MYSQL_TYPE_BIT.rawValue,
+            case .bytes(let bytes) = self[index], bytes.count <= 8
+        else { return nil }
+        return bytes.reduce(0) { $0 << 8 | UInt64($1) }
+    }
 
     @inlinable
     static func string(_ value: MySQLValue) -> String? {

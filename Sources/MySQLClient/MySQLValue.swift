@@ -12,7 +12,7 @@ public enum MySQLValue: Sendable, Hashable {
     case double(Double)
     /// Text in the connection's character set (utf8mb4); DECIMAL and TIME columns also read as text.
     case string(String)
-    /// Binary data (BINARY, VARBINARY, BLOB, BIT).
+    /// Binary data (BINARY, VARBINARY, BLOB, BIT); a row's integer and Bool accessors read BIT as a number.
     case bytes([UInt8])
     /// A DATE, DATETIME or TIMESTAMP.
     case dateTime(MySQLDateTime)

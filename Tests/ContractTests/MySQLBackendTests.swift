@@ -216,6 +216,147 @@ struct MySQLMigratorTests {
             }
         }
     }
+
+    @Test("migrate refuses a table of another shape that has a schema table's name, and records nothing for it")
+    func foreignTable() async throws {
+        try await withEmptyDatabase { configuration in
+            let other = try MySQLConnection(configuration: configuration)
+            defer { other.close() }
+            // Another application's table: CREATE TABLE IF NOT EXISTS leaves it alone with only a note (1050).
+            try other.execute("CREATE TABLE requests (id INT NOT NULL PRIMARY KEY, body TEXT NULL) ENGINE=InnoDB")
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            do throws(BackendError) {
+                try storage.migrator.migrate()
+                Issue.record("migrate accepted another application's requests table")
+            } catch {
+                guard case .unavailable(let retryable, let detail) = error else {
+                    Issue.record("expected unavailable, got \(error)")
+                    return
+                }
+                #expect(!retryable)
+                #expect(detail.hasPrefix("mysql migration 1 (requests) failed: table `requests`"), "\(detail)")
+                #expect(detail.contains("column `queue` is missing"), "\(detail)")
+                #expect(detail.contains("stovepipe migrate"), "\(detail)")
+            }
+            #expect(try other.query("SELECT version FROM schema_migrations").isEmpty)
+            try other.execute("RENAME TABLE requests TO other_requests")
+            #expect(try storage.migrator.migrate() == MySQLMigrator.migrations.map(\.version))
+            #expect(try storage.migrator.requireUpToDate() == [])
+        }
+    }
+
+    @Test("start-up refuses a schema table changed after migrate; status, which readiness calls, reads versions only")
+    func changedTable() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func startUpProblem() -> String? {
+                do throws(BackendError) {
+                    try storage.migrator.requireUpToDate()
+                    return nil
+                } catch {
+                    guard case .unavailable(false, let detail) = error else { return "unexpected \(error)" }
+                    return detail
+                }
+            }
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues MODIFY version VARCHAR(20) NOT NULL") }
+            #expect(try storage.migrator.status() == .current)
+            let typeProblem = startUpProblem()
+            #expect(typeProblem?.contains("table `queues` (migration 3): column `version` is varchar") == true, "\(typeProblem ?? "nil")")
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues MODIFY version BIGINT UNSIGNED NULL") }
+            let nullProblem = startUpProblem()
+            #expect(nullProblem?.contains("table `queues` (migration 3): column `version` allows NULL") == true, "\(nullProblem ?? "nil")")
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues MODIFY version BIGINT UNSIGNED NOT NULL") }
+            #expect(startUpProblem() == nil)
+            try storage.pool.withConnection { try $0.execute("DROP TABLE counters") }
+            let missing = startUpProblem()
+            #expect(missing?.contains("table `counters` (migration 4) does not exist") == true, "\(missing ?? "nil")")
+        }
+    }
+
+    @Test("a migration that runs longer than the pool's read timeout finishes")
+    func slowMigration() async throws {
+        try await withEmptyDatabase { configuration in
+            var shortReads = configuration
+            shortReads.readTimeoutSeconds = 1
+            let pool = MySQLPool(connection: shortReads, logger: silentLogger)
+            defer { pool.close() }
+            // A slow ALTER sends nothing back until it is done, as SLEEP does.
+            let slow = MySQLMigration(version: 1, name: "slow", sql: "DO SLEEP(3)")
+            let migrator = MySQLMigrator(pool: pool, migrations: [slow], lockTimeoutSeconds: 5, logger: silentLogger)
+            let applied = try migrator.migrate()
+            #expect(applied == [1])
+            #expect(try migrator.status() == .current)
+        }
+    }
+
+    @Test("a GET_LOCK that answers NULL (its query killed) is reported as an error, not as another migrator")
+    func killedLockWait() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            let got = try holder.query(
+                "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
+            #expect(got.first?.int64(0) == 1)
+            let pool = MySQLPool(connection: configuration, logger: silentLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 20, logger: silentLogger)
+            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
+            let started = ContinuousClock.now
+            Thread {
+                do throws(BackendError) {
+                    let applied = try migrator.migrate()
+                    outcome.withLock { $0 = .success(applied) }
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                }
+            }.start()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var waiter: UInt64?
+            while waiter == nil && ContinuousClock.now < deadline {
+                waiter = try holder.query(
+                    "SELECT id FROM information_schema.processlist WHERE state = \("User lock") AND db = DATABASE()"
+                ).first?.uint64(0)
+                if waiter == nil { Thread.sleep(forTimeInterval: 0.05) }
+            }
+            let id = try #require(waiter)
+            // GET_LOCK answers NULL, without an error, when its query is killed (KILL QUERY).
+            try holder.executeScript(unsafeSQL: "KILL QUERY \(id)")
+            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            let result = try #require(outcome.withLock { $0 })
+            #expect(ContinuousClock.now - started < .seconds(15))
+            guard case .failure(.unavailable(let retryable, let detail)) = result else {
+                Issue.record("expected unavailable, got \(result)")
+                return
+            }
+            #expect(!retryable)
+            #expect(detail.contains("GET_LOCK") && detail.contains("NULL"), "\(detail)")
+            #expect(!detail.contains("another migrator"), "\(detail)")
+        }
+    }
+}
+
+@Suite("MySQL schema declarations")
+struct MySQLSchemaDeclarationTests {
+    @Test("every migration's table and columns are read from its schema file, keys and comments left out")
+    func declaredTables() {
+        let tables = MySQLMigrator.migrations.flatMap { MySQLMigrator.declaredTables(in: $0.sql) }
+        #expect(tables.map(\.name) == MySQLMigrator.migrations.map(\.name))
+        let requests = tables.first { $0.name == "requests" }
+        #expect(
+            requests?.columns.map(\.name) == [
+                "queue", "n", "uri", "state", "build_strategy", "base_uri", "version", "created_at", "updated_at",
+            ])
+        #expect(requests?.columns.first { $0.name == "base_uri" } == .init(name: "base_uri", type: "varchar", isNullable: true))
+        #expect(requests?.columns.first { $0.name == "n" } == .init(name: "n", type: "bigint", isNullable: false))
+        let bookkeeping = MySQLMigrator.declaredTables(in: MySQLMigrator.bookkeepingSQL)
+        #expect(bookkeeping.map { $0.columns.map(\.name) } == [["version", "name", "created_at", "updated_at"]])
+        #expect(MySQLMigrator.declaredTables(in: "DO SLEEP(1)").isEmpty)
+    }
 }
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)

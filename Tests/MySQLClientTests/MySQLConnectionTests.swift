@@ -79,6 +79,30 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("BIT(n) reads as an integer from its big-endian bytes, BIT(1) as a Bool, by index and by name")
+    func bitColumns() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            defer { connection.close() }
+            try connection.execute(
+                "CREATE TEMPORARY TABLE bits (id INT PRIMARY KEY, flag BIT(1) NOT NULL, mask BIT(12) NULL, wide BIT(64) NULL)")
+            try connection.execute("INSERT INTO bits VALUES (1, b'1', b'101000000011', \(UInt64.max)), (2, b'0', NULL, NULL)")
+            let rows = try connection.query("SELECT flag, mask, wide FROM bits ORDER BY id")
+            try #require(rows.count == 2)
+            let set = rows[0]
+            #expect(set.bool("flag") == true && set.bool(0) == true)
+            #expect(set.int64("flag") == 1 && set.uint64(0) == 1)
+            #expect(set.int64("mask") == 0xA03 && set.uint64(1) == 0xA03)
+            #expect(set.bool("mask") == true)
+            // The raw bytes stay readable as they were.
+            #expect(set.bytes("mask") == [0x0A, 0x03])
+            #expect(set.uint64("wide") == UInt64.max && set.int64("wide") == nil && set.bool(2) == true)
+            let clear = rows[1]
+            #expect(clear.bool("flag") == false && clear.int64(0) == 0)
+            #expect(clear.bool("mask") == nil && clear.uint64("wide") == nil)
+        }
+    }
+
     @Test("long text and blobs come back whole, not cut at the initial buffer")
     func longValues() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
