@@ -270,6 +270,11 @@ final class Connection: Sendable {
                     self, scratch: scratch, untilDrained: hangUp, now: now, writer: &writer, actions: &actions
                 )
             }
+            // A close_notify the full socket did not take is sent now; without it the client would get
+            // neither it nor the FIN before the linger deadline closes the connection.
+            if writable && !actions.close, case .lingering = state.lifecycle, state.transport.shutdownWaitsForWritable {
+                state.transport.shutdownWrite()
+            }
             return actions
         }
     }

@@ -14,6 +14,7 @@ final class TLSTransport: ConnectionTransport, @unchecked Sendable {
     private(set) var isEstablished = false
     private(set) var readWaitsForWritable = false
     private(set) var writeWaitsForReadable = false
+    private(set) var shutdownWaitsForWritable = false
     /// What ended a read that had already moved bytes; the next read reports it.
     private var deferredReadResult: TransportResult?
     /// SSL_shutdown must not be called after a fatal error (SSL_shutdown(3)).
@@ -77,8 +78,12 @@ final class TLSTransport: ConnectionTransport, @unchecked Sendable {
         if let ssl, isEstablished, !fatal {
             // RFC 8446 §6.1: close_notify before the TCP FIN, so the client knows nothing was cut.
             ERR_clear_error()
-            guard SSL_shutdown(ssl) >= 0 else {
-                // The alert is not (fully) out; a FIN now would cut it, so leave TCP open until close.
+            let result = SSL_shutdown(ssl)
+            shutdownWaitsForWritable = false
+            guard result >= 0 else {
+                // The alert is not (fully) out; a FIN now would cut it, so leave TCP open. On WANT_WRITE the
+                // call is repeated once the socket is writable (SSL_shutdown(3)), which sends the rest and the FIN.
+                shutdownWaitsForWritable = SSL_get_error(ssl, result) == SSL_ERROR_WANT_WRITE
                 ERR_clear_error()
                 return
             }

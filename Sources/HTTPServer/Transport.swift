@@ -30,6 +30,8 @@ protocol ConnectionTransport: Sendable {
     var writeWaitsForReadable: Bool { get }
     /// Input is buffered inside the transport, so a short read does not mean the socket is drained.
     var hasBufferedInput: Bool { get }
+    /// The last `shutdownWrite` could not send everything (a TLS close_notify) and is retried when writable.
+    var shutdownWaitsForWritable: Bool { get }
     /// Reads into `buffer`.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportResult
     /// Writes a prefix of `bytes`.
@@ -50,6 +52,7 @@ struct SocketTransport: ConnectionTransport {
     var readWaitsForWritable: Bool { false }
     var writeWaitsForReadable: Bool { false }
     var hasBufferedInput: Bool { false }
+    var shutdownWaitsForWritable: Bool { false }
 
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportResult {
         guard fd >= 0 else { return .failed(EBADF) }

@@ -16,6 +16,22 @@ struct Stovepipe: ParsableCommand {
         abstract: "At which commit is this branch green?",
         subcommands: [Serve.self, Migrate.self, Topics.self, Healthcheck.self],
         defaultSubcommand: Serve.self)
+
+    /// Parses the arguments and runs the command they name, `serve` with SIGHUP held from the start.
+    static func main() {
+        // SIGHUP reloads the certificate once `serve` has its handler; before that its default action would
+        // end the process. Held before any thread starts, it stays blocked on every thread (pthread_sigmask:
+        // threads inherit the mask), so one that comes during start-up waits for the handler. Other commands
+        // get the mask they started with back before they run, and with it SIGHUP's default action.
+        let previous = SignalWaiter.hold([SIGHUP])
+        do {
+            var command = try parseAsRoot()
+            if !(command is Serve) { SignalWaiter.release(previous) }
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options shared by the commands that log.

@@ -74,11 +74,36 @@ final class SignalWaiter {
     /// Runs `handler` on every `number` signal, on its own queue: these signals neither end `wait()`
     /// nor count as a second signal, and a slow handler never delays shutdown.
     func onEvery(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {
-        signal(number, SIG_IGN)
+        // A signal held since start-up (`hold`) is blocked on every thread, so its default action never runs,
+        // and it may be pending: SIG_IGN would discard it (POSIX sigaction), the source's signalfd reads it.
+        if !Self.isBlocked(number) { signal(number, SIG_IGN) }
         let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "stovepipe.signal.\(number)"))
         source.setEventHandler(handler: handler)
         source.resume()
         repeating.append(source)
+    }
+
+    /// Blocks `signals` on the calling thread, and so on every thread it starts later; returns the mask before.
+    /// Called first thing in `main`, it keeps a signal that comes during start-up pending, instead of acted on.
+    static func hold(_ signals: [Int32]) -> sigset_t {
+        var held = sigset_t()
+        sigemptyset(&held)
+        for number in signals { sigaddset(&held, number) }
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &held, &previous)
+        return previous
+    }
+
+    /// Puts back the mask `hold` returned; a signal that came meanwhile is acted on now.
+    static func release(_ previous: sigset_t) {
+        var previous = previous
+        pthread_sigmask(SIG_SETMASK, &previous, nil)
+    }
+
+    private static func isBlocked(_ number: Int32) -> Bool {
+        var current = sigset_t()
+        pthread_sigmask(SIG_BLOCK, nil, &current)
+        return sigismember(&current, number) == 1
     }
 
     /// What to do if another signal arrives during shutdown; runs at once if one already has.

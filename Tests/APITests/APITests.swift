@@ -202,6 +202,33 @@ extension HTTPResponse {
         #expect(api.call("POST", "/requests/request/demo/main/1").status == 405)
     }
 
+    @Test func requestNumbersRunToTheUnsignedCounterMaximumInTheServerAndInTheSpec() throws {
+        let api = API()
+        let largest = "request/demo/main/\(UInt64.max)"
+        let beyond = "request/demo/main/18446744073709551616"
+        let malformed = api.call("GET", "/requests/request/demo/main/x")
+        // The counter is BIGINT UNSIGNED, so every UInt64 is an id that may exist: absent, it is not found.
+        #expect(api.call("GET", "/requests/\(largest)").status == 404)
+        #expect(api.call("GET", "/requests/\(largest)").problemType() == "urn:stovepipe:problem:not-found")
+        #expect(api.call("GET", "/requests/\(beyond)").status == malformed.status)
+        #expect(api.call("GET", "/requests/\(beyond)").problemType() == malformed.problemType())
+
+        // openapi.yaml, as served, draws the same line: the fuzzer sends what its pattern allows and expects no 400.
+        let spec = String(decoding: api.call("GET", "/openapi.yaml").body, as: UTF8.self)
+        let line = try #require(spec.split(separator: "\n").first { $0.contains("pattern: '^request/") })
+        let quoted = line.split(separator: "'", omittingEmptySubsequences: false)
+        let pattern = try NSRegularExpression(pattern: String(try #require(quoted.dropFirst().first)))
+        func allowed(_ id: String) -> Bool {
+            pattern.firstMatch(in: id, range: NSRange(id.startIndex..., in: id)) != nil
+        }
+        #expect(allowed("request/demo/main/1"))
+        #expect(allowed(largest))
+        #expect(allowed("request/demo/main/\(UInt64.max - 1)"))
+        #expect(!allowed(beyond))
+        #expect(!allowed("request/demo/main/99999999999999999999"))
+        #expect(!allowed("request/demo/main/01"))
+    }
+
     @Test func queueView() {
         let api = API()
         #expect(api.call("GET", "/queues/demo/main").status == 404)

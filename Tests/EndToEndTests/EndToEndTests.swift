@@ -211,6 +211,24 @@ import Glibc
         #expect(server.terminate() == 0, "still shuts down gracefully")
     }
 
+    @Test func aSIGHUPDuringStartUpIsHandledOnceTheHandlerExistsAndDoesNotEndTheProcess() throws {
+        // A queues file that takes long to parse: once the server has read as many bytes as it holds (rchar in
+        // /proc/<pid>/io) it is parsing it, in start-up, for about a second before any signal handler exists.
+        let history = (0..<300_000).map { "\"c\($0)\"" }.joined(separator: ",")
+        let document = #"{"queues": [{"name": "early", "source": {"type": "static", "history": [\#(history)]}}]}"#
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString).json")
+        try Data(document.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let server = try RunningServer(arguments: ["--queues", file.path]) { process in
+            let readIt = eventually { bytesRead(by: process.processIdentifier) >= document.utf8.count }
+            try #require(readIt, "the server never read its queues file")
+            kill(process.processIdentifier, SIGHUP)
+        }
+        #expect(eventually { server.log.contains("SIGHUP ignored") }, "the early SIGHUP was not handled: \(server.log)")
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        #expect(server.terminate() == 0, "still shuts down gracefully")
+    }
+
     @Test func anEmptyMySQLURLInTheEnvironmentIsAUsageError() throws {
         let (status, output) = try Self.runToExit(["serve", "--port", "0"], environment: ["STOVEPIPE_MYSQL_URL": ""])
         #expect(status == 64, "\(output)")

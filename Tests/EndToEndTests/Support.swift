@@ -91,6 +91,13 @@ func eventually(within seconds: Double = 15, _ condition: () throws -> Bool) ret
     return try condition()
 }
 
+/// How many bytes process `pid` has read so far (`rchar` in /proc/<pid>/io), 0 if that cannot be told.
+func bytesRead(by pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8) else { return 0 }
+    let line = text.split(separator: "\n").first { $0.hasPrefix("rchar:") }
+    return line.flatMap { Int($0.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+}
+
 /// Runs git with an argument vector in `directory`.
 @discardableResult
 func git(_ arguments: [String], in directory: URL) throws -> String {
@@ -148,7 +155,8 @@ final class RunningServer {
         return directory.appendingPathComponent("stovepipe")
     }
 
-    init(arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts the binary; `duringStartUp` runs once it is started, before its listening line is awaited.
+    init(arguments: [String], environment: [String: String] = [:], duringStartUp: (Process) throws -> Void = { _ in }) throws {
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0"] + arguments
         var env = ProcessInfo.processInfo.environment
@@ -158,7 +166,24 @@ final class RunningServer {
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
-        try process.run()
+        // The child inherits the signal mask of the thread that spawns it, and the test runner's threads block
+        // SIGHUP (libdispatch blocks asynchronous signals on its workers); a supervisor leaves it unblocked.
+        var hangUp = sigset_t()
+        sigemptyset(&hangUp)
+        sigaddset(&hangUp, SIGHUP)
+        var runnerMask = sigset_t()
+        pthread_sigmask(SIG_UNBLOCK, &hangUp, &runnerMask)
+        let process = self.process
+        let spawned = Result { try process.run() }
+        pthread_sigmask(SIG_SETMASK, &runnerMask, nil)
+        try spawned.get()
+        do {
+            try duringStartUp(process)
+        } catch {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw error
+        }
         // The first stdout line is exactly `listening on http://HOST:PORT` (https with TLS).
         var line: [UInt8] = []
         let handle = stdout.fileHandleForReading

@@ -1,3 +1,4 @@
+import COpenSSL
 import Glibc
 import Logging
 import Synchronization
@@ -30,6 +31,7 @@ private final class ScriptedTransport: ConnectionTransport {
     var readWaitsForWritable: Bool { script.withLock { $0.readWaitsForWritable } }
     var writeWaitsForReadable: Bool { script.withLock { $0.writeWaitsForReadable } }
     var hasBufferedInput: Bool { script.withLock { $0.buffered } }
+    var shutdownWaitsForWritable: Bool { false }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportResult {
         script.withLock { script in
@@ -79,7 +81,8 @@ private final class Harness {
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     var writer = ResponseWriter(serverName: "test")
 
-    init(handshakeTimeout: Duration = .seconds(10)) throws {
+    /// `transport` replaces the scripted one, which then goes unused.
+    init(handshakeTimeout: Duration = .seconds(10), transport: (any ConnectionTransport)? = nil) throws {
         var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
         configuration.tls = TLSConfiguration(
             certificateChainPath: "/nonexistent", privateKeyPath: "/nonexistent", handshakeTimeout: handshakeTimeout)
@@ -88,7 +91,7 @@ private final class Harness {
         listenFD = try Sockets.listen(host: "127.0.0.1", port: 0, backlog: 1).fd
         loop = try EventLoop(index: 0, listenFD: listenFD, context: context, listenerReleased: WaitableCounter())
         connection = Connection(
-            fd: -1, transport: transport, token: 1, peer: "test", loop: loop, context: context)
+            fd: -1, transport: transport ?? self.transport, token: 1, peer: "test", loop: loop, context: context)
     }
 
     deinit {
@@ -125,6 +128,63 @@ struct TransportReadinessTests {
         #expect(harness.transport.script.withLock { $0.writeCalls } == 1)
         _ = harness.events(readable: true)
         #expect(harness.transport.script.withLock { $0.writeCalls } == 2)
+    }
+
+    @Test("a close_notify the full socket did not take goes out, with the FIN, once the socket is writable")
+    func closeNotifyRetriedWhenWritable() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("server")
+        let store = TLSContextStore(
+            configuration: TLSConfiguration(certificateChainPath: certificate.certificate, privateKeyPath: certificate.key))
+        try store.reload()
+        // A Unix socket pair: a send succeeds while the queued bytes are below SO_SNDBUF and fails with EAGAIN
+        // after, and SIOCOUTQ tells how many are queued, so the socket can be filled to a known point.
+        var pair: [Int32] = [-1, -1]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let server = try #require(store.makeTransport(fd: pair[0]))
+        let harness = try Harness(transport: server)
+        defer { _ = harness.connection.closeTransport() }
+        let client = try TLSPeer(fd: pair[1])
+        var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+        for _ in 0..<20 where !(client.isEstablished && server.isEstablished) {
+            client.handshake()
+            _ = scratch.withUnsafeMutableBytes { server.read(into: $0) }
+        }
+        try #require(client.isEstablished && server.isEstablished)
+
+        var size: Int32 = 4096
+        setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var limit: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &limit, &length)
+        func queued() -> Int32 {
+            var count: Int32 = 0
+            _ = ioctl(pair[0], UInt(TIOCOUTQ), &count)
+            return count
+        }
+        // One-byte records until one more would cross the limit: the response still goes, the alert then cannot.
+        var filled = 0
+        var before = queued()
+        var step: Int32 = 0
+        repeat {
+            try #require([UInt8(ascii: "x")].withUnsafeBytes { server.write($0) } == .transferred(1))
+            filled += 1
+            let now = queued()
+            step = now - before
+            before = now
+        } while before + step < limit
+        let response = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+        #expect(harness.connection.complete(response: response, closes: true, writer: &harness.writer).isEmpty)
+        try #require(queued() >= limit, "the socket should have been full when the close_notify was due")
+
+        // The client reads everything; the socket has room again, which epoll reports as writable.
+        #expect(client.readAll() == filled + response.count)
+        #expect(!client.closeNotifyReceived)
+        _ = harness.events(writable: true)
+        #expect(client.readAll() == 0)
+        #expect(client.closeNotifyReceived, "no close_notify after the socket became writable")
+        #expect(scratch.withUnsafeMutableBytes { recv(pair[1], $0.baseAddress, $0.count, 0) } == 0, "no FIN")
     }
 
     @Test("a short read with input still buffered in the transport reads on")
@@ -192,3 +252,52 @@ struct ConnectionReadPauseTests {
         #expect(dispatched?.parsed.request.body.count == body.utf8.count)
     }
 }
+
+/// The client end of a TLS connection over a non-blocking socket, certificate unchecked.
+private final class TLSPeer {
+    private let context: OpaquePointer
+    private let ssl: OpaquePointer
+    private(set) var isEstablished = false
+    private(set) var closeNotifyReceived = false
+
+    init(fd: Int32) throws {
+        context = try #require(SSL_CTX_new(TLS_client_method()))
+        guard let ssl = SSL_new(context) else {
+            SSL_CTX_free(context)
+            throw TLSPeerError.setup
+        }
+        self.ssl = ssl
+        SSL_set_fd(ssl, fd)
+        SSL_set_connect_state(ssl)
+    }
+
+    deinit {
+        SSL_free(ssl)
+        SSL_CTX_free(context)
+    }
+
+    /// Moves the handshake on as far as the socket allows.
+    func handshake() {
+        guard !isEstablished else { return }
+        ERR_clear_error()
+        isEstablished = SSL_do_handshake(ssl) == 1
+    }
+
+    /// Reads until the socket has nothing more; how many bytes of application data came.
+    func readAll() -> Int {
+        var total = 0
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            ERR_clear_error()
+            let count = buffer.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+            if count > 0 {
+                total += Int(count)
+                continue
+            }
+            if SSL_get_error(ssl, count) == SSL_ERROR_ZERO_RETURN { closeNotifyReceived = true }
+            return total
+        }
+    }
+}
+
+private enum TLSPeerError: Error { case setup }
