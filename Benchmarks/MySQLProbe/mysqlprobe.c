@@ -116,9 +116,46 @@ static void setup_my(My *m, int nonblocking) {
     m->results[6].is_unsigned = 1;
     mysql_stmt_bind_result(m->stmt, m->results);
 }
+// Calibration, to price what stovepipe does more than the probe (BENCHMARKS.md, session 11): one of these at
+// compile time adds a fixed piece of work to every response.
+//   -DPROBE_EXTRA_CODE           10,000 straight-line additions (60 KB of code: 940 cache lines, each run once)
+//   -DPROBE_EXTRA_SHARED_ATOMICS 240 atomic increments on 8 cache lines every thread shares (like reference counts)
+//   -DPROBE_EXTRA_COLD_LINES     a read-modify-write of 600 cache lines of a 4 MiB per-thread buffer, new ones each time
+//   -DPROBE_EXTRA_WARM_LINES     the same on the same 600 lines every time
+#define STEP v += (unsigned long)__COUNTER__ + 1048576ul; __asm__ volatile("" : "+r"(v));
+#define STEP10 STEP STEP STEP STEP STEP STEP STEP STEP STEP STEP
+#define STEP100 STEP10 STEP10 STEP10 STEP10 STEP10 STEP10 STEP10 STEP10 STEP10 STEP10
+#define STEP1000 STEP100 STEP100 STEP100 STEP100 STEP100 STEP100 STEP100 STEP100 STEP100 STEP100
+#if defined(PROBE_EXTRA_SHARED_ATOMICS)
+static unsigned long g_shared[8] __attribute__((aligned(64)));
+#elif defined(PROBE_EXTRA_COLD_LINES) || defined(PROBE_EXTRA_WARM_LINES)
+static __thread unsigned char *t_lines;
+static __thread unsigned long t_line;
+#endif
+static volatile unsigned long g_sink;
+static __attribute__((noinline)) void extra_work(void) {
+    unsigned long v = g_sink;
+#if defined(PROBE_EXTRA_CODE)
+    STEP1000 STEP1000 STEP1000 STEP1000 STEP1000 STEP1000 STEP1000 STEP1000 STEP1000 STEP1000
+#elif defined(PROBE_EXTRA_SHARED_ATOMICS)
+    for (int i = 0; i < 240; i++) __atomic_fetch_add(&g_shared[i & 7], 1, __ATOMIC_RELAXED);
+#elif defined(PROBE_EXTRA_COLD_LINES) || defined(PROBE_EXTRA_WARM_LINES)
+    if (t_lines == NULL && (t_lines = calloc(1, 4u << 20)) == NULL) die("calloc");
+#if defined(PROBE_EXTRA_WARM_LINES)
+    t_line = 0;
+#endif
+    for (int i = 0; i < 600; i++) {
+        t_line = (t_line + 64 * 97) & ((4u << 20) - 1);
+        v += t_lines[t_line];
+        t_lines[t_line] = (unsigned char)v;
+    }
+#endif
+    g_sink = v;
+}
 static void respond(int hfd, My *m, int ok) {
     char body[2048], out[4096];
     int blen;
+    extra_work();
     if (!ok) {
         blen = snprintf(body, sizeof body, "{\"status\":404}");
     } else {
