@@ -193,3 +193,36 @@ struct MySQLOutageTests {
         }
     }
 }
+
+@Suite("scripts/mysql-test-db")
+struct TestDatabaseScriptTests {
+    @Test("stop leaves alone a process that took the pid of a server that died, and forgets the stale pid file")
+    func stopLeavesAReusedPidAlone() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-stale-pid-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(
+            at: directory.appendingPathComponent("data"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // Stands in for whatever process the kernel gave the dead server's pid to.
+        let bystander = Process()
+        bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        bystander.arguments = ["60"]
+        try bystander.run()
+        defer { if bystander.isRunning { bystander.terminate() } }
+        try "\(bystander.processIdentifier)\n".write(
+            to: directory.appendingPathComponent("pid"), atomically: true, encoding: .utf8)
+
+        let stop = Process()
+        stop.executableURL = try testDatabaseScript()
+        stop.arguments = ["stop", directory.path]
+        let errors = Pipe()
+        stop.standardError = errors
+        try stop.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        stop.waitUntilExit()
+
+        #expect(stop.terminationStatus == 0)
+        #expect(message.contains("another process"), "\(message)")
+        #expect(bystander.isRunning, "the script signalled a process that is not its server")
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("pid").path))
+    }
+}
