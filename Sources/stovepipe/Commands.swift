@@ -126,6 +126,13 @@ struct Serve: ParsableCommand {
             throw ValidationError("STOVEPIPE_MYSQL_URL is set but empty: unset it for in-memory storage, or give a mysql:// URL")
         }
         configuration.ingestSecret = try resolveIngestSecret(environment: environment)
+        if ingestSecret != nil {
+            logger.warning(
+                """
+                --ingest-secret on the command line is visible to other users of this machine (ps, /proc/PID/cmdline): \
+                give it in a file with --ingest-secret-file, or in STOVEPIPE_INGEST_SECRET
+                """)
+        }
         if let gitCacheDirectory, gitCacheDirectory.allSatisfy(\.isWhitespace) {
             // Taken as a relative path, it would put the mirrors of private repositories in the working directory.
             throw ValidationError(

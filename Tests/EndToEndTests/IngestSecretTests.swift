@@ -38,6 +38,7 @@ extension EndToEndTests {
         #expect(try http("POST", "/queues/app/main/ingest", port: server.port, body: body).status == 401)
         #expect(server.terminate() == 0)
         #expect(!server.log.contains("hush"))
+        #expect(!server.log.contains("visible to other users"), "a secret from a file is not on the command line")
     }
 
     /// `$FILE` in the arguments or the environment stands for a file holding `contents`.
@@ -68,5 +69,16 @@ extension EndToEndTests {
         #expect(status == 64, "\(output)")
         #expect(output.contains(resolved(message)), "\(output)")
         #expect(!output.contains("hh") && !output.contains("hush"), "the secret is printed")
+    }
+
+    /// Arguments are readable by every user (`ps`, /proc/PID/cmdline); the environment and files are not.
+    @Test(arguments: [(["--ingest-secret", "hush"], [String: String](), true), ([], ["STOVEPIPE_INGEST_SECRET": "hush"], false)])
+    func anIngestSecretOnTheCommandLineIsWarnedAboutOnce(_ arguments: [String], _ environment: [String: String], _ warned: Bool) throws {
+        let (listened, _, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments, environment: environment)
+        #expect(listened, "\(output)")
+        let warnings = output.split(separator: "\n").filter { $0.contains("visible to other users") }
+        #expect(warnings.count == (warned ? 1 : 0), "\(output)")
+        #expect(warnings.allSatisfy { $0.contains("WARNING") && $0.contains("--ingest-secret-file") }, "\(output)")
+        #expect(!output.contains("hush"))
     }
 }
