@@ -104,7 +104,8 @@ public struct FixedByteWriter {
         escaped.withUnsafeBufferPointer { write($0) }
     }
 
-    /// Writes `text`'s UTF-8 bytes with only its control characters escaped, as `JSONWriter.appendTextEscaped` escapes them.
+    /// Writes `text`'s UTF-8 bytes with only its control characters and backslashes escaped, as
+    /// `JSONWriter.appendTextEscaped` escapes them.
     public mutating func writeTextEscaped(_ text: String) {
         if text.utf8.withContiguousStorageIfAvailable({ writeTextEscaped($0) }) == nil {
             var text = text
@@ -112,9 +113,9 @@ public struct FixedByteWriter {
         }
     }
 
-    /// Writes `utf8` with only its control characters escaped.
+    /// Writes `utf8` with only its control characters and backslashes escaped.
     public mutating func writeTextEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
-        guard utf8.contains(where: JSONWriter.isControl) else { return write(utf8) }
+        guard utf8.contains(where: JSONWriter.mayNeedTextEscape) else { return write(utf8) }
         // As for writeEscaped: rare text, one implementation, a copy.
         var escaped: [UInt8] = []
         JSONWriter.appendTextEscaped(utf8, to: &escaped)

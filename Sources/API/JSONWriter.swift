@@ -128,8 +128,9 @@ public struct JSONWriter {
         }
     }
 
-    /// Appends `text`'s UTF-8 bytes for a text log line: as they are, but with control characters (U+0000...U+001F and
-    /// U+007F) escaped as a JSON string escapes them, so that no value ends the line or reaches a terminal as an escape.
+    /// Appends `text`'s UTF-8 bytes for a text log line: as they are, but with control characters (U+0000...U+001F,
+    /// U+007F and the C1 controls U+0080...U+009F) escaped as a JSON string escapes them (`\n`, `\u009b`) and a
+    /// backslash doubled, so that no value ends the line or reaches a terminal as an escape, and each escape reads back one way.
     public static func appendTextEscaped(_ text: String, to bytes: inout [UInt8]) {
         if text.utf8.withContiguousStorageIfAvailable({ appendTextEscaped($0, to: &bytes) }) == nil {
             var text = text
@@ -137,30 +138,50 @@ public struct JSONWriter {
         }
     }
 
-    /// Escapes, as `appendTextEscaped` does, the control characters of the text appended to `bytes` from `start` on.
+    /// Escapes, as `appendTextEscaped` does, the text appended to `bytes` from `start` on.
     public static func textEscapeAppended(_ bytes: inout [UInt8], from start: Int) {
-        guard bytes[start...].contains(where: isControl) else { return }
+        guard bytes[start...].contains(where: mayNeedTextEscape) else { return }
         let text = Array(bytes[start...])
         bytes.removeSubrange(start...)
         text.withUnsafeBufferPointer { appendTextEscaped($0, to: &bytes) }
     }
 
-    static func isControl(_ byte: UInt8) -> Bool {
-        byte < 0x20 || byte == 0x7F
+    /// True for a byte that starts what `appendTextEscaped` escapes: a C0 control, DEL, `\`, or 0xC2, the first
+    /// byte of U+0080...U+00BF in UTF-8 (the C1 controls among them).
+    static func mayNeedTextEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == 0x7F || byte == UInt8(ascii: "\\") || byte == 0xC2
     }
 
     static func appendTextEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
-        guard utf8.contains(where: isControl) else { return bytes.append(contentsOf: utf8) }
+        guard utf8.contains(where: mayNeedTextEscape) else { return bytes.append(contentsOf: utf8) }
         var start = 0
-        for index in utf8.indices where isControl(utf8[index]) {
+        var index = 0
+        while index < utf8.count {
+            let byte = utf8[index]
+            // The bytes escaped from `index` on: one, two for a C1 control (0xC2 0x80...0x9F), none for anything else.
+            let length: Int
+            if byte < 0x20 || byte == 0x7F || byte == UInt8(ascii: "\\") {
+                length = 1
+            } else if byte == 0xC2, index + 1 < utf8.count, (0x80...0x9F).contains(utf8[index + 1]) {
+                length = 2
+            } else {
+                index += 1
+                continue
+            }
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
-            appendControlEscape(utf8[index], to: &bytes)
-            start = index + 1
+            if byte == UInt8(ascii: "\\") {
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            } else {
+                appendControlEscape(utf8[index + length - 1], to: &bytes)
+            }
+            index += length
+            start = index
         }
         bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start...]))
     }
 
-    /// Appends the escape of the control character `byte`: the short form RFC 8259 §7 has for it, else `\u00XX`.
+    /// Appends the escape of the control character `byte` (a C1 control as its code point, 0x80...0x9F): the short
+    /// form RFC 8259 §7 has for it, else `\u00XX`.
     private static func appendControlEscape(_ byte: UInt8, to bytes: inout [UInt8]) {
         switch byte {
         case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])

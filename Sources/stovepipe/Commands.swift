@@ -65,8 +65,10 @@ struct Serve: ParsableCommand {
     var mysqlURL: String?
     @Option(help: "The queues file (env STOVEPIPE_QUEUES); a demo queue demo/main when absent.")
     var queues: String?
-    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret (env STOVEPIPE_INGEST_SECRET).")
+    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret (env STOVEPIPE_INGEST_SECRET); other users see it in ps.")
     var ingestSecret: String?
+    @Option(help: "Read the ingest secret from this file at start-up, one trailing newline dropped (env STOVEPIPE_INGEST_SECRET_FILE).")
+    var ingestSecretFile: String?
     @Option(help: "HTTP worker threads (handlers may block on storage).") var workers: Int?
     @Option(help: "Event-loop threads that read and write sockets.") var eventLoops: Int?
     @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself (default 1; 0 never).")
@@ -123,12 +125,13 @@ struct Serve: ParsableCommand {
             // Empty is more likely a deployment template's gap than a wish for in-memory storage that a restart loses.
             throw ValidationError("STOVEPIPE_MYSQL_URL is set but empty: unset it for in-memory storage, or give a mysql:// URL")
         }
-        configuration.ingestSecret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
-        if let secret = configuration.ingestSecret, secret.allSatisfy(\.isWhitespace) {
-            // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish: treated as no secret it
-            // would accept unsigned ingests, and a blank key is no secret either.
-            throw ValidationError(
-                "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
+        configuration.ingestSecret = try resolveIngestSecret(environment: environment)
+        if ingestSecret != nil {
+            logger.warning(
+                """
+                --ingest-secret on the command line is visible to other users of this machine (ps, /proc/PID/cmdline): \
+                give it in a file with --ingest-secret-file, or in STOVEPIPE_INGEST_SECRET
+                """)
         }
         if let gitCacheDirectory, gitCacheDirectory.allSatisfy(\.isWhitespace) {
             // Taken as a relative path, it would put the mirrors of private repositories in the working directory.
@@ -213,6 +216,79 @@ struct Serve: ParsableCommand {
             throw ValidationError("\(flag) must be a finite number of seconds below 9e15")
         }
         return .milliseconds(milliseconds)
+    }
+
+    /// The largest ingest secret file read: a secret is some dozens of bytes, so more is a wrong path.
+    private static let maxIngestSecretFileBytes = 4096
+
+    /// The ingest secret from --ingest-secret or --ingest-secret-file (or their environment variables), nil when none
+    /// is set; both set, an empty or blank secret, or a file that cannot be read is a usage error.
+    private func resolveIngestSecret(environment: [String: String]) throws -> String? {
+        let secret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
+        let file = ingestSecretFile ?? environment["STOVEPIPE_INGEST_SECRET_FILE"]
+        switch (secret, file) {
+        case (nil, nil):
+            return nil
+        case (let secret?, nil):
+            // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish: treated as no secret it
+            // would accept unsigned ingests, and a blank key is no secret either.
+            guard !secret.allSatisfy(\.isWhitespace) else {
+                throw ValidationError(
+                    "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
+            }
+            return secret
+        case (nil, let path?):
+            guard !path.isEmpty else {
+                throw ValidationError(
+                    "the ingest secret file is set but empty: unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE, or give a path")
+            }
+            let secret = try Self.readIngestSecret(path: path)
+            guard !secret.allSatisfy(\.isWhitespace) else {
+                throw ValidationError(
+                    "the ingest secret is set but empty or blank in \(path): put a secret in it, or unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE")
+            }
+            return secret
+        case (.some, .some):
+            // Neither is more plainly meant than the other: taking one would verify with a secret the sender may not use.
+            throw ValidationError(
+                "--ingest-secret (STOVEPIPE_INGEST_SECRET) and --ingest-secret-file (STOVEPIPE_INGEST_SECRET_FILE) are both set: give one")
+        }
+    }
+
+    /// The text of the ingest secret file at `path` without one trailing "\n" or "\r\n" (which editors and `echo`
+    /// add); errors name the path and the reason, never the content.
+    private static func readIngestSecret(path: String) throws -> String {
+        func failure(_ reason: String) -> ArgumentParser.ValidationError {
+            ValidationError("cannot read the ingest secret file \(path): \(reason)")
+        }
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it changes nothing for a regular file.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+        guard descriptor >= 0 else { throw failure(String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw failure(String(cString: strerror(errno))) }
+        guard status.st_mode & S_IFMT == S_IFREG else { throw failure("not a regular file") }
+        let limit = Self.maxIngestSecretFileBytes
+        guard Int(status.st_size) <= limit else { throw failure("is \(status.st_size) bytes; at most \(limit) are read") }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: limit + 1)
+        while true {
+            // One byte past the limit tells a file that grew since fstat from one that ends there.
+            let wanted = limit + 1 - bytes.count
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, wanted) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw failure(String(cString: strerror(errno))) }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[..<count])
+            guard bytes.count <= limit else { throw failure("has more than \(limit) bytes") }
+        }
+        if bytes.last == UInt8(ascii: "\n") {
+            bytes.removeLast()
+            if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+        }
+        // The HMAC key is the secret's UTF-8: bytes that are not UTF-8 would be replaced, and the key would differ from the file.
+        guard let secret = String(validating: bytes, as: UTF8.self) else { throw failure("not UTF-8 text") }
+        return secret
     }
 
     private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {

@@ -10,7 +10,8 @@ enum LogFormat: String, CaseIterable, Sendable {
 }
 
 /// Writes one line per event to stderr, as text or as a JSON object (for log shippers); in text, control characters
-/// are written as JSON string escapes, so that no value can end the line or send a terminal escape.
+/// (C0, DEL and C1) are written as JSON string escapes and a backslash as `\\`, so that no value can end the line or
+/// send a terminal escape, and an escape reads back one way.
 struct StderrLogHandler: SortedFieldsLogHandler {
     let label: String
     let format: LogFormat

@@ -389,3 +389,50 @@ extension LogHandlerTests {
         #expect(lines.first?.hasSuffix(" INFO stovepipe: \(long) end component=http") == true)
     }
 }
+
+extension LogHandlerTests {
+    /// A text line's escapes must read back one way: a backslash of the value is doubled, so that the escape `\n` (a
+    /// line break) and a backslash followed by n differ; C1 controls (U+009B is CSI to some terminals) are escaped
+    /// like C0 ones; other non-ASCII text is left alone. JSON lines escape by RFC 8259 §7 and stay parseable.
+    @Test(arguments: [
+        ("a\\b", #"a\\b"#, #"a\\b"#),
+        ("a\nb", #"a\nb"#, #"a\nb"#),
+        ("a\\nb", #"a\\nb"#, #"a\\nb"#),
+        ("\\u001b", #"\\u001b"#, #"\\u001b"#),
+        ("\u{9B}31m", #"\u009b31m"#, "\u{9B}31m"),
+        ("\u{80}x\u{85}\u{9F}", #"\u0080x\u0085\u009f"#, "\u{80}x\u{85}\u{9F}"),
+        ("\u{1B}[0m\u{7F}", #"\u001b[0m\u007f"#, #"\u001b[0m"# + "\u{7F}"),
+        ("\u{A0}\u{C2}\u{DB}é€😀", "\u{A0}\u{C2}\u{DB}é€😀", "\u{A0}\u{C2}\u{DB}é€😀"),
+        ("\"q\" \u{C2}\u{9B}", #""q" "# + "\u{C2}" + #"\u009b"#, #"\"q\" "# + "\u{C2}\u{9B}"),
+    ])
+    func valuesAreEscapedOneWayInTextAndJSONOnBothPaths(_ value: String, _ text: String, _ json: String) throws {
+        for format in LogFormat.allCases {
+            let pipe = try LogPipe()
+            let logger = Self.logger(LogSink(fd: pipe.writeFD), format: format)
+            logger.info("\(value)", metadata: ["k" + value: .string(value)])
+            let handler = try #require(logger.handler as? StderrLogHandler)
+            handler.log(
+                level: .info, message: value, sortedFields: RequestLogFields(
+                    bytes: 1, nanoseconds: 2_000, method: value, route: "/r", status: 200, requestID: value),
+                time: RFC3339.Instant(seconds: 0, nanoseconds: 0))
+            let lines = pipe.lines
+            try #require(lines.count == 2, "\(format): \(pipe.text)")
+            switch format {
+            case .text:
+                #expect(String(lines[0].drop { $0 != " " }) == " INFO stovepipe: \(text) component=http k\(text)=\(text)")
+                #expect(String(lines[1]) == "1970-01-01T00:00:00.000Z INFO stovepipe: \(text) bytes=1 component=http"
+                    + " duration.ms=0.002 http.method=\(text) http.route=/r http.status=200 request.id=\(text)")
+            case .json:
+                #expect(lines[0].hasPrefix(#"{"level":"info","logger":"stovepipe","msg":"\#(json)","ts":""#), "\(lines[0])")
+                #expect(lines[0].hasSuffix(#","component":"http","k\#(json)":"\#(json)"}"#), "\(lines[0])")
+                #expect(String(lines[1]) == #"{"level":"info","logger":"stovepipe","msg":"\#(json)","ts":"1970-01-01T00:00:00.000Z","#
+                    + #""bytes":"1","component":"http","duration.ms":"0.002","http.method":"\#(json)","http.route":"/r","#
+                    + #""http.status":"200","request.id":"\#(json)"}"#)
+                for line in lines {
+                    let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                    #expect(object["msg"] as? String == value)
+                }
+            }
+        }
+    }
+}
