@@ -153,10 +153,18 @@ struct GitRunner: Sendable {
             throw .unavailable(retryable: false, detail: "git could not be started")
         }
         // Descriptors without FD_CLOEXEC, opened elsewhere in this process, survive exec (execve(2)) and
-        // would reach git; Swift's Glibc module does not import posix_spawn_file_actions_addclosefrom_np.
-        for descriptor in Self.inheritableDescriptors()
-        where posix_spawn_file_actions_addclose(&actions, descriptor) != 0 {
-            throw .unavailable(retryable: false, detail: "git could not be started")
+        // would reach git: Connector/C's sockets are such, so git could hold a MySQL connection the pool closed.
+        // glibc 2.34's addclosefrom_np closes them in the child, after the dup2s, whatever another thread opens
+        // meanwhile; before it, the descriptors listed now are closed, and one opened after the listing slips through.
+        if let addCloseFrom = Self.addCloseFrom {
+            guard addCloseFrom(&actions, STDERR_FILENO + 1) == 0 else {
+                throw .unavailable(retryable: false, detail: "git could not be started")
+            }
+        } else {
+            for descriptor in Self.inheritableDescriptors()
+            where posix_spawn_file_actions_addclose(&actions, descriptor) != 0 {
+                throw .unavailable(retryable: false, detail: "git could not be started")
+            }
         }
 
         let argv = arguments.map { strdup($0) }
@@ -178,6 +186,20 @@ struct GitRunner: Sendable {
         reaper.start()
         return exit
     }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), looked up at run time: Swift's Glibc
+    /// module does not import it, and an older glibc must still run the binary.
+    private static let addCloseFrom: AddCloseFrom? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+        #else
+        return nil
+        #endif
+    }()
 
     /// This process's open descriptors above 2 that exec would not close.
     private static func inheritableDescriptors() -> [Int32] {
