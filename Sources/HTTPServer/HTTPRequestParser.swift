@@ -345,12 +345,59 @@ struct HTTPRequestParser: Sendable {
             index += 1
         }
         guard index > 0 else { return .malformed }
-        if index < end {
-            while index < end, line[index] == ASCII.space || line[index] == ASCII.tab { index += 1 }
-            guard index < end, line[index] == ASCII.semicolon else { return .malformed }
-            for byte in line[index..<end] where !ASCII.isFieldValueByte(byte) { return .malformed }
-        }
+        guard isChunkExtensions(UnsafeBufferPointer(rebasing: line[index..<end])) else { return .malformed }
         return tooLarge ? .tooLarge : .size(size)
+    }
+
+    // RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), name a token,
+    // value a token or quoted-string. Extensions are ignored, but only once they parse: a line that one
+    // parser reads loosely and another strictly is where request smuggling starts.
+    private static func isChunkExtensions(_ ext: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        func skipWhitespace(_ at: inout Int) {
+            while at < ext.count, ext[at] == ASCII.space || ext[at] == ASCII.tab { at += 1 }
+        }
+        func skipToken(_ at: inout Int) -> Bool {
+            let tokenStart = at
+            while at < ext.count, ASCII.isTokenByte(ext[at]) { at += 1 }
+            return at > tokenStart
+        }
+        while index < ext.count {
+            skipWhitespace(&index)
+            guard index < ext.count, ext[index] == ASCII.semicolon else { return false }
+            index += 1
+            skipWhitespace(&index)
+            guard skipToken(&index) else { return false }
+            var afterName = index
+            skipWhitespace(&afterName)
+            guard afterName < ext.count, ext[afterName] == UInt8(ascii: "=") else { continue }
+            index = afterName + 1
+            skipWhitespace(&index)
+            guard index < ext.count else { return false }
+            if ext[index] != UInt8(ascii: "\"") {
+                guard skipToken(&index) else { return false }
+                continue
+            }
+            // RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE.
+            index += 1
+            var closed = false
+            while index < ext.count {
+                let byte = ext[index]
+                if byte == UInt8(ascii: "\"") {
+                    index += 1
+                    closed = true
+                    break
+                }
+                if byte == UInt8(ascii: "\\") {
+                    index += 1
+                    guard index < ext.count else { return false }
+                }
+                guard ASCII.isFieldValueByte(ext[index]) else { return false }
+                index += 1
+            }
+            guard closed else { return false }
+        }
+        return true
     }
 
     private static func isTrailerField(_ line: UnsafeBufferPointer<UInt8>) -> Bool {

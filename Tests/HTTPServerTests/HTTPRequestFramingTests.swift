@@ -117,7 +117,16 @@ private let rejected: [FramingCase] = [
     FramingCase(name: "last chunk ended by bare LF", raw: chunkedHead + "0\n\r\n", error: .malformedChunk),
     FramingCase(name: "chunked body ended by bare LF", raw: chunkedHead + "0\r\n\n", error: .malformedChunk),
     // Chunk extensions (RFC 9112 §7.1.1: BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ])
+    FramingCase(name: "chunk extension without a name", raw: chunkedHead + "5;\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension name with a space", raw: chunkedHead + "5;a b\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension with only a value", raw: chunkedHead + "5;=v\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension with an empty value", raw: chunkedHead + "5;a=\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension value not a token", raw: chunkedHead + "5;a=b/c\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension unterminated quote", raw: chunkedHead + "5;a=\"b\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension junk after a quote", raw: chunkedHead + "5;a=\"b\"c\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "chunk extension with trailing space", raw: chunkedHead + "5;a \r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
     FramingCase(name: "chunk extension with DEL", raw: chunkedHead + "5;a=\"\u{7F}\"\r\nhello\r\n0\r\n\r\n", error: .malformedChunk),
+    FramingCase(name: "last chunk with a bad extension", raw: chunkedHead + "0;;\r\n\r\n", error: .malformedChunk),
     // Trailer section (RFC 9112 §7.1.2, RFC 9110 §6.5)
     FramingCase(name: "trailer obs-fold", raw: chunkedHead + "0\r\nX-A: b\r\n c\r\n\r\n", error: .malformedChunk),
     FramingCase(name: "trailer with whitespace before the colon", raw: chunkedHead + "0\r\nX-A : b\r\n\r\n", error: .malformedChunk),
