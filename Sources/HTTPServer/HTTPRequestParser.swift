@@ -433,6 +433,7 @@ enum HeadParser {
         var hostCount = 0
         var contentLength: ContentLength?
         var transferCodings: [String]?
+        var chunkedHasParameters = false
         var connectionClose = false
         var connectionKeepAlive = false
         var expectContinue = false
@@ -466,7 +467,9 @@ enum HeadParser {
                 for element in ASCII.listElements(value) {
                     // Parameters (";q=…") belong to the coding name before them.
                     let name = element.prefix { $0 != ASCII.semicolon }
-                    codings.append(String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased())
+                    let coding = String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased()
+                    if coding == "chunked" && name.count < element.count { chunkedHasParameters = true }
+                    codings.append(coding)
                 }
                 transferCodings = codings
             case .connection:
@@ -499,6 +502,10 @@ enum HeadParser {
             if codings.isEmpty || codings.contains("") { throw .invalidTransferEncoding }
             // RFC 9112 §6.3 rule 4: chunked not the final coding of a request is 400, whatever the others are.
             if codings.last != "chunked" { throw .invalidTransferEncoding }
+            // RFC 9112 §7.1: chunked defines no parameters; "chunked;x=y" is not the chunked coding to a
+            // parser that compares the whole element (llhttp, many proxies), which would frame the body
+            // differently, so it is 400 rather than read as chunked.
+            if chunkedHasParameters { throw .invalidTransferEncoding }
             // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
             if codings.contains(where: { $0 != "chunked" }) { throw .unsupportedTransferEncoding }
             // RFC 9112 §6.1: chunked must not be applied more than once.

@@ -92,7 +92,11 @@ private let rejected: [FramingCase] = [
     FramingCase(name: "TE quoted chunked", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", error: .invalidTransferEncoding),
     FramingCase(name: "TE chunked with a prefix", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", error: .invalidTransferEncoding),
     FramingCase(
+        name: "TE chunked with a parameter", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+        error: .invalidTransferEncoding),
     FramingCase(
+        name: "TE chunked with an empty parameter", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked ;\r\n\r\n0\r\n\r\n",
+        error: .invalidTransferEncoding),
     FramingCase(
         name: "TE chunked with a vertical tab", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\u{0B}\r\n\r\n",
         error: .invalidHeaderValue),
