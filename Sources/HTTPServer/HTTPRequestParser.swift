@@ -249,6 +249,7 @@ struct HTTPRequestParser: Sendable {
         var body: [UInt8] = []
         var overheadBytes = 0
         var trailerFields = 0
+        var trailerBytes = 0
     }
 
     // RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF.
@@ -298,13 +299,19 @@ struct HTTPRequestParser: Sendable {
                 chunked.overheadBytes += 2
                 chunked.step = .size
             case .trailer:
+                // RFC 9110 §6.5.1: trailer fields get the header section's limits; the whole section counts,
+                // as lines that arrive complete in one read are never seen unterminated.
                 guard let lf = findLF(from: start) else {
-                    if bufferedByteCount > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
+                    if chunked.trailerBytes + bufferedByteCount > limits.maxHeaderBytes {
+                        return fail(.headerSectionTooLarge)
+                    }
                     phase = .chunked(head, chunked)
                     return .needMoreBytes
                 }
                 guard lf > start, buffer[lf - 1] == ASCII.cr else { return fail(.malformedChunk) }
                 let lineLength = lf + 1 - start
+                chunked.trailerBytes += lineLength
+                if chunked.trailerBytes > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
                 let isValidField = buffer.withUnsafeBufferPointer { all in
                     Self.isTrailerField(UnsafeBufferPointer(rebasing: all[start..<(lf - 1)]))
                 }

@@ -214,6 +214,20 @@ struct HTTPRequestFramingTests {
         }
     }
 
+    @Test("a trailer section is held to the header byte limit, however its lines arrive")
+    func trailerBytes() {
+        let small = HTTPParserLimits(maxRequestLineBytes: 64, maxHeaderBytes: 128, maxHeaderFields: 4, maxBodyBytes: 16)
+        // One line over the limit, and several lines that each fit but together do not.
+        let oneLong = chunkedHead + "0\r\nX-A: " + String(repeating: "v", count: 200) + "\r\n\r\n"
+        let several = chunkedHead + "0\r\n" + String(repeating: "X-A: " + String(repeating: "v", count: 40) + "\r\n", count: 4) + "\r\n"
+        for raw in [oneLong, several] {
+            #expect(feed(raw, limits: small).events == [.failure(.headerSectionTooLarge)])
+            #expect(feed(raw, step: 1, limits: small).events == [.failure(.headerSectionTooLarge)])
+        }
+        let fits = chunkedHead + "0\r\nX-A: " + String(repeating: "v", count: 100) + "\r\n\r\n"
+        #expect(feed(fits, limits: small).events == [.request(method: "POST", path: "/c", body: "")])
+    }
+
     @Test("more trailer fields than the limit is 431")
     func trailerCount() {
         let small = HTTPParserLimits(maxRequestLineBytes: 64, maxHeaderBytes: 128, maxHeaderFields: 4, maxBodyBytes: 16)
