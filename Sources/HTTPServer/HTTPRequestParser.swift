@@ -665,6 +665,9 @@ enum HeadParser {
             guard let schemeLength = absoluteSchemeLength(target) else { return nil }
             pathStart = schemeLength
             while pathStart < end, target[pathStart] != ASCII.slash, target[pathStart] != ASCII.question {
+                // RFC 9110 §4.2.4: userinfo ("@") in an http(s) target is an error; RFC 3986 §3.2.2: the
+                // authority is otherwise host bytes and a port, as the Host field is.
+                guard ASCII.isHostByte(target[pathStart]) else { return nil }
                 pathStart += 1
             }
             guard pathStart > schemeLength else { return nil }

@@ -152,6 +152,8 @@ private let rejected: [FramingCase] = [
     FramingCase(name: "asterisk-form for POST", raw: "POST * HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     FramingCase(name: "asterisk with a path", raw: "OPTIONS */x HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     FramingCase(name: "absolute-form with an empty authority", raw: "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
+    FramingCase(name: "absolute-form with userinfo", raw: "GET http://user:pw@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n", error: .invalidTarget),
+    FramingCase(name: "absolute-form authority with a quote", raw: "GET http://a\"b/x HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     FramingCase(name: "absolute-form of another scheme", raw: "GET ftp://a.example/x HTTP/1.1\r\nHost: a\r\n\r\n", error: .invalidTarget),
     // Field lines (RFC 9112 §5, RFC 9110 §5.5)
     FramingCase(name: "field name with obs-text", raw: "GET / HTTP/1.1\r\nHost: a\r\nX-\u{E9}: b\r\n\r\n", error: .invalidHeaderName),
