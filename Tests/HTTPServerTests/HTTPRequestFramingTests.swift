@@ -28,7 +28,12 @@ private enum Framed: Equatable, CustomStringConvertible {
 private func feed(
     _ raw: String, step: Int? = nil, limits: HTTPParserLimits = framingLimits
 ) -> (events: [Framed], requests: [ParsedRequest]) {
-    let all = Array(raw.utf8)
+    feed(bytes: Array(raw.utf8), step: step, limits: limits)
+}
+
+private func feed(
+    bytes all: [UInt8], step: Int? = nil, limits: HTTPParserLimits = framingLimits
+) -> (events: [Framed], requests: [ParsedRequest]) {
     let size = max(1, step ?? all.count)
     var parser = HTTPRequestParser(limits: limits)
     var events: [Framed] = []
@@ -196,6 +201,38 @@ struct HTTPRequestFramingTests {
         for valid in accepted {
             #expect(feed(valid.raw).events == valid.expected, "\(valid.name)")
             #expect(feed(valid.raw, step: 1).events == valid.expected, "\(valid.name)")
+        }
+    }
+
+    @Test("each byte is accepted in a method, field name, trailer name or chunk-extension name exactly when it is a tchar, in a field or trailer value exactly when it is field-content")
+    func everyByte() {
+        let tchars = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        let head = Array(chunkedHead.utf8)
+        func accepted(_ raw: [UInt8]) -> Bool {
+            if case .request = feed(bytes: raw).events.first { return true }
+            return false
+        }
+        for byte in UInt8.min...UInt8.max {
+            let isToken = tchars.contains(byte)
+            let isFieldContent = byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
+            let method = Array("G".utf8) + [byte] + Array("T / HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+            #expect(accepted(method) == isToken, "method byte \(byte)")
+            let value = Array("GET / HTTP/1.1\r\nHost: a\r\nX-A: a".utf8) + [byte] + Array("b\r\n\r\n".utf8)
+            #expect(accepted(value) == isFieldContent, "value byte \(byte)")
+            let trailerValue = head + Array("0\r\nX-A: a".utf8) + [byte] + Array("b\r\n\r\n".utf8)
+            #expect(accepted(trailerValue) == isFieldContent, "trailer value byte \(byte)")
+            // A colon inside the name only moves where the name ends.
+            if byte != UInt8(ascii: ":") {
+                let name = Array("GET / HTTP/1.1\r\nHost: a\r\nX".utf8) + [byte] + Array("Y: v\r\n\r\n".utf8)
+                #expect(accepted(name) == isToken, "name byte \(byte)")
+                let trailerName = head + Array("0\r\nX".utf8) + [byte] + Array("Y: v\r\n\r\n".utf8)
+                #expect(accepted(trailerName) == isToken, "trailer name byte \(byte)")
+            }
+            // "=" and ";" only move where the name ends.
+            if byte != UInt8(ascii: "=") && byte != UInt8(ascii: ";") {
+                let extensionName = head + Array("1;a".utf8) + [byte] + Array("b\r\nx\r\n0\r\n\r\n".utf8)
+                #expect(accepted(extensionName) == isToken, "chunk-extension name byte \(byte)")
+            }
         }
     }
 
