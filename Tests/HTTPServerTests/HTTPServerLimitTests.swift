@@ -112,6 +112,24 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test(
+        "a request whose framing is rejected is answered once, and a request smuggled behind it never is",
+        arguments: [
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked;x=1\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a b\r\nhello\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n",
+            "GET http://user@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+        ])
+    func smuggledBehindRejected(request: String) throws {
+        try withServer { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(request + "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n")
+            try expectRejected(client, status: 400)
+            #expect(!client.hasBufferedBytes, "nothing may follow the error response")
+        }
+    }
+
     @Test("a NUL inside a header value is 400")
     func nulInValue() throws {
         try withServer { port, _ in
