@@ -90,6 +90,10 @@ struct HTTPRequestParser: Sendable {
         }
     }
 
+    /// Whether more than one empty line has arrived since the last request: a head has begun for the header
+    /// timeout although nothing stays buffered (the lines are consumed as they arrive).
+    var hasExtraLeadingEmptyLines: Bool { leadingEmptyLineBytes > 2 }
+
     /// Adds received bytes.
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         buffer.append(contentsOf: bytes)

@@ -183,6 +183,30 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("empty lines instead of a request line run the header clock, after the one RFC 9112 §2.2 lets pass")
+    func emptyLinesSlowloris() throws {
+        let configuration = testConfiguration {
+            $0.headerTimeout = .milliseconds(300)
+            $0.idleTimeout = .seconds(30)
+        }
+        try withServer(configuration) { port, _ in
+            // Before, each empty line was consumed and left nothing buffered, so only the idle timeout applied:
+            // one CRLF per idle timeout, up to the request-line limit's worth, held the connection.
+            let client = try TestClient(port: port)
+            try client.send("\r\n\r\n")
+            #expect(client.waitForClose(timeout: .seconds(5)), "closed by the header timeout, not the 30 s idle one")
+            #expect(!client.hasBufferedBytes, "no request began, so nothing is answered")
+
+            // One empty line, as some clients send after a body, is not the start of a head.
+            let lenient = try TestClient(port: port)
+            try lenient.send(get("/first") + "\r\n")
+            #expect(try lenient.readResponse().status == 200)
+            #expect(!lenient.waitForClose(timeout: .milliseconds(900)), "a single empty line leaves the connection idle")
+            try lenient.send(get("/second"))
+            #expect(try lenient.readResponse().header("X-Path") == "/second")
+        }
+    }
+
     @Test("an idle keep-alive connection is closed after the idle timeout")
     func idleTimeout() throws {
         try withServer(testConfiguration { $0.idleTimeout = .milliseconds(300) }) { port, _ in
