@@ -145,8 +145,10 @@ final class Connection: Sendable {
                 }
             }
             // The header clock runs only while the server is ready to parse (not behind our own backlog).
+            // RFC 9112 §2.2 asks that one empty line before a request be ignored; more start the clock, or a
+            // CRLF sent just inside each idle timeout would hold the connection without ever sending a head.
             if !inFlight && !closeAfterResponses && !hasPendingOutput && parser.isReadingHead
-                && parser.bufferedByteCount > 0
+                && (parser.bufferedByteCount > 0 || parser.hasExtraLeadingEmptyLines)
             {
                 if headStartedAt == nil { headStartedAt = now }
             } else {
@@ -413,6 +415,11 @@ final class Connection: Sendable {
             if let started = state.headStartedAt,
                 MonotonicClock.elapsed(since: started, now: now) >= context.headerTimeout
             {
+                // Only empty lines arrived: no request began, so the connection is closed as an idle one is.
+                if state.parser.bufferedByteCount == 0 {
+                    actions.close = true
+                    return actions
+                }
                 timedOut = .headerTimeout
             } else if state.parser.isMidRequest && !state.parser.isReadingHead
                 && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout

@@ -2,9 +2,9 @@
 public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     /// The request line is longer than the limit (414).
     case requestLineTooLong
-    /// The header section is larger than the limit (431).
+    /// The header section, or a chunked body's trailer section, is larger than the limit (431).
     case headerSectionTooLarge
-    /// The header section has more fields than the limit (431).
+    /// The header section, or a chunked body's trailer section, has more fields than the limit (431).
     case tooManyHeaderFields
     /// The body is larger than the limit, by Content-Length or while decoding chunks (413).
     case bodyTooLarge
@@ -16,7 +16,8 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     case malformedRequestLine
     /// The method is not a token (400).
     case invalidMethod
-    /// The request target is not origin-, absolute- or asterisk-form, or has a bad percent escape (400).
+    /// The request target is not origin-, absolute- or asterisk-form, has a bad percent escape, or an absolute-form
+    /// authority that is not a host and port (userinfo, say) (400).
     case invalidTarget
     /// The version is well formed but not HTTP/1.0 or HTTP/1.1 (505).
     case unsupportedVersion
@@ -38,11 +39,12 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     case conflictingContentLength
     /// Content-Length and Transfer-Encoding are both present (400).
     case contentLengthWithTransferEncoding
-    /// Transfer-Encoding is malformed, does not end in chunked, repeats it, or comes with HTTP/1.0 (400).
+    /// Transfer-Encoding is malformed, does not end in chunked, repeats it, gives chunked parameters, or comes with
+    /// HTTP/1.0 (400).
     case invalidTransferEncoding
     /// Transfer-Encoding names a coding other than chunked before a final chunked (501).
     case unsupportedTransferEncoding
-    /// A chunk size line, chunk terminator or trailer section is malformed (400).
+    /// A chunk size line (its extensions included), chunk terminator or trailer section is malformed (400).
     case malformedChunk
     /// Expect has a value other than 100-continue (417).
     case unsupportedExpectation

@@ -90,6 +90,10 @@ struct HTTPRequestParser: Sendable {
         }
     }
 
+    /// Whether more than one empty line has arrived since the last request: a head has begun for the header
+    /// timeout although nothing stays buffered (the lines are consumed as they arrive).
+    var hasExtraLeadingEmptyLines: Bool { leadingEmptyLineBytes > 2 }
+
     /// Adds received bytes.
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         buffer.append(contentsOf: bytes)
@@ -249,6 +253,7 @@ struct HTTPRequestParser: Sendable {
         var body: [UInt8] = []
         var overheadBytes = 0
         var trailerFields = 0
+        var trailerBytes = 0
     }
 
     // RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF.
@@ -298,13 +303,19 @@ struct HTTPRequestParser: Sendable {
                 chunked.overheadBytes += 2
                 chunked.step = .size
             case .trailer:
+                // RFC 9110 §6.5.1: trailer fields get the header section's limits; the whole section counts,
+                // as lines that arrive complete in one read are never seen unterminated.
                 guard let lf = findLF(from: start) else {
-                    if bufferedByteCount > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
+                    if chunked.trailerBytes + bufferedByteCount > limits.maxHeaderBytes {
+                        return fail(.headerSectionTooLarge)
+                    }
                     phase = .chunked(head, chunked)
                     return .needMoreBytes
                 }
                 guard lf > start, buffer[lf - 1] == ASCII.cr else { return fail(.malformedChunk) }
                 let lineLength = lf + 1 - start
+                chunked.trailerBytes += lineLength
+                if chunked.trailerBytes > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
                 let isValidField = buffer.withUnsafeBufferPointer { all in
                     Self.isTrailerField(UnsafeBufferPointer(rebasing: all[start..<(lf - 1)]))
                 }
@@ -345,12 +356,59 @@ struct HTTPRequestParser: Sendable {
             index += 1
         }
         guard index > 0 else { return .malformed }
-        if index < end {
-            while index < end, line[index] == ASCII.space || line[index] == ASCII.tab { index += 1 }
-            guard index < end, line[index] == ASCII.semicolon else { return .malformed }
-            for byte in line[index..<end] where !ASCII.isFieldValueByte(byte) { return .malformed }
-        }
+        guard isChunkExtensions(UnsafeBufferPointer(rebasing: line[index..<end])) else { return .malformed }
         return tooLarge ? .tooLarge : .size(size)
+    }
+
+    // RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), name a token,
+    // value a token or quoted-string. Extensions are ignored, but only once they parse: a line that one
+    // parser reads loosely and another strictly is where request smuggling starts.
+    private static func isChunkExtensions(_ ext: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        func skipWhitespace(_ at: inout Int) {
+            while at < ext.count, ext[at] == ASCII.space || ext[at] == ASCII.tab { at += 1 }
+        }
+        func skipToken(_ at: inout Int) -> Bool {
+            let tokenStart = at
+            while at < ext.count, ASCII.isTokenByte(ext[at]) { at += 1 }
+            return at > tokenStart
+        }
+        while index < ext.count {
+            skipWhitespace(&index)
+            guard index < ext.count, ext[index] == ASCII.semicolon else { return false }
+            index += 1
+            skipWhitespace(&index)
+            guard skipToken(&index) else { return false }
+            var afterName = index
+            skipWhitespace(&afterName)
+            guard afterName < ext.count, ext[afterName] == UInt8(ascii: "=") else { continue }
+            index = afterName + 1
+            skipWhitespace(&index)
+            guard index < ext.count else { return false }
+            if ext[index] != UInt8(ascii: "\"") {
+                guard skipToken(&index) else { return false }
+                continue
+            }
+            // RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE.
+            index += 1
+            var closed = false
+            while index < ext.count {
+                let byte = ext[index]
+                if byte == UInt8(ascii: "\"") {
+                    index += 1
+                    closed = true
+                    break
+                }
+                if byte == UInt8(ascii: "\\") {
+                    index += 1
+                    guard index < ext.count else { return false }
+                }
+                guard ASCII.isFieldValueByte(ext[index]) else { return false }
+                index += 1
+            }
+            guard closed else { return false }
+        }
+        return true
     }
 
     private static func isTrailerField(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -386,6 +444,7 @@ enum HeadParser {
         var hostCount = 0
         var contentLength: ContentLength?
         var transferCodings: [String]?
+        var chunkedHasParameters = false
         var connectionClose = false
         var connectionKeepAlive = false
         var expectContinue = false
@@ -419,7 +478,9 @@ enum HeadParser {
                 for element in ASCII.listElements(value) {
                     // Parameters (";q=…") belong to the coding name before them.
                     let name = element.prefix { $0 != ASCII.semicolon }
-                    codings.append(String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased())
+                    let coding = String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased()
+                    if coding == "chunked" && name.count < element.count { chunkedHasParameters = true }
+                    codings.append(coding)
                 }
                 transferCodings = codings
             case .connection:
@@ -452,6 +513,10 @@ enum HeadParser {
             if codings.isEmpty || codings.contains("") { throw .invalidTransferEncoding }
             // RFC 9112 §6.3 rule 4: chunked not the final coding of a request is 400, whatever the others are.
             if codings.last != "chunked" { throw .invalidTransferEncoding }
+            // RFC 9112 §7.1: chunked defines no parameters; "chunked;x=y" is not the chunked coding to a
+            // parser that compares the whole element (llhttp, many proxies), which would frame the body
+            // differently, so it is 400 rather than read as chunked.
+            if chunkedHasParameters { throw .invalidTransferEncoding }
             // RFC 9112 §6.1: a transfer coding the server does not understand gets 501.
             if codings.contains(where: { $0 != "chunked" }) { throw .unsupportedTransferEncoding }
             // RFC 9112 §6.1: chunked must not be applied more than once.
@@ -604,6 +669,9 @@ enum HeadParser {
             guard let schemeLength = absoluteSchemeLength(target) else { return nil }
             pathStart = schemeLength
             while pathStart < end, target[pathStart] != ASCII.slash, target[pathStart] != ASCII.question {
+                // RFC 9110 §4.2.4: userinfo ("@") in an http(s) target is an error; RFC 3986 §3.2.2: the
+                // authority is otherwise host bytes and a port, as the Host field is.
+                guard ASCII.isHostByte(target[pathStart]) else { return nil }
                 pathStart += 1
             }
             guard pathStart > schemeLength else { return nil }

@@ -5,21 +5,20 @@ import Synchronization
 
 /// Connection-level HTTP events as metrics; per-route request metrics are recorded by the API.
 struct HTTPMetrics: HTTPServerObserver {
-    private let open = Metrics.Gauge(label: "stovepipe_http_open_connections")
     private let opened = Metrics.Counter(label: "stovepipe_http_connections_total")
     private let closed = Metrics.Counter(label: "stovepipe_http_connections_closed_total")
     private let refused = Metrics.Counter(label: "stovepipe_http_connections_refused_total")
     private let shed = Metrics.Counter(label: "stovepipe_http_requests_shed_total")
-    private let openCount = OpenConnections()
+    private let open = OpenConnections(gauge: Metrics.Gauge(label: "stovepipe_http_open_connections"))
 
     func connectionOpened(peer: String) {
         opened.increment()
-        open.record(openCount.add(1))
+        open.add(1)
     }
 
     func connectionClosed(peer: String) {
         closed.increment()
-        open.record(openCount.add(-1))
+        open.add(-1)
     }
 
     func connectionRefused(peer: String) { refused.increment() }
@@ -33,12 +32,31 @@ struct HTTPMetrics: HTTPServerObserver {
 }
 
 
-/// The number of open connections, shared by the event-loop threads.
+/// The number of open connections, shared by the event-loop threads, and its gauge.
 final class OpenConnections: Sendable {
-    private let count = Atomic<Int>(0)
+    private let count = Mutex<Int>(0)
+    private let record: @Sendable (Int) -> Void
 
-    /// Adds `delta` and returns the new count.
-    func add(_ delta: Int) -> Int { count.add(delta, ordering: .relaxed).newValue }
+    /// Records every new count with `record`.
+    init(record: @escaping @Sendable (Int) -> Void) { self.record = record }
+
+    /// Records every new count as the gauge's value.
+    convenience init(gauge: Metrics.Gauge) { self.init(record: { gauge.record($0) }) }
+
+    /// Adds `delta` and records the new count.
+    func add(_ delta: Int) {
+        // Recorded under the lock that changes the count: with an atomic add and the record after it, one loop
+        // thread could record 1 after another had recorded 2 for a later change, and the gauge showed 1 with
+        // two connections open until the next change. Under the lock, records happen in the order of the
+        // changes, so the last value recorded is the true count.
+        count.withLock { count in
+            count += delta
+            record(count)
+        }
+    }
+
+    /// The current count.
+    var value: Int { count.withLock { $0 } }
 }
 
 /// Times one store operation as `stovepipe_store_operation_duration_seconds{store, operation}`; each

@@ -112,6 +112,24 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test(
+        "a request whose framing is rejected is answered once, and a request smuggled behind it never is",
+        arguments: [
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked;x=1\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a b\r\nhello\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n",
+            "GET http://user@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+        ])
+    func smuggledBehindRejected(request: String) throws {
+        try withServer { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(request + "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n")
+            try expectRejected(client, status: 400)
+            #expect(!client.hasBufferedBytes, "nothing may follow the error response")
+        }
+    }
+
     @Test("a NUL inside a header value is 400")
     func nulInValue() throws {
         try withServer { port, _ in
@@ -162,6 +180,30 @@ struct HTTPServerLimitTests {
                 try? client.send("X-\(index): v\r\n")
             }
             try expectRejected(client, status: 408)
+        }
+    }
+
+    @Test("empty lines instead of a request line run the header clock, after the one RFC 9112 §2.2 lets pass")
+    func emptyLinesSlowloris() throws {
+        let configuration = testConfiguration {
+            $0.headerTimeout = .milliseconds(300)
+            $0.idleTimeout = .seconds(30)
+        }
+        try withServer(configuration) { port, _ in
+            // Before, each empty line was consumed and left nothing buffered, so only the idle timeout applied:
+            // one CRLF per idle timeout, up to the request-line limit's worth, held the connection.
+            let client = try TestClient(port: port)
+            try client.send("\r\n\r\n")
+            #expect(client.waitForClose(timeout: .seconds(5)), "closed by the header timeout, not the 30 s idle one")
+            #expect(!client.hasBufferedBytes, "no request began, so nothing is answered")
+
+            // One empty line, as some clients send after a body, is not the start of a head.
+            let lenient = try TestClient(port: port)
+            try lenient.send(get("/first") + "\r\n")
+            #expect(try lenient.readResponse().status == 200)
+            #expect(!lenient.waitForClose(timeout: .milliseconds(900)), "a single empty line leaves the connection idle")
+            try lenient.send(get("/second"))
+            #expect(try lenient.readResponse().header("X-Path") == "/second")
         }
     }
 
