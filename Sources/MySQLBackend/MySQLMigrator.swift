@@ -103,12 +103,11 @@ public struct MySQLMigrator: Sendable {
                     try Self.apply(migration, on: connection)
                     // CREATE TABLE IF NOT EXISTS keeps a table of that name whatever its columns, with only a note
                     // (1050), so the migration is recorded only once its tables have the columns it declares.
-                    for table in Self.declaredTables(in: migration.sql) {
-                        guard let problem = try Self.shapeProblem(of: table, on: connection) else { continue }
+                    if let (table, problem) = try Self.firstShapeProblem(in: migration, on: connection) {
                         throw BackendError.unavailable(
                             retryable: false,
                             detail: "mysql migration \(migration.version) (\(migration.name)) failed: table "
-                                + "`\(table.name)`\(problem); it was there before, not made by this migration (another "
+                                + "`\(table)`\(problem); it was there before, not made by this migration (another "
                                 + "application's?): rename or drop it, or use a database of stovepipe's own, then run "
                                 + "`stovepipe migrate` again")
                     }
@@ -198,15 +197,13 @@ public struct MySQLMigrator: Sendable {
         try database.run { connection in
             try Self.requireBookkeepingShape(connection)
             for migration in migrations {
-                for table in Self.declaredTables(in: migration.sql) {
-                    guard let problem = try Self.shapeProblem(of: table, on: connection) else { continue }
-                    throw BackendError.unavailable(
-                        retryable: false,
-                        detail: "mysql schema does not match this binary: table `\(table.name)` (migration "
-                            + "\(migration.version))\(problem); restore it to its definition in Schema/, or, if it is "
-                            + "another application's table, rename it, delete version \(migration.version) from "
-                            + "schema_migrations and run `stovepipe migrate`")
-                }
+                guard let (table, problem) = try Self.firstShapeProblem(in: migration, on: connection) else { continue }
+                throw BackendError.unavailable(
+                    retryable: false,
+                    detail: "mysql schema does not match this binary: table `\(table)` (migration "
+                        + "\(migration.version))\(problem); restore it to its definition in Schema/, or, if it is "
+                        + "another application's table, rename it, delete version \(migration.version) from "
+                        + "schema_migrations and run `stovepipe migrate`")
             }
         }
         return unknown
@@ -385,6 +382,16 @@ public struct MySQLMigrator: Sendable {
                 return ": column `\(column.name)` \(actual.isNullable ? "allows NULL" : "is NOT NULL"), where Schema/ "
                     + "declares it \(column.isNullable ? "NULL" : "NOT NULL")"
             }
+        }
+        return nil
+    }
+
+    /// The first table `migration` creates that differs from its declaration, and how (see `shapeProblem`).
+    private static func firstShapeProblem(
+        in migration: MySQLMigration, on connection: MySQLConnection
+    ) throws -> (table: String, problem: String)? {
+        for table in declaredTables(in: migration.sql) {
+            if let problem = try shapeProblem(of: table, on: connection) { return (table.name, problem) }
         }
         return nil
     }

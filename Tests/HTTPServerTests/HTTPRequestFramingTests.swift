@@ -35,28 +35,13 @@ private func feed(
     bytes all: [UInt8], step: Int? = nil, limits: HTTPParserLimits = framingLimits
 ) -> (events: [Framed], requests: [ParsedRequest]) {
     let size = max(1, step ?? all.count)
-    var parser = HTTPRequestParser(limits: limits)
-    var events: [Framed] = []
-    var requests: [ParsedRequest] = []
-    var offset = 0
-    while offset < all.count {
-        parser.append(all[offset..<min(offset + size, all.count)])
-        offset += size
-        drain: while true {
-            switch parser.next() {
-            case .needMoreBytes:
-                break drain
-            case .sendContinue:
-                events.append(.sendContinue)
-            case .request(let parsed):
-                requests.append(parsed)
-                let request = parsed.request
-                events.append(
-                    .request(method: request.method, path: request.path, body: String(decoding: request.body, as: UTF8.self)))
-            case .failure(let error):
-                events.append(.failure(error))
-                return (events, requests)
-            }
+    let chunks = stride(from: 0, to: all.count, by: size).map { Array(all[$0..<min($0 + size, all.count)]) }
+    let (outcomes, requests) = run(chunks, limits: limits)
+    let events = outcomes.map { outcome -> Framed in
+        switch outcome {
+        case .request(let method, let path, _, let body, _): .request(method: method, path: path, body: body)
+        case .sendContinue: .sendContinue
+        case .failure(let error): .failure(error)
         }
     }
     return (events, requests)

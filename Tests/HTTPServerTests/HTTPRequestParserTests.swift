@@ -23,8 +23,13 @@ enum Outcome: Equatable, CustomStringConvertible {
 }
 
 /// Feeds `chunks` one after another, collecting every event; a failure ends the run.
-private func run(
-    _ chunks: [[UInt8]], limits: HTTPParserLimits = defaultLimits
+private func run(_ chunks: [[UInt8]]) -> (outcomes: [Outcome], requests: [ParsedRequest]) {
+    run(chunks, limits: defaultLimits)
+}
+
+/// Feeds `chunks` to a parser with `limits`, collecting every event; a failure ends the run. The framing tests use it too.
+func run(
+    _ chunks: [[UInt8]], limits: HTTPParserLimits
 ) -> (outcomes: [Outcome], requests: [ParsedRequest]) {
     var parser = HTTPRequestParser(limits: limits)
     var outcomes: [Outcome] = []
