@@ -146,6 +146,73 @@ struct ReplicaTests {
         }
     }
 
+    @Test("a handler still running while its broker shuts down keeps its lease and visibility: no other replica redelivers it, its ack is recorded, and idle partitions move at once")
+    func shutdownRenewsInFlight() async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            let stopping = harness.makeBroker(timings)
+            let entered = Latch()
+            let release = Latch()
+            // Opened however the test ends, so the shutdown never waits on a blocked handler.
+            defer { release.arrive() }
+            let postponed = Latch()
+            stopping.subscribe(topic) { delivery in
+                guard delivery.message.id == "job" else {
+                    postponed.arrive()
+                    return .postpone(.milliseconds(100))
+                }
+                entered.arrive()
+                release.wait()
+                return .ack
+            }
+            try stopping.publish(message("job"))
+            try stopping.publish(message("later", key: "idle"))
+            try stopping.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+            #expect(postponed.wait(timeout: .seconds(20)))
+            let token = try #require(harness.query("SELECT delivery_token FROM topic_messages WHERE message_id = 'job'").first?.uint64(0))
+            let begun = try #require(harness.query("SELECT CAST(UTC_TIMESTAMP(6) AS CHAR)").first?.string(0))
+
+            let stopped = Latch()
+            Thread {
+                stopping.shutdown()
+                stopped.arrive()
+            }.start()
+            // start() throws once the shutdown has begun.
+            #expect(await eventually { (try? stopping.start()) == nil })
+
+            let other = harness.makeBroker(timings)
+            let seen = Recorder<Seen>()
+            other.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try other.start()
+            // The partition the stopping broker holds but is not delivering moves while the handler runs on.
+            #expect(await eventually { seen.values.contains { $0.id == "later" } })
+            // Well past the 1 s lease and visibility, the delivery is still the stopping broker's and hidden.
+            #expect(
+                try await eventually(timeout: .seconds(10)) {
+                    try !harness.query(
+                        """
+                        SELECT 1 FROM topic_messages
+                        WHERE message_id = 'job' AND state = 'pending' AND delivery_token = \(token)
+                          AND available_at > CAST(\(begun) AS DATETIME(6)) + INTERVAL 3 SECOND
+                        """
+                    ).isEmpty
+                })
+            #expect(!seen.values.contains { $0.id == "job" })
+            #expect(!stopped.wait(timeout: .zero))
+
+            release.arrive()
+            #expect(stopped.wait(timeout: .seconds(20)))
+            let job = try harness.query("SELECT state, attempts FROM topic_messages WHERE message_id = 'job'").first
+            #expect(job?.string(0) == "acked")
+            #expect(job?.int64(1) == 1)
+            #expect(!seen.values.contains { $0.id == "job" })
+        }
+    }
+
     @Test("replicas on 20 partitions handle every message, in order per partition, never two at once", arguments: [2, 3])
     func replicasShareWithoutOverlap(_ replicaCount: Int) async throws {
         try await withHarness { harness in

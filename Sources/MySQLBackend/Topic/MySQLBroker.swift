@@ -167,8 +167,9 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             metadata: ["broker.workers": "\(configuration.workerThreads)", "broker.live_replicas": "\(live)"])
     }
 
-    /// Stops taking deliveries, lets handlers in progress finish and records their outcomes, joins the
-    /// threads, then releases this replica's leases and forgets it, so others take over at once.
+    /// Stops taking deliveries, lets handlers in progress finish (renewing their leases and visibility
+    /// meanwhile, and giving up the other leases at once) and records their outcomes, joins the threads, then
+    /// releases this replica's leases and forgets it, so others take over at once.
     public func shutdown() {
         condition.lock()
         switch state.phase {
@@ -379,16 +380,19 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         var nextRenewal = ContinuousClock.now + renewalInterval
         var nextMaintenance = ContinuousClock.now + configuration.maintenanceInterval
         condition.lock()
-        while state.phase == .running {
+        // While stopping, handlers still running need their leases and visibility renewed until they finish:
+        // without that, another replica redelivers their messages after a lease period and drops their outcome.
+        while state.phase == .running || state.deliveringWhileStopping {
             let now = ContinuousClock.now
+            let running = state.phase == .running
             state.promoteDue(now: now)
             if !state.ready.isEmpty { condition.broadcast() }
-            let pollNow = state.wakeRequested || now >= nextPoll
+            let pollNow = running && (state.wakeRequested || now >= nextPoll)
             let renewNow = now >= nextRenewal
-            let maintainNow = now >= nextMaintenance
+            let maintainNow = running && now >= nextMaintenance
             guard pollNow || renewNow || maintainNow else {
-                var wake = min(nextPoll, nextRenewal, nextMaintenance)
-                if let due = state.earliestDue { wake = min(wake, due) }
+                var wake = running ? min(nextPoll, nextRenewal, nextMaintenance) : nextRenewal
+                if running, let due = state.earliestDue { wake = min(wake, due) }
                 condition.wait(for: wake - now)
                 continue
             }
@@ -523,14 +527,24 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         guard !acquired.isEmpty else { return }
         logger.debug("partition leases acquired", metadata: ["broker.leases_acquired": "\(acquired.count)"])
         condition.lock()
-        defer { condition.unlock() }
-        // Once stopping, the leases just taken are released with the others by `shutdown`.
-        guard state.phase == .running else { return }
-        for partition in acquired {
-            state.owned.insert(partition)
-            state.pushReady(partition)
+        let running = state.phase == .running
+        if running {
+            for partition in acquired {
+                state.owned.insert(partition)
+                state.pushReady(partition)
+            }
+            condition.broadcast()
         }
-        condition.broadcast()
+        condition.unlock()
+        guard !running else { return }
+        // Stopping: the renewals for the handlers still running would keep these alive until the last one ends.
+        do {
+            try database.run { connection in
+                for partition in acquired { try TopicStore.releaseLease(partition, replica: replica, on: connection) }
+            }
+        } catch {
+            databaseFailed(error)
+        }
     }
 
     /// The heartbeat: announces this replica, counts the live ones, renews leases and the visibility of
@@ -567,8 +581,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 extend.append(delivery)
             }
         }
-        for partition in state.owned where state.busy[partition] == nil && !state.readySet.contains(partition)
-            && state.dueAt[partition] == nil && !(state.lastWork[partition.topic]?.contains(partition.key) ?? false)
+        // Once stopping, every partition no handler is delivering is given up, so others take it over at once
+        // rather than after the last handler here finishes.
+        let stopping = state.phase != .running
+        for partition in state.owned where state.busy[partition] == nil
+            && (stopping
+                || (!state.readySet.contains(partition) && state.dueAt[partition] == nil
+                    && !(state.lastWork[partition.topic]?.contains(partition.key) ?? false)))
         {
             idle.append(partition)
         }
