@@ -108,6 +108,42 @@ struct ReplicaTests {
         }
     }
 
+    @Test("a message whose consumers died on every one of its maxAttempts deliveries is dead-lettered, not delivered again; the partition goes on")
+    func deliveriesWithoutOutcomeDeadLetter() async throws {
+        try await withHarness { harness in
+            let connection = try harness.connect()
+            defer { connection.close() }
+            // Three deliveries began and none ended, as left by consumers killed in each (a poison message
+            // that crashes its consumer); the last one's visibility has run out.
+            try connection.execute(
+                """
+                INSERT INTO topic_messages
+                    (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
+                VALUES (\(topic.rawValue), 'q', 'poison', '', 'pending', 3, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 42,
+                        UTC_TIMESTAMP(6)),
+                       (\(topic.rawValue), 'r', 'survivor', '', 'pending', 2, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 43,
+                        UTC_TIMESTAMP(6))
+                """)
+            let broker = harness.makeBroker(fastConfiguration(maxAttempts: 3))
+            try broker.publish(message("after"))
+            let seen = Recorder<Seen>()
+            broker.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try broker.start()
+            #expect(await eventually { seen.count == 2 })
+            #expect(Set(seen.values.map(\.id)) == ["survivor", "after"])
+            #expect(seen.values.first { $0.id == "survivor" }?.attempt == 3)
+            let dead = try broker.deadLetters(topic, limit: 10)
+            #expect(dead.map(\.message.id) == ["poison"])
+            #expect(dead.first?.attempts == 3)
+            #expect(try await eventually {
+                try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 1, oldestPendingAgeSeconds: nil)
+            })
+        }
+    }
+
     @Test("a handler hung past maxHandlingTime gives up its partition; another replica redelivers; the late outcome is dropped")
     func hungHandlerIsRedelivered() async throws {
         try await withHarness { harness in

@@ -294,17 +294,27 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func deliverHead(of partition: PartitionID, handler: @Sendable (Delivery) -> DeliveryOutcome) -> HeadResult {
         let replica = replicaID
         let visibility = configuration.visibilityTimeout.wholeMicroseconds
+        let maxAttempts = configuration.retryPolicy.maxAttempts
         let token = UInt64.random(in: 1...UInt64(Int64.max))
-        let begun: (head: PartitionHead?, began: Bool, owner: String?)
+        let begun: (head: PartitionHead?, began: Bool, exhausted: Bool, owner: String?)
         do {
             begun = try database.run { connection in
-                guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, nil) }
-                guard head.dueInMicroseconds <= 0 else { return (head, false, replica) }
-                let began = try TopicStore.beginDelivery(
-                    seq: head.seq, token: token, of: partition, replica: replica, visibilityMicroseconds: visibility,
-                    on: connection)
+                guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, false, nil) }
+                guard head.dueInMicroseconds <= 0 else { return (head, false, false, replica) }
+                // Every delivery the policy allows began and none recorded an outcome (its consumer died or hung
+                // each time): delivered again, a message that kills its consumer would hold its partition forever.
+                let exhausted = head.attempts >= maxAttempts
+                let began =
+                    exhausted
+                    ? try TopicStore.deadLetterUndelivered(
+                        seq: head.seq, attempts: head.attempts, of: partition, replica: replica,
+                        reason: "no outcome was recorded in \(head.attempts) deliveries: the consumer died or hung in each",
+                        on: connection)
+                    : try TopicStore.beginDelivery(
+                        seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replica,
+                        visibilityMicroseconds: visibility, on: connection)
                 let owner = began ? replica : try TopicStore.leaseOwner(of: partition, on: connection)
-                return (head, began, owner)
+                return (head, began, exhausted, owner)
             }
         } catch {
             databaseFailed(error)
@@ -318,6 +328,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 return .lostLease
             }
             // Still ours, but the head changed between the read and the update: read it again.
+            return .delivered
+        }
+        guard !begun.exhausted else {
+            count("stovepipe_topic_dead_lettered_total", partition.topic)
+            logger.info(
+                "message dead-lettered: no outcome was recorded in any of its deliveries",
+                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.attempt": "\(head.attempts)"])
             return .delivered
         }
 
