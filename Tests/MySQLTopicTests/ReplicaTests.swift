@@ -191,10 +191,11 @@ struct ReplicaTests {
             let release = Latch()
             // Opened however the test ends, so the shutdown never waits on a blocked handler.
             defer { release.arrive() }
-            let postponed = Latch()
+            let idleKeys = ["idle-1", "idle-2", "idle-3"]
+            let postponed = Recorder<String>()
             stopping.subscribe(topic) { delivery in
                 guard delivery.message.id == "job" else {
-                    postponed.arrive()
+                    postponed.append(delivery.message.partitionKey)
                     return .postpone(.milliseconds(100))
                 }
                 entered.arrive()
@@ -202,10 +203,10 @@ struct ReplicaTests {
                 return .ack
             }
             try stopping.publish(message("job"))
-            try stopping.publish(message("later", key: "idle"))
+            for key in idleKeys { try stopping.publish(message("later-\(key)", key: key)) }
             try stopping.start()
             #expect(entered.wait(timeout: .seconds(20)))
-            #expect(postponed.wait(timeout: .seconds(20)))
+            #expect(await eventually { Set(postponed.values) == Set(idleKeys) })
             let token = try #require(harness.query("SELECT delivery_token FROM topic_messages WHERE message_id = 'job'").first?.uint64(0))
             let begun = try #require(harness.query("SELECT CAST(UTC_TIMESTAMP(6) AS CHAR)").first?.string(0))
 
@@ -219,13 +220,15 @@ struct ReplicaTests {
 
             let other = harness.makeBroker(timings)
             let seen = Recorder<Seen>()
+            // Postponed, the idle partitions keep their work, so no share shrinks as they drain.
             other.subscribe(topic) { delivery in
                 seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
-                return .ack
+                return delivery.message.id.hasPrefix("later-") ? .postpone(.milliseconds(100)) : .ack
             }
             try other.start()
-            // The partition the stopping broker holds but is not delivering moves while the handler runs on.
-            #expect(await eventually { seen.values.contains { $0.id == "later" } })
+            // The partitions the stopping broker holds but is not delivering move while the handler runs on, all
+            // of them: the stopping broker no longer counts as a live replica taking a share.
+            #expect(await eventually { Set(seen.values.map(\.id).filter { $0.hasPrefix("later-") }) == Set(idleKeys.map { "later-\($0)" }) })
             // Well past the 1 s lease and visibility, the delivery is still the stopping broker's and hidden.
             #expect(
                 try await eventually(timeout: .seconds(10)) {

@@ -569,9 +569,18 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func renew() {
         let replica = replicaID
         let lease = configuration.leaseDuration.wholeMicroseconds
+        condition.lock()
+        let stopping = state.phase != .running
+        condition.unlock()
         do {
             let live = try database.run { connection in
-                try TopicStore.heartbeat(replica: replica, on: connection)
+                // A stopping replica takes no more partitions: while its last handlers finish it is not counted
+                // as live, so the others' fair shares cover the partitions it gives up.
+                if stopping {
+                    try TopicStore.removeReplica(replica, on: connection)
+                } else {
+                    try TopicStore.heartbeat(replica: replica, on: connection)
+                }
                 try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
                 return try TopicStore.liveReplicaCount(windowMicroseconds: lease, on: connection)
             }
@@ -600,7 +609,6 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
         // Once stopping, every partition no handler is delivering is given up, so others take it over at once
         // rather than after the last handler here finishes.
-        let stopping = state.phase != .running
         for partition in state.owned where state.busy[partition] == nil
             && (stopping
                 || (!state.readySet.contains(partition) && state.dueAt[partition] == nil
