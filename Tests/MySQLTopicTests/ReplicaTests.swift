@@ -138,6 +138,7 @@ struct ReplicaTests {
             let dead = try broker.deadLetters(topic, limit: 10)
             #expect(dead.map(\.message.id) == ["poison"])
             #expect(dead.first?.attempts == 3)
+            #expect(dead.first?.reason.contains("without an outcome") == true)
             #expect(try await eventually {
                 try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 1, oldestPendingAgeSeconds: nil)
             })

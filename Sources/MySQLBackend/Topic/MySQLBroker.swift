@@ -13,7 +13,8 @@ import Synchronization
 /// seq order, which for publishers that wait for `publish` to return is their publish order. Leases are
 /// shared fairly among live replicas, renewed while held, and move when a replica stops renewing them.
 /// Delivery is at least once: a delivery is hidden for `visibilityTimeout` (renewed while its handler runs),
-/// and a consumer that dies leaves it to be redelivered once both its lease and that timeout have passed.
+/// and a consumer that dies leaves it to be redelivered once both its lease and that timeout have passed, or
+/// dead-lettered then if that delivery was the last of `retryPolicy.maxAttempts`.
 public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: `state` is read and written only while holding `condition`'s lock; every other
     // stored property is immutable and Sendable.
@@ -301,14 +302,15 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             begun = try database.run { connection in
                 guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, false, nil) }
                 guard head.dueInMicroseconds <= 0 else { return (head, false, false, replica) }
-                // Every delivery the policy allows began and none recorded an outcome (its consumer died or hung
-                // each time): delivered again, a message that kills its consumer would hold its partition forever.
+                // The last delivery the policy allows began and recorded no outcome (its consumer died or hung; a
+                // retry there would have dead-lettered it): delivered again and again, a message that kills its
+                // consumer would hold its partition forever.
                 let exhausted = head.attempts >= maxAttempts
                 let began =
                     exhausted
                     ? try TopicStore.deadLetterUndelivered(
                         seq: head.seq, attempts: head.attempts, of: partition, replica: replica,
-                        reason: "no outcome was recorded in \(head.attempts) deliveries: the consumer died or hung in each",
+                        reason: "attempt \(head.attempts) of \(maxAttempts) ended without an outcome: its consumer died or hung",
                         on: connection)
                     : try TopicStore.beginDelivery(
                         seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replica,
@@ -333,7 +335,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         guard !begun.exhausted else {
             count("stovepipe_topic_dead_lettered_total", partition.topic)
             logger.info(
-                "message dead-lettered: no outcome was recorded in any of its deliveries",
+                "message dead-lettered: its last allowed attempt ended without an outcome",
                 metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.attempt": "\(head.attempts)"])
             return .delivered
         }
