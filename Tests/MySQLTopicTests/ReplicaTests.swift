@@ -108,6 +108,43 @@ struct ReplicaTests {
         }
     }
 
+    @Test("a message whose consumers died on every one of its maxAttempts deliveries is dead-lettered, not delivered again; the partition goes on")
+    func deliveriesWithoutOutcomeDeadLetter() async throws {
+        try await withHarness { harness in
+            let connection = try harness.connect()
+            defer { connection.close() }
+            // Three deliveries began and none ended, as left by consumers killed in each (a poison message
+            // that crashes its consumer); the last one's visibility has run out.
+            try connection.execute(
+                """
+                INSERT INTO topic_messages
+                    (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
+                VALUES (\(topic.rawValue), 'q', 'poison', '', 'pending', 3, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 42,
+                        UTC_TIMESTAMP(6)),
+                       (\(topic.rawValue), 'r', 'survivor', '', 'pending', 2, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 43,
+                        UTC_TIMESTAMP(6))
+                """)
+            let broker = harness.makeBroker(fastConfiguration(maxAttempts: 3))
+            try broker.publish(message("after"))
+            let seen = Recorder<Seen>()
+            broker.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return .ack
+            }
+            try broker.start()
+            #expect(await eventually { seen.count == 2 })
+            #expect(Set(seen.values.map(\.id)) == ["survivor", "after"])
+            #expect(seen.values.first { $0.id == "survivor" }?.attempt == 3)
+            let dead = try broker.deadLetters(topic, limit: 10)
+            #expect(dead.map(\.message.id) == ["poison"])
+            #expect(dead.first?.attempts == 3)
+            #expect(dead.first?.reason.contains("without an outcome") == true)
+            #expect(try await eventually {
+                try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 1, oldestPendingAgeSeconds: nil)
+            })
+        }
+    }
+
     @Test("a handler hung past maxHandlingTime gives up its partition; another replica redelivers; the late outcome is dropped")
     func hungHandlerIsRedelivered() async throws {
         try await withHarness { harness in
@@ -143,6 +180,76 @@ struct ReplicaTests {
                 try healthy.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil)
             })
             #expect(entered.arrivals == 1)
+        }
+    }
+
+    @Test("a handler still running while its broker shuts down keeps its lease and visibility: no other replica redelivers it, its ack is recorded, and idle partitions move at once")
+    func shutdownRenewsInFlight() async throws {
+        try await withHarness { harness in
+            let timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            let stopping = harness.makeBroker(timings)
+            let entered = Latch()
+            let release = Latch()
+            // Opened however the test ends, so the shutdown never waits on a blocked handler.
+            defer { release.arrive() }
+            let idleKeys = ["idle-1", "idle-2", "idle-3"]
+            let postponed = Recorder<String>()
+            stopping.subscribe(topic) { delivery in
+                guard delivery.message.id == "job" else {
+                    postponed.append(delivery.message.partitionKey)
+                    return .postpone(.milliseconds(100))
+                }
+                entered.arrive()
+                release.wait()
+                return .ack
+            }
+            try stopping.publish(message("job"))
+            for key in idleKeys { try stopping.publish(message("later-\(key)", key: key)) }
+            try stopping.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+            #expect(await eventually { Set(postponed.values) == Set(idleKeys) })
+            let token = try #require(harness.query("SELECT delivery_token FROM topic_messages WHERE message_id = 'job'").first?.uint64(0))
+            let begun = try #require(harness.query("SELECT CAST(UTC_TIMESTAMP(6) AS CHAR)").first?.string(0))
+
+            let stopped = Latch()
+            Thread {
+                stopping.shutdown()
+                stopped.arrive()
+            }.start()
+            // start() throws once the shutdown has begun.
+            #expect(await eventually { (try? stopping.start()) == nil })
+
+            let other = harness.makeBroker(timings)
+            let seen = Recorder<Seen>()
+            // Postponed, the idle partitions keep their work, so no share shrinks as they drain.
+            other.subscribe(topic) { delivery in
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return delivery.message.id.hasPrefix("later-") ? .postpone(.milliseconds(100)) : .ack
+            }
+            try other.start()
+            // The partitions the stopping broker holds but is not delivering move while the handler runs on, all
+            // of them: the stopping broker no longer counts as a live replica taking a share.
+            #expect(await eventually { Set(seen.values.map(\.id).filter { $0.hasPrefix("later-") }) == Set(idleKeys.map { "later-\($0)" }) })
+            // Well past the 1 s lease and visibility, the delivery is still the stopping broker's and hidden.
+            #expect(
+                try await eventually(timeout: .seconds(10)) {
+                    try !harness.query(
+                        """
+                        SELECT 1 FROM topic_messages
+                        WHERE message_id = 'job' AND state = 'pending' AND delivery_token = \(token)
+                          AND available_at > CAST(\(begun) AS DATETIME(6)) + INTERVAL 3 SECOND
+                        """
+                    ).isEmpty
+                })
+            #expect(!seen.values.contains { $0.id == "job" })
+            #expect(!stopped.wait(timeout: .zero))
+
+            release.arrive()
+            #expect(stopped.wait(timeout: .seconds(20)))
+            let job = try harness.query("SELECT state, attempts FROM topic_messages WHERE message_id = 'job'").first
+            #expect(job?.string(0) == "acked")
+            #expect(job?.int64(1) == 1)
+            #expect(!seen.values.contains { $0.id == "job" })
         }
     }
 

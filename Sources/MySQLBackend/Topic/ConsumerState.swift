@@ -76,4 +76,8 @@ struct ConsumerState {
     var earliestDue: ContinuousClock.Instant? { dueAt.values.min() }
 
     func ownedCount(of topic: TopicName) -> Int { owned.count { $0.topic == topic } }
+
+    /// Stopping, and a worker (other than those waiting inside `shutdown()`) has not exited yet; asked by the
+    /// coordinator, which counts itself in `runningThreads`.
+    var deliveringWhileStopping: Bool { phase == .stopping && runningThreads > 1 + workersInShutdown }
 }

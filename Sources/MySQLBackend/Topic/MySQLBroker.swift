@@ -13,7 +13,8 @@ import Synchronization
 /// seq order, which for publishers that wait for `publish` to return is their publish order. Leases are
 /// shared fairly among live replicas, renewed while held, and move when a replica stops renewing them.
 /// Delivery is at least once: a delivery is hidden for `visibilityTimeout` (renewed while its handler runs),
-/// and a consumer that dies leaves it to be redelivered once both its lease and that timeout have passed.
+/// and a consumer that dies leaves it to be redelivered once both its lease and that timeout have passed, or
+/// dead-lettered then if that delivery was the last of `retryPolicy.maxAttempts`.
 public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: `state` is read and written only while holding `condition`'s lock; every other
     // stored property is immutable and Sendable.
@@ -167,8 +168,9 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             metadata: ["broker.workers": "\(configuration.workerThreads)", "broker.live_replicas": "\(live)"])
     }
 
-    /// Stops taking deliveries, lets handlers in progress finish and records their outcomes, joins the
-    /// threads, then releases this replica's leases and forgets it, so others take over at once.
+    /// Stops taking deliveries, lets handlers in progress finish (renewing their leases and visibility
+    /// meanwhile, and giving up the other leases at once) and records their outcomes, joins the threads, then
+    /// releases this replica's leases and forgets it, so others take over at once.
     public func shutdown() {
         condition.lock()
         switch state.phase {
@@ -293,17 +295,28 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func deliverHead(of partition: PartitionID, handler: @Sendable (Delivery) -> DeliveryOutcome) -> HeadResult {
         let replica = replicaID
         let visibility = configuration.visibilityTimeout.wholeMicroseconds
+        let maxAttempts = configuration.retryPolicy.maxAttempts
         let token = UInt64.random(in: 1...UInt64(Int64.max))
-        let begun: (head: PartitionHead?, began: Bool, owner: String?)
+        let begun: (head: PartitionHead?, began: Bool, exhausted: Bool, owner: String?)
         do {
             begun = try database.run { connection in
-                guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, nil) }
-                guard head.dueInMicroseconds <= 0 else { return (head, false, replica) }
-                let began = try TopicStore.beginDelivery(
-                    seq: head.seq, token: token, of: partition, replica: replica, visibilityMicroseconds: visibility,
-                    on: connection)
+                guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, false, nil) }
+                guard head.dueInMicroseconds <= 0 else { return (head, false, false, replica) }
+                // The last delivery the policy allows began and recorded no outcome (its consumer died or hung; a
+                // retry there would have dead-lettered it): delivered again and again, a message that kills its
+                // consumer would hold its partition forever.
+                let exhausted = head.attempts >= maxAttempts
+                let began =
+                    exhausted
+                    ? try TopicStore.deadLetterUndelivered(
+                        seq: head.seq, attempts: head.attempts, of: partition, replica: replica,
+                        reason: "attempt \(head.attempts) of \(maxAttempts) ended without an outcome: its consumer died or hung",
+                        on: connection)
+                    : try TopicStore.beginDelivery(
+                        seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replica,
+                        visibilityMicroseconds: visibility, on: connection)
                 let owner = began ? replica : try TopicStore.leaseOwner(of: partition, on: connection)
-                return (head, began, owner)
+                return (head, began, exhausted, owner)
             }
         } catch {
             databaseFailed(error)
@@ -317,6 +330,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 return .lostLease
             }
             // Still ours, but the head changed between the read and the update: read it again.
+            return .delivered
+        }
+        guard !begun.exhausted else {
+            count("stovepipe_topic_dead_lettered_total", partition.topic)
+            logger.info(
+                "message dead-lettered: its last allowed attempt ended without an outcome",
+                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.attempt": "\(head.attempts)"])
             return .delivered
         }
 
@@ -379,16 +399,19 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         var nextRenewal = ContinuousClock.now + renewalInterval
         var nextMaintenance = ContinuousClock.now + configuration.maintenanceInterval
         condition.lock()
-        while state.phase == .running {
+        // While stopping, handlers still running need their leases and visibility renewed until they finish:
+        // without that, another replica redelivers their messages after a lease period and drops their outcome.
+        while state.phase == .running || state.deliveringWhileStopping {
             let now = ContinuousClock.now
+            let running = state.phase == .running
             state.promoteDue(now: now)
             if !state.ready.isEmpty { condition.broadcast() }
-            let pollNow = state.wakeRequested || now >= nextPoll
+            let pollNow = running && (state.wakeRequested || now >= nextPoll)
             let renewNow = now >= nextRenewal
-            let maintainNow = now >= nextMaintenance
+            let maintainNow = running && now >= nextMaintenance
             guard pollNow || renewNow || maintainNow else {
-                var wake = min(nextPoll, nextRenewal, nextMaintenance)
-                if let due = state.earliestDue { wake = min(wake, due) }
+                var wake = running ? min(nextPoll, nextRenewal, nextMaintenance) : nextRenewal
+                if running, let due = state.earliestDue { wake = min(wake, due) }
                 condition.wait(for: wake - now)
                 continue
             }
@@ -523,14 +546,24 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         guard !acquired.isEmpty else { return }
         logger.debug("partition leases acquired", metadata: ["broker.leases_acquired": "\(acquired.count)"])
         condition.lock()
-        defer { condition.unlock() }
-        // Once stopping, the leases just taken are released with the others by `shutdown`.
-        guard state.phase == .running else { return }
-        for partition in acquired {
-            state.owned.insert(partition)
-            state.pushReady(partition)
+        let running = state.phase == .running
+        if running {
+            for partition in acquired {
+                state.owned.insert(partition)
+                state.pushReady(partition)
+            }
+            condition.broadcast()
         }
-        condition.broadcast()
+        condition.unlock()
+        guard !running else { return }
+        // Stopping: the renewals for the handlers still running would keep these alive until the last one ends.
+        do {
+            try database.run { connection in
+                for partition in acquired { try TopicStore.releaseLease(partition, replica: replica, on: connection) }
+            }
+        } catch {
+            databaseFailed(error)
+        }
     }
 
     /// The heartbeat: announces this replica, counts the live ones, renews leases and the visibility of
@@ -538,9 +571,18 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func renew() {
         let replica = replicaID
         let lease = configuration.leaseDuration.wholeMicroseconds
+        condition.lock()
+        let stopping = state.phase != .running
+        condition.unlock()
         do {
             let live = try database.run { connection in
-                try TopicStore.heartbeat(replica: replica, on: connection)
+                // A stopping replica takes no more partitions: while its last handlers finish it is not counted
+                // as live, so the others' fair shares cover the partitions it gives up.
+                if stopping {
+                    try TopicStore.removeReplica(replica, on: connection)
+                } else {
+                    try TopicStore.heartbeat(replica: replica, on: connection)
+                }
                 try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
                 return try TopicStore.liveReplicaCount(windowMicroseconds: lease, on: connection)
             }
@@ -567,8 +609,12 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 extend.append(delivery)
             }
         }
-        for partition in state.owned where state.busy[partition] == nil && !state.readySet.contains(partition)
-            && state.dueAt[partition] == nil && !(state.lastWork[partition.topic]?.contains(partition.key) ?? false)
+        // Once stopping, every partition no handler is delivering is given up, so others take it over at once
+        // rather than after the last handler here finishes.
+        for partition in state.owned where state.busy[partition] == nil
+            && (stopping
+                || (!state.readySet.contains(partition) && state.dueAt[partition] == nil
+                    && !(state.lastWork[partition.topic]?.contains(partition.key) ?? false)))
         {
             idle.append(partition)
         }

@@ -110,18 +110,38 @@ enum TopicStore {
     }
 
     /// Starts a delivery: counts the attempt and hides the row until the visibility deadline, only if it is
-    /// still pending and due and `replica` holds the partition's lease. False when any of that fails.
+    /// still pending and due, still has the `attempts` the head read found, and `replica` holds the
+    /// partition's lease. False when any of that fails.
     static func beginDelivery(
-        seq: UInt64, token: UInt64, of partition: PartitionID, replica: String, visibilityMicroseconds: Int64,
+        seq: UInt64, attempts: Int, token: UInt64, of partition: PartitionID, replica: String, visibilityMicroseconds: Int64,
         on connection: MySQLConnection
     ) throws(MySQLError) -> Bool {
+        // The attempts are compared so that the attempt number handed to the handler (and the dead-letter
+        // decision made on it) is the one counted here, whatever ended a delivery since the read.
         let result = try connection.execute(
             """
             UPDATE topic_messages m
             JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
             SET m.attempts = m.attempts + 1, m.delivery_token = \(token),
                 m.available_at = UTC_TIMESTAMP(6) + INTERVAL \(visibilityMicroseconds) MICROSECOND
-            WHERE m.seq = \(seq) AND m.state = \(pending) AND m.available_at <= UTC_TIMESTAMP(6)
+            WHERE m.seq = \(seq) AND m.state = \(pending) AND m.attempts = \(attempts) AND m.available_at <= UTC_TIMESTAMP(6)
+              AND p.topic = \(partition.topic.rawValue) AND p.partition_key = \(partition.key) AND p.owner = \(replica)
+            """)
+        return result.affectedRows > 0
+    }
+
+    /// Dead-letters the head `seq` instead of delivering it again, fenced as `beginDelivery` is (pending,
+    /// due, still `attempts`, `replica`'s lease); the attempt count stays. False when any of that fails.
+    static func deadLetterUndelivered(
+        seq: UInt64, attempts: Int, of partition: PartitionID, replica: String, reason: String, on connection: MySQLConnection
+    ) throws(MySQLError) -> Bool {
+        let result = try connection.execute(
+            """
+            UPDATE topic_messages m
+            JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
+            SET m.state = \(dead), m.delivery_token = NULL, m.last_error = \(truncated(reason)),
+                m.finished_at = UTC_TIMESTAMP(6)
+            WHERE m.seq = \(seq) AND m.state = \(pending) AND m.attempts = \(attempts) AND m.available_at <= UTC_TIMESTAMP(6)
               AND p.topic = \(partition.topic.rawValue) AND p.partition_key = \(partition.key) AND p.owner = \(replica)
             """)
         return result.affectedRows > 0
