@@ -402,6 +402,20 @@ import Testing
         #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).map(\.id) == [second.request.id])
     }
 
+    @Test func aRefDeletedBetweenTheTwoReadsIsAnUnknownQueueThatWroteNothing() throws {
+        let world = World()
+        let second = try orphanFirstClaimThenMoveOn(world)
+        world.source.state.withLock { $0.head = nil }
+        world.scriptReads(["git://q/c1"])
+
+        #expect(throws: IngestError.unknownQueue(q)) { try world.ingest.ingest(queue: "q") }
+        // A 404 changes nothing: no row for the abandoned claim, no id minted, the index and the queue as they were.
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).map(\.id) == [second.request.id])
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == RequestID(queue: q, number: 1))
+        #expect(try world.queues.base.get(q).latestRequestID == second.request.id)
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 3)
+    }
+
     @Test func sixtyFourThreadsIngestingAResetHeadConvergeOnOneFreshRequest() throws {
         let world = World()
         let (first, second) = try resetToFirstHead(world)
