@@ -60,12 +60,20 @@ public final class MySQLRequestStore: RequestStore {
 
     public func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
         guard limit > 0 else { return [] }
-        let upper = before ?? UInt64.max
         let rows = try database.run { connection in
-            try connection.query(
+            // Without `before` no bound at all: `n < 18446744073709551615` would leave out the request numbered so.
+            guard let before else {
+                return try connection.query(
+                    """
+                    SELECT queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at
+                    FROM requests WHERE queue = \(queue.rawValue)
+                    ORDER BY n DESC LIMIT \(limit)
+                    """)
+            }
+            return try connection.query(
                 """
                 SELECT queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at
-                FROM requests WHERE queue = \(queue.rawValue) AND n < \(upper)
+                FROM requests WHERE queue = \(queue.rawValue) AND n < \(before)
                 ORDER BY n DESC LIMIT \(limit)
                 """)
         }

@@ -126,6 +126,19 @@ struct RequestStoreContractTests {
             #expect(all.first == request(queue, 12))
         }
     }
+
+    @Test("list without before includes the largest n, which every UInt64 counter value may be", arguments: allFixtures)
+    func listWithoutBeforeIncludesTheLargestNumber(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let queue = try queueName("team/main")
+            let largest = Request(id: RequestID(queue: queue, number: UInt64.max), uri: SourceURI("git://x/max"), createdAt: created)
+            try backend.stores.requests.create(largest)
+            try backend.stores.requests.create(request(queue, 1))
+
+            #expect(try backend.stores.requests.list(queue: queue, before: nil, limit: 10).map(\.id.number) == [UInt64.max, 1])
+            #expect(try backend.stores.requests.list(queue: queue, before: UInt64.max, limit: 10).map(\.id.number) == [1])
+        }
+    }
 }
 
 @Suite("RequestURIStore contract")

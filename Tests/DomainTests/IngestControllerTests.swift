@@ -368,6 +368,54 @@ import Testing
         #expect(try world.queues.base.get(q).latestRequestID == retried.request.id)
     }
 
+    /// c1's first ingest stopped after claiming request 1 in the index and before writing its row; c2 came next.
+    private func orphanFirstClaimThenMoveOn(_ world: World) throws -> IngestResult {
+        world.requests.faults.inject("create", Self.outage)
+        #expect(throws: IngestError.self) { try world.ingest.ingest(queue: "q") }
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == RequestID(queue: q, number: 1))
+        world.setHead("git://q/c2")
+        return try world.ingest.ingest(queue: "q")
+    }
+
+    @Test func aResetOntoAClaimWhoseRowWasNeverWrittenWritesOnlyTheFreshRequest() throws {
+        let world = World()
+        let second = try orphanFirstClaimThenMoveOn(world)
+        world.setHead("git://q/c1")
+
+        let reset = try world.ingest.ingest(queue: "q")
+        #expect(reset.minted)
+        #expect(reset.request.id == RequestID(queue: q, number: 3))
+        // One request for c1: the abandoned claim's row is not written on the way to the fresh one, where it
+        // would sit accepted with no message until some sweep found it.
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).map(\.id) == [reset.request.id, second.request.id])
+        #expect(world.publisher.messages.map(\.id) == [second.request.id.description, reset.request.id.description])
+    }
+
+    @Test func aStaleReadOfAClaimWhoseRowWasNeverWrittenWritesNothing() throws {
+        let world = World()
+        let second = try orphanFirstClaimThenMoveOn(world)
+        world.scriptReads(["git://q/c1"])
+
+        let result = try world.ingest.ingest(queue: "q")
+        #expect(!result.minted)
+        #expect(result.request.id == second.request.id)
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).map(\.id) == [second.request.id])
+    }
+
+    @Test func aRefDeletedBetweenTheTwoReadsIsAnUnknownQueueThatWroteNothing() throws {
+        let world = World()
+        let second = try orphanFirstClaimThenMoveOn(world)
+        world.source.state.withLock { $0.head = nil }
+        world.scriptReads(["git://q/c1"])
+
+        #expect(throws: IngestError.unknownQueue(q)) { try world.ingest.ingest(queue: "q") }
+        // A 404 changes nothing: no row for the abandoned claim, no id minted, the index and the queue as they were.
+        #expect(try world.requests.base.list(queue: q, before: nil, limit: 10).map(\.id) == [second.request.id])
+        #expect(try world.uris.base.id(queue: q, uri: SourceURI("git://q/c1")) == RequestID(queue: q, number: 1))
+        #expect(try world.queues.base.get(q).latestRequestID == second.request.id)
+        #expect(try world.counter.base.next(queue: q, domain: requestCounterDomain) == 3)
+    }
+
     @Test func sixtyFourThreadsIngestingAResetHeadConvergeOnOneFreshRequest() throws {
         let world = World()
         let (first, second) = try resetToFirstHead(world)

@@ -33,10 +33,10 @@ public final class MemoryRequestStore: RequestStore {
     }
 
     public func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
-        let upper = before ?? UInt64.max
         return rows.withLock { rows in
             rows.values
-                .filter { $0.queue == queue && $0.id.number < upper }
+                // Without `before` no bound at all: UInt64.max as one would leave out the request numbered UInt64.max.
+                .filter { request in request.queue == queue && before.map { request.id.number < $0 } ?? true }
                 .sorted { $0.id.number > $1.id.number }
                 .prefix(max(limit, 0))
                 .map { $0 }

@@ -107,7 +107,8 @@ public final class IngestController: Sendable {
         var (id, claimed) = try claim(name, uri, log: log)
         log[metadataKey: "request.id"] = "\(id)"
 
-        var (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
+        // Decided before the claim's row is read or healed: on a stale read or a reset that request is left
+        // behind, and healing it would write a row (accepted, never published) that nothing processes.
         if !claimed, rereadIfOld, let latest = try latestRequestID(of: name), id.isOlder(than: latest) {
             // The head's request is older than the queue's latest: either this read of the head was stale,
             // or the branch was reset to an old commit. Only the ref's value now tells the two apart.
@@ -119,8 +120,8 @@ public final class IngestController: Sendable {
             (id, claimed) = try reclaim(name, uri, from: id, log: log)
             log[metadataKey: "request.id"] = "\(id)"
             log.info("branch reset to an older head", metadata: ["request.latest": "\(latest)"])
-            (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
         }
+        let (request, minted) = try ensureRequest(id, uri, expectExisting: !claimed)
         // Published before it becomes the queue's latest: if publishing fails, the older requests still
         // waiting are not superseded by one that nothing will process until this head is ingested again.
         if request.state == .accepted {
