@@ -232,17 +232,28 @@ public final class MySQLConnection {
         let statement: PreparedStatement
         do throws(MySQLError) {
             statement = try PreparedStatement.prepare(text.sql, on: mysql)
+        } catch where error.code == .preparedStatementLimit && !statements.isEmpty {
+            // max_prepared_stmt_count counts every session's statements, so the cache stayed below its capacity
+            // and no eviction ever ran: each new SQL text failed on this connection for as long as it lived.
+            // Closing our own least recently used statement frees one server-wide slot for this prepare.
+            evictLeastRecentlyUsed()
+            do throws(MySQLError) {
+                statement = try PreparedStatement.prepare(text.sql, on: mysql)
+            } catch {
+                throw record(error)
+            }
         } catch {
             throw record(error)
         }
-        if statements.count >= statementCacheCapacity,
-            let oldest = statements.min(by: { $0.value.lastUse < $1.value.lastUse })
-        {
-            oldest.value.close()
-            statements.removeValue(forKey: oldest.key)
-        }
+        if statements.count >= statementCacheCapacity { evictLeastRecentlyUsed() }
         statements[text] = statement
         return statement
+    }
+
+    private func evictLeastRecentlyUsed() {
+        guard let oldest = statements.min(by: { $0.value.lastUse < $1.value.lastUse }) else { return }
+        oldest.value.close()
+        statements.removeValue(forKey: oldest.key)
     }
 
     private func usableHandle() throws(MySQLError) -> UnsafeMutablePointer<MYSQL> {
