@@ -1,0 +1,91 @@
+import Foundation
+import MySQLClient
+import TestSupport
+import Testing
+
+@Suite("MySQLConnection recovery after server-side errors", .enabled(if: LiveDatabase.shouldRun), .serialized)
+struct MySQLRecoveryTests {
+    @Test("a query cut off by the read timeout breaks the connection, and the pool hands out a fresh one")
+    func readTimeoutBreaksTheConnection() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            configuration.readTimeoutSeconds = 1
+            let connection = try MySQLConnection(configuration: configuration)
+            let error = try #require(throws: MySQLError.self) { try connection.query("SELECT SLEEP(\(3)) AS s") }
+            #expect(error.isConnectionBroken, "got \(String(reflecting: error))")
+            #expect(!connection.isUsable)
+
+            // Cut off while the rows are read (mysql_stmt_store_result): the first row fills the server's
+            // network buffer and is sent, the second sleeps past the timeout.
+            let reader = try MySQLConnection(configuration: configuration)
+            let rowsError = try #require(throws: MySQLError.self) {
+                try reader.query(
+                    """
+                    SELECT IF(n = 1, REPEAT('x', 200000), SLEEP(\(3))) AS v
+                    FROM (SELECT 1 AS n UNION ALL SELECT 2) AS t
+                    """)
+            }
+            #expect(rowsError.isConnectionBroken, "got \(String(reflecting: rowsError))")
+            #expect(!reader.isUsable)
+
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
+            defer { pool.close() }
+            let firstID = try pool.withConnection { $0.connectionID }
+            #expect(throws: MySQLError.self) { try pool.withConnection { try $0.query("SELECT SLEEP(\(3)) AS s") } }
+            let (secondID, one) = try pool.withConnection { connection in
+                (connection.connectionID, try connection.query("SELECT \(1) AS n").first?.int64("n"))
+            }
+            #expect(secondID != firstID)
+            #expect(one == 1)
+            #expect(pool.statistics.totalDiscarded == 1)
+        }
+    }
+
+    @Test("a prepare refused for max_prepared_stmt_count makes room by closing this connection's oldest statement")
+    func preparedStatementLimit() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let admin = try MySQLConnection(configuration: configuration)
+            let original = try #require(
+                try admin.query("SELECT @@GLOBAL.max_prepared_stmt_count AS n").first?.int64("n"))
+            defer { try? admin.executeScript(unsafeSQL: "SET GLOBAL max_prepared_stmt_count = \(original)") }
+            let connection = try MySQLConnection(configuration: configuration, statementCacheCapacity: 16)
+            #expect(try connection.query("SELECT \(1) AS a").first?.int64(0) == 1)
+            let open = try #require(
+                try admin.query(
+                    "SELECT VARIABLE_VALUE AS n FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'"
+                ).first?.string("n").flatMap { Int($0) })
+            // Room for exactly one more statement on the whole server.
+            try admin.executeScript(unsafeSQL: "SET GLOBAL max_prepared_stmt_count = \(open + 1)")
+            #expect(try connection.query("SELECT \(2) AS b").first?.int64(0) == 2)
+            #expect(try connection.query("SELECT \(3) AS c").first?.int64(0) == 3)
+            #expect(try connection.query("SELECT \(4) AS d").first?.int64(0) == 4)
+            #expect(connection.cachedStatementCount == 2)
+            #expect(connection.isUsable)
+        }
+    }
+
+    @Test("empty text is not NULL, a 1 MB MEDIUMTEXT reads whole, and BIGINT UNSIGNED keeps its maximum")
+    func valueEdges() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.execute("CREATE TABLE e (id INT PRIMARY KEY, t MEDIUMTEXT NULL, u BIGINT UNSIGNED NULL)")
+            let megabyte = String(repeating: "0123456789abcdef", count: 65_536)
+            let noText: String? = nil
+            try connection.execute("INSERT INTO e VALUES (1, \(""), \(UInt64.max)), (2, \(noText), \(UInt64(0)))")
+            try connection.execute("INSERT INTO e VALUES (3, \(megabyte), NULL)")
+            let rows = try connection.query("SELECT t, u FROM e ORDER BY id")
+            try #require(rows.count == 3)
+            #expect(rows[0][0] == .string("") && !rows[0].isNull(0))
+            #expect(rows[0].uint64("u") == UInt64.max)
+            #expect(rows[1].isNull(0) && rows[1].string("t") == nil)
+            #expect(rows[1].uint64("u") == 0)
+            #expect(rows[2].string("t")?.utf8.count == megabyte.utf8.count)
+            let intact = rows[2].string("t") == megabyte
+            #expect(intact)
+            #expect(rows[2].isNull(1))
+            let matched = try connection.query("SELECT id FROM e WHERE u = \(UInt64.max)")
+            #expect(matched.first?.int64("id") == 1)
+        }
+    }
+}
