@@ -88,4 +88,58 @@ struct MySQLRecoveryTests {
             #expect(matched.first?.int64("id") == 1)
         }
     }
+
+    @Test("cached statements keep working across DROP TABLE and a CREATE TABLE with other columns")
+    func tableDroppedAndRecreated() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            let admin = try MySQLConnection(configuration: configuration)
+            try admin.execute("CREATE TABLE d (id BIGINT PRIMARY KEY, v INT)")
+            func insert(_ id: Int64) throws(MySQLError) { try connection.execute("INSERT INTO d (id) VALUES (\(id))") }
+            func select() throws(MySQLError) -> [MySQLRow] { try connection.query("SELECT * FROM d WHERE id >= \(Int64(0)) ORDER BY id") }
+            try insert(1)
+            #expect(try select().first?.columns.map(\.name) == ["id", "v"])
+            try admin.execute("DROP TABLE d")
+            let gone = try #require(throws: MySQLError.self) { try select() }
+            #expect(gone.code == .noSuchTable)
+            #expect(throws: MySQLError.self) { try insert(2) }
+            try admin.execute("CREATE TABLE d (id BIGINT PRIMARY KEY, a VARCHAR(5) DEFAULT 'a', b INT DEFAULT 9)")
+            try insert(3)
+            let rows = try select()
+            #expect(rows.count == 1)
+            #expect(rows.first?.columns.map(\.name) == ["id", "a", "b"])
+            #expect(rows.first?.string("a") == "a" && rows.first?.int64("b") == 9)
+            #expect(connection.isUsable)
+        }
+    }
+
+    @Test("a lease that throws inside a transaction after SELECT ... FOR UPDATE leaves no lock or row behind")
+    func leakedTransactionReleasesLocks() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            struct Abort: Error {}
+            let pool = MySQLPool(connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
+            defer { pool.close() }
+            let other = try MySQLConnection(configuration: configuration)
+            try other.execute("CREATE TABLE k (id BIGINT PRIMARY KEY, v INT) ENGINE=InnoDB")
+            try other.execute("INSERT INTO k VALUES (1, 0)")
+            #expect(throws: Abort.self) {
+                try pool.withConnection { connection in
+                    try connection.executeScript(unsafeSQL: "START TRANSACTION")
+                    try connection.execute("INSERT INTO k VALUES (\(2), 0)")
+                    _ = try connection.query("SELECT v FROM k WHERE id = \(1) FOR UPDATE")
+                    throw Abort()
+                }
+            }
+            // NOWAIT fails at once (1205) if the lease's lock on row 1 survived.
+            try other.executeScript(unsafeSQL: "START TRANSACTION")
+            #expect(try other.query("SELECT v FROM k WHERE id = \(1) FOR UPDATE NOWAIT").count == 1)
+            try other.executeScript(unsafeSQL: "ROLLBACK")
+            let (count, inTransaction) = try pool.withConnection { connection in
+                (try connection.query("SELECT COUNT(*) FROM k").first?.int64(0), connection.isInTransaction)
+            }
+            #expect(count == 1)
+            #expect(!inTransaction)
+            #expect(pool.statistics.totalOpened == 1)
+        }
+    }
 }
