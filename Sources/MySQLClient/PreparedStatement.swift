@@ -63,6 +63,12 @@ final class PreparedStatement {
         guard mysql_stmt_execute(handle) == 0 else {
             throw Self.error(of: handle, withholdServerMessage: true)
         }
+        if mysql_stmt_field_count(handle) > 0 && columnNamesAreStale() {
+            // Drops the unread rows so the connection stays in sync (mysql_stmt_reset, as after errors).
+            mysql_stmt_reset(handle)
+            throw MySQLError(
+                code: .newStatementMetadata, message: "the result columns were renamed since the statement was prepared")
+        }
         guard mysql_stmt_field_count(handle) > 0 else {
             let outcome = ExecutionOutcome(
                 rows: [], affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
@@ -75,6 +81,31 @@ final class PreparedStatement {
             rows: rows, affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
         try discardMoreResults()
         return outcome
+    }
+
+    /// Whether the column names the server sent with this execution differ from the statement's.
+    ///
+    /// After ALTER TABLE renames columns and keeps their count, the server re-prepares and sends the new column
+    /// definitions, but Connector/C copies only their types, lengths and flags into the statement's fields, so
+    /// mysql_stmt_result_metadata keeps the old names and rows would be read by them (a swap of two names would
+    /// hand each value out under the other's). After a successful execute the connection's fields are the ones
+    /// just sent, or a copy of the statement's when the server skipped unchanged metadata (MariaDB 10.6+ metadata
+    /// caching), so a difference means a rename.
+    private func columnNamesAreStale() -> Bool {
+        guard let mysql = handle.pointee.mysql, let sent = mysql.pointee.fields, let kept = handle.pointee.fields,
+            mysql.pointee.field_count == handle.pointee.field_count
+        else { return false }
+        for index in 0..<Int(handle.pointee.field_count) {
+            let new = sent[index]
+            let old = kept[index]
+            guard new.name_length == old.name_length else { return true }
+            guard let newName = new.name, let oldName = old.name else {
+                if (new.name == nil) != (old.name == nil) { return true }
+                continue
+            }
+            if memcmp(newName, oldName, Int(new.name_length)) != 0 { return true }
+        }
+        return false
     }
 
     /// Reads and drops the results after the first, which CALL sends (one per SELECT, then the procedure's status).
