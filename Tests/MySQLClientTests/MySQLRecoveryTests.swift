@@ -142,4 +142,50 @@ struct MySQLRecoveryTests {
             #expect(pool.statistics.totalOpened == 1)
         }
     }
+
+    @Test("a CALL whose later statement fails throws, and the connection and the cached CALL stay in sync")
+    func procedureFailingAfterRows() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            // Bounds a desynchronised read to seconds instead of the default 30.
+            configuration.readTimeoutSeconds = 5
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.executeScript(
+                unsafeSQL: "CREATE PROCEDURE half(IN fail INT) BEGIN SELECT 1 AS a; IF fail = 1 THEN SELECT * FROM missing; END IF; SELECT 2 AS b; END")
+            let error = try #require(throws: MySQLError.self) { try connection.query("CALL half(\(Int64(1)))") }
+            #expect(error.code == .noSuchTable, "got \(String(reflecting: error))")
+            #expect(connection.isUsable)
+            #expect(try connection.query("SELECT \(1) + 1 AS n").first?.int64("n") == 2)
+            #expect(try connection.query("CALL half(\(Int64(0)))").first?.int64("a") == 1)
+            #expect(try connection.query("SELECT \(2) + 1 AS n").first?.int64("n") == 3)
+            #expect(throws: MySQLError.self) { try connection.query("CALL half(\(Int64(1)))") }
+            #expect(try connection.query("CALL half(\(Int64(0)))").first?.int64("a") == 1)
+            #expect(connection.isUsable)
+        }
+    }
+
+    @Test("a cached SELECT * names its columns anew after ALTER TABLE renames or swaps them")
+    func cachedStatementAfterRename() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            let admin = try MySQLConnection(configuration: configuration)
+            try admin.execute("CREATE TABLE rn (id BIGINT PRIMARY KEY, a INT, b INT)")
+            try admin.execute("INSERT INTO rn VALUES (1, 10, 20)")
+            func select() throws(MySQLError) -> MySQLRow? { try connection.query("SELECT * FROM rn WHERE id = \(1)").first }
+            #expect(try select()?.int64("a") == 10)
+
+            try admin.execute("ALTER TABLE rn RENAME COLUMN a TO c")
+            let renamed = try select()
+            #expect(renamed?.columns.map(\.name) == ["id", "c", "b"])
+            #expect(renamed?.int64("c") == 10)
+
+            // Same count and types, names swapped: read by the old names, each value came back under the other's.
+            try admin.execute("ALTER TABLE rn RENAME COLUMN c TO x")
+            try admin.execute("ALTER TABLE rn RENAME COLUMN b TO c")
+            try admin.execute("ALTER TABLE rn RENAME COLUMN x TO b")
+            let swapped = try select()
+            #expect(swapped?.columns.map(\.name) == ["id", "b", "c"])
+            #expect(swapped?.int64("b") == 10 && swapped?.int64("c") == 20)
+        }
+    }
 }
