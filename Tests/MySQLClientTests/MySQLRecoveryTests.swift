@@ -188,4 +188,53 @@ struct MySQLRecoveryTests {
             #expect(swapped?.int64("b") == 10 && swapped?.int64("c") == 20)
         }
     }
+
+    @Test("a lease whose dead idle connection cannot be replaced (connect refused) gives its permit back")
+    func failedReplacementFreesThePermit() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let admin = try MySQLConnection(configuration: configuration)
+            let user = "capped_\(configuration.database ?? "x")".prefix(60)
+            let password = "capped-pw"
+            try admin.executeScript(
+                unsafeSQL: "CREATE USER '\(user)'@'%' IDENTIFIED BY '\(password)' WITH MAX_USER_CONNECTIONS 2")
+            defer { try? admin.executeScript(unsafeSQL: "DROP USER '\(user)'@'%'") }
+            // No grants (the test user has no GRANT OPTION): USAGE is enough to connect and SELECT 1.
+            var capped = configuration
+            capped.user = String(user)
+            capped.password = password
+            capped.database = nil
+
+            let pool = MySQLPool(
+                connection: capped, configuration: .init(maxConnections: 1, acquireTimeout: .seconds(2), pingAfterIdle: .zero),
+                logger: quietLogger)
+            defer { pool.close() }
+            let pooledID = try pool.withConnection { $0.connectionID }
+            let other = try MySQLConnection(configuration: capped)
+            try admin.execute(MySQLQuery(unsafeSQL: "KILL \(pooledID)"))
+            // The server counts the killed session until its thread ends; wait until the freed place can be taken.
+            let deadline = ContinuousClock.now + .seconds(30)
+            var filler: MySQLConnection?
+            while filler == nil && ContinuousClock.now < deadline {
+                filler = try? MySQLConnection(configuration: capped)
+            }
+            try #require(filler != nil)
+
+            // The idle connection fails its ping, and its replacement is refused (ER_USER_LIMIT_REACHED).
+            let error = try #require(throws: MySQLError.self) { try pool.withConnection { _ in 0 } }
+            #expect(error.code == MySQLErrorCode(rawValue: 1226), "got \(String(reflecting: error))")
+            #expect(pool.statistics.inUse == 0 && pool.statistics.idle == 0)
+            #expect(pool.statistics.totalDiscarded == 1)
+
+            filler?.close()
+            other.close()
+            // The permit came back: with a place free again the next lease connects instead of timing out.
+            var answer: Int64?
+            while answer == nil && ContinuousClock.now < deadline {
+                answer = try? pool.withConnection { try $0.query("SELECT \(1) AS n").first?.int64("n") }
+            }
+            #expect(answer == 1)
+            #expect(pool.statistics.totalAcquireTimeouts == 0)
+            #expect(pool.statistics.inUse == 0 && pool.statistics.idle == 1)
+        }
+    }
 }
