@@ -237,4 +237,29 @@ struct MySQLRecoveryTests {
             #expect(pool.statistics.inUse == 0 && pool.statistics.idle == 1)
         }
     }
+
+    @Test("a cached SELECT whose columns did not change is not prepared again, however often it runs")
+    func cachedStatementNotPreparedAgain() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            try connection.execute("CREATE TABLE c (id BIGINT PRIMARY KEY, name VARCHAR(20), n INT)")
+            try connection.execute("INSERT INTO c VALUES (1, 'one', 1), (2, 'two', 2)")
+            func prepares() throws(MySQLError) -> Int64? {
+                try connection.query(
+                    "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'"
+                ).first?.string(0).flatMap { Int64($0) }
+            }
+            func select(_ id: Int64) throws(MySQLError) -> String? {
+                try connection.query("SELECT * FROM c WHERE id = \(id)").first?.string("name")
+            }
+            #expect(try select(1) == "one")
+            _ = try prepares()
+            let before = try #require(try prepares())
+            for _ in 0..<5 { #expect(try select(2) == "two") }
+            #expect(try prepares() == before)
+            // The counter does count this connection's prepares.
+            _ = try connection.query("SELECT \(1) AS other")
+            #expect(try prepares() == before + 1)
+        }
+    }
 }
