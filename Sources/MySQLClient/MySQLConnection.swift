@@ -233,9 +233,10 @@ public final class MySQLConnection {
         do throws(MySQLError) {
             statement = try PreparedStatement.prepare(text.sql, on: mysql)
         } catch where error.code == .preparedStatementLimit && !statements.isEmpty {
-            // max_prepared_stmt_count counts every session's statements, so the cache stayed below its capacity
-            // and no eviction ever ran: each new SQL text failed on this connection for as long as it lived.
-            // Closing our own least recently used statement frees one server-wide slot for this prepare.
+            // max_prepared_stmt_count limits the statements of all sessions together (MariaDB server system
+            // variables), so this cache may be far below its capacity and never evict: without room made here, every
+            // new SQL text failed on this connection while it held statements it no longer used. Closing our least
+            // recently used one (mysql_stmt_close frees it on the server) gives this prepare a slot.
             evictLeastRecentlyUsed()
             do throws(MySQLError) {
                 statement = try PreparedStatement.prepare(text.sql, on: mysql)

@@ -84,26 +84,22 @@ final class PreparedStatement {
     }
 
     /// Whether the column names the server sent with this execution differ from the statement's.
-    ///
-    /// After ALTER TABLE renames columns and keeps their count, the server re-prepares and sends the new column
-    /// definitions, but Connector/C copies only their types, lengths and flags into the statement's fields, so
-    /// mysql_stmt_result_metadata keeps the old names and rows would be read by them (a swap of two names would
-    /// hand each value out under the other's). After a successful execute the connection's fields are the ones
-    /// just sent, or a copy of the statement's when the server skipped unchanged metadata (MariaDB 10.6+ metadata
-    /// caching), so a difference means a rename.
     private func columnNamesAreStale() -> Bool {
+        // After ALTER TABLE renames columns and keeps their count, the server re-prepares and sends the new column
+        // definitions, but Connector/C copies only their type, length, flags, decimals and character set into the
+        // statement's fields (mariadb_stmt.c, mthd_stmt_read_execute_response), so mysql_stmt_result_metadata keeps
+        // the old names. After a successful execute the connection's fields are the ones just sent, or a copy of
+        // the statement's when the server skipped unchanged metadata (MARIADB_CLIENT_CACHE_METADATA), so any
+        // difference is a rename.
         guard let mysql = handle.pointee.mysql, let sent = mysql.pointee.fields, let kept = handle.pointee.fields,
             mysql.pointee.field_count == handle.pointee.field_count
         else { return false }
         for index in 0..<Int(handle.pointee.field_count) {
-            let new = sent[index]
-            let old = kept[index]
-            guard new.name_length == old.name_length else { return true }
-            guard let newName = new.name, let oldName = old.name else {
-                if (new.name == nil) != (old.name == nil) { return true }
-                continue
-            }
-            if memcmp(newName, oldName, Int(new.name_length)) != 0 { return true }
+            let length = sent[index].name_length
+            guard length == kept[index].name_length else { return true }
+            guard length > 0 else { continue }
+            guard let new = sent[index].name, let old = kept[index].name else { return true }
+            if memcmp(new, old, Int(length)) != 0 { return true }
         }
         return false
     }
