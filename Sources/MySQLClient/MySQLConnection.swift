@@ -232,17 +232,29 @@ public final class MySQLConnection {
         let statement: PreparedStatement
         do throws(MySQLError) {
             statement = try PreparedStatement.prepare(text.sql, on: mysql)
+        } catch where error.code == .preparedStatementLimit && !statements.isEmpty {
+            // max_prepared_stmt_count limits the statements of all sessions together (MariaDB server system
+            // variables), so this cache may be far below its capacity and never evict: without room made here, every
+            // new SQL text failed on this connection while it held statements it no longer used. Closing our least
+            // recently used one (mysql_stmt_close frees it on the server) gives this prepare a slot.
+            evictLeastRecentlyUsed()
+            do throws(MySQLError) {
+                statement = try PreparedStatement.prepare(text.sql, on: mysql)
+            } catch {
+                throw record(error)
+            }
         } catch {
             throw record(error)
         }
-        if statements.count >= statementCacheCapacity,
-            let oldest = statements.min(by: { $0.value.lastUse < $1.value.lastUse })
-        {
-            oldest.value.close()
-            statements.removeValue(forKey: oldest.key)
-        }
+        if statements.count >= statementCacheCapacity { evictLeastRecentlyUsed() }
         statements[text] = statement
         return statement
+    }
+
+    private func evictLeastRecentlyUsed() {
+        guard let oldest = statements.min(by: { $0.value.lastUse < $1.value.lastUse }) else { return }
+        oldest.value.close()
+        statements.removeValue(forKey: oldest.key)
     }
 
     private func usableHandle() throws(MySQLError) -> UnsafeMutablePointer<MYSQL> {

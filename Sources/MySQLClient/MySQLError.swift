@@ -35,6 +35,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let serverWriteError = Self(rawValue: 1160)
     /// ER_NET_WRITE_INTERRUPTED: the server timed out writing to the connection (net_write_timeout).
     public static let serverWriteTimeout = Self(rawValue: 1161)
+    /// ER_MAX_PREPARED_STMT_COUNT_REACHED: the server holds max_prepared_stmt_count statements across all sessions.
+    public static let preparedStatementLimit = Self(rawValue: 1461)
     /// ER_CON_COUNT_ERROR: the server refused the connection because it has too many.
     public static let tooManyConnections = Self(rawValue: 1040)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.

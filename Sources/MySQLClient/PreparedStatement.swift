@@ -63,6 +63,12 @@ final class PreparedStatement {
         guard mysql_stmt_execute(handle) == 0 else {
             throw Self.error(of: handle, withholdServerMessage: true)
         }
+        if mysql_stmt_field_count(handle) > 0 && columnNamesAreStale() {
+            // Drops the unread rows so the connection stays in sync (mysql_stmt_reset, as after errors).
+            mysql_stmt_reset(handle)
+            throw MySQLError(
+                code: .newStatementMetadata, message: "the result columns were renamed since the statement was prepared")
+        }
         guard mysql_stmt_field_count(handle) > 0 else {
             let outcome = ExecutionOutcome(
                 rows: [], affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
@@ -75,6 +81,27 @@ final class PreparedStatement {
             rows: rows, affectedRows: mysql_stmt_affected_rows(handle), lastInsertID: mysql_stmt_insert_id(handle))
         try discardMoreResults()
         return outcome
+    }
+
+    /// Whether the column names the server sent with this execution differ from the statement's.
+    private func columnNamesAreStale() -> Bool {
+        // After ALTER TABLE renames columns and keeps their count, the server re-prepares and sends the new column
+        // definitions, but Connector/C copies only their type, length, flags, decimals and character set into the
+        // statement's fields (mariadb_stmt.c, mthd_stmt_read_execute_response), so mysql_stmt_result_metadata keeps
+        // the old names. After a successful execute the connection's fields are the ones just sent, or a copy of
+        // the statement's when the server skipped unchanged metadata (MARIADB_CLIENT_CACHE_METADATA), so any
+        // difference is a rename.
+        guard let mysql = handle.pointee.mysql, let sent = mysql.pointee.fields, let kept = handle.pointee.fields,
+            mysql.pointee.field_count == handle.pointee.field_count
+        else { return false }
+        for index in 0..<Int(handle.pointee.field_count) {
+            let length = sent[index].name_length
+            guard length == kept[index].name_length else { return true }
+            guard length > 0 else { continue }
+            guard let new = sent[index].name, let old = kept[index].name else { return true }
+            if memcmp(new, old, Int(length)) != 0 { return true }
+        }
+        return false
     }
 
     /// Reads and drops the results after the first, which CALL sends (one per SELECT, then the procedure's status).
