@@ -261,26 +261,17 @@ struct Serve: ParsableCommand {
         func failure(_ reason: String) -> ArgumentParser.ValidationError {
             ValidationError("cannot read the ingest secret file \(path): \(reason)")
         }
-        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it changes nothing for a regular file.
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-        guard descriptor >= 0 else { throw failure(String(cString: strerror(errno))) }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw failure(String(cString: strerror(errno))) }
-        guard status.st_mode & S_IFMT == S_IFREG else { throw failure("not a regular file") }
         let limit = Self.maxIngestSecretFileBytes
-        guard Int(status.st_size) <= limit else { throw failure("is \(status.st_size) bytes; at most \(limit) are read") }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: limit + 1)
-        while true {
-            // One byte past the limit tells a file that grew since fstat from one that ends there.
-            let wanted = limit + 1 - bytes.count
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, wanted) }
-            if count < 0, errno == EINTR { continue }
-            guard count >= 0 else { throw failure(String(cString: strerror(errno))) }
-            if count == 0 { break }
-            bytes.append(contentsOf: chunk[..<count])
-            guard bytes.count <= limit else { throw failure("has more than \(limit) bytes") }
+        var bytes: [UInt8]
+        do throws(BoundedFile.Failure) {
+            bytes = try BoundedFile.read(path, maxBytes: limit, regularFileOnly: true)
+        } catch {
+            switch error {
+            case .system(let code): throw failure(String(cString: strerror(code)))
+            case .notRegularFile: throw failure("not a regular file")
+            case .tooLarge(let size): throw failure("is \(size) bytes; at most \(limit) are read")
+            case .grewPastLimit: throw failure("has more than \(limit) bytes")
+            }
         }
         if bytes.last == UInt8(ascii: "\n") {
             bytes.removeLast()

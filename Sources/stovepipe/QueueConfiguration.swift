@@ -42,28 +42,15 @@ struct QueueConfiguration: Sendable, Equatable {
 
     /// The bytes of the file at `path`, read no further than one byte past `maxBytes`.
     private static func contents(of path: String, maxBytes: Int) throws(Invalid) -> Data {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw Invalid(place: path, problem: "cannot be read") }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw Invalid(place: path, problem: "cannot be read") }
-        // Parsing takes many times the file's size in memory, so an oversized file is refused before any of it is read.
         let limit = "a queues file may have at most \(maxBytes) bytes"
-        guard Int(status.st_size) <= maxBytes else {
-            throw Invalid(place: path, problem: "is \(status.st_size) bytes; \(limit)")
-        }
-        var data = Data()
-        data.reserveCapacity(Int(status.st_size))
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            // One byte past the limit tells a file that grew beyond it since fstat (or a pipe) from one that ends there.
-            let wanted = min(chunk.count, maxBytes + 1 - data.count)
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, wanted) }
-            if count < 0, errno == EINTR { continue }
-            guard count >= 0 else { throw Invalid(place: path, problem: "cannot be read") }
-            if count == 0 { return data }
-            data.append(contentsOf: chunk[..<count])
-            guard data.count <= maxBytes else { throw Invalid(place: path, problem: "has more than \(maxBytes) bytes; \(limit)") }
+        do throws(BoundedFile.Failure) {
+            return Data(try BoundedFile.read(path, maxBytes: maxBytes, regularFileOnly: false))
+        } catch {
+            switch error {
+            case .system, .notRegularFile: throw Invalid(place: path, problem: "cannot be read")
+            case .tooLarge(let size): throw Invalid(place: path, problem: "is \(size) bytes; \(limit)")
+            case .grewPastLimit: throw Invalid(place: path, problem: "has more than \(maxBytes) bytes; \(limit)")
+            }
         }
     }
 
