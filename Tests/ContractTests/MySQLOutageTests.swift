@@ -183,6 +183,43 @@ struct MySQLOutageTests {
         #expect(storage.pool.statistics.totalDiscarded >= 1, "the connection the outage broke was discarded")
     }
 
+    // On a server of its own: max_prepared_stmt_count is global, so lowering it on the shared test server made the
+    // suites running beside this one fail their prepares, and their statements coming and going left this one's
+    // limit unreached.
+    @Test("a prepare refused for max_prepared_stmt_count makes room by closing this connection's oldest statement")
+    func preparedStatementLimit() async throws {
+        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires this test to run")
+        let (server, url) = try await offPool { try PrivateServer.start() }
+        do {
+            try await offPool { try Self.exercisePreparedStatementLimit(url: url) }
+        } catch {
+            _ = try? await offPool { server.stopAndRemove() }
+            throw error
+        }
+        try await offPool { server.stopAndRemove() }
+    }
+
+    private static func exercisePreparedStatementLimit(url: String) throws {
+        var configuration = try MySQLConfiguration(url: url)
+        configuration.database = nil
+        let admin = try MySQLConnection(configuration: configuration)
+        defer { admin.close() }
+        let connection = try MySQLConnection(configuration: configuration, statementCacheCapacity: 16)
+        defer { connection.close() }
+        #expect(try connection.query("SELECT \(1) AS a").first?.int64(0) == 1)
+        let open = try #require(
+            try admin.query(
+                "SELECT VARIABLE_VALUE AS n FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'"
+            ).first?.string("n").flatMap { Int($0) })
+        // Room for exactly one more statement on the whole server.
+        try admin.executeScript(unsafeSQL: "SET GLOBAL max_prepared_stmt_count = \(open + 1)")
+        #expect(try connection.query("SELECT \(2) AS b").first?.int64(0) == 2)
+        #expect(try connection.query("SELECT \(3) AS c").first?.int64(0) == 3)
+        #expect(try connection.query("SELECT \(4) AS d").first?.int64(0) == 4)
+        #expect(connection.cachedStatementCount == 2)
+        #expect(connection.isUsable)
+    }
+
     private static func measure(_ operation: String, _ body: () throws(BackendError) -> Void) -> OutageCall {
         let started = ContinuousClock.now
         do {

@@ -42,29 +42,6 @@ struct MySQLRecoveryTests {
         }
     }
 
-    @Test("a prepare refused for max_prepared_stmt_count makes room by closing this connection's oldest statement")
-    func preparedStatementLimit() async throws {
-        try await LiveDatabase.withFreshDatabase { configuration in
-            let admin = try MySQLConnection(configuration: configuration)
-            let original = try #require(
-                try admin.query("SELECT @@GLOBAL.max_prepared_stmt_count AS n").first?.int64("n"))
-            defer { try? admin.executeScript(unsafeSQL: "SET GLOBAL max_prepared_stmt_count = \(original)") }
-            let connection = try MySQLConnection(configuration: configuration, statementCacheCapacity: 16)
-            #expect(try connection.query("SELECT \(1) AS a").first?.int64(0) == 1)
-            let open = try #require(
-                try admin.query(
-                    "SELECT VARIABLE_VALUE AS n FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'"
-                ).first?.string("n").flatMap { Int($0) })
-            // Room for exactly one more statement on the whole server.
-            try admin.executeScript(unsafeSQL: "SET GLOBAL max_prepared_stmt_count = \(open + 1)")
-            #expect(try connection.query("SELECT \(2) AS b").first?.int64(0) == 2)
-            #expect(try connection.query("SELECT \(3) AS c").first?.int64(0) == 3)
-            #expect(try connection.query("SELECT \(4) AS d").first?.int64(0) == 4)
-            #expect(connection.cachedStatementCount == 2)
-            #expect(connection.isUsable)
-        }
-    }
-
     @Test("empty text is not NULL, a 1 MB MEDIUMTEXT reads whole, and BIGINT UNSIGNED keeps its maximum")
     func valueEdges() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
