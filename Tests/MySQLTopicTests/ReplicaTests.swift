@@ -82,13 +82,7 @@ struct ReplicaTests {
                 INSERT INTO topic_partitions (topic, partition_key, owner, lease_expires_at)
                 VALUES (\(topic.rawValue), 'q', 'ghost', UTC_TIMESTAMP(6) + INTERVAL 1 SECOND)
                 """)
-            try connection.execute(
-                """
-                INSERT INTO topic_messages
-                    (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
-                VALUES (\(topic.rawValue), 'q', 'in-flight', '', 'pending', 1, UTC_TIMESTAMP(6) + INTERVAL 1 SECOND, 42,
-                        UTC_TIMESTAMP(6))
-                """)
+            try insertBegunDelivery(on: connection, key: "q", id: "in-flight", attempts: 1, visibleInSeconds: 1, token: 42)
             let survivor = harness.makeBroker(fastConfiguration(lease: .seconds(1), visibility: .seconds(1)))
             try survivor.publish(message("after"))
             let before = try survivor.stats(topic)
@@ -115,15 +109,8 @@ struct ReplicaTests {
             defer { connection.close() }
             // Three deliveries began and none ended, as left by consumers killed in each (a poison message
             // that crashes its consumer); the last one's visibility has run out.
-            try connection.execute(
-                """
-                INSERT INTO topic_messages
-                    (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
-                VALUES (\(topic.rawValue), 'q', 'poison', '', 'pending', 3, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 42,
-                        UTC_TIMESTAMP(6)),
-                       (\(topic.rawValue), 'r', 'survivor', '', 'pending', 2, UTC_TIMESTAMP(6) - INTERVAL 1 SECOND, 43,
-                        UTC_TIMESTAMP(6))
-                """)
+            try insertBegunDelivery(on: connection, key: "q", id: "poison", attempts: 3, visibleInSeconds: -1, token: 42)
+            try insertBegunDelivery(on: connection, key: "r", id: "survivor", attempts: 2, visibleInSeconds: -1, token: 43)
             let broker = harness.makeBroker(fastConfiguration(maxAttempts: 3))
             try broker.publish(message("after"))
             let seen = Recorder<Seen>()
@@ -407,4 +394,18 @@ struct ReplicaTests {
             second.shutdown()
         }
     }
+}
+
+/// Inserts a pending message of `topic` whose delivery began (`attempts` counted, `token` handed out) and whose
+/// visibility ends `visibleInSeconds` from now (negative: it has run out), as a consumer that died leaves it.
+private func insertBegunDelivery(
+    on connection: MySQLConnection, key: String, id: String, attempts: Int, visibleInSeconds: Int, token: UInt64
+) throws {
+    try connection.execute(
+        """
+        INSERT INTO topic_messages
+            (topic, partition_key, message_id, payload, state, attempts, available_at, delivery_token, enqueued_at)
+        VALUES (\(topic.rawValue), \(key), \(id), '', 'pending', \(attempts),
+                UTC_TIMESTAMP(6) + INTERVAL \(visibleInSeconds) SECOND, \(token), UTC_TIMESTAMP(6))
+        """)
 }
