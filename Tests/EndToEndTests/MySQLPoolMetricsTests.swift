@@ -164,3 +164,44 @@ extension PrometheusExposition {
         #expect(server.terminate() == 0, "\(server.log)")
     }
 }
+
+@Suite(.serialized, .enabled(if: privateServerSuitesRun)) struct MySQLOutageMetricsEndToEndTests {
+    /// The codes of a connect that finds no server: CR_CONNECTION_ERROR and CR_CONN_HOST_ERROR.
+    private static let connectCodes = ["2002", "2003"]
+
+    @Test func stoppedDatabaseTurnsReadyzAndCountsConnectErrorsThenRecovers() async throws {
+        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires this test to run")
+        let (database, base) = try PrivateServer.start()
+        defer { database.stopAndRemove() }
+        var serverConfiguration = try MySQLConfiguration(url: base)
+        serverConfiguration.database = nil
+        let admin = try MySQLConnection(configuration: serverConfiguration)
+        _ = try admin.execute(MySQLQuery(unsafeSQL: "CREATE DATABASE stovepipe_outage"))
+        admin.close()
+        let url = base + "stovepipe_outage?connect-timeout=2"
+        let migrated = try runStovepipe(["migrate", "--mysql-url", url])
+        try #require(migrated.status == 0, "\(migrated.stderr)")
+        let server = try RunningServer(arguments: ["--mysql-url", url])
+
+        #expect(try http("GET", "/readyz", port: server.port).status == 200)
+        let before = try scrape(server)
+        #expect(Self.connectCodes.reduce(0) { $0 + (before.mysqlErrorsByCode[$1] ?? -1) } == 0)
+
+        try database.stop()
+        let unready = try await eventually { try http("GET", "/readyz", port: server.port).status == 503 }
+        #expect(unready, "\(server.log)")
+        // Every connect the pool tried while the server was gone failed with a connect code, and counted.
+        let counted = try await eventually {
+            let metrics = try scrape(server)
+            return Self.connectCodes.reduce(0) { $0 + (metrics.mysqlErrorsByCode[$1] ?? 0) } > 0
+        }
+        let seen = try scrape(server).mysqlErrorsByCode
+        #expect(counted, "\(seen)")
+
+        try database.start()
+        let ready = try await eventually { try http("GET", "/readyz", port: server.port).status == 200 }
+        #expect(ready, "\(server.log)")
+        #expect(try http("POST", "/queues/demo/main/ingest", port: server.port).status == 202)
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+}
