@@ -216,6 +216,7 @@ public final class MySQLPool: Sendable {
                 configuration: connectionConfiguration, statementCacheCapacity: configuration.statementCacheCapacity)
         } catch {
             _ = core.release(nil, acquiredAfterNanoseconds: nil)
+            observer?.connectFailed(code: error.code)
             throw error
         }
         logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
@@ -326,6 +327,8 @@ public protocol MySQLPoolObserver: Sendable {
     func connectionDiscarded(code: MySQLErrorCode)
     /// A transaction is being run again after `code` (deadlock or lock wait timeout).
     func transactionRetried(code: MySQLErrorCode)
+    /// Opening a new connection failed with `code` (no server: 2002, 2003; refused: 1040, an access error).
+    func connectFailed(code: MySQLErrorCode)
 }
 
 extension MySQLPoolObserver {
@@ -339,6 +342,8 @@ extension MySQLPoolObserver {
     public func connectionDiscarded(code: MySQLErrorCode) {}
     /// Does nothing.
     public func transactionRetried(code: MySQLErrorCode) {}
+    /// Does nothing.
+    public func connectFailed(code: MySQLErrorCode) {}
 }
 
 /// A pooled connection behind its own, uncontended lock: the lock is what lets a non-Sendable connection

@@ -10,6 +10,12 @@ struct HTTPMetrics: HTTPServerObserver {
     private let refused = Metrics.Counter(label: "stovepipe_http_connections_refused_total")
     private let shed = Metrics.Counter(label: "stovepipe_http_requests_shed_total")
     private let open = OpenConnections(gauge: Metrics.Gauge(label: "stovepipe_http_open_connections"))
+    // Every kind from the start, at 0: a series that first appears at 1 is lost to rate() and increase().
+    private let protocolErrors = Dictionary(
+        uniqueKeysWithValues: HTTPProtocolError.allCases.map { kind in
+            // The enum case name is a bounded label value.
+            (kind, Metrics.Counter(label: "stovepipe_http_protocol_errors_total", dimensions: [("kind", "\(kind)")]))
+        })
 
     func connectionOpened(peer: String) {
         opened.increment()
@@ -25,10 +31,7 @@ struct HTTPMetrics: HTTPServerObserver {
 
     func requestShed() { shed.increment() }
 
-    func protocolError(_ error: HTTPProtocolError) {
-        // The enum case name is a bounded label value.
-        Metrics.Counter(label: "stovepipe_http_protocol_errors_total", dimensions: [("kind", "\(error)")]).increment()
-    }
+    func protocolError(_ error: HTTPProtocolError) { protocolErrors[error]?.increment() }
 }
 
 

@@ -2,93 +2,8 @@ import Domain
 import Foundation
 import MySQLBackend
 import MySQLClient
+import TestSupport
 import Testing
-
-/// Whether a `mariadbd` binary is on PATH (or in /usr/sbin, where Debian installs it).
-private let mariadbdInstalled: Bool = {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-    let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin"]
-    return directories.contains { FileManager.default.isExecutableFile(atPath: $0 + "/mariadbd") }
-}()
-
-/// Runs with a live-MySQL environment (the URL set) and a local mariadbd, and always under CI=true, where a
-/// missing mariadbd fails the test instead of skipping it.
-private let outageSuiteRuns: Bool = {
-    let environment = ProcessInfo.processInfo.environment
-    let urlSet = environment["STOVEPIPE_TEST_MYSQL_URL"].map { !$0.isEmpty } ?? false
-    return (urlSet && mariadbdInstalled) || environment["CI"] == "true"
-}()
-
-/// `scripts/mysql-test-db`, found by walking up from this file to the package root.
-private func testDatabaseScript() throws -> URL {
-    var directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    while directory.path != "/" {
-        let script = directory.appendingPathComponent("scripts/mysql-test-db")
-        if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path),
-            FileManager.default.isExecutableFile(atPath: script.path)
-        {
-            return script
-        }
-        directory.deleteLastPathComponent()
-    }
-    throw FixtureUnavailable("scripts/mysql-test-db not found above \(#filePath)")
-}
-
-/// A MariaDB server of this test's own, in its own directory, that the test stops and starts.
-private struct PrivateServer: Sendable {
-    let script: URL
-    let directory: URL
-
-    /// Creates the directory and starts the server in it.
-    static func start() throws -> (PrivateServer, url: String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-outage-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let server = PrivateServer(script: try testDatabaseScript(), directory: directory)
-        do {
-            return (server, try server.start())
-        } catch {
-            server.stopAndRemove()
-            throw error
-        }
-    }
-
-    /// Starts (or restarts) the server; returns the URL the script prints.
-    func start() throws -> String {
-        try run("start").trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// Stops the server; its data directory stays.
-    func stop() throws {
-        _ = try run("stop")
-    }
-
-    /// Stops the server if it runs and deletes its directory.
-    func stopAndRemove() {
-        _ = try? run("stop")
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    private func run(_ command: String) throws -> String {
-        let process = Process()
-        process.executableURL = script
-        process.arguments = [command, directory.path]
-        let output = Pipe()
-        process.standardOutput = output
-        let errorLog = directory.appendingPathComponent("script-\(command).log")
-        _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
-        let errorHandle = try FileHandle(forWritingTo: errorLog)
-        defer { try? errorHandle.close() }
-        process.standardError = errorHandle
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            let log = (try? String(contentsOf: errorLog, encoding: .utf8)) ?? ""
-            throw FixtureUnavailable("mysql-test-db \(command) exited \(process.terminationStatus): \(log)")
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
-}
 
 /// What one store call did while the server was down.
 private struct OutageCall: Sendable {
@@ -97,7 +12,7 @@ private struct OutageCall: Sendable {
     let elapsed: Duration
 }
 
-@Suite("MySQL outage and recovery", .enabled(if: outageSuiteRuns), .serialized)
+@Suite("MySQL outage and recovery", .enabled(if: privateServerSuitesRun), .serialized)
 struct MySQLOutageTests {
     private static let connectTimeoutSeconds: UInt32 = 2
 

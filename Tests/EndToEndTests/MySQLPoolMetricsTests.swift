@@ -131,6 +131,81 @@ extension PrometheusExposition {
 }
 
 @Suite(.serialized, .enabled(if: mysqlEndToEndRuns)) struct MySQLTopicMetricsEndToEndTests {
+    /// Every family the README's metrics table documents, with its type.
+    private static let documented: [String: String] = [
+        "stovepipe_http_requests_total": "counter", "stovepipe_http_request_duration_seconds": "histogram",
+        "stovepipe_http_open_connections": "gauge", "stovepipe_http_connections_total": "counter",
+        "stovepipe_http_connections_closed_total": "counter", "stovepipe_http_connections_refused_total": "counter",
+        "stovepipe_http_requests_shed_total": "counter", "stovepipe_http_protocol_errors_total": "counter",
+        "stovepipe_ingest_total": "counter", "stovepipe_ingest_duration_seconds": "histogram",
+        "stovepipe_process_total": "counter", "stovepipe_process_duration_seconds": "histogram",
+        "stovepipe_process_swept_total": "counter", "stovepipe_store_operation_duration_seconds": "histogram",
+        "stovepipe_mysql_pool_connections": "gauge", "stovepipe_mysql_pool_acquire_wait_seconds": "histogram",
+        "stovepipe_mysql_pool_acquire_timeouts_total": "counter", "stovepipe_mysql_pool_discarded_total": "counter",
+        "stovepipe_mysql_transaction_retries_total": "counter", "stovepipe_mysql_errors_total": "counter",
+        "stovepipe_topic_published_total": "counter", "stovepipe_topic_delivered_total": "counter",
+        "stovepipe_topic_acked_total": "counter", "stovepipe_topic_retried_total": "counter",
+        "stovepipe_topic_dead_lettered_total": "counter", "stovepipe_topic_postponed_total": "counter",
+        "stovepipe_topic_redriven_total": "counter", "stovepipe_topic_backlog": "gauge", "stovepipe_topic_in_flight": "gauge",
+        "stovepipe_topic_dead_letters": "gauge", "stovepipe_topic_oldest_pending_age_seconds": "gauge",
+        "stovepipe_topic_leases": "gauge",
+    ]
+
+    @Test func everyDocumentedFamilyIsExportedFromTheStartInTextFormat004() async throws {
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        let server = try RunningServer(arguments: setup.serveArguments)
+        // One request first, so that the per-route families have a series.
+        #expect(try http("GET", "/queues/app/main", port: server.port).status == 404)
+        // The topic gauges are known once the consumer's first heartbeat has read the topic; until then they are absent.
+        var response = try http("GET", "/metrics", port: server.port)
+        #expect(try await eventually {
+            response = try http("GET", "/metrics", port: server.port)
+            return response.text.contains("# TYPE stovepipe_topic_leases gauge")
+        })
+        #expect(response.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+        let text = response.text
+        let exposition = try PrometheusExposition(text)
+
+        var types: [String: String] = [:]
+        var sampled: Set<String> = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if line.hasPrefix("# TYPE ") {
+                let name = String(fields[2])
+                #expect(types[name] == nil, "a second TYPE line for \(name)")
+                #expect(!sampled.contains(name), "TYPE of \(name) after its samples")
+                types[name] = String(fields[3])
+            } else if !line.hasPrefix("#") {
+                let name = String(line.prefix { $0 != "{" && $0 != " " })
+                let family = ["_bucket", "_sum", "_count"].first { name.hasSuffix($0) && types[name] == nil }
+                    .map { String(name.dropLast($0.count)) } ?? name
+                #expect(types[family] != nil, "sample before its TYPE: \(line)")
+                sampled.insert(family)
+            }
+        }
+        for (name, type) in Self.documented {
+            #expect(types[name] == type, "\(name): \(types[name] ?? "absent")")
+            #expect(sampled.contains(name), "\(name) has no series")
+        }
+        for (name, type) in types where type == "counter" { #expect(name.hasSuffix("_total"), "\(name)") }
+        // Each histogram series: `le` increasing to +Inf, counts never falling, +Inf equal to _count.
+        for (name, type) in types where type == "histogram" {
+            for count in exposition.samples(named: name + "_count") {
+                let buckets = exposition.samples(named: name + "_bucket").filter {
+                    var labels = $0.labels
+                    labels["le"] = nil
+                    return labels == count.labels
+                }
+                let bounds = buckets.compactMap { $0.labels["le"].flatMap { $0 == "+Inf" ? .infinity : Double($0) } }
+                #expect(bounds.count == buckets.count && bounds == bounds.sorted() && Set(bounds).count == bounds.count, "\(name)")
+                #expect(bounds.last == .infinity && buckets.last?.value == count.value, "\(name) \(count.labels)")
+                #expect(buckets.map(\.value) == buckets.map(\.value).sorted(), "\(name) \(count.labels)")
+            }
+        }
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+
     @Test func processTopicMetricsFollowIngestsOverMySQL() async throws {
         let setup = try MigratedQueueSetup()
         defer { setup.remove() }
@@ -161,6 +236,47 @@ extension PrometheusExposition {
         #expect(metrics.value("stovepipe_topic_leases", topic) != nil)
         #expect(metrics.value("stovepipe_ingest_total", ["outcome": "minted"]) == 3)
         #expect(metrics.value("stovepipe_ingest_total", ["outcome": "deduplicated"]) == 3)
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+}
+
+@Suite(.serialized, .enabled(if: privateServerSuitesRun)) struct MySQLOutageMetricsEndToEndTests {
+    /// The codes of a connect that finds no server: CR_CONNECTION_ERROR and CR_CONN_HOST_ERROR.
+    private static let connectCodes = ["2002", "2003"]
+
+    @Test func stoppedDatabaseTurnsReadyzAndCountsConnectErrorsThenRecovers() async throws {
+        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires this test to run")
+        let (database, base) = try PrivateServer.start()
+        defer { database.stopAndRemove() }
+        var serverConfiguration = try MySQLConfiguration(url: base)
+        serverConfiguration.database = nil
+        let admin = try MySQLConnection(configuration: serverConfiguration)
+        _ = try admin.execute(MySQLQuery(unsafeSQL: "CREATE DATABASE stovepipe_outage"))
+        admin.close()
+        let url = base + "stovepipe_outage?connect-timeout=2"
+        let migrated = try runStovepipe(["migrate", "--mysql-url", url])
+        try #require(migrated.status == 0, "\(migrated.stderr)")
+        let server = try RunningServer(arguments: ["--mysql-url", url])
+
+        #expect(try http("GET", "/readyz", port: server.port).status == 200)
+        let before = try scrape(server)
+        #expect(Self.connectCodes.reduce(0) { $0 + (before.mysqlErrorsByCode[$1] ?? -1) } == 0)
+
+        try database.stop()
+        let unready = try await eventually { try http("GET", "/readyz", port: server.port).status == 503 }
+        #expect(unready, "\(server.log)")
+        // Every connect the pool tried while the server was gone failed with a connect code, and counted.
+        let counted = try await eventually {
+            let metrics = try scrape(server)
+            return Self.connectCodes.reduce(0) { $0 + (metrics.mysqlErrorsByCode[$1] ?? 0) } > 0
+        }
+        let seen = try scrape(server).mysqlErrorsByCode
+        #expect(counted, "\(seen)")
+
+        try database.start()
+        let ready = try await eventually { try http("GET", "/readyz", port: server.port).status == 200 }
+        #expect(ready, "\(server.log)")
+        #expect(try http("POST", "/queues/demo/main/ingest", port: server.port).status == 202)
         #expect(server.terminate() == 0, "\(server.log)")
     }
 }

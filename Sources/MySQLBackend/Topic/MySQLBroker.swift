@@ -139,6 +139,11 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         case .idle:
             break
         }
+        // Every counter of a subscribed topic is exported from the start: one that first appears at 1 (the
+        // first dead letter, say) is lost to rate() and increase(), which need an earlier sample.
+        for topic in subscribedTopics() {
+            for label in Self.topicCounterLabels { _ = counter(label, topic) }
+        }
         let live = try database.run { connection in
             try TopicStore.heartbeat(replica: replicaID, on: connection)
             return try TopicStore.liveReplicaCount(windowMicroseconds: configuration.leaseDuration.wholeMicroseconds, on: connection)
@@ -693,10 +698,21 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         if was { logger.info("topic consumer reaches mysql again") }
     }
 
-    private func count(_ label: String, _ topic: TopicName) {
+    /// The counters of each topic, in the README's order.
+    private static let topicCounterLabels = [
+        "stovepipe_topic_published_total", "stovepipe_topic_delivered_total", "stovepipe_topic_acked_total",
+        "stovepipe_topic_retried_total", "stovepipe_topic_dead_lettered_total", "stovepipe_topic_postponed_total",
+        "stovepipe_topic_redriven_total",
+    ]
+
+    private func counter(_ label: String, _ topic: TopicName) -> Metrics.Counter {
         Self.handle(in: counters, label: label, topic: topic) {
             Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
-        }.increment()
+        }
+    }
+
+    private func count(_ label: String, _ topic: TopicName) {
+        counter(label, topic).increment()
     }
 
     private func gauge(_ label: String, _ topic: TopicName, _ value: Double) {
