@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,12 @@ static void setup_my(My *m, int nonblocking) {
     m->mysql = mysql_init(NULL);
     // Connector/C: MYSQL_OPT_NONBLOCK before connecting enables the _start/_cont calls on this handle.
     if (nonblocking) mysql_options(m->mysql, MYSQL_OPT_NONBLOCK, 0);
+#ifdef PROBE_TIMEOUTS
+    // Stovepipe's defaults: Connector/C then waits for each reply in poll() with a timeout.
+    unsigned int seconds = 30;
+    mysql_options(m->mysql, MYSQL_OPT_READ_TIMEOUT, &seconds);
+    mysql_options(m->mysql, MYSQL_OPT_WRITE_TIMEOUT, &seconds);
+#endif
     if (!mysql_real_connect(m->mysql, g_host, g_user, g_pass, g_db, g_myport, NULL, 0)) {
         fprintf(stderr, "connect: %s\n", mysql_error(m->mysql));
         exit(1);
@@ -363,6 +370,11 @@ static void *serve_connection(void *arg) {
     for (;;) {
         int p;
         while ((p = parse(h)) == 0) {
+#ifdef PROBE_TIMEOUTS
+            // Stovepipe's keep-alive wait: a poll with the idle timeout, then the read.
+            struct pollfd waiting = {.fd = fd, .events = POLLIN};
+            if (poll(&waiting, 1, 75000) <= 0) goto done;
+#endif
             ssize_t r = recv(fd, h->in + h->inlen, sizeof h->in - h->inlen, 0);
             if (r <= 0) goto done;
             h->inlen += r;
