@@ -9,6 +9,7 @@ COPY Package.swift ./
 COPY Sources ./Sources
 COPY Tests ./Tests
 COPY Schema ./Schema
+COPY Benchmarks ./Benchmarks
 COPY openapi.yaml ./
 RUN swift build -c release --product stovepipe --static-swift-stdlib \
     && install -D "$(swift build -c release --show-bin-path)/stovepipe" /out/stovepipe
