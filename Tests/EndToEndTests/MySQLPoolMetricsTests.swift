@@ -157,11 +157,12 @@ extension PrometheusExposition {
         let server = try RunningServer(arguments: setup.serveArguments)
         // One request first, so that the per-route families have a series.
         #expect(try http("GET", "/queues/app/main", port: server.port).status == 404)
-        // The topic gauges are known once the consumer's first heartbeat has read the topic; until then they are absent.
+        // The topic gauges are known once the consumer's first heartbeat has read the topic, and the heartbeat sets
+        // the leases gauge before the others: wait for every family, not for one of them.
         var response = try http("GET", "/metrics", port: server.port)
         #expect(try await eventually {
             response = try http("GET", "/metrics", port: server.port)
-            return response.text.contains("# TYPE stovepipe_topic_leases gauge")
+            return Self.documented.allSatisfy { name, type in response.text.contains("# TYPE \(name) \(type)\n") }
         })
         #expect(response.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         let text = response.text
