@@ -112,11 +112,15 @@ final class Application: Sendable {
         try server.reloadTLS()
     }
 
-    /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes.
+    /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes;
+    /// the HTTP drain and the consumer's wait share `--shutdown-timeout`, after which a message still being
+    /// handled is left to be redelivered.
     func shutdown() {
+        // The HTTP drain gives its threads one second past the timeout; the consumer gets what is left of the same.
+        let deadline = ContinuousClock.now + configuration.http.shutdownTimeout + .seconds(1)
         draining.set()
         server.shutdown()
-        broker.shutdown()
+        broker.shutdown(waitingUntil: deadline)
         consumerRunning.clear()
         for close in closers { close() }
     }

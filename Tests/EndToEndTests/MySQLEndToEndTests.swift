@@ -89,6 +89,52 @@ import Glibc
         #expect(!publisher.log.contains("mysql broker started"), "\(publisher.log)")
     }
 
+    @Test func sigtermWithTheConsumerBlockedOnALockExitsWithinTheShutdownTimeoutAndTheMessageIsProcessedLater() throws {
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        _ = try setup.repository.commit("one")
+        let publisher = try RunningServer(arguments: setup.serveArguments + ["--consumer-threads", "0"])
+        #expect(try http("POST", "/queues/app/main/ingest", port: publisher.port).status == 202)
+        // Another session holds the request's row, so the consumer's state update waits on the lock (up to the
+        // 30 s read timeout) with its delivery in flight.
+        var configuration = setup.database.server
+        configuration.database = setup.database.name
+        let locker = try MySQLConnection(configuration: configuration)
+        try locker.execute("START TRANSACTION")
+        _ = try locker.query("SELECT n FROM requests WHERE queue = \("app/main") AND n = \(UInt64(1)) FOR UPDATE")
+        var locked = true
+        defer { if locked { try? locker.execute("ROLLBACK") } }
+
+        let consumer = try RunningServer(
+            arguments: setup.serveArguments + ["--shutdown-timeout", "1", "--topic-visibility-seconds", "2", "--topic-lease-seconds", "2"])
+        let inFlight = try eventually { try http("GET", "/topics", port: publisher.port).text.contains(#""in_flight":1"#) }
+        #expect(inFlight, "the consumer did not begin the delivery")
+        let signalled = ContinuousClock.now
+        kill(consumer.process.processIdentifier, SIGTERM)
+        consumer.process.waitUntilExit()
+        let took = ContinuousClock.now - signalled
+        #expect(consumer.process.terminationStatus == 0, "\(consumer.log)")
+        // --shutdown-timeout 1: the HTTP drain and the consumer share it, with a second's grace for threads.
+        #expect(took < .seconds(8), "exit took \(took); log: \(consumer.log)")
+
+        try locker.execute("ROLLBACK")
+        locked = false
+        // The message given back (or left to its visibility timeout) is processed by the next consumer.
+        let next = try RunningServer(arguments: setup.serveArguments)
+        let processed = try eventually(within: 30) {
+            try http("GET", "/requests/request/app/main/1", port: publisher.port).json["state"] as? String == "processing"
+        }
+        #expect(processed, "the message was lost")
+        let drained = try eventually {
+            let topics = try http("GET", "/topics", port: publisher.port).text
+            return topics.contains(#""backlog":0"#) && topics.contains(#""in_flight":0"#) && topics.contains(#""dead_letters":0"#)
+        }
+        let topics = (try? http("GET", "/topics", port: publisher.port).text) ?? ""
+        #expect(drained, "\(topics)")
+        #expect(next.terminate() == 0, "\(next.log)")
+        #expect(publisher.terminate() == 0, "\(publisher.log)")
+    }
+
     /// Rows of the replica table: the replicas that announced themselves as consumers.
     private static func announcedReplicas(_ database: ScratchDatabase) throws -> Int {
         let connection = try MySQLConnection(configuration: try MySQLConfiguration(url: database.url))

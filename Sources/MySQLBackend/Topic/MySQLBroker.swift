@@ -177,6 +177,16 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     /// meanwhile, and giving up the other leases at once) and records their outcomes, joins the threads, then
     /// releases this replica's leases and forgets it, so others take over at once.
     public func shutdown() {
+        shutdown(until: nil)
+    }
+
+    /// As `shutdown()`, but stops waiting for handlers at `deadline`: their deliveries stay hidden until their
+    /// visibility timeout passes and are then redelivered (and their outcomes, if they ever come, dropped).
+    public func shutdown(waitingUntil deadline: ContinuousClock.Instant) {
+        shutdown(until: deadline)
+    }
+
+    private func shutdown(until deadline: ContinuousClock.Instant?) {
         condition.lock()
         switch state.phase {
         case .idle:
@@ -201,14 +211,26 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             state.workersInShutdown -= 1
         } else {
             while state.runningThreads > 0 {
-                condition.wait()
+                guard let deadline else {
+                    condition.wait()
+                    continue
+                }
+                let left = deadline - .now
+                if left <= .zero { break }
+                condition.wait(for: left)
             }
         }
+        let handlersLeft = state.runningThreads
         let alreadyStopped = state.phase == .stopped
         state.phase = .stopped
         state.owned.removeAll()
         condition.unlock()
         guard !alreadyStopped else { return }
+        if handlersLeft > 0 {
+            logger.warning(
+                "mysql broker shutdown deadline passed with handlers still running; their messages will be redelivered",
+                metadata: ["broker.threads_running": "\(handlersLeft)"])
+        }
         do {
             try database.run { connection in
                 try TopicStore.releaseAllLeases(replica: replicaID, on: connection)
