@@ -75,6 +75,12 @@ struct HTTPRequestParser: Sendable {
     /// Bytes received and not yet consumed by a returned request.
     var bufferedByteCount: Int { buffer.count - start }
 
+    /// The bytes of memory the parser holds for its connection: the receive buffer and a chunked body so far.
+    var heldBytes: Int {
+        guard case .chunked(_, let body) = phase else { return buffer.capacity }
+        return buffer.capacity + body.body.capacity
+    }
+
     /// Whether the parser is before or inside a request's header section.
     var isReadingHead: Bool {
         if case .head = phase { return true }
@@ -289,7 +295,6 @@ struct HTTPRequestParser: Sendable {
                     phase = .chunked(head, chunked)
                     return .needMoreBytes
                 }
-                if chunked.body.isEmpty { chunked.body.reserveCapacity(remaining) }
                 chunked.body.append(contentsOf: buffer[start..<(start + take)])
                 start += take
                 chunked.step = remaining == take ? .dataEnd : .data(remaining: remaining - take)

@@ -133,6 +133,7 @@ struct Serve: ParsableCommand {
                 give it in a file with --ingest-secret-file, or in STOVEPIPE_INGEST_SECRET
                 """)
         }
+        warnIfPasswordInArguments(mysqlURL, logger: logger)
         if let gitCacheDirectory, gitCacheDirectory.allSatisfy(\.isWhitespace) {
             // Taken as a relative path, it would put the mirrors of private repositories in the working directory.
             throw ValidationError(
@@ -342,6 +343,16 @@ struct Serve: ParsableCommand {
     }
 }
 
+/// Warns when `--mysql-url` carries a password: arguments are readable by every user (`ps`, /proc/PID/cmdline).
+func warnIfPasswordInArguments(_ mysqlURL: String?, logger: Logger) {
+    guard let mysqlURL, (try? MySQLConfiguration(url: mysqlURL))?.password != nil else { return }
+    logger.warning(
+        """
+        --mysql-url with a password on the command line is visible to other users of this machine \
+        (ps, /proc/PID/cmdline): give the URL in STOVEPIPE_MYSQL_URL
+        """)
+}
+
 struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply Schema/ to a MySQL database, idempotently.")
 
@@ -353,6 +364,7 @@ struct Migrate: ParsableCommand {
         guard let url = mysqlURL ?? ProcessInfo.processInfo.environment["STOVEPIPE_MYSQL_URL"], !url.isEmpty else {
             throw ValidationError("migrate needs --mysql-url or STOVEPIPE_MYSQL_URL")
         }
+        warnIfPasswordInArguments(mysqlURL, logger: logger)
         let connection: MySQLConfiguration
         do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
         try MySQLLibrary.initialize()

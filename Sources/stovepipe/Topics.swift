@@ -25,6 +25,7 @@ struct Topics: ParsableCommand {
             do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
             try MySQLLibrary.initialize()
             let logger = Logger(label: "stovepipe", factory: { label in StderrLogHandler(label: label, format: .text, logLevel: .warning) })
+            warnIfPasswordInArguments(mysqlURL, logger: logger)
             let pool = MySQLPool(connection: connection, configuration: MySQLPool.Configuration(maxConnections: 2), logger: logger)
             defer { pool.close() }
             return try body(MySQLBroker(pool: pool, logger: logger))

@@ -643,6 +643,38 @@ struct GitSourceControlRemoteTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: planted).isEmpty, "nothing is mirrored into it")
     }
 
+    @Test("a password in a remote URL reaches git through a credential helper, not git's arguments, which ps shows")
+    func passwordNotInArguments() throws {
+        let server = try BasicAuthServer(user: "deploy", password: "s3cret/pw")
+        defer { server.stop() }
+        let git = try WrappedGit(prelude: #"printf '%s\n' "$@" >> "$(dirname "$0")/arguments""#)
+        defer { git.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let source = GitSourceControl(
+            repository: "http://deploy:s3cret%2Fpw@127.0.0.1:\(server.port)/r.git", ref: "main", cacheDirectory: cache,
+            gitExecutable: git.executable, logger: silentLogger)
+
+        #expect(throws: BackendError.self) { try source.latest() }
+        let arguments = try String(contentsOfFile: git.directory + "/arguments", encoding: .utf8)
+        #expect(!arguments.contains("s3cret"), "git's arguments: \(arguments)")
+        #expect(arguments.contains("http://deploy@127.0.0.1:\(server.port)/r.git\n"))
+        #expect(server.authorizations.last == "Basic " + Data("deploy:s3cret/pw".utf8).base64EncodedString())
+    }
+
+    @Test("a remote URL whose password decodes to a line break is notFound without running git", arguments: ["%0A", "%0d", "%00"])
+    func passwordWithLineBreak(_ escape: String) throws {
+        let fake = try MarkerGit()
+        defer { fake.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let source = GitSourceControl(
+            repository: "https://deploy:a\(escape)b@127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache,
+            gitExecutable: fake.executable, logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try source.latest() }
+        #expect(!fake.ran)
+    }
+
     @Test("credentials in a URL never reach URIs")
     func credentialsStripped() {
         #expect(GitSourceControl.withoutCredentials("https://user:token@example.com/r.git") == "https://example.com/r.git")

@@ -81,4 +81,23 @@ extension EndToEndTests {
         #expect(warnings.allSatisfy { $0.contains("WARNING") && $0.contains("--ingest-secret-file") }, "\(output)")
         #expect(!output.contains("hush"))
     }
+
+    /// The MySQL URL's password is as readable on the command line as the ingest secret; the environment is not.
+    @Test(arguments: [
+        (["serve", "--port", "0", "--mysql-url", "mysql://u:hush@127.0.0.1:1/db?connect-timeout=1"], [String: String](), true),
+        (["migrate", "--mysql-url", "mysql://u:hush@127.0.0.1:1/db?connect-timeout=1"], [:], true),
+        (["topics", "--mysql-url", "mysql://u:hush@127.0.0.1:1/db?connect-timeout=1"], [:], true),
+        (["serve", "--port", "0", "--mysql-url", "mysql://u@127.0.0.1:1/db?connect-timeout=1"], [:], false),
+        (["serve", "--port", "0"], ["STOVEPIPE_MYSQL_URL": "mysql://u:hush@127.0.0.1:1/db?connect-timeout=1"], false),
+    ])
+    func aMySQLPasswordOnTheCommandLineIsWarnedAboutOnce(
+        _ arguments: [String], _ environment: [String: String], _ warned: Bool
+    ) throws {
+        let (_, status, output) = try Self.runUntilListeningOrExit(arguments, environment: environment)
+        #expect(status != 0, "the database at port 1 does not answer: \(output)")
+        let warnings = output.split(separator: "\n").filter { $0.contains("visible to other users") }
+        #expect(warnings.count == (warned ? 1 : 0), "\(output)")
+        #expect(warnings.allSatisfy { $0.contains("WARNING") && $0.contains("STOVEPIPE_MYSQL_URL") }, "\(output)")
+        #expect(!output.contains("hush"))
+    }
 }

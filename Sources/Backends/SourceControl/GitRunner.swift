@@ -29,8 +29,10 @@ struct GitRunner: Sendable {
         self.environment = Self.environment(from: ProcessInfo.processInfo.environment)
     }
 
-    /// Runs `git -C directory arguments`, never discovering a repository above `directory`.
-    func run(in directory: String, _ arguments: [String]) throws(BackendError) -> GitOutput {
+    /// Runs `git -C directory arguments` with `extraEnvironment` added, never discovering a repository above `directory`.
+    func run(
+        in directory: String, _ arguments: [String], extraEnvironment: [String: String] = [:]
+    ) throws(BackendError) -> GitOutput {
         // git compares GIT_CEILING_DIRECTORIES with the physical directory `-C` changed to (git(1)): the lexical
         // parent of a symlink would not stop discovery above the symlink's target.
         var physical = directory
@@ -39,12 +41,14 @@ struct GitRunner: Sendable {
             free(resolved)
         }
         let parent = URL(fileURLWithPath: physical).deletingLastPathComponent().path
-        return try run(["-C", directory] + arguments, ceiling: parent)
+        return try run(["-C", directory] + arguments, ceiling: parent, extraEnvironment: extraEnvironment)
     }
 
     /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout, or its output
     /// exceeds `maxOutputBytes`.
-    func run(_ arguments: [String], ceiling: String? = nil) throws(BackendError) -> GitOutput {
+    func run(
+        _ arguments: [String], ceiling: String? = nil, extraEnvironment: [String: String] = [:]
+    ) throws(BackendError) -> GitOutput {
         // Output goes to files rather than pipes: a full pipe cannot block git, and nothing has to be
         // drained concurrently; after a timeout, grandchildren holding the descriptors cannot block us.
         let outFD = Self.anonymousFile()
@@ -55,7 +59,7 @@ struct GitRunner: Sendable {
             throw .unavailable(retryable: true, detail: "cannot create git output files")
         }
 
-        var environment = environment
+        var environment = environment.merging(extraEnvironment) { _, extra in extra }
         // A configured path must itself be a repository, not a directory inside one.
         if let ceiling { environment["GIT_CEILING_DIRECTORIES"] = ceiling }
         let exit = try spawn(

@@ -23,7 +23,8 @@ public final class GitSourceControl: SourceControl {
 
     private enum Location {
         case local(path: String)
-        case remote(url: String, mirror: String)
+        /// `url` is what git is given: the configured URL less its password, which git gets from a credential helper.
+        case remote(url: String, password: String?, mirror: String)
         case invalid
     }
 
@@ -47,7 +48,14 @@ public final class GitSourceControl: SourceControl {
         } else if Self.isRemote(repository) {
             let mirror = URL(fileURLWithPath: cacheDirectory, isDirectory: true)
                 .appendingPathComponent(Self.mirrorName(for: repository)).path
-            location = .remote(url: repository, mirror: mirror)
+            let (url, password) = Self.splitPassword(repository)
+            // git refuses a URL whose decoded password holds a line break (CVE-2020-5260); in the helper's
+            // output it would end the password and start another credential line.
+            if let password, password.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) {
+                location = .invalid
+            } else {
+                location = .remote(url: url, password: password, mirror: mirror)
+            }
         } else {
             location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
         }
@@ -66,8 +74,8 @@ public final class GitSourceControl: SourceControl {
     public func latest() throws(BackendError) -> SourceURI {
         let asked = ContinuousClock.now
         let (directory, fullRef) = try prepare(askedAt: asked)
-        if case .remote(let url, _) = location {
-            try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
+        if case .remote(let url, let password, _) = location {
+            try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
         }
         return uri(try resolve(fullRef, in: directory))
     }
@@ -100,8 +108,8 @@ public final class GitSourceControl: SourceControl {
         let (directory, fullRef) = try prepare(askedAt: asked)
         let start: String
         if cursor.isEmpty {
-            if case .remote(let url, _) = location {
-                try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
+            if case .remote(let url, let password, _) = location {
+                try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
             }
             start = try resolve(fullRef, in: directory)
         } else {
@@ -186,7 +194,7 @@ public final class GitSourceControl: SourceControl {
                 throw .notFound
             }
             return (path, fullRef)
-        case .remote(_, let mirror):
+        case .remote(_, _, let mirror):
             try ensureMirror(at: mirror, askedAt: asked)
             return (mirror, fullRef)
         }
@@ -224,8 +232,8 @@ public final class GitSourceControl: SourceControl {
             missing = true
         }
         guard missing else { return }
-        guard case .remote(let url, _) = location, let fullRef else { throw .notFound }
-        try fetch(url: url, into: directory, fullRef: fullRef, askedAt: asked)
+        guard case .remote(let url, let password, _) = location, let fullRef else { throw .notFound }
+        try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
         for id in ids where try !commitExists(id, in: directory) {
             throw .notFound
         }
@@ -266,13 +274,15 @@ public final class GitSourceControl: SourceControl {
     }
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
-    private func fetch(url: String, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
+    private func fetch(
+        url: String, password: String?, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
+    ) throws(BackendError) {
         try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
             removeStaleLocks(in: mirror)
             let result = try runner.run(in: mirror, [
                 "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                 "+\(fullRef):\(fullRef)",
-            ])
+            ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
             guard result.status == 0 else {
                 if result.stderr.contains("couldn't find remote ref") { throw .notFound }
                 throw failure("fetch", result)
@@ -359,6 +369,63 @@ public final class GitSourceControl: SourceControl {
         let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
         guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return repository }
         return String(repository[..<scheme.upperBound]) + rest[rest.index(after: at)...]
+    }
+
+    /// The URL without the password of its user part, and that password percent-decoded as git decodes it; the URL
+    /// unchanged and nil when it has no password.
+    static func splitPassword(_ repository: String) -> (url: String, password: String?) {
+        guard let scheme = repository.range(of: "://") else { return (repository, nil) }
+        let rest = repository[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else {
+            return (repository, nil)
+        }
+        let url = String(repository[..<colon]) + rest[at...]
+        return (url, urlDecoded(rest[rest.index(after: colon)..<at]))
+    }
+
+    /// `%XX` decoded; a `%` without two hex digits after it stays as it is, as git's `url_decode_mem` leaves it.
+    private static func urlDecoded(_ text: Substring) -> String {
+        let bytes = Array(text.utf8)
+        var decoded: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count,
+                let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2]) {
+                decoded.append(high << 4 | low)
+                index += 3
+            } else {
+                decoded.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: decoded, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// Environment that hands git `password` through a credential helper, so it is never in an argument vector.
+    private static func credentialEnvironment(_ password: String) -> [String: String] {
+        // Arguments of every process are world-readable (/proc/PID/cmdline), and git passes the URL it is given on
+        // to git-remote-https's arguments; the environment is readable only by this user. GIT_CONFIG_COUNT
+        // (git-config(1)): the empty helper first clears the configured ones (gitcredentials(7)), as a password in
+        // the URL stops git asking them, and so none of them stores it. The password reaches the shell only as a
+        // variable's value, never as part of the command text.
+        [
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": "",
+            "GIT_CONFIG_KEY_1": "credential.helper",
+            "GIT_CONFIG_VALUE_1": #"!f() { test "$1" = get || return 0; printf 'password=%s\n' "$STOVEPIPE_GIT_PASSWORD"; }; f"#,
+            "STOVEPIPE_GIT_PASSWORD": password,
+        ]
     }
 
     /// A readable, collision-resistant directory name: the URL's last segment and its FNV-1a hash.
