@@ -128,10 +128,11 @@ public final class APIResponder: HTTPResponder {
         requestLineHandler.log(level: .info, message: "request", sortedFields: fields)
     }
 
-    /// `/healthz` reads a flag and blocks on nothing: answered on the event loop, it stays a liveness
-    /// check even when every worker waits on storage and the worker queue is full.
+    /// `/healthz` and `/metrics` block on nothing, so the event loop answers them: liveness checks and scrapes keep
+    /// working when every worker waits on storage and the worker queue is full, which is when they are needed.
     public func respondsInline(method: String, rawPath: String) -> Bool {
-        (method == "GET" || method == "HEAD") && rawPath == "/healthz"
+        // A scrape renders a few hundred series (under a millisecond here), once per scrape interval.
+        (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/metrics")
     }
 
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
