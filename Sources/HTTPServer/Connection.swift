@@ -67,6 +67,7 @@ final class Connection: Sendable {
         var draining = false
         var requestsStarted = 0
         var headStartedAt: UInt64?
+        var bodyStartedAt: UInt64?
         var lastActivity: UInt64
         var lastWriteProgress: UInt64
 
@@ -144,15 +145,23 @@ final class Connection: Sendable {
                     }
                 }
             }
-            // The header clock runs only while the server is ready to parse (not behind our own backlog).
+            // The header and body clocks run only while the server is ready to parse (not behind our own backlog).
             // RFC 9112 §2.2 asks that one empty line before a request be ignored; more start the clock, or a
             // CRLF sent just inside each idle timeout would hold the connection without ever sending a head.
-            if !inFlight && !closeAfterResponses && !hasPendingOutput && parser.isReadingHead
+            let readyToParse = !inFlight && !closeAfterResponses && !hasPendingOutput
+            if readyToParse && parser.isReadingHead
                 && (parser.bufferedByteCount > 0 || parser.hasExtraLeadingEmptyLines)
             {
                 if headStartedAt == nil { headStartedAt = now }
             } else {
                 headStartedAt = nil
+            }
+            // The body clock starts at the end of the header section, or once a 100 Continue is out: the client
+            // may wait for it before sending the body (RFC 9110 §10.1.1).
+            if readyToParse && !parser.isReadingHead && parser.isMidRequest {
+                if bodyStartedAt == nil { bodyStartedAt = now }
+            } else {
+                bodyStartedAt = nil
             }
             // Nothing in flight and nothing unsent: the parse loop took every complete request, so the parser
             // waits for bytes, however many it holds (a body bigger than the pause limit, say; its own limits
@@ -421,6 +430,10 @@ final class Connection: Sendable {
                     return actions
                 }
                 timedOut = .headerTimeout
+            } else if let started = state.bodyStartedAt,
+                MonotonicClock.elapsed(since: started, now: now) >= context.bodyTimeout
+            {
+                timedOut = .bodyTimeout
             } else if state.parser.isMidRequest && !state.parser.isReadingHead
                 && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
             {

@@ -10,7 +10,7 @@ public enum HTTPProtocolError: Error, Sendable, Hashable, CaseIterable {
     case bodyTooLarge
     /// The header section was not complete in time (408).
     case headerTimeout
-    /// The body stopped arriving for longer than the idle timeout (408).
+    /// The body was not complete within the body timeout, or stopped arriving for longer than the idle timeout (408).
     case bodyTimeout
     /// The request line does not follow `method SP target SP version` (400).
     case malformedRequestLine

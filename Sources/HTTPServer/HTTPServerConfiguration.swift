@@ -29,6 +29,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxBodyBytes: Int
     /// The header section must be complete this long after its first byte, else 408 and close.
     public var headerTimeout: Duration
+    /// A request's body must be complete this long after its header section (or its 100 Continue), else 408 and close.
+    public var bodyTimeout: Duration
     /// A connection with no request in progress is closed after this long; also the longest a body
     /// read or a response write may go without progress.
     public var idleTimeout: Duration
@@ -59,6 +61,7 @@ public struct HTTPServerConfiguration: Sendable {
         maxHeaderFields: Int = 100,
         maxBodyBytes: Int = 1024 * 1024,
         headerTimeout: Duration = .seconds(10),
+        bodyTimeout: Duration = .seconds(60),
         idleTimeout: Duration = .seconds(60),
         maxRequestsPerConnection: Int = 1000,
         maxConnections: Int = 10_000,
@@ -78,6 +81,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.maxHeaderFields = maxHeaderFields
         self.maxBodyBytes = maxBodyBytes
         self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
         self.idleTimeout = idleTimeout
         self.maxRequestsPerConnection = maxRequestsPerConnection
         self.maxConnections = maxConnections

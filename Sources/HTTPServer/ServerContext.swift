@@ -11,6 +11,7 @@ final class ServerContext: Sendable {
     let logger: Logger
     let pool: WorkerPool<WorkItem>
     let headerTimeout: UInt64
+    let bodyTimeout: UInt64
     let idleTimeout: UInt64
     /// Nil for plain HTTP.
     let tls: TLSContextStore?
@@ -35,6 +36,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.pool = WorkerPool(capacity: configuration.workerQueueCapacity)
         self.headerTimeout = max(1_000_000, configuration.headerTimeout.nanoseconds)
+        self.bodyTimeout = max(1_000_000, configuration.bodyTimeout.nanoseconds)
         self.idleTimeout = max(1_000_000, configuration.idleTimeout.nanoseconds)
         self.tls = configuration.tls.map(TLSContextStore.init(configuration:))
         self.handshakeTimeout = max(1_000_000, configuration.tls?.handshakeTimeout.nanoseconds ?? 0)
@@ -47,7 +49,7 @@ final class ServerContext: Sendable {
 
     /// How often loops check deadlines: a quarter of the shortest timeout, within 10 ms...1 s.
     var tickNanoseconds: UInt64 {
-        let shortest = min(headerTimeout, idleTimeout, tls == nil ? UInt64.max : handshakeTimeout)
+        let shortest = min(headerTimeout, bodyTimeout, idleTimeout, tls == nil ? UInt64.max : handshakeTimeout)
         return min(1_000_000_000, max(10_000_000, shortest / 4))
     }
 

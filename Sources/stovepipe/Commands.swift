@@ -79,6 +79,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest header section in bytes (431 beyond).") var maxHeaderBytes: Int?
     @Option(help: "Most header fields (431 beyond).") var maxHeaderFields: Int?
     @Option(help: "Seconds a client has to send the complete header section (408 beyond).") var headerTimeout: Double?
+    @Option(help: "Seconds a client has to send a request's body once its header section is in (408 beyond).")
+    var bodyTimeout: Double?
     @Option(help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double?
     @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
@@ -327,6 +329,7 @@ struct Serve: ParsableCommand {
         try positive(maxHeaderFields, "--max-header-fields") { http.maxHeaderFields = $0 }
         try positive(maxRequestsPerConnection, "--max-requests-per-connection") { http.maxRequestsPerConnection = $0 }
         try seconds(headerTimeout, "--header-timeout") { http.headerTimeout = $0 }
+        try seconds(bodyTimeout, "--body-timeout") { http.bodyTimeout = $0 }
         try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }
         try seconds(shutdownTimeout, "--shutdown-timeout") { http.shutdownTimeout = $0 }
         let certificate = (tlsCert ?? environment["STOVEPIPE_TLS_CERT"]).flatMap { $0.isEmpty ? nil : $0 }

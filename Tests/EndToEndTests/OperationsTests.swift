@@ -74,6 +74,24 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(server.terminate() == 0)
     }
 
+    @Test func bodyTimeoutOptionIsCheckedAndAnUnfinishedBodyIs408AndCounted() throws {
+        for bad in ["0", "-1"] {
+            let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "--body-timeout=\(bad)"])
+            #expect(status == 64, "\(output)")
+            #expect(output.contains("--body-timeout must be a positive number of seconds"), "\(output)")
+        }
+        let server = try RunningServer(arguments: ["--body-timeout", "0.3"])
+        // Within rawExchange's 10 s receive timeout only the body timeout can answer: the idle timeout is 60 s.
+        let answer = try rawExchange(
+            "POST /queues/demo/main/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", port: server.port)
+        #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer)")
+        #expect(answer.contains("Connection: close"), "\(answer)")
+        #expect(try eventually {
+            sample(try http("GET", "/metrics", port: server.port).text, #"stovepipe_http_protocol_errors_total{kind="bodyTimeout"}"#) == 1
+        })
+        #expect(server.terminate() == 0)
+    }
+
     @Test func accessLogsAreJSONLinesWithTheRequestID() throws {
         let server = try RunningServer(arguments: ["--log-format", "json", "--ingest-secret", "topsecret"])
         let response = try http("GET", "/queues/demo/main", port: server.port, headers: [("X-Request-ID", "trace-abc.123")])

@@ -15,6 +15,20 @@ private func expectRejected(_ client: TestClient, status: Int, sourceLocation: S
     #expect(client.waitForClose(), "the server should close", sourceLocation: sourceLocation)
 }
 
+/// Sends `bytes` one at a time, `interval` apart (well inside the idle timeout), until the server answers; nil if it
+/// never does.
+private func trickle(_ bytes: String, to client: TestClient, every interval: Duration) throws -> ClientResponse? {
+    for byte in Array(bytes.utf8) {
+        try client.send([byte])
+        do {
+            return try client.readResponse(timeout: interval)
+        } catch ClientError.timedOut(_) {
+            continue
+        }
+    }
+    return nil
+}
+
 @Suite("HTTP server limits, timeouts and protocol errors")
 struct HTTPServerLimitTests {
     @Test("a request line over the limit is 414")
@@ -228,6 +242,63 @@ struct HTTPServerLimitTests {
             let client = try TestClient(port: port)
             try client.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
             try expectRejected(client, status: 408)
+        }
+    }
+
+    static let slowBodyConfiguration = testConfiguration {
+        $0.bodyTimeout = .milliseconds(300)
+        $0.idleTimeout = .seconds(1)
+    }
+
+    @Test(
+        "a body trickled inside the idle timeout but never finished gets 408 at the body timeout",
+        arguments: [
+            ("Content-Length: 1000\r\n", String(repeating: "x", count: 100)),
+            ("Transfer-Encoding: chunked\r\n", String(repeating: "1\r\nx\r\n", count: 20)),
+            ("Expect: 100-continue\r\nContent-Length: 1000\r\n", String(repeating: "x", count: 100)),
+        ])
+    func slowBody(framing: String, body: String) throws {
+        let observer = RecordingObserver()
+        try withServer(Self.slowBodyConfiguration, observer: observer) { port, _ in
+            // Before, only the idle timeout bounded a body: a byte every 50 ms held the connection forever.
+            let started = ContinuousClock.now
+            let client = try TestClient(port: port)
+            try client.send("POST / HTTP/1.1\r\nHost: t\r\n\(framing)\r\n")
+            if framing.hasPrefix("Expect") { #expect(try client.readResponse().status == 100) }
+            let response = try #require(try trickle(body, to: client, every: .milliseconds(50)), "never answered")
+            #expect(response.status == 408)
+            #expect(response.header("Connection") == "close")
+            #expect(ContinuousClock.now - started >= .milliseconds(200))
+            #expect(client.waitForClose(), "the server should close")
+            #expect(eventually { observer.errors == [.bodyTimeout] })
+        }
+    }
+
+    @Test("a body pipelined behind a busy worker gets the whole body timeout once the server reads it")
+    func slowBodyBehindBusyWorker() throws {
+        let gate = Gate()
+        let observer = RecordingObserver()
+        let responder = ClosureResponder { request in
+            if request.path == "/block" { gate.wait() }
+            return HTTPResponse(status: 200)
+        }
+        try withServer(Self.slowBodyConfiguration, responder: responder, observer: observer) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(get("/block") + "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nab")
+            #expect(eventually { gate.waiting == 1 })
+            // Twice the body timeout: the POST's body waits on our backlog here, not on the client.
+            #expect(!client.waitForClose(timeout: .milliseconds(600)), "not timed out while the worker is busy")
+            #expect(!client.hasBufferedBytes)
+            // Taken before the release, so before the server reads the POST and starts its body clock.
+            let released = ContinuousClock.now
+            gate.release()
+            #expect(try client.readResponse().status == 200)
+            let body = String(repeating: "x", count: 98)
+            let response = try #require(try trickle(body, to: client, every: .milliseconds(50)), "never answered")
+            #expect(response.status == 408)
+            #expect(ContinuousClock.now - released >= .milliseconds(200))
+            #expect(client.waitForClose(), "the server should close")
+            #expect(eventually { observer.errors == [.bodyTimeout] })
         }
     }
 
