@@ -379,9 +379,7 @@ final class Connection: Sendable {
             let now = MonotonicClock.now()
             state.inFlight = false
             state.closeAfterResponses = true
-            var headers = HTTPHeaders()
-            headers.add("Retry-After", "1")
-            let response = writer.errorResponse(status: 503, message: "server busy", extraHeaders: headers)
+            let response = writer.shedResponse(close: true, version: .http11, omitBody: false)
             guard state.send(response, now: now) else {
                 actions.close = true
                 return actions

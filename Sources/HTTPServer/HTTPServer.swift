@@ -189,6 +189,9 @@ struct Worker {
     /// Nil when the worker never waits for a next request (the loop's inline worker, or a wait of zero).
     private let readBuffer: ReadBuffer?
     private let keepAliveWaitNanoseconds: UInt64
+    private let queueTimeout: UInt64
+    /// The clock as this worker last read it, at the end of its last response (monotonic nanoseconds).
+    private var lastClockReading: UInt64 = 0
 
     init(context: ServerContext, waitsForNextRequest: Bool = true) {
         self.context = context
@@ -197,13 +200,31 @@ struct Worker {
         self.writer = ResponseWriter(serverName: context.configuration.serverName)
         let wait = context.configuration.workerKeepAliveWait.nanoseconds
         self.keepAliveWaitNanoseconds = waitsForNextRequest ? wait : 0
+        self.queueTimeout = context.queueTimeout
         self.readBuffer = waitsForNextRequest && wait > 0 && waiter.keepAliveInterruptFD >= 0 ? ReadBuffer(byteCount: 16 * 1024) : nil
     }
 
     mutating func run() {
         while let item = context.pool.take(waiter) {
-            handle(item)
+            // The reading taken for the last response's duration stands in for the time of taking, so the check
+            // costs no clock read. It is never later, so a wait is never overstated; a worker that went idle since
+            // found the queue empty, so what it takes next arrived after that reading and counts as no wait.
+            if MonotonicClock.elapsed(since: item.receivedAt, now: lastClockReading) > queueTimeout {
+                shed(item)
+            } else {
+                handle(item)
+            }
         }
+    }
+
+    /// Answers `item`, which waited in the queue past `queueTimeout`, 503 without the responder: its client has
+    /// likely given up, and the workers are behind. The connection stays open: a 503 is a complete response.
+    private mutating func shed(_ item: consuming WorkItem) {
+        observer.requestShed()
+        let connection = item.connection
+        let closes = !item.parsed.keepAlive || item.isLastOnConnection || context.draining.load(ordering: .relaxed)
+        let bytes = writer.shedResponse(close: closes, version: item.parsed.request.version, omitBody: item.parsed.isHead)
+        perform(connection.complete(response: bytes, closes: closes, writer: &writer), for: connection)
     }
 
     mutating func handle(_ first: consuming WorkItem) {
@@ -288,9 +309,10 @@ struct Worker {
             version: item.parsed.request.version, requestID: requestID, omitBody: item.parsed.isHead
         )
         let actions = connection.complete(response: bytes, closes: closes, writer: &writer)
+        lastClockReading = MonotonicClock.now()
         observer.requestCompleted(
             method: item.parsed.request.method, status: response.status,
-            duration: .nanoseconds(Int64(clamping: MonotonicClock.elapsed(since: item.receivedAt, now: MonotonicClock.now()))),
+            duration: .nanoseconds(Int64(clamping: MonotonicClock.elapsed(since: item.receivedAt, now: lastClockReading))),
             requestBytes: item.parsed.wireBytes, responseBytes: bytes.count
         )
         afterSend?()

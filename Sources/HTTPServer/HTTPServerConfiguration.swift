@@ -17,6 +17,9 @@ public struct HTTPServerConfiguration: Sendable {
     /// Complete requests that may wait for a worker; beyond it a request is answered 503 and its
     /// connection closed.
     public var workerQueueCapacity: Int
+    /// A request that waited in the worker queue longer than this is answered 503 with `Retry-After: 1` by the
+    /// worker that takes it, without the responder; its connection stays open.
+    public var queueTimeout: Duration
     /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
     public var listenBacklog: Int
     /// A longer request line is answered 414.
@@ -55,6 +58,7 @@ public struct HTTPServerConfiguration: Sendable {
         workerThreads: Int = HTTPServerConfiguration.defaultWorkerThreads,
         workerKeepAliveWait: Duration = .milliseconds(1),
         workerQueueCapacity: Int = 4096,
+        queueTimeout: Duration = .seconds(10),
         listenBacklog: Int = 4096,
         maxRequestLineBytes: Int = 8 * 1024,
         maxHeaderBytes: Int = 64 * 1024,
@@ -75,6 +79,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.workerThreads = workerThreads
         self.workerKeepAliveWait = workerKeepAliveWait
         self.workerQueueCapacity = workerQueueCapacity
+        self.queueTimeout = queueTimeout
         self.listenBacklog = listenBacklog
         self.maxRequestLineBytes = maxRequestLineBytes
         self.maxHeaderBytes = maxHeaderBytes

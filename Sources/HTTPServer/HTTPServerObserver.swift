@@ -9,7 +9,7 @@ public protocol HTTPServerObserver: Sendable {
     /// A client broke the protocol; the server answered `error.status` where it could (not inside a
     /// TLS handshake) and closed the connection.
     func protocolError(_ error: HTTPProtocolError)
-    /// A complete request found the worker queue full; it was answered 503 and its connection closed.
+    /// A request was answered 503 unhandled: the worker queue was full (and the connection closed) or it waited past `queueTimeout`.
     func requestShed()
     /// A response to a request was handed to the connection.
     /// - Parameters:

@@ -99,16 +99,28 @@ struct ResponseWriter {
         errorResponse(status: error.status, message: error.reason)
     }
 
-    /// A complete RFC 9457 problem+json response that closes the connection.
-    mutating func errorResponse(status: Int, message: String, extraHeaders: HTTPHeaders = HTTPHeaders()) -> [UInt8] {
+    /// A complete RFC 9457 problem+json response, by default one that closes the connection.
+    mutating func errorResponse(
+        status: Int, message: String, extraHeaders: HTTPHeaders = HTTPHeaders(), close: Bool = true,
+        version: HTTPVersion = .http11, omitBody: Bool = false
+    ) -> [UInt8] {
         var headers = extraHeaders
         headers.add("Content-Type", "application/problem+json")
         let title = Self.reasonPhrase(status).description
         let body = #"{"type":"about:blank","title":"\#(Self.jsonEscaped(title))","status":\#(status),"detail":"\#(Self.jsonEscaped(message))"}"#
         return serialize(
-            status: status, headers: headers, body: Array(body.utf8), close: true,
-            version: .http11, requestID: nil, omitBody: false
+            status: status, headers: headers, body: Array(body.utf8), close: close,
+            version: version, requestID: nil, omitBody: omitBody
         )
+    }
+
+    /// The 503 with `Retry-After: 1` for a request shed unhandled because the workers are behind.
+    mutating func shedResponse(close: Bool, version: HTTPVersion, omitBody: Bool) -> [UInt8] {
+        var headers = HTTPHeaders()
+        headers.add("Retry-After", "1")
+        return errorResponse(
+            status: 503, message: "server busy", extraHeaders: headers, close: close, version: version,
+            omitBody: omitBody)
     }
 
     /// `text` as the inside of a JSON string (RFC 8259 §7).

@@ -13,6 +13,7 @@ final class ServerContext: Sendable {
     let headerTimeout: UInt64
     let bodyTimeout: UInt64
     let idleTimeout: UInt64
+    let queueTimeout: UInt64
     /// Nil for plain HTTP.
     let tls: TLSContextStore?
     let handshakeTimeout: UInt64
@@ -38,6 +39,7 @@ final class ServerContext: Sendable {
         self.headerTimeout = max(1_000_000, configuration.headerTimeout.nanoseconds)
         self.bodyTimeout = max(1_000_000, configuration.bodyTimeout.nanoseconds)
         self.idleTimeout = max(1_000_000, configuration.idleTimeout.nanoseconds)
+        self.queueTimeout = max(1_000_000, configuration.queueTimeout.nanoseconds)
         self.tls = configuration.tls.map(TLSContextStore.init(configuration:))
         self.handshakeTimeout = max(1_000_000, configuration.tls?.handshakeTimeout.nanoseconds ?? 0)
         self.lingerTimeout = min(2_000_000_000, idleTimeout)

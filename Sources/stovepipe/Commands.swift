@@ -74,6 +74,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself (default 1; 0 never).")
     var workerKeepAliveWaitMs: Double?
     @Option(help: "Most open connections; a connection beyond it is answered 503 and closed.") var maxConnections: Int?
+    @Option(help: "Seconds a request may wait for a worker; one that waited longer is answered 503 unhandled.")
+    var queueTimeout: Double?
     @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes: Int?
     @Option(help: "Largest request line in bytes (414 beyond).") var maxRequestLineBytes: Int?
     @Option(help: "Largest header section in bytes (431 beyond).") var maxHeaderBytes: Int?
@@ -328,6 +330,7 @@ struct Serve: ParsableCommand {
         try positive(maxHeaderBytes, "--max-header-bytes") { http.maxHeaderBytes = $0 }
         try positive(maxHeaderFields, "--max-header-fields") { http.maxHeaderFields = $0 }
         try positive(maxRequestsPerConnection, "--max-requests-per-connection") { http.maxRequestsPerConnection = $0 }
+        try seconds(queueTimeout, "--queue-timeout") { http.queueTimeout = $0 }
         try seconds(headerTimeout, "--header-timeout") { http.headerTimeout = $0 }
         try seconds(bodyTimeout, "--body-timeout") { http.bodyTimeout = $0 }
         try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }

@@ -92,6 +92,17 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(server.terminate() == 0)
     }
 
+    @Test func queueTimeoutOptionIsChecked() throws {
+        for bad in ["0", "-1"] {
+            let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "--queue-timeout=\(bad)"])
+            #expect(status == 64, "\(output)")
+            #expect(output.contains("--queue-timeout must be a positive number of seconds"), "\(output)")
+        }
+        let server = try RunningServer(arguments: ["--queue-timeout", "0.5"])
+        #expect(try http("POST", "/queues/demo/main/ingest", port: server.port).status == 202)
+        #expect(server.terminate() == 0)
+    }
+
     @Test func accessLogsAreJSONLinesWithTheRequestID() throws {
         let server = try RunningServer(arguments: ["--log-format", "json", "--ingest-secret", "topsecret"])
         let response = try http("GET", "/queues/demo/main", port: server.port, headers: [("X-Request-ID", "trace-abc.123")])

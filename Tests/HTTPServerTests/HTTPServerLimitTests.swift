@@ -408,6 +408,54 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("a request that waited in the worker queue past the queue timeout gets 503 unhandled and keeps its connection")
+    func queueTimeout() throws {
+        let gate = Gate()
+        let observer = RecordingObserver()
+        let handled = Mutex<[String]>([])
+        let responder = ClosureResponder { request in
+            handled.withLock { $0.append(request.path) }
+            if request.path == "/block" { gate.wait() }
+            return HTTPResponse(status: 200)
+        }
+        let configuration = testConfiguration {
+            $0.workerThreads = 1
+            $0.queueTimeout = .milliseconds(500)
+        }
+        try withServer(configuration, responder: responder, observer: observer) { port, _ in
+            let busy = try TestClient(port: port)
+            try busy.send(get("/block"))
+            #expect(eventually { gate.waiting == 1 })
+            let stale = try TestClient(port: port)
+            let staleHead = try TestClient(port: port)
+            let queuedAt = ContinuousClock.now
+            try stale.send(get("/stale"))
+            try staleHead.send("HEAD /stale-head HTTP/1.1\r\nHost: test\r\n\r\n")
+            // Only the clock can say the queue timeout has passed for them: twice it, for the loop to queue them.
+            #expect(eventually { ContinuousClock.now - queuedAt >= .seconds(1) })
+            let fresh = try TestClient(port: port)
+            try fresh.send(get("/fresh"))
+            gate.release()
+            #expect(try busy.readResponse().status == 200)
+            let response = try stale.readResponse()
+            #expect(response.status == 503)
+            #expect(response.header("Retry-After") == "1")
+            #expect(response.header("Connection") == nil)
+            let headResponse = try staleHead.readResponse(head: true)
+            #expect(headResponse.status == 503)
+            #expect(headResponse.header("Connection") == nil)
+            #expect(try fresh.readResponse().status == 200)
+            #expect(observer.shed == 2)
+            #expect(!observer.completed.contains(503))
+            // The shed connections still serve, the HEAD one with no stray body before its next response.
+            for client in [stale, staleHead] {
+                try client.send(get("/again"))
+                #expect(try client.readResponse().status == 200)
+            }
+            #expect(handled.withLock { $0 } == ["/block", "/fresh", "/again", "/again"])
+        }
+    }
+
     @Test("a client that resets mid-body does not disturb the server")
     func resetMidBody() throws {
         let observer = RecordingObserver()
