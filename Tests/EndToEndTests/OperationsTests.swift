@@ -74,12 +74,17 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(server.terminate() == 0)
     }
 
-    @Test func bodyTimeoutOptionIsCheckedAndAnUnfinishedBodyIs408AndCounted() throws {
+    /// `serve FLAG=0` and `FLAG=-1` are usage errors (exit 64) that name the flag.
+    private func expectRefusesNonPositiveSeconds(_ flag: String) throws {
         for bad in ["0", "-1"] {
-            let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "--body-timeout=\(bad)"])
+            let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "\(flag)=\(bad)"])
             #expect(status == 64, "\(output)")
-            #expect(output.contains("--body-timeout must be a positive number of seconds"), "\(output)")
+            #expect(output.contains("\(flag) must be a positive number of seconds"), "\(output)")
         }
+    }
+
+    @Test func bodyTimeoutOptionIsCheckedAndAnUnfinishedBodyIs408AndCounted() throws {
+        try expectRefusesNonPositiveSeconds("--body-timeout")
         let server = try RunningServer(arguments: ["--body-timeout", "0.3"])
         // Within rawExchange's 10 s receive timeout only the body timeout can answer: the idle timeout is 60 s.
         let answer = try rawExchange(
@@ -93,11 +98,7 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
     }
 
     @Test func queueTimeoutOptionIsChecked() throws {
-        for bad in ["0", "-1"] {
-            let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "--queue-timeout=\(bad)"])
-            #expect(status == 64, "\(output)")
-            #expect(output.contains("--queue-timeout must be a positive number of seconds"), "\(output)")
-        }
+        try expectRefusesNonPositiveSeconds("--queue-timeout")
         let server = try RunningServer(arguments: ["--queue-timeout", "0.5"])
         #expect(try http("POST", "/queues/demo/main/ingest", port: server.port).status == 202)
         #expect(server.terminate() == 0)
