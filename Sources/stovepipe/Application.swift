@@ -19,9 +19,11 @@ struct ServeConfiguration: Sendable {
     var topicLease: Duration = .seconds(15)
     var topicVisibility: Duration = .seconds(15)
     var topicPollInterval: Duration = .milliseconds(200)
-    var gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors"
+    var gitCacheDirectory = ServeConfiguration.defaultGitCacheDirectory
     var gitTimeout: Duration = .seconds(30)
     var mysqlPoolSize = 16
+
+    static let defaultGitCacheDirectory = NSTemporaryDirectory() + "stovepipe-git-mirrors"
 }
 
 /// The composition root: builds stores, topic, SourceControl, controllers, API and HTTP server,

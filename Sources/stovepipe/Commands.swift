@@ -36,10 +36,10 @@ struct Stovepipe: ParsableCommand {
 
 /// Options shared by the commands that log.
 struct LoggingOptions: ParsableArguments {
-    @Option(help: "trace, debug, info, notice, warning, error or critical (env STOVEPIPE_LOG_LEVEL).")
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env STOVEPIPE_LOG_LEVEL). (default: info)")
     var logLevel: String?
 
-    @Option(help: "text or json lines (env STOVEPIPE_LOG_FORMAT).")
+    @Option(help: "text or json lines (env STOVEPIPE_LOG_FORMAT). (default: text)")
     var logFormat: String?
 
     func makeLogger(label: String) throws -> Logger {
@@ -69,22 +69,28 @@ struct Serve: ParsableCommand {
     var ingestSecret: String?
     @Option(help: "Read the ingest secret from this file at start-up, one trailing newline dropped (env STOVEPIPE_INGEST_SECRET_FILE).")
     var ingestSecretFile: String?
-    @Option(help: "HTTP worker threads (handlers may block on storage).") var workers: Int?
-    @Option(help: "Event-loop threads that read and write sockets.") var eventLoops: Int?
-    @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself (default 1; 0 never).")
+    @Option(help: "HTTP worker threads (handlers may block on storage). (default: twice the cores, at least 4: \(HTTPServerConfiguration.defaultWorkerThreads) here)")
+    var workers: Int?
+    @Option(help: "Event-loop threads that read and write sockets. (default: one per two cores, 1 or 2: \(HTTPServerConfiguration.defaultEventLoopThreads) here)")
+    var eventLoops: Int?
+    @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself; 0 never. (default: 1)")
     var workerKeepAliveWaitMs: Double?
-    @Option(help: "Most open connections; a connection beyond it is answered 503 and closed.") var maxConnections: Int?
-    @Option(help: "Seconds a request may wait for a worker; one that waited longer is answered 503 unhandled.")
+    @Option(help: "Most open connections; a connection beyond it is answered 503 and closed. \(Self.defaultText(\.maxConnections))")
+    var maxConnections: Int?
+    @Option(help: "Seconds a request may wait for a worker; one that waited longer is answered 503 unhandled. \(Self.defaultText(\.queueTimeout))")
     var queueTimeout: Double?
-    @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes: Int?
-    @Option(help: "Largest request line in bytes (414 beyond).") var maxRequestLineBytes: Int?
-    @Option(help: "Largest header section in bytes (431 beyond).") var maxHeaderBytes: Int?
-    @Option(help: "Most header fields (431 beyond).") var maxHeaderFields: Int?
-    @Option(help: "Seconds a client has to send the complete header section (408 beyond).") var headerTimeout: Double?
-    @Option(help: "Seconds a client has to send a request's body once its header section is in (408 beyond).")
+    @Option(help: "Largest request body in bytes (413 beyond). \(Self.defaultText(\.maxBodyBytes))") var maxBodyBytes: Int?
+    @Option(help: "Largest request line in bytes (414 beyond). \(Self.defaultText(\.maxRequestLineBytes))")
+    var maxRequestLineBytes: Int?
+    @Option(help: "Largest header section in bytes (431 beyond). \(Self.defaultText(\.maxHeaderBytes))") var maxHeaderBytes: Int?
+    @Option(help: "Most header fields (431 beyond). \(Self.defaultText(\.maxHeaderFields))") var maxHeaderFields: Int?
+    @Option(help: "Seconds a client has to send the complete header section (408 beyond). \(Self.defaultText(\.headerTimeout))")
+    var headerTimeout: Double?
+    @Option(help: "Seconds a client has to send a request's body once its header section is in (408 beyond). \(Self.defaultText(\.bodyTimeout))")
     var bodyTimeout: Double?
-    @Option(help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double?
-    @Option(help: "Requests served on one connection before it is closed.") var maxRequestsPerConnection: Int?
+    @Option(help: "Seconds an idle keep-alive connection stays open. \(Self.defaultText(\.idleTimeout))") var idleTimeout: Double?
+    @Option(help: "Requests served on one connection before it is closed. \(Self.defaultText(\.maxRequestsPerConnection))")
+    var maxRequestsPerConnection: Int?
     @Option(help: "Seconds graceful shutdown waits for in-flight work.") var shutdownTimeout: Double = 10
     @Option(help: "Serve HTTPS with this PEM certificate chain; needs --tls-key (env STOVEPIPE_TLS_CERT).")
     var tlsCert: String?
@@ -103,8 +109,21 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
     var topicPollIntervalMs = 200
     @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
-    @Option(help: "Where private mirrors of remote git repositories are kept.") var gitCacheDirectory: String?
+    @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")
+    var gitCacheDirectory: String?
     @OptionGroup var logging: LoggingOptions
+
+    /// "(default: N)" for an HTTP setting's help, read from the server's own defaults so that the two cannot differ.
+    private static func defaultText(_ setting: KeyPath<HTTPServerConfiguration, Int>) -> String {
+        "(default: \(HTTPServerConfiguration()[keyPath: setting]))"
+    }
+
+    /// "(default: N)" in seconds for an HTTP timeout's help.
+    private static func defaultText(_ setting: KeyPath<HTTPServerConfiguration, Duration>) -> String {
+        let (seconds, attoseconds) = HTTPServerConfiguration()[keyPath: setting].components
+        let text = attoseconds == 0 ? "\(seconds)" : "\(Double(seconds) + Double(attoseconds) / 1e18)"
+        return "(default: \(text))"
+    }
 
     func run() throws {
         let logger = try logging.makeLogger(label: "stovepipe")

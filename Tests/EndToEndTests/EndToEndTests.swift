@@ -334,16 +334,19 @@ import Glibc
     }
 
     /// Runs the binary with `arguments` until it exits; its status and standard error.
-    static func runToExit(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
+    /// Runs the binary to its exit; the text is its standard error, or its standard output when `readingStandardOutput`.
+    static func runToExit(
+        _ arguments: [String], environment: [String: String] = [:], readingStandardOutput: Bool = false
+    ) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
+        let captured = Pipe()
+        process.standardError = readingStandardOutput ? FileHandle.nullDevice : captured
+        process.standardOutput = readingStandardOutput ? captured : FileHandle.nullDevice
         try process.run()
-        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = String(decoding: captured.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, output)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import HTTPServer
 
 #if canImport(Glibc)
 import Glibc
@@ -95,6 +96,32 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
             sample(try http("GET", "/metrics", port: server.port).text, #"stovepipe_http_protocol_errors_total{kind="bodyTimeout"}"#) == 1
         })
         #expect(server.terminate() == 0)
+    }
+
+    /// Every serve option that has a default shows it in `--help`, the HTTP limits' read from the server's own.
+    @Test func serveHelpShowsTheDefaults() throws {
+        let (status, help) = try EndToEndTests.runToExit(["serve", "--help"], readingStandardOutput: true)
+        #expect(status == 0)
+        // ArgumentParser wraps the help to the terminal's width; one space between words makes it searchable.
+        let text = help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let withoutDefault: Set = ["--mysql-url", "--queues", "--ingest-secret", "--ingest-secret-file", "--tls-cert", "--tls-key"]
+        // An option's entry runs from its "--name <name>" to the next one's (help texts mention other flags too).
+        let starts = text.ranges(of: /--([a-z-]+) <\1>/).map(\.lowerBound)
+        let options = zip(starts, starts.dropFirst() + [text.endIndex]).map { String(text[$0..<$1]) }
+        #expect(options.count >= 30, "\(text)")
+        for option in options {
+            let name = String(option.prefix { $0 != " " })
+            #expect(option.contains("(default: ") != withoutDefault.contains(name), "\(option)")
+        }
+        let defaults = HTTPServerConfiguration()
+        for (name, value) in [
+            ("--max-body-bytes", "\(defaults.maxBodyBytes)"), ("--max-header-fields", "\(defaults.maxHeaderFields)"),
+            ("--max-connections", "\(defaults.maxConnections)"), ("--header-timeout", "10"), ("--body-timeout", "60"),
+            ("--workers", "twice the cores, at least 4: \(HTTPServerConfiguration.defaultWorkerThreads) here"),
+            ("--log-level", "info"), ("--log-format", "text"),
+        ] {
+            #expect(options.contains { $0.hasPrefix(name + " ") && $0.contains("(default: \(value))") }, "\(name)")
+        }
     }
 
     @Test func queueTimeoutOptionIsChecked() throws {
