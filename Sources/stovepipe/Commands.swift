@@ -24,10 +24,20 @@ struct Stovepipe: ParsableCommand {
         // threads inherit the mask), so one that comes during start-up waits for the handler. Other commands
         // get the mask they started with back before they run, and with it SIGHUP's default action.
         let previous = SignalWaiter.hold([SIGHUP])
+        var parsed: (any ParsableCommand.Type)?
         do {
             var command = try parseAsRoot()
+            parsed = type(of: command)
             if !(command is Serve) { SignalWaiter.release(previous) }
             try command.run()
+        } catch let error as ArgumentParser.ValidationError {
+            guard let parsed, parsed != Self.self else { exit(withError: error) }
+            // ArgumentParser pairs an error thrown by run() with the root's usage; the subcommand's is the one that helps.
+            let usage = usageString(for: parsed)
+            let words = usage.split(separator: " ").prefix { !$0.hasPrefix("<") && !$0.hasPrefix("[") && !$0.hasPrefix("-") }
+            let text = "Error: \(error.message)\nUsage: \(usage)\n  See '\(words.joined(separator: " ")) --help' for more information.\n"
+            FileHandle.standardError.write(Data(text.utf8))
+            Glibc.exit(ExitCode.validationFailure.rawValue)
         } catch {
             exit(withError: error)
         }

@@ -81,6 +81,19 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
             let (status, output) = try EndToEndTests.runToExit(["serve", "--port", "0", "\(flag)=\(bad)"])
             #expect(status == 64, "\(output)")
             #expect(output.contains("\(flag) must be a positive number of seconds"), "\(output)")
+            #expect(output.contains("Usage: stovepipe serve <options>\n  See 'stovepipe serve --help'"), "\(output)")
+        }
+    }
+
+    /// A subcommand's usage error names that subcommand's usage, as ArgumentParser does for its own parse errors.
+    @Test func usageErrorsOfSubcommandsShowTheirOwnUsage() throws {
+        let environment = ["STOVEPIPE_MYSQL_URL": ""]
+        for (arguments, usage) in [(["migrate"], "stovepipe migrate"), (["topics", "list"], "stovepipe topics list")] {
+            let (status, output) = try EndToEndTests.runToExit(arguments, environment: environment)
+            #expect(status == 64, "\(output)")
+            #expect(output.contains("needs --mysql-url or STOVEPIPE_MYSQL_URL"), "\(output)")
+            #expect(output.contains("Usage: \(usage) ["), "\(output)")
+            #expect(output.contains("See '\(usage) --help' for more information."), "\(output)")
         }
     }
 
