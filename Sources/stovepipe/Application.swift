@@ -116,7 +116,8 @@ final class Application: Sendable {
 
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes;
     /// the HTTP drain and the consumer's wait share `--shutdown-timeout`, after which a message still being
-    /// handled is left to be redelivered.
+    /// handled is left behind: redelivered with MySQL, lost in memory (in-memory stores have nothing to close
+    /// under a handler still running).
     func shutdown() {
         // The HTTP drain gives its threads one second past the timeout; the consumer gets what is left of the same.
         let deadline = ContinuousClock.now + configuration.http.shutdownTimeout + .seconds(1)

@@ -1,6 +1,7 @@
 import Backends
 import Domain
 import Foundation
+import Logging
 import Synchronization
 import TestSupport
 import Testing
@@ -16,6 +17,44 @@ private final class Seen: Sendable {
     private let ids = Mutex<[String]>([])
     func append(_ id: String) { ids.withLock { $0.append(id) } }
     var values: [String] { ids.withLock { $0 } }
+}
+
+/// Keeps each warning (or worse) as its message followed by its metadata as sorted `key=value` fields.
+private struct WarningRecorder: LogHandler {
+    let warnings: Recorder<String>
+    var logLevel = Logger.Level.warning
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let fields = (event.metadata ?? [:]).map { "\($0.key)=\($0.value)" }.sorted()
+        warnings.append(([event.message.description] + fields).joined(separator: " "))
+    }
+}
+
+/// A started two-worker broker whose handler blocks on message "stuck" until `release` (at most 60 s), and hands
+/// any other delivery to `other` with the broker; returns once "stuck" is in its handler.
+private func brokerWithAStuckHandler(
+    warnings: Recorder<String>, release: Latch,
+    other: @escaping @Sendable (MemoryBroker, Delivery) -> DeliveryOutcome = { _, _ in .ack }
+) throws -> MemoryBroker {
+    let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: warnings) }
+    let broker = MemoryBroker(workerThreads: 2, logger: logger)
+    let stuck = Latch()
+    broker.subscribe(topic) { delivery in
+        guard delivery.message.id == "stuck" else { return other(broker, delivery) }
+        stuck.arrive()
+        release.wait(timeout: .seconds(60))
+        return .ack
+    }
+    try broker.publish(message("stuck", key: "stuck"))
+    try broker.start()
+    #expect(stuck.wait(timeout: .seconds(20)), "the handler never received the message")
+    return broker
 }
 
 @Suite("MemoryBroker specifics")
@@ -118,6 +157,58 @@ struct MemoryBrokerTests {
         #expect(await eventually { returned.withLock { $0 } })
         broker.shutdown()
         #expect(try broker.stats(topic).inFlight == 0)
+    }
+
+    @Test("shutdown with a deadline returns at the deadline while a handler is stuck, and warns that its message is lost")
+    func shutdownDeadlineLeavesAStuckHandler() throws {
+        let warnings = Recorder<String>()
+        let release = Latch()
+        // However the test ends, the stuck handler goes on, so that its worker thread ends.
+        defer { release.arrive() }
+        let broker = try brokerWithAStuckHandler(warnings: warnings, release: release)
+        let deadline = ContinuousClock.now + .milliseconds(300)
+        let returnedAt = Recorder<ContinuousClock.Instant>()
+        let returned = Latch()
+        // On a thread of its own, so that a shutdown that never returns fails the test instead of hanging it.
+        Thread {
+            broker.shutdown(waitingUntil: deadline)
+            returnedAt.append(.now)
+            returned.arrive()
+        }.start()
+        #expect(returned.wait(timeout: .seconds(10)), "shutdown(waitingUntil:) kept waiting for the stuck handler")
+        #expect(returnedAt.values.first.map { $0 >= deadline } == true, "shutdown returned before its deadline")
+        #expect(
+            warnings.values.contains { $0.contains("their messages are lost") && $0.contains("broker.handlers_abandoned=1") },
+            "\(warnings.values)")
+
+        // The abandoned handler returns on a stopped broker: its ack is recorded, and nothing is delivered again.
+        release.arrive()
+        broker.shutdown()
+        #expect(try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
+        #expect(throws: BackendError.unavailable(retryable: false, detail: "the in-memory broker is shut down")) {
+            try broker.publish(message("late"))
+        }
+    }
+
+    @Test("a handler shutting the broker down with a deadline returns at it while another handler is stuck")
+    func shutdownDeadlineFromHandler() throws {
+        let warnings = Recorder<String>()
+        let release = Latch()
+        defer { release.arrive() }
+        let returned = Latch()
+        let broker = try brokerWithAStuckHandler(warnings: warnings, release: release) { broker, _ in
+            broker.shutdown(waitingUntil: .now + .milliseconds(300))
+            returned.arrive()
+            return .ack
+        }
+        try broker.publish(message("stop", key: "stop"))
+        #expect(returned.wait(timeout: .seconds(10)), "the handler's shutdown kept waiting for the stuck handler")
+        // The handler calling shutdown goes on; only the stuck one is left behind.
+        #expect(warnings.values.contains { $0.contains("broker.handlers_abandoned=1") }, "\(warnings.values)")
+
+        release.arrive()
+        broker.shutdown()
+        #expect(try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 0, oldestPendingAgeSeconds: nil))
     }
 
     @Test("a long backoff keeps the partition waiting while other partitions flow")

@@ -301,8 +301,10 @@ struct TopicContractTests {
         }
     }
 
-    @Test("shutdown lets the handler in progress finish and records its outcome", arguments: brokerFixtures)
-    func shutdownDrains(_ fixture: any BackendFixture) async throws {
+    @Test(
+        "shutdown, or shutdown with a deadline not yet reached, lets the handler in progress finish and records its outcome",
+        arguments: brokerFixtures, [false, true])
+    func shutdownDrains(_ fixture: any BackendFixture, withDeadline: Bool) async throws {
         try await withBroker(fixture) { broker in
             let entered = Latch()
             let release = Latch()
@@ -321,7 +323,11 @@ struct TopicContractTests {
             let finishedWhenShutdownReturned = Recorder<Bool>()
             Thread {
                 calling.arrive()
-                broker.shutdown()
+                if withDeadline {
+                    broker.shutdown(waitingUntil: .now + .seconds(60))
+                } else {
+                    broker.shutdown()
+                }
                 finishedWhenShutdownReturned.append(finished.arrivals == 1)
             }.start()
             #expect(await eventually { calling.arrivals == 1 })

@@ -83,25 +83,46 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
 
     /// Stops taking deliveries, lets handlers in progress finish and record their outcome, joins the threads.
     public func shutdown() {
+        shutdown(until: nil)
+    }
+
+    /// As `shutdown()`, but stops waiting for handlers at `deadline`; the messages of those still running are never
+    /// redelivered, as nothing in memory outlives the process (an outcome that comes later is recorded, not acted on).
+    public func shutdown(waitingUntil deadline: ContinuousClock.Instant) {
+        shutdown(until: deadline)
+    }
+
+    private func shutdown(until deadline: ContinuousClock.Instant?) {
         condition.lock()
-        defer { condition.unlock() }
         state.phase = .stopped
         condition.broadcast()
         // A handler that shuts the broker down runs on a worker, which cannot wait for itself to exit, nor for
         // another worker whose handler is shutting down too: each would wait for the other forever.
         let callerIsWorker = state.workers.contains { $0 === Thread.current }
-        guard callerIsWorker else {
-            while state.runningWorkers > 0 {
+        if callerIsWorker {
+            state.workersInShutdown += 1
+            condition.broadcast()
+        }
+        var deadlinePassed = false
+        while state.runningWorkers > (callerIsWorker ? state.workersInShutdown : 0) {
+            guard let deadline else {
                 condition.wait()
+                continue
             }
-            return
+            guard condition.wait(for: deadline - ContinuousClock.now) else {
+                deadlinePassed = true
+                break
+            }
         }
-        state.workersInShutdown += 1
-        condition.broadcast()
-        while state.runningWorkers > state.workersInShutdown {
-            condition.wait()
+        if callerIsWorker { state.workersInShutdown -= 1 }
+        // The caller's own delivery, if it is a handler, is not left behind: it goes on once this returns.
+        let abandoned = deadlinePassed ? state.deliveriesInFlight - (callerIsWorker ? 1 : 0) : 0
+        condition.unlock()
+        if abandoned > 0 {
+            logger.warning(
+                "in-memory broker shutdown deadline passed with handlers still running; their messages are lost (in-memory topics are not durable)",
+                metadata: ["broker.handlers_abandoned": "\(abandoned)"])
         }
-        state.workersInShutdown -= 1
     }
 
     /// The dead letters of `topic`, oldest first, at most `limit`.
@@ -323,6 +344,11 @@ private struct BrokerState {
         partition.busy = true
         partitions[key] = partition
         return Delivery(message: head.message, attempt: head.attemptsMade + 1)
+    }
+
+    /// Deliveries handed to a handler whose outcome is not recorded yet.
+    var deliveriesInFlight: Int {
+        partitions.values.count { $0.busy }
     }
 
     /// Removes the in-flight head and frees the partition for its next message.

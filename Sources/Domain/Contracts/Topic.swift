@@ -138,7 +138,7 @@ public protocol MessageBroker: TopicPublisher {
     /// Stops delivering: handlers in progress finish and their outcomes are recorded, then it returns.
     func shutdown()
     /// As `shutdown()`, but waits for handlers in progress only until `deadline`; the messages of those still
-    /// running then are redelivered after their visibility timeout, as for a consumer that died.
+    /// running then are redelivered after their visibility timeout by a durable broker, and lost by an in-memory one.
     func shutdown(waitingUntil deadline: ContinuousClock.Instant)
     /// The dead letters of `topic`, oldest first.
     func deadLetters(_ topic: TopicName, limit: Int) throws(BackendError) -> [DeadLetter]
@@ -146,11 +146,4 @@ public protocol MessageBroker: TopicPublisher {
     func redrive(_ topic: TopicName, messageID: String) throws(BackendError)
     /// Backlog, in-flight, dead-letter counts and the oldest pending age of `topic`.
     func stats(_ topic: TopicName) throws(BackendError) -> TopicStats
-}
-
-extension MessageBroker {
-    /// Waits for every handler, as `shutdown()`: a broker whose handlers cannot be left behind.
-    public func shutdown(waitingUntil deadline: ContinuousClock.Instant) {
-        shutdown()
-    }
 }
