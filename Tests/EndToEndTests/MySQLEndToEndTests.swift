@@ -103,7 +103,7 @@ import Glibc
         try locker.execute("START TRANSACTION")
         _ = try locker.query("SELECT n FROM requests WHERE queue = \("app/main") AND n = \(UInt64(1)) FOR UPDATE")
         var locked = true
-        defer { if locked { try? locker.execute("ROLLBACK") } }
+        defer { if locked { _ = try? locker.execute("ROLLBACK") } }
 
         let consumer = try RunningServer(
             arguments: setup.serveArguments + ["--shutdown-timeout", "1", "--topic-visibility-seconds", "2", "--topic-lease-seconds", "2"])

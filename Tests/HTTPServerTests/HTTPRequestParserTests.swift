@@ -210,14 +210,14 @@ struct HTTPRequestParserTests {
             Array(text.utf8).withUnsafeBufferPointer(name)
         }
         let methods = ["GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
-        for method in methods + methods.map { $0.lowercased() } + ["Get", "GETS", "PROPFIND", "M-SEARCH"] {
+        for method in methods + methods.map({ $0.lowercased() }) + ["Get", "GETS", "PROPFIND", "M-SEARCH"] {
             #expect(spelled(method, HeadParser.methodName) == method)
         }
         let names = [
             "Host", "Accept", "Expect", "User-Agent", "Connection", "Content-Type", "X-Request-ID", "Authorization",
             "Content-Length", "Accept-Encoding", "X-Forwarded-For", "Transfer-Encoding",
         ]
-        for name in names + names.map { $0.lowercased() } + names.map { $0.uppercased() } + ["X-A", "Hos", "Hosts"] {
+        for name in names + names.map({ $0.lowercased() }) + names.map({ $0.uppercased() }) + ["X-A", "Hos", "Hosts"] {
             #expect(spelled(name, HeadParser.fieldName) == name)
         }
     }
