@@ -292,6 +292,60 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("a migration's DDL waits for its metadata lock longer than the pool's lock-wait-timeout")
+    func ddlOutwaitsPoolLockWait() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            try holder.execute("CREATE TABLE m (id INT PRIMARY KEY) ENGINE=InnoDB")
+            // An open transaction that read the table holds its metadata lock until it ends; ALTER waits for it.
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT id FROM m")
+            var shortLockWaits = configuration
+            shortLockWaits.lockWaitTimeoutSeconds = 1
+            let pool = MySQLPool(connection: shortLockWaits, logger: silentLogger)
+            defer { pool.close() }
+            let alter = MySQLMigration(version: 1, name: "alter", sql: "ALTER TABLE m ADD COLUMN c INT NULL")
+            let migrator = MySQLMigrator(pool: pool, migrations: [alter], lockTimeoutSeconds: 5, logger: silentLogger)
+            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
+            Thread {
+                do throws(BackendError) {
+                    let applied = try migrator.migrate()
+                    outcome.withLock { $0 = .success(applied) }
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                }
+            }.start()
+            func alterWaits() throws -> Bool {
+                try !holder.query(
+                    """
+                    SELECT id FROM information_schema.processlist
+                    WHERE state = \("Waiting for table metadata lock") AND db = DATABASE()
+                    """
+                ).isEmpty
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try !alterWaits() && outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            #expect(try alterWaits(), "the ALTER never waited for the metadata lock")
+            // Three times the pool's lock wait: a migration connection with the pool's 1 s would have failed by now.
+            let outlasted = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < outlasted && outcome.withLock({ $0 }) == nil {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            #expect(outcome.withLock { $0 } == nil, "migrate ended while the metadata lock was still held")
+            #expect(try alterWaits())
+            try holder.executeScript(unsafeSQL: "COMMIT")
+            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline + .seconds(10) {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            #expect(outcome.withLock { $0 } == .success([1]))
+            let columns = try holder.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = \("m")")
+            #expect(columns.compactMap { $0.string(0) }.sorted() == ["c", "id"])
+        }
+    }
+
     @Test("a GET_LOCK that answers NULL (its query killed) is reported as an error, not as another migrator")
     func killedLockWait() async throws {
         try await withEmptyDatabase { configuration in
