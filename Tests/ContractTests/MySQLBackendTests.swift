@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import MySQLClient
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import MySQLBackend
@@ -460,6 +461,39 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("a store update behind another session's row lock is retried, counted by code, then unavailable and retryable")
+    func rowLockedUpdate() async throws {
+        try await withEmptyDatabase { configuration in
+            var shortLockWaits = configuration
+            shortLockWaits.readTimeoutSeconds = 10
+            shortLockWaits.lockWaitTimeoutSeconds = 1
+            let observer = RetryRecorder()
+            let storage = MySQLStorage(
+                configuration: shortLockWaits, poolConfiguration: .init(maxConnections: 1), observer: observer,
+                logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            let request = Request(
+                id: RequestID(queue: try QueueName("q"), number: 1), uri: SourceURI("git://q/1"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try storage.requests.create(request)
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT n FROM requests WHERE n = 1 FOR UPDATE")
+            let started = ContinuousClock.now
+            #expect(throws: BackendError.unavailable(retryable: true, detail: "mysql unavailable (error 1205)")) {
+                try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            }
+            // Three attempts of a 1 s lock wait each, well within one 10 s read timeout.
+            #expect(ContinuousClock.now - started < .seconds(8))
+            #expect(observer.retriedCodes.values == [.lockWaitTimeout, .lockWaitTimeout])
+            #expect(observer.discardedCodes.values.isEmpty)
+            try holder.executeScript(unsafeSQL: "ROLLBACK")
+            try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            #expect(try storage.requests.get(request.id).version == 2)
+        }
+    }
+
     @Test("a closed pool is unavailable and final")
     func closedPool() async throws {
         try await withEmptyDatabase { configuration in
@@ -471,6 +505,15 @@ struct MySQLStoreTests {
             }
         }
     }
+}
+
+/// Records the pool's retries and discards by code.
+private struct RetryRecorder: MySQLPoolObserver {
+    let retriedCodes = Recorder<MySQLErrorCode>()
+    let discardedCodes = Recorder<MySQLErrorCode>()
+
+    func transactionRetried(code: MySQLErrorCode) { retriedCodes.append(code) }
+    func connectionDiscarded(code: MySQLErrorCode) { discardedCodes.append(code) }
 }
 
 @Suite("MySQL backend error translation")
