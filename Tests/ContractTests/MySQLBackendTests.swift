@@ -38,6 +38,26 @@ private func runOnThread<Result: Sendable>(_ body: @escaping @Sendable () throws
     }
 }
 
+/// `migrate()` of a migrator, running on a thread of its own.
+private final class BackgroundMigration: Sendable {
+    private let result = Mutex<Result<[UInt32], BackendError>?>(nil)
+
+    /// Starts `migrator.migrate()` now.
+    init(_ migrator: MySQLMigrator) {
+        Thread { [self] in
+            do throws(BackendError) {
+                let applied = try migrator.migrate()
+                result.withLock { $0 = .success(applied) }
+            } catch {
+                result.withLock { $0 = .failure(error) }
+            }
+        }.start()
+    }
+
+    /// What `migrate()` returned or threw; nil while it runs.
+    var outcome: Result<[UInt32], BackendError>? { result.withLock { $0 } }
+}
+
 @Suite("MySQL migrator", .enabled(if: mysqlSuitesRun), .serialized)
 struct MySQLMigratorTests {
     @Test("status, migrate, idempotent re-run, and a newer schema")
@@ -307,15 +327,7 @@ struct MySQLMigratorTests {
             defer { pool.close() }
             let alter = MySQLMigration(version: 1, name: "alter", sql: "ALTER TABLE m ADD COLUMN c INT NULL")
             let migrator = MySQLMigrator(pool: pool, migrations: [alter], lockTimeoutSeconds: 5, logger: silentLogger)
-            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
-            Thread {
-                do throws(BackendError) {
-                    let applied = try migrator.migrate()
-                    outcome.withLock { $0 = .success(applied) }
-                } catch {
-                    outcome.withLock { $0 = .failure(error) }
-                }
-            }.start()
+            let migration = BackgroundMigration(migrator)
             func alterWaits() throws -> Bool {
                 try !holder.query(
                     """
@@ -325,22 +337,22 @@ struct MySQLMigratorTests {
                 ).isEmpty
             }
             let deadline = ContinuousClock.now + .seconds(10)
-            while try !alterWaits() && outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+            while try !alterWaits() && migration.outcome == nil && ContinuousClock.now < deadline {
                 Thread.sleep(forTimeInterval: 0.01)
             }
             #expect(try alterWaits(), "the ALTER never waited for the metadata lock")
             // Three times the pool's lock wait: a migration connection with the pool's 1 s would have failed by now.
             let outlasted = ContinuousClock.now + .seconds(3)
-            while ContinuousClock.now < outlasted && outcome.withLock({ $0 }) == nil {
+            while ContinuousClock.now < outlasted && migration.outcome == nil {
                 Thread.sleep(forTimeInterval: 0.05)
             }
-            #expect(outcome.withLock { $0 } == nil, "migrate ended while the metadata lock was still held")
+            #expect(migration.outcome == nil, "migrate ended while the metadata lock was still held")
             #expect(try alterWaits())
             try holder.executeScript(unsafeSQL: "COMMIT")
-            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline + .seconds(10) {
+            while migration.outcome == nil && ContinuousClock.now < deadline + .seconds(10) {
                 Thread.sleep(forTimeInterval: 0.01)
             }
-            #expect(outcome.withLock { $0 } == .success([1]))
+            #expect(migration.outcome == .success([1]))
             let columns = try holder.query(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = \("m")")
             #expect(columns.compactMap { $0.string(0) }.sorted() == ["c", "id"])
@@ -358,16 +370,8 @@ struct MySQLMigratorTests {
             let pool = MySQLPool(connection: configuration, logger: silentLogger)
             defer { pool.close() }
             let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 20, logger: silentLogger)
-            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
             let started = ContinuousClock.now
-            Thread {
-                do throws(BackendError) {
-                    let applied = try migrator.migrate()
-                    outcome.withLock { $0 = .success(applied) }
-                } catch {
-                    outcome.withLock { $0 = .failure(error) }
-                }
-            }.start()
+            let migration = BackgroundMigration(migrator)
             let deadline = ContinuousClock.now + .seconds(10)
             var waiter: UInt64?
             while waiter == nil && ContinuousClock.now < deadline {
@@ -379,10 +383,10 @@ struct MySQLMigratorTests {
             let id = try #require(waiter)
             // GET_LOCK answers NULL, without an error, when its query is killed (KILL QUERY).
             try holder.executeScript(unsafeSQL: "KILL QUERY \(id)")
-            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+            while migration.outcome == nil && ContinuousClock.now < deadline {
                 Thread.sleep(forTimeInterval: 0.01)
             }
-            let result = try #require(outcome.withLock { $0 })
+            let result = try #require(migration.outcome)
             #expect(ContinuousClock.now - started < .seconds(15))
             guard case .failure(.unavailable(let retryable, let detail)) = result else {
                 Issue.record("expected unavailable, got \(result)")

@@ -35,10 +35,8 @@ struct MySQLLockWaitTests {
     @Test("an UPDATE behind another session's row lock fails with 1205 within the lock wait; the connection is kept")
     func rowLock() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
-            let holder = try MySQLConnection(configuration: configuration)
+            let holder = try Self.holderOfOneRow(configuration)
             defer { holder.close() }
-            try holder.execute("CREATE TABLE t (id INT PRIMARY KEY, version INT NOT NULL) ENGINE=InnoDB")
-            try holder.execute("INSERT INTO t VALUES (1, 1)")
             // The uncommitted UPDATE holds the row's exclusive lock until the holder's transaction ends.
             try holder.executeScript(unsafeSQL: "START TRANSACTION; UPDATE t SET version = 2 WHERE id = 1")
             let error = try expectLockWaitTimeout(configuration) { connection throws(MySQLError) in
@@ -52,10 +50,8 @@ struct MySQLLockWaitTests {
     @Test("a SELECT behind another session's LOCK TABLES ... WRITE fails with 1205; the connection is kept")
     func tableLock() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
-            let holder = try MySQLConnection(configuration: configuration)
+            let holder = try Self.holderOfOneRow(configuration)
             defer { holder.close() }
-            try holder.execute("CREATE TABLE t (id INT PRIMARY KEY, version INT NOT NULL) ENGINE=InnoDB")
-            try holder.execute("INSERT INTO t VALUES (1, 1)")
             try holder.executeScript(unsafeSQL: "LOCK TABLES t WRITE")
             let error = try expectLockWaitTimeout(configuration) { connection throws(MySQLError) in
                 try connection.query("SELECT version FROM t WHERE id = \(1)")
@@ -63,6 +59,14 @@ struct MySQLLockWaitTests {
             #expect(error.code == .lockWaitTimeout)
             try holder.executeScript(unsafeSQL: "UNLOCK TABLES")
         }
+    }
+
+    /// Another session, with table `t` holding the row (1, 1).
+    private static func holderOfOneRow(_ configuration: MySQLConfiguration) throws -> MySQLConnection {
+        let holder = try MySQLConnection(configuration: configuration)
+        try holder.execute("CREATE TABLE t (id INT PRIMARY KEY, version INT NOT NULL) ENGINE=InnoDB")
+        try holder.execute("INSERT INTO t VALUES (1, 1)")
+        return holder
     }
 
     /// Runs `blocked` on a one-connection pool whose lock wait is 1 s and read timeout 10 s, and checks that it
