@@ -251,7 +251,8 @@ public final class MySQLPool: Sendable {
         try retryingLockConflicts { try withConnection(body) }
     }
 
-    /// Calls `run` until it succeeds, fails otherwise than with a lock conflict, or has been called `transactionAttempts` times.
+    /// Calls `run` until it succeeds, fails otherwise than with a lock conflict, or has been called
+    /// `transactionAttempts` times.
     private func retryingLockConflicts<Result>(_ run: () throws -> Result) throws -> Result {
         var attempt = 1
         while true {

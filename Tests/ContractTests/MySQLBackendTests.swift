@@ -354,7 +354,10 @@ struct MySQLMigratorTests {
             }
             #expect(migration.outcome == .success([1]))
             let columns = try holder.query(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = \("m")")
+                """
+                SELECT column_name FROM information_schema.columns
+                WHERE table_schema = DATABASE() AND table_name = \("m")
+                """)
             #expect(columns.compactMap { $0.string(0) }.sorted() == ["c", "id"])
         }
     }
@@ -465,7 +468,7 @@ struct MySQLStoreTests {
         }
     }
 
-    @Test("a store update behind another session's row lock is retried, counted by code, then unavailable and retryable")
+    @Test("a store update behind another session's row lock is retried, counted by code, then unavailable, retryable")
     func rowLockedUpdate() async throws {
         try await withEmptyDatabase { configuration in
             var shortLockWaits = configuration

@@ -93,16 +93,16 @@ struct MySQLConfigurationTests {
     func lockWaitTimeout() throws {
         #expect(try MySQLConfiguration(url: "mysql://u@h/db").lockWaitTimeoutSeconds == 5)
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=12").lockWaitTimeoutSeconds == 12)
-        #expect(
-            try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=3&lock-wait-timeout=2").lockWaitTimeoutSeconds == 2)
+        let shortReads = try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=3&lock-wait-timeout=2")
+        #expect(shortReads.lockWaitTimeoutSeconds == 2)
         for bad in ["0", "-1", "five", "1.5", "4294967296"] {
             #expect(throws: MySQLConfigurationError.invalidParameterValue(name: "lock-wait-timeout"), "\(bad)") {
                 try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=\(bad)")
             }
         }
         let tooLong = MySQLConfigurationError.conflictingParameters(
-            "lock-wait-timeout (30 s) must be below read-timeout (30 s): a lock wait that long would end as a lost connection; "
-                + "give a shorter lock-wait-timeout or a longer read-timeout")
+            "lock-wait-timeout (30 s) must be below read-timeout (30 s): a lock wait that long would end as a lost "
+                + "connection; give a shorter lock-wait-timeout or a longer read-timeout")
         #expect(throws: tooLong) { try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=30") }
         #expect(throws: MySQLConfigurationError.self) {
             try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=4&lock-wait-timeout=4")
