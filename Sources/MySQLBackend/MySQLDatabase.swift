@@ -7,20 +7,15 @@ struct MySQLDatabase: Sendable {
     let pool: MySQLPool
 
     /// Runs `body` on a leased connection; a statement that hits a deadlock or lock wait timeout is run
-    /// again, up to the pool's `transactionAttempts` in all.
+    /// again, up to the pool's `transactionAttempts` in all, and each retry reaches the pool's observer.
     @discardableResult
     func run<Result: Sendable>(
         duplicate: BackendError? = nil, _ body: (MySQLConnection) throws -> Result
     ) throws(BackendError) -> Result {
-        var attempt = 1
-        while true {
-            do {
-                return try pool.withConnection(body)
-            } catch let error as MySQLError where error.code.isTransient && attempt < pool.configuration.transactionAttempts {
-                attempt += 1
-            } catch {
-                throw MySQLErrorTranslation.backendError(error, duplicate: duplicate)
-            }
+        do {
+            return try pool.withConnectionRetryingLockConflicts(body)
+        } catch {
+            throw MySQLErrorTranslation.backendError(error, duplicate: duplicate)
         }
     }
 

@@ -123,8 +123,8 @@ public struct MySQLMigrator: Sendable {
         }
     }
 
-    /// Runs `body` on a new connection with the pool's settings but a read timeout of `ddlReadTimeoutSeconds`;
-    /// a deadlock or lock wait timeout runs it again, as `MySQLDatabase.run` does.
+    /// Runs `body` on a new connection with the pool's settings but a read timeout of `ddlReadTimeoutSeconds` and the
+    /// server's lock wait timeouts; a deadlock or lock wait timeout runs it again, as `MySQLDatabase.run` does.
     private func withMigrationConnection<Result>(_ body: (MySQLConnection) throws -> Result) throws(BackendError)
         -> Result
     {
@@ -132,6 +132,11 @@ public struct MySQLMigrator: Sendable {
         // options between mysql_init and mysql_real_connect), so a pooled connection keeps the pool's 30 s.
         var configuration = pool.connectionConfiguration
         configuration.readTimeoutSeconds = max(configuration.readTimeoutSeconds, Self.ddlReadTimeoutSeconds)
+        // The server's lock waits, not the pool's short one: a DDL statement waits for its metadata lock up to
+        // lock_wait_timeout (a day by default, MariaDB docs), and a few seconds would fail a migration whenever a
+        // transaction holds the table. The named lock is unaffected either way: GET_LOCK waits its own timeout
+        // argument, which `lockTimeoutSeconds` bounds.
+        configuration.lockWaitTimeoutSeconds = nil
         var attempt = 1
         while true {
             do {

@@ -34,6 +34,10 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
     public var readTimeoutSeconds: UInt32
     /// MYSQL_OPT_WRITE_TIMEOUT in seconds: the longest wait for one write to the server.
     public var writeTimeoutSeconds: UInt32
+    /// The session's `innodb_lock_wait_timeout` (row locks) and `lock_wait_timeout` (metadata and table locks) in
+    /// seconds, set right after connecting; nil keeps the server's values. Keep it below `readTimeoutSeconds`, so
+    /// that the server ends a lock wait with 1205 before the client gives the connection up as lost.
+    public var lockWaitTimeoutSeconds: UInt32?
     /// CLIENT_FOUND_ROWS: an UPDATE reports the rows it matched instead of the rows it changed.
     public var reportsMatchedRows: Bool
 
@@ -55,6 +59,7 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         self.connectTimeoutSeconds = 5
         self.readTimeoutSeconds = 30
         self.writeTimeoutSeconds = 30
+        self.lockWaitTimeoutSeconds = 5
         self.reportsMatchedRows = false
     }
 
@@ -70,7 +75,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
     /// User, password and database are percent-decoded; a `@`, `:`, `/`, `?` or `%` in them must be
     /// percent-encoded (RFC 3986 §3.2.1). The host may be empty when `socket` is given, and an IPv6 literal
     /// goes in brackets. Parameters: `ssl-mode` (DISABLED, REQUIRED, VERIFY_IDENTITY), `ssl-ca` (a path),
-    /// `socket` (a Unix socket path), `connect-timeout`, `read-timeout`, `write-timeout` (whole seconds, 1 or more).
+    /// `socket` (a Unix socket path), `connect-timeout`, `read-timeout`, `write-timeout`, `lock-wait-timeout`
+    /// (whole seconds, 1 or more; `lock-wait-timeout`, 5 unless given, below `read-timeout`).
     /// - Throws: `MySQLConfigurationError`, whose text never repeats the password.
     public init(url: String) throws(MySQLConfigurationError) {
         let scheme = "mysql://"
@@ -135,6 +141,12 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         if tlsCAPath != nil && tlsMode == .disabled {
             throw .conflictingParameters("ssl-ca needs ssl-mode=REQUIRED or VERIFY_IDENTITY")
         }
+        if let lockWaitTimeoutSeconds, lockWaitTimeoutSeconds >= readTimeoutSeconds {
+            throw .conflictingParameters(
+                "lock-wait-timeout (\(lockWaitTimeoutSeconds) s) must be below read-timeout (\(readTimeoutSeconds) s): "
+                    + "a lock wait that long would end as a lost connection; give a shorter lock-wait-timeout or a "
+                    + "longer read-timeout")
+        }
     }
 
     private mutating func applyParameters(_ query: Substring) throws(MySQLConfigurationError) {
@@ -162,6 +174,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
                 readTimeoutSeconds = try Self.seconds(value, name: name)
             case "write-timeout":
                 writeTimeoutSeconds = try Self.seconds(value, name: name)
+            case "lock-wait-timeout":
+                lockWaitTimeoutSeconds = try Self.seconds(value, name: name)
             default:
                 throw .unknownParameter(name)
             }

@@ -54,6 +54,9 @@ public final class MySQLConnection {
         do throws(MySQLError) {
             try Self.applyOptions(configuration, to: mysql)
             try Self.connect(mysql, configuration)
+            if let seconds = configuration.lockWaitTimeoutSeconds {
+                try Self.setLockWaitTimeouts(seconds, on: mysql)
+            }
         } catch {
             mysql_close(mysql)
             throw error
@@ -372,6 +375,19 @@ public final class MySQLConnection {
             throw MySQLError(
                 code: .sslConnectionError, message: "TLS is required (ssl-mode), but the connection is not encrypted")
         }
+    }
+
+    /// Sets the session's row-lock and metadata-lock waits, so the server ends a long wait with 1205
+    /// (ER_LOCK_WAIT_TIMEOUT) and the connection stays usable, instead of the read timeout dropping it.
+    private static func setLockWaitTimeouts(_ seconds: UInt32, on mysql: UnsafeMutablePointer<MYSQL>)
+        throws(MySQLError)
+    {
+        // Bound, not spliced into MYSQL_INIT_COMMAND: MariaDB prepares SET with `?` values. Run once and closed
+        // rather than cached, so it takes no slot of the statement cache or of max_prepared_stmt_count.
+        let statement = try PreparedStatement.prepare(
+            "SET SESSION innodb_lock_wait_timeout = ?, lock_wait_timeout = ?", on: mysql)
+        defer { statement.close() }
+        _ = try statement.execute([.uint64(UInt64(seconds)), .uint64(UInt64(seconds))])
     }
 
     private static func setOption(_ mysql: UnsafeMutablePointer<MYSQL>, _ option: mysql_option, uint32 value: UInt32)

@@ -11,7 +11,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let duplicateEntry = Self(rawValue: 1062)
     /// ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock victim and rolled it back.
     public static let deadlock = Self(rawValue: 1213)
-    /// ER_LOCK_WAIT_TIMEOUT: a row lock was not granted within innodb_lock_wait_timeout.
+    /// ER_LOCK_WAIT_TIMEOUT: a row lock was not granted within innodb_lock_wait_timeout, or a metadata or table
+    /// lock within lock_wait_timeout; the connection stays usable.
     public static let lockWaitTimeout = Self(rawValue: 1205)
     /// ER_NO_REFERENCED_ROW_2: a foreign key points at a missing row.
     public static let noReferencedRow = Self(rawValue: 1452)

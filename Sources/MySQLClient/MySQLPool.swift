@@ -238,10 +238,26 @@ public final class MySQLPool: Sendable {
     /// - Throws: as `withConnection`, and the last error once the attempts are used up.
     @discardableResult
     public func transaction<Result: Sendable>(_ body: (MySQLConnection) throws -> Result) throws -> Result {
+        try retryingLockConflicts { try withConnection { connection in try connection.withTransaction(body) } }
+    }
+
+    /// Runs `body` on a leased connection outside a transaction, running it again on deadlock (1213) or lock wait
+    /// timeout (1205) up to `transactionAttempts` times in all; retries are counted and reported as `transaction`'s.
+    /// - Throws: as `withConnection`, and the last error once the attempts are used up.
+    @discardableResult
+    public func withConnectionRetryingLockConflicts<Result: Sendable>(
+        _ body: (MySQLConnection) throws -> Result
+    ) throws -> Result {
+        try retryingLockConflicts { try withConnection(body) }
+    }
+
+    /// Calls `run` until it succeeds, fails otherwise than with a lock conflict, or has been called
+    /// `transactionAttempts` times.
+    private func retryingLockConflicts<Result>(_ run: () throws -> Result) throws -> Result {
         var attempt = 1
         while true {
             do {
-                return try withConnection { connection in try connection.withTransaction(body) }
+                return try run()
             } catch let error as MySQLError where error.code.isTransient && attempt < configuration.transactionAttempts {
                 core.withLock { $0.totalTransactionRetries += 1 }
                 observer?.transactionRetried(code: error.code)
@@ -310,7 +326,7 @@ public struct MySQLPoolStatistics: Sendable, Hashable {
     public var totalAcquireTimeouts: UInt64
     /// The summed wait of successful leases, connecting included.
     public var totalAcquireWait: Duration
-    /// Transactions run again after a deadlock or lock wait timeout.
+    /// Transactions, and statements outside one, run again after a deadlock or lock wait timeout.
     public var totalTransactionRetries: UInt64
 }
 
@@ -325,7 +341,7 @@ public protocol MySQLPoolObserver: Sendable {
     func acquireTimedOut(wait: Duration)
     /// A connection was closed as unusable; `code` says why.
     func connectionDiscarded(code: MySQLErrorCode)
-    /// A transaction is being run again after `code` (deadlock or lock wait timeout).
+    /// A transaction, or a statement outside one, is being run again after `code` (deadlock or lock wait timeout).
     func transactionRetried(code: MySQLErrorCode)
     /// Opening a new connection failed with `code` (no server: 2002, 2003; refused: 1040, an access error).
     func connectFailed(code: MySQLErrorCode)

@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import MySQLClient
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import MySQLBackend
@@ -35,6 +36,26 @@ private func runOnThread<Result: Sendable>(_ body: @escaping @Sendable () throws
     try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
     }
+}
+
+/// `migrate()` of a migrator, running on a thread of its own.
+private final class BackgroundMigration: Sendable {
+    private let result = Mutex<Result<[UInt32], BackendError>?>(nil)
+
+    /// Starts `migrator.migrate()` now.
+    init(_ migrator: MySQLMigrator) {
+        Thread { [self] in
+            do throws(BackendError) {
+                let applied = try migrator.migrate()
+                result.withLock { $0 = .success(applied) }
+            } catch {
+                result.withLock { $0 = .failure(error) }
+            }
+        }.start()
+    }
+
+    /// What `migrate()` returned or threw; nil while it runs.
+    var outcome: Result<[UInt32], BackendError>? { result.withLock { $0 } }
 }
 
 @Suite("MySQL migrator", .enabled(if: mysqlSuitesRun), .serialized)
@@ -292,6 +313,55 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("a migration's DDL waits for its metadata lock longer than the pool's lock-wait-timeout")
+    func ddlOutwaitsPoolLockWait() async throws {
+        try await withEmptyDatabase { configuration in
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            try holder.execute("CREATE TABLE m (id INT PRIMARY KEY) ENGINE=InnoDB")
+            // An open transaction that read the table holds its metadata lock until it ends; ALTER waits for it.
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT id FROM m")
+            var shortLockWaits = configuration
+            shortLockWaits.lockWaitTimeoutSeconds = 1
+            let pool = MySQLPool(connection: shortLockWaits, logger: silentLogger)
+            defer { pool.close() }
+            let alter = MySQLMigration(version: 1, name: "alter", sql: "ALTER TABLE m ADD COLUMN c INT NULL")
+            let migrator = MySQLMigrator(pool: pool, migrations: [alter], lockTimeoutSeconds: 5, logger: silentLogger)
+            let migration = BackgroundMigration(migrator)
+            func alterWaits() throws -> Bool {
+                try !holder.query(
+                    """
+                    SELECT id FROM information_schema.processlist
+                    WHERE state = \("Waiting for table metadata lock") AND db = DATABASE()
+                    """
+                ).isEmpty
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try !alterWaits() && migration.outcome == nil && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            #expect(try alterWaits(), "the ALTER never waited for the metadata lock")
+            // Three times the pool's lock wait: a migration connection with the pool's 1 s would have failed by now.
+            let outlasted = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < outlasted && migration.outcome == nil {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            #expect(migration.outcome == nil, "migrate ended while the metadata lock was still held")
+            #expect(try alterWaits())
+            try holder.executeScript(unsafeSQL: "COMMIT")
+            while migration.outcome == nil && ContinuousClock.now < deadline + .seconds(10) {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            #expect(migration.outcome == .success([1]))
+            let columns = try holder.query(
+                """
+                SELECT column_name FROM information_schema.columns
+                WHERE table_schema = DATABASE() AND table_name = \("m")
+                """)
+            #expect(columns.compactMap { $0.string(0) }.sorted() == ["c", "id"])
+        }
+    }
+
     @Test("a GET_LOCK that answers NULL (its query killed) is reported as an error, not as another migrator")
     func killedLockWait() async throws {
         try await withEmptyDatabase { configuration in
@@ -303,16 +373,8 @@ struct MySQLMigratorTests {
             let pool = MySQLPool(connection: configuration, logger: silentLogger)
             defer { pool.close() }
             let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 20, logger: silentLogger)
-            let outcome = Mutex<Result<[UInt32], BackendError>?>(nil)
             let started = ContinuousClock.now
-            Thread {
-                do throws(BackendError) {
-                    let applied = try migrator.migrate()
-                    outcome.withLock { $0 = .success(applied) }
-                } catch {
-                    outcome.withLock { $0 = .failure(error) }
-                }
-            }.start()
+            let migration = BackgroundMigration(migrator)
             let deadline = ContinuousClock.now + .seconds(10)
             var waiter: UInt64?
             while waiter == nil && ContinuousClock.now < deadline {
@@ -324,10 +386,10 @@ struct MySQLMigratorTests {
             let id = try #require(waiter)
             // GET_LOCK answers NULL, without an error, when its query is killed (KILL QUERY).
             try holder.executeScript(unsafeSQL: "KILL QUERY \(id)")
-            while outcome.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+            while migration.outcome == nil && ContinuousClock.now < deadline {
                 Thread.sleep(forTimeInterval: 0.01)
             }
-            let result = try #require(outcome.withLock { $0 })
+            let result = try #require(migration.outcome)
             #expect(ContinuousClock.now - started < .seconds(15))
             guard case .failure(.unavailable(let retryable, let detail)) = result else {
                 Issue.record("expected unavailable, got \(result)")
@@ -406,6 +468,39 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("a store update behind another session's row lock is retried, counted by code, then unavailable, retryable")
+    func rowLockedUpdate() async throws {
+        try await withEmptyDatabase { configuration in
+            var shortLockWaits = configuration
+            shortLockWaits.readTimeoutSeconds = 10
+            shortLockWaits.lockWaitTimeoutSeconds = 1
+            let observer = RetryRecorder()
+            let storage = MySQLStorage(
+                configuration: shortLockWaits, poolConfiguration: .init(maxConnections: 1), observer: observer,
+                logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            let request = Request(
+                id: RequestID(queue: try QueueName("q"), number: 1), uri: SourceURI("git://q/1"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try storage.requests.create(request)
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT n FROM requests WHERE n = 1 FOR UPDATE")
+            let started = ContinuousClock.now
+            #expect(throws: BackendError.unavailable(retryable: true, detail: "mysql unavailable (error 1205)")) {
+                try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            }
+            // Three attempts of a 1 s lock wait each, well within one 10 s read timeout.
+            #expect(ContinuousClock.now - started < .seconds(8))
+            #expect(observer.retriedCodes.values == [.lockWaitTimeout, .lockWaitTimeout])
+            #expect(observer.discardedCodes.values.isEmpty)
+            try holder.executeScript(unsafeSQL: "ROLLBACK")
+            try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            #expect(try storage.requests.get(request.id).version == 2)
+        }
+    }
+
     @Test("a closed pool is unavailable and final")
     func closedPool() async throws {
         try await withEmptyDatabase { configuration in
@@ -417,6 +512,15 @@ struct MySQLStoreTests {
             }
         }
     }
+}
+
+/// Records the pool's retries and discards by code.
+private struct RetryRecorder: MySQLPoolObserver {
+    let retriedCodes = Recorder<MySQLErrorCode>()
+    let discardedCodes = Recorder<MySQLErrorCode>()
+
+    func transactionRetried(code: MySQLErrorCode) { retriedCodes.append(code) }
+    func connectionDiscarded(code: MySQLErrorCode) { discardedCodes.append(code) }
 }
 
 @Suite("MySQL backend error translation")

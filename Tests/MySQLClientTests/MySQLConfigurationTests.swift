@@ -89,6 +89,29 @@ struct MySQLConfigurationTests {
         #expect(throws: expected) { try MySQLConfiguration(url: url) }
     }
 
+    @Test("lock-wait-timeout defaults to 5 s, takes whole seconds from 1, and must stay below read-timeout")
+    func lockWaitTimeout() throws {
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db").lockWaitTimeoutSeconds == 5)
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=12").lockWaitTimeoutSeconds == 12)
+        let shortReads = try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=3&lock-wait-timeout=2")
+        #expect(shortReads.lockWaitTimeoutSeconds == 2)
+        for bad in ["0", "-1", "five", "1.5", "4294967296"] {
+            #expect(throws: MySQLConfigurationError.invalidParameterValue(name: "lock-wait-timeout"), "\(bad)") {
+                try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=\(bad)")
+            }
+        }
+        let tooLong = MySQLConfigurationError.conflictingParameters(
+            "lock-wait-timeout (30 s) must be below read-timeout (30 s): a lock wait that long would end as a lost "
+                + "connection; give a shorter lock-wait-timeout or a longer read-timeout")
+        #expect(throws: tooLong) { try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=30") }
+        #expect(throws: MySQLConfigurationError.self) {
+            try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=4&lock-wait-timeout=4")
+        }
+        // The default lock wait is checked against a short read timeout too.
+        #expect(throws: MySQLConfigurationError.self) { try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=5") }
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=6").lockWaitTimeoutSeconds == 5)
+    }
+
     @Test("errors and descriptions never repeat the password")
     func passwordNeverEchoed() throws {
         let secret = "s3cr3t-Pa55"
