@@ -43,6 +43,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
 
     /// The default MySQL port.
     public static let defaultPort: UInt16 = 3306
+    /// The session lock wait when the URL gives none and the read timeout allows it.
+    public static let defaultLockWaitTimeoutSeconds: UInt32 = 5
 
     /// A TCP configuration.
     public init(
@@ -59,7 +61,7 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         self.connectTimeoutSeconds = 5
         self.readTimeoutSeconds = 30
         self.writeTimeoutSeconds = 30
-        self.lockWaitTimeoutSeconds = 5
+        self.lockWaitTimeoutSeconds = Self.defaultLockWaitTimeoutSeconds
         self.reportsMatchedRows = false
     }
 
@@ -76,7 +78,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
     /// percent-encoded (RFC 3986 §3.2.1). The host may be empty when `socket` is given, and an IPv6 literal
     /// goes in brackets. Parameters: `ssl-mode` (DISABLED, REQUIRED, VERIFY_IDENTITY), `ssl-ca` (a path),
     /// `socket` (a Unix socket path), `connect-timeout`, `read-timeout`, `write-timeout`, `lock-wait-timeout`
-    /// (whole seconds, 1 or more; `lock-wait-timeout`, 5 unless given, below `read-timeout`).
+    /// (whole seconds, 1 or more; `lock-wait-timeout` below `read-timeout`, and unless given 5 or
+    /// `read-timeout` - 1 if less, none with a `read-timeout` of 1).
     /// - Throws: `MySQLConfigurationError`, whose text never repeats the password.
     public init(url: String) throws(MySQLConfigurationError) {
         let scheme = "mysql://"
@@ -134,6 +137,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
 
         self.init(host: host ?? "", port: port ?? Self.defaultPort, user: user, password: password, database: database)
         self.host = host
+        // Nil until the URL gives one, so that an absent value can follow the URL's read timeout below.
+        lockWaitTimeoutSeconds = nil
         try applyParameters(query)
         if self.host == nil && socketPath == nil { throw .missingHost }
         if self.host != nil && socketPath != nil { throw .conflictingParameters("socket given together with a host") }
@@ -141,7 +146,14 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         if tlsCAPath != nil && tlsMode == .disabled {
             throw .conflictingParameters("ssl-ca needs ssl-mode=REQUIRED or VERIFY_IDENTITY")
         }
-        if let lockWaitTimeoutSeconds, lockWaitTimeoutSeconds >= readTimeoutSeconds {
+        guard let lockWaitTimeoutSeconds else {
+            // Not given: 5 s, or 1 s under the read timeout when that is shorter; a read timeout of 1 s leaves the
+            // server's waits, which that read timeout then ends first, as it did before this setting existed.
+            lockWaitTimeoutSeconds =
+                readTimeoutSeconds > 1 ? min(Self.defaultLockWaitTimeoutSeconds, readTimeoutSeconds - 1) : nil
+            return
+        }
+        if lockWaitTimeoutSeconds >= readTimeoutSeconds {
             throw .conflictingParameters(
                 "lock-wait-timeout (\(lockWaitTimeoutSeconds) s) must be below read-timeout (\(readTimeoutSeconds) s): "
                     + "a lock wait that long would end as a lost connection; give a shorter lock-wait-timeout or a "

@@ -89,7 +89,7 @@ struct MySQLConfigurationTests {
         #expect(throws: expected) { try MySQLConfiguration(url: url) }
     }
 
-    @Test("lock-wait-timeout defaults to 5 s, takes whole seconds from 1, and must stay below read-timeout")
+    @Test("lock-wait-timeout defaults to 5 s or less below a short read-timeout, takes whole seconds from 1, and must stay below read-timeout")
     func lockWaitTimeout() throws {
         #expect(try MySQLConfiguration(url: "mysql://u@h/db").lockWaitTimeoutSeconds == 5)
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=12").lockWaitTimeoutSeconds == 12)
@@ -107,8 +107,10 @@ struct MySQLConfigurationTests {
         #expect(throws: MySQLConfigurationError.self) {
             try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=4&lock-wait-timeout=4")
         }
-        // The default lock wait is checked against a short read timeout too.
-        #expect(throws: MySQLConfigurationError.self) { try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=5") }
+        // Unless given, the lock wait stays below a short read timeout, and a read timeout of 1 s leaves the server's.
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=5").lockWaitTimeoutSeconds == 4)
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=2").lockWaitTimeoutSeconds == 1)
+        #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=1").lockWaitTimeoutSeconds == nil)
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=6").lockWaitTimeoutSeconds == 5)
     }
 
