@@ -32,10 +32,18 @@ struct Stovepipe: ParsableCommand {
             try command.run()
         } catch let error as ArgumentParser.ValidationError {
             guard let parsed, parsed != Self.self else { exit(withError: error) }
-            // ArgumentParser pairs an error thrown by run() with the root's usage; the subcommand's is the one that helps.
+            // ArgumentParser pairs an error thrown by run() with the root's usage; the subcommand's is the one
+            // that helps.
             let usage = usageString(for: parsed)
-            let words = usage.split(separator: " ").prefix { !$0.hasPrefix("<") && !$0.hasPrefix("[") && !$0.hasPrefix("-") }
-            let text = "Error: \(error.message)\nUsage: \(usage)\n  See '\(words.joined(separator: " ")) --help' for more information.\n"
+            let command = usage.split(separator: " ").prefix { word in
+                !word.hasPrefix("<") && !word.hasPrefix("[") && !word.hasPrefix("-")
+            }
+            let text = """
+                Error: \(error.message)
+                Usage: \(usage)
+                  See '\(command.joined(separator: " ")) --help' for more information.
+
+                """
             FileHandle.standardError.write(Data(text.utf8))
             Glibc.exit(ExitCode.validationFailure.rawValue)
         } catch {
