@@ -100,7 +100,8 @@ public final class APIResponder: HTTPResponder {
         } catch let problem as Problem {
             response = problem.response()
         } catch {
-            logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template.label)"])
+            logger.error(
+                "unexpected error", metadata: ["http.request_id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
         let elapsed = BootClock.nanoseconds() - started
@@ -182,7 +183,7 @@ public final class APIResponder: HTTPResponder {
             result = try dependencies.ingest.ingest(queue: rawQueue)
         } catch {
             if case .unavailable(let detail) = error {
-                logger.warning("ingest unavailable", metadata: ["request.id": "\(request.requestID)", "error": "\(detail)"])
+                logger.warning("ingest unavailable", metadata: ["http.request_id": "\(request.requestID)", "error": "\(detail)"])
             }
             throw Problem(error)
         }
