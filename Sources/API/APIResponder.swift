@@ -180,7 +180,8 @@ public final class APIResponder: HTTPResponder {
         }
         let result: IngestResult
         do {
-            result = try dependencies.ingest.ingest(queue: rawQueue)
+            result = try dependencies.ingest.ingest(
+                queue: rawQueue, logMetadata: ["http.request_id": .string(request.requestID)])
         } catch {
             if case .unavailable(let detail) = error {
                 logger.warning("ingest unavailable", metadata: ["http.request_id": "\(request.requestID)", "error": "\(detail)"])

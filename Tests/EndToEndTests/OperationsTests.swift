@@ -197,6 +197,30 @@ func completeLines(_ log: String) -> [Substring] {
         #expect(server.terminate() == 0)
     }
 
+    /// The HTTP request id joins a POST's access line with the domain's `ingested` line, which names the Stovepipe
+    /// request under `request.id`.
+    @Test func anIngestsAccessLineAndIngestedLineShareTheHTTPRequestID() throws {
+        let server = try RunningServer(arguments: ["--log-format", "json"])
+        let response = try http(
+            "POST", "/queues/demo/main/ingest", port: server.port, headers: [("X-Request-ID", "ingest-trace.42")])
+        #expect(response.status == 202)
+        var access: [String: Any]?
+        var ingested: [String: Any]?
+        #expect(eventually {
+            let objects = completeLines(server.log).compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            access = objects.first { $0["http.route"] as? String == "/queues/{queue}/ingest" }
+            ingested = objects.first { $0["msg"] as? String == "ingested" }
+            return access != nil && ingested != nil
+        })
+        #expect(access?["http.request_id"] as? String == "ingest-trace.42")
+        #expect(access?["request.id"] == nil)
+        #expect(ingested?["http.request_id"] as? String == "ingest-trace.42")
+        #expect(ingested?["request.id"] as? String == "request/demo/main/1")
+        #expect(server.terminate() == 0)
+    }
+
     @Test func readinessAndHealthDuringLife() throws {
         let server = try RunningServer(arguments: [])
         #expect(try http("GET", "/healthz", port: server.port).status == 200)
