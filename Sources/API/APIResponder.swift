@@ -100,7 +100,8 @@ public final class APIResponder: HTTPResponder {
         } catch let problem as Problem {
             response = problem.response()
         } catch {
-            logger.error("unexpected error", metadata: ["request.id": "\(request.requestID)", "http.route": "\(template.label)"])
+            logger.error(
+                "unexpected error", metadata: ["http.request_id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
         let elapsed = BootClock.nanoseconds() - started
@@ -179,10 +180,11 @@ public final class APIResponder: HTTPResponder {
         }
         let result: IngestResult
         do {
-            result = try dependencies.ingest.ingest(queue: rawQueue)
+            result = try dependencies.ingest.ingest(
+                queue: rawQueue, logMetadata: ["http.request_id": .string(request.requestID)])
         } catch {
             if case .unavailable(let detail) = error {
-                logger.warning("ingest unavailable", metadata: ["request.id": "\(request.requestID)", "error": "\(detail)"])
+                logger.warning("ingest unavailable", metadata: ["http.request_id": "\(request.requestID)", "error": "\(detail)"])
             }
             throw Problem(error)
         }

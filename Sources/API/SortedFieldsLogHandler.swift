@@ -15,9 +15,9 @@ public struct RequestLogFields: Sendable {
         case bytes
         case duration
         case method
+        case requestID
         case route
         case status
-        case requestID
 
         /// The metadata key.
         public var key: String {
@@ -25,9 +25,9 @@ public struct RequestLogFields: Sendable {
             case .bytes: "bytes"
             case .duration: "duration.ms"
             case .method: "http.method"
+            case .requestID: "http.request_id"
             case .route: "http.route"
             case .status: "http.status"
-            case .requestID: "request.id"
             }
         }
     }
@@ -35,9 +35,9 @@ public struct RequestLogFields: Sendable {
     let bytes: Int
     let nanoseconds: Int64
     let method: String
+    let requestID: String
     let route: String
     let status: Int
-    let requestID: String
 
     /// Groups one request's fields; `nanoseconds` is how long the response took to make.
     public init(bytes: Int, nanoseconds: Int64, method: String, route: String, status: Int, requestID: String) {
@@ -55,9 +55,9 @@ public struct RequestLogFields: Sendable {
         case .bytes: Self.appendInteger(bytes, to: &line)
         case .duration: Self.appendMilliseconds(nanoseconds: nanoseconds, to: &line)
         case .method: JSONWriter.appendUTF8(method, to: &line)
+        case .requestID: JSONWriter.appendUTF8(requestID, to: &line)
         case .route: JSONWriter.appendUTF8(route, to: &line)
         case .status: Self.appendInteger(status, to: &line)
-        case .requestID: JSONWriter.appendUTF8(requestID, to: &line)
         }
     }
 
@@ -70,8 +70,8 @@ public struct RequestLogFields: Sendable {
         case .bytes, .status: return 20
         case .duration: return Self.maxMillisecondsLength
         case .method: return method.utf8.count * stringFactor
-        case .route: return route.utf8.count * stringFactor
         case .requestID: return requestID.utf8.count * stringFactor
+        case .route: return route.utf8.count * stringFactor
         }
     }
 
@@ -82,9 +82,9 @@ public struct RequestLogFields: Sendable {
         case .bytes: writer.writeInteger(bytes)
         case .duration: Self.writeMilliseconds(nanoseconds: nanoseconds, to: &writer)
         case .method: escaped ? writer.writeEscaped(method) : writer.writeTextEscaped(method)
+        case .requestID: escaped ? writer.writeEscaped(requestID) : writer.writeTextEscaped(requestID)
         case .route: escaped ? writer.writeEscaped(route) : writer.writeTextEscaped(route)
         case .status: writer.writeInteger(status)
-        case .requestID: escaped ? writer.writeEscaped(requestID) : writer.writeTextEscaped(requestID)
         }
     }
 

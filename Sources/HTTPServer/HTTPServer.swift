@@ -287,14 +287,14 @@ struct Worker {
         } catch {
             context.logger.debug(
                 "responder threw; answering 500",
-                metadata: ["request.id": "\(requestID)", "error.type": "\(type(of: error))"]
+                metadata: ["http.request_id": "\(requestID)", "error.type": "\(type(of: error))"]
             )
             response = HTTPResponse(status: 500)
         }
         let afterSend = response.afterSend
         if !(200...999).contains(response.status) || !response.headers.fields.allSatisfy(ResponseWriter.isValid) {
             context.logger.debug(
-                "responder produced an invalid response; answering 500", metadata: ["request.id": "\(requestID)"])
+                "responder produced an invalid response; answering 500", metadata: ["http.request_id": "\(requestID)"])
             response = HTTPResponse(status: 500)
         }
         let responderCloses = response.headers.fields.contains { field in

@@ -106,13 +106,13 @@ final class LogPipe {
         var logger = Self.logger(LogSink(fd: pipe.writeFD), format: .text)
         logger[metadataKey: "node"] = "a1"
         logger.info("request", metadata: [
-            "request.id": "r-1", "http.method": "GET", "http.route": "/requests/{id}", "http.status": "200",
+            "http.request_id": "r-1", "http.method": "GET", "http.route": "/requests/{id}", "http.status": "200",
             "duration.ms": "0.0125", "bytes": "311",
         ])
         let line = String(try #require(pipe.lines.first))
         #expect(line.hasSuffix(
-            " INFO stovepipe: request bytes=311 component=http duration.ms=0.0125 http.method=GET http.route=/requests/{id}"
-                + " http.status=200 node=a1 request.id=r-1"))
+            " INFO stovepipe: request bytes=311 component=http duration.ms=0.0125 http.method=GET http.request_id=r-1"
+                + " http.route=/requests/{id} http.status=200 node=a1"))
     }
 
     @Test(arguments: LogFormat.allCases)
@@ -123,8 +123,8 @@ final class LogPipe {
         logger[metadataKey: "http.route"] = "overridden"
         logger[metadataKey: "zz.last"] = ["k": "v"]
         let fields = [
-            ("bytes", "311"), ("duration.ms", "0.0125"), ("http.method", "GET"), ("http.route", "/requests/{id}"),
-            ("http.status", "200"), ("request.id", "r-\"1\""),
+            ("bytes", "311"), ("duration.ms", "0.0125"), ("http.method", "GET"), ("http.request_id", "r-\"1\""),
+            ("http.route", "/requests/{id}"), ("http.status", "200"),
         ]
         logger.info("request", metadata: Logger.Metadata(uniqueKeysWithValues: fields.map { ($0.0, .string($0.1)) }))
         let handler = try #require(logger.handler as? StderrLogHandler)
@@ -155,13 +155,13 @@ final class LogPipe {
             case .text:
                 ["2026-11-29T11:11:55.999Z", "2026-11-29T11:11:56.000Z", "2026-11-29T11:11:56.001Z"].map {
                     $0 + " INFO stovepipe: request bytes=311 component=http duration.ms=0.0125 http.method=GET"
-                        + " http.route=/requests/{id} http.status=200 node=a1 request.id=r-1\n"
+                        + " http.request_id=r-1 http.route=/requests/{id} http.status=200 node=a1\n"
                 }
             case .json:
                 ["2026-11-29T11:11:55.999Z", "2026-11-29T11:11:56.000Z", "2026-11-29T11:11:56.001Z"].map {
                     #"{"level":"info","logger":"stovepipe","msg":"request","ts":""# + $0
                         + #"","bytes":"311","component":"http","duration.ms":"0.0125","http.method":"GET","#
-                        + #""http.route":"/requests/{id}","http.status":"200","node":"a1","request.id":"r-1"}"# + "\n"
+                        + #""http.request_id":"r-1","http.route":"/requests/{id}","http.status":"200","node":"a1"}"# + "\n"
                 }
             }
             #expect(pipe.text == expected.joined(), "\(format)")
@@ -180,7 +180,7 @@ final class LogPipe {
             time: RFC3339.Instant(seconds: 0, nanoseconds: 0))
         #expect(pipe.text == #"{"level":"warning","logger":"stovepipe","msg":"re\"quest","ts":"1970-01-01T00:00:00.000Z","#
             + #""a\\b":"tab\t","bytes":"-1","component":"http","duration.ms":"5e-06","http.method":"G\u0001T","#
-            + #""http.route":"/r","http.status":"599","request.id":"r-\"1\"\n","meta.ts":"h\"x"}"# + "\n")
+            + #""http.request_id":"r-\"1\"\n","http.route":"/r","http.status":"599","meta.ts":"h\"x"}"# + "\n")
     }
 
     @Test func requestLinesWithNonStringMetadataCarryTheGivenTimeToo() throws {
@@ -192,7 +192,7 @@ final class LogPipe {
             level: .info, message: "request", sortedFields: Self.requestFields,
             time: RFC3339.Instant(seconds: 1_795_950_716, nanoseconds: 42_000_000))
         #expect(pipe.text == "2026-11-29T11:11:56.042Z INFO stovepipe: request bytes=311 component=http duration.ms=0.0125"
-            + #" http.method=GET http.route=/requests/{id} http.status=200 request.id=r-1 zz.last=["k": "v"]"# + "\n")
+            + #" http.method=GET http.request_id=r-1 http.route=/requests/{id} http.status=200 zz.last=["k": "v"]"# + "\n")
     }
 
     @Test(arguments: LogFormat.allCases)
@@ -347,7 +347,7 @@ extension LogHandlerTests {
             #" WARNING stovepipe: bad\nthing component=http error=x\n2026-11-29T11:11:55.999Z INFO stovepipe: forged \u001b[31m\u007f own=a\rb"#)
             == true)
         let requestLine: String = #"1970-01-01T00:00:00.000Z INFO stovepipe: re\nquest bytes=1 component=http duration.ms=0.002"#
-            + #" http.method=G\u001bT http.route=/r http.status=200 own=a\rb request.id=r\n1"#
+            + #" http.method=G\u001bT http.request_id=r\n1 http.route=/r http.status=200 own=a\rb"#
         #expect(lines.last.map(String.init) == requestLine)
     }
 }
@@ -421,13 +421,13 @@ extension LogHandlerTests {
             case .text:
                 #expect(String(lines[0].drop { $0 != " " }) == " INFO stovepipe: \(text) component=http k\(text)=\(text)")
                 #expect(String(lines[1]) == "1970-01-01T00:00:00.000Z INFO stovepipe: \(text) bytes=1 component=http"
-                    + " duration.ms=0.002 http.method=\(text) http.route=/r http.status=200 request.id=\(text)")
+                    + " duration.ms=0.002 http.method=\(text) http.request_id=\(text) http.route=/r http.status=200")
             case .json:
                 #expect(lines[0].hasPrefix(#"{"level":"info","logger":"stovepipe","msg":"\#(json)","ts":""#), "\(lines[0])")
                 #expect(lines[0].hasSuffix(#","component":"http","k\#(json)":"\#(json)"}"#), "\(lines[0])")
                 #expect(String(lines[1]) == #"{"level":"info","logger":"stovepipe","msg":"\#(json)","ts":"1970-01-01T00:00:00.000Z","#
-                    + #""bytes":"1","component":"http","duration.ms":"0.002","http.method":"\#(json)","http.route":"/r","#
-                    + #""http.status":"200","request.id":"\#(json)"}"#)
+                    + #""bytes":"1","component":"http","duration.ms":"0.002","http.method":"\#(json)","#
+                    + #""http.request_id":"\#(json)","http.route":"/r","http.status":"200"}"#)
                 for line in lines {
                     let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
                     #expect(object["msg"] as? String == value)

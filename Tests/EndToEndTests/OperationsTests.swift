@@ -30,6 +30,12 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
     return String(decoding: received, as: UTF8.self)
 }
 
+/// The lines of `log` written so far, without a last line still being written.
+func completeLines(_ log: String) -> [Substring] {
+    guard let end = log.lastIndex(of: "\n") else { return [] }
+    return log[..<end].split(separator: "\n")
+}
+
 @Suite(.serialized) struct OperationsTests {
     @Test func metricsCountRealTraffic() throws {
         let server = try RunningServer(arguments: [])
@@ -158,7 +164,7 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(!lines.isEmpty)
         let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(objects.count == lines.count, "every log line is a JSON object")
-        let access = objects.first { $0["request.id"] as? String == "trace-abc.123" }
+        let access = objects.first { $0["http.request_id"] as? String == "trace-abc.123" }
         #expect(access?["http.route"] as? String == "/queues/{queue}")
         #expect(access?["http.method"] as? String == "GET")
         #expect(access?["http.status"] as? String == "404")
@@ -167,6 +173,52 @@ func rawExchange(_ bytes: String, port: Int) throws -> String {
         #expect(!server.log.contains("topsecret"))
         #expect(!server.log.contains("payload-value"))
         #expect(!server.log.contains("sha256="))
+    }
+
+    @Test(arguments: ["text", "json"])
+    func accessLinesCarryTheSentRequestIDAsHTTPRequestID(_ format: String) throws {
+        let server = try RunningServer(arguments: ["--log-format", format])
+        _ = try http("GET", "/queues/demo/main", port: server.port, headers: [("X-Request-ID", "trace-access.7")])
+        var access: Substring?
+        #expect(eventually {
+            access = completeLines(server.log).first { $0.contains("/queues/{queue}") }
+            return access != nil
+        })
+        let line = String(access ?? "")
+        switch format {
+        case "json":
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(object["http.request_id"] as? String == "trace-access.7", "\(line)")
+            #expect(object["request.id"] == nil, "\(line)")
+        default:
+            #expect(line.contains(" http.request_id=trace-access.7 "), "\(line)")
+            #expect(!line.contains("request.id="), "\(line)")
+        }
+        #expect(server.terminate() == 0)
+    }
+
+    /// The HTTP request id joins a POST's access line with the domain's `ingested` line, which names the Stovepipe
+    /// request under `request.id`.
+    @Test func anIngestsAccessLineAndIngestedLineShareTheHTTPRequestID() throws {
+        let server = try RunningServer(arguments: ["--log-format", "json"])
+        let response = try http(
+            "POST", "/queues/demo/main/ingest", port: server.port, headers: [("X-Request-ID", "ingest-trace.42")])
+        #expect(response.status == 202)
+        var access: [String: Any]?
+        var ingested: [String: Any]?
+        #expect(eventually {
+            let objects = completeLines(server.log).compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            access = objects.first { $0["http.route"] as? String == "/queues/{queue}/ingest" }
+            ingested = objects.first { $0["msg"] as? String == "ingested" }
+            return access != nil && ingested != nil
+        })
+        #expect(access?["http.request_id"] as? String == "ingest-trace.42")
+        #expect(access?["request.id"] == nil)
+        #expect(ingested?["http.request_id"] as? String == "ingest-trace.42")
+        #expect(ingested?["request.id"] as? String == "request/demo/main/1")
+        #expect(server.terminate() == 0)
     }
 
     @Test func readinessAndHealthDuringLife() throws {

@@ -67,11 +67,11 @@ public final class IngestController: Sendable {
         self.maxQueueUpdateAttempts = max(1, maxQueueUpdateAttempts)
     }
 
-    /// Ingests the current head of `queue`.
-    public func ingest(queue rawName: String) throws(IngestError) -> IngestResult {
+    /// Ingests the current head of `queue`; its log lines also carry `logMetadata` (a caller's own ids).
+    public func ingest(queue rawName: String, logMetadata: Logger.Metadata = [:]) throws(IngestError) -> IngestResult {
         let started = ContinuousClock.now
         do {
-            let result = try run(rawName)
+            let result = try run(rawName, logMetadata: logMetadata)
             metrics.record(result.minted ? "minted" : "deduplicated", since: started)
             return result
         } catch {
@@ -83,7 +83,7 @@ public final class IngestController: Sendable {
         }
     }
 
-    private func run(_ rawName: String) throws(IngestError) -> IngestResult {
+    private func run(_ rawName: String, logMetadata: Logger.Metadata) throws(IngestError) -> IngestResult {
         let name: QueueName
         do {
             name = try QueueName(rawName)
@@ -92,6 +92,7 @@ public final class IngestController: Sendable {
             throw .invalidQueueName(reason: reason)
         }
         var log = logger
+        for (key, value) in logMetadata { log[metadataKey: key] = value }
         log[metadataKey: "queue"] = "\(name)"
         return try ingest(name, try head(of: name), rereadIfOld: true, log: log)
     }
