@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import Synchronization
 import Testing
@@ -16,25 +17,28 @@ import Testing
     func recordsInOrder() {
         let gauge = LastValue()
         let firstRecording = DispatchSemaphore(value: 0)
-        let secondStarted = DispatchSemaphore(value: 0)
+        let secondRecorded = DispatchSemaphore(value: 0)
         let counter = OpenConnections { value in
             if value == 1 {
-                // The first loop thread is inside its record when the second one changes the count.
+                // The first loop thread is inside its record when the second one changes the count. Recording out
+                // of order, the second records 2 at once and this wait ends at that signal; in order, the second
+                // waits for this record, so only the timeout ends the wait.
                 firstRecording.signal()
-                secondStarted.wait()
+                _ = secondRecorded.wait(timeout: .now() + 1)
             }
             gauge.store(value)
+            if value == 2 { secondRecorded.signal() }
         }
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { counter.add(1) }
+        // Threads of their own: a blocked block on Dispatch's pool can hold back the next one's thread for about
+        // as long as the wait above, which would let the second change come only after the first was recorded.
+        let finished = DispatchSemaphore(value: 0)
+        Thread { counter.add(1); finished.signal() }.start()
         firstRecording.wait()
-        DispatchQueue.global().async(group: group) {
-            secondStarted.signal()
-            counter.add(1)
-        }
-        group.wait()
-        // With the count changed by an atomic and recorded after it, the second thread recorded 2 while the first
-        // was held, and the first then recorded 1 over it: [2, 1], the gauge at 1 with two connections open.
+        Thread { counter.add(1); finished.signal() }.start()
+        finished.wait()
+        finished.wait()
+        // Out of order the second thread recorded 2 while the first was held, and the first then recorded 1 over
+        // it: [2, 1], the gauge at 1 with two connections open.
         #expect(gauge.values == [1, 2])
         #expect(counter.value == 2)
     }
