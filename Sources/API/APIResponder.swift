@@ -91,12 +91,10 @@ public final class APIResponder: HTTPResponder {
         do {
             let route = try Route.match(rawPath: request.rawPath)
             template = route.template
-            guard route.allows(request.method) else { throw Problem.methodNotAllowed(route.methods) }
-            response = try handle(route, request)
+            response = route.handles(request.method)
+                ? try handle(route, request) : try Self.answerUnhandled(request.method, allowing: route.allowedMethods)
         } catch let failure as Route.Failure {
-            response = (failure == .notFound
-                ? Problem.notFound("no resource at this path")
-                : Problem.badRequest("malformed-path", "the path has a malformed percent-escape")).response()
+            response = Self.unroutable(failure, method: request.method).response()
         } catch let problem as Problem {
             response = problem.response()
         } catch {
@@ -136,6 +134,23 @@ public final class APIResponder: HTTPResponder {
         (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/metrics")
     }
 
+    /// The problem of a request whose path matches no route.
+    private static func unroutable(_ failure: Route.Failure, method: String) -> Problem {
+        // RFC 9110 §15.6.2: a method the server does not recognise is 501 whatever the target.
+        guard MethodLabel(method).isRecognised else { return .notImplemented(method) }
+        return failure == .notFound
+            ? .notFound("no resource at this path") : .badRequest("malformed-path", "the path has a malformed percent-escape")
+    }
+
+    /// The answer to a method the route's handler does not take: OPTIONS lists `allowed`, any other is refused.
+    private static func answerUnhandled(_ method: String, allowing allowed: [String]) throws(Problem) -> HTTPResponse {
+        // RFC 9110 §15.6.2: 501 for a method the server does not recognise; §15.5.6: 405 for one the target lacks.
+        guard MethodLabel(method).isRecognised else { throw .notImplemented(method) }
+        guard method == "OPTIONS" else { throw .methodNotAllowed(allowed) }
+        // RFC 9110 §9.3.7: a successful OPTIONS without content is 204 with the Allow field.
+        return HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allowed.joined(separator: ", "))]))
+    }
+
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
         switch route {
         case .ingest(let queue): return try ingest(queue, request)
@@ -158,6 +173,9 @@ public final class APIResponder: HTTPResponder {
             let topic = TopicName(name)
             guard dependencies.topics.contains(topic) else { throw Problem.notFound("no topic '\(name)'") }
             return try topics([topic])
+        case .server:
+            // Unreachable: `*` handles no method, so `answerUnhandled` answers it.
+            throw Problem.methodNotAllowed(route.allowedMethods)
         }
     }
 
@@ -298,7 +316,8 @@ struct MethodLabel: Equatable {
     /// The position of the label in `labels`.
     let index: Int
 
-    static let labels = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"]
+    // The known set is the server's recognised methods: RFC 9110 §9.3's and PATCH (RFC 5789).
+    static let labels = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other"]
 
     init(_ method: String) {
         index = switch method {
@@ -309,12 +328,17 @@ struct MethodLabel: Equatable {
         case "DELETE": 4
         case "PATCH": 5
         case "OPTIONS": 6
-        default: 7
+        case "CONNECT": 7
+        case "TRACE": 8
+        default: 9
         }
     }
 
     /// The label value.
     var text: String { Self.labels[index] }
+
+    /// Whether the method is one the server recognises, whether or not any resource supports it.
+    var isRecognised: Bool { index != Self.labels.count - 1 }
 }
 
 /// Per-route request counters and timers, made on first use and kept: asking the metrics factory for

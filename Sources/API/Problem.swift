@@ -63,6 +63,11 @@ public struct Problem: Error, Sendable, Equatable {
             headers: [("Allow", allowed.joined(separator: ", "))])
     }
 
+    static func notImplemented(_ method: String) -> Problem {
+        Problem(status: 501, slug: "not-implemented", title: "Not implemented",
+            detail: "the server does not recognise the method '\(method)'")
+    }
+
     static func unavailable(_ detail: String) -> Problem {
         Problem(status: 503, slug: "unavailable", title: "Service unavailable", detail: detail,
             headers: [("Retry-After", "1")])

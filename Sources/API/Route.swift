@@ -11,6 +11,8 @@ enum Route: Equatable {
     case openapi
     case topics
     case topic(String)
+    /// `*`, the server as a whole: the asterisk-form target, which the HTTP parser admits only with OPTIONS.
+    case server
 
     /// The template used as the metrics label and in logs: bounded, never a raw path.
     var template: RouteTemplate {
@@ -25,22 +27,35 @@ enum Route: Equatable {
         case .openapi: .openapi
         case .topics: .topics
         case .topic: .topic
+        case .server: .server
         }
     }
 
-    /// The methods the route answers; HEAD goes with GET.
-    var methods: [String] {
+    /// The methods the route's handler answers; HEAD goes with GET. OPTIONS is answered apart, for every route.
+    var handledMethods: [String] {
         switch self {
         case .ingest: ["POST"]
+        case .server: []
         default: ["GET", "HEAD"]
         }
     }
 
-    /// Whether the route answers `method`, as `methods.contains(method)` without building the list.
-    func allows(_ method: String) -> Bool {
+    /// Whether the route's handler answers `method`, as `handledMethods.contains(method)` without building the list.
+    func handles(_ method: String) -> Bool {
         switch self {
         case .ingest: method == "POST"
+        case .server: false
         default: method == "GET" || method == "HEAD"
+        }
+    }
+
+    /// The methods of the route's `Allow` field.
+    var allowedMethods: [String] {
+        switch self {
+        // RFC 9110 §9.3.7: `OPTIONS *` asks about the server in general, so it lists what any route answers.
+        case .server: ["GET", "HEAD", "POST", "OPTIONS"]
+        // RFC 9110 §10.2.1: Allow lists every method the target supports, and every route answers OPTIONS.
+        default: handledMethods + ["OPTIONS"]
         }
     }
 
@@ -75,6 +90,7 @@ enum Route: Equatable {
             if head.spells("metrics") { return .metrics }
             if head.spells("openapi.yaml") { return .openapi }
             if head.spells("topics") { return .topics }
+            if headStart == 0, head.spells("*") { return .server }
             throw .notFound
         }
         let rest = UnsafeBufferPointer(rebasing: utf8[(headEnd + 1)...])
@@ -146,6 +162,7 @@ enum RouteTemplate: Int, CaseIterable {
     case openapi
     case topics
     case topic
+    case server
     case unmatched
 
     /// The text used as the metrics label and in logs.
@@ -161,6 +178,7 @@ enum RouteTemplate: Int, CaseIterable {
         case .openapi: "/openapi.yaml"
         case .topics: "/topics"
         case .topic: "/topics/{topic}"
+        case .server: "*"
         case .unmatched: "unmatched"
         }
     }

@@ -179,8 +179,65 @@ extension HTTPResponse {
     @Test func wrongMethodIs405WithAllow() {
         let response = API().call("GET", "/queues/demo/main/ingest")
         #expect(response.status == 405)
-        #expect(response.headers["Allow"] == "POST")
+        #expect(response.headers["Allow"] == "POST, OPTIONS")
         #expect(response.problemType() == "urn:stovepipe:problem:method-not-allowed")
+    }
+}
+
+@Suite struct MethodTests {
+    @Test(arguments: ["FOO", "get", "PROPFIND"])
+    func unrecognisedMethodIs501OnAnyPath(_ method: String) {
+        let api = API()
+        for path in ["/healthz", "/requests/request/demo/main/1", "/queues/demo/main/ingest", "/nope", "/requests/a%2", "*"] {
+            let response = api.call(method, path)
+            #expect(response.status == 501, "\(method) \(path)")
+            #expect(response.problemType() == "urn:stovepipe:problem:not-implemented", "\(method) \(path)")
+            #expect(response.headers["Allow"] == nil, "\(method) \(path)")
+        }
+        #expect(api.publisher.count.withLock { $0 } == 0)
+    }
+
+    @Test(arguments: [
+        ("DELETE", "/requests/request/demo/main/1", "GET, HEAD, OPTIONS"),
+        ("PUT", "/queues/demo/main", "GET, HEAD, OPTIONS"),
+        ("TRACE", "/healthz", "GET, HEAD, OPTIONS"),
+        ("CONNECT", "/metrics", "GET, HEAD, OPTIONS"),
+        ("PATCH", "/queues/demo/main/ingest", "POST, OPTIONS"),
+        ("GET", "/queues/demo/main/ingest", "POST, OPTIONS"),
+    ])
+    func recognisedMethodTheRouteLacksIs405WithAllowIncludingOptions(_ method: String, _ path: String, _ allow: String) {
+        let response = API().call(method, path)
+        #expect(response.status == 405)
+        #expect(response.headers["Allow"] == allow)
+        #expect(response.problemType() == "urn:stovepipe:problem:method-not-allowed")
+    }
+
+    @Test func recognisedMethodOnAnUnknownPathIs404() {
+        for method in ["DELETE", "OPTIONS", "TRACE"] {
+            let response = API().call(method, "/nope")
+            #expect(response.status == 404, "\(method)")
+            #expect(response.problemType() == "urn:stovepipe:problem:not-found", "\(method)")
+        }
+    }
+
+    @Test(arguments: [
+        ("/requests/request/demo/main/1", "GET, HEAD, OPTIONS"),
+        ("/queues/demo/main/ingest", "POST, OPTIONS"),
+        ("/queues/demo%2Fmain/requests", "GET, HEAD, OPTIONS"),
+        ("/healthz", "GET, HEAD, OPTIONS"),
+        ("/readyz", "GET, HEAD, OPTIONS"),
+        ("/metrics", "GET, HEAD, OPTIONS"),
+        ("*", "GET, HEAD, POST, OPTIONS"),
+    ])
+    func optionsIs204WithTheAllowedMethodsAndNoBody(_ path: String, _ allow: String) {
+        let api = API()
+        let response = api.call("OPTIONS", path)
+        #expect(response.status == 204)
+        #expect(response.headers["Allow"] == allow)
+        #expect(response.body.isEmpty)
+        #expect(response.contentType == nil)
+        // OPTIONS only describes the target: it neither ingests nor reads.
+        #expect(api.publisher.count.withLock { $0 } == 0)
     }
 }
 
@@ -306,7 +363,10 @@ extension HTTPResponse {
         for path in ["/healthz", "/metrics"] {
             #expect(responder.respondsInline(method: "GET", rawPath: path), "\(path)")
             #expect(responder.respondsInline(method: "HEAD", rawPath: path), "\(path)")
-            #expect(!responder.respondsInline(method: "POST", rawPath: path), "\(path)")
+            // OPTIONS and methods the server does not recognise get the same answers as on any other route.
+            for method in ["POST", "OPTIONS", "FOO"] {
+                #expect(!responder.respondsInline(method: method, rawPath: path), "\(method) \(path)")
+            }
         }
         // Everything that may touch storage or the topic goes to the workers.
         for path in ["/readyz", "/requests/request/q/1", "/queues/q", "/topics", "/healthz/x", "/Healthz", "/metrics/x"] {

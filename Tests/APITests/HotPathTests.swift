@@ -70,6 +70,9 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         ("DELETE", "/requests/request/demo/main/1", "/requests/{id}", 405),
         ("GET", "/requests/request/demo/main/2", "/requests/{id}", 404),
         ("GET", "/nowhere", "unmatched", 404),
+        ("FOO", "/nowhere", "unmatched", 501),
+        ("OPTIONS", "*", "*", 204),
+        ("OPTIONS", "/requests/request/demo/main/1", "/requests/{id}", 204),
         ("GET", "/requests/request%2Fdemo%2Fmain%2F1", "/requests/{id}", 200),
     ])
     func everyRequestLogsOneLineWithItsFields(_ method: String, _ path: String, _ route: String, _ status: Int) throws {
@@ -312,13 +315,27 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
         #expect(throws: Route.Failure.notFound) { try Route.match(rawPath: "") }
     }
 
-    @Test func allowedMethodsAreTheListedOnes() throws {
-        let routes: [Route] = [.ingest(queue: "q"), .request(id: "i"), .queue("q"), .queueRequests(queue: "q"), .healthz,
-            .readyz, .metrics, .openapi, .topics, .topic("t")]
-        for route in routes {
+    static let routes: [Route] = [.ingest(queue: "q"), .request(id: "i"), .queue("q"), .queueRequests(queue: "q"), .healthz,
+        .readyz, .metrics, .openapi, .topics, .topic("t"), .server]
+
+    @Test func handledMethodsAreTheListedOnes() throws {
+        for route in Self.routes {
             for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "get", "BREW", ""] {
-                #expect(route.allows(method) == route.methods.contains(method), "\(route) \(method)")
+                #expect(route.handles(method) == route.handledMethods.contains(method), "\(route) \(method)")
             }
+        }
+    }
+
+    @Test func theServerAllowsWhatAnyRouteAllows() {
+        let everyRoutesMethods = Set(Self.routes.filter { $0 != .server }.flatMap(\.allowedMethods))
+        #expect(Set(Route.server.allowedMethods) == everyRoutesMethods)
+        #expect(Route.server.allowedMethods.count == everyRoutesMethods.count)
+    }
+
+    @Test func onlyTheBareAsteriskIsTheServer() throws {
+        #expect(try Route.match(rawPath: "*") == .server)
+        for path in ["/*", "**", "*/x", "/healthz/*"] {
+            #expect(throws: Route.Failure.notFound, "\(path)") { try Route.match(rawPath: path) }
         }
     }
 
@@ -331,11 +348,13 @@ struct SortedFieldsCapturingHandler: CapturesEvents, SortedFieldsLogHandler {
     }
 
     @Test func unknownMethodsShareOneLabel() {
-        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"] {
             #expect(MethodLabel(method).text == method)
+            #expect(MethodLabel(method).isRecognised)
         }
-        for method in ["get", "BREW", "", "CONNECT"] {
+        for method in ["get", "BREW", "", "Connect", "PROPFIND"] {
             #expect(MethodLabel(method).text == "other")
+            #expect(!MethodLabel(method).isRecognised)
         }
     }
 }

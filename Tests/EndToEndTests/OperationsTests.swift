@@ -221,6 +221,28 @@ func completeLines(_ log: String) -> [Substring] {
         #expect(server.terminate() == 0)
     }
 
+    @Test func optionsAndUnrecognisedMethodsOverTheWire() throws {
+        let server = try RunningServer(arguments: [])
+        func exchange(_ requestLine: String) throws -> (head: [Substring], body: Substring) {
+            let answer = try rawExchange("\(requestLine)\r\nHost: x\r\nConnection: close\r\n\r\n", port: server.port)
+            let parts = answer.split(separator: "\r\n\r\n", maxSplits: 1, omittingEmptySubsequences: false)
+            return (parts[0].split(separator: "\r\n"), parts.count > 1 ? parts[1] : "")
+        }
+        for (requestLine, allow) in [("OPTIONS * HTTP/1.1", "GET, HEAD, POST, OPTIONS"), ("OPTIONS /healthz HTTP/1.1", "GET, HEAD, OPTIONS")] {
+            let options = try exchange(requestLine)
+            #expect(options.head.first == "HTTP/1.1 204 No Content", "\(options.head)")
+            #expect(options.head.contains("Allow: \(allow)"), "\(options.head)")
+            // RFC 9110 §8.6: a 204 carries no Content-Length.
+            #expect(!options.head.contains { $0.lowercased().hasPrefix("content-length:") }, "\(options.head)")
+            #expect(options.body.isEmpty)
+        }
+        let unrecognised = try exchange("FOO /healthz HTTP/1.1")
+        #expect(unrecognised.head.first == "HTTP/1.1 501 Not Implemented", "\(unrecognised.head)")
+        #expect(unrecognised.head.contains("Content-Type: application/problem+json"), "\(unrecognised.head)")
+        #expect(unrecognised.body.contains("urn:stovepipe:problem:not-implemented"), "\(unrecognised.body)")
+        #expect(server.terminate() == 0)
+    }
+
     @Test func readinessAndHealthDuringLife() throws {
         let server = try RunningServer(arguments: [])
         #expect(try http("GET", "/healthz", port: server.port).status == 200)
