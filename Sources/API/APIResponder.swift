@@ -237,8 +237,12 @@ public final class APIResponder: HTTPResponder {
         let queue: Queue
         do {
             queue = try dependencies.queues.get(name)
+        } catch .notFound {
+            // Configured but never ingested: the queue exists, with no request and no green commit yet, as its
+            // request list (200, empty) says too.
+            queue = Queue(name: name)
         } catch {
-            throw Problem(error, notFound: "queue '\(name)' has never been ingested")
+            throw Problem(error, notFound: "queue '\(name)' not found")
         }
         return json(200, QueueBody(queue))
     }

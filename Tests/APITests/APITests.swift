@@ -288,7 +288,13 @@ extension HTTPResponse {
 
     @Test func queueView() {
         let api = API()
-        #expect(api.call("GET", "/queues/demo/main").status == 404)
+        // Configured, never ingested: the queue, with nothing in it yet.
+        let fresh = api.call("GET", "/queues/demo/main")
+        #expect(fresh.status == 200)
+        #expect(fresh.json["name"] as? String == "demo/main")
+        for key in ["latest_request_id", "last_green_uri", "last_green_request_id"] {
+            #expect(fresh.json[key] is NSNull, "\(key)")
+        }
         #expect(api.call("GET", "/queues/unknown").status == 404)
         #expect(api.call("GET", "/queues/a%20b").status == 400)
         _ = api.call("POST", "/queues/demo/main/ingest")

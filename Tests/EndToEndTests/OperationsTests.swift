@@ -167,7 +167,7 @@ func completeLines(_ log: String) -> [Substring] {
         let access = objects.first { $0["http.request_id"] as? String == "trace-abc.123" }
         #expect(access?["http.route"] as? String == "/queues/{queue}")
         #expect(access?["http.method"] as? String == "GET")
-        #expect(access?["http.status"] as? String == "404")
+        #expect(access?["http.status"] as? String == "200")
         #expect(access?["duration.ms"] != nil)
         #expect(access?["bytes"] != nil)
         #expect(!server.log.contains("topsecret"))
