@@ -271,7 +271,10 @@ struct Serve: ParsableCommand {
         switch (secret, file) {
         case (nil, nil):
             return nil
-        case (let secret?, nil):
+        case (let given?, nil):
+            // A Kubernetes secret made from a file reaches the environment with the file's last line break, as the
+            // file itself would: the same one "\n" or "\r\n" is dropped.
+            let secret = String(decoding: Self.withoutLastLineBreak(Array(given.utf8)), as: UTF8.self)
             // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish: treated as no secret it
             // would accept unsigned ingests, and a blank key is no secret either.
             guard !secret.allSatisfy(\.isWhitespace) else {
@@ -315,13 +318,20 @@ struct Serve: ParsableCommand {
             case .grewPastLimit: throw failure("has more than \(limit) bytes")
             }
         }
+        bytes = withoutLastLineBreak(bytes)
+        // The HMAC key is the secret's UTF-8: bytes that are not UTF-8 would be replaced, and the key would differ from the file.
+        guard let secret = String(validating: bytes, as: UTF8.self) else { throw failure("not UTF-8 text") }
+        return secret
+    }
+
+    /// `bytes` without one trailing "\n" or "\r\n", which editors and `echo` add to a secret's file.
+    private static func withoutLastLineBreak(_ bytes: [UInt8]) -> [UInt8] {
+        var bytes = bytes
         if bytes.last == UInt8(ascii: "\n") {
             bytes.removeLast()
             if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
         }
-        // The HMAC key is the secret's UTF-8: bytes that are not UTF-8 would be replaced, and the key would differ from the file.
-        guard let secret = String(validating: bytes, as: UTF8.self) else { throw failure("not UTF-8 text") }
-        return secret
+        return bytes
     }
 
     private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {

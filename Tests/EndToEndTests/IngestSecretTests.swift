@@ -15,15 +15,20 @@ private func secretFile(_ contents: [UInt8]) throws -> String {
 
 extension EndToEndTests {
     /// Docker and Kubernetes secrets are files, and an editor or `echo` ends one with a line break: exactly one
-    /// "\n" or "\r\n" is not part of the secret, anything else is.
-    @Test(arguments: [("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush\n")])
-    func anIngestSecretFromAFileSignsIngestsWithoutItsLastLineBreak(_ contents: String, _ secret: String) throws {
+    /// "\n" or "\r\n" is not part of the secret, anything else is, whether the file is read or its content reaches the
+    /// environment (a Kubernetes secret made from a file, given as STOVEPIPE_INGEST_SECRET).
+    @Test(arguments: [("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush\n")], [false, true])
+    func anIngestSecretFromAFileSignsIngestsWithoutItsLastLineBreak(_ file: (String, String), viaEnvironment: Bool) throws {
+        let (contents, secret) = file
         let repository = try TemporaryRepository()
         defer { repository.remove() }
         try repository.commit("one")
         let path = try secretFile(Array(contents.utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let server = try RunningServer(arguments: ["--queues", try gitQueuesFile(repository).path, "--ingest-secret-file", path])
+        let queues = ["--queues", try gitQueuesFile(repository).path]
+        let server = try viaEnvironment
+            ? RunningServer(arguments: queues, environment: ["STOVEPIPE_INGEST_SECRET": contents])
+            : RunningServer(arguments: queues + ["--ingest-secret-file", path])
         let body = #"{"ref":"refs/heads/main"}"#
         let withFileBytes = SignatureVerifier(secret: Array(contents.utf8)).signature(for: Array(body.utf8))
         if contents != secret {
