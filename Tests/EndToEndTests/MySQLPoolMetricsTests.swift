@@ -155,8 +155,8 @@ extension PrometheusExposition {
         let setup = try MigratedQueueSetup()
         defer { setup.remove() }
         let server = try RunningServer(arguments: setup.serveArguments)
-        // One request first, so that the per-route families have a series.
-        #expect(try http("GET", "/queues/app/main", port: server.port).status == 404)
+        // One request first, so that the per-route families have a series: a configured queue, never ingested.
+        #expect(try http("GET", "/queues/app/main", port: server.port).status == 200)
         // The topic gauges are known once the consumer's first heartbeat has read the topic, and the heartbeat sets
         // the leases gauge before the others: wait for every family, not for one of them.
         var response = try http("GET", "/metrics", port: server.port)
