@@ -83,7 +83,7 @@ struct Serve: ParsableCommand {
     var mysqlURL: String?
     @Option(help: "The queues file (env STOVEPIPE_QUEUES); a demo queue demo/main when absent.")
     var queues: String?
-    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret (env STOVEPIPE_INGEST_SECRET); other users see it in ps.")
+    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret, one trailing line break dropped (env STOVEPIPE_INGEST_SECRET); other users see it in ps.")
     var ingestSecret: String?
     @Option(help: "Read the ingest secret from this file at start-up, one trailing newline dropped (env STOVEPIPE_INGEST_SECRET_FILE).")
     var ingestSecretFile: String?
