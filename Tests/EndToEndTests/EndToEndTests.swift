@@ -286,6 +286,7 @@ import Glibc
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = ["serve", "--port", "0", "--host", "::1"]
+        process.environment = RunningServer.environment()
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -303,6 +304,7 @@ import Glibc
         let probe = Process()
         probe.executableURL = RunningServer.binary
         probe.arguments = ["healthcheck", "--url", url]
+        probe.environment = RunningServer.environment()
         probe.standardOutput = FileHandle.nullDevice
         probe.standardError = FileHandle.nullDevice
         try probe.run()
@@ -318,7 +320,7 @@ import Glibc
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.environment = RunningServer.environment(environment)
         let output = Pipe()
         let errors = Pipe()
         process.standardOutput = output
@@ -341,7 +343,7 @@ import Glibc
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.environment = RunningServer.environment(environment)
         let captured = Pipe()
         process.standardError = readingStandardOutput ? FileHandle.nullDevice : captured
         process.standardOutput = readingStandardOutput ? captured : FileHandle.nullDevice

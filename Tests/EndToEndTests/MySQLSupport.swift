@@ -104,6 +104,7 @@ func runStovepipe(_ arguments: [String], timeout seconds: Double = 60) throws ->
     let process = Process()
     process.executableURL = RunningServer.binary
     process.arguments = arguments
+    process.environment = RunningServer.environment()
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = outHandle
     process.standardError = errHandle

@@ -258,6 +258,7 @@ func completeLines(_ log: String) -> [Substring] {
             let process = Process()
             process.executableURL = RunningServer.binary
             process.arguments = ["healthcheck", "--url", url]
+            process.environment = RunningServer.environment()
             process.standardOutput = FileHandle.nullDevice
             try process.run()
             process.waitUntilExit()

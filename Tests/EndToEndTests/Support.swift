@@ -155,13 +155,18 @@ final class RunningServer {
         return directory.appendingPathComponent("stovepipe")
     }
 
+    /// The environment of a stovepipe a test starts: this process's without the STOVEPIPE_* settings of the shell
+    /// the tests run from (a database, an ingest secret or a log format there would change what a test runs), then
+    /// `overrides`.
+    static func environment(_ overrides: [String: String] = [:]) -> [String: String] {
+        ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("STOVEPIPE_") }.merging(overrides) { _, new in new }
+    }
+
     /// Starts the binary; `duringStartUp` runs once it is started, before its listening line is awaited.
     init(arguments: [String], environment: [String: String] = [:], duringStartUp: (Process) throws -> Void = { _ in }) throws {
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0"] + arguments
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
-        process.environment = env
+        process.environment = Self.environment(environment)
         process.standardOutput = stdout
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)

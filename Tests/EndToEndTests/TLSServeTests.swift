@@ -70,9 +70,7 @@ private func subject(port: Int, trusting bundle: String) throws -> String? {
         let process = Process()
         process.executableURL = RunningServer.binary
         process.arguments = ["serve", "--port", "0", "--tls-cert", "/nonexistent.crt"]
-        var environment = ProcessInfo.processInfo.environment
-        environment["STOVEPIPE_TLS_KEY"] = nil
-        process.environment = environment
+        process.environment = RunningServer.environment()
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
