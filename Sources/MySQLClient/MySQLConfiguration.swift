@@ -78,7 +78,7 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
     /// percent-encoded (RFC 3986 §3.2.1). The host may be empty when `socket` is given, and an IPv6 literal
     /// goes in brackets. Parameters: `ssl-mode` (DISABLED, REQUIRED, VERIFY_IDENTITY), `ssl-ca` (a path),
     /// `socket` (a Unix socket path), `connect-timeout`, `read-timeout`, `write-timeout`, `lock-wait-timeout`
-    /// (whole seconds, 1 or more; `lock-wait-timeout` below `read-timeout`, and unless given 5 or
+    /// (whole seconds, 1 to 86400; `lock-wait-timeout` below `read-timeout`, and unless given 5 or
     /// `read-timeout` - 1 if less, none with a `read-timeout` of 1).
     /// - Throws: `MySQLConfigurationError`, whose text never repeats the password.
     public init(url: String) throws(MySQLConfigurationError) {
@@ -194,8 +194,15 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         }
     }
 
+    /// The longest timeout a URL may give: a day.
+    static let maximumTimeoutSeconds: UInt32 = 86_400
+
     private static func seconds(_ text: String, name: String) throws(MySQLConfigurationError) -> UInt32 {
-        guard let value = UInt32(text), value > 0 else { throw .invalidParameterValue(name: name) }
+        // Digits only: UInt32(_:) alone would also take a sign ("+5"). The cap keeps every value far below what
+        // Connector/C's pvio layer can hold once it turns seconds into an int of milliseconds (about 2,147,483 s).
+        guard text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let value = UInt32(text), value > 0, value <= maximumTimeoutSeconds
+        else { throw .invalidParameterValue(name: name) }
         return value
     }
 
@@ -312,6 +319,8 @@ public enum MySQLConfigurationError: Error, Hashable, Sendable, CustomStringConv
         case .invalidPercentEncoding(let field): "invalid MySQL URL: malformed percent-encoding in the \(field)"
         case .invalidDatabaseName: "invalid MySQL URL: the database name must not contain '/'"
         case .unknownParameter(let name): "invalid MySQL URL: unknown parameter '\(name)'"
+        case .invalidParameterValue(let name) where name.hasSuffix("-timeout"):
+            "invalid MySQL URL: bad value for parameter '\(name)' (whole seconds, 1 to \(MySQLConfiguration.maximumTimeoutSeconds))"
         case .invalidParameterValue(let name): "invalid MySQL URL: bad value for parameter '\(name)'"
         case .conflictingParameters(let reason): "invalid MySQL URL: \(reason)"
         }

@@ -166,6 +166,8 @@ struct Serve: ParsableCommand {
             // Empty is more likely a deployment template's gap than a wish for in-memory storage that a restart loses.
             throw ValidationError("STOVEPIPE_MYSQL_URL is set but empty: unset it for in-memory storage, or give a mysql:// URL")
         }
+        // Checked here, before anything starts, so that a bad URL is refused as the setting it came from.
+        _ = try mysqlConfiguration(flag: mysqlURL, environment: environment)
         configuration.ingestSecret = try resolveIngestSecret(environment: environment)
         if ingestSecret != nil {
             logger.warning(
@@ -396,6 +398,20 @@ struct Serve: ParsableCommand {
     }
 }
 
+/// The database named by `--mysql-url`, else by `STOVEPIPE_MYSQL_URL`, nil when neither is given; an empty
+/// variable counts as not given. A URL that does not parse is refused naming where it came from.
+func mysqlConfiguration(flag: String?, environment: [String: String]) throws -> MySQLConfiguration? {
+    let (url, source): (String, String)
+    if let flag {
+        (url, source) = (flag, "--mysql-url")
+    } else if let variable = environment["STOVEPIPE_MYSQL_URL"], !variable.isEmpty {
+        (url, source) = (variable, "STOVEPIPE_MYSQL_URL")
+    } else {
+        return nil
+    }
+    do { return try MySQLConfiguration(url: url) } catch { throw ValidationError("\(source): \(error)") }
+}
+
 /// Warns when `--mysql-url` carries a password: arguments are readable by every user (`ps`, /proc/PID/cmdline).
 func warnIfPasswordInArguments(_ mysqlURL: String?, logger: Logger) {
     guard let mysqlURL, (try? MySQLConfiguration(url: mysqlURL))?.password != nil else { return }
@@ -414,12 +430,10 @@ struct Migrate: ParsableCommand {
 
     func run() throws {
         let logger = try logging.makeLogger(label: "stovepipe")
-        guard let url = mysqlURL ?? ProcessInfo.processInfo.environment["STOVEPIPE_MYSQL_URL"], !url.isEmpty else {
+        guard let connection = try mysqlConfiguration(flag: mysqlURL, environment: ProcessInfo.processInfo.environment) else {
             throw ValidationError("migrate needs --mysql-url or STOVEPIPE_MYSQL_URL")
         }
         warnIfPasswordInArguments(mysqlURL, logger: logger)
-        let connection: MySQLConfiguration
-        do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
         try MySQLLibrary.initialize()
         let storage = MySQLStorage(configuration: connection, logger: logger.with(component: "mysql"))
         defer { storage.close() }

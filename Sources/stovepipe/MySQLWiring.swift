@@ -66,7 +66,7 @@ extension Storage {
         do {
             connection = try MySQLConfiguration(url: url)
         } catch {
-            throw StartupError("invalid --mysql-url: \(error)")
+            throw StartupError("\(error)")
         }
         let storage = MySQLStorage(
             configuration: connection,

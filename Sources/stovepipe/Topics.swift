@@ -18,11 +18,9 @@ struct Topics: ParsableCommand {
 
         /// A broker over the database, not consuming: for stats, dead letters and redrive only.
         func withBroker<Result>(_ body: (MySQLBroker) throws -> Result) throws -> Result {
-            guard let url = mysqlURL ?? ProcessInfo.processInfo.environment["STOVEPIPE_MYSQL_URL"], !url.isEmpty else {
+            guard let connection = try mysqlConfiguration(flag: mysqlURL, environment: ProcessInfo.processInfo.environment) else {
                 throw ValidationError("topics needs --mysql-url or STOVEPIPE_MYSQL_URL (the in-memory topic lives inside serve: see GET /topics)")
             }
-            let connection: MySQLConfiguration
-            do { connection = try MySQLConfiguration(url: url) } catch { throw ValidationError("invalid --mysql-url: \(error)") }
             try MySQLLibrary.initialize()
             let logger = Logger(label: "stovepipe", factory: { label in StderrLogHandler(label: label, format: .text, logLevel: .warning) })
             warnIfPasswordInArguments(mysqlURL, logger: logger)

@@ -105,4 +105,23 @@ extension EndToEndTests {
         #expect(warnings.allSatisfy { $0.contains("WARNING") && $0.contains("STOVEPIPE_MYSQL_URL") }, "\(output)")
         #expect(!output.contains("hush"))
     }
+
+    /// A URL that does not parse is refused before anything starts, naming the setting it came from.
+    @Test(arguments: [
+        (["serve", "--port", "0", "--mysql-url", "mysql://u:hush@127.0.0.1:1/db?read-timeout=never"], [String: String](), "--mysql-url"),
+        (["serve", "--port", "0"], ["STOVEPIPE_MYSQL_URL": "mysql://u:hush@127.0.0.1:1/db?read-timeout=never"], "STOVEPIPE_MYSQL_URL"),
+        (["migrate"], ["STOVEPIPE_MYSQL_URL": "mysql://u:hush@127.0.0.1:1/db?read-timeout=never"], "STOVEPIPE_MYSQL_URL"),
+        (["topics"], ["STOVEPIPE_MYSQL_URL": "mysql://u:hush@127.0.0.1:1/db?read-timeout=never"], "STOVEPIPE_MYSQL_URL"),
+        (["migrate", "--mysql-url", "mysql://u:hush@127.0.0.1:1/db?read-timeout=never"], ["STOVEPIPE_MYSQL_URL": "mysql://u@h/db"], "--mysql-url"),
+    ])
+    func anInvalidMySQLURLIsRefusedNamingItsSource(
+        _ arguments: [String], _ environment: [String: String], _ source: String
+    ) throws {
+        let (listened, status, output) = try Self.runUntilListeningOrExit(arguments, environment: environment)
+        #expect(!listened && status != 0, "\(output)")
+        #expect(
+            output.contains("\(source): invalid MySQL URL: bad value for parameter 'read-timeout' (whole seconds, 1 to 86400)"),
+            "\(output)")
+        #expect(!output.contains("hush"))
+    }
 }

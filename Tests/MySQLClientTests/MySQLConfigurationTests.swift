@@ -81,6 +81,10 @@ struct MySQLConfigurationTests {
             ("mysql://u@h/db?ssl-mode=SOMETIMES", .invalidParameterValue(name: "ssl-mode")),
             ("mysql://u@h/db?connect-timeout=0", .invalidParameterValue(name: "connect-timeout")),
             ("mysql://u@h/db?read-timeout=", .invalidParameterValue(name: "read-timeout")),
+            ("mysql://u@h/db?read-timeout=+30", .invalidParameterValue(name: "read-timeout")),
+            ("mysql://u@h/db?connect-timeout=%2B5", .invalidParameterValue(name: "connect-timeout")),
+            ("mysql://u@h/db?write-timeout=86401", .invalidParameterValue(name: "write-timeout")),
+            ("mysql://u@h/db?read-timeout=2147484", .invalidParameterValue(name: "read-timeout")),
             ("mysql://u@h/db?ssl-ca=/ca.pem", .conflictingParameters("ssl-ca needs ssl-mode=REQUIRED or VERIFY_IDENTITY")),
             ("mysql://u@h/db?socket=/s.sock", .conflictingParameters("socket given together with a host")),
             ("mysql://u@h/db?ssl-mode=REQUIRED&ssl-mode=DISABLED", .conflictingParameters("ssl-mode given twice")),
@@ -95,7 +99,7 @@ struct MySQLConfigurationTests {
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=12").lockWaitTimeoutSeconds == 12)
         let shortReads = try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=3&lock-wait-timeout=2")
         #expect(shortReads.lockWaitTimeoutSeconds == 2)
-        for bad in ["0", "-1", "five", "1.5", "4294967296"] {
+        for bad in ["0", "-1", "+4", "five", "1.5", "86401", "4294967296"] {
             #expect(throws: MySQLConfigurationError.invalidParameterValue(name: "lock-wait-timeout"), "\(bad)") {
                 try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=\(bad)")
             }
@@ -112,6 +116,22 @@ struct MySQLConfigurationTests {
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=2").lockWaitTimeoutSeconds == 1)
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=1").lockWaitTimeoutSeconds == nil)
         #expect(try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=6").lockWaitTimeoutSeconds == 5)
+    }
+
+    @Test("timeouts take whole seconds from 1 to a day, and a bad one says so")
+    func timeoutRange() throws {
+        let longest = try MySQLConfiguration(
+            url: "mysql://u@h/db?connect-timeout=86400&read-timeout=86400&write-timeout=86400&lock-wait-timeout=86399")
+        #expect(longest.connectTimeoutSeconds == 86400)
+        #expect(longest.readTimeoutSeconds == 86400)
+        #expect(longest.writeTimeoutSeconds == 86400)
+        #expect(longest.lockWaitTimeoutSeconds == 86399)
+        #expect(
+            MySQLConfigurationError.invalidParameterValue(name: "read-timeout").description
+                == "invalid MySQL URL: bad value for parameter 'read-timeout' (whole seconds, 1 to 86400)")
+        #expect(
+            MySQLConfigurationError.invalidParameterValue(name: "ssl-mode").description
+                == "invalid MySQL URL: bad value for parameter 'ssl-mode'")
     }
 
     @Test("errors and descriptions never repeat the password")
