@@ -67,6 +67,9 @@ struct QueueConfiguration: Sendable, Equatable {
         guard let queues = object["queues"] as? [Any] else {
             throw Invalid(place: "$.queues", problem: "must be an array of queues")
         }
+        // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for a server that answers 404 to
+        // every ingest.
+        guard !queues.isEmpty else { throw Invalid(place: "$.queues", problem: "is empty: list at least one queue") }
         var entries: [Entry] = []
         var seen: Set<QueueName> = []
         for (index, item) in queues.enumerated() {

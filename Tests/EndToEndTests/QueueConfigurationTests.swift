@@ -35,6 +35,7 @@ import Testing
         ("[]", "$"),
         ("{", "$"),
         (#"{"queues": {}}"#, "$.queues"),
+        (#"{"queues": []}"#, "$.queues"),
         (#"{"queues": [1]}"#, "$.queues[0]"),
         (#"{"queues": [{"name": "a b", "source": {}}]}"#, "$.queues[0].name"),
         (#"{"queues": [{"name": "a", "source": {"type": "svn"}}]}"#, "$.queues[0].source.type"),
