@@ -139,6 +139,14 @@ let package = Package(
         ),
         .testTarget(name: "MySQLClientTests", dependencies: ["MySQLClient", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "APITests", dependencies: ["API", "Domain", "Backends", "HTTPServer"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["stovepipe", "API", "Domain", "Backends", "HTTPServer", "MySQLClient", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "stovepipe", "API", "Domain", "Backends", "HTTPServer", "MySQLClient", "TestSupport",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
     ]
 )

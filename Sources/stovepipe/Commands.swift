@@ -155,7 +155,7 @@ struct Serve: ParsableCommand {
             .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
             .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
         ]
-        MetricsSystem.bootstrap(factory)
+        MetricsSystem.bootstrap(DescribedMetricsFactory(factory))
 
         var configuration = ServeConfiguration(queues: try loadQueues(environment["STOVEPIPE_QUEUES"]))
         // Parsing a large queues file leaves its freed pages in glibc's heap below what the queues keep (a 60,000-queue

@@ -3,6 +3,8 @@ import MySQLClient
 import TestSupport
 import Testing
 
+@testable import stovepipe
+
 /// GET /metrics of `server`, parsed.
 private func scrape(_ server: RunningServer) throws -> PrometheusExposition {
     let response = try http("GET", "/metrics", port: server.port)
@@ -190,6 +192,8 @@ extension PrometheusExposition {
             #expect(sampled.contains(name), "\(name) has no series")
         }
         for (name, type) in types where type == "counter" { #expect(name.hasSuffix("_total"), "\(name)") }
+        #expect(helpLineProblems(text) == [])
+        #expect(stovepipeFamilies(text) == Set(MetricHelp.texts.keys), "every family of the help table is made, and no other")
         // Each histogram series: `le` increasing to +Inf, counts never falling, +Inf equal to _count.
         for (name, type) in types where type == "histogram" {
             for count in exposition.samples(named: name + "_count") {

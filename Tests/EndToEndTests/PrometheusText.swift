@@ -111,3 +111,31 @@ struct PrometheusExposition {
         }
     }
 }
+
+/// The names of the stovepipe_* families in a Prometheus text exposition, from their `# TYPE` lines.
+func stovepipeFamilies(_ exposition: String) -> Set<String> {
+    Set(exposition.split(separator: "\n").compactMap { line in
+        line.hasPrefix("# TYPE stovepipe_") ? line.split(separator: " ").dropFirst(2).first.map(String.init) : nil
+    })
+}
+
+/// What is wrong with the `# HELP` lines of the stovepipe_* families in `exposition`: each family's `# TYPE` line
+/// must follow a `# HELP` line of the same name with a text, and the family must have no other `# HELP` line.
+func helpLineProblems(_ exposition: String) -> [String] {
+    let lines = exposition.split(separator: "\n")
+    var helpLines: [String: Int] = [:]
+    for line in lines where line.hasPrefix("# HELP ") {
+        if let name = line.split(separator: " ").dropFirst(2).first { helpLines[String(name), default: 0] += 1 }
+    }
+    var problems: [String] = []
+    for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE stovepipe_") {
+        guard let name = line.split(separator: " ").dropFirst(2).first else { continue }
+        let help = "# HELP \(name) "
+        let previous = index > 0 ? lines[index - 1] : ""
+        if !previous.hasPrefix(help) || previous.count == help.count {
+            problems.append("no HELP line with a text right before \(line)")
+        }
+        if let count = helpLines[String(name)], count != 1 { problems.append("\(count) HELP lines for \(name)") }
+    }
+    return problems
+}
