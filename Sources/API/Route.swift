@@ -118,8 +118,9 @@ enum Route: Equatable {
         return text
     }
 
-    /// Matches a path already split into raw segments.
-    private static func match(segments raw: [Substring]) throws(Failure) -> Route {
+    /// Matches a path already split into raw segments; internal so that scripts/fuzz can check that it agrees
+    /// with the byte-wise match on ASCII paths.
+    static func match(segments raw: [Substring]) throws(Failure) -> Route {
         guard let head = raw.first else { throw .notFound }
         let rest = raw.dropFirst()
         switch head {

@@ -158,7 +158,7 @@ struct HTTPRequestParser: Sendable {
                 scan.scanned = available
                 if let requestLineEnd = scan.requestLineEnd {
                     if available - requestLineEnd > limits.maxHeaderBytes { return fail(.headerSectionTooLarge) }
-                } else if available - scan.lineStart > limits.maxRequestLineBytes + 1 {
+                } else if available - scan.lineStart - 1 > limits.maxRequestLineBytes {
                     return fail(.requestLineTooLong)
                 }
                 phase = .head(scan)

@@ -43,7 +43,10 @@ final class ServerContext: Sendable {
         self.tls = configuration.tls.map(TLSContextStore.init(configuration:))
         self.handshakeTimeout = max(1_000_000, configuration.tls?.handshakeTimeout.nanoseconds ?? 0)
         self.lingerTimeout = min(2_000_000_000, idleTimeout)
-        self.pausedReadLimit = limits.maxRequestLineBytes + limits.maxHeaderBytes + 4096
+        // Limits may be as large as Int allows (`--max-header-bytes 9223372036854775807`): the sum saturates.
+        let (lineAndHead, headOverflow) = limits.maxRequestLineBytes.addingReportingOverflow(limits.maxHeaderBytes)
+        let (paused, slackOverflow) = lineAndHead.addingReportingOverflow(4096)
+        self.pausedReadLimit = headOverflow || slackOverflow ? .max : paused
         var generator = SystemRandomNumberGenerator()
         let random = generator.next() as UInt64
         self.requestIDPrefix = String(random & 0xFFFF_FFFF_FFFF, radix: 16)

@@ -532,6 +532,14 @@ struct HTTPRequestParserLimitTests {
         #expect(outcomes == [.failure(.requestLineTooLong)])
     }
 
+    @Test("limits as large as Int allows parse requests instead of overflowing")
+    func hugeLimits() {
+        let huge = HTTPParserLimits(
+            maxRequestLineBytes: .max, maxHeaderBytes: .max, maxHeaderFields: .max, maxBodyBytes: .max)
+        #expect(run([bytes("GET / HTTP/1.1\r\nHost: a\r\n\r\n")], limits: huge).requests.count == 1)
+        #expect(run([bytes("GET /unterminated")], limits: huge).outcomes.isEmpty)
+    }
+
     @Test("the default request-line limit is 8 KiB")
     func defaultRequestLine() {
         let target = "/" + String(repeating: "a", count: 8 * 1024)

@@ -42,6 +42,21 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("limits as large as Int allows start a server that answers, instead of overflowing")
+    func hugeLimits() throws {
+        let configuration = testConfiguration {
+            $0.maxRequestLineBytes = .max
+            $0.maxHeaderBytes = .max
+            $0.maxHeaderFields = .max
+            $0.maxBodyBytes = .max
+        }
+        try withServer(configuration) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(get("/"))
+            #expect(try client.readResponse().status == 200)
+        }
+    }
+
     @Test("a header section over the byte limit is 431")
     func headerBytesLimit() throws {
         try withServer(testConfiguration { $0.maxHeaderBytes = 1024 }) { port, _ in
