@@ -87,9 +87,9 @@ struct Serve: ParsableCommand {
     var ingestSecret: String?
     @Option(help: "Read the ingest secret from this file at start-up, one trailing newline dropped (env STOVEPIPE_INGEST_SECRET_FILE).")
     var ingestSecretFile: String?
-    @Option(help: "HTTP worker threads (handlers may block on storage). (default: twice the cores, at least 4: \(HTTPServerConfiguration.defaultWorkerThreads) here)")
+    @Option(help: "HTTP worker threads (handlers may block on storage), 1...4096. (default: twice the cores, at least 4: \(HTTPServerConfiguration.defaultWorkerThreads) here)")
     var workers: Int?
-    @Option(help: "Event-loop threads that read and write sockets. (default: one per two cores, 1 or 2: \(HTTPServerConfiguration.defaultEventLoopThreads) here)")
+    @Option(help: "Event-loop threads that read and write sockets, 1...256. (default: one per two cores, 1 or 2: \(HTTPServerConfiguration.defaultEventLoopThreads) here)")
     var eventLoops: Int?
     @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself; 0 never. (default: 1)")
     var workerKeepAliveWaitMs: Double?
@@ -350,6 +350,11 @@ struct Serve: ParsableCommand {
         }
     }
 
+    /// The most HTTP worker threads `--workers` may ask for.
+    static let maxWorkers = 4096
+    /// The most event-loop threads `--event-loops` may ask for.
+    static let maxEventLoops = 256
+
     private func httpConfiguration(environment: [String: String]) throws -> HTTPServerConfiguration {
         var http = HTTPServerConfiguration()
         http.host = host
@@ -365,8 +370,15 @@ struct Serve: ParsableCommand {
             guard value > 0 else { throw ValidationError("\(flag) must be a positive number of seconds") }
             apply(try Self.milliseconds(value, flag))
         }
-        try positive(workers, "--workers") { http.workerThreads = $0 }
-        try positive(eventLoops, "--event-loops") { http.eventLoopThreads = $0 }
+        // Each is a thread started at once; far past these, start-up only exhausts the machine's threads or memory.
+        guard workers.map({ (1...Self.maxWorkers).contains($0) }) ?? true else {
+            throw ValidationError("--workers must be 1...\(Self.maxWorkers)")
+        }
+        guard eventLoops.map({ (1...Self.maxEventLoops).contains($0) }) ?? true else {
+            throw ValidationError("--event-loops must be 1...\(Self.maxEventLoops)")
+        }
+        if let workers { http.workerThreads = workers }
+        if let eventLoops { http.eventLoopThreads = eventLoops }
         if let wait = workerKeepAliveWaitMs {
             guard wait >= 0, wait <= 1000, wait.isFinite else {
                 throw ValidationError("--worker-keep-alive-wait-ms must be 0...1000")

@@ -106,6 +106,17 @@ func completeLines(_ log: String) -> [Substring] {
         }
     }
 
+    /// Thread counts are bounded: each thread starts with the server, so a slip of the keyboard must not exhaust the machine.
+    @Test(arguments: [
+        ("--workers", "0", "1...4096"), ("--workers", "4097", "1...4096"),
+        ("--event-loops", "0", "1...256"), ("--event-loops", "257", "1...256"),
+    ])
+    func threadCountsOutsideTheirRangeAreUsageErrors(_ flag: String, _ value: String, _ range: String) throws {
+        let (listened, status, output) = try EndToEndTests.runUntilListeningOrExit(["serve", "--port", "0", "\(flag)=\(value)"])
+        #expect(!listened && status == 64, "\(output)")
+        #expect(output.contains("\(flag) must be \(range)"), "\(output)")
+    }
+
     /// A subcommand's usage error names that subcommand's usage, as ArgumentParser does for its own parse errors.
     @Test func usageErrorsOfSubcommandsShowTheirOwnUsage() throws {
         let environment = ["STOVEPIPE_MYSQL_URL": ""]
