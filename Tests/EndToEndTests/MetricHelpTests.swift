@@ -74,7 +74,8 @@ import Testing
         }
     }
 
-    /// An in-memory server creates families of the table only, each with its text; the rest need MySQL.
+    /// An in-memory server creates families of the table only, each with its text in one HELP line right before its
+    /// TYPE line; the rest need MySQL.
     @Test func anInMemoryServerExportsEachFamilyWithItsTextFromTheTable() throws {
         let server = try RunningServer(arguments: [])
         #expect(try http("GET", "/queues/demo/main", port: server.port).status == 200)
@@ -84,6 +85,8 @@ import Testing
             return metrics.contains("# TYPE stovepipe_http_requests_total counter\n")
         })
         let families = stovepipeFamilies(metrics)
+        #expect(families.count >= 14, "\(metrics)")
+        #expect(helpLineProblems(metrics) == [])
         let table = Set(MetricHelp.texts.keys)
         #expect(families.subtracting(table) == [], "exported without a help text")
         let mysqlOnly = table.subtracting(families).filter { !$0.hasPrefix("stovepipe_mysql_") && !$0.hasPrefix("stovepipe_topic_") }
