@@ -166,6 +166,10 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = Self.percentDecoded(parts[0]) else { throw .invalidPercentEncoding(field: "parameter name") }
+            // An unknown name is named as unknown, even without a value (`?idle-timeout`).
+            guard Self.timeoutParameters.contains(name) || ["ssl-mode", "ssl-ca", "socket"].contains(name) else {
+                throw .unknownParameter(name)
+            }
             guard parts.count == 2, let value = Self.percentDecoded(parts[1]), !value.isEmpty else {
                 throw .invalidParameterValue(name: name)
             }
@@ -193,6 +197,9 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
             }
         }
     }
+
+    /// The URL parameters that take a timeout in seconds.
+    static let timeoutParameters: Set<String> = ["connect-timeout", "read-timeout", "write-timeout", "lock-wait-timeout"]
 
     /// The longest timeout a URL may give: a day.
     static let maximumTimeoutSeconds: UInt32 = 86_400
@@ -319,7 +326,7 @@ public enum MySQLConfigurationError: Error, Hashable, Sendable, CustomStringConv
         case .invalidPercentEncoding(let field): "invalid MySQL URL: malformed percent-encoding in the \(field)"
         case .invalidDatabaseName: "invalid MySQL URL: the database name must not contain '/'"
         case .unknownParameter(let name): "invalid MySQL URL: unknown parameter '\(name)'"
-        case .invalidParameterValue(let name) where name.hasSuffix("-timeout"):
+        case .invalidParameterValue(let name) where MySQLConfiguration.timeoutParameters.contains(name):
             "invalid MySQL URL: bad value for parameter '\(name)' (whole seconds, 1 to \(MySQLConfiguration.maximumTimeoutSeconds))"
         case .invalidParameterValue(let name): "invalid MySQL URL: bad value for parameter '\(name)'"
         case .conflictingParameters(let reason): "invalid MySQL URL: \(reason)"

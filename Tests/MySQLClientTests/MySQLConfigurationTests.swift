@@ -132,6 +132,9 @@ struct MySQLConfigurationTests {
         #expect(
             MySQLConfigurationError.invalidParameterValue(name: "ssl-mode").description
                 == "invalid MySQL URL: bad value for parameter 'ssl-mode'")
+        #expect(throws: MySQLConfigurationError.unknownParameter("idle-timeout")) {
+            try MySQLConfiguration(url: "mysql://u@h/db?idle-timeout")
+        }
     }
 
     @Test("errors and descriptions never repeat the password")
