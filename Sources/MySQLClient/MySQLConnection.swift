@@ -80,6 +80,9 @@ public final class MySQLConnection {
     /// False once closed, or once an error showed the connection cannot be used again.
     public var isUsable: Bool { handle != nil && brokenReason == nil }
 
+    /// The code of the error that made the connection unusable, if one did.
+    var brokenCode: MySQLErrorCode? { brokenReason?.code }
+
     /// The server's id of this connection, as `CONNECTION_ID()` returns it; 0 when closed.
     public var connectionID: UInt64 {
         guard let handle else { return 0 }

@@ -114,7 +114,12 @@ public final class MySQLPool: Sendable {
                     // a metadata lookup per lease.
                     guard prepare(connection, &lease) else { throw Refused() }
                     ran = true
-                    defer { reusable = Self.settle(connection) }
+                    defer {
+                        reusable = Self.settle(connection)
+                        // What broke the connection, when that was not `body`'s own error (a ROLLBACK after a
+                        // duplicate key that finds the connection gone), is why it is discarded.
+                        if !reusable, let broken = connection.brokenCode { failure = broken }
+                    }
                     do {
                         return try body(connection)
                     } catch {

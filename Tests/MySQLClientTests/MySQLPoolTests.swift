@@ -27,6 +27,40 @@ final class WaitRecordingObserver: MySQLPoolObserver {
 
 @Suite("MySQLPool against a live server", .enabled(if: LiveDatabase.shouldRun), .serialized)
 struct MySQLPoolTests {
+    @Test("a connection lost while rolling back a failed transaction is discarded for the loss, not for the statement's error")
+    func lostDuringRollbackIsDiscardedForTheLoss() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 2), observer: observer, logger: quietLogger)
+            defer { pool.close() }
+            try pool.withConnection { connection in
+                try connection.execute(MySQLQuery(unsafeSQL: "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB"))
+                try connection.execute(MySQLQuery(unsafeSQL: "INSERT INTO t VALUES (1)"))
+            }
+            let killer = try MySQLConnection(configuration: configuration)
+            defer { killer.close() }
+
+            let error = try #require(throws: MySQLError.self) {
+                try pool.transaction { connection in
+                    let id = try #require(try connection.query("SELECT CONNECTION_ID()").first?.uint64(0))
+                    do {
+                        try connection.execute(MySQLQuery(unsafeSQL: "INSERT INTO t VALUES (1)"))
+                    } catch let duplicate as MySQLError {
+                        // Killed between the failed statement and the transaction's ROLLBACK.
+                        try killer.execute(MySQLQuery(unsafeSQL: "KILL \(id)"))
+                        throw duplicate
+                    }
+                }
+            }
+            #expect(error.code == .duplicateEntry, "the caller still sees the statement's error")
+            let discarded = observer.discarded.withLock { $0 }
+            #expect(discarded.count == 1 && discarded.allSatisfy(\.isConnectionBroken), "\(discarded)")
+            #expect(pool.statistics.totalDiscarded == 1)
+            #expect(try pool.withConnection { try $0.query("SELECT COUNT(*) FROM t").first?.uint64(0) } == 1)
+        }
+    }
+
     @Test("a killed connection fails once with a connection-lost code, is discarded, and the pool recovers")
     func brokenConnectionDiscarded() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
