@@ -98,6 +98,8 @@ extension Storage {
                 pollInterval: configuration.topicPollInterval, leaseDuration: configuration.topicLease,
                 visibilityTimeout: configuration.topicVisibility),
             logger: logger.with(component: "topic"))
+        // From the start, as every counter: a publish-only replica's first publish would otherwise be lost to rate().
+        broker.exportPublishCounters(of: [.process])
         return Storage(
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
             broker: broker,

@@ -66,8 +66,14 @@ import Glibc
         defer { setup.remove() }
         _ = try setup.repository.commit("one")
         let publisher = try RunningServer(arguments: setup.serveArguments + ["--consumer-threads", "0"])
+        let published = #"stovepipe_topic_published_total{topic="process"}"#
+        // Exported at 0 before the first publish, as every counter, so that rate() sees the first one.
+        let before = try http("GET", "/metrics", port: publisher.port).text
+        #expect(before.contains("\n\(published) 0\n"), "\(before)")
         let minted = try http("POST", "/queues/app/main/ingest", port: publisher.port)
         #expect(minted.status == 202, "\(minted.text)")
+        let after = try http("GET", "/metrics", port: publisher.port).text
+        #expect(after.contains("\n\(published) 1\n"), "\(after)")
         let ready = try http("GET", "/readyz", port: publisher.port)
         #expect(ready.status == 200, "\(ready.text)")
         #expect(ready.text.contains("only publishes"), "\(ready.text)")

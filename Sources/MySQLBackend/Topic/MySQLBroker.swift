@@ -727,6 +727,12 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         "stovepipe_topic_redriven_total",
     ]
 
+    /// Exports the publish counter of each of `topics` at 0, for a replica that publishes to topics it never
+    /// subscribes to (`start` exports every counter of the subscribed ones).
+    public func exportPublishCounters(of topics: [TopicName]) {
+        for topic in topics { _ = counter("stovepipe_topic_published_total", topic) }
+    }
+
     private func counter(_ label: String, _ topic: TopicName) -> Metrics.Counter {
         Self.handle(in: counters, label: label, topic: topic) {
             Metrics.Counter(label: label, dimensions: [("topic", topic.rawValue)], factory: metrics)
