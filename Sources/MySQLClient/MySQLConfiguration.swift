@@ -156,8 +156,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
         if lockWaitTimeoutSeconds >= readTimeoutSeconds {
             throw .conflictingParameters(
                 "lock-wait-timeout (\(lockWaitTimeoutSeconds) s) must be below read-timeout (\(readTimeoutSeconds) s): "
-                    + "a lock wait that long would end as a lost connection; give a shorter lock-wait-timeout or a "
-                    + "longer read-timeout")
+                    + "a lock wait that long would end as a lost connection; give a shorter lock-wait-timeout"
+                    + (readTimeoutSeconds < Self.maximumTimeoutSeconds ? " or a longer read-timeout" : ""))
         }
     }
 

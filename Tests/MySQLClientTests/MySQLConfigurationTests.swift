@@ -120,6 +120,11 @@ struct MySQLConfigurationTests {
 
     @Test("timeouts take whole seconds from 1 to a day, and a bad one says so")
     func timeoutRange() throws {
+        #expect(
+            throws: MySQLConfigurationError.conflictingParameters(
+                "lock-wait-timeout (86400 s) must be below read-timeout (86400 s): a lock wait that long would end as a "
+                    + "lost connection; give a shorter lock-wait-timeout")
+        ) { try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=86400&lock-wait-timeout=86400") }
         let longest = try MySQLConfiguration(
             url: "mysql://u@h/db?connect-timeout=86400&read-timeout=86400&write-timeout=86400&lock-wait-timeout=86399")
         #expect(longest.connectTimeoutSeconds == 86400)
