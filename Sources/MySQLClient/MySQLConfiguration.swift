@@ -6,7 +6,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
     public enum TLSMode: String, Sendable, Hashable, CaseIterable {
         /// TLS is not requested.
         case disabled = "DISABLED"
-        /// TLS is required; the server certificate is not verified.
+        /// TLS is required; the server certificate's chain is verified against `ssl-ca` when one is given (Connector/C
+        /// then sets SSL_VERIFY_PEER), its host name never.
         case required = "REQUIRED"
         /// TLS is required and the server certificate must chain to the CA and name the host.
         case verifyIdentity = "VERIFY_IDENTITY"

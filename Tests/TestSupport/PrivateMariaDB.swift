@@ -33,14 +33,17 @@ public func testDatabaseScript() throws -> URL {
 /// A MariaDB server of one test's own, in its own directory, that the test stops and starts.
 public struct PrivateServer: Sendable {
     let script: URL
-    let directory: URL
+    /// The directory the server keeps its data, socket and logs in.
+    public let directory: URL
 
-    /// Creates the directory and starts the server in it; returns the server and its URL (ending in `/`).
-    public static func start() throws -> (PrivateServer, url: String) {
+    /// Creates the directory, lets `prepare` add to it (`tls/` for a TLS server), and starts the server in it;
+    /// returns the server and its URL (ending in `/`).
+    public static func start(preparing prepare: (URL) throws -> Void = { _ in }) throws -> (PrivateServer, url: String) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-outage-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let server = PrivateServer(script: try testDatabaseScript(), directory: directory)
         do {
+            try prepare(directory)
             return (server, try server.start())
         } catch {
             server.stopAndRemove()
