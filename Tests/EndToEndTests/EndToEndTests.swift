@@ -101,6 +101,25 @@ import Glibc
         #expect(!server.log.contains("hush"))
     }
 
+    /// A configured queue whose ref is gone answers 404 like an unknown one; the log says which it was.
+    @Test func aQueueWhoseRefIsGoneIs404AndLogsAWarning() throws {
+        let repository = try TemporaryRepository()
+        defer { repository.remove() }
+        try repository.commit("one")
+        let queues = repository.url.appendingPathExtension("gone.json")
+        let document = #"{"queues": ["#
+            + #"{"name": "app/main", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "main"}},"#
+            + #"{"name": "app/gone", "source": {"type": "git", "repository": "\#(repository.url.path)", "ref": "gone"}}]}"#
+        try Data(document.utf8).write(to: queues)
+        let server = try RunningServer(arguments: ["--queues", queues.path])
+        #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
+        #expect(try http("POST", "/queues/app/gone/ingest", port: server.port).status == 404)
+        #expect(server.terminate() == 0)
+        let warnings = server.log.split(separator: "\n").filter { $0.contains("WARNING") && $0.contains("ref does not exist") }
+        #expect(warnings.count == 1, "\(server.log)")
+        #expect(warnings.allSatisfy { $0.contains("queue=app/gone") && $0.contains("http.request_id=") }, "\(server.log)")
+    }
+
     @Test func sixtyFourClientsIngestingOneHeadGetOneRequest() throws {
         let repository = try TemporaryRepository()
         defer { repository.remove() }

@@ -94,7 +94,7 @@ public final class IngestController: Sendable {
         var log = logger
         for (key, value) in logMetadata { log[metadataKey: key] = value }
         log[metadataKey: "queue"] = "\(name)"
-        return try ingest(name, try head(of: name), rereadIfOld: true, log: log)
+        return try ingest(name, try head(of: name, log: log), rereadIfOld: true, log: log)
     }
 
     /// Ingests `uri` as the head of `name`; `rereadIfOld` allows the one second read of the head that
@@ -113,7 +113,7 @@ public final class IngestController: Sendable {
         if !claimed, rereadIfOld, let latest = try latestRequestID(of: name), id.isOlder(than: latest) {
             // The head's request is older than the queue's latest: either this read of the head was stale,
             // or the branch was reset to an old commit. Only the ref's value now tells the two apart.
-            let again = try head(of: name)
+            let again = try head(of: name, log: log)
             guard again == uri else {
                 log.info("head moved while ingesting, ingesting the newer head", metadata: ["uri.newer": "\(again)"])
                 return try ingest(name, again, rereadIfOld: false, log: baseLog)
@@ -133,11 +133,22 @@ public final class IngestController: Sendable {
         return IngestResult(request: request, minted: minted)
     }
 
-    private func head(of name: QueueName) throws(IngestError) -> SourceURI {
+    private func head(of name: QueueName, log: Logger) throws(IngestError) -> SourceURI {
+        let source: any SourceControl
+        do {
+            source = try sources.sourceControl(for: name)
+        } catch .notFound {
+            throw .unknownQueue(name)
+        } catch {
+            throw .unavailable(detail: "source control: \(error)")
+        }
         let uri: SourceURI
         do {
-            uri = try sources.sourceControl(for: name).latest()
+            uri = try source.latest()
         } catch .notFound {
+            // A configured queue whose repository or ref is gone (a deleted branch, a wrong path): the caller sees a
+            // 404 like an unknown queue's, so the operator needs this line to tell the two apart.
+            log.warning("the queue's repository or ref does not exist; its ingests are refused as unknown until it does")
             throw .unknownQueue(name)
         } catch {
             throw .unavailable(detail: "source control: \(error)")
