@@ -18,10 +18,11 @@ enum MySQLErrorTranslation {
         if error.code == .poolClosed {
             return .unavailable(retryable: false, detail: "mysql: the connection pool is closed")
         }
+        let code = error.code.summary.map { "\(error.code.rawValue): \($0)" } ?? "\(error.code.rawValue)"
         if error.isConnectionBroken || isRetryable(error.code) {
-            return .unavailable(retryable: true, detail: "mysql unavailable (error \(error.code.rawValue))")
+            return .unavailable(retryable: true, detail: "mysql unavailable (error \(code))")
         }
-        return .unavailable(retryable: false, detail: "mysql error \(error.code.rawValue)")
+        return .unavailable(retryable: false, detail: "mysql error \(code)")
     }
 
     /// Codes after which the same call may succeed later: lock conflicts that outlived the retries,

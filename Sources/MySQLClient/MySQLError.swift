@@ -42,6 +42,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let tooManyConnections = Self(rawValue: 1040)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.
     public static let accessDenied = Self(rawValue: 1045)
+    /// ER_BAD_DB_ERROR: the database named in the URL does not exist.
+    public static let unknownDatabase = Self(rawValue: 1049)
     /// CR_SOCKET_CREATE_ERROR: the client could not create a socket.
     public static let socketCreateError = Self(rawValue: 2001)
     /// CR_CONNECTION_ERROR: the Unix socket (or TCP port) refused or timed out.
@@ -96,6 +98,26 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         .malformedPacket, .serverLostExtended, .clientInteractionTimeout, .networkReadError,
         .networkWriteError, .connectionClosed,
     ]
+
+    /// A few words naming the codes an operator meets when connecting or under load, for messages; nil for the
+    /// rest. Fixed texts, unlike a server's message, which may quote user data.
+    public var summary: String? {
+        switch self {
+        case .tooManyConnections: "the server has too many connections"
+        case .accessDenied: "access denied (user or password)"
+        case .unknownDatabase: "unknown database"
+        case .serverShutdown: "the server is shutting down"
+        case .lockWaitTimeout: "lock wait timeout"
+        case .deadlock: "deadlock"
+        case .connectionKilled: "connection killed"
+        case .connectionError, .hostConnectionError: "cannot connect to the server"
+        case .unknownHost: "unknown host"
+        case .serverGone, .serverLost, .serverLostExtended: "lost the connection to the server"
+        case .sslConnectionError: "TLS could not be set up or the server's certificate was refused"
+        case .clientInteractionTimeout: "the server closed an idle connection"
+        default: nil
+        }
+    }
 
     /// True when a connection that reported this code must be discarded rather than reused.
     public var isConnectionBroken: Bool { Self.connectionBrokenCodes.contains(self) }

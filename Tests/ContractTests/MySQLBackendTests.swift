@@ -488,7 +488,7 @@ struct MySQLStoreTests {
             defer { holder.close() }
             try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT n FROM requests WHERE n = 1 FOR UPDATE")
             let started = ContinuousClock.now
-            #expect(throws: BackendError.unavailable(retryable: true, detail: "mysql unavailable (error 1205)")) {
+            #expect(throws: BackendError.unavailable(retryable: true, detail: "mysql unavailable (error 1205: lock wait timeout)")) {
                 try storage.requests.update(request, oldVersion: 1, newVersion: 2)
             }
             // Three attempts of a 1 s lock wait each, well within one 10 s read timeout.
@@ -566,5 +566,13 @@ struct MySQLErrorTranslationTests {
         }
         #expect(translate(.syntaxError) == .unavailable(retryable: false, detail: "mysql error 1064"))
         #expect(MySQLErrorTranslation.backendError(BackendError.notFound) == .notFound)
+        // The codes an operator meets when connecting are named, in fixed words.
+        #expect(
+            translate(.sslConnectionError)
+                == .unavailable(
+                    retryable: true,
+                    detail: "mysql unavailable (error 2026: TLS could not be set up or the server's certificate was refused)"))
+        #expect(translate(.unknownDatabase) == .unavailable(retryable: false, detail: "mysql error 1049: unknown database"))
+        #expect(translate(.accessDenied) == .unavailable(retryable: false, detail: "mysql error 1045: access denied (user or password)"))
     }
 }
