@@ -18,15 +18,7 @@ struct MySQLOutageTests {
 
     @Test("stopped server: store calls are unavailable within the connect timeout; restarted: the same pool recovers")
     func outageAndRecovery() async throws {
-        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires the MySQL outage test to run")
-        let (server, url) = try await offPool { try PrivateServer.start() }
-        do {
-            try await Self.exercise(server, url: url)
-        } catch {
-            _ = try? await offPool { server.stopAndRemove() }
-            throw error
-        }
-        try await offPool { server.stopAndRemove() }
+        try await withPrivateServer { server, url in try await Self.exercise(server, url: url) }
     }
 
     private static func exercise(_ server: PrivateServer, url: String) async throws {
@@ -103,15 +95,7 @@ struct MySQLOutageTests {
     // limit unreached.
     @Test("a prepare refused for max_prepared_stmt_count makes room by closing this connection's oldest statement")
     func preparedStatementLimit() async throws {
-        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires this test to run")
-        let (server, url) = try await offPool { try PrivateServer.start() }
-        do {
-            try await offPool { try Self.exercisePreparedStatementLimit(url: url) }
-        } catch {
-            _ = try? await offPool { server.stopAndRemove() }
-            throw error
-        }
-        try await offPool { server.stopAndRemove() }
+        try await withPrivateServer { _, url in try await offPool { try Self.exercisePreparedStatementLimit(url: url) } }
     }
 
     private static func exercisePreparedStatementLimit(url: String) throws {

@@ -9,15 +9,7 @@ import Testing
 struct MySQLTLSTests {
     @Test("REQUIRED encrypts; VERIFY_IDENTITY connects only with the issuing CA and the certificate's host")
     func sslModes() async throws {
-        try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires the MySQL TLS test to run")
-        let (server, url) = try await offPool { try PrivateServer.start(preparing: Self.makeCertificates) }
-        do {
-            try await Self.checkModes(server, url: url)
-        } catch {
-            _ = try? await offPool { server.stopAndRemove() }
-            throw error
-        }
-        try await offPool { server.stopAndRemove() }
+        try await withPrivateServer(preparing: Self.makeCertificates) { server, url in try await Self.checkModes(server, url: url) }
     }
 
     private static func checkModes(_ server: PrivateServer, url: String) async throws {

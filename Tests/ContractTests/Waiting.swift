@@ -1,6 +1,7 @@
 import Foundation
 import TestSupport
 import Synchronization
+import Testing
 
 /// Runs `body(i)` for i in 0..<count, each on its own Foundation thread, released together; waits for all
 /// until `timeout` and returns whether they all finished.
@@ -26,4 +27,21 @@ func offPool<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) 
     try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
     }
+}
+
+/// Runs `body` against a MariaDB of its own (see `PrivateServer.start`), which is stopped and removed afterwards,
+/// whether `body` throws or not.
+func withPrivateServer(
+    preparing prepare: @escaping @Sendable (URL) throws -> Void = { _ in },
+    _ body: (PrivateServer, String) async throws -> Void
+) async throws {
+    try #require(mariadbdInstalled, "mariadbd is not installed; CI=true requires this test to run")
+    let (server, url) = try await offPool { try PrivateServer.start(preparing: prepare) }
+    do {
+        try await body(server, url)
+    } catch {
+        _ = try? await offPool { server.stopAndRemove() }
+        throw error
+    }
+    try await offPool { server.stopAndRemove() }
 }
