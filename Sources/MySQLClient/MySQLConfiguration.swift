@@ -158,7 +158,8 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
             throw .conflictingParameters(
                 "lock-wait-timeout (\(lockWaitTimeoutSeconds) s) must be below read-timeout (\(readTimeoutSeconds) s): "
                     + "a lock wait that long would end as a lost connection; give a shorter lock-wait-timeout"
-                    + (readTimeoutSeconds < Self.maximumTimeoutSeconds ? " or a longer read-timeout" : ""))
+                    // A longer read-timeout helps only when one above the lock wait is allowed.
+                    + (lockWaitTimeoutSeconds < Self.maximumTimeoutSeconds ? " or a longer read-timeout" : ""))
         }
     }
 

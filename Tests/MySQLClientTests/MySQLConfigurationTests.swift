@@ -125,6 +125,17 @@ struct MySQLConfigurationTests {
                 "lock-wait-timeout (86400 s) must be below read-timeout (86400 s): a lock wait that long would end as a "
                     + "lost connection; give a shorter lock-wait-timeout")
         ) { try MySQLConfiguration(url: "mysql://u@h/db?read-timeout=86400&lock-wait-timeout=86400") }
+        // No read-timeout can be longer than the longest lock-wait-timeout, whatever the read-timeout given.
+        #expect(
+            throws: MySQLConfigurationError.conflictingParameters(
+                "lock-wait-timeout (86400 s) must be below read-timeout (30 s): a lock wait that long would end as a "
+                    + "lost connection; give a shorter lock-wait-timeout")
+        ) { try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=86400") }
+        #expect(
+            throws: MySQLConfigurationError.conflictingParameters(
+                "lock-wait-timeout (86399 s) must be below read-timeout (30 s): a lock wait that long would end as a "
+                    + "lost connection; give a shorter lock-wait-timeout or a longer read-timeout")
+        ) { try MySQLConfiguration(url: "mysql://u@h/db?lock-wait-timeout=86399") }
         let longest = try MySQLConfiguration(
             url: "mysql://u@h/db?connect-timeout=86400&read-timeout=86400&write-timeout=86400&lock-wait-timeout=86399")
         #expect(longest.connectTimeoutSeconds == 86400)
