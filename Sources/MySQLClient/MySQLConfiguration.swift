@@ -169,9 +169,7 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = Self.percentDecoded(parts[0]) else { throw .invalidPercentEncoding(field: "parameter name") }
             // An unknown name is named as unknown, even without a value (`?idle-timeout`).
-            guard Self.timeoutParameters.contains(name) || ["ssl-mode", "ssl-ca", "socket"].contains(name) else {
-                throw .unknownParameter(name)
-            }
+            guard Self.parameters.contains(name) else { throw .unknownParameter(name) }
             guard parts.count == 2, let value = Self.percentDecoded(parts[1]), !value.isEmpty else {
                 throw .invalidParameterValue(name: name)
             }
@@ -202,6 +200,9 @@ public struct MySQLConfiguration: Sendable, Hashable, CustomStringConvertible, C
 
     /// The URL parameters that take a timeout in seconds.
     static let timeoutParameters: Set<String> = ["connect-timeout", "read-timeout", "write-timeout", "lock-wait-timeout"]
+
+    /// Every URL parameter `applyParameters` knows.
+    static let parameters = timeoutParameters.union(["ssl-mode", "ssl-ca", "socket"])
 
     /// The longest timeout a URL may give: a day.
     static let maximumTimeoutSeconds: UInt32 = 86_400
