@@ -28,6 +28,9 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let connectionKilled = Self(rawValue: 1927)
     /// ER_NET_PACKET_TOO_LARGE: a packet exceeded max_allowed_packet; the server then closes the connection.
     public static let packetTooLarge = Self(rawValue: 1153)
+    /// ER_OPTION_PREVENTS_STATEMENT: for a write, the server runs read-only (`read_only`), as a former primary does
+    /// after a managed database's failover while its host name already points at the new primary.
+    public static let readOnly = Self(rawValue: 1290)
     /// ER_NET_READ_ERROR: the server could not read from the connection and closes it.
     public static let serverReadError = Self(rawValue: 1158)
     /// ER_NET_READ_INTERRUPTED: the server timed out reading from the connection (net_read_timeout) and closes it.
@@ -90,9 +93,10 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     /// A text argument (host, user, SQL) contained a NUL byte, which the C API cannot carry.
     public static let invalidArgument = Self(rawValue: 90006)
 
-    /// The codes after which the connection cannot be used again.
+    /// The codes after which the connection cannot be used again. `readOnly` is among them because only a new
+    /// connection resolves the host name again and so reaches a promoted primary; reads on the old one still work.
     public static let connectionBrokenCodes: Set<Self> = [
-        .serverShutdown, .connectionKilled, .packetTooLarge, .serverReadError, .serverReadTimeout, .serverWriteError,
+        .readOnly, .serverShutdown, .connectionKilled, .packetTooLarge, .serverReadError, .serverReadTimeout, .serverWriteError,
         .serverWriteTimeout, .socketCreateError, .connectionError, .hostConnectionError,
         .unknownHost, .serverGone, .handshakeError, .serverLost, .commandsOutOfSync, .sslConnectionError,
         .malformedPacket, .serverLostExtended, .clientInteractionTimeout, .networkReadError,
@@ -107,6 +111,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         case .accessDenied: "access denied (user or password)"
         case .unknownDatabase: "unknown database"
         case .serverShutdown: "the server is shutting down"
+        case .readOnly: "the server is read-only (a replica, or a former primary after a failover)"
         case .lockWaitTimeout: "lock wait timeout"
         case .deadlock: "deadlock"
         case .connectionKilled: "connection killed"

@@ -273,9 +273,9 @@ struct MySQLErrorTests {
         #expect(!(MySQLErrorCode.duplicateEntry ~= (CancellationError() as any Error)))
     }
 
-    @Test("connection-lost codes are broken; statement-level and pool codes are not")
+    @Test("connection-lost codes and read-only are broken; statement-level and pool codes are not")
     func brokenCodes() {
-        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927, 1153, 1159] {
+        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927, 1153, 1159, 1290] {
             #expect(MySQLErrorCode(rawValue: code).isConnectionBroken, "code \(code)")
         }
         for code in [MySQLErrorCode.duplicateEntry, .deadlock, .lockWaitTimeout, .poolTimeout, .poolClosed, .syntaxError] {
