@@ -20,6 +20,9 @@ public final class MySQLPool: Sendable {
         public var acquireTimeout: Duration
         /// A connection idle for longer than this is pinged before it is handed out.
         public var pingAfterIdle: Duration
+        /// A connection open for longer than this (less up to 1/40 of it, drawn per connection, so that connections
+        /// opened together do not all reconnect together) is closed instead of being handed out; nil keeps them.
+        public var maxLifetime: Duration?
         /// How many times `transaction` runs its body when it fails with a deadlock or lock wait timeout.
         public var transactionAttempts: Int
         /// The prepared-statement cache size of each connection.
@@ -28,11 +31,12 @@ public final class MySQLPool: Sendable {
         /// Makes a configuration; counts below 1 are raised to 1.
         public init(
             maxConnections: Int = 10, acquireTimeout: Duration = .seconds(5), pingAfterIdle: Duration = .seconds(30),
-            transactionAttempts: Int = 3, statementCacheCapacity: Int = 128
+            maxLifetime: Duration? = nil, transactionAttempts: Int = 3, statementCacheCapacity: Int = 128
         ) {
             self.maxConnections = max(1, maxConnections)
             self.acquireTimeout = acquireTimeout
             self.pingAfterIdle = pingAfterIdle
+            self.maxLifetime = maxLifetime
             self.transactionAttempts = max(1, transactionAttempts)
             self.statementCacheCapacity = max(1, statementCacheCapacity)
         }
@@ -82,7 +86,7 @@ public final class MySQLPool: Sendable {
         core.withLock { state in
             MySQLPoolStatistics(
                 inUse: state.inUse, idle: state.idle.count, totalOpened: state.totalOpened,
-                totalDiscarded: state.totalDiscarded, totalAcquired: state.totalAcquired,
+                totalDiscarded: state.totalDiscarded, totalRetired: state.totalRetired, totalAcquired: state.totalAcquired,
                 totalAcquireTimeouts: state.totalAcquireTimeouts, totalAcquireWait: .nanoseconds(state.totalAcquireWaitNanoseconds),
                 totalTransactionRetries: state.totalTransactionRetries)
         }
@@ -144,6 +148,8 @@ public final class MySQLPool: Sendable {
         let start: Int64
         var waitNanoseconds: Int64 = 0
         var failure: MySQLErrorCode?
+        /// True when `prepare` turned the connection down for its age, not for an error.
+        var expired = false
     }
 
     /// A permit and a connection: an idle one when there is one (checked by `prepare`), else a new one.
@@ -172,8 +178,13 @@ public final class MySQLPool: Sendable {
             lease.failure = .connectionClosed
             return false
         }
-        // One clock read serves the idle check and, unless a ping follows, the end of the wait.
+        // One clock read serves the age and idle checks and, unless a ping follows, the end of the wait.
         var now = BootClock.nanoseconds()
+        // A connection this lease opened is never retired, even with a zero lifetime: the lease would loop.
+        if !lease.isNew && now >= lease.slot.retireAtNanoseconds {
+            lease.expired = true
+            return false
+        }
         if !lease.isNew && now &- connection.lastUsedNanoseconds > pingAfterIdleNanoseconds {
             do throws(MySQLError) {
                 try connection.ping()
@@ -191,8 +202,13 @@ public final class MySQLPool: Sendable {
     /// Discards the slot `prepare` turned down and takes the next idle connection, or opens one; connecting
     /// and pinging happen outside the pool lock. Gives the permit back when no connection can be had.
     private func replace(_ lease: inout Lease) throws(MySQLError) {
-        discard(lease.slot, code: lease.failure ?? .connectionClosed)
+        if lease.expired {
+            retire(lease.slot)
+        } else {
+            discard(lease.slot, code: lease.failure ?? .connectionClosed)
+        }
         lease.failure = nil
+        lease.expired = false
         let next: Slot?
         do throws(MySQLError) {
             next = try core.withLock { state throws(MySQLError) in
@@ -226,7 +242,16 @@ public final class MySQLPool: Sendable {
         }
         logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
         core.withLock { $0.totalOpened += 1 }
-        return Slot(connection)
+        return Slot(connection, retireAtNanoseconds: retireTime())
+    }
+
+    /// When a connection opened now reaches `maxLifetime`, less its share of jitter; `Int64.max` for never.
+    private func retireTime() -> Int64 {
+        guard let maxLifetime = configuration.maxLifetime else { return .max }
+        let lifetime = maxLifetime.saturatingNanoseconds
+        let jitter = lifetime > 40 ? Int64.random(in: 0..<(lifetime / 40)) : 0
+        let (retireAt, overflow) = BootClock.nanoseconds().addingReportingOverflow(lifetime - jitter)
+        return overflow ? .max : retireAt
     }
 
     /// Rolls back a transaction `body` left open, and says whether the connection can go back to the pool.
@@ -300,6 +325,17 @@ public final class MySQLPool: Sendable {
         }
     }
 
+    /// Closes a connection that reached its maximum lifetime and counts it; no error, so not a discard.
+    private func retire(_ slot: Slot) {
+        let connectionID = slot.connection.withLock { connection in
+            let id = connection.connectionID
+            connection.close()
+            return id
+        }
+        core.withLock { $0.totalRetired += 1 }
+        logger.debug("mysql connection retired at its maximum lifetime", metadata: ["mysql.connection.id": "\(connectionID)"])
+    }
+
     /// Closes a connection that must not be reused and counts it.
     private func discard(_ slot: Slot, code: MySQLErrorCode) {
         let connectionID = slot.connection.withLock { connection in
@@ -325,6 +361,8 @@ public struct MySQLPoolStatistics: Sendable, Hashable {
     public var totalOpened: UInt64
     /// Connections closed because they were broken, failed a ping, or failed a rollback.
     public var totalDiscarded: UInt64
+    /// Connections closed, unbroken, because they reached the pool's `maxLifetime`.
+    public var totalRetired: UInt64
     /// Successful leases.
     public var totalAcquired: UInt64
     /// Leases that gave up with `poolTimeout`.
@@ -371,9 +409,12 @@ extension MySQLPoolObserver {
 /// move between threads under Swift 6 region checking.
 private final class Slot: Sendable {
     let connection: Mutex<MySQLConnection>
+    /// The `BootClock` time from which the connection is past its maximum lifetime.
+    let retireAtNanoseconds: Int64
 
-    init(_ connection: sending MySQLConnection) {
+    init(_ connection: sending MySQLConnection, retireAtNanoseconds: Int64) {
         self.connection = Mutex(connection)
+        self.retireAtNanoseconds = retireAtNanoseconds
     }
 }
 
@@ -386,6 +427,7 @@ private struct PoolState {
     var closed = false
     var totalOpened: UInt64 = 0
     var totalDiscarded: UInt64 = 0
+    var totalRetired: UInt64 = 0
     var totalAcquired: UInt64 = 0
     var totalAcquireTimeouts: UInt64 = 0
     var totalAcquireWaitNanoseconds: Int64 = 0

@@ -22,6 +22,7 @@ struct ServeConfiguration: Sendable {
     var gitCacheDirectory = ServeConfiguration.defaultGitCacheDirectory
     var gitTimeout: Duration = .seconds(30)
     var mysqlPoolSize = 16
+    var mysqlMaxLifetime: Duration? = .seconds(1800)
 
     static let defaultGitCacheDirectory = NSTemporaryDirectory() + "stovepipe-git-mirrors"
 }

@@ -127,6 +127,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
     var topicPollIntervalMs = 200
     @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
+    @Option(help: "Seconds after which a MySQL connection is closed and opened anew when next used, so that a failover or a DNS change reaches every connection; 0 keeps connections open.")
+    var mysqlMaxLifetimeSeconds = 1800
     @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")
     var gitCacheDirectory: String?
     @OptionGroup var logging: LoggingOptions
@@ -203,6 +205,10 @@ struct Serve: ParsableCommand {
         configuration.topicPollInterval = .milliseconds(topicPollIntervalMs)
         guard (1...1024).contains(mysqlPoolSize) else { throw ValidationError("--mysql-pool-size must be 1...1024") }
         configuration.mysqlPoolSize = mysqlPoolSize
+        guard (0...86_400).contains(mysqlMaxLifetimeSeconds) else {
+            throw ValidationError("--mysql-max-lifetime-seconds must be 0...86400 (0: no limit)")
+        }
+        configuration.mysqlMaxLifetime = mysqlMaxLifetimeSeconds == 0 ? nil : .seconds(mysqlMaxLifetimeSeconds)
         if configuration.mysqlURL != nil {
             // mysql_library_init is not thread-safe and must run before any other thread starts (C API docs).
             try MySQLLibrary.initialize()

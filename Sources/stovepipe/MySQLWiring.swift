@@ -70,7 +70,8 @@ extension Storage {
         }
         let storage = MySQLStorage(
             configuration: connection,
-            poolConfiguration: MySQLPool.Configuration(maxConnections: configuration.mysqlPoolSize),
+            poolConfiguration: MySQLPool.Configuration(
+                maxConnections: configuration.mysqlPoolSize, maxLifetime: configuration.mysqlMaxLifetime),
             observer: PoolMetrics(), logger: logger.with(component: "mysql"))
         do {
             let unknown = try storage.migrator.requireUpToDate()

@@ -301,6 +301,13 @@ import Glibc
         #expect(output.contains("--mysql-pool-size must be 1...1024"), "\(output)")
     }
 
+    @Test(.timeLimit(.minutes(1)), arguments: ["-1", "86401", "x"])
+    func aMaxLifetimeOutsideItsRangeIsAUsageError(_ seconds: String) throws {
+        let (status, output) = try Self.runToExit(["serve", "--port", "0", "--mysql-max-lifetime-seconds=\(seconds)"])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--mysql-max-lifetime-seconds"), "\(output)")
+    }
+
     @Test func theListeningLineIsAURLForAnIPv6Host() throws {
         let process = Process()
         process.executableURL = RunningServer.binary

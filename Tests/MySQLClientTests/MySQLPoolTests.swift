@@ -61,6 +61,40 @@ struct MySQLPoolTests {
         }
     }
 
+    @Test("a connection past its maximum lifetime is closed and replaced when next leased, as a retirement, not a discard")
+    func expiredConnectionRetired() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            // A zero lifetime expires every idle connection; the lease that opens one still uses it.
+            let pool = MySQLPool(
+                connection: configuration, configuration: .init(maxConnections: 2, maxLifetime: .zero),
+                observer: observer, logger: quietLogger)
+            defer { pool.close() }
+            func connectionID() throws -> UInt64 {
+                try pool.withConnection { connection in
+                    try #require(try connection.query("SELECT CONNECTION_ID()").first?.uint64(0))
+                }
+            }
+            let firstID = try connectionID()
+            let secondID = try connectionID()
+            #expect(secondID != firstID, "the expired connection was handed out again")
+            let statistics = pool.statistics
+            #expect(statistics.totalOpened == 2 && statistics.totalRetired == 1)
+            #expect(statistics.totalDiscarded == 0 && observer.discarded.withLock { $0 }.isEmpty)
+            #expect(statistics.idle == 1 && statistics.inUse == 0)
+            let admin = try MySQLConnection(configuration: configuration)
+            defer { admin.close() }
+            let open = try admin.query(MySQLQuery(unsafeSQL: "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = \(firstID)"))
+            #expect(open.first?.uint64(0) == 0, "the retired connection is still open on the server")
+
+            let keeping = MySQLPool(connection: configuration, configuration: .init(maxConnections: 1), logger: quietLogger)
+            defer { keeping.close() }
+            let kept = try keeping.withConnection { try $0.query("SELECT CONNECTION_ID()").first?.uint64(0) }
+            #expect(try keeping.withConnection { try $0.query("SELECT CONNECTION_ID()").first?.uint64(0) } == kept)
+            #expect(keeping.statistics.totalRetired == 0)
+        }
+    }
+
     @Test("a killed connection fails once with a connection-lost code, is discarded, and the pool recovers")
     func brokenConnectionDiscarded() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
