@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import MetricsTestKit
 import MySQLBackend
 import MySQLClient
 import TestSupport
@@ -61,6 +62,60 @@ struct FaultTests {
                     try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == "acked"
                 })
             #expect(!seen.values.contains { $0.id == "job" })
+        }
+    }
+
+    @Test("the connection writing a dead-letter outcome is killed while it waits for a row lock: the outcome is written and counted once")
+    func killedOutcomeWrite() async throws {
+        try await withHarness { harness in
+            let metrics = TestMetrics()
+            let broker = MySQLBroker(
+                pool: harness.makePool(), configuration: fastConfiguration(), logger: quietLogger, metricsFactory: metrics)
+            defer { broker.shutdown() }
+            let entered = Latch()
+            let release = Latch()
+            defer { release.arrive() }
+            broker.subscribe(topic) { _ in
+                entered.arrive()
+                release.wait()
+                return .reject(reason: "never")
+            }
+            let doomed = message("doomed")
+            try broker.publish(doomed)
+            try broker.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+
+            let holder = try harness.connect()
+            defer { holder.close() }
+            try holder.execute("START TRANSACTION")
+            _ = try holder.query("SELECT seq FROM topic_messages WHERE message_id = 'doomed' FOR UPDATE")
+            release.arrive()
+            // The outcome's UPDATE waits for the holder's lock: kill its connection from the server.
+            func writer() throws -> UInt64? {
+                try holder.query(
+                    """
+                    SELECT id FROM information_schema.processlist
+                    WHERE db = DATABASE() AND info LIKE \("%SET state = %, delivery_token = NULL, last_error = %")
+                    """
+                ).first?.uint64(0)
+            }
+            var victim: UInt64?
+            #expect(
+                try await eventually {
+                    victim = try writer()
+                    return victim != nil
+                })
+            let killed = try #require(victim)
+            try holder.execute(MySQLQuery(unsafeSQL: "KILL \(killed)"))
+            // The write is tried again on a new connection, which waits for the lock in turn.
+            #expect(try await eventually { try writer().map { $0 != killed } ?? false })
+            try holder.execute("ROLLBACK")
+
+            #expect(try await eventually { try broker.deadLetters(topic, limit: 10) == [DeadLetter(message: doomed, attempts: 1, reason: "never")] })
+            let dimensions = [("topic", topic.rawValue)]
+            #expect(await eventually { (try? metrics.expectCounter("stovepipe_topic_dead_lettered_total", dimensions).totalValue) == 1 })
+            #expect(try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 1, oldestPendingAgeSeconds: nil))
+            #expect(entered.arrivals == 1)
         }
     }
 }
