@@ -91,7 +91,7 @@ extension Storage {
             inUse: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "in_use")]),
             idle: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "idle")])
         )
-        // The durable topic shares the stores' pool: its consumer holds at most consumerThreads + 1 connections.
+        // The durable topic shares the stores' pool: its consumer holds at most consumerThreads + 2 connections.
         let broker = MySQLBroker(
             pool: pool,
             configuration: MySQLBroker.Configuration(

@@ -17,9 +17,12 @@ final class TopicHarness: Sendable {
     }
 
     /// A new pool on the test database: a broker on its own pool is an independent replica.
-    func makePool(maxConnections: Int = 8) -> MySQLPool {
+    /// `lockWaitSeconds` sets the pool's lock wait timeouts (the URL's `lock-wait-timeout`).
+    func makePool(maxConnections: Int = 8, lockWaitSeconds: UInt32? = nil) -> MySQLPool {
+        var connection = configuration
+        if let lockWaitSeconds { connection.lockWaitTimeoutSeconds = lockWaitSeconds }
         let pool = MySQLPool(
-            connection: configuration, configuration: .init(maxConnections: maxConnections, acquireTimeout: .seconds(10)),
+            connection: connection, configuration: .init(maxConnections: maxConnections, acquireTimeout: .seconds(10)),
             logger: quietLogger)
         pools.append(pool)
         return pool

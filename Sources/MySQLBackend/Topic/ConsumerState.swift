@@ -38,6 +38,8 @@ struct ConsumerState {
     /// Live replicas at the last heartbeat, this one included.
     var liveReplicas = 1
     var runningThreads = 0
+    /// The workers among `runningThreads`.
+    var runningWorkers = 0
     var workerThreads: [ObjectIdentifier] = []
     /// Workers whose handler is inside `shutdown()`, waiting for the other threads to exit.
     var workersInShutdown = 0
@@ -78,6 +80,6 @@ struct ConsumerState {
     func ownedCount(of topic: TopicName) -> Int { owned.count { $0.topic == topic } }
 
     /// Stopping, and a worker (other than those waiting inside `shutdown()`) has not exited yet; asked by the
-    /// coordinator, which counts itself in `runningThreads`.
-    var deliveringWhileStopping: Bool { phase == .stopping && runningThreads > 1 + workersInShutdown }
+    /// coordinator and the visibility thread, which keep renewing for those workers.
+    var deliveringWhileStopping: Bool { phase == .stopping && runningWorkers > workersInShutdown }
 }

@@ -43,7 +43,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
 
     /// Makes a broker on `pool`, whose database must have the topic tables; no thread starts before `start()`.
     /// - Parameters:
-    ///   - pool: connections to the database; the consumer uses up to `workerThreads + 1` at once.
+    ///   - pool: connections to the database; the consumer uses up to `workerThreads + 2` at once.
     ///   - configuration: retries, threads, timings, retention and the replica identity.
     ///   - logger: receives lease moves, dead letters and database trouble; never payloads or bound values.
     ///   - metricsFactory: where counters and gauges go; nil for the process-wide `MetricsSystem.factory`.
@@ -161,10 +161,15 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         coordinator.name = "mysql-broker-coordinator"
         state.runningThreads += 1
         coordinator.start()
+        let visibility = Thread { [self] in visibilityLoop() }
+        visibility.name = "mysql-broker-visibility"
+        state.runningThreads += 1
+        visibility.start()
         for index in 0..<configuration.workerThreads {
             let worker = Thread { [self] in workerLoop() }
             worker.name = "mysql-broker-\(index)"
             state.runningThreads += 1
+            state.runningWorkers += 1
             state.workerThreads.append(ObjectIdentifier(worker))
             worker.start()
         }
@@ -314,6 +319,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             condition.broadcast()
         }
         state.runningThreads -= 1
+        state.runningWorkers -= 1
         condition.broadcast()
         condition.unlock()
     }
@@ -593,14 +599,23 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
     }
 
-    /// The heartbeat: announces this replica, counts the live ones, renews leases and the visibility of
-    /// deliveries in progress, gives up hung handlers' partitions and idle partitions, updates gauges.
+    /// The heartbeat: renews leases, announces this replica, counts the live ones, gives up idle partitions,
+    /// updates gauges (the visibility of deliveries in progress is `extendDeliveries`').
     private func renew() {
         let replica = replicaID
         let lease = configuration.leaseDuration.wholeMicroseconds
         condition.lock()
         let stopping = state.phase != .running
         condition.unlock()
+        // The leases apart from the replica row: a heartbeat stuck behind a lock on that row must not cost them.
+        do {
+            try database.run { connection in
+                try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
+            }
+            databaseRecovered()
+        } catch {
+            databaseFailed(error)
+        }
         do {
             let live = try database.run { connection in
                 // A stopping replica takes no more partitions: while its last handlers finish it is not counted
@@ -610,10 +625,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 } else {
                     try TopicStore.heartbeat(replica: replica, on: connection)
                 }
-                try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
                 return try TopicStore.liveReplicaCount(windowMicroseconds: lease, on: connection)
             }
-            databaseRecovered()
             condition.lock()
             state.liveReplicas = max(1, live)
             condition.unlock()
@@ -621,21 +634,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             databaseFailed(error)
         }
 
-        let now = ContinuousClock.now
-        var extend: [InFlightDelivery] = []
-        var hung: [PartitionID] = []
         var idle: [PartitionID] = []
         condition.lock()
-        for (partition, busy) in state.busy {
-            guard let delivery = busy.delivery, !delivery.abandoned else { continue }
-            if now - delivery.startedAt > configuration.maxHandlingTime {
-                state.busy[partition]?.delivery?.abandoned = true
-                state.disown(partition)
-                hung.append(partition)
-            } else {
-                extend.append(delivery)
-            }
-        }
         // Once stopping, every partition no handler is delivering is given up, so others take it over at once
         // rather than after the last handler here finishes.
         for partition in state.owned where state.busy[partition] == nil
@@ -650,6 +650,69 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         for topic in state.handlers.keys { leases[topic] = state.ownedCount(of: topic) }
         condition.unlock()
 
+        if !idle.isEmpty {
+            do {
+                try database.run { connection in
+                    for partition in idle { try TopicStore.releaseLease(partition, replica: replica, on: connection) }
+                }
+            } catch {
+                databaseFailed(error)
+            }
+        }
+        for (topic, count) in leases {
+            gauge("stovepipe_topic_leases", topic, Double(count))
+            if let stats = try? stats(topic) {
+                gauge("stovepipe_topic_backlog", topic, Double(stats.backlog))
+                gauge("stovepipe_topic_in_flight", topic, Double(stats.inFlight))
+                gauge("stovepipe_topic_dead_letters", topic, Double(stats.deadLetters))
+                gauge("stovepipe_topic_oldest_pending_age_seconds", topic, stats.oldestPendingAgeSeconds ?? 0)
+            }
+        }
+    }
+
+    /// Runs `extendDeliveries` every renewal interval while handlers may run. A thread of its own: the
+    /// coordinator's calls (a heartbeat or lease stuck behind a row lock, retried up to three lock waits, a slow
+    /// poll) must not hold up the visibility deadlines that keep other replicas from redelivering in-flight messages.
+    private func visibilityLoop() {
+        let interval = configuration.renewalInterval
+        var next = ContinuousClock.now + interval
+        condition.lock()
+        while state.phase == .running || state.deliveringWhileStopping {
+            let now = ContinuousClock.now
+            guard now >= next else {
+                condition.wait(for: next - now)
+                continue
+            }
+            condition.unlock()
+            extendDeliveries()
+            next = .now + interval
+            condition.lock()
+        }
+        state.runningThreads -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Pushes the visibility deadline of every delivery in progress, and gives up the partitions of handlers
+    /// running past `maxHandlingTime`, whose deliveries it no longer extends.
+    private func extendDeliveries() {
+        let now = ContinuousClock.now
+        var extend: [InFlightDelivery] = []
+        var hung: [PartitionID] = []
+        condition.lock()
+        for (partition, busy) in state.busy {
+            guard let delivery = busy.delivery, !delivery.abandoned else { continue }
+            if now - delivery.startedAt > configuration.maxHandlingTime {
+                state.busy[partition]?.delivery?.abandoned = true
+                state.disown(partition)
+                hung.append(partition)
+            } else {
+                extend.append(delivery)
+            }
+        }
+        condition.unlock()
+        guard !extend.isEmpty || !hung.isEmpty else { return }
+        let replica = replicaID
         let visibility = configuration.visibilityTimeout.wholeMicroseconds
         do {
             try database.run { connection in
@@ -657,7 +720,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     _ = try TopicStore.extendDelivery(
                         seq: delivery.seq, token: delivery.token, visibilityMicroseconds: visibility, on: connection)
                 }
-                for partition in hung + idle {
+                for partition in hung {
                     try TopicStore.releaseLease(partition, replica: replica, on: connection)
                 }
             }
@@ -668,15 +731,6 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             logger.warning(
                 "a handler ran past maxHandlingTime: its partition is released for redelivery elsewhere",
                 metadata: ["messagequeue.topic": "\(partition.topic)"])
-        }
-        for (topic, count) in leases {
-            gauge("stovepipe_topic_leases", topic, Double(count))
-            if let stats = try? stats(topic) {
-                gauge("stovepipe_topic_backlog", topic, Double(stats.backlog))
-                gauge("stovepipe_topic_in_flight", topic, Double(stats.inFlight))
-                gauge("stovepipe_topic_dead_letters", topic, Double(stats.deadLetters))
-                gauge("stovepipe_topic_oldest_pending_age_seconds", topic, stats.oldestPendingAgeSeconds ?? 0)
-            }
         }
     }
 
