@@ -483,7 +483,12 @@ enum HeadParser {
                 for element in ASCII.listElements(value) {
                     // Parameters (";q=…") belong to the coding name before them.
                     let name = element.prefix { $0 != ASCII.semicolon }
-                    let coding = String(decoding: ASCII.trimmed(name), as: UTF8.self).lowercased()
+                    let trimmedName = ASCII.trimmed(name)
+                    // RFC 9112 §7, RFC 9110 §5.6.2: coding names are ASCII tokens, compared case-insensitively.
+                    // Unicode lowercasing read "chun\u{212A}ed" (KELVIN SIGN) as chunked, where other parsers
+                    // see an unknown coding and frame the body differently.
+                    let coding = ASCII.equalsLowercase(trimmedName, "chunked")
+                        ? "chunked" : String(decoding: trimmedName, as: UTF8.self)
                     if coding == "chunked" && name.count < element.count { chunkedHasParameters = true }
                     codings.append(coding)
                 }

@@ -81,6 +81,11 @@ private let rejected: [FramingCase] = [
     FramingCase(name: "TE of empty elements only", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n", error: .invalidTransferEncoding),
     FramingCase(name: "TE quoted chunked", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", error: .invalidTransferEncoding),
     FramingCase(name: "TE chunked with a prefix", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", error: .invalidTransferEncoding),
+    // Found by differential testing against llhttp: Unicode lowercasing maps U+212A KELVIN SIGN to "k", so this
+    // read as chunked while every ASCII-case-insensitive parser sees an unknown coding.
+    FramingCase(
+        name: "TE chunked with a Kelvin sign for k", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chun\u{212A}ed\r\n\r\n0\r\n\r\n",
+        error: .invalidTransferEncoding),
     FramingCase(
         name: "TE chunked with a parameter", raw: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
         error: .invalidTransferEncoding),

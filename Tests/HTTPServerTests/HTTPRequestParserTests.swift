@@ -116,6 +116,11 @@ private let validCases: [ValidCase] = [
         name: "HTTP/1.0 keep-alive on request", raw: "GET /old HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
         expected: [.request(method: "GET", path: "/old", query: "", body: "", keepAlive: true)]
     ),
+    // llhttp keeps this connection open (keep-alive wins for HTTP/1.0); RFC 9112 §9.6 says close wins.
+    ValidCase(
+        name: "HTTP/1.0 keep-alive together with close closes", raw: "GET /old HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+        expected: [.request(method: "GET", path: "/old", query: "", body: "", keepAlive: false)]
+    ),
     ValidCase(
         name: "HTTP/1.1 Connection: close", raw: "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n",
         expected: [.request(method: "GET", path: "/", query: "", body: "", keepAlive: false)]
