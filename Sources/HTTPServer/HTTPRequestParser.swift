@@ -909,17 +909,20 @@ enum ASCII {
         return UnsafeRawPointer(found) - UnsafeRawPointer(base)
     }
 
-    /// Whether the bytes are equal with bit 0x20, which tells an ASCII letter's cases apart, ignored: the rule
-    /// of `String.caseInsensitiveEquals`.
-    static func equalIgnoringCaseBit(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+    /// Whether the bytes are equal with ASCII letters' case ignored: the rule of `String.caseInsensitiveEquals`.
+    static func equalIgnoringASCIICase(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         guard a.count == b.count else { return false }
-        for index in 0..<a.count where a[index] | 0x20 != b[index] | 0x20 { return false }
+        for index in 0..<a.count where a[index] != b[index] {
+            // Bit 0x20 tells only a letter's cases apart: '^' and '~', '@' and '`' differ by it too.
+            let folded = a[index] | 0x20
+            guard folded == b[index] | 0x20, folded >= 0x61, folded <= 0x7A else { return false }
+        }
         return true
     }
 
-    /// Whether the bytes equal `text` with bit 0x20 ignored, as `equalIgnoringCaseBit(_:_:)`.
-    static func equalIgnoringCaseBit(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
-        equalIgnoringCaseBit(bytes, UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    /// Whether the bytes equal `text` with ASCII letters' case ignored, as `equalIgnoringASCIICase(_:_:)`.
+    static func equalIgnoringASCIICase(_ bytes: UnsafeBufferPointer<UInt8>, _ text: StaticString) -> Bool {
+        equalIgnoringASCIICase(bytes, UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     static func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {

@@ -43,7 +43,7 @@ extension String {
         // Over the contiguous bytes: zipping the two UTF8Views costs several times more.
         var a = self
         var b = other
-        return a.withUTF8 { a in b.withUTF8 { b in ASCII.equalIgnoringCaseBit(a, b) } }
+        return a.withUTF8 { a in b.withUTF8 { b in ASCII.equalIgnoringASCIICase(a, b) } }
     }
 }
 

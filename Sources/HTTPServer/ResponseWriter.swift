@@ -162,13 +162,13 @@ struct ResponseWriter {
         var name = name
         return name.withUTF8 { name in
             switch name.count {
-            case 4 where ASCII.equalIgnoringCaseBit(name, "Date"): .managed
-            case 6 where ASCII.equalIgnoringCaseBit(name, "Server"): .server
-            case 10 where ASCII.equalIgnoringCaseBit(name, "Connection"): .managed
-            case 10 where ASCII.equalIgnoringCaseBit(name, "Keep-Alive"): .managed
-            case 12 where ASCII.equalIgnoringCaseBit(name, "X-Request-ID"): .requestID
-            case 14 where ASCII.equalIgnoringCaseBit(name, "Content-Length"): .managed
-            case 17 where ASCII.equalIgnoringCaseBit(name, "Transfer-Encoding"): .managed
+            case 4 where ASCII.equalIgnoringASCIICase(name, "Date"): .managed
+            case 6 where ASCII.equalIgnoringASCIICase(name, "Server"): .server
+            case 10 where ASCII.equalIgnoringASCIICase(name, "Connection"): .managed
+            case 10 where ASCII.equalIgnoringASCIICase(name, "Keep-Alive"): .managed
+            case 12 where ASCII.equalIgnoringASCIICase(name, "X-Request-ID"): .requestID
+            case 14 where ASCII.equalIgnoringASCIICase(name, "Content-Length"): .managed
+            case 17 where ASCII.equalIgnoringASCIICase(name, "Transfer-Encoding"): .managed
             default: .other
             }
         }

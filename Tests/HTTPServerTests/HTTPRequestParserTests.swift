@@ -209,6 +209,21 @@ struct HTTPRequestParserTests {
         #expect(request.version == .http11)
     }
 
+    @Test("field names match ignoring ASCII letter case only: symbols a bit 0x20 apart stay distinct")
+    func fieldNameCaseFolding() {
+        // RFC 9110 §5.1: field names are case-insensitive, which for a token means its letters' ASCII case.
+        let headers = HTTPHeaders([("X^Y", "caret"), ("a@b", "at"), ("P_Q", "underscore"), ("Content-Type", "t")])
+        #expect(headers["x~y"] == nil)
+        #expect(headers["x^y"] == "caret")
+        #expect(headers["a`b"] == nil)
+        #expect(headers["A@B"] == "at")
+        #expect(headers["p\u{7F}q"] == nil)
+        #expect(headers["CONTENT-type"] == "t")
+        #expect(headers.values("X~Y").isEmpty)
+        #expect(!Array("X-{a}".utf8).withUnsafeBufferPointer { ASCII.equalIgnoringASCIICase($0, "x-[A]") })
+        #expect(Array("X-{a}".utf8).withUnsafeBufferPointer { ASCII.equalIgnoringASCIICase($0, "x-{A}") })
+    }
+
     @Test("methods and field names keep their exact spelling, whether or not it is one kept as a literal")
     func nameSpellings() {
         func spelled(_ text: String, _ name: (UnsafeBufferPointer<UInt8>) -> String) -> String {
