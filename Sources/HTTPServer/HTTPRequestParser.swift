@@ -499,10 +499,13 @@ enum HeadParser {
                     if ASCII.equalsLowercase(element, "keep-alive") { connectionKeepAlive = true }
                 }
             case .expect:
-                if ASCII.equalsLowercase(ASCII.trimmed(value), "100-continue") {
-                    expectContinue = true
-                } else {
-                    unsupportedExpectation = true
+                // RFC 9110 §10.1.1, §5.6.1: Expect is a list; its empty elements are ignored.
+                for element in ASCII.listElements(value) {
+                    if ASCII.equalsLowercase(element, "100-continue") {
+                        expectContinue = true
+                    } else {
+                        unsupportedExpectation = true
+                    }
                 }
             case .other:
                 break

@@ -158,6 +158,17 @@ private let validCases: [ValidCase] = [
         expected: [.sendContinue, .request(method: "PUT", path: "/e", query: "", body: "ok", keepAlive: true)]
     ),
     ValidCase(
+        // RFC 9110 §10.1.1, §5.6.1: Expect is a list, whose empty elements a recipient ignores.
+        name: "Expect as a list with empty elements",
+        raw: "PUT /e HTTP/1.1\r\nHost: a\r\nExpect: , 100-continue ,\r\nContent-Length: 2\r\n\r\nok",
+        expected: [.sendContinue, .request(method: "PUT", path: "/e", query: "", body: "ok", keepAlive: true)]
+    ),
+    ValidCase(
+        name: "an empty Expect expects nothing",
+        raw: "PUT /e HTTP/1.1\r\nHost: a\r\nExpect: \r\nContent-Length: 2\r\n\r\nok",
+        expected: [.request(method: "PUT", path: "/e", query: "", body: "ok", keepAlive: true)]
+    ),
+    ValidCase(
         name: "pipelined requests",
         raw: "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"
             + "GET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
