@@ -325,24 +325,25 @@ public final class MySQLPool: Sendable {
         }
     }
 
-    /// Closes a connection that reached its maximum lifetime and counts it; no error, so not a discard.
-    private func retire(_ slot: Slot) {
-        let connectionID = slot.connection.withLock { connection in
+    /// Closes the slot's connection and returns the server's id it had, for the log line.
+    private static func close(_ slot: Slot) -> UInt64 {
+        slot.connection.withLock { connection in
             let id = connection.connectionID
             connection.close()
             return id
         }
+    }
+
+    /// Closes a connection that reached its maximum lifetime and counts it; no error, so not a discard.
+    private func retire(_ slot: Slot) {
+        let connectionID = Self.close(slot)
         core.withLock { $0.totalRetired += 1 }
         logger.debug("mysql connection retired at its maximum lifetime", metadata: ["mysql.connection.id": "\(connectionID)"])
     }
 
     /// Closes a connection that must not be reused and counts it.
     private func discard(_ slot: Slot, code: MySQLErrorCode) {
-        let connectionID = slot.connection.withLock { connection in
-            let id = connection.connectionID
-            connection.close()
-            return id
-        }
+        let connectionID = Self.close(slot)
         core.withLock { $0.totalDiscarded += 1 }
         observer?.connectionDiscarded(code: code)
         logger.info(
