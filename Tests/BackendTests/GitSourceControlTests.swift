@@ -825,6 +825,26 @@ struct GitRunnerSignalTests {
         #expect(!environment.contains("STOVEPIPE_"), "\(environment)")
     }
 
+    @Test("variables git reads as the repository's own (GIT_SHALLOW_FILE, GIT_GRAFT_FILE) in the service's environment do not change ancestry")
+    func repositoryLocalVariablesDoNotReachGit() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        let second = try repository.commit("two")
+        let scratch = try makeScratchDirectory("local-env")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // Each file cuts history at `second`, so `first` would no longer be its ancestor.
+        try Data("\(second)\n".utf8).write(to: URL(fileURLWithPath: scratch + "/shallow"))
+        try Data("\(second)\n".utf8).write(to: URL(fileURLWithPath: scratch + "/grafts"))
+        let inherited = ProcessInfo.processInfo.environment
+        for (name, file) in [("GIT_SHALLOW_FILE", "shallow"), ("GIT_GRAFT_FILE", "grafts")] {
+            let runner = GitRunner(
+                executable: realGit, timeout: .seconds(30), inherited: inherited.merging([name: scratch + "/" + file]) { $1 })
+            let result = try runner.run(in: repository.path, ["merge-base", "--is-ancestor", first, second])
+            #expect(result.status == 0, "\(name) reached git: \(result.stderr)")
+        }
+    }
+
     @Test("git's output files have no name, so a process that exits or is killed while git runs leaves none behind")
     func outputFilesAreAnonymous() throws {
         // The readlinks run in subshells: dash execs a script's last command in place, redirection included.
