@@ -440,7 +440,7 @@ struct GitSourceControlRemoteTests {
         #expect(throws: BackendError.notFound) { try git.isAncestor(ghost, of: uri(upstream.fileURL, "main", first)) }
     }
 
-    @Test("an unknown remote ref is notFound; an unreachable remote is unavailable")
+    @Test("an unknown remote ref or a remote repository that does not exist is notFound; an unreachable remote is retryable unavailable")
     func remoteFailures() throws {
         let upstream = try ScratchRepository()
         defer { upstream.remove() }
@@ -450,14 +450,23 @@ struct GitSourceControlRemoteTests {
         let unknownRef = GitSourceControl(repository: upstream.fileURL, ref: "nope", cacheDirectory: cache, logger: silentLogger)
         #expect(throws: BackendError.notFound) { try unknownRef.latest() }
 
+        // The server answers 404 to the right credentials: git's "repository '…' not found".
+        let server = try BasicAuthServer(user: "deploy", password: "pw")
+        defer { server.stop() }
+        for missing in ["file:///nonexistent/\(UUID().uuidString)", "http://deploy:pw@127.0.0.1:\(server.port)/r.git"] {
+            let source = GitSourceControl(repository: missing, ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect(throws: BackendError.notFound, "\(missing)") { try source.latest() }
+        }
+
+        // Port 1 on loopback: nothing listens, the connection is refused.
         let unreachable = GitSourceControl(
-            repository: "file:///nonexistent/\(UUID().uuidString)", ref: "main", cacheDirectory: cache, logger: silentLogger
+            repository: "http://127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache, logger: silentLogger
         )
         #expect {
             try unreachable.latest()
         } throws: { error in
-            if case .unavailable = error as? BackendError { return true }
-            return false
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
         }
     }
 

@@ -284,10 +284,19 @@ public final class GitSourceControl: SourceControl {
                 "+\(fullRef):\(fullRef)",
             ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
             guard result.status == 0 else {
-                if result.stderr.contains("couldn't find remote ref") { throw .notFound }
+                if Self.isMissingOnRemote(result.stderr) { throw .notFound }
                 throw failure("fetch", result)
             }
         }
+    }
+
+    /// Whether a failed fetch's stderr says the remote has no such ref or no such repository, which no retry mends.
+    private static func isMissingOnRemote(_ stderr: String) -> Bool {
+        // git's own messages (LC_ALL=C): fetch-pack's for a ref the remote does not advertise; upload-pack's
+        // enter_repo failure, relayed over file:// and ssh; remote-curl's for an HTTP 404 (http.c's HTTP_MISSING_TARGET).
+        // A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays retryable.
+        stderr.contains("couldn't find remote ref") || stderr.contains("does not appear to be a git repository")
+            || (stderr.contains("fatal: repository '") && stderr.contains("' not found"))
     }
 
     /// Removes the `*.lock` files of `mirror` (at its top and under `refs/`) older than any git this service runs can
