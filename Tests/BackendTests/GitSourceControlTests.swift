@@ -422,6 +422,31 @@ struct GitSourceControlRemoteTests {
         #expect(!FileManager.default.fileExists(atPath: lock))
     }
 
+    @Test("a branch deleted upstream and replaced by one nested under its name (or the reverse) is fetched, though the mirror still holds the old one")
+    func staleConflictingRefInMirror() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let first = try upstream.commit("one")
+        try upstream.git("branch", "release")
+        let release = GitSourceControl(repository: upstream.fileURL, ref: "release", cacheDirectory: cache, logger: silentLogger)
+        let nested = GitSourceControl(repository: upstream.fileURL, ref: "release/1.0", cacheDirectory: cache, logger: silentLogger)
+        #expect(try release.latest() == uri(upstream.fileURL, "release", first))
+
+        // refs/heads/release stays in the mirror, and git cannot write refs/heads/release/1.0 beside it.
+        try upstream.git("branch", "-D", "release")
+        try upstream.git("branch", "release/1.0")
+        #expect(try nested.latest() == uri(upstream.fileURL, "release/1.0", first))
+        #expect(throws: BackendError.notFound) { try release.latest() }
+
+        try upstream.git("branch", "-D", "release/1.0")
+        let second = try upstream.commit("two")
+        try upstream.git("branch", "release")
+        #expect(try release.latest() == uri(upstream.fileURL, "release", second))
+        #expect(try release.isAncestor(uri(upstream.fileURL, "release", first), of: uri(upstream.fileURL, "release", second)))
+    }
+
     @Test("a commit made upstream after the last fetch is fetched once for isAncestor and history")
     func fetchOnMissingCommit() throws {
         let upstream = try ScratchRepository()

@@ -279,15 +279,49 @@ public final class GitSourceControl: SourceControl {
     ) throws(BackendError) {
         try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
             removeStaleLocks(in: mirror)
-            let result = try runner.run(in: mirror, [
-                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
-                "+\(fullRef):\(fullRef)",
-            ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
+            let fetch = { () throws(BackendError) -> GitOutput in
+                try self.runner.run(in: mirror, [
+                    "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
+                    "+\(fullRef):\(fullRef)",
+                ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
+            }
+            var result = try fetch()
+            if result.status != 0, !Self.isMissingOnRemote(result.stderr), try removeConflictingRefs(of: fullRef, in: mirror) {
+                result = try fetch()
+            }
             guard result.status == 0 else {
                 if Self.isMissingOnRemote(result.stderr) { throw .notFound }
                 throw failure("fetch", result)
             }
         }
+    }
+
+    /// Deletes the mirror's refs that keep `fullRef` from being written, and says whether there were any: a ref named
+    /// by a leading part of it (`refs/heads/a` for `refs/heads/a/b`) or one below it (`refs/heads/a/b/c`).
+    private func removeConflictingRefs(of fullRef: String, in mirror: String) throws(BackendError) -> Bool {
+        // A ref cannot exist beside another whose name it extends by a '/' (refs are paths), on the remote as in the
+        // mirror: a remote that has `fullRef` has none of these, so they are refs the mirror kept after the remote
+        // deleted them (a fetch of one ref never prunes), and git refuses the fetch ("'…' exists; cannot create '…'")
+        // until they go, as `git remote prune` would remove them (git-remote(1)). Whatever the failure was, deleting
+        // them loses nothing: a mirror's refs are a cache, fetched again by the queue that reads them, and their
+        // commits stay in the mirror.
+        let components = fullRef.split(separator: "/")
+        let leading = Set((1..<max(components.count, 1)).map { components[..<$0].joined(separator: "/") })
+        let listed = try runner.run(in: mirror, ["for-each-ref", "--format=%(refname)"])
+        guard listed.status == 0 else { return false }
+        let conflicting = listed.stdout.split(separator: "\n").map(String.init).filter { name in
+            leading.contains(name) || name.hasPrefix(fullRef + "/")
+        }
+        for name in conflicting {
+            let deleted = try runner.run(in: mirror, ["update-ref", "-d", "--no-deref", "--end-of-options", name])
+            guard deleted.status == 0 else { return false }
+        }
+        if !conflicting.isEmpty {
+            logger.warning(
+                "removed mirror refs the remote deleted, which kept the queue's ref from being fetched",
+                metadata: ["git.refs_removed": "\(conflicting.count)"])
+        }
+        return !conflicting.isEmpty
     }
 
     /// Whether a failed fetch's stderr says the remote has no such ref or no such repository, which no retry mends.
