@@ -692,20 +692,42 @@ struct GitSourceControlRemoteTests {
         #expect(throws: BackendError.self) { try source.latest() }
         let arguments = try String(contentsOfFile: git.directory + "/arguments", encoding: .utf8)
         #expect(!arguments.contains("s3cret"), "git's arguments: \(arguments)")
-        #expect(arguments.contains("http://deploy@127.0.0.1:\(server.port)/r.git\n"))
+        #expect(arguments.contains("http://127.0.0.1:\(server.port)/r.git\n"))
         #expect(server.authorizations.last == "Basic " + Data("deploy:s3cret/pw".utf8).base64EncodedString())
     }
 
-    @Test("a remote URL whose password decodes to a line break is notFound without running git", arguments: ["%0A", "%0d", "%00"])
+    @Test("a token in the user part of an http(s) URL (https://TOKEN:x-oauth-basic@…, https://TOKEN@…) is not in git's arguments either")
+    func userTokenNotInArguments() throws {
+        let server = try BasicAuthServer(user: "ghp_t0ken", password: "x-oauth-basic")
+        defer { server.stop() }
+        let git = try WrappedGit(prelude: #"printf '%s\n' "$@" >> "$(dirname "$0")/arguments""#)
+        defer { git.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        for userPart in ["ghp_t0ken:x-oauth-basic@", "ghp_t0ken@"] {
+            let source = GitSourceControl(
+                repository: "http://\(userPart)127.0.0.1:\(server.port)/r.git", ref: "main", cacheDirectory: cache,
+                gitExecutable: git.executable, logger: silentLogger)
+            #expect(throws: BackendError.self) { try source.latest() }
+        }
+        let arguments = try String(contentsOfFile: git.directory + "/arguments", encoding: .utf8)
+        #expect(!arguments.contains("ghp_t0ken"), "git's arguments: \(arguments)")
+        // The token still reaches the server, as the user name of the first URL.
+        #expect(server.authorizations.contains("Basic " + Data("ghp_t0ken:x-oauth-basic".utf8).base64EncodedString()))
+    }
+
+    @Test("a remote URL whose password or http(s) user name decodes to a line break is notFound without running git", arguments: ["%0A", "%0d", "%00"])
     func passwordWithLineBreak(_ escape: String) throws {
         let fake = try MarkerGit()
         defer { fake.remove() }
         let cache = try makeScratchDirectory("cache")
         defer { try? FileManager.default.removeItem(atPath: cache) }
-        let source = GitSourceControl(
-            repository: "https://deploy:a\(escape)b@127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache,
-            gitExecutable: fake.executable, logger: silentLogger)
-        #expect(throws: BackendError.notFound) { try source.latest() }
+        for userPart in ["deploy:a\(escape)b", "a\(escape)b", "a\(escape)b:pw"] {
+            let source = GitSourceControl(
+                repository: "https://\(userPart)@127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache,
+                gitExecutable: fake.executable, logger: silentLogger)
+            #expect(throws: BackendError.notFound, "\(userPart)") { try source.latest() }
+        }
         #expect(!fake.ran)
     }
 

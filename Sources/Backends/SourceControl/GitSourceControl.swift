@@ -23,8 +23,9 @@ public final class GitSourceControl: SourceControl {
 
     private enum Location {
         case local(path: String)
-        /// `url` is what git is given: the configured URL less its password, which git gets from a credential helper.
-        case remote(url: String, password: String?, mirror: String)
+        /// `url` is what git is given: the configured URL less its credentials, which git gets from `credentials`,
+        /// the environment of its credential configuration.
+        case remote(url: String, credentials: [String: String], mirror: String)
         case invalid
     }
 
@@ -48,13 +49,14 @@ public final class GitSourceControl: SourceControl {
         } else if Self.isRemote(repository) {
             let mirror = URL(fileURLWithPath: cacheDirectory, isDirectory: true)
                 .appendingPathComponent(Self.mirrorName(for: repository)).path
-            let (url, password) = Self.splitPassword(repository)
-            // git refuses a URL whose decoded password holds a line break (CVE-2020-5260); in the helper's
-            // output it would end the password and start another credential line.
-            if let password, password.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) {
+            let (url, username, password) = Self.splitCredentials(repository)
+            // git refuses a URL whose decoded user name or password holds a line break (CVE-2020-5260); in the
+            // credential protocol it would end the value and start another line.
+            if [username, password].contains(where: { $0?.utf8.contains { $0 == 0x0A || $0 == 0x0D || $0 == 0 } == true }) {
                 location = .invalid
             } else {
-                location = .remote(url: url, password: password, mirror: mirror)
+                location = .remote(
+                    url: url, credentials: Self.credentialEnvironment(username: username, password: password), mirror: mirror)
             }
         } else {
             location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
@@ -74,8 +76,8 @@ public final class GitSourceControl: SourceControl {
     public func latest() throws(BackendError) -> SourceURI {
         let asked = ContinuousClock.now
         let (directory, fullRef) = try prepare(askedAt: asked)
-        if case .remote(let url, let password, _) = location {
-            try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+        if case .remote(let url, let credentials, _) = location {
+            try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
         }
         return uri(try resolve(fullRef, in: directory))
     }
@@ -108,8 +110,8 @@ public final class GitSourceControl: SourceControl {
         let (directory, fullRef) = try prepare(askedAt: asked)
         let start: String
         if cursor.isEmpty {
-            if case .remote(let url, let password, _) = location {
-                try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+            if case .remote(let url, let credentials, _) = location {
+                try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
             }
             start = try resolve(fullRef, in: directory)
         } else {
@@ -232,8 +234,8 @@ public final class GitSourceControl: SourceControl {
             missing = true
         }
         guard missing else { return }
-        guard case .remote(let url, let password, _) = location, let fullRef else { throw .notFound }
-        try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+        guard case .remote(let url, let credentials, _) = location, let fullRef else { throw .notFound }
+        try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
         for id in ids where try !commitExists(id, in: directory) {
             throw .notFound
         }
@@ -275,7 +277,7 @@ public final class GitSourceControl: SourceControl {
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
     private func fetch(
-        url: String, password: String?, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
+        url: String, credentials: [String: String], into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
     ) throws(BackendError) {
         try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
             removeStaleLocks(in: mirror)
@@ -283,7 +285,7 @@ public final class GitSourceControl: SourceControl {
                 try self.runner.run(in: mirror, [
                     "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
                     "+\(fullRef):\(fullRef)",
-                ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
+                ], extraEnvironment: credentials)
             }
             var result = try fetch()
             if result.status != 0, !Self.isMissingOnRemote(result.stderr), try removeConflictingRefs(of: fullRef, in: mirror) {
@@ -414,17 +416,25 @@ public final class GitSourceControl: SourceControl {
         return String(repository[..<scheme.upperBound]) + rest[rest.index(after: at)...]
     }
 
-    /// The URL without the password of its user part, and that password percent-decoded as git decodes it; the URL
-    /// unchanged and nil when it has no password.
-    static func splitPassword(_ repository: String) -> (url: String, password: String?) {
-        guard let scheme = repository.range(of: "://") else { return (repository, nil) }
+    /// The URL git is given, and the user name and password it gets elsewhere, percent-decoded as git decodes them:
+    /// an http(s) URL loses its whole user part, any other URL only its password (ssh needs the user in the URL).
+    static func splitCredentials(_ repository: String) -> (url: String, username: String?, password: String?) {
+        guard let scheme = repository.range(of: "://") else { return (repository, nil, nil) }
         let rest = repository[scheme.upperBound...]
         let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else {
-            return (repository, nil)
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return (repository, nil, nil) }
+        let userPart = rest[..<at]
+        let colon = userPart.firstIndex(of: ":")
+        let password = colon.map { urlDecoded(userPart[userPart.index(after: $0)...]) }
+        // A token is often the user name itself (https://TOKEN@host/…, https://TOKEN:x-oauth-basic@…); git passes the
+        // URL it is given on to git-remote-https's arguments, which every user can read. credential.username
+        // (gitcredentials(7)) gives git the same user name as the URL would, for http(s) only: ssh ignores it.
+        if ["http", "https"].contains(repository[..<scheme.lowerBound].lowercased()) {
+            let username = urlDecoded(userPart[..<(colon ?? userPart.endIndex)])
+            return (withoutCredentials(repository), username.isEmpty ? nil : username, password)
         }
-        let url = String(repository[..<colon]) + rest[at...]
-        return (url, urlDecoded(rest[rest.index(after: colon)..<at]))
+        guard let colon else { return (repository, nil, nil) }
+        return (String(repository[..<colon]) + rest[at...], nil, password)
     }
 
     /// `%XX` decoded; a `%` without two hex digits after it stays as it is, as git's `url_decode_mem` leaves it.
@@ -450,21 +460,31 @@ public final class GitSourceControl: SourceControl {
         Character(Unicode.Scalar(byte)).hexDigitValue.map(UInt8.init)
     }
 
-    /// Environment that hands git `password` through a credential helper, so it is never in an argument vector.
-    private static func credentialEnvironment(_ password: String) -> [String: String] {
+    /// Environment that hands git `username` and `password` through its configuration and a credential helper, so
+    /// neither is ever in an argument vector; empty when there are neither.
+    private static func credentialEnvironment(username: String?, password: String?) -> [String: String] {
         // Arguments of every process are world-readable (/proc/PID/cmdline), and git passes the URL it is given on
         // to git-remote-https's arguments; the environment is readable only by this user. GIT_CONFIG_COUNT
-        // (git-config(1)): the empty helper first clears the configured ones (gitcredentials(7)), as a password in
-        // the URL stops git asking them, and so none of them stores it. The password reaches the shell only as a
-        // variable's value, never as part of the command text.
-        [
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "credential.helper",
-            "GIT_CONFIG_VALUE_0": "",
-            "GIT_CONFIG_KEY_1": "credential.helper",
-            "GIT_CONFIG_VALUE_1": #"!f() { test "$1" = get || return 0; printf 'password=%s\n' "$STOVEPIPE_GIT_PASSWORD"; }; f"#,
-            "STOVEPIPE_GIT_PASSWORD": password,
-        ]
+        // (git-config(1)): with a password, the empty helper first clears the configured ones (gitcredentials(7)), as
+        // a password in the URL stops git asking them, and so none of them stores it. The password reaches the shell
+        // only as a variable's value, never as part of the command text.
+        var entries: [(key: String, value: String)] = []
+        var environment: [String: String] = [:]
+        if let username { entries.append(("credential.username", username)) }
+        if let password {
+            entries.append(("credential.helper", ""))
+            entries.append((
+                "credential.helper",
+                #"!f() { test "$1" = get || return 0; printf 'password=%s\n' "$STOVEPIPE_GIT_PASSWORD"; }; f"#))
+            environment["STOVEPIPE_GIT_PASSWORD"] = password
+        }
+        guard !entries.isEmpty else { return [:] }
+        environment["GIT_CONFIG_COUNT"] = "\(entries.count)"
+        for (index, entry) in entries.enumerated() {
+            environment["GIT_CONFIG_KEY_\(index)"] = entry.key
+            environment["GIT_CONFIG_VALUE_\(index)"] = entry.value
+        }
+        return environment
     }
 
     /// A readable, collision-resistant directory name: the URL's last segment and its FNV-1a hash.
