@@ -696,6 +696,20 @@ struct GitSourceControlRemoteTests {
         #expect(server.authorizations.last == "Basic " + Data("deploy:s3cret/pw".utf8).base64EncodedString())
     }
 
+    @Test("the mirror's path, which ps shows in git's arguments, is not derived from the URL's credentials")
+    func mirrorNameWithoutCredentials() throws {
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // Port 1: the fetches fail at once, after each source has made its mirror.
+        for userPart in ["deploy:first-pw@", "deploy:second-pw@", ""] {
+            let source = GitSourceControl(
+                repository: "http://\(userPart)127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect(throws: BackendError.self) { try source.latest() }
+        }
+        // A hash of the password, in every git command line, would let anyone on the machine test guesses offline.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == 1)
+    }
+
     @Test("a token in the user part of an http(s) URL (https://TOKEN:x-oauth-basic@…, https://TOKEN@…) is not in git's arguments either")
     func userTokenNotInArguments() throws {
         let server = try BasicAuthServer(user: "ghp_t0ken", password: "x-oauth-basic")

@@ -489,12 +489,16 @@ public final class GitSourceControl: SourceControl {
 
     /// A readable, collision-resistant directory name: the URL's last segment and its FNV-1a hash.
     private static func mirrorName(for url: String) -> String {
+        // The URL less its credentials, as in URIs: the mirror's path is in the arguments of every git run on it,
+        // which any local user can read, and a fast hash of a password there could be tested against guesses. Another
+        // password for the same repository (a rotated token) then keeps its mirror instead of cloning anew.
+        let address = withoutCredentials(url)
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in url.utf8 {
+        for byte in address.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01b3
         }
-        let tail = withoutCredentials(url).split(whereSeparator: { $0 == "/" || $0 == ":" }).last.map(String.init) ?? "repo"
+        let tail = address.split(whereSeparator: { $0 == "/" || $0 == ":" }).last.map(String.init) ?? "repo"
         let safe = String(tail.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }.prefix(40))
         let hex = String(hash, radix: 16)
         return "\(safe.isEmpty ? "repo" : safe)-\(String(repeating: "0", count: 16 - hex.count))\(hex).git"
