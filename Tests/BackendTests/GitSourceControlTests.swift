@@ -422,6 +422,31 @@ struct GitSourceControlRemoteTests {
         #expect(!FileManager.default.fileExists(atPath: lock))
     }
 
+    @Test("a branch deleted upstream and replaced by one nested under its name (or the reverse) is fetched, though the mirror still holds the old one")
+    func staleConflictingRefInMirror() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let first = try upstream.commit("one")
+        try upstream.git("branch", "release")
+        let release = GitSourceControl(repository: upstream.fileURL, ref: "release", cacheDirectory: cache, logger: silentLogger)
+        let nested = GitSourceControl(repository: upstream.fileURL, ref: "release/1.0", cacheDirectory: cache, logger: silentLogger)
+        #expect(try release.latest() == uri(upstream.fileURL, "release", first))
+
+        // refs/heads/release stays in the mirror, and git cannot write refs/heads/release/1.0 beside it.
+        try upstream.git("branch", "-D", "release")
+        try upstream.git("branch", "release/1.0")
+        #expect(try nested.latest() == uri(upstream.fileURL, "release/1.0", first))
+        #expect(throws: BackendError.notFound) { try release.latest() }
+
+        try upstream.git("branch", "-D", "release/1.0")
+        let second = try upstream.commit("two")
+        try upstream.git("branch", "release")
+        #expect(try release.latest() == uri(upstream.fileURL, "release", second))
+        #expect(try release.isAncestor(uri(upstream.fileURL, "release", first), of: uri(upstream.fileURL, "release", second)))
+    }
+
     @Test("a commit made upstream after the last fetch is fetched once for isAncestor and history")
     func fetchOnMissingCommit() throws {
         let upstream = try ScratchRepository()
@@ -440,7 +465,7 @@ struct GitSourceControlRemoteTests {
         #expect(throws: BackendError.notFound) { try git.isAncestor(ghost, of: uri(upstream.fileURL, "main", first)) }
     }
 
-    @Test("an unknown remote ref is notFound; an unreachable remote is unavailable")
+    @Test("an unknown remote ref or a remote repository that does not exist is notFound; an unreachable remote is retryable unavailable")
     func remoteFailures() throws {
         let upstream = try ScratchRepository()
         defer { upstream.remove() }
@@ -450,14 +475,23 @@ struct GitSourceControlRemoteTests {
         let unknownRef = GitSourceControl(repository: upstream.fileURL, ref: "nope", cacheDirectory: cache, logger: silentLogger)
         #expect(throws: BackendError.notFound) { try unknownRef.latest() }
 
+        // The server answers 404 to the right credentials: git's "repository '…' not found".
+        let server = try BasicAuthServer(user: "deploy", password: "pw")
+        defer { server.stop() }
+        for missing in ["file:///nonexistent/\(UUID().uuidString)", "http://deploy:pw@127.0.0.1:\(server.port)/r.git"] {
+            let source = GitSourceControl(repository: missing, ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect(throws: BackendError.notFound, "\(missing)") { try source.latest() }
+        }
+
+        // Port 1 on loopback: nothing listens, the connection is refused.
         let unreachable = GitSourceControl(
-            repository: "file:///nonexistent/\(UUID().uuidString)", ref: "main", cacheDirectory: cache, logger: silentLogger
+            repository: "http://127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache, logger: silentLogger
         )
         #expect {
             try unreachable.latest()
         } throws: { error in
-            if case .unavailable = error as? BackendError { return true }
-            return false
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
         }
     }
 
@@ -658,20 +692,56 @@ struct GitSourceControlRemoteTests {
         #expect(throws: BackendError.self) { try source.latest() }
         let arguments = try String(contentsOfFile: git.directory + "/arguments", encoding: .utf8)
         #expect(!arguments.contains("s3cret"), "git's arguments: \(arguments)")
-        #expect(arguments.contains("http://deploy@127.0.0.1:\(server.port)/r.git\n"))
+        #expect(arguments.contains("http://127.0.0.1:\(server.port)/r.git\n"))
         #expect(server.authorizations.last == "Basic " + Data("deploy:s3cret/pw".utf8).base64EncodedString())
     }
 
-    @Test("a remote URL whose password decodes to a line break is notFound without running git", arguments: ["%0A", "%0d", "%00"])
+    @Test("the mirror's path, which ps shows in git's arguments, is not derived from the URL's credentials")
+    func mirrorNameWithoutCredentials() throws {
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // Port 1: the fetches fail at once, after each source has made its mirror.
+        for userPart in ["deploy:first-pw@", "deploy:second-pw@", ""] {
+            let source = GitSourceControl(
+                repository: "http://\(userPart)127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache, logger: silentLogger)
+            #expect(throws: BackendError.self) { try source.latest() }
+        }
+        // A hash of the password, in every git command line, would let anyone on the machine test guesses offline.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == 1)
+    }
+
+    @Test("a token in the user part of an http(s) URL (https://TOKEN:x-oauth-basic@…, https://TOKEN@…) is not in git's arguments either")
+    func userTokenNotInArguments() throws {
+        let server = try BasicAuthServer(user: "ghp_t0ken", password: "x-oauth-basic")
+        defer { server.stop() }
+        let git = try WrappedGit(prelude: #"printf '%s\n' "$@" >> "$(dirname "$0")/arguments""#)
+        defer { git.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        for userPart in ["ghp_t0ken:x-oauth-basic@", "ghp_t0ken@"] {
+            let source = GitSourceControl(
+                repository: "http://\(userPart)127.0.0.1:\(server.port)/r.git", ref: "main", cacheDirectory: cache,
+                gitExecutable: git.executable, logger: silentLogger)
+            #expect(throws: BackendError.self) { try source.latest() }
+        }
+        let arguments = try String(contentsOfFile: git.directory + "/arguments", encoding: .utf8)
+        #expect(!arguments.contains("ghp_t0ken"), "git's arguments: \(arguments)")
+        // The token still reaches the server, as the user name of the first URL.
+        #expect(server.authorizations.contains("Basic " + Data("ghp_t0ken:x-oauth-basic".utf8).base64EncodedString()))
+    }
+
+    @Test("a remote URL whose password or http(s) user name decodes to a line break is notFound without running git", arguments: ["%0A", "%0d", "%00"])
     func passwordWithLineBreak(_ escape: String) throws {
         let fake = try MarkerGit()
         defer { fake.remove() }
         let cache = try makeScratchDirectory("cache")
         defer { try? FileManager.default.removeItem(atPath: cache) }
-        let source = GitSourceControl(
-            repository: "https://deploy:a\(escape)b@127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache,
-            gitExecutable: fake.executable, logger: silentLogger)
-        #expect(throws: BackendError.notFound) { try source.latest() }
+        for userPart in ["deploy:a\(escape)b", "a\(escape)b", "a\(escape)b:pw"] {
+            let source = GitSourceControl(
+                repository: "https://\(userPart)@127.0.0.1:1/r.git", ref: "main", cacheDirectory: cache,
+                gitExecutable: fake.executable, logger: silentLogger)
+            #expect(throws: BackendError.notFound, "\(userPart)") { try source.latest() }
+        }
         #expect(!fake.ran)
     }
 
@@ -823,6 +893,26 @@ struct GitRunnerSignalTests {
         let environment = try String(contentsOfFile: directory + "/env", encoding: .utf8)
         #expect(environment.contains("GIT_TERMINAL_PROMPT=0"), "the probe read git's environment")
         #expect(!environment.contains("STOVEPIPE_"), "\(environment)")
+    }
+
+    @Test("variables git reads as the repository's own (GIT_SHALLOW_FILE, GIT_GRAFT_FILE) in the service's environment do not change ancestry")
+    func repositoryLocalVariablesDoNotReachGit() throws {
+        let repository = try ScratchRepository()
+        defer { repository.remove() }
+        let first = try repository.commit("one")
+        let second = try repository.commit("two")
+        let scratch = try makeScratchDirectory("local-env")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // Each file cuts history at `second`, so `first` would no longer be its ancestor.
+        try Data("\(second)\n".utf8).write(to: URL(fileURLWithPath: scratch + "/shallow"))
+        try Data("\(second)\n".utf8).write(to: URL(fileURLWithPath: scratch + "/grafts"))
+        let inherited = ProcessInfo.processInfo.environment
+        for (name, file) in [("GIT_SHALLOW_FILE", "shallow"), ("GIT_GRAFT_FILE", "grafts")] {
+            let runner = GitRunner(
+                executable: realGit, timeout: .seconds(30), inherited: inherited.merging([name: scratch + "/" + file]) { $1 })
+            let result = try runner.run(in: repository.path, ["merge-base", "--is-ancestor", first, second])
+            #expect(result.status == 0, "\(name) reached git: \(result.stderr)")
+        }
     }
 
     @Test("git's output files have no name, so a process that exits or is killed while git runs leaves none behind")

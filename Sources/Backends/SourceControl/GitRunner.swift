@@ -23,10 +23,13 @@ struct GitRunner: Sendable {
     let timeout: Duration
     let environment: [String: String]
 
-    init(executable: String?, timeout: Duration) {
+    /// A runner of `executable` (git from PATH when nil) whose git inherits `inherited`, less what must not reach it.
+    init(
+        executable: String?, timeout: Duration, inherited: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.executable = URL(fileURLWithPath: executable ?? Self.resolveGit())
         self.timeout = timeout
-        self.environment = Self.environment(from: ProcessInfo.processInfo.environment)
+        self.environment = Self.environment(from: inherited)
     }
 
     /// Runs `git -C directory arguments` with `extraEnvironment` added, never discovering a repository above `directory`.
@@ -236,10 +239,15 @@ struct GitRunner: Sendable {
     }
 
     private static func environment(from inherited: [String: String]) -> [String: String] {
-        // Variables that would point git at another repository than the one named in the arguments.
+        // Variables that would point git at another repository than the one named in the arguments, or change what
+        // it reads there: git's own list of them (`git rev-parse --local-env-vars`, git-rev-parse(1), which git
+        // itself clears before it runs another repository's commands), plus the namespace and ceiling. A shallow
+        // or graft file among them cuts or rewires history, and ancestry answers turn wrong.
         let relocating: Set<String> = [
-            "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-            "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CEILING_DIRECTORIES",
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+            "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE",
+            "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX",
+            "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
         ]
         // stovepipe's own settings hold secrets (the ingest secret, the MySQL URL's password) that git, ssh and
         // credential helpers have no use for.

@@ -23,8 +23,9 @@ public final class GitSourceControl: SourceControl {
 
     private enum Location {
         case local(path: String)
-        /// `url` is what git is given: the configured URL less its password, which git gets from a credential helper.
-        case remote(url: String, password: String?, mirror: String)
+        /// `url` is what git is given: the configured URL less its credentials, which git gets from `credentials`,
+        /// the environment of its credential configuration.
+        case remote(url: String, credentials: [String: String], mirror: String)
         case invalid
     }
 
@@ -48,13 +49,14 @@ public final class GitSourceControl: SourceControl {
         } else if Self.isRemote(repository) {
             let mirror = URL(fileURLWithPath: cacheDirectory, isDirectory: true)
                 .appendingPathComponent(Self.mirrorName(for: repository)).path
-            let (url, password) = Self.splitPassword(repository)
-            // git refuses a URL whose decoded password holds a line break (CVE-2020-5260); in the helper's
-            // output it would end the password and start another credential line.
-            if let password, password.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) {
+            let (url, username, password) = Self.splitCredentials(repository)
+            // git refuses a URL whose decoded user name or password holds a line break (CVE-2020-5260); in the
+            // credential protocol it would end the value and start another line.
+            if [username, password].contains(where: { $0?.utf8.contains { $0 == 0x0A || $0 == 0x0D || $0 == 0 } == true }) {
                 location = .invalid
             } else {
-                location = .remote(url: url, password: password, mirror: mirror)
+                location = .remote(
+                    url: url, credentials: Self.credentialEnvironment(username: username, password: password), mirror: mirror)
             }
         } else {
             location = .local(path: URL(fileURLWithPath: repository).standardizedFileURL.path)
@@ -74,8 +76,8 @@ public final class GitSourceControl: SourceControl {
     public func latest() throws(BackendError) -> SourceURI {
         let asked = ContinuousClock.now
         let (directory, fullRef) = try prepare(askedAt: asked)
-        if case .remote(let url, let password, _) = location {
-            try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+        if case .remote(let url, let credentials, _) = location {
+            try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
         }
         return uri(try resolve(fullRef, in: directory))
     }
@@ -108,8 +110,8 @@ public final class GitSourceControl: SourceControl {
         let (directory, fullRef) = try prepare(askedAt: asked)
         let start: String
         if cursor.isEmpty {
-            if case .remote(let url, let password, _) = location {
-                try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+            if case .remote(let url, let credentials, _) = location {
+                try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
             }
             start = try resolve(fullRef, in: directory)
         } else {
@@ -232,8 +234,8 @@ public final class GitSourceControl: SourceControl {
             missing = true
         }
         guard missing else { return }
-        guard case .remote(let url, let password, _) = location, let fullRef else { throw .notFound }
-        try fetch(url: url, password: password, into: directory, fullRef: fullRef, askedAt: asked)
+        guard case .remote(let url, let credentials, _) = location, let fullRef else { throw .notFound }
+        try fetch(url: url, credentials: credentials, into: directory, fullRef: fullRef, askedAt: asked)
         for id in ids where try !commitExists(id, in: directory) {
             throw .notFound
         }
@@ -275,19 +277,62 @@ public final class GitSourceControl: SourceControl {
 
     /// Fetches `fullRef`, unless a fetch of it that began at or after `asked` has already succeeded.
     private func fetch(
-        url: String, password: String?, into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
+        url: String, credentials: [String: String], into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
     ) throws(BackendError) {
         try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
             removeStaleLocks(in: mirror)
-            let result = try runner.run(in: mirror, [
-                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
-                "+\(fullRef):\(fullRef)",
-            ], extraEnvironment: password.map(Self.credentialEnvironment) ?? [:])
+            let fetch = { () throws(BackendError) -> GitOutput in
+                try self.runner.run(in: mirror, [
+                    "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
+                    "+\(fullRef):\(fullRef)",
+                ], extraEnvironment: credentials)
+            }
+            var result = try fetch()
+            if result.status != 0, !Self.isMissingOnRemote(result.stderr), try removeConflictingRefs(of: fullRef, in: mirror) {
+                result = try fetch()
+            }
             guard result.status == 0 else {
-                if result.stderr.contains("couldn't find remote ref") { throw .notFound }
+                if Self.isMissingOnRemote(result.stderr) { throw .notFound }
                 throw failure("fetch", result)
             }
         }
+    }
+
+    /// Deletes the mirror's refs that keep `fullRef` from being written, and says whether there were any: a ref named
+    /// by a leading part of it (`refs/heads/a` for `refs/heads/a/b`) or one below it (`refs/heads/a/b/c`).
+    private func removeConflictingRefs(of fullRef: String, in mirror: String) throws(BackendError) -> Bool {
+        // A ref cannot exist beside another whose name it extends by a '/' (refs are paths), on the remote as in the
+        // mirror: a remote that has `fullRef` has none of these, so they are refs the mirror kept after the remote
+        // deleted them (a fetch of one ref never prunes), and git refuses the fetch ("'…' exists; cannot create '…'")
+        // until they go, as `git remote prune` would remove them (git-remote(1)). Whatever the failure was, deleting
+        // them loses nothing: a mirror's refs are a cache, fetched again by the queue that reads them, and their
+        // commits stay in the mirror.
+        let components = fullRef.split(separator: "/")
+        let leading = Set((1..<max(components.count, 1)).map { components[..<$0].joined(separator: "/") })
+        let listed = try runner.run(in: mirror, ["for-each-ref", "--format=%(refname)"])
+        guard listed.status == 0 else { return false }
+        let conflicting = listed.stdout.split(separator: "\n").map(String.init).filter { name in
+            leading.contains(name) || name.hasPrefix(fullRef + "/")
+        }
+        for name in conflicting {
+            let deleted = try runner.run(in: mirror, ["update-ref", "-d", "--no-deref", "--end-of-options", name])
+            guard deleted.status == 0 else { return false }
+        }
+        if !conflicting.isEmpty {
+            logger.warning(
+                "removed mirror refs the remote deleted, which kept the queue's ref from being fetched",
+                metadata: ["git.refs_removed": "\(conflicting.count)"])
+        }
+        return !conflicting.isEmpty
+    }
+
+    /// Whether a failed fetch's stderr says the remote has no such ref or no such repository, which no retry mends.
+    private static func isMissingOnRemote(_ stderr: String) -> Bool {
+        // git's own messages (LC_ALL=C): fetch-pack's for a ref the remote does not advertise; upload-pack's
+        // enter_repo failure, relayed over file:// and ssh; remote-curl's for an HTTP 404 (http.c's HTTP_MISSING_TARGET).
+        // A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays retryable.
+        stderr.contains("couldn't find remote ref") || stderr.contains("does not appear to be a git repository")
+            || (stderr.contains("fatal: repository '") && stderr.contains("' not found"))
     }
 
     /// Removes the `*.lock` files of `mirror` (at its top and under `refs/`) older than any git this service runs can
@@ -371,17 +416,25 @@ public final class GitSourceControl: SourceControl {
         return String(repository[..<scheme.upperBound]) + rest[rest.index(after: at)...]
     }
 
-    /// The URL without the password of its user part, and that password percent-decoded as git decodes it; the URL
-    /// unchanged and nil when it has no password.
-    static func splitPassword(_ repository: String) -> (url: String, password: String?) {
-        guard let scheme = repository.range(of: "://") else { return (repository, nil) }
+    /// The URL git is given, and the user name and password it gets elsewhere, percent-decoded as git decodes them:
+    /// an http(s) URL loses its whole user part, any other URL only its password (ssh needs the user in the URL).
+    static func splitCredentials(_ repository: String) -> (url: String, username: String?, password: String?) {
+        guard let scheme = repository.range(of: "://") else { return (repository, nil, nil) }
         let rest = repository[scheme.upperBound...]
         let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else {
-            return (repository, nil)
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return (repository, nil, nil) }
+        let userPart = rest[..<at]
+        let colon = userPart.firstIndex(of: ":")
+        let password = colon.map { urlDecoded(userPart[userPart.index(after: $0)...]) }
+        // A token is often the user name itself (https://TOKEN@host/…, https://TOKEN:x-oauth-basic@…); git passes the
+        // URL it is given on to git-remote-https's arguments, which every user can read. credential.username
+        // (gitcredentials(7)) gives git the same user name as the URL would, for http(s) only: ssh ignores it.
+        if ["http", "https"].contains(repository[..<scheme.lowerBound].lowercased()) {
+            let username = urlDecoded(userPart[..<(colon ?? userPart.endIndex)])
+            return (withoutCredentials(repository), username.isEmpty ? nil : username, password)
         }
-        let url = String(repository[..<colon]) + rest[at...]
-        return (url, urlDecoded(rest[rest.index(after: colon)..<at]))
+        guard let colon else { return (repository, nil, nil) }
+        return (String(repository[..<colon]) + rest[at...], nil, password)
     }
 
     /// `%XX` decoded; a `%` without two hex digits after it stays as it is, as git's `url_decode_mem` leaves it.
@@ -407,31 +460,45 @@ public final class GitSourceControl: SourceControl {
         Character(Unicode.Scalar(byte)).hexDigitValue.map(UInt8.init)
     }
 
-    /// Environment that hands git `password` through a credential helper, so it is never in an argument vector.
-    private static func credentialEnvironment(_ password: String) -> [String: String] {
+    /// Environment that hands git `username` and `password` through its configuration and a credential helper, so
+    /// neither is ever in an argument vector; empty when there are neither.
+    private static func credentialEnvironment(username: String?, password: String?) -> [String: String] {
         // Arguments of every process are world-readable (/proc/PID/cmdline), and git passes the URL it is given on
         // to git-remote-https's arguments; the environment is readable only by this user. GIT_CONFIG_COUNT
-        // (git-config(1)): the empty helper first clears the configured ones (gitcredentials(7)), as a password in
-        // the URL stops git asking them, and so none of them stores it. The password reaches the shell only as a
-        // variable's value, never as part of the command text.
-        [
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "credential.helper",
-            "GIT_CONFIG_VALUE_0": "",
-            "GIT_CONFIG_KEY_1": "credential.helper",
-            "GIT_CONFIG_VALUE_1": #"!f() { test "$1" = get || return 0; printf 'password=%s\n' "$STOVEPIPE_GIT_PASSWORD"; }; f"#,
-            "STOVEPIPE_GIT_PASSWORD": password,
-        ]
+        // (git-config(1)): with a password, the empty helper first clears the configured ones (gitcredentials(7)), as
+        // a password in the URL stops git asking them, and so none of them stores it. The password reaches the shell
+        // only as a variable's value, never as part of the command text.
+        var entries: [(key: String, value: String)] = []
+        var environment: [String: String] = [:]
+        if let username { entries.append(("credential.username", username)) }
+        if let password {
+            entries.append(("credential.helper", ""))
+            entries.append((
+                "credential.helper",
+                #"!f() { test "$1" = get || return 0; printf 'password=%s\n' "$STOVEPIPE_GIT_PASSWORD"; }; f"#))
+            environment["STOVEPIPE_GIT_PASSWORD"] = password
+        }
+        guard !entries.isEmpty else { return [:] }
+        environment["GIT_CONFIG_COUNT"] = "\(entries.count)"
+        for (index, entry) in entries.enumerated() {
+            environment["GIT_CONFIG_KEY_\(index)"] = entry.key
+            environment["GIT_CONFIG_VALUE_\(index)"] = entry.value
+        }
+        return environment
     }
 
     /// A readable, collision-resistant directory name: the URL's last segment and its FNV-1a hash.
     private static func mirrorName(for url: String) -> String {
+        // The URL less its credentials, as in URIs: the mirror's path is in the arguments of every git run on it,
+        // which any local user can read, and a fast hash of a password there could be tested against guesses. Another
+        // password for the same repository (a rotated token) then keeps its mirror instead of cloning anew.
+        let address = withoutCredentials(url)
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in url.utf8 {
+        for byte in address.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01b3
         }
-        let tail = withoutCredentials(url).split(whereSeparator: { $0 == "/" || $0 == ":" }).last.map(String.init) ?? "repo"
+        let tail = address.split(whereSeparator: { $0 == "/" || $0 == ":" }).last.map(String.init) ?? "repo"
         let safe = String(tail.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }.prefix(40))
         let hex = String(hash, radix: 16)
         return "\(safe.isEmpty ? "repo" : safe)-\(String(repeating: "0", count: 16 - hex.count))\(hex).git"
