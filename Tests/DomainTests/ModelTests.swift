@@ -25,6 +25,8 @@ import Testing
 //   that commit is an ancestor of the request's commit at decision time, and full with no base otherwise.
 // - A failed step (an injected `unavailable`, before or after the call takes effect) leaves every piece of
 //   state either as it was or as the same step without the failure would have left it.
+// - Concurrency: ingests of one head at once, alone or alongside deliveries (the same message twice at once
+//   too), converge on one request and keep every invariant above but the exact model.
 // - Quiescence: once every queue's head is ingested again without faults and every message is delivered, no
 //   request of a current head is accepted, and any request still accepted was written by an ingest that failed
 //   (README, "Known limitations": such a request waits for a newer one to start processing).
@@ -93,6 +95,9 @@ enum Op: CustomStringConvertible {
     case faultyDeliver(pick: Int, call: Int, mode: FaultPlan.Mode, retry: Bool)
     /// `threads` ingests of the queue's head at once.
     case concurrentIngest(queue: Int, threads: Int)
+    /// `ingests` ingests of the queue's head and `deliveries` deliveries of waiting messages (the same one
+    /// twice when they are few: at-least-once allows a redelivery while the first is still running), at once.
+    case concurrentMix(queue: Int, ingests: Int, deliveries: Int, pick: Int)
 
     var description: String {
         switch self {
@@ -108,6 +113,8 @@ enum Op: CustomStringConvertible {
         case .faultyDeliver(let pick, let call, let mode, let retry):
             "faultyDeliver(\(pick), call: \(call), \(mode.rawValue)\(retry ? ", retry" : ""))"
         case .concurrentIngest(let q, let threads): "concurrentIngest(q\(q), threads: \(threads))"
+        case .concurrentMix(let q, let ingests, let deliveries, let pick):
+            "concurrentMix(q\(q), ingests: \(ingests), deliveries: \(deliveries), \(pick))"
         }
     }
 
@@ -119,16 +126,18 @@ enum Op: CustomStringConvertible {
             let pick = rng.below(1000)
             let mode: FaultPlan.Mode = rng.chance(1, in: 2) ? .before : .after
             switch rng.below(100) {
-            case 0..<16: return .advance(queue: q, merge: rng.chance(1, in: 5) ? pick : nil)
-            case 16..<21: return .rewrite(queue: q, fork: rng.chance(1, in: 2) ? pick : nil)
-            case 21..<27: return .moveBack(queue: q, pick: pick)
-            case 27..<47: return .ingest(queue: q, times: rng.inRange(1...3))
-            case 47..<64: return .deliver(pick: pick)
-            case 64..<70: return .redeliver(pick: pick)
-            case 70..<76: return .green(queue: q, pick: pick)
-            case 76..<86: return .faultyIngest(queue: q, call: rng.inRange(1...10), mode: mode, retry: rng.chance(1, in: 2))
-            case 86..<94: return .faultyDeliver(pick: pick, call: rng.inRange(1...6), mode: mode, retry: rng.chance(1, in: 2))
-            default: return .concurrentIngest(queue: q, threads: rng.inRange(2...6))
+            case 0..<14: return .advance(queue: q, merge: rng.chance(1, in: 5) ? pick : nil)
+            case 14..<19: return .rewrite(queue: q, fork: rng.chance(1, in: 2) ? pick : nil)
+            case 19..<27: return .moveBack(queue: q, pick: pick)
+            case 27..<45: return .ingest(queue: q, times: rng.inRange(1...3))
+            case 45..<60: return .deliver(pick: pick)
+            case 60..<65: return .redeliver(pick: pick)
+            case 65..<71: return .green(queue: q, pick: pick)
+            case 71..<81: return .faultyIngest(queue: q, call: rng.inRange(1...10), mode: mode, retry: rng.chance(1, in: 2))
+            case 81..<89: return .faultyDeliver(pick: pick, call: rng.inRange(1...6), mode: mode, retry: rng.chance(1, in: 2))
+            case 89..<95: return .concurrentIngest(queue: q, threads: rng.inRange(2...6))
+            default:
+                return .concurrentMix(queue: q, ingests: rng.inRange(1...3), deliveries: rng.inRange(1...3), pick: pick)
             }
         }
     }
@@ -342,13 +351,15 @@ final class ModelRun {
             if retry { try deliverStep(id) }
         case .concurrentIngest(let q, let threads):
             try concurrentIngest(q, threads: threads)
+        case .concurrentMix(let q, let ingests, let deliveries, let pick):
+            try concurrentMix(q, ingests: ingests, deliveries: deliveries, pick: pick)
         }
     }
 
     // MARK: Steps
 
     private func ingestStep(_ q: Int, fault: (call: Int, mode: FaultPlan.Mode)? = nil) throws {
-        let before = try snapshot()
+        let before = try current()
         let head = try #require(dags[q].head)
         let expected = Model.ingest(before, queue: q, name: names[q], head: head)
         if let fault { plan.arm(call: fault.call, mode: fault.mode) }
@@ -390,7 +401,7 @@ final class ModelRun {
     }
 
     private func deliverStep(_ id: String, fault: (call: Int, mode: FaultPlan.Mode)? = nil) throws {
-        let before = try snapshot()
+        let before = try current()
         let message = try #require(topic.message(id))
         let requestID = try RequestID(parsing: id)
         let q = try #require(names.firstIndex(of: requestID.queue))
@@ -431,7 +442,7 @@ final class ModelRun {
 
     /// The test's stand-in for a build that passed: a processing request succeeds, its commit becomes green.
     private func green(_ q: Int, pick: Int) throws {
-        let before = try snapshot()
+        let before = try current()
         let processing = before.queues[q].rows.filter { $0.value.state == .processing }.keys.sorted()
         guard !processing.isEmpty else { return }
         let id = RequestID(queue: names[q], number: processing[pick % processing.count])
@@ -454,7 +465,7 @@ final class ModelRun {
     }
 
     private func concurrentIngest(_ q: Int, threads count: Int) throws {
-        let before = try snapshot()
+        let before = try current()
         let head = try #require(dags[q].head)
         let predicted = Model.ingest(before, queue: q, name: names[q], head: head)
         let results = Mutex<[Result<IngestResult, IngestError>]>([])
@@ -503,6 +514,70 @@ final class ModelRun {
         try expectEqual(after, expected, what: "\(count) concurrent ingests of \(head)")
     }
 
+    /// Ingests and deliveries at once: no exact model, but every invariant, and the ingests' convergence.
+    private func concurrentMix(_ q: Int, ingests: Int, deliveries: Int, pick: Int) throws {
+        let before = try current()
+        let head = try #require(dags[q].head)
+        let predicted = Model.ingest(before, queue: q, name: names[q], head: head)
+        let waiting = topic.pendingIDs
+        let chosen = waiting.isEmpty ? [] : (0..<deliveries).map { waiting[(pick + $0) % waiting.count] }
+        var messages: [(String, Message, Int)] = []
+        for id in chosen {
+            attempts[id, default: 0] += 1
+            messages.append((id, try #require(topic.message(id)), attempts[id, default: 1]))
+        }
+        let results = Mutex<[Result<IngestResult, IngestError>]>([])
+        let outcomes = Mutex<[String]>([])
+        let group = DispatchGroup()
+        let (controller, processor, topic) = (ingest, process, topic)
+        let name = names[q].rawValue
+        for _ in 0..<ingests {
+            group.enter()
+            Thread {
+                let result = Result { () throws(IngestError) in try controller.ingest(queue: name) }
+                results.withLock { $0.append(result) }
+                group.leave()
+            }.start()
+        }
+        for (id, message, attempt) in messages {
+            group.enter()
+            Thread {
+                let outcome = processor.handle(Delivery(message: message, attempt: attempt))
+                topic.settle(id, outcome)
+                outcomes.withLock { $0.append("\(id) \(outcome)") }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        let answers = try results.withLock { results in
+            try results.map { result in
+                switch result {
+                case .success(let value): return value
+                case .failure(let error): throw Violation(invariant: "concurrent ingests succeed", detail: "\(error)")
+                }
+            }
+        }
+        let after = try snapshot()
+        let ids = Set(answers.map(\.request.id))
+        note("\(ingests) ingests of \(head) at once: \(ids.map(\.description)); deliveries \(outcomes.withLock { $0 })")
+        for outcome in outcomes.withLock({ $0 }) where outcome.contains("reject") {
+            throw Violation(invariant: "no delivery is rejected", detail: outcome)
+        }
+        try checkTransitions(before, after)
+        guard ids.count == 1, let id = ids.first else {
+            throw Violation(invariant: "concurrent ingests of one head converge", detail: "\(ids)")
+        }
+        guard answers.filter(\.minted).count == (predicted.minted ? 1 : 0), after.queues[q].index[head] == id.number,
+            (after.queues[q].latest ?? 0) >= id.number
+        else {
+            throw Violation(invariant: "concurrent ingests of one head converge", detail: "\(id), index and latest")
+        }
+        if after.queues[q].counter > before.queues[q].counter {
+            for number in (before.queues[q].counter + 1)...after.queues[q].counter { spendable[q].insert(number) }
+        }
+        try checkState(after)
+    }
+
     /// Every queue's head ingested again without faults, then every waiting message delivered.
     private func quiesce() throws {
         for q in names.indices { try ingestStep(q) }
@@ -533,6 +608,14 @@ final class ModelRun {
 
     // MARK: Reading and checking the state
 
+    /// The state after the last step: only steps write the stores (a new commit has no index entry yet).
+    private var last: WorldState?
+
+    private func current() throws -> WorldState {
+        if let last { return last }
+        return try snapshot()
+    }
+
     func snapshot() throws -> WorldState {
         var queueStates: [QueueState] = []
         for (q, name) in names.enumerated() {
@@ -552,7 +635,9 @@ final class ModelRun {
             state.counter = counter.value(name)
             queueStates.append(state)
         }
-        return WorldState(queues: queueStates, pending: Set(topic.pendingIDs))
+        let state = WorldState(queues: queueStates, pending: Set(topic.pendingIDs))
+        last = state
+        return state
     }
 
     /// What must hold of any state the system reaches.
