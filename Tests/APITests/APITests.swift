@@ -286,6 +286,26 @@ extension HTTPResponse {
         #expect(!allowed("request/demo/main/01"))
     }
 
+    @Test func theSpecsRequestIDPatternHoldsTheQueuePartToTheQueueNameLimit() throws {
+        let api = API()
+        let spec = String(decoding: api.call("GET", "/openapi.yaml").body, as: UTF8.self)
+        let line = try #require(spec.split(separator: "\n").first { $0.contains("pattern: '^request/") })
+        let pattern = try NSRegularExpression(pattern: String(try #require(line.split(separator: "'").dropFirst().first)))
+        func allowed(_ id: String) -> Bool {
+            pattern.firstMatch(in: id, range: NSRange(id.startIndex..., in: id)) != nil
+        }
+        // Both within the spec's maxLength of 229; only the queue part's length differs.
+        let longest = "request/" + String(repeating: "a", count: QueueName.maxLength) + "/1"
+        let tooLong = "request/" + String(repeating: "a", count: QueueName.maxLength + 1) + "/1"
+        let split = "request/" + String(repeating: "a", count: 100) + "/" + String(repeating: "b", count: 99) + "/1"
+        #expect(api.call("GET", "/requests/\(longest)").status == 404)
+        #expect(api.call("GET", "/requests/\(split)").status == 404)
+        #expect(api.call("GET", "/requests/\(tooLong)").status == 400)
+        #expect(allowed(longest))
+        #expect(allowed(split))
+        #expect(!allowed(tooLong), "the spec admits an id the server refuses as malformed")
+    }
+
     @Test func queueView() {
         let api = API()
         // Configured, never ingested: the queue, with nothing in it yet.
