@@ -212,6 +212,22 @@ extension HTTPResponse {
         #expect(response.problemType() == "urn:stovepipe:problem:method-not-allowed")
     }
 
+    @Test func problemDetailsEchoOnlyABoundedPrefixOfAMethodOrTopicName() {
+        let api = API()
+        // As long as the request line allows (8 KiB by default, more when an operator raises it).
+        let method = String(repeating: "X", count: 8000)
+        let topic = String(repeating: "%01", count: 2600)
+        for response in [api.call(method, "/healthz"), api.call("GET", "/topics/\(topic)")] {
+            _ = response.problemType()
+            let detail = response.json["detail"] as? String ?? ""
+            #expect(detail.utf8.count <= 200, "\(response.status): \(detail.utf8.count) bytes of detail")
+            #expect(response.body.count <= 600, "\(response.status): \(response.body.count) bytes of body")
+        }
+        #expect((api.call(method, "/healthz").json["detail"] as? String)?.contains("XXXXXXXX…") == true)
+        #expect(api.call("BREW", "/healthz").json["detail"] as? String == "the server does not recognise the method 'BREW'")
+        #expect(api.call("GET", "/topics/x%22y").json["detail"] as? String == "no topic 'x\"y'")
+    }
+
     @Test func recognisedMethodOnAnUnknownPathIs404() {
         for method in ["DELETE", "OPTIONS", "TRACE"] {
             let response = API().call(method, "/nope")
