@@ -389,6 +389,30 @@ extension HTTPResponse {
         #expect(api.call("GET", "/queues/demo/main/requests?cursor=\(cursor)").status == 400)
     }
 
+    @Test func aTruncatedCursorIs400NotAnotherPage() throws {
+        let api = API()
+        for n in 1...123 {
+            api.source.head.withLock { $0 = SourceURI("git://demo/c\(n)") }
+            #expect(api.call("POST", "/queues/demo/main/ingest").status == 202)
+        }
+        let cursor = try #require(api.call("GET", "/queues/demo/main/requests?limit=1").json["next_cursor"] as? String)
+        #expect(api.call("GET", "/queues/demo/main/requests?limit=1&cursor=\(cursor)").status == 200)
+        // A cursor cut short (a length limit, a bad copy) could read as the cursor of an earlier request: 12 or 1 for
+        // 123, a page that skips requests or an empty last page, where the client must be told its cursor is bad.
+        for cut in 1..<cursor.count {
+            let truncated = String(cursor.dropLast(cut))
+            let response = api.call("GET", "/queues/demo/main/requests?limit=1&cursor=\(truncated)")
+            #expect(response.status == 400, "\(truncated): \(response.json["requests"].map { "\($0)" } ?? "")")
+            #expect(response.problemType() == "urn:stovepipe:problem:invalid-cursor", "\(truncated)")
+        }
+        // A v1 cursor, as a replica not yet upgraded hands out, still reads.
+        let v1 = Data("v1 demo/main 3".utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+        let page = api.call("GET", "/queues/demo/main/requests?limit=5&cursor=\(v1)")
+        #expect(page.status == 200)
+        #expect((page.json["requests"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+            == ["request/demo/main/2", "request/demo/main/1"])
+    }
+
     @Test func unknownPathIs404() {
         let api = API()
         for path in ["/", "/nope", "/queues", "/requests", "/healthz/x"] {
