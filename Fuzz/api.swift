@@ -242,6 +242,9 @@ private func cursor(_ input: ArraySlice<UInt8>) {
     let name = (try? QueueName(String(decoding: input.filter { $0 > 0x40 && $0 < 0x5B }, as: UTF8.self))) ?? queue
     let encoded = PageCursor.encode(queue: name, before: max(number, 1))
     if PageCursor.decode(encoded, queue: name) != max(number, 1) { fail("cursor round trip \(encoded)") }
+    for cut in 1..<encoded.count where PageCursor.decode(String(encoded.dropLast(cut)), queue: name) != nil {
+        fail("cursor \(encoded) cut short by \(cut) still decodes")
+    }
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")

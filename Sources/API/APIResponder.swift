@@ -171,7 +171,7 @@ public final class APIResponder: HTTPResponder {
         case .topics: return try topics(dependencies.topics)
         case .topic(let name):
             let topic = TopicName(name)
-            guard dependencies.topics.contains(topic) else { throw Problem.notFound("no topic '\(name)'") }
+            guard dependencies.topics.contains(topic) else { throw Problem.notFound("no topic '\(Problem.echoed(name))'") }
             return try topics([topic])
         case .server:
             // Unreachable: `*` handles no method, so `answerUnhandled` answers it.

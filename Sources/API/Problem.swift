@@ -65,7 +65,25 @@ public struct Problem: Error, Sendable, Equatable {
 
     static func notImplemented(_ method: String) -> Problem {
         Problem(status: 501, slug: "not-implemented", title: "Not implemented",
-            detail: "the server does not recognise the method '\(method)'")
+            detail: "the server does not recognise the method '\(echoed(method))'")
+    }
+
+    /// The most UTF-8 bytes of request text (a method, a topic name) that a detail repeats.
+    static let echoLimit = 64
+
+    /// `text` from the request as a detail repeats it: whole up to `echoLimit` bytes, else its first characters
+    /// within them and `…`.
+    static func echoed(_ text: String) -> String {
+        // The request line bounds these only at --max-request-line-bytes, which an operator may raise without limit,
+        // and a control character grows sixfold when escaped: a problem body names the input, it does not return it
+        // (RFC 9457 §5: what a problem carries is to be scrutinized).
+        guard text.utf8.count > echoLimit else { return text }
+        var prefix = ""
+        for character in text {
+            guard prefix.utf8.count + character.utf8.count <= echoLimit else { break }
+            prefix.append(character)
+        }
+        return prefix + "…"
     }
 
     static func unavailable(_ detail: String) -> Problem {

@@ -212,6 +212,22 @@ extension HTTPResponse {
         #expect(response.problemType() == "urn:stovepipe:problem:method-not-allowed")
     }
 
+    @Test func problemDetailsEchoOnlyABoundedPrefixOfAMethodOrTopicName() {
+        let api = API()
+        // As long as the request line allows (8 KiB by default, more when an operator raises it).
+        let method = String(repeating: "X", count: 8000)
+        let topic = String(repeating: "%01", count: 2600)
+        for response in [api.call(method, "/healthz"), api.call("GET", "/topics/\(topic)")] {
+            _ = response.problemType()
+            let detail = response.json["detail"] as? String ?? ""
+            #expect(detail.utf8.count <= 200, "\(response.status): \(detail.utf8.count) bytes of detail")
+            #expect(response.body.count <= 600, "\(response.status): \(response.body.count) bytes of body")
+        }
+        #expect((api.call(method, "/healthz").json["detail"] as? String)?.contains("XXXXXXXX…") == true)
+        #expect(api.call("BREW", "/healthz").json["detail"] as? String == "the server does not recognise the method 'BREW'")
+        #expect(api.call("GET", "/topics/x%22y").json["detail"] as? String == "no topic 'x\"y'")
+    }
+
     @Test func recognisedMethodOnAnUnknownPathIs404() {
         for method in ["DELETE", "OPTIONS", "TRACE"] {
             let response = API().call(method, "/nope")
@@ -286,6 +302,26 @@ extension HTTPResponse {
         #expect(!allowed("request/demo/main/01"))
     }
 
+    @Test func theSpecsRequestIDPatternHoldsTheQueuePartToTheQueueNameLimit() throws {
+        let api = API()
+        let spec = String(decoding: api.call("GET", "/openapi.yaml").body, as: UTF8.self)
+        let line = try #require(spec.split(separator: "\n").first { $0.contains("pattern: '^request/") })
+        let pattern = try NSRegularExpression(pattern: String(try #require(line.split(separator: "'").dropFirst().first)))
+        func allowed(_ id: String) -> Bool {
+            pattern.firstMatch(in: id, range: NSRange(id.startIndex..., in: id)) != nil
+        }
+        // Both within the spec's maxLength of 229; only the queue part's length differs.
+        let longest = "request/" + String(repeating: "a", count: QueueName.maxLength) + "/1"
+        let tooLong = "request/" + String(repeating: "a", count: QueueName.maxLength + 1) + "/1"
+        let split = "request/" + String(repeating: "a", count: 100) + "/" + String(repeating: "b", count: 99) + "/1"
+        #expect(api.call("GET", "/requests/\(longest)").status == 404)
+        #expect(api.call("GET", "/requests/\(split)").status == 404)
+        #expect(api.call("GET", "/requests/\(tooLong)").status == 400)
+        #expect(allowed(longest))
+        #expect(allowed(split))
+        #expect(!allowed(tooLong), "the spec admits an id the server refuses as malformed")
+    }
+
     @Test func queueView() {
         let api = API()
         // Configured, never ingested: the queue, with nothing in it yet.
@@ -351,6 +387,30 @@ extension HTTPResponse {
         let cursor = try #require(api.call("GET", "/queues/q/requests?limit=1").json["next_cursor"] as? String)
         #expect(api.call("GET", "/queues/q/requests?limit=1&cursor=\(cursor)").status == 200)
         #expect(api.call("GET", "/queues/demo/main/requests?cursor=\(cursor)").status == 400)
+    }
+
+    @Test func aTruncatedCursorIs400NotAnotherPage() throws {
+        let api = API()
+        for n in 1...123 {
+            api.source.head.withLock { $0 = SourceURI("git://demo/c\(n)") }
+            #expect(api.call("POST", "/queues/demo/main/ingest").status == 202)
+        }
+        let cursor = try #require(api.call("GET", "/queues/demo/main/requests?limit=1").json["next_cursor"] as? String)
+        #expect(api.call("GET", "/queues/demo/main/requests?limit=1&cursor=\(cursor)").status == 200)
+        // A cursor cut short (a length limit, a bad copy) could read as the cursor of an earlier request: 12 or 1 for
+        // 123, a page that skips requests or an empty last page, where the client must be told its cursor is bad.
+        for cut in 1..<cursor.count {
+            let truncated = String(cursor.dropLast(cut))
+            let response = api.call("GET", "/queues/demo/main/requests?limit=1&cursor=\(truncated)")
+            #expect(response.status == 400, "\(truncated): \(response.json["requests"].map { "\($0)" } ?? "")")
+            #expect(response.problemType() == "urn:stovepipe:problem:invalid-cursor", "\(truncated)")
+        }
+        // A v1 cursor, as a replica not yet upgraded hands out, still reads.
+        let v1 = Data("v1 demo/main 3".utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+        let page = api.call("GET", "/queues/demo/main/requests?limit=5&cursor=\(v1)")
+        #expect(page.status == 200)
+        #expect((page.json["requests"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+            == ["request/demo/main/2", "request/demo/main/1"])
     }
 
     @Test func unknownPathIs404() {
