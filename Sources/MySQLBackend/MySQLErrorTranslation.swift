@@ -28,7 +28,11 @@ enum MySQLErrorTranslation {
     /// Codes after which the same call may succeed later: lock conflicts that outlived the retries,
     /// and a server that is full or going down.
     private static func isRetryable(_ code: MySQLErrorCode) -> Bool {
-        code.isTransient || code == .tooManyConnections || code == .serverShutdown
+        // A user's connection limit refuses a connect as the server's max_connections (1040) does, until another of
+        // the user's connections closes: ER_TOO_MANY_USER_CONNECTIONS (1203) for the server-wide max_user_connections,
+        // ER_USER_LIMIT_REACHED (1226) for the account's MAX_USER_CONNECTIONS (MariaDB docs, max_user_connections).
+        code.isTransient || code == .tooManyConnections || code == .tooManyUserConnections || code == .userLimitReached
+            || code == .serverShutdown
     }
 
     /// A row that does not decode into a domain value; never retryable.

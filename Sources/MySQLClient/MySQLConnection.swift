@@ -327,8 +327,13 @@ public final class MySQLConnection {
         try setOption(mysql, MYSQL_OPT_LOCAL_INFILE, uint32: 0)
         try setOption(mysql, MYSQL_REPORT_DATA_TRUNCATION, bool: true)
         try setOption(mysql, MYSQL_SET_CHARSET_NAME, string: "utf8mb4")
+        // The handshake's character set is not the last word: the server runs its init_connect (MariaDB docs,
+        // init_connect: for every user without SUPER or CONNECTION ADMIN) after it, and many servers carry
+        // `SET NAMES utf8` or `latin1` there from older guides, which made a 4-byte character fail with 1366 and
+        // stored latin1-read UTF-8 as mojibake. MYSQL_INIT_COMMAND runs after init_connect, so it sets the session's
+        // character set again, in the same statement (and round trip) as the time zone.
         // DATETIME values are exchanged as UTC; TIMESTAMP columns convert through the session time zone.
-        try setOption(mysql, MYSQL_INIT_COMMAND, string: "SET time_zone = '+00:00'")
+        try setOption(mysql, MYSQL_INIT_COMMAND, string: "SET NAMES utf8mb4, time_zone = '+00:00'")
         // With a host, force TCP: libmysql would otherwise take "localhost" to mean the default Unix socket
         // and ignore the port (the Perfect-MySQL lesson).
         let protocolType = configuration.host == nil ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP

@@ -43,6 +43,10 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let preparedStatementLimit = Self(rawValue: 1461)
     /// ER_CON_COUNT_ERROR: the server refused the connection because it has too many.
     public static let tooManyConnections = Self(rawValue: 1040)
+    /// ER_TOO_MANY_USER_CONNECTIONS: the user has max_user_connections (the server-wide limit) connections open.
+    public static let tooManyUserConnections = Self(rawValue: 1203)
+    /// ER_USER_LIMIT_REACHED: the account exceeded a resource limit of its own, such as MAX_USER_CONNECTIONS.
+    public static let userLimitReached = Self(rawValue: 1226)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.
     public static let accessDenied = Self(rawValue: 1045)
     /// ER_BAD_DB_ERROR: the database named in the URL does not exist.
@@ -108,6 +112,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public var summary: String? {
         switch self {
         case .tooManyConnections: "the server has too many connections"
+        case .tooManyUserConnections, .userLimitReached: "the user has too many connections or reached a resource limit"
         case .accessDenied: "access denied (user or password)"
         case .unknownDatabase: "unknown database"
         case .serverShutdown: "the server is shutting down"

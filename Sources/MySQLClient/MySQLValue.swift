@@ -58,7 +58,7 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
     /// The fraction of the second in microseconds, 0...999_999.
     public var microsecond: Int
 
-    /// Makes a date-time from its fields; they are stored as given and checked by the server.
+    /// Makes a date-time from its fields, stored as given; binding one with a field out of range fails with `invalidArgument`.
     public init(year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0, microsecond: Int = 0) {
         self.year = year
         self.month = month

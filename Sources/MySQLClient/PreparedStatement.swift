@@ -55,7 +55,7 @@ final class PreparedStatement {
         // The C API reads the parameter buffers during mysql_stmt_execute; the statement keeps them.
         defer { parameters.trim() }
         if !values.isEmpty {
-            parameters.fill(values)
+            try parameters.fill(values)
             guard mysql_stmt_bind_param(handle, parameters.binds) == 0 else {
                 throw Self.error(of: handle, withholdServerMessage: false)
             }
@@ -203,7 +203,8 @@ private final class ParameterBuffers {
     }
 
     /// Points the binds at `values`; the caller passed exactly `count` of them.
-    func fill(_ values: [MySQLValue]) {
+    /// - Throws: `invalidArgument` for a date-time with a field out of its range, which is sent to no server.
+    func fill(_ values: [MySQLValue]) throws(MySQLError) {
         var arenaBytes = 0
         for value in values.prefix(count) {
             switch value {
@@ -247,6 +248,10 @@ private final class ParameterBuffers {
                 bindArena(at: index, offset: arenaOffset, length: length, type: MYSQL_TYPE_BLOB)
                 arenaOffset += length
             case .dateTime(let dateTime):
+                guard Self.fitsDateTime(dateTime) else {
+                    throw MySQLError(
+                        code: .invalidArgument, message: "a date-time value has a field out of range (\(index + 1). value)")
+                }
                 var time = MYSQL_TIME()
                 time.year = UInt32(clamping: dateTime.year)
                 time.month = UInt32(clamping: dateTime.month)
@@ -262,6 +267,19 @@ private final class ParameterBuffers {
                 binds[index].buffer_length = UInt(MemoryLayout<MYSQL_TIME>.size)
             }
         }
+    }
+
+    /// Whether every field of `dateTime` is within what DATETIME holds (zero dates and days past a month's end
+    /// are the server's to judge, by its sql_mode).
+    private static func fitsDateTime(_ dateTime: MySQLDateTime) -> Bool {
+        // The binary protocol sends the year in 2 bytes, month to second in 1 byte each and the microseconds in 4
+        // (MariaDB docs, COM_STMT_EXECUTE and PACKET_BINDATA), and the server stores a field it cannot take as the
+        // zero date without an error even in strict mode: year 10000 or hour 24 became 0000-00-00 00:00:00, and
+        // year 67560 (2024 + 65536) or minute 300 wrapped to 2024 and 44. DATETIME(6) ranges up to
+        // '9999-12-31 23:59:59.999999' (MariaDB docs, DATETIME).
+        (0...9999).contains(dateTime.year) && (0...12).contains(dateTime.month) && (0...31).contains(dateTime.day)
+            && (0...23).contains(dateTime.hour) && (0...59).contains(dateTime.minute) && (0...59).contains(dateTime.second)
+            && (0...999_999).contains(dateTime.microsecond)
     }
 
     /// Gives back an arena that long values grew beyond `keptArenaCapacity`; call once the execution is over.

@@ -548,6 +548,45 @@ struct MySQLErrorTranslationTests {
         #expect(!detail.contains("nobody"))
     }
 
+    @Test("a server refusing a connection for the user's connection limit (1226) is unavailable and retryable")
+    func userConnectionLimit() async throws {
+        guard let fixture = MySQLFixture.fromEnvironment() else {
+            throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
+        }
+        let base = try fixture.baseConfiguration()
+        // A per-user limit, as managed databases and shared servers set it: no global setting changes.
+        let user = "limited_" + UUID().uuidString.prefix(8).lowercased()
+        let error = try await runOnThread { () -> BackendError? in
+            let admin = try MySQLConnection(configuration: base)
+            defer { admin.close() }
+            try admin.execute(MySQLQuery(unsafeSQL: "CREATE USER '\(user)'@'127.0.0.1' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 1"))
+            defer { _ = try? admin.execute(MySQLQuery(unsafeSQL: "DROP USER '\(user)'@'127.0.0.1'")) }
+            var limited = base
+            limited.user = user
+            limited.password = "pw"
+            let holder = try MySQLConnection(configuration: limited)
+            defer { holder.close() }
+            let storage = MySQLStorage(configuration: limited, logger: silentLogger)
+            defer { storage.close() }
+            let id = RequestID(queue: try QueueName("q"), number: 1)
+            do throws(BackendError) {
+                _ = try storage.requests.get(id)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        guard case .unavailable(let retryable, let detail)? = error else {
+            Issue.record("expected unavailable, got \(String(describing: error))")
+            return
+        }
+        // ER_USER_LIMIT_REACHED for the user's own MAX_USER_CONNECTIONS (1203 for the server-wide max_user_connections).
+        #expect(detail.contains("1226"), "\(detail)")
+        // Like 1040 (the server's max_connections): the same call succeeds once another connection of the user closes.
+        #expect(retryable, "\(detail)")
+        #expect(!detail.contains(user))
+    }
+
     @Test("codes map to the domain's errors; details carry only the code")
     func mapping() {
         func translate(_ code: MySQLErrorCode, duplicate: BackendError? = nil) -> BackendError {

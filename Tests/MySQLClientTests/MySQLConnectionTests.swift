@@ -79,6 +79,38 @@ struct MySQLConnectionTests {
         }
     }
 
+    @Test("a date-time with a field out of range is refused before it is sent, not stored as a zero or wrapped date")
+    func dateTimeFieldsOutOfRange() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let connection = try MySQLConnection(configuration: configuration)
+            defer { connection.close() }
+            try connection.execute("CREATE TABLE d (id INT PRIMARY KEY, dt DATETIME(6) NOT NULL)")
+            let latest = MySQLDateTime(year: 9999, month: 12, day: 31, hour: 23, minute: 59, second: 59, microsecond: 999_999)
+            let earliest = MySQLDateTime(year: 1, month: 1, day: 1)
+            try connection.execute("INSERT INTO d VALUES (1, \(latest)), (2, \(earliest))")
+            #expect(try connection.query("SELECT dt FROM d ORDER BY id").map { $0.dateTime(0) } == [latest, earliest])
+            let outOfRange = [
+                MySQLDateTime(year: 10_000, month: 1, day: 1), MySQLDateTime(year: 2024 + 65_536, month: 1, day: 1),
+                MySQLDateTime(year: -1, month: 1, day: 1), MySQLDateTime(year: 2024, month: 13, day: 1),
+                MySQLDateTime(year: 2024, month: 1, day: 32), MySQLDateTime(year: 2024, month: 1, day: 1, hour: 24),
+                MySQLDateTime(year: 2024, month: 1, day: 1, minute: 300), MySQLDateTime(year: 2024, month: 1, day: 1, minute: -5),
+                MySQLDateTime(year: 2024, month: 1, day: 1, second: 60),
+                MySQLDateTime(year: 2024, month: 1, day: 1, microsecond: 1_000_000),
+                // Date.distantFuture is year 4001; a Date a trillion seconds on is past DATETIME's year 9999.
+                MySQLDateTime(Date(timeIntervalSince1970: 1e12)),
+            ]
+            for (offset, value) in outOfRange.enumerated() {
+                let error = try #require(throws: MySQLError.self, "\(value)") {
+                    try connection.execute("INSERT INTO d VALUES (\(10 + offset), \(value))")
+                }
+                #expect(error.code == .invalidArgument, "\(value): \(String(reflecting: error))")
+            }
+            #expect(try connection.query("SELECT COUNT(*) FROM d").first?.int64(0) == 2, "an out-of-range value was stored")
+            #expect(connection.isUsable)
+            try connection.execute("INSERT INTO d VALUES (3, \(latest))")
+        }
+    }
+
     @Test("BIT(n) reads as an integer from its big-endian bytes, BIT(1) as a Bool, by index and by name")
     func bitColumns() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
