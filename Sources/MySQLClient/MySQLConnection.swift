@@ -333,7 +333,15 @@ public final class MySQLConnection {
         // stored latin1-read UTF-8 as mojibake. MYSQL_INIT_COMMAND runs after init_connect, so it sets the session's
         // character set again, in the same statement (and round trip) as the time zone.
         // DATETIME values are exchanged as UTC; TIMESTAMP columns convert through the session time zone.
-        try setOption(mysql, MYSQL_INIT_COMMAND, string: "SET NAMES utf8mb4, time_zone = '+00:00'")
+        // sql_mode is set whole rather than trusted: a server running without strict mode (older MySQL defaults, some
+        // managed databases) cuts an over-long value with a warning instead of failing (1406), and one with
+        // ANSI_QUOTES or PIPES_AS_CONCAT reads SQL differently. NO_ENGINE_SUBSTITUTION makes the schema's InnoDB
+        // tables fail to create rather than fall back to an engine without transactions. Every mode named here
+        // exists in MySQL 5.7 and 8 and in MariaDB.
+        try setOption(
+            mysql, MYSQL_INIT_COMMAND,
+            string: "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = "
+                + "'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'")
         // With a host, force TCP: libmysql would otherwise take "localhost" to mean the default Unix socket
         // and ignore the port (the Perfect-MySQL lesson).
         let protocolType = configuration.host == nil ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP

@@ -18,6 +18,32 @@ struct MySQLSessionTests {
         }
     }
 
+    @Test("on a server whose global sql_mode is empty, sessions are strict: an over-long value fails instead of being cut")
+    func strictAfterEmptyGlobalSQLMode() async throws {
+        try await withPrivateServer { server, url in
+            try await offPool {
+                let admin = try MySQLConnection(
+                    configuration: MySQLConfiguration(url: "mysql://root@/?socket=\(server.directory.path)/sock"))
+                defer { admin.close() }
+                try admin.execute("CREATE DATABASE session CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                // Older MySQL defaults and some managed databases run without strict mode.
+                try admin.executeScript(unsafeSQL: "SET GLOBAL sql_mode = ''")
+                var configuration = try MySQLConfiguration(url: url)
+                configuration.database = "session"
+                let connection = try MySQLConnection(configuration: configuration)
+                defer { connection.close() }
+                let mode = try connection.query("SELECT @@SESSION.sql_mode").first?.string(0) ?? ""
+                for required in ["STRICT_ALL_TABLES", "NO_ENGINE_SUBSTITUTION"] {
+                    #expect(mode.split(separator: ",").contains(Substring(required)), "sql_mode is '\(mode)'")
+                }
+                try connection.execute("CREATE TABLE t (v VARCHAR(4) NOT NULL)")
+                let error = try #require(throws: MySQLError.self) { try connection.execute("INSERT INTO t VALUES (\("abcdef"))") }
+                #expect(error.code.rawValue == 1406, "\(String(reflecting: error))")
+                #expect(try connection.query("SELECT COUNT(*) FROM t").first?.uint64(0) == 0, "a cut value was stored")
+            }
+        }
+    }
+
     private static func exerciseCharset(_ serverCharset: String, server: PrivateServer, url: String) throws {
         // Root over the private socket: init_connect runs for users without SUPER (or CONNECTION ADMIN), which
         // ALL PRIVILEGES ON *.* grants the test user, so the application's user here is one without them.
