@@ -186,6 +186,24 @@ struct DeliveryTests {
         }
     }
 
+    @Test("a reject reason longer than TEXT holds is cut to fit in bytes, at a character boundary, and recorded at once")
+    func longRejectReason() async throws {
+        try await withHarness { harness in
+            let broker = harness.makeBroker(fastConfiguration())
+            // One grapheme of 25 UTF-8 bytes: 9,000 of them are 225,000 bytes, over TEXT's 65,535.
+            let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{200D}\u{1F466}"
+            let reason = String(repeating: family, count: 9_000)
+            broker.subscribe(topic) { _ in .reject(reason: reason) }
+            try broker.publish(message("long"))
+            try broker.start()
+            #expect(try await eventually { try !broker.deadLetters(topic, limit: 1).isEmpty })
+            let letter = try #require(try broker.deadLetters(topic, limit: 1).first)
+            #expect(letter.attempts == 1, "the outcome was not written on the first attempt")
+            #expect(!letter.reason.isEmpty && letter.reason.utf8.count <= 65_535)
+            #expect(reason.hasPrefix(letter.reason) && letter.reason.count * family.utf8.count == letter.reason.utf8.count)
+        }
+    }
+
     @Test("acked messages past retention are deleted; dead letters are kept")
     func garbageCollection() async throws {
         try await withHarness { harness in

@@ -45,8 +45,8 @@ enum TopicStore {
     static let pending = "pending"
     static let acked = "acked"
     static let dead = "dead"
-    /// TEXT holds 65,535 bytes; longer reasons are cut (at a character boundary) rather than refused.
-    static let maxReasonCharacters = 8_000
+    /// The most UTF-8 bytes of a reason kept; longer reasons are cut (at a character boundary) rather than refused.
+    static let maxReasonBytes = 8_000
 
     // MARK: publishing
 
@@ -373,6 +373,16 @@ enum TopicStore {
     }
 
     private static func truncated(_ reason: String) -> String {
-        reason.count > maxReasonCharacters ? String(reason.prefix(maxReasonCharacters)) : reason
+        // Counted in bytes: TEXT holds 65,535 of them, and 8,000 characters could exceed it (one grapheme can take
+        // dozens of bytes), which strict mode refuses (1406) on every attempt to write the outcome.
+        guard reason.utf8.count > maxReasonBytes else { return reason }
+        var kept = ""
+        var bytes = 0
+        for character in reason {
+            bytes += character.utf8.count
+            guard bytes <= maxReasonBytes else { break }
+            kept.append(character)
+        }
+        return kept
     }
 }
