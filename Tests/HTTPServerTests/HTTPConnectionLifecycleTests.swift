@@ -213,6 +213,29 @@ struct HTTPConnectionLifecycleTests {
         }
     }
 
+    @Test("the idle timeout runs from the end of a slow response, not from when the worker handed it over")
+    func idleClockAfterSlowResponse() throws {
+        // More than loopback socket buffers hold, so the last bytes go out only after the slow reading.
+        let size = 32 * 1024 * 1024
+        let responder = ClosureResponder { request in
+            HTTPResponse(status: 200, body: request.path == "/big" ? [UInt8](repeating: 7, count: size) : [])
+        }
+        try withServer(testConfiguration { $0.idleTimeout = .seconds(2) }, responder: responder) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(get("/big"))
+            // Read for longer than the idle timeout, making progress all along.
+            let started = ContinuousClock.now
+            client.readSlowly(for: .seconds(3))
+            let response = try client.readResponse(timeout: .seconds(30))
+            #expect(response.body.count == size)
+            #expect(ContinuousClock.now - started >= .seconds(3))
+            // RFC 9112 §9.5: the connection is idle only from here on.
+            #expect(!client.waitForClose(timeout: .seconds(1)))
+            try client.send(get("/next"))
+            #expect(try client.readResponse(timeout: .seconds(20)).status == 200)
+        }
+    }
+
     @Test("Expect: 100-continue with the body sent at once is answered, and the connection keeps serving")
     func continueBodyWithoutWaiting() throws {
         try withServer { port, _ in
