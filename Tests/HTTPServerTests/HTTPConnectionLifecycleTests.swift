@@ -289,6 +289,28 @@ struct HTTPConnectionLifecycleTests {
             #expect(try client.readResponse(timeout: .seconds(20)).bodyText == "/next")
         }
     }
+
+    @Test("requests the loop answers inline, pipelined behind one another, bypass a full worker queue too")
+    func pipelinedInlineRequests() throws {
+        let gate = Gate()
+        let responder = ClosureResponder(inlinePaths: ["/live"]) { request in
+            if request.path == "/block" { gate.wait(timeout: .seconds(30)) }
+            return HTTPResponse(status: 200, body: Array(request.path.utf8))
+        }
+        try withServer(HTTPServerLimitTests.oneWorkerOneQueueSlot, responder: responder) { port, _ in
+            let (busy, queued) = try HTTPServerLimitTests.blockWorkerAndFillQueue(port: port, gate: gate)
+            let live = try TestClient(port: port)
+            try live.send(get("/live") + get("/live"))
+            for _ in 0..<2 {
+                let response = try live.readResponse(timeout: .seconds(20))
+                #expect(response.status == 200)
+                #expect(response.header("Connection") == nil)
+            }
+            gate.release()
+            #expect(try busy.readResponse(timeout: .seconds(20)).status == 200)
+            #expect(try queued.readResponse(timeout: .seconds(20)).status == 200)
+        }
+    }
 }
 
 @Suite("HTTP shutdown with connections in every state")
