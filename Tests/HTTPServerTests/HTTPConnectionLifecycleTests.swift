@@ -213,6 +213,25 @@ struct HTTPConnectionLifecycleTests {
         }
     }
 
+    @Test("a client that resets with a large response half sent is closed, and the server keeps serving")
+    func resetMidResponse() throws {
+        let observer = RecordingObserver()
+        let responder = ClosureResponder { request in
+            HTTPResponse(status: 200, body: request.path == "/big" ? [UInt8](repeating: 7, count: 16 * 1024 * 1024) : [])
+        }
+        try withServer(responder: responder, observer: observer) { port, _ in
+            let client = try TestClient(port: port)
+            try client.send(get("/big"))
+            #expect(eventually(timeout: .seconds(20)) { observer.completed == [200] })
+            client.readSlowly(for: .milliseconds(50))
+            client.reset()
+            #expect(eventually(timeout: .seconds(20)) { observer.closed == 1 })
+            let next = try TestClient(port: port)
+            try next.send(get("/small"))
+            #expect(try next.readResponse(timeout: .seconds(20)).status == 200)
+        }
+    }
+
     @Test("the idle timeout runs from the end of a slow response, not from when the worker handed it over")
     func idleClockAfterSlowResponse() throws {
         // More than loopback socket buffers hold, so the last bytes go out only after the slow reading.
