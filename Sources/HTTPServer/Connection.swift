@@ -437,9 +437,12 @@ final class Connection: Sendable {
             {
                 timedOut = .bodyTimeout
             } else if !state.parser.isMidRequest
-                && MonotonicClock.elapsed(since: state.lastActivity, now: now) >= context.idleTimeout
+                && MonotonicClock.elapsed(since: max(state.lastActivity, state.lastWriteProgress), now: now)
+                    >= context.idleTimeout
             {
-                // RFC 9112 §9.5: a server may close an idle connection at any time.
+                // RFC 9112 §9.5: a server may close an idle connection at any time. It is idle from its last read or
+                // its last write progress: a response that took longer than the timeout to go out must not have its
+                // connection closed under the client's next request the moment it is done.
                 actions.close = true
                 return actions
             } else {

@@ -233,6 +233,15 @@ struct Worker {
         while true {
             let connection = item.connection
             var actions = answer(&item)
+            // A pipelined request that never blocks (a health check) is answered here, as the loop answers one that
+            // arrives on its own: submitted, it could be shed by a queue full of slow work it does not wait for.
+            if let pipelined = actions.dispatch?.parsed.request,
+                responder.respondsInline(method: pipelined.method, rawPath: pipelined.rawPath),
+                !actions.close, actions.protocolError == nil, let request = actions.dispatch.take()
+            {
+                item = request
+                continue
+            }
             if actions.isEmpty, let next = waitForNextRequest(on: connection) {
                 heldConnection = true
                 actions = next

@@ -179,6 +179,36 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("over TLS: a stalled head or body gets 408 and a close, nothing behind Connection: close is answered, a half-close is")
+    func timeoutsOverTLS() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        let configuration = fixture.configuration(certificate) {
+            $0.headerTimeout = .milliseconds(500)
+            $0.bodyTimeout = .milliseconds(500)
+        }
+        try withServer(configuration) { port, _ in
+            let cases: [(send: String, expected: [String])] = [
+                ("GET / HTTP/1.1\\r\\nHost: t\\r\\n", ["408 close", "closed"]),
+                ("POST / HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 10\\r\\n\\r\\nabc", ["408 close", "closed"]),
+                (
+                    "GET /1 HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\nGET /2 HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n",
+                    ["200 close", "closed"]
+                ),
+            ]
+            for (send, expected) in cases {
+                let output = try fixture.startPython("raw", port: port, trusting: certificate.certificate, [send]).wait()
+                #expect(output.stdoutLines == expected, "\(send): \(output.stderr)")
+            }
+            // A client that half-closes after its requests still gets every answer.
+            let halfClosed = try fixture.startPython(
+                "raw", port: port, trusting: certificate.certificate,
+                ["GET /a HTTP/1.1\\r\\nHost: t\\r\\n\\r\\nGET /b HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n", "half-close"]
+            ).wait()
+            #expect(halfClosed.stdoutLines == ["200 -", "200 -", "closed"], "\(halfClosed.stderr)")
+        }
+    }
+
     @Test("reloadTLS serves the new certificate to new connections; open ones keep theirs")
     func reload() throws {
         let fixture = try TLSFixture()

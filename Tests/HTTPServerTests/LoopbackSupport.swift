@@ -154,6 +154,17 @@ final class TestClient {
         return true
     }
 
+    /// Reads what has arrived every 20 ms, at most 16 KiB at a time, for `duration`: a slow reader.
+    func readSlowly(for duration: Duration) {
+        let deadline = ContinuousClock.now + duration
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while ContinuousClock.now < deadline {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count > 0 { buffer.append(contentsOf: chunk[0..<count]) }
+            usleep(20_000)
+        }
+    }
+
     /// Whether unread response bytes are buffered.
     var hasBufferedBytes: Bool { !buffer.isEmpty }
 

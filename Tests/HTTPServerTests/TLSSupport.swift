@@ -296,6 +296,21 @@ elif mode == "soak":
     print("errors", len(errors))
     for error in errors[:5]:
         print("error", error)
+elif mode == "raw":
+    # extra: bytes to send, with Python escapes (\r\n), and optionally half-close. Then every response until the server closes.
+    sock = connect()
+    reader = Reader(sock)
+    sock.sendall(extra[0].encode().decode("unicode_escape").encode("latin-1"))
+    if extra[1:] == ["half-close"]:
+        # A TCP FIN without close_notify, as a client that shuts its sending side down does.
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+    try:
+        while True:
+            status, headers, _ = reader.response()
+            print(status, headers.get("connection", "-"), flush=True)
+    except (EOFError, ConnectionError, ssl.SSLError):
+        print("closed")
+
 else:
     sys.exit("unknown mode " + mode)
 """#

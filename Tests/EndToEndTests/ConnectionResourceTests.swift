@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How many descriptors process `pid` holds open.
+private func openDescriptors(of pid: Int32) -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+}
+
+/// What each descriptor of process `pid` refers to (`socket:[inode]`, a path, `anon_inode:[eventfd]`), sorted.
+private func descriptorTargets(of pid: Int32) -> [String] {
+    let directory = "/proc/\(pid)/fd"
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    return names.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)") }.sorted()
+}
+
+/// The CPU time process `pid` has used, user and system, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+private func cpuTicks(of pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let afterName = text.lastIndex(of: ")")
+    else { return -1 }
+    // Fields after the parenthesised name start with field 3 (state).
+    let fields = text[text.index(after: afterName)...].split(separator: " ")
+    guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return -1 }
+    return user + system
+}
+
+/// The value of the unlabelled metric `name` in the server's `/metrics`, nil if it cannot be read.
+private func metric(_ name: String, port: Int) -> Double? {
+    guard let response = try? http("GET", "/metrics", port: port) else { return nil }
+    let line = response.text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+    return line.flatMap { Double($0.dropFirst(name.count + 1)) }
+}
+
+/// Sends `text` on `fd`, ignoring failures (the server may already have closed).
+private func sendAll(_ fd: Int32, _ text: String) {
+    let bytes = Array(text.utf8)
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+}
+
+/// Closes `fd` with SO_LINGER 0: a reset instead of a FIN.
+private func reset(_ fd: Int32) {
+    var option = linger(l_onoff: 1, l_linger: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+    close(fd)
+}
+
+/// Reads until the server closes or the socket's receive timeout passes.
+private func drain(_ fd: Int32) {
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 {}
+}
+
+// Serialized: each test runs the real binary, and the machine has two cores.
+@Suite("Connection resources of the real binary", .serialized)
+struct ConnectionResourceTests {
+    @Test("resets, half-closes and abandoned requests leave no descriptor behind")
+    func noDescriptorLeaks() throws {
+        let server = try RunningServer(arguments: ["--idle-timeout", "2", "--header-timeout", "2"])
+        let pid = server.process.processIdentifier
+        // Counted before any connection: once one was accepted, its descriptor may outlive the client's close a moment.
+        let baseline = openDescriptors(of: pid)
+        let baselineTargets = descriptorTargets(of: pid)
+        #expect(baseline > 0)
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        let accepted = try #require(metric("stovepipe_http_connections_total", port: server.port))
+        let request = "GET /queues HTTP/1.1\r\nHost: t\r\n\r\n"
+        for round in 0..<10 {
+            // Reset mid-head, right after a request (mid-response or while queued), and after a response.
+            let midHead = try connectLoopback(port: server.port)
+            sendAll(midHead, "GET /queues HTTP/1.1\r\nHo")
+            let afterRequest = try connectLoopback(port: server.port)
+            sendAll(afterRequest, request + request)
+            let afterResponse = try connectLoopback(port: server.port, timeoutSeconds: 20)
+            sendAll(afterResponse, request)
+            var first = [UInt8](repeating: 0, count: 1)
+            _ = first.withUnsafeMutableBytes { recv(afterResponse, $0.baseAddress, 1, 0) }
+            reset(midHead)
+            reset(afterRequest)
+            reset(afterResponse)
+            // A half-close after a request, which is answered; a FIN mid-head; a connection that sends nothing.
+            let halfClosed = try connectLoopback(port: server.port, timeoutSeconds: 20)
+            sendAll(halfClosed, request)
+            shutdown(halfClosed, Int32(SHUT_WR))
+            drain(halfClosed)
+            close(halfClosed)
+            let finMidHead = try connectLoopback(port: server.port)
+            sendAll(finMidHead, round.isMultiple(of: 2) ? "GET / HTTP/1.1\r\n" : "POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc")
+            close(finMidHead)
+            close(try connectLoopback(port: server.port))
+        }
+        // Every connection above was accepted (60, and the scrapes'), and all of them were closed again.
+        #expect(eventually(within: 30) { (metric("stovepipe_http_connections_total", port: server.port) ?? 0) >= accepted + 60 })
+        #expect(
+            eventually(within: 30) { openDescriptors(of: pid) == baseline },
+            "descriptors: \(openDescriptors(of: pid)), at the start: \(baseline); now \(descriptorTargets(of: pid)), at the start \(baselineTargets)")
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        #expect(server.terminate() == 0)
+    }
+
+    @Test("out of descriptors, accepting backs off instead of spinning, and recovers once some are free")
+    func acceptUnderDescriptorExhaustion() throws {
+        let server = try RunningServer(arguments: [])
+        let pid = server.process.processIdentifier
+        #expect(try http("GET", "/healthz", port: server.port).status == 200)
+        let baseline = openDescriptors(of: pid)
+        // Room for a few connections only; lowered from outside, after start-up raised the soft limit to the hard one.
+        let limit = baseline + 4
+        let prlimit = Process()
+        prlimit.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        prlimit.arguments = ["prlimit", "--pid", String(pid), "--nofile=\(limit):\(limit)"]
+        try prlimit.run()
+        prlimit.waitUntilExit()
+        try #require(prlimit.terminationStatus == 0, "prlimit failed")
+
+        var clients: [Int32] = []
+        defer { for fd in clients { close(fd) } }
+        for _ in 0..<16 { clients.append(try connectLoopback(port: server.port, timeoutSeconds: 2)) }
+        #expect(eventually(within: 20) { openDescriptors(of: pid) >= limit })
+        // A spinning loop would use about the whole window; backing off uses almost none of it.
+        let before = cpuTicks(of: pid)
+        let window = 2.0
+        usleep(UInt32(window * 1_000_000))
+        let used = Double(cpuTicks(of: pid) - before) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        #expect(used < window / 4, "the server used \(used) s of CPU in \(window) s while out of descriptors")
+        #expect(server.log.contains("pausing accepts"), "accept never ran out of descriptors")
+
+        for fd in clients { close(fd) }
+        clients = []
+        #expect(
+            eventually(within: 30) { (try? http("GET", "/healthz", port: server.port).status) == 200 },
+            "no answer once descriptors were free again")
+        #expect(server.terminate() == 0)
+    }
+}
