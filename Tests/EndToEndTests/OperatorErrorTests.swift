@@ -1,0 +1,27 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an operator reads when a command is refused or fails before it runs: the exit code and the message.
+extension EndToEndTests {
+    /// GET /topics/{topic} answers 404 for a topic that does not exist; `topics` printed zeros for it and exited 0,
+    /// so a misspelt topic read as an empty, healthy one. Refused before any connection, as a usage error.
+    @Test func topicsRefusesATopicThatDoesNotExistAndANegativeCount() throws {
+        let unreachable = ["--mysql-url", "mysql://stovepipe@127.0.0.1:1/stovepipe"]
+        for arguments in [
+            ["topics"] + unreachable + ["--topic", "proces"],
+            ["topics", "list"] + unreachable + ["--topic", "process", "--topic", "proces"],
+            ["topics", "redrive"] + unreachable + ["--topic", "proces", "request/app/main/1"],
+        ] {
+            let (status, output) = try EndToEndTests.runToExit(arguments)
+            #expect(status == 64, "\(arguments): \(output)")
+            #expect(output.contains("no topic 'proces'; the topics are: process"), "\(arguments): \(output)")
+        }
+        let (status, output) = try EndToEndTests.runToExit(["topics"] + unreachable + ["--dead-letters=-1"])
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("--dead-letters must be 0 or more"), "\(output)")
+    }
+}
