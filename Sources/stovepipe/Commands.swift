@@ -62,12 +62,17 @@ struct LoggingOptions: ParsableArguments {
 
     func makeLogger(label: String) throws -> Logger {
         let environment = ProcessInfo.processInfo.environment
+        // A refusal names where the value came from: an operator looking for a flag that is not on the command line
+        // would not think of the environment.
         let levelText = logLevel ?? environment["STOVEPIPE_LOG_LEVEL"] ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else {
-            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            let source = logLevel == nil ? "STOVEPIPE_LOG_LEVEL" : "--log-level"
+            throw ValidationError("\(source) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let formatText = logFormat ?? environment["STOVEPIPE_LOG_FORMAT"] ?? "text"
-        guard let format = LogFormat(rawValue: formatText) else { throw ValidationError("--log-format must be text or json") }
+        guard let format = LogFormat(rawValue: formatText) else {
+            throw ValidationError("\(logFormat == nil ? "STOVEPIPE_LOG_FORMAT" : "--log-format") must be text or json")
+        }
         var logger = Logger(label: label, factory: { label in StderrLogHandler(label: label, format: format, logLevel: level) })
         logger.logLevel = level
         return logger

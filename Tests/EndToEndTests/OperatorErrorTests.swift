@@ -7,6 +7,19 @@ import Glibc
 
 /// What an operator reads when a command is refused or fails before it runs: the exit code and the message.
 extension EndToEndTests {
+    /// A bad level or format from the environment is refused naming the variable, not a flag the command line lacks.
+    @Test func aBadLogSettingIsRefusedNamingWhereItCameFrom() throws {
+        for (flag, variable) in [("--log-level", "STOVEPIPE_LOG_LEVEL"), ("--log-format", "STOVEPIPE_LOG_FORMAT")] {
+            let (fromEnvironment, environmentOutput) = try EndToEndTests.runToExit(
+                ["serve", "--port", "0"], environment: [variable: "verbose"])
+            #expect(fromEnvironment == 64, "\(environmentOutput)")
+            #expect(environmentOutput.contains("Error: \(variable) must be"), "\(environmentOutput)")
+            let (fromFlag, flagOutput) = try EndToEndTests.runToExit(["serve", "--port", "0", flag, "verbose"])
+            #expect(fromFlag == 64, "\(flagOutput)")
+            #expect(flagOutput.contains("Error: \(flag) must be"), "\(flagOutput)")
+        }
+    }
+
     /// GET /topics/{topic} answers 404 for a topic that does not exist; `topics` printed zeros for it and exited 0,
     /// so a misspelt topic read as an empty, healthy one. Refused before any connection, as a usage error.
     @Test func topicsRefusesATopicThatDoesNotExistAndANegativeCount() throws {
