@@ -31,6 +31,9 @@ struct Stovepipe: ParsableCommand {
             if !(command is Serve) { SignalWaiter.release(previous) }
             try command.run()
         } catch let error as ArgumentParser.ValidationError {
+            // With JSON logs (the image's setting) the reason a command stopped goes to the same pipeline as its
+            // other lines: one JSON line, not ArgumentParser's text and usage, which a log shipper cannot parse.
+            if LogSink.standardError.writesJSON { exitLoggingAsJSON(error.message, code: .validationFailure) }
             guard let parsed, parsed != Self.self else { exit(withError: error) }
             // ArgumentParser pairs an error thrown by run() with the root's usage; the subcommand's is the one
             // that helps.
@@ -47,8 +50,19 @@ struct Stovepipe: ParsableCommand {
             FileHandle.standardError.write(Data(text.utf8))
             Glibc.exit(ExitCode.validationFailure.rawValue)
         } catch {
+            // ExitCode and CleanExit are outcomes (healthcheck's exit 1, --help), not failures to report.
+            if LogSink.standardError.writesJSON, !(error is ExitCode), !(error is CleanExit) {
+                exitLoggingAsJSON(message(for: error), code: exitCode(for: error))
+            }
             exit(withError: error)
         }
+    }
+
+    /// Writes `message` as one critical JSON log line on stderr and exits with `code`.
+    private static func exitLoggingAsJSON(_ message: String, code: ExitCode) -> Never {
+        let logger = Logger(label: "stovepipe", factory: { label in StderrLogHandler(label: label, format: .json, logLevel: .critical) })
+        logger.critical("\(message)")
+        Glibc.exit(code.rawValue)
     }
 }
 

@@ -7,6 +7,55 @@ import Glibc
 
 /// What an operator reads when a command is refused or fails before it runs: the exit code and the message.
 extension EndToEndTests {
+    /// The stderr lines of a run, each parsed as a JSON object; a line that is not one fails the test.
+    private func jsonLines(_ output: String) -> [[String: Any]] {
+        output.split(separator: "\n").compactMap { line in
+            let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+            #expect(object != nil, "not a JSON object: \(line)")
+            return object
+        }
+    }
+
+    /// The image sets STOVEPIPE_LOG_FORMAT=json: the line saying why serve stopped must reach a JSON log pipeline
+    /// as JSON like every other line, a usage error (a bad queues file) and a failure (a taken port) alike.
+    @Test func startUpFailuresUnderJSONLogsAreJSONLines() throws {
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(holder >= 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(holder, pointer, length) == 0 && listen(holder, 1) == 0 && getsockname(holder, pointer, &length) == 0
+            }
+        }
+        #expect(bound)
+        let taken = Int(UInt16(bigEndian: address.sin_port))
+
+        let (bindStatus, bindOutput) = try EndToEndTests.runToExit(["serve", "--port", "\(taken)", "--log-format", "json"])
+        #expect(bindStatus == 1, "\(bindOutput)")
+        let bindLines = jsonLines(bindOutput)
+        #expect(bindLines.last?["level"] as? String == "critical", "\(bindOutput)")
+        #expect((bindLines.last?["msg"] as? String)?.contains("Address already in use") == true, "\(bindOutput)")
+
+        let missing = "/nonexistent/stovepipe-queues-\(UUID().uuidString).json"
+        let (usageStatus, usageOutput) = try EndToEndTests.runToExit(
+            ["serve", "--port", "0", "--queues", missing], environment: ["STOVEPIPE_LOG_FORMAT": "json"])
+        #expect(usageStatus == 64, "\(usageOutput)")
+        let usageLines = jsonLines(usageOutput)
+        #expect(usageLines.count == 1, "\(usageOutput)")
+        #expect(usageLines.last?["level"] as? String == "critical", "\(usageOutput)")
+        #expect((usageLines.last?["msg"] as? String)?.contains(missing) == true, "\(usageOutput)")
+
+        // Text logs keep the usual form, with the usage that helps a person at a terminal.
+        let (textStatus, textOutput) = try EndToEndTests.runToExit(["serve", "--port", "0", "--queues", missing])
+        #expect(textStatus == 64, "\(textOutput)")
+        #expect(textOutput.hasPrefix("Error: invalid queues file: \(missing)"), "\(textOutput)")
+        #expect(textOutput.contains("Usage: stovepipe serve"), "\(textOutput)")
+    }
+
     /// A bad level or format from the environment is refused naming the variable, not a flag the command line lacks.
     @Test func aBadLogSettingIsRefusedNamingWhereItCameFrom() throws {
         for (flag, variable) in [("--log-level", "STOVEPIPE_LOG_LEVEL"), ("--log-format", "STOVEPIPE_LOG_FORMAT")] {
