@@ -28,6 +28,12 @@ struct Stovepipe: ParsableCommand {
         do {
             var command = try parseAsRoot()
             parsed = type(of: command)
+            // ArgumentParser takes an option given twice at its last value. Neither is more plainly meant than the
+            // other (as with a secret and a secret file together), so `--mysql-url A ... --mysql-url B` is refused.
+            let repeatable: Set<String> = parsed == Topics.List.self ? ["--topic"] : []
+            if let repeated = repeatedOption(in: CommandLine.arguments.dropFirst(), repeatable: repeatable) {
+                throw ValidationError("\(repeated) is given more than once: give it once")
+            }
             if !(command is Serve) { SignalWaiter.release(previous) }
             try command.run()
         } catch let error as ArgumentParser.ValidationError {
@@ -56,6 +62,21 @@ struct Stovepipe: ParsableCommand {
             }
             exit(withError: error)
         }
+    }
+
+    /// The first option (`--name` or `--name=value`) that `arguments` give more than once, other than `repeatable`
+    /// ones; nil when none is. What follows `--` is not an option.
+    static func repeatedOption(in arguments: some Sequence<String>, repeatable: Set<String>) -> String? {
+        var seen: Set<Substring> = []
+        for argument in arguments {
+            if argument == "--" { break }
+            // A value is never taken for an option's value when it starts with "--", so such a word is an option.
+            guard argument.hasPrefix("--") else { continue }
+            let name = argument.prefix { $0 != "=" }
+            guard !repeatable.contains(String(name)), name != "--help" else { continue }
+            if !seen.insert(name).inserted { return String(name) }
+        }
+        return nil
     }
 
     /// Writes `message` as one critical JSON log line on stderr and exits with `code`.

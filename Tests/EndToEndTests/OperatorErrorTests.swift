@@ -78,12 +78,39 @@ extension EndToEndTests {
             ["topics", "list"] + unreachable + ["--topic", "process", "--topic", "proces"],
             ["topics", "redrive"] + unreachable + ["--topic", "proces", "request/app/main/1"],
         ] {
-            let (status, output) = try EndToEndTests.runToExit(arguments)
+            // Accepted, serve would run on: the run is stopped after its timeout and fails the test.
+            let finished = try runStovepipe(arguments, timeout: 20)
+            let (status, output) = (finished.status, finished.stderr)
             #expect(status == 64, "\(arguments): \(output)")
             #expect(output.contains("no topic 'proces'; the topics are: process"), "\(arguments): \(output)")
         }
         let (status, output) = try EndToEndTests.runToExit(["topics"] + unreachable + ["--dead-letters=-1"])
         #expect(status == 64, "\(output)")
         #expect(output.contains("--dead-letters must be 0 or more"), "\(output)")
+    }
+
+    /// An option given twice was taken at its last value, silently: `--mysql-url A ... --mysql-url B` ran on B. As with
+    /// a secret and a secret file together, neither is more plainly meant, so it is a usage error naming the option.
+    @Test func anOptionGivenTwiceIsAUsageErrorNamingIt() throws {
+        for (arguments, option, usage) in [
+            (["serve", "--port", "0", "--port", "0"], "--port", "stovepipe serve"),
+            (["serve", "--port", "0", "--log-level=info", "--log-level", "debug"], "--log-level", "stovepipe serve"),
+            (["--port=0", "--shutdown-timeout", "1", "--shutdown-timeout=2"], "--shutdown-timeout", "stovepipe serve"),
+            (["migrate", "--mysql-url", "mysql://a@127.0.0.1:1/a", "--mysql-url=mysql://b@127.0.0.1:1/b"], "--mysql-url",
+                "stovepipe migrate"),
+            (["healthcheck", "--timeout", "1", "--timeout", "2"], "--timeout", "stovepipe healthcheck"),
+        ] {
+            // Accepted, serve would run on: the run is stopped after its timeout and fails the test.
+            let finished = try runStovepipe(arguments, timeout: 20)
+            let (status, output) = (finished.status, finished.stderr)
+            #expect(status == 64, "\(arguments): \(output)")
+            #expect(output.hasPrefix("Error: \(option) is given more than once: give it once"), "\(arguments): \(output)")
+            #expect(output.contains("Usage: \(usage)"), "\(arguments): \(output)")
+        }
+        // `topics --topic` lists several topics; it alone may repeat (here it gets as far as connecting).
+        let (status, output) = try EndToEndTests.runToExit(
+            ["topics", "--mysql-url", "mysql://stovepipe@127.0.0.1:1/stovepipe", "--topic", "process", "--topic", "process"])
+        #expect(status == 1, "\(output)")
+        #expect(output.contains("cannot connect"), "\(output)")
     }
 }
