@@ -28,9 +28,18 @@ struct Stovepipe: ParsableCommand {
         do {
             var command = try parseAsRoot()
             parsed = type(of: command)
+            // ArgumentParser takes an option given twice at its last value. Neither is more plainly meant than the
+            // other (as with a secret and a secret file together), so `--mysql-url A ... --mysql-url B` is refused.
+            let repeatable: Set<String> = parsed == Topics.List.self ? ["--topic"] : []
+            if let repeated = repeatedOption(in: CommandLine.arguments.dropFirst(), repeatable: repeatable) {
+                throw ValidationError("\(repeated) is given more than once: give it once")
+            }
             if !(command is Serve) { SignalWaiter.release(previous) }
             try command.run()
         } catch let error as ArgumentParser.ValidationError {
+            // With JSON logs (the image's setting) the reason a command stopped goes to the same pipeline as its
+            // other lines: one JSON line, not ArgumentParser's text and usage, which a log shipper cannot parse.
+            if LogSink.standardError.writesJSON { exitLoggingAsJSON(error.message, code: .validationFailure) }
             guard let parsed, parsed != Self.self else { exit(withError: error) }
             // ArgumentParser pairs an error thrown by run() with the root's usage; the subcommand's is the one
             // that helps.
@@ -47,8 +56,34 @@ struct Stovepipe: ParsableCommand {
             FileHandle.standardError.write(Data(text.utf8))
             Glibc.exit(ExitCode.validationFailure.rawValue)
         } catch {
+            // ExitCode and CleanExit are outcomes (healthcheck's exit 1, --help), not failures to report.
+            if LogSink.standardError.writesJSON, !(error is ExitCode), !(error is CleanExit) {
+                exitLoggingAsJSON(message(for: error), code: exitCode(for: error))
+            }
             exit(withError: error)
         }
+    }
+
+    /// The first option (`--name` or `--name=value`) that `arguments` give more than once, other than `repeatable`
+    /// ones; nil when none is. What follows `--` is not an option.
+    static func repeatedOption(in arguments: some Sequence<String>, repeatable: Set<String>) -> String? {
+        var seen: Set<Substring> = []
+        for argument in arguments {
+            if argument == "--" { break }
+            // A value is never taken for an option's value when it starts with "--", so such a word is an option.
+            guard argument.hasPrefix("--") else { continue }
+            let name = argument.prefix { $0 != "=" }
+            guard !repeatable.contains(String(name)), name != "--help" else { continue }
+            if !seen.insert(name).inserted { return String(name) }
+        }
+        return nil
+    }
+
+    /// Writes `message` as one critical JSON log line on stderr and exits with `code`.
+    private static func exitLoggingAsJSON(_ message: String, code: ExitCode) -> Never {
+        let logger = Logger(label: "stovepipe", factory: { label in StderrLogHandler(label: label, format: .json, logLevel: .critical) })
+        logger.critical("\(message)")
+        Glibc.exit(code.rawValue)
     }
 }
 
@@ -62,12 +97,17 @@ struct LoggingOptions: ParsableArguments {
 
     func makeLogger(label: String) throws -> Logger {
         let environment = ProcessInfo.processInfo.environment
+        // A refusal names where the value came from: an operator looking for a flag that is not on the command line
+        // would not think of the environment.
         let levelText = logLevel ?? environment["STOVEPIPE_LOG_LEVEL"] ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else {
-            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            let source = logLevel == nil ? "STOVEPIPE_LOG_LEVEL" : "--log-level"
+            throw ValidationError("\(source) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let formatText = logFormat ?? environment["STOVEPIPE_LOG_FORMAT"] ?? "text"
-        guard let format = LogFormat(rawValue: formatText) else { throw ValidationError("--log-format must be text or json") }
+        guard let format = LogFormat(rawValue: formatText) else {
+            throw ValidationError("\(logFormat == nil ? "STOVEPIPE_LOG_FORMAT" : "--log-format") must be text or json")
+        }
         var logger = Logger(label: label, factory: { label in StderrLogHandler(label: label, format: format, logLevel: level) })
         logger.logLevel = level
         return logger

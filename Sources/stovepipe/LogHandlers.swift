@@ -435,6 +435,13 @@ final class LogSink: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Whether the lines given are JSON: the format of the last handler made for this sink.
+    var writesJSON: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return format == .json
+    }
+
     /// Queues `line`, or writes it (after anything queued) before returning when `immediately`.
     func write(_ line: [UInt8], immediately: Bool) {
         enqueue(count: line.count, immediately: immediately) { pending in

@@ -12,6 +12,16 @@ struct Topics: ParsableCommand {
         subcommands: [List.self, Redrive.self],
         defaultSubcommand: List.self)
 
+    /// The topics serve has: GET /topics/{topic} answers 404 for any other.
+    static let known: [TopicName] = [.process]
+
+    /// Refuses a name that is not a topic: the database has no rows for it, so it would read as an empty topic.
+    static func requireKnown(_ name: String) throws {
+        guard known.contains(TopicName(name)) else {
+            throw ValidationError("no topic '\(name)'; the topics are: \(known.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
     /// The database options every topics subcommand takes.
     struct Database: ParsableArguments {
         @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL).") var mysqlURL: String?
@@ -37,13 +47,18 @@ struct Topics: ParsableCommand {
         @Option(help: "The topics to show.") var topic: [String] = [TopicName.process.rawValue]
         @Option(help: "Dead letters to list per topic.") var deadLetters = 20
 
+        func validate() throws {
+            for name in topic { try Topics.requireKnown(name) }
+            guard deadLetters >= 0 else { throw ValidationError("--dead-letters must be 0 or more") }
+        }
+
         func run() throws {
             try database.withBroker { broker in
                 for name in topic.map(TopicName.init) {
                     let stats = try broker.stats(name)
                     let age = stats.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-"
                     print("topic \(name): backlog \(stats.backlog), in flight \(stats.inFlight), dead letters \(stats.deadLetters), oldest pending \(age)")
-                    for letter in try broker.deadLetters(name, limit: max(0, deadLetters)) {
+                    for letter in try broker.deadLetters(name, limit: deadLetters) {
                         print("  dead \(letter.message.id) partition \(letter.message.partitionKey) after \(letter.attempts) attempts: \(letter.reason)")
                     }
                 }
@@ -57,6 +72,8 @@ struct Topics: ParsableCommand {
         @OptionGroup var database: Database
         @Option(help: "The topic of the dead letter.") var topic = TopicName.process.rawValue
         @Argument(help: "The message id, e.g. request/monorepo/main/7.") var messageID: String
+
+        func validate() throws { try Topics.requireKnown(topic) }
 
         func run() throws {
             try database.withBroker { broker in
