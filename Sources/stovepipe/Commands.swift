@@ -442,8 +442,18 @@ struct Serve: ParsableCommand {
         try seconds(bodyTimeout, "--body-timeout") { http.bodyTimeout = $0 }
         try seconds(idleTimeout, "--idle-timeout") { http.idleTimeout = $0 }
         try seconds(shutdownTimeout, "--shutdown-timeout") { http.shutdownTimeout = $0 }
-        let certificate = (tlsCert ?? environment["STOVEPIPE_TLS_CERT"]).flatMap { $0.isEmpty ? nil : $0 }
-        let key = (tlsKey ?? environment["STOVEPIPE_TLS_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
+        // Set but empty is refused, as for the other paths: a template that left them empty would otherwise serve
+        // plain HTTP where TLS was meant.
+        func path(_ flag: String?, _ flagName: String, _ variable: String) throws -> String? {
+            guard let value = flag ?? environment[variable] else { return nil }
+            guard !value.allSatisfy(\.isWhitespace) else {
+                throw ValidationError("\(flag == nil ? variable : flagName) is set but empty or blank: unset --tls-cert, "
+                    + "--tls-key, STOVEPIPE_TLS_CERT and STOVEPIPE_TLS_KEY for plain HTTP, or give a path")
+            }
+            return value
+        }
+        let certificate = try path(tlsCert, "--tls-cert", "STOVEPIPE_TLS_CERT")
+        let key = try path(tlsKey, "--tls-key", "STOVEPIPE_TLS_KEY")
         switch (certificate, key) {
         case (nil, nil):
             break

@@ -248,6 +248,19 @@ import Glibc
         #expect(server.terminate() == 0, "still shuts down gracefully")
     }
 
+    @Test(arguments: [
+        (["--tls-cert", "", "--tls-key", ""], [String: String]()),
+        ([], ["STOVEPIPE_TLS_CERT": "", "STOVEPIPE_TLS_KEY": ""]),
+        ([], ["STOVEPIPE_TLS_CERT": " ", "STOVEPIPE_TLS_KEY": "key.pem"]),
+    ])
+    func anEmptyTLSSettingIsAUsageErrorNotPlainHTTP(_ arguments: [String], _ environment: [String: String]) throws {
+        // An operator who meant TLS and whose template left the paths empty must not get plain HTTP on the port.
+        let (listened, status, output) = try Self.runUntilListeningOrExit(["serve", "--port", "0"] + arguments, environment: environment)
+        #expect(!listened, "served plain HTTP")
+        #expect(status == 64, "\(output)")
+        #expect(output.contains("is set but empty"), "\(output)")
+    }
+
     @Test func anEmptyMySQLURLInTheEnvironmentIsAUsageError() throws {
         let (status, output) = try Self.runToExit(["serve", "--port", "0"], environment: ["STOVEPIPE_MYSQL_URL": ""])
         #expect(status == 64, "\(output)")
