@@ -11,6 +11,8 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case invalidPort(Int)
     /// A system call failed with this errno.
     case systemCallFailed(String, errno: Int32)
+    /// Binding or listening on the configured address failed with this errno (in use, not local, no permission).
+    case cannotListen(host: String, port: Int, errno: Int32)
     /// The TLS certificate chain file cannot be read or used; `reason` is OpenSSL's.
     case tlsCertificateUnusable(path: String, reason: String)
     /// The TLS private key file cannot be read or used (an encrypted key, too); `reason` is OpenSSL's.
@@ -31,6 +33,8 @@ extension HTTPServerError: CustomStringConvertible {
         case .invalidHost(let host): "not an IPv4 or IPv6 address: \(host)"
         case .invalidPort(let port): "port \(port) is outside 0...65535"
         case .systemCallFailed(let call, let code): "\(call) failed: \(String(cString: strerror(code)))"
+        case .cannotListen(let host, let port, let code):
+            "cannot listen on \(host.contains(":") ? "[\(host)]" : host):\(port): \(String(cString: strerror(code)))"
         case .tlsCertificateUnusable(let path, let reason): "cannot use TLS certificate chain \(path): \(reason)"
         case .tlsPrivateKeyUnusable(let path, let reason): "cannot use TLS private key \(path): \(reason)"
         case .tlsKeyDoesNotMatchCertificate: "the TLS private key does not match the certificate"
@@ -80,12 +84,12 @@ enum Sockets {
         guard bound == 0 else {
             let code = errno
             close(fd)
-            throw .systemCallFailed("bind", errno: code)
+            throw .cannotListen(host: host, port: port, errno: code)
         }
         guard Glibc.listen(fd, Int32(clamping: backlog)) == 0 else {
             let code = errno
             close(fd)
-            throw .systemCallFailed("listen", errno: code)
+            throw .cannotListen(host: host, port: port, errno: code)
         }
         var actual = sockaddr_storage()
         var actualLength = socklen_t(MemoryLayout<sockaddr_storage>.size)

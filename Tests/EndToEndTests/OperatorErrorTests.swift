@@ -39,6 +39,7 @@ extension EndToEndTests {
         let bindLines = jsonLines(bindOutput)
         #expect(bindLines.last?["level"] as? String == "critical", "\(bindOutput)")
         #expect((bindLines.last?["msg"] as? String)?.contains("Address already in use") == true, "\(bindOutput)")
+        #expect((bindLines.last?["msg"] as? String)?.contains("127.0.0.1:\(taken)") == true, "names the address: \(bindOutput)")
 
         let missing = "/nonexistent/stovepipe-queues-\(UUID().uuidString).json"
         let (usageStatus, usageOutput) = try EndToEndTests.runToExit(
