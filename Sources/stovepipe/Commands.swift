@@ -505,8 +505,15 @@ struct Migrate: ParsableCommand {
         try MySQLLibrary.initialize()
         let storage = MySQLStorage(configuration: connection, logger: logger.with(component: "mysql"))
         defer { storage.close() }
-        let applied = try storage.migrator.migrate()
-        let unknown = try storage.migrator.requireUpToDate()
+        let applied: [UInt32]
+        let unknown: [UInt32]
+        do {
+            applied = try storage.migrator.migrate()
+            unknown = try storage.migrator.requireUpToDate()
+        } catch {
+            // Named as serve names it: an operator with several databases sees which URL was used.
+            throw StartupError("the database at \(connection.redactedURL): \(error)")
+        }
         var summary = applied.isEmpty ? "schema already current" : "applied migrations \(applied.map(String.init).joined(separator: ", "))"
         // An older release's migrate (a rollback) leaves a newer release's migrations in place.
         if !unknown.isEmpty { summary += "; also applied, by a newer release: \(unknown.map(String.init).joined(separator: ", "))" }

@@ -36,7 +36,12 @@ struct Topics: ParsableCommand {
             warnIfPasswordInArguments(mysqlURL, logger: logger)
             let pool = MySQLPool(connection: connection, configuration: MySQLPool.Configuration(maxConnections: 2), logger: logger)
             defer { pool.close() }
-            return try body(MySQLBroker(pool: pool, logger: logger))
+            do {
+                return try body(MySQLBroker(pool: pool, logger: logger))
+            } catch let error as BackendError {
+                // Named as serve names it: an operator with several databases sees which URL was used.
+                throw StartupError("the database at \(connection.redactedURL): \(error)")
+            }
         }
     }
 

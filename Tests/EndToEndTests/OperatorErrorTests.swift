@@ -114,4 +114,16 @@ extension EndToEndTests {
         #expect(status == 1, "\(output)")
         #expect(output.contains("cannot connect"), "\(output)")
     }
+    /// serve named the database it could not reach; migrate and topics said only "mysql unavailable (error 2002 …)",
+    /// which leaves an operator with several databases guessing which URL was used.
+    @Test func migrateAndTopicsNameTheDatabaseTheyCannotReach() throws {
+        let environment = ["STOVEPIPE_MYSQL_URL": "mysql://app:s3cret@127.0.0.1:1/ledger?connect-timeout=2"]
+        for command in [["migrate"], ["topics"], ["topics", "redrive", "request/a/1"]] {
+            let (status, output) = try EndToEndTests.runToExit(command, environment: environment)
+            #expect(status == 1, "\(command): \(output)")
+            #expect(output.contains("mysql://app:***@127.0.0.1:1/ledger"), "\(command): \(output)")
+            #expect(output.contains("cannot connect"), "\(command): \(output)")
+            #expect(!output.contains("s3cret"), "\(command): \(output)")
+        }
+    }
 }
