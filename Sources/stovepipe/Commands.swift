@@ -154,7 +154,7 @@ struct Serve: ParsableCommand {
     var tlsCert: String?
     @Option(help: "The PEM private key of --tls-cert; SIGHUP reloads both (env STOVEPIPE_TLS_KEY).")
     var tlsKey: String?
-    @Option(help: "Threads that consume the process topic; 0 for a replica that only publishes (needs --mysql-url).")
+    @Option(help: "Threads that consume the process topic, at most 256; 0 for a replica that only publishes (needs --mysql-url).")
     var consumerThreads = 4
     @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
     @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
@@ -166,7 +166,7 @@ struct Serve: ParsableCommand {
     var topicVisibilitySeconds: Double = 15
     @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
     var topicPollIntervalMs = 200
-    @Option(help: "Most MySQL connections this process opens.") var mysqlPoolSize = 16
+    @Option(help: "Most MySQL connections this process opens, 1...1024.") var mysqlPoolSize = 16
     @Option(help: "Seconds after which a MySQL connection is closed and opened anew when next used, so that a failover or a DNS change reaches every connection; 0 keeps connections open.")
     var mysqlMaxLifetimeSeconds = 1800
     @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")
