@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Whether a `mariadbd` binary is on PATH (or in /usr/sbin, where Debian installs it).
 public let mariadbdInstalled: Bool = {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
@@ -60,6 +64,41 @@ public struct PrivateServer: Sendable {
     /// Stops the server; its data directory stays.
     public func stop() throws {
         _ = try run("stop")
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits until it has exited; its data directory stays,
+    /// and `start()` brings it back (through crash recovery) on the same port.
+    public func kill() throws {
+        let pid = try send(SIGKILL)
+        // Not our child, so it cannot be waited for: poll until it is gone (or a zombie its parent has yet to reap).
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            if stat.isEmpty || stat.contains(") Z ") { return }
+            usleep(10_000)
+        }
+        throw LiveDatabase.Unavailable(description: "mariadbd \(pid) still runs 30 s after SIGKILL")
+    }
+
+    /// Sends `signal` to the server (SIGSTOP freezes it as a hung host would); returns its pid.
+    @discardableResult
+    public func send(_ signal: Int32) throws -> Int32 {
+        let text = (try? String(contentsOf: directory.appendingPathComponent("pid"), encoding: .utf8)) ?? ""
+        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw LiveDatabase.Unavailable(description: "no pid file in \(directory.path)")
+        }
+        // The pid file may name a process that has since taken the number: only the mariadbd of this directory
+        // is signalled, as the script's stop does.
+        let arguments = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
+            String(decoding: $0.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+        } ?? ""
+        guard arguments.contains("--datadir=") && arguments.contains(directory.lastPathComponent + "/data ") else {
+            throw LiveDatabase.Unavailable(description: "pid \(pid) is not the mariadbd of \(directory.path)")
+        }
+        guard Glibc.kill(pid, signal) == 0 else {
+            throw LiveDatabase.Unavailable(description: "kill -\(signal) \(pid) failed (errno \(errno))")
+        }
+        return pid
     }
 
     /// Stops the server if it runs and deletes its directory.
