@@ -27,11 +27,26 @@ final class SSLContext: @unchecked Sendable {
         _ = stovepipe_SSL_CTX_set_nonblocking_server_modes(pointer)
         // Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal, which
         // would block start-up (or a reload) forever; no passphrase makes such a key fail to load.
-        SSL_CTX_set_default_passwd_cb(pointer) { _, _, _, _ in 0 }
+        // OpenSSL calls it only when a PEM block is encrypted (pem_password_cb(3)), so it also marks
+        // the key as encrypted: OpenSSL's own reason ("bad decrypt") does not say so.
+        SSL_CTX_set_default_passwd_cb(pointer) { _, _, _, flag in
+            flag?.assumingMemoryBound(to: Int32.self).pointee = 1
+            return 0
+        }
         guard SSL_CTX_use_certificate_chain_file(pointer, configuration.certificateChainPath) == 1 else {
             throw .tlsCertificateUnusable(path: configuration.certificateChainPath, reason: OpenSSLErrors.drain())
         }
-        guard SSL_CTX_use_PrivateKey_file(pointer, configuration.privateKeyPath, SSL_FILETYPE_PEM) == 1 else {
+        var askedForPassphrase: Int32 = 0
+        let loaded = withUnsafeMutablePointer(to: &askedForPassphrase) { flag in
+            SSL_CTX_set_default_passwd_cb_userdata(pointer, flag)
+            defer { SSL_CTX_set_default_passwd_cb_userdata(pointer, nil) }
+            return SSL_CTX_use_PrivateKey_file(pointer, configuration.privateKeyPath, SSL_FILETYPE_PEM)
+        }
+        guard loaded == 1 else {
+            if askedForPassphrase != 0 {
+                ERR_clear_error()
+                throw .tlsPrivateKeyEncrypted(path: configuration.privateKeyPath)
+            }
             // OpenSSL checks the key against the certificate while loading it.
             let (reason, codes) = OpenSSLErrors.drainWithCodes()
             if codes.contains(where: { stovepipe_ERR_is_key_mismatch($0) != 0 }) {

@@ -291,6 +291,27 @@ struct HTTPServerTLSTests {
         #expect(startFailure(fixture.configuration((first.certificate, second.key))) == .tlsKeyDoesNotMatchCertificate)
     }
 
+    @Test("a passphrase-protected key fails start() and a reload as encrypted, naming the file, without blocking")
+    func encryptedKey() throws {
+        let fixture = try TLSFixture()
+        let plain = try fixture.makeCertificate("127.0.0.1")
+        let encrypted = fixture.path("encrypted.key")
+        try ChildProcess.run(
+            "openssl", ["pkey", "-in", plain.key, "-aes256", "-passout", "pass:secret", "-out", encrypted],
+            directory: fixture.directory
+        )
+        #expect(startFailure(fixture.configuration((plain.certificate, encrypted))) == .tlsPrivateKeyEncrypted(path: encrypted))
+        #expect(HTTPServerError.tlsPrivateKeyEncrypted(path: encrypted).description.contains("encrypted"))
+
+        let live = fixture.path("live.key")
+        try FileManager.default.copyItem(atPath: plain.key, toPath: live)
+        try withServer(fixture.configuration((plain.certificate, live))) { _, server in
+            try FileManager.default.removeItem(atPath: live)
+            try FileManager.default.copyItem(atPath: encrypted, toPath: live)
+            #expect(throws: HTTPServerError.tlsPrivateKeyEncrypted(path: live)) { try server.reloadTLS() }
+        }
+    }
+
     @Test("TLS 1.1 is refused; a TLS 1.3 minimum refuses TLS 1.2 and accepts TLS 1.3")
     func protocolVersions() throws {
         let fixture = try TLSFixture()
