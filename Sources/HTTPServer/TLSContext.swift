@@ -25,6 +25,7 @@ final class SSLContext: @unchecked Sendable {
         }
         _ = stovepipe_SSL_CTX_set_server_options(pointer)
         _ = stovepipe_SSL_CTX_set_nonblocking_server_modes(pointer)
+        stovepipe_SSL_CTX_select_http11(pointer)
         // Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal, which
         // would block start-up (or a reload) forever; no passphrase makes such a key fail to load.
         // OpenSSL calls it only when a PEM block is encrypted (pem_password_cb(3)), so it also marks

@@ -312,6 +312,29 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("ALPN: http/1.1 is selected when offered; a client offering only other protocols gets no_application_protocol")
+    func applicationProtocolNegotiation() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        let observer = RecordingObserver()
+        try withServer(fixture.configuration(certificate), observer: observer) { port, _ in
+            let offers: [(offer: String, expected: String)] = [
+                ("h2,http/1.1", "selected http/1.1 200"),
+                ("http/1.1", "selected http/1.1 200"),
+                ("h2", "refused no application protocol"),
+                ("h2,h3,spdy/3", "refused no application protocol"),
+            ]
+            for (offer, expected) in offers {
+                let output = try fixture.startPython("alpn", port: port, trusting: certificate.certificate, [offer]).wait()
+                #expect(output.stdoutLines == [expected], "\(offer): \(output.stderr)")
+            }
+            // A client without ALPN is served as before.
+            let none = try fixture.startPython("subject", port: port, trusting: certificate.certificate).wait()
+            #expect(none.stdoutLines == ["127.0.0.1 200"], "\(none.stderr)")
+            #expect(eventually { observer.errors == [.tlsHandshakeFailed, .tlsHandshakeFailed] })
+        }
+    }
+
     @Test("TLS 1.1 is refused; a TLS 1.3 minimum refuses TLS 1.2 and accepts TLS 1.3")
     func protocolVersions() throws {
         let fixture = try TLSFixture()
