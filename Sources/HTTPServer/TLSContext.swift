@@ -62,6 +62,27 @@ final class SSLContext: @unchecked Sendable {
         return context
     }
 
+    /// The validity period of the leaf certificate; nil if OpenSSL cannot decode it.
+    var validity: TLSCertificateValidity? {
+        // OpenSSL serves an expired certificate without complaint, and clients that verify it refuse the
+        // handshake; the validity lets the operator be told at start-up and on reload.
+        guard let certificate = SSL_CTX_get0_certificate(pointer),
+            let notBefore = Self.epochSeconds(X509_get0_notBefore(certificate)),
+            let notAfter = Self.epochSeconds(X509_get0_notAfter(certificate))
+        else {
+            ERR_clear_error()
+            return nil
+        }
+        return TLSCertificateValidity(notBefore: notBefore, notAfter: notAfter)
+    }
+
+    private static func epochSeconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
+        guard let time else { return nil }
+        var parts = tm()
+        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return nil }
+        return Int64(timegm(&parts))
+    }
+
     /// The oldest protocol version this context accepts, as OpenSSL numbers it (0x0303 is TLS 1.2).
     var minimumProtocolVersion: Int32 { stovepipe_SSL_CTX_get_min_proto_version(pointer) }
 }
