@@ -107,6 +107,20 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("the idle clock starts when the handshake completes: a handshake slower than the idle timeout is not closed under the first request")
+    func idleClockStartsAfterHandshake() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        let observer = RecordingObserver()
+        // The handshake starts 3 s after the connect, past the 2 s idle timeout (and within the 10 s handshake
+        // timeout); the request follows 0.8 s after it, well inside the idle timeout counted from the handshake.
+        try withServer(fixture.configuration(certificate) { $0.idleTimeout = .seconds(2) }, observer: observer) { port, _ in
+            let output = try fixture.startPython("late", port: port, trusting: certificate.certificate, ["3", "0.8"]).wait()
+            #expect(output.stdoutLines == ["status 200"], "\(output.stderr)")
+            #expect(eventually { observer.completed == [200] })
+        }
+    }
+
     @Test("stalled handshakes do not hold up other clients on the same event loop")
     func stalledHandshakeDoesNotBlock() throws {
         let fixture = try TLSFixture()

@@ -296,6 +296,17 @@ elif mode == "soak":
     print("errors", len(errors))
     for error in errors[:5]:
         print("error", error)
+elif mode == "late":
+    # extra: seconds to wait before the handshake, then after it before the one request.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    time.sleep(float(extra[0]))
+    sock = context().wrap_socket(raw, server_hostname="127.0.0.1")
+    time.sleep(float(extra[1]))
+    try:
+        print("status", request(sock, Reader(sock), "/late")[0])
+    except (EOFError, ConnectionError, ssl.SSLError) as error:
+        print("closed", error)
+
 elif mode == "alpn":
     # extra: the protocols to offer, comma-separated. Then what the server selected, or how it refused.
     ctx = context()
