@@ -36,6 +36,36 @@ static inline uint64_t stovepipe_SSL_CTX_set_server_options(SSL_CTX *context) {
                                             | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE);
 }
 
+/// The ALPN callback of a server that speaks only HTTP/1.1: selects "http/1.1" when the client offers
+/// it. A client that offers ALPN without it cannot talk to this server; RFC 7301 §3.2 says a server
+/// that supports none of the offered protocols SHALL answer no_application_protocol, which OpenSSL
+/// sends for SSL_TLSEXT_ERR_ALERT_FATAL, rather than go on and receive a protocol it cannot parse
+/// (an "h2"-only client) or serve a cross-protocol request (ALPACA).
+static int stovepipe_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                   const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl;
+    (void)arg;
+    static const unsigned char http11[] = {'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned int index = 0;
+    // The offer is a list of length-prefixed names (RFC 7301 §3.1); OpenSSL has checked its framing.
+    while (index < inlen) {
+        unsigned int length = in[index];
+        if (length > inlen - index - 1) break;
+        if (length == sizeof http11 && memcmp(in + index + 1, http11, sizeof http11) == 0) {
+            *out = in + index + 1;
+            *outlen = (unsigned char)length;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        index += 1 + length;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/// Makes the server select "http/1.1" by ALPN and refuse clients that offer only other protocols.
+static inline void stovepipe_SSL_CTX_select_http11(SSL_CTX *context) {
+    SSL_CTX_set_alpn_select_cb(context, stovepipe_select_http11, NULL);
+}
+
 /// ERR_GET_LIB and ERR_GET_REASON are macros before OpenSSL 3. True when the handshake failed
 /// because the first bytes were a plain-text HTTP request (OpenSSL checks for "GET ", "POST " etc.).
 static inline int stovepipe_ERR_is_plain_http_request(unsigned long code) {

@@ -186,8 +186,18 @@ final class Connection: Sendable {
             _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, untilDrained: Bool, now: UInt64,
             writer: inout ResponseWriter, actions: inout ConnectionActions
         ) {
+            var handshaking = !transport.isEstablished
             while !readPaused && !peerClosed {
-                switch transport.read(into: scratch) {
+                let result = transport.read(into: scratch)
+                if handshaking && transport.isEstablished {
+                    // The idle clock starts when the TLS handshake completes, not at accept: a handshake slower than
+                    // the idle timeout (a slow network, a CPU-bound handshake backlog) must not count as idleness, or
+                    // the connection is closed before the client could send its first request (RFC 9112 §9.5 lets a
+                    // server close an *idle* connection).
+                    lastActivity = now
+                    handshaking = false
+                }
+                switch result {
                 case .transferred(let count):
                     lastActivity = now
                     switch lifecycle {

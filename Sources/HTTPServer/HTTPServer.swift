@@ -62,6 +62,9 @@ public final class HTTPServer: Sendable {
         context.logger.debug("TLS certificate reloaded", metadata: ["certificate": "\(tls.configuration.certificateChainPath)"])
     }
 
+    /// The validity period of the TLS certificate new connections get; nil without TLS or before `start()`.
+    public var tlsCertificateValidity: TLSCertificateValidity? { context.tls?.context?.validity }
+
     private func launch() throws(HTTPServerError) -> Running {
         let configuration = context.configuration
         // Before binding: a certificate or key that cannot be used fails start() with nothing to undo.

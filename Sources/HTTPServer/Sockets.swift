@@ -15,8 +15,10 @@ public enum HTTPServerError: Error, Sendable, Equatable {
     case cannotListen(host: String, port: Int, errno: Int32)
     /// The TLS certificate chain file cannot be read or used; `reason` is OpenSSL's.
     case tlsCertificateUnusable(path: String, reason: String)
-    /// The TLS private key file cannot be read or used (an encrypted key, too); `reason` is OpenSSL's.
+    /// The TLS private key file cannot be read or used; `reason` is OpenSSL's.
     case tlsPrivateKeyUnusable(path: String, reason: String)
+    /// The TLS private key file is passphrase-protected, which the server cannot use.
+    case tlsPrivateKeyEncrypted(path: String)
     /// The private key does not belong to the certificate.
     case tlsKeyDoesNotMatchCertificate
     /// OpenSSL could not set up a TLS context; `reason` is OpenSSL's.
@@ -37,6 +39,8 @@ extension HTTPServerError: CustomStringConvertible {
             "cannot listen on \(host.contains(":") ? "[\(host)]" : host):\(port): \(String(cString: strerror(code)))"
         case .tlsCertificateUnusable(let path, let reason): "cannot use TLS certificate chain \(path): \(reason)"
         case .tlsPrivateKeyUnusable(let path, let reason): "cannot use TLS private key \(path): \(reason)"
+        case .tlsPrivateKeyEncrypted(let path):
+            "the TLS private key \(path) is encrypted (passphrase-protected); give an unencrypted key, e.g. from openssl pkey -in \(path) -out NEW"
         case .tlsKeyDoesNotMatchCertificate: "the TLS private key does not match the certificate"
         case .tlsSetupFailed(let reason): "cannot set up TLS: \(reason)"
         case .tlsNotConfigured: "the server has no TLS configuration"

@@ -21,6 +21,20 @@ public struct TLSConfiguration: Sendable, Equatable {
     }
 }
 
+/// When the certificate in use is valid, in seconds since the Unix epoch.
+public struct TLSCertificateValidity: Sendable, Equatable {
+    /// The start of the validity period (notBefore).
+    public var notBefore: Int64
+    /// The end of the validity period (notAfter).
+    public var notAfter: Int64
+
+    /// A validity period from its two ends.
+    public init(notBefore: Int64, notAfter: Int64) {
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+    }
+}
+
 /// A TLS protocol version the server may require as its minimum.
 public enum TLSVersion: Sendable, Equatable, CaseIterable {
     /// TLS 1.2 (RFC 5246).

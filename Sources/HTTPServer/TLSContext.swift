@@ -25,13 +25,29 @@ final class SSLContext: @unchecked Sendable {
         }
         _ = stovepipe_SSL_CTX_set_server_options(pointer)
         _ = stovepipe_SSL_CTX_set_nonblocking_server_modes(pointer)
+        stovepipe_SSL_CTX_select_http11(pointer)
         // Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal, which
         // would block start-up (or a reload) forever; no passphrase makes such a key fail to load.
-        SSL_CTX_set_default_passwd_cb(pointer) { _, _, _, _ in 0 }
+        // OpenSSL calls it only when a PEM block is encrypted (pem_password_cb(3)), so it also marks
+        // the key as encrypted: OpenSSL's own reason ("bad decrypt") does not say so.
+        SSL_CTX_set_default_passwd_cb(pointer) { _, _, _, flag in
+            flag?.assumingMemoryBound(to: Int32.self).pointee = 1
+            return 0
+        }
         guard SSL_CTX_use_certificate_chain_file(pointer, configuration.certificateChainPath) == 1 else {
             throw .tlsCertificateUnusable(path: configuration.certificateChainPath, reason: OpenSSLErrors.drain())
         }
-        guard SSL_CTX_use_PrivateKey_file(pointer, configuration.privateKeyPath, SSL_FILETYPE_PEM) == 1 else {
+        var askedForPassphrase: Int32 = 0
+        let loaded = withUnsafeMutablePointer(to: &askedForPassphrase) { flag in
+            SSL_CTX_set_default_passwd_cb_userdata(pointer, flag)
+            defer { SSL_CTX_set_default_passwd_cb_userdata(pointer, nil) }
+            return SSL_CTX_use_PrivateKey_file(pointer, configuration.privateKeyPath, SSL_FILETYPE_PEM)
+        }
+        guard loaded == 1 else {
+            if askedForPassphrase != 0 {
+                ERR_clear_error()
+                throw .tlsPrivateKeyEncrypted(path: configuration.privateKeyPath)
+            }
             // OpenSSL checks the key against the certificate while loading it.
             let (reason, codes) = OpenSSLErrors.drainWithCodes()
             if codes.contains(where: { stovepipe_ERR_is_key_mismatch($0) != 0 }) {
@@ -44,6 +60,27 @@ final class SSLContext: @unchecked Sendable {
             throw .tlsKeyDoesNotMatchCertificate
         }
         return context
+    }
+
+    /// The validity period of the leaf certificate; nil if OpenSSL cannot decode it.
+    var validity: TLSCertificateValidity? {
+        // OpenSSL serves an expired certificate without complaint, and clients that verify it refuse the
+        // handshake; the validity lets the operator be told at start-up and on reload.
+        guard let certificate = SSL_CTX_get0_certificate(pointer),
+            let notBefore = Self.epochSeconds(X509_get0_notBefore(certificate)),
+            let notAfter = Self.epochSeconds(X509_get0_notAfter(certificate))
+        else {
+            ERR_clear_error()
+            return nil
+        }
+        return TLSCertificateValidity(notBefore: notBefore, notAfter: notAfter)
+    }
+
+    private static func epochSeconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
+        guard let time else { return nil }
+        var parts = tm()
+        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return nil }
+        return Int64(timegm(&parts))
     }
 
     /// The oldest protocol version this context accepts, as OpenSSL numbers it (0x0303 is TLS 1.2).

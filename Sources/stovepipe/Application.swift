@@ -115,6 +115,9 @@ final class Application: Sendable {
         try server.reloadTLS()
     }
 
+    /// The validity period of the TLS certificate in use; nil without TLS.
+    var tlsCertificateValidity: TLSCertificateValidity? { server.tlsCertificateValidity }
+
     /// Graceful shutdown: health turns 503, HTTP drains, the consumer finishes its message, storage closes;
     /// the HTTP drain and the consumer's wait share `--shutdown-timeout`, after which a message still being
     /// handled is left behind: redelivered with MySQL, lost in memory (in-memory stores have nothing to close

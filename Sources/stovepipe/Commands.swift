@@ -270,6 +270,7 @@ struct Serve: ParsableCommand {
                 do {
                     try application.reloadTLS()
                     logger.notice("TLS certificate reloaded")
+                    Self.warnIfOutsideValidity(application.tlsCertificateValidity, logger: logger)
                 } catch {
                     logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
                 }
@@ -279,6 +280,7 @@ struct Serve: ParsableCommand {
             signals.onEvery(SIGHUP) { logger.notice("SIGHUP ignored: nothing to reload without TLS") }
         }
         let boundPort = try application.start()
+        Self.warnIfOutsideValidity(application.tlsCertificateValidity, logger: logger)
         let scheme = configuration.http.tls == nil ? "http" : "https"
         // Exactly one line on stdout, written unbuffered so a supervisor reading the pipe sees it at once.
         // RFC 3986 §3.2.2: an IPv6 literal goes in brackets, so that the line is a URL clients can use.
@@ -294,6 +296,24 @@ struct Serve: ParsableCommand {
         }
         application.shutdown()
         logger.notice("stopped")
+    }
+
+    /// Warns when the TLS certificate just loaded has expired or is not valid yet: it is served anyway, and every
+    /// client that verifies it refuses the handshake, so a wrong file copied before a SIGHUP must not pass as fine.
+    private static func warnIfOutsideValidity(_ validity: TLSCertificateValidity?, logger: Logger) {
+        guard let validity else { return }
+        let now = Int64(Date().timeIntervalSince1970)
+        let formatter = ISO8601DateFormatter()
+        func instant(_ seconds: Int64) -> String { formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))) }
+        if now > validity.notAfter {
+            logger.warning(
+                "TLS certificate expired: clients that verify it refuse to connect",
+                metadata: ["not_after": "\(instant(validity.notAfter))"])
+        } else if now < validity.notBefore {
+            logger.warning(
+                "TLS certificate not valid yet: clients that verify it refuse to connect",
+                metadata: ["not_before": "\(instant(validity.notBefore))"])
+        }
     }
 
     /// The longest wait between redeliveries `--topic-backoff-cap-ms` may ask for: a day.

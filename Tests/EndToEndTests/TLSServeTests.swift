@@ -66,6 +66,63 @@ private func subject(port: Int, trusting bundle: String) throws -> String? {
         #expect(server.terminate() == 0)
     }
 
+    @Test func anExpiredCertificateIsServedWithAWarningAtStartAndOnReload() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        let current = try run("openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=current", "-days", "1",
+            "-keyout", path("current.key"), "-out", path("current.crt"),
+        ])
+        #expect(current.status == 0, "\(current.stderr)")
+        // `openssl req` cannot backdate a certificate; `openssl ca` can, given a database and a policy.
+        let request = try run("openssl", [
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=expired", "-keyout", path("expired.key"),
+            "-out", path("expired.csr"),
+        ])
+        #expect(request.status == 0, "\(request.stderr)")
+        try Data().write(to: URL(fileURLWithPath: path("index.txt")))
+        try "01\n".write(toFile: path("serial"), atomically: true, encoding: .utf8)
+        try """
+            [ca]
+            default_ca = local
+            [local]
+            database = \(path("index.txt"))
+            serial = \(path("serial"))
+            new_certs_dir = \(directory.path)
+            default_md = sha256
+            policy = any
+            [any]
+            commonName = supplied
+            """.write(toFile: path("ca.cnf"), atomically: true, encoding: .utf8)
+        let expired = try run("openssl", [
+            "ca", "-batch", "-config", path("ca.cnf"), "-selfsign", "-keyfile", path("expired.key"), "-in", path("expired.csr"),
+            "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-out", path("expired.crt"),
+        ])
+        #expect(expired.status == 0, "\(expired.stderr)")
+
+        let startedExpired = try RunningServer(arguments: ["--tls-cert", path("expired.crt"), "--tls-key", path("expired.key")])
+        #expect(eventually { startedExpired.log.contains("TLS certificate expired") }, "\(startedExpired.log)")
+        #expect(startedExpired.log.contains("2020-01-02T00:00:00Z"), "\(startedExpired.log)")
+        #expect(startedExpired.terminate() == 0)
+
+        let files = FileManager.default
+        try files.copyItem(atPath: path("current.crt"), toPath: path("live.crt"))
+        try files.copyItem(atPath: path("current.key"), toPath: path("live.key"))
+        let server = try RunningServer(arguments: ["--tls-cert", path("live.crt"), "--tls-key", path("live.key")])
+        try files.removeItem(atPath: path("live.crt"))
+        try files.removeItem(atPath: path("live.key"))
+        try files.copyItem(atPath: path("expired.crt"), toPath: path("live.crt"))
+        try files.copyItem(atPath: path("expired.key"), toPath: path("live.key"))
+        kill(server.process.processIdentifier, SIGHUP)
+        #expect(eventually { server.log.contains("TLS certificate reloaded") }, "\(server.log)")
+        #expect(eventually { server.log.contains("TLS certificate expired") }, "\(server.log)")
+        let lines = server.log.split(separator: "\n")
+        #expect(lines.filter { $0.contains("TLS certificate expired") }.count == 1, "only the reload warns: \(server.log)")
+        #expect(server.terminate() == 0)
+    }
+
     @Test func tlsCertificateWithoutKeyIsRejected() throws {
         let process = Process()
         process.executableURL = RunningServer.binary

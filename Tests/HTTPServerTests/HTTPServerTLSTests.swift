@@ -107,6 +107,20 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("the idle clock starts when the handshake completes: a handshake slower than the idle timeout is not closed under the first request")
+    func idleClockStartsAfterHandshake() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        let observer = RecordingObserver()
+        // The handshake starts 3 s after the connect, past the 2 s idle timeout (and within the 10 s handshake
+        // timeout); the request follows 0.8 s after it, well inside the idle timeout counted from the handshake.
+        try withServer(fixture.configuration(certificate) { $0.idleTimeout = .seconds(2) }, observer: observer) { port, _ in
+            let output = try fixture.startPython("late", port: port, trusting: certificate.certificate, ["3", "0.8"]).wait()
+            #expect(output.stdoutLines == ["status 200"], "\(output.stderr)")
+            #expect(eventually { observer.completed == [200] })
+        }
+    }
+
     @Test("stalled handshakes do not hold up other clients on the same event loop")
     func stalledHandshakeDoesNotBlock() throws {
         let fixture = try TLSFixture()
@@ -289,6 +303,50 @@ struct HTTPServerTLSTests {
         #expect(keyPath == garbage)
 
         #expect(startFailure(fixture.configuration((first.certificate, second.key))) == .tlsKeyDoesNotMatchCertificate)
+    }
+
+    @Test("a passphrase-protected key fails start() and a reload as encrypted, naming the file, without blocking")
+    func encryptedKey() throws {
+        let fixture = try TLSFixture()
+        let plain = try fixture.makeCertificate("127.0.0.1")
+        let encrypted = fixture.path("encrypted.key")
+        try ChildProcess.run(
+            "openssl", ["pkey", "-in", plain.key, "-aes256", "-passout", "pass:secret", "-out", encrypted],
+            directory: fixture.directory
+        )
+        #expect(startFailure(fixture.configuration((plain.certificate, encrypted))) == .tlsPrivateKeyEncrypted(path: encrypted))
+        #expect(HTTPServerError.tlsPrivateKeyEncrypted(path: encrypted).description.contains("encrypted"))
+
+        let live = fixture.path("live.key")
+        try FileManager.default.copyItem(atPath: plain.key, toPath: live)
+        try withServer(fixture.configuration((plain.certificate, live))) { _, server in
+            try FileManager.default.removeItem(atPath: live)
+            try FileManager.default.copyItem(atPath: encrypted, toPath: live)
+            #expect(throws: HTTPServerError.tlsPrivateKeyEncrypted(path: live)) { try server.reloadTLS() }
+        }
+    }
+
+    @Test("ALPN: http/1.1 is selected when offered; a client offering only other protocols gets no_application_protocol")
+    func applicationProtocolNegotiation() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        let observer = RecordingObserver()
+        try withServer(fixture.configuration(certificate), observer: observer) { port, _ in
+            let offers: [(offer: String, expected: String)] = [
+                ("h2,http/1.1", "selected http/1.1 200"),
+                ("http/1.1", "selected http/1.1 200"),
+                ("h2", "refused no application protocol"),
+                ("h2,h3,spdy/3", "refused no application protocol"),
+            ]
+            for (offer, expected) in offers {
+                let output = try fixture.startPython("alpn", port: port, trusting: certificate.certificate, [offer]).wait()
+                #expect(output.stdoutLines == [expected], "\(offer): \(output.stderr)")
+            }
+            // A client without ALPN is served as before.
+            let none = try fixture.startPython("subject", port: port, trusting: certificate.certificate).wait()
+            #expect(none.stdoutLines == ["127.0.0.1 200"], "\(none.stderr)")
+            #expect(eventually { observer.errors == [.tlsHandshakeFailed, .tlsHandshakeFailed] })
+        }
     }
 
     @Test("TLS 1.1 is refused; a TLS 1.3 minimum refuses TLS 1.2 and accepts TLS 1.3")

@@ -296,6 +296,29 @@ elif mode == "soak":
     print("errors", len(errors))
     for error in errors[:5]:
         print("error", error)
+elif mode == "late":
+    # extra: seconds to wait before the handshake, then after it before the one request.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    time.sleep(float(extra[0]))
+    sock = context().wrap_socket(raw, server_hostname="127.0.0.1")
+    time.sleep(float(extra[1]))
+    try:
+        print("status", request(sock, Reader(sock), "/late")[0])
+    except (EOFError, ConnectionError, ssl.SSLError) as error:
+        print("closed", error)
+
+elif mode == "alpn":
+    # extra: the protocols to offer, comma-separated. Then what the server selected, or how it refused.
+    ctx = context()
+    ctx.set_alpn_protocols(extra[0].split(","))
+    try:
+        sock = connect(ctx)
+    except ssl.SSLError as error:
+        # Python has no reason name for alert 120; its message has OpenSSL's text for it.
+        print("refused", "no application protocol" if "alert no application protocol" in str(error) else error)
+        sys.exit(0)
+    print("selected", sock.selected_alpn_protocol(), request(sock, Reader(sock), "/alpn")[0])
+
 elif mode == "raw":
     # extra: bytes to send, with Python escapes (\r\n), and optionally half-close. Then every response until the server closes.
     sock = connect()
