@@ -63,3 +63,13 @@ func withBackend<Result>(
 
 /// A logger that drops everything.
 let silentLogger = Logger(label: "contract-tests", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// The error `body` throws, nil when it returns: a store call's outcome to assert on.
+func backendError(_ body: () throws(BackendError) -> Void) -> BackendError? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error
+    }
+}

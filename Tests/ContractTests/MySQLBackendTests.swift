@@ -533,12 +533,7 @@ struct MySQLErrorTranslationTests {
         defer { storage.close() }
         let id = RequestID(queue: try QueueName("q"), number: 1)
         let error = try await runOnThread { () -> BackendError? in
-            do throws(BackendError) {
-                _ = try storage.requests.get(id)
-                return nil
-            } catch {
-                return error
-            }
+            backendError { () throws(BackendError) in _ = try storage.requests.get(id) }
         }
         guard case .unavailable(let retryable, let detail)? = error else {
             Issue.record("expected unavailable, got \(String(describing: error))")
@@ -569,12 +564,7 @@ struct MySQLErrorTranslationTests {
             let storage = MySQLStorage(configuration: limited, logger: silentLogger)
             defer { storage.close() }
             let id = RequestID(queue: try QueueName("q"), number: 1)
-            do throws(BackendError) {
-                _ = try storage.requests.get(id)
-                return nil
-            } catch {
-                return error
-            }
+            return backendError { () throws(BackendError) in _ = try storage.requests.get(id) }
         }
         guard case .unavailable(let retryable, let detail)? = error else {
             Issue.record("expected unavailable, got \(String(describing: error))")

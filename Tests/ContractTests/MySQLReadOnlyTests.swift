@@ -49,12 +49,7 @@ struct MySQLReadOnlyTests {
 
         try await setReadOnly(true, admin)
         let refused = try await offPool { () -> BackendError? in
-            do throws(BackendError) {
-                try storage.requests.create(request(2))
-                return nil
-            } catch {
-                return error
-            }
+            backendError { () throws(BackendError) in try storage.requests.create(request(2)) }
         }
         guard case .unavailable(let retryable, let detail) = refused else {
             Issue.record("a write to a read-only server answered \(String(describing: refused))")
