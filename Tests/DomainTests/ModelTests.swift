@@ -464,6 +464,17 @@ final class ModelRun {
         try checkState(after)
     }
 
+    /// The answers of concurrent ingests, or a violation naming the first that failed.
+    private static func succeeded(_ results: borrowing Mutex<[Result<IngestResult, IngestError>]>) throws -> [IngestResult] {
+        try results.withLock { results in
+            try results.map { result in
+                switch result {
+                case .success(let value): return value
+                case .failure(let error): throw Violation(invariant: "concurrent ingests succeed", detail: "\(error)")
+                }
+            }
+        }
+    }
     private func concurrentIngest(_ q: Int, threads count: Int) throws {
         let before = try current()
         let head = try #require(dags[q].head)
@@ -481,14 +492,7 @@ final class ModelRun {
             }.start()
         }
         group.wait()
-        let outcomes = try results.withLock { results in
-            try results.map { result in
-                switch result {
-                case .success(let value): return value
-                case .failure(let error): throw Violation(invariant: "concurrent ingests succeed", detail: "\(error)")
-                }
-            }
-        }
+        let outcomes = try Self.succeeded(results)
         let after = try snapshot()
         let ids = Set(outcomes.map(\.request.id))
         note("\(count) ingests of \(head) at once: \(ids.map(\.description)), minted \(outcomes.filter(\.minted).count)")
@@ -549,14 +553,7 @@ final class ModelRun {
             }.start()
         }
         group.wait()
-        let answers = try results.withLock { results in
-            try results.map { result in
-                switch result {
-                case .success(let value): return value
-                case .failure(let error): throw Violation(invariant: "concurrent ingests succeed", detail: "\(error)")
-                }
-            }
-        }
+        let answers = try Self.succeeded(results)
         let after = try snapshot()
         let ids = Set(answers.map(\.request.id))
         note("\(ingests) ingests of \(head) at once: \(ids.map(\.description)); deliveries \(outcomes.withLock { $0 })")

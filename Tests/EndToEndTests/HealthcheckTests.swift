@@ -159,7 +159,7 @@ private func healthcheck(_ arguments: [String]) throws -> Finished {
 }
 
 /// A listener on 127.0.0.1 that accepts (the kernel completes the handshake) but never answers; its descriptor and port.
-private func silentListener() throws -> (Int32, Int) {
+func silentListener() throws -> (Int32, Int) {
     let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     try #require(listener >= 0)
     var address = sockaddr_in()

@@ -19,20 +19,9 @@ extension EndToEndTests {
     /// The image sets STOVEPIPE_LOG_FORMAT=json: the line saying why serve stopped must reach a JSON log pipeline
     /// as JSON like every other line, a usage error (a bad queues file) and a failure (a taken port) alike.
     @Test func startUpFailuresUnderJSONLogsAreJSONLines() throws {
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(holder >= 0)
+        // A port another socket listens on.
+        let (holder, taken) = try silentListener()
         defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(holder, pointer, length) == 0 && listen(holder, 1) == 0 && getsockname(holder, pointer, &length) == 0
-            }
-        }
-        #expect(bound)
-        let taken = Int(UInt16(bigEndian: address.sin_port))
 
         let (bindStatus, bindOutput) = try EndToEndTests.runToExit(["serve", "--port", "\(taken)", "--log-format", "json"])
         #expect(bindStatus == 1, "\(bindOutput)")
