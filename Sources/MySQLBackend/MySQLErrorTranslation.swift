@@ -25,14 +25,23 @@ enum MySQLErrorTranslation {
         return .unavailable(retryable: false, detail: "mysql error \(code)")
     }
 
-    /// Codes after which the same call may succeed later: lock conflicts that outlived the retries,
-    /// and a server that is full or going down.
+    /// Codes after which the same call may succeed later: lock conflicts that outlived the retries, a server that is
+    /// full or going down, and a statement the server stopped rather than refused.
     private static func isRetryable(_ code: MySQLErrorCode) -> Bool {
+        // Stopped, not refused: KILL QUERY by an operator or a shutdown (1317), a statement time limit on a loaded
+        // server (MariaDB's max_statement_time 1969, MySQL's max_execution_time 3024), a table altered under the
+        // statement while the server re-prepared it (1615), the server-wide max_prepared_stmt_count (1461), which
+        // frees as other sessions close statements.
+        if code == .queryInterrupted || code == .statementTimeout || code == .queryExecutionTimeout
+            || code == .needReprepare || code == .preparedStatementLimit
+        {
+            return true
+        }
         // A user's connection limit refuses a connect as the server's max_connections (1040) does, until another of
         // the user's connections closes: ER_TOO_MANY_USER_CONNECTIONS (1203) for the server-wide max_user_connections,
         // ER_USER_LIMIT_REACHED (1226) for the account's MAX_USER_CONNECTIONS (MariaDB docs, max_user_connections).
-        code.isTransient || code == .tooManyConnections || code == .tooManyUserConnections || code == .userLimitReached
-            || code == .serverShutdown
+        return code.isTransient || code == .tooManyConnections || code == .tooManyUserConnections
+            || code == .userLimitReached || code == .serverShutdown
     }
 
     /// A row that does not decode into a domain value; never retryable.

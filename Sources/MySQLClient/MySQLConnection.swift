@@ -205,8 +205,9 @@ public final class MySQLConnection {
             let outcome = try statement.execute(query.binds)
             lastUsedNanoseconds = BootClock.nanoseconds()
             return outcome
-        } catch where error.code == .newStatementMetadata {
-            // The table changed under the cached statement; the C API's remedy is to prepare it again.
+        } catch where error.code == .newStatementMetadata || error.code == .needReprepare {
+            // The table changed under the cached statement; the C API's remedy is to prepare it again (2057), and
+            // the server's own when its re-prepares ran out (1615, ER_NEED_REPREPARE).
             statements.removeValue(forKey: query.text)
             statement.close()
             return try runOnce(query, on: mysql)

@@ -41,6 +41,15 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let serverWriteTimeout = Self(rawValue: 1161)
     /// ER_MAX_PREPARED_STMT_COUNT_REACHED: the server holds max_prepared_stmt_count statements across all sessions.
     public static let preparedStatementLimit = Self(rawValue: 1461)
+    /// ER_NEED_REPREPARE: a table changed under a prepared statement more often than the server re-prepares it itself.
+    public static let needReprepare = Self(rawValue: 1615)
+    /// ER_STATEMENT_TIMEOUT (MariaDB): the statement ran longer than max_statement_time and was stopped.
+    public static let statementTimeout = Self(rawValue: 1969)
+    /// ER_QUERY_TIMEOUT (MySQL): a SELECT ran longer than max_execution_time and was stopped.
+    public static let queryExecutionTimeout = Self(rawValue: 3024)
+    /// ER_UNKNOWN_COM_ERROR: on Galera, "WSREP has not yet prepared node for application use": the node is not in
+    /// the cluster's primary component (it is joining, or was cut off) and refuses statements until it is.
+    public static let nodeNotReady = Self(rawValue: 1047)
     /// ER_CON_COUNT_ERROR: the server refused the connection because it has too many.
     public static let tooManyConnections = Self(rawValue: 1040)
     /// ER_TOO_MANY_USER_CONNECTIONS: the user has max_user_connections (the server-wide limit) connections open.
@@ -100,7 +109,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     /// The codes after which the connection cannot be used again. `readOnly` is among them because only a new
     /// connection resolves the host name again and so reaches a promoted primary; reads on the old one still work.
     public static let connectionBrokenCodes: Set<Self> = [
-        .readOnly, .serverShutdown, .connectionKilled, .packetTooLarge, .serverReadError, .serverReadTimeout, .serverWriteError,
+        .readOnly, .nodeNotReady, .serverShutdown, .connectionKilled, .packetTooLarge, .serverReadError, .serverReadTimeout, .serverWriteError,
         .serverWriteTimeout, .socketCreateError, .connectionError, .hostConnectionError,
         .unknownHost, .serverGone, .handshakeError, .serverLost, .commandsOutOfSync, .sslConnectionError,
         .malformedPacket, .serverLostExtended, .clientInteractionTimeout, .networkReadError,
@@ -125,6 +134,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         case .serverGone, .serverLost, .serverLostExtended: "lost the connection to the server"
         case .sslConnectionError: "TLS could not be set up or the server's certificate was refused"
         case .clientInteractionTimeout: "the server closed an idle connection"
+        case .statementTimeout, .queryExecutionTimeout: "the statement ran past the server's statement time limit"
+        case .nodeNotReady: "the cluster node is not ready (Galera: not in the primary component)"
         default: nil
         }
     }

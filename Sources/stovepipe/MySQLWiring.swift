@@ -12,7 +12,7 @@ import MySQLClient
 /// factory lookup under the factory's lock on each store call.
 struct PoolMetrics: MySQLPoolObserver {
     /// The codes that get their own label value; every other code is `other`.
-    private static let namedCodes: Set<UInt32> = [1040, 1053, 1205, 1213, 1290, 1927, 2002, 2003, 2006, 2013, 2055, 4031, 90001]
+    private static let namedCodes: Set<UInt32> = [1040, 1047, 1053, 1205, 1213, 1290, 1927, 2002, 2003, 2006, 2013, 2055, 4031, 90001]
 
     static func label(_ code: MySQLErrorCode) -> String {
         namedCodes.contains(code.rawValue) ? String(code.rawValue) : "other"

@@ -501,6 +501,53 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("a statement stopped by the user's statement time limit (1969) is unavailable, retryable, its connection kept")
+    func statementTimeLimit() async throws {
+        try await withEmptyDatabase { configuration in
+            // A per-user limit, as shared servers set it (MariaDB's MAX_STATEMENT_TIME resource option): no global
+            // setting changes under the other suites.
+            let user = "timed_" + UUID().uuidString.prefix(8).lowercased()
+            let admin = try MySQLConnection(configuration: configuration)
+            defer { admin.close() }
+            try admin.execute(MySQLQuery(unsafeSQL: "CREATE USER '\(user)'@'127.0.0.1' IDENTIFIED BY 'pw' WITH MAX_STATEMENT_TIME 0.3"))
+            defer { _ = try? admin.execute(MySQLQuery(unsafeSQL: "DROP USER '\(user)'@'127.0.0.1'")) }
+            try admin.execute(MySQLQuery(unsafeSQL: "GRANT ALL ON `\(configuration.database ?? "")`.* TO '\(user)'@'127.0.0.1'"))
+            let setup = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { setup.close() }
+            try setup.migrator.migrate()
+            let request = Request(
+                id: RequestID(queue: try QueueName("q"), number: 1), uri: SourceURI("git://q/1"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try setup.requests.create(request)
+            var limited = configuration
+            limited.user = user
+            limited.password = "pw"
+            limited.lockWaitTimeoutSeconds = 20
+            let observer = RetryRecorder()
+            let storage = MySQLStorage(
+                configuration: limited, poolConfiguration: .init(maxConnections: 1), observer: observer,
+                logger: silentLogger)
+            defer { storage.close() }
+            let holder = try MySQLConnection(configuration: configuration)
+            defer { holder.close() }
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT n FROM requests WHERE n = 1 FOR UPDATE")
+            let error = backendError { () throws(BackendError) in
+                try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            }
+            guard case .unavailable(let retryable, let detail)? = error else {
+                Issue.record("expected unavailable, got \(String(describing: error))")
+                return
+            }
+            #expect(detail.contains("1969"), "\(detail)")
+            // On a loaded server the same statement finishes in time once the load passes.
+            #expect(retryable)
+            #expect(observer.discardedCodes.values.isEmpty)
+            try holder.executeScript(unsafeSQL: "ROLLBACK")
+            try storage.requests.update(request, oldVersion: 1, newVersion: 2)
+            #expect(try storage.requests.get(request.id).version == 2)
+        }
+    }
+
     @Test("a closed pool is unavailable and final")
     func closedPool() async throws {
         try await withEmptyDatabase { configuration in
@@ -594,6 +641,20 @@ struct MySQLErrorTranslationTests {
             #expect(!detail.contains("secret"))
         }
         #expect(translate(.syntaxError) == .unavailable(retryable: false, detail: "mysql error 1064"))
+        // A statement stopped by the server or an operator, not refused: the same call can succeed when run again.
+        for code: MySQLErrorCode in [
+            .queryInterrupted, .statementTimeout, .queryExecutionTimeout, .preparedStatementLimit, .needReprepare,
+            .nodeNotReady,
+        ] {
+            guard case .unavailable(true, let detail) = translate(code) else {
+                Issue.record("code \(code) is not retryable")
+                continue
+            }
+            #expect(detail.contains(String(code.rawValue)) && !detail.contains("secret"), "\(detail)")
+        }
+        // A Galera node that left the cluster's primary component keeps answering 1047 until it rejoins; only another
+        // connection, which the load balancer may route elsewhere, helps (Galera docs, "WSREP has not yet prepared node").
+        #expect(MySQLErrorCode.nodeNotReady.isConnectionBroken)
         #expect(MySQLErrorTranslation.backendError(BackendError.notFound) == .notFound)
         // The codes an operator meets when connecting are named, in fixed words.
         #expect(

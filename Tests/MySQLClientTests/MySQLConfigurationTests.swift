@@ -275,10 +275,13 @@ struct MySQLErrorTests {
 
     @Test("connection-lost codes and read-only are broken; statement-level and pool codes are not")
     func brokenCodes() {
-        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927, 1153, 1159, 1290] {
+        for code: UInt32 in [2002, 2003, 2006, 2013, 2055, 4031, 1927, 1153, 1159, 1290, 1047] {
             #expect(MySQLErrorCode(rawValue: code).isConnectionBroken, "code \(code)")
         }
-        for code in [MySQLErrorCode.duplicateEntry, .deadlock, .lockWaitTimeout, .poolTimeout, .poolClosed, .syntaxError] {
+        for code in [
+            MySQLErrorCode.duplicateEntry, .deadlock, .lockWaitTimeout, .poolTimeout, .poolClosed, .syntaxError, .statementTimeout,
+            .queryInterrupted,
+        ] {
             #expect(!code.isConnectionBroken, "code \(code)")
         }
         #expect(MySQLErrorCode.deadlock.isTransient && MySQLErrorCode.lockWaitTimeout.isTransient)
