@@ -47,7 +47,8 @@ struct QueueConfiguration: Sendable, Equatable {
             return Data(try BoundedFile.read(path, maxBytes: maxBytes, regularFileOnly: false))
         } catch {
             switch error {
-            case .system, .notRegularFile: throw Invalid(place: path, problem: "cannot be read")
+            case .system(let code): throw Invalid(place: path, problem: "cannot be read: \(String(cString: strerror(code)))")
+            case .notRegularFile: throw Invalid(place: path, problem: "cannot be read: not a regular file")
             case .tooLarge(let size): throw Invalid(place: path, problem: "is \(size) bytes; \(limit)")
             case .grewPastLimit: throw Invalid(place: path, problem: "has more than \(maxBytes) bytes; \(limit)")
             }

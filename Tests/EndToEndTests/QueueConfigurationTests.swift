@@ -143,7 +143,18 @@ import Testing
         #expect {
             try QueueConfiguration.load(path: "/nonexistent/\(UUID().uuidString).json")
         } throws: { error in
-            (error as? QueueConfiguration.Invalid)?.problem == "cannot be read"
+            (error as? QueueConfiguration.Invalid)?.problem == "cannot be read: No such file or directory"
+        }
+    }
+
+    @Test func aDirectoryCannotBeReadAndSaysWhy() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        #expect {
+            try QueueConfiguration.load(path: directory.path)
+        } throws: { error in
+            (error as? QueueConfiguration.Invalid)?.problem == "cannot be read: Is a directory"
         }
     }
 
