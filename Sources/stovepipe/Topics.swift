@@ -22,6 +22,22 @@ struct Topics: ParsableCommand {
         }
     }
 
+    /// `text` for a terminal: control characters (C0, DEL, C1, line and paragraph separators) written as `\u{..}`,
+    /// so a reason quoting a remote's words can neither send escape sequences nor start a line of its own.
+    static func printable(_ text: String) -> String {
+        var result = ""
+        result.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            let category = scalar.properties.generalCategory
+            if category == .control || category == .lineSeparator || category == .paragraphSeparator || scalar == "\\" {
+                result += scalar == "\\" ? "\\\\" : "\\u{\(String(scalar.value, radix: 16, uppercase: true))}"
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
     /// The database options every topics subcommand takes.
     struct Database: ParsableArguments {
         @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL).") var mysqlURL: String?
@@ -64,7 +80,9 @@ struct Topics: ParsableCommand {
                     let age = stats.oldestPendingAgeSeconds.map { String(format: "%.1fs", $0) } ?? "-"
                     print("topic \(name): backlog \(stats.backlog), in flight \(stats.inFlight), dead letters \(stats.deadLetters), oldest pending \(age)")
                     for letter in try broker.deadLetters(name, limit: deadLetters) {
-                        print("  dead \(letter.message.id) partition \(letter.message.partitionKey) after \(letter.attempts) attempts: \(letter.reason)")
+                        print(
+                            "  dead \(Topics.printable(letter.message.id)) partition \(Topics.printable(letter.message.partitionKey))"
+                                + " after \(letter.attempts) attempts: \(Topics.printable(letter.reason))")
                     }
                 }
             }
