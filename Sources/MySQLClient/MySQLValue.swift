@@ -69,11 +69,15 @@ public struct MySQLDateTime: Sendable, Hashable, Comparable, CustomStringConvert
         self.microsecond = microsecond
     }
 
-    /// The UTC date-time of `date`, rounded to the nearest microsecond (what DATETIME(6) keeps).
+    /// The UTC date-time of `date`, rounded to the nearest microsecond (what DATETIME(6) keeps); a date beyond
+    /// 64 bits of microseconds, or not a number, gives a year no DATETIME holds, which binding refuses.
     public init(_ date: Date) {
         // Rounding to nearest absorbs the floating-point error of timeIntervalSince1970, so a Date made
         // from whole microseconds maps back to exactly those microseconds.
-        let totalMicroseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        guard let totalMicroseconds = Int64(exactly: (date.timeIntervalSince1970 * 1_000_000).rounded()) else {
+            self.init(year: Int.min, month: 1, day: 1)
+            return
+        }
         let (days, microsecondOfDay) = Self.floorDivide(totalMicroseconds, 86_400_000_000)
         let (year, month, day) = Self.civilDate(daysSinceEpoch: days)
         let secondsOfDay = microsecondOfDay / 1_000_000

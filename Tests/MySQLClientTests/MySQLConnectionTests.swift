@@ -98,6 +98,9 @@ struct MySQLConnectionTests {
                 MySQLDateTime(year: 2024, month: 1, day: 1, microsecond: 1_000_000),
                 // Date.distantFuture is year 4001; a Date a trillion seconds on is past DATETIME's year 9999.
                 MySQLDateTime(Date(timeIntervalSince1970: 1e12)),
+                // Past what a 64-bit count of microseconds holds, and not a number at all: refused, not a trap.
+                MySQLDateTime(Date(timeIntervalSince1970: 1e300)), MySQLDateTime(Date(timeIntervalSince1970: -1e300)),
+                MySQLDateTime(Date(timeIntervalSince1970: .infinity)), MySQLDateTime(Date(timeIntervalSince1970: .nan)),
             ]
             for (offset, value) in outOfRange.enumerated() {
                 let error = try #require(throws: MySQLError.self, "\(value)") {
