@@ -915,7 +915,7 @@ struct GitRunnerSignalTests {
         }
     }
 
-    @Test("git's output files have no name, so a process that exits or is killed while git runs leaves none behind")
+    @Test("git's output goes to no file, so it takes no file space and a process that exits or is killed while git runs leaves none behind")
     func outputFilesAreAnonymous() throws {
         // The readlinks run in subshells: dash execs a script's last command in place, redirection included.
         let (directory, runner) = try scriptedGit("anonymous-git") {
@@ -925,7 +925,7 @@ struct GitRunnerSignalTests {
         #expect(try runner.run(["version"]).status == 0)
         for stream in ["stdout", "stderr"] {
             let target = try String(contentsOfFile: "\(directory)/\(stream)", encoding: .utf8)
-            #expect(target.hasSuffix(" (deleted)\n"), "git's \(stream) is \(target)")
+            #expect(!target.hasPrefix("/"), "git's \(stream) is \(target)")
         }
     }
 
@@ -960,5 +960,47 @@ struct GitRunnerSignalTests {
         // The runner returns only after git has exited, so the trap has written its file by now if it ran.
         let text = (try? String(contentsOfFile: trapped, encoding: .utf8)) ?? ""
         #expect(text == "term\n", "git's SIGTERM trap did not run")
+    }
+}
+
+@Suite("GitRunner output limits")
+struct GitRunnerOutputLimitTests {
+    @Test("a git writing many MiB to stderr (a remote's endless progress) takes no file space and keeps only the start and the end, where git's error is")
+    func stderrFloodIsBounded() throws {
+        let (directory, runner) = try scriptedGit("noisy-git") {
+            """
+            #!/bin/sh
+            echo 'remote: first line' >&2
+            yes 'remote: Counting objects' | head -c 33554432 >&2
+            stat -L -c %s /proc/self/fd/2 > '\($0)/size'
+            echo 'fatal: the remote end hung up unexpectedly' >&2
+            exit 128
+
+            """
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let output = try runner.run(["fetch"])
+        #expect(output.status == 128)
+        #expect(output.stderr.utf8.count <= 64 << 10, "kept \(output.stderr.utf8.count) bytes of stderr")
+        #expect(output.stderr.hasPrefix("remote: first line\n"))
+        #expect(output.stderr.hasSuffix("fatal: the remote end hung up unexpectedly\n"))
+        let size = try String(contentsOfFile: directory + "/size", encoding: .utf8)
+        #expect(size == "0\n", "32 MiB of stderr took \(size) bytes of file space")
+    }
+
+    @Test("a git that prints more than the limit to stdout and keeps running is stopped then, not at the timeout")
+    func stdoutFloodStopsGit() async throws {
+        let (directory, runner) = try scriptedGit("flooding-git", timeout: .seconds(20)) {
+            "#!/bin/sh\necho $$ > '\($0)/pid'\nhead -c \(GitRunner.maxOutputBytes + 1) /dev/zero\nexec sleep 60\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(throws: BackendError.unavailable(
+            retryable: false, detail: "git rev-parse printed more than \(GitRunner.maxOutputBytes) bytes")) {
+            try runner.run(["rev-parse"])
+        }
+        let text = try String(contentsOfFile: directory + "/pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = try #require(Int32(text))
+        defer { if isRunning(pid) { kill(pid, SIGKILL) } }
+        #expect(!isRunning(pid), "git outlived the call")
     }
 }
