@@ -383,9 +383,11 @@ struct GitSourceControlRemoteTests {
         let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
 
         #expect(try git.latest() == uri(upstream.fileURL, "main", first))
-        let mirrors = try FileManager.default.contentsOfDirectory(atPath: cache)
-        #expect(mirrors.count == 1)
+        // The mirror, and the lock file beside it that processes sharing the cache directory take turns with.
+        let mirrors = try FileManager.default.contentsOfDirectory(atPath: cache).sorted()
+        #expect(mirrors.count == 2)
         #expect(mirrors.first?.hasSuffix(".git") == true)
+        #expect(mirrors.last == mirrors.first.map { $0 + ".lock" })
 
         let second = try upstream.commit("two")
         #expect(try git.latest() == uri(upstream.fileURL, "main", second))
@@ -402,7 +404,7 @@ struct GitSourceControlRemoteTests {
         _ = try upstream.commit("one")
         let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
         _ = try git.latest()
-        let mirror = try cache + "/" + #require(FileManager.default.contentsOfDirectory(atPath: cache).first)
+        let mirror = try cache + "/" + #require(FileManager.default.contentsOfDirectory(atPath: cache).first { $0.hasSuffix(".git") })
         let lock = mirror + "/refs/heads/main.lock"
         #expect(FileManager.default.createFile(atPath: lock, contents: nil))
 
@@ -519,7 +521,7 @@ struct GitSourceControlRemoteTests {
         }
         let urls = (try? String(contentsOfFile: git.directory + "/urls", encoding: .utf8)) ?? ""
         #expect(urls == (remote ? address + "\n" : ""), "fetched: \(urls)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == (remote ? 1 : 0), "a mirror only for a remote")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasSuffix(".git") }.count == (remote ? 1 : 0), "a mirror only for a remote")
     }
 
     @Test("callers queued behind a fetch share the next fetch instead of fetching in turn")
@@ -608,6 +610,79 @@ struct GitSourceControlRemoteTests {
         let pid = try #require(Int32(text))
         defer { if isRunning(pid) { kill(pid, SIGKILL) } }
         #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
+    }
+
+    @Test("two instances reaching one cache directory by different paths, as replicas sharing a volume do, never fetch into a mirror at once")
+    func replicasSharingACacheSerialiseFetches() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let head = try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // A second path to the same directory: each instance's in-process gate is keyed by its own path, so only a
+        // lock in the file system can keep them apart, as it must for two processes.
+        let alias = cache + "-alias"
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        defer { try? FileManager.default.removeItem(atPath: alias) }
+        // A fetch marks itself in flight for a while before git runs; one that finds the mark taken overlaps another.
+        let git = try FetchCountingGit(onFetch: #"""
+            d="$(dirname "$0")"; mkdir "$d/inflight" 2>/dev/null || echo overlap >> "$d/overlaps"; sleep 2; rmdir "$d/inflight"
+            """#)
+        defer { git.remove() }
+        let replicas = [cache, alias].map { directory in
+            GitSourceControl(
+                repository: upstream.fileURL, ref: "main", cacheDirectory: directory, timeout: .seconds(30),
+                gitExecutable: git.executable, logger: silentLogger)
+        }
+        let results = Mutex<[Result<SourceURI, BackendError>]>([])
+        let callLatest = { (source: GitSourceControl) in
+            Thread.detachNewThread {
+                let result = Result { () throws(BackendError) in try source.latest() }
+                results.withLock { $0.append(result) }
+            }
+        }
+        callLatest(replicas[0])
+        #expect(await eventually { git.fetches == 1 })
+        callLatest(replicas[1])
+        #expect(await eventually(timeout: .seconds(60)) { results.withLock { $0.count } == 2 })
+        for result in results.withLock({ $0 }) {
+            #expect(try result.get() == uri(upstream.fileURL, "main", head))
+        }
+        #expect(!FileManager.default.fileExists(atPath: git.directory + "/overlaps"), "two fetches ran into one mirror at once")
+    }
+
+    @Test("a call waits for another process's stuck fetch of the same mirror at most the git timeout, and runs no git meanwhile")
+    func waitForAnotherProcessIsBounded() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let alias = cache + "-alias"
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        defer { try? FileManager.default.removeItem(atPath: alias) }
+        let git = try FetchCountingGit(onFetch: "sleep 9; exit 1")
+        defer { git.remove() }
+        let stuck = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(30),
+            gitExecutable: git.executable, logger: silentLogger)
+        let waiting = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: alias, timeout: .seconds(3),
+            gitExecutable: git.executable, logger: silentLogger)
+        let first = Mutex<Result<SourceURI, BackendError>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { () throws(BackendError) in try stuck.latest() }
+            first.withLock { $0 = result }
+        }
+        #expect(await eventually { git.fetches == 1 })
+        #expect {
+            try waiting.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, let detail) = error as? BackendError else { return false }
+            return retryable && detail.contains("still running")
+        }
+        #expect(git.fetches == 1, "the waiting call ran a fetch of its own")
+        #expect(await eventually(timeout: .seconds(30)) { first.withLock { $0 } != nil })
     }
 
     @Test("a mirror whose git init was cut short is completed, not taken for a repository that is not one")
@@ -707,7 +782,7 @@ struct GitSourceControlRemoteTests {
             #expect(throws: BackendError.self) { try source.latest() }
         }
         // A hash of the password, in every git command line, would let anyone on the machine test guesses offline.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasSuffix(".git") }.count == 1)
     }
 
     @Test("a token in the user part of an http(s) URL (https://TOKEN:x-oauth-basic@…, https://TOKEN@…) is not in git's arguments either")

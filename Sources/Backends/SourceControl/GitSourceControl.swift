@@ -245,22 +245,26 @@ public final class GitSourceControl: SourceControl {
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
             // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
             // and git then takes the directory for no repository at all. Running init again completes it.
-            let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
-            do {
-                // Mirrors of private repositories are readable by no other user.
-                try FileManager.default.createDirectory(
-                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
-            }
-            // Another user who made the directory first (the default is under the shared temporary directory)
-            // could read every mirror, or swap one for a repository of theirs.
-            guard Self.isOwnDirectory(parent) else {
-                throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
-            }
             if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
             let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
             guard result.status == 0 else { throw failure("init", result) }
+        }
+    }
+
+    /// Creates the cache directory `mirror` is in, unless it exists; `unavailable` when it cannot or another user owns it.
+    private static func prepareCacheDirectory(of mirror: String) throws(BackendError) {
+        let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
+        do {
+            // Mirrors of private repositories are readable by no other user.
+            try FileManager.default.createDirectory(
+                atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
+        }
+        // Another user who made the directory first (the default is under the shared temporary directory)
+        // could read every mirror, or swap one for a repository of theirs.
+        guard isOwnDirectory(parent) else {
+            throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
         }
     }
 
@@ -525,7 +529,41 @@ public final class GitSourceControl: SourceControl {
             throw .unavailable(retryable: true, detail: "another git command on this repository is still running")
         }
         defer { gate.lock.unlock() }
+        try prepareCacheDirectory(of: mirror)
+        let lock = try lockFile(of: mirror, until: deadline)
+        defer { close(lock) }
         try body(gate)
+    }
+
+    /// An open descriptor of `mirror`'s lock file (`<mirror>.lock` beside it), locked with flock(2), waiting for it
+    /// until `deadline`: other processes sharing the cache directory (replicas on one volume) write the mirror in turn.
+    private static func lockFile(of mirror: String, until deadline: ContinuousClock.Instant) throws(BackendError) -> Int32 {
+        // Beside the mirror, not in it: the lock holds while the mirror is created, or removed and created again.
+        // O_NOFOLLOW: the cache directory is this user's, but a link planted in it must not be followed.
+        let fd = open(mirror + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            let passing = [EMFILE, ENFILE, ENOMEM, EINTR].contains(errno)
+            throw .unavailable(retryable: passing, detail: "cannot open the lock file of the git mirror")
+        }
+        // flock(2) waits without a deadline; git itself waits for its lock files by retrying with a growing pause
+        // (lockfile.c), and so does this. Locks belong to open file descriptions: two instances in one process, each
+        // with its own descriptor, exclude each other as two processes do.
+        var pause = Duration.milliseconds(2)
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let failure = errno
+            if failure == EINTR { continue }
+            let remaining = deadline - ContinuousClock.now
+            guard failure == EWOULDBLOCK, remaining > .zero else {
+                close(fd)
+                if failure == EWOULDBLOCK {
+                    throw .unavailable(retryable: true, detail: "another process's git command on this repository is still running")
+                }
+                throw .unavailable(retryable: failure == ENOLCK, detail: "cannot lock the git mirror")
+            }
+            Thread.sleep(forTimeInterval: Double(min(pause, remaining).nanoseconds) / 1e9)
+            pause = min(pause * 2, .milliseconds(100))
+        }
+        return fd
     }
 
     /// Runs `fetch` of `fullRef` on `mirror` alone, unless a fetch of that ref that began at or after `arrived`
