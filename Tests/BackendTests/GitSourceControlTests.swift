@@ -685,6 +685,53 @@ struct GitSourceControlRemoteTests {
         #expect(await eventually(timeout: .seconds(30)) { first.withLock { $0 } != nil })
     }
 
+    @Test("a repository whose transport git may not use (ext::, fd::, a remote helper, ftp, an upper-case scheme) is a configuration error: notFound without running git", arguments: [
+        "ext::sh -c touch% /tmp/stovepipe-ext", "fd::7", "testgit::/tmp/r", "ftp://example.invalid/r.git",
+        "HTTPS://example.invalid/r.git", "rsync://example.invalid/r.git", "foo+bar://example.invalid/r.git",
+    ])
+    func disallowedTransportRunsNothing(_ repository: String) throws {
+        let fake = try MarkerGit()
+        defer { fake.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        #expect(!GitSourceControl.isValidRepository(repository))
+        let git = GitSourceControl(
+            repository: repository, ref: "main", cacheDirectory: cache, gitExecutable: fake.executable, logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try git.latest() }
+        #expect(!fake.ran, "git ran")
+    }
+
+    @Test("the transports git is allowed to use, and local paths, are accepted", arguments: [
+        "https://example.invalid/r.git", "http://example.invalid/r.git", "ssh://example.invalid/r.git",
+        "git+ssh://example.invalid/r.git", "ssh+git://example.invalid/r.git", "git://example.invalid/r.git", "file:///srv/r.git",
+        "deploy@example.invalid:r.git", "[::1]:r.git", "/srv/r.git", "relative/r", "./a:b", "C:/r",
+    ])
+    func allowedTransportsAreAccepted(_ repository: String) {
+        #expect(GitSourceControl.isValidRepository(repository))
+    }
+
+    @Test("a transport git refuses at run time (a url.insteadOf in git's configuration rewriting to ext::) is a final error, not one to retry")
+    func transportRefusedByGitIsFinal() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let git = try WrappedGit(prelude: """
+            GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=url.ext::false.insteadOf GIT_CONFIG_VALUE_0=file://
+            export GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0
+            """)
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, let detail) = error as? BackendError else { return false }
+            return !retryable && detail.contains("transport")
+        }
+    }
+
     @Test("a mirror whose git init was cut short is completed, not taken for a repository that is not one")
     func interruptedInit() throws {
         let upstream = try ScratchRepository()

@@ -127,6 +127,9 @@ struct GitRunner: Sendable {
         }
     }
 
+    /// The transports git may use (GIT_ALLOW_PROTOCOL, git(1)); GitSourceControl refuses repositories needing another.
+    static let allowedTransports = ["file", "git", "http", "https", "ssh"]
+
     /// The most stdout read back from git; every command this service runs prints far less.
     static let maxOutputBytes = 16 << 20
 
@@ -257,7 +260,7 @@ struct GitRunner: Sendable {
         environment["GCM_INTERACTIVE"] = "never"
         environment["LC_ALL"] = "C"
         // git's protocol.allow default already refuses ext::; this also pins the transports to the usual four.
-        environment["GIT_ALLOW_PROTOCOL"] = "file:git:http:https:ssh"
+        environment["GIT_ALLOW_PROTOCOL"] = allowedTransports.joined(separator: ":")
         if environment["GIT_SSH_COMMAND"] == nil {
             environment["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
         }

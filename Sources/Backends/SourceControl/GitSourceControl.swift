@@ -135,9 +135,44 @@ public final class GitSourceControl: SourceControl {
         return HistoryPage(uris: page, nextCursor: nextCursor)
     }
 
-    /// Whether `repository` is accepted: not empty, no leading `-` (git would take it for an option), no NUL.
+    /// Whether `repository` is accepted: not empty, no leading `-` (git would take it for an option), no NUL, and read
+    /// through a transport git may use (a local path, `file://`, `git://`, `http(s)://`, `ssh://` or scp-like `host:path`).
     public static func isValidRepository(_ repository: String) -> Bool {
-        !repository.isEmpty && !repository.hasPrefix("-") && !repository.utf8.contains(0)
+        repositoryProblem(repository) == nil
+    }
+
+    /// Why `repository` is not accepted, or nil when it is.
+    public static func repositoryProblem(_ repository: String) -> String? {
+        guard !repository.isEmpty, !repository.hasPrefix("-"), !repository.utf8.contains(0) else {
+            return "must not be empty, start with '-' or contain NUL"
+        }
+        let transport = transport(of: repository)
+        guard GitRunner.allowedTransports.contains(transport) else {
+            return "needs git's transport '\(transport)', which stovepipe does not let git use; use a local path, an "
+                + "scp-like host:path, or a URL of \(GitRunner.allowedTransports.map { $0 + "://" }.joined(separator: " "))"
+        }
+        return nil
+    }
+
+    /// The transport git reads `repository` with, as git's transport_get picks it: `<helper>::<address>` names a remote
+    /// helper, `<scheme>://` its scheme (`git+ssh` and `ssh+git` are ssh), an scp-like address is ssh, a path is file.
+    static func transport(of repository: String) -> String {
+        let bytes = Array(repository.utf8)
+        // git's is_urlschemechar: a letter first, then letters, digits, '+', '-' and '.'; case counts, as git compares
+        // the name with GIT_ALLOW_PROTOCOL's as it is.
+        var end = 0
+        while end < bytes.count {
+            let byte = bytes[end]
+            let isLetter = (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+            let isOther = (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || Set("+-.".utf8).contains(byte)
+            guard isLetter || (end > 0 && isOther) else { break }
+            end += 1
+        }
+        let scheme = String(decoding: bytes[..<end], as: UTF8.self)
+        let rest = bytes[end...]
+        if rest.starts(with: "::".utf8) { return scheme }
+        if end > 0, rest.starts(with: "://".utf8) { return ["git+ssh", "ssh+git"].contains(scheme) ? "ssh" : scheme }
+        return isRemote(repository) ? "ssh" : "file"
     }
 
     /// Whether `ref` is accepted: a name `git check-ref-format --allow-onelevel` accepts, of `A-Z a-z 0-9 . _ - /`
@@ -379,6 +414,14 @@ public final class GitSourceControl: SourceControl {
             return .unavailable(
                 retryable: false,
                 detail: "git refuses the repository because another user owns it; add it to safe.directory in the git configuration of the user stovepipe runs as")
+        }
+        // A url.<base>.insteadOf in git's configuration can rewrite an accepted URL to a transport git may not use;
+        // that holds until an operator changes the configuration.
+        if result.stderr.contains("fatal: transport '") && result.stderr.contains("' not allowed") {
+            logger.error("git refuses the repository's transport", metadata: ["git.command": "\(command)"])
+            return .unavailable(
+                retryable: false,
+                detail: "git refuses the repository's transport (a url.<base>.insteadOf in git's configuration may rewrite it); it may use \(GitRunner.allowedTransports.joined(separator: ", ")) only")
         }
         logger.debug("git failed", metadata: ["git.command": "\(command)", "git.status": "\(result.status)"])
         return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
