@@ -685,6 +685,36 @@ struct GitSourceControlRemoteTests {
         #expect(await eventually(timeout: .seconds(30)) { first.withLock { $0 } != nil })
     }
 
+    @Test("reading a complete mirror (ancestry, a history page) does not wait for a fetch of it, stuck or not")
+    func readsDoNotWaitForAFetch() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let first = try upstream.commit("one")
+        let second = try upstream.commit("two")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // Fetches hang once the stall file exists.
+        let git = try FetchCountingGit(onFetch: #"if [ -e "$(dirname "$0")/stall" ]; then sleep 9; exit 1; fi"#)
+        defer { git.remove() }
+        let fetching = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(30),
+            gitExecutable: git.executable, logger: silentLogger)
+        let reading = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(3),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect(try fetching.latest() == uri(upstream.fileURL, "main", second))
+        try #require(FileManager.default.createFile(atPath: git.directory + "/stall", contents: nil))
+        let stuck = Mutex<Result<SourceURI, BackendError>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { () throws(BackendError) in try fetching.latest() }
+            stuck.withLock { $0 = result }
+        }
+        #expect(await eventually { git.fetches == 2 })
+        #expect(try reading.isAncestor(uri(upstream.fileURL, "main", first), of: uri(upstream.fileURL, "main", second)))
+        #expect(try reading.history(cursor: second, limit: 1).uris == [uri(upstream.fileURL, "main", second)])
+        #expect(await eventually(timeout: .seconds(30)) { stuck.withLock { $0 } != nil })
+    }
+
     @Test("a repository whose transport git may not use (ext::, fd::, a remote helper, ftp, an upper-case scheme) is a configuration error: notFound without running git", arguments: [
         "ext::sh -c touch% /tmp/stovepipe-ext", "fd::7", "testgit::/tmp/r", "ftp://example.invalid/r.git",
         "HTTPS://example.invalid/r.git", "rsync://example.invalid/r.git", "foo+bar://example.invalid/r.git",

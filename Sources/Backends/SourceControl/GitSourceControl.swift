@@ -277,13 +277,23 @@ public final class GitSourceControl: SourceControl {
     }
 
     private func ensureMirror(at mirror: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
+        // git init makes refs/, HEAD and config before objects/ (git 2.39's setup.c), so a mirror with all three is
+        // complete: reading it needs no turn, and waiting for one would hold every read behind a fetch, which git's
+        // atomic ref updates make safe to read alongside.
+        try Self.prepareCacheDirectory(of: mirror)
+        if Self.isInitialized(mirror) { return }
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
-            // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
-            // and git then takes the directory for no repository at all. Running init again completes it.
-            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
+            // An init cut short by a crash or the timeout leaves HEAD without objects/, and git then takes the
+            // directory for no repository at all. Running init again completes it.
+            if Self.isInitialized(mirror) { return }
             let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
             guard result.status == 0 else { throw failure("init", result) }
         }
+    }
+
+    /// Whether `git init` of `mirror` has completed.
+    private static func isInitialized(_ mirror: String) -> Bool {
+        ["HEAD", "objects", "refs"].allSatisfy { FileManager.default.fileExists(atPath: mirror + "/" + $0) }
     }
 
     /// Creates the cache directory `mirror` is in, unless it exists; `unavailable` when it cannot or another user owns it.
