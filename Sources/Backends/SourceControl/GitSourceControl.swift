@@ -591,7 +591,7 @@ public final class GitSourceControl: SourceControl {
     /// An open descriptor of `mirror`'s lock file (`<mirror>.lock` beside it), locked with flock(2), waiting for it
     /// until `deadline`: other processes sharing the cache directory (replicas on one volume) write the mirror in turn.
     private static func lockFile(of mirror: String, until deadline: ContinuousClock.Instant) throws(BackendError) -> Int32 {
-        // Beside the mirror, not in it: the lock holds while the mirror is created, or removed and created again.
+        // Beside the mirror, not in it: the lock must exist before the mirror does, while `git init` makes it.
         // O_NOFOLLOW: the cache directory is this user's, but a link planted in it must not be followed.
         let fd = open(mirror + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
