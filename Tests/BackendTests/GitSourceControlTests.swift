@@ -1142,8 +1142,9 @@ struct GitRunnerOutputLimitTests {
 
     @Test("a git that prints more than the limit to stdout and keeps running is stopped then, not at the timeout")
     func stdoutFloodStopsGit() async throws {
+        // SIGTERM ignored, so only the SIGKILL that follows it stops git: the call must wait for that too.
         let (directory, runner) = try scriptedGit("flooding-git", timeout: .seconds(20)) {
-            "#!/bin/sh\necho $$ > '\($0)/pid'\nhead -c \(GitRunner.maxOutputBytes + 1) /dev/zero\nexec sleep 60\n"
+            "#!/bin/sh\ntrap '' TERM\necho $$ > '\($0)/pid'\nhead -c \(GitRunner.maxOutputBytes + 1) /dev/zero\nexec sleep 60\n"
         }
         defer { try? FileManager.default.removeItem(atPath: directory) }
         #expect(throws: BackendError.unavailable(
@@ -1154,5 +1155,6 @@ struct GitRunnerOutputLimitTests {
         let pid = try #require(Int32(text))
         defer { if isRunning(pid) { kill(pid, SIGKILL) } }
         #expect(!isRunning(pid), "git outlived the call")
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(pid)"), "git was not reaped before the call returned")
     }
 }

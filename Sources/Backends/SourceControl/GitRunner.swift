@@ -351,7 +351,8 @@ private struct OutputCapture {
             // One read per ready stream and wake-up: a stream that never pauses cannot hold this loop past the deadline.
             for index in descriptors.indices where polled[index].revents != 0 {
                 readOnce(index)
-                if overflowed { return .overflow }
+                // Once git is being stopped the limit has done its work: what counts then is its exit.
+                if overflowed && !discarding { return .overflow }
             }
             if polled[descriptors.count].revents != 0 { return .exited }
         }
