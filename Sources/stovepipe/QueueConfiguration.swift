@@ -105,8 +105,8 @@ struct QueueConfiguration: Sendable, Equatable {
                 throw Invalid(place: "\(place).repository", problem: "must be a non-empty string (a path or URL)")
             }
             // What GitSourceControl would refuse to hand to git, leaving a queue that answers 404 forever.
-            guard GitSourceControl.isValidRepository(repository) else {
-                throw Invalid(place: "\(place).repository", problem: "must not start with '-' or contain NUL")
+            if let problem = GitSourceControl.repositoryProblem(repository) {
+                throw Invalid(place: "\(place).repository", problem: problem)
             }
             guard let ref = ownedString(source["ref"]), !ref.isEmpty else {
                 throw Invalid(place: "\(place).ref", problem: "must be a non-empty string such as refs/heads/main")

@@ -383,9 +383,11 @@ struct GitSourceControlRemoteTests {
         let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
 
         #expect(try git.latest() == uri(upstream.fileURL, "main", first))
-        let mirrors = try FileManager.default.contentsOfDirectory(atPath: cache)
-        #expect(mirrors.count == 1)
+        // The mirror, and the lock file beside it that processes sharing the cache directory take turns with.
+        let mirrors = try FileManager.default.contentsOfDirectory(atPath: cache).sorted()
+        #expect(mirrors.count == 2)
         #expect(mirrors.first?.hasSuffix(".git") == true)
+        #expect(mirrors.last == mirrors.first.map { $0 + ".lock" })
 
         let second = try upstream.commit("two")
         #expect(try git.latest() == uri(upstream.fileURL, "main", second))
@@ -402,7 +404,7 @@ struct GitSourceControlRemoteTests {
         _ = try upstream.commit("one")
         let git = GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger)
         _ = try git.latest()
-        let mirror = try cache + "/" + #require(FileManager.default.contentsOfDirectory(atPath: cache).first)
+        let mirror = try cache + "/" + #require(FileManager.default.contentsOfDirectory(atPath: cache).first { $0.hasSuffix(".git") })
         let lock = mirror + "/refs/heads/main.lock"
         #expect(FileManager.default.createFile(atPath: lock, contents: nil))
 
@@ -519,7 +521,7 @@ struct GitSourceControlRemoteTests {
         }
         let urls = (try? String(contentsOfFile: git.directory + "/urls", encoding: .utf8)) ?? ""
         #expect(urls == (remote ? address + "\n" : ""), "fetched: \(urls)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == (remote ? 1 : 0), "a mirror only for a remote")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasSuffix(".git") }.count == (remote ? 1 : 0), "a mirror only for a remote")
     }
 
     @Test("callers queued behind a fetch share the next fetch instead of fetching in turn")
@@ -608,6 +610,156 @@ struct GitSourceControlRemoteTests {
         let pid = try #require(Int32(text))
         defer { if isRunning(pid) { kill(pid, SIGKILL) } }
         #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
+    }
+
+    @Test("two instances reaching one cache directory by different paths, as replicas sharing a volume do, never fetch into a mirror at once")
+    func replicasSharingACacheSerialiseFetches() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let head = try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // A second path to the same directory: each instance's in-process gate is keyed by its own path, so only a
+        // lock in the file system can keep them apart, as it must for two processes.
+        let alias = cache + "-alias"
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        defer { try? FileManager.default.removeItem(atPath: alias) }
+        // A fetch marks itself in flight for a while before git runs; one that finds the mark taken overlaps another.
+        let git = try FetchCountingGit(onFetch: #"""
+            d="$(dirname "$0")"; mkdir "$d/inflight" 2>/dev/null || echo overlap >> "$d/overlaps"; sleep 2; rmdir "$d/inflight"
+            """#)
+        defer { git.remove() }
+        let replicas = [cache, alias].map { directory in
+            GitSourceControl(
+                repository: upstream.fileURL, ref: "main", cacheDirectory: directory, timeout: .seconds(30),
+                gitExecutable: git.executable, logger: silentLogger)
+        }
+        let results = Mutex<[Result<SourceURI, BackendError>]>([])
+        let callLatest = { (source: GitSourceControl) in
+            Thread.detachNewThread {
+                let result = Result { () throws(BackendError) in try source.latest() }
+                results.withLock { $0.append(result) }
+            }
+        }
+        callLatest(replicas[0])
+        #expect(await eventually { git.fetches == 1 })
+        callLatest(replicas[1])
+        #expect(await eventually(timeout: .seconds(60)) { results.withLock { $0.count } == 2 })
+        for result in results.withLock({ $0 }) {
+            #expect(try result.get() == uri(upstream.fileURL, "main", head))
+        }
+        #expect(!FileManager.default.fileExists(atPath: git.directory + "/overlaps"), "two fetches ran into one mirror at once")
+    }
+
+    @Test("a call waits for another process's stuck fetch of the same mirror at most the git timeout, and runs no git meanwhile")
+    func waitForAnotherProcessIsBounded() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let alias = cache + "-alias"
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        defer { try? FileManager.default.removeItem(atPath: alias) }
+        let git = try FetchCountingGit(onFetch: "sleep 9; exit 1")
+        defer { git.remove() }
+        let stuck = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(30),
+            gitExecutable: git.executable, logger: silentLogger)
+        let waiting = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: alias, timeout: .seconds(3),
+            gitExecutable: git.executable, logger: silentLogger)
+        let first = Mutex<Result<SourceURI, BackendError>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { () throws(BackendError) in try stuck.latest() }
+            first.withLock { $0 = result }
+        }
+        #expect(await eventually { git.fetches == 1 })
+        #expect {
+            try waiting.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, let detail) = error as? BackendError else { return false }
+            return retryable && detail.contains("still running")
+        }
+        #expect(git.fetches == 1, "the waiting call ran a fetch of its own")
+        #expect(await eventually(timeout: .seconds(30)) { first.withLock { $0 } != nil })
+    }
+
+    @Test("reading a complete mirror (ancestry, a history page) does not wait for a fetch of it, stuck or not")
+    func readsDoNotWaitForAFetch() async throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        let first = try upstream.commit("one")
+        let second = try upstream.commit("two")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // Fetches hang once the stall file exists.
+        let git = try FetchCountingGit(onFetch: #"if [ -e "$(dirname "$0")/stall" ]; then sleep 9; exit 1; fi"#)
+        defer { git.remove() }
+        let fetching = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(30),
+            gitExecutable: git.executable, logger: silentLogger)
+        let reading = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, timeout: .seconds(3),
+            gitExecutable: git.executable, logger: silentLogger)
+        #expect(try fetching.latest() == uri(upstream.fileURL, "main", second))
+        try #require(FileManager.default.createFile(atPath: git.directory + "/stall", contents: nil))
+        let stuck = Mutex<Result<SourceURI, BackendError>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { () throws(BackendError) in try fetching.latest() }
+            stuck.withLock { $0 = result }
+        }
+        #expect(await eventually { git.fetches == 2 })
+        #expect(try reading.isAncestor(uri(upstream.fileURL, "main", first), of: uri(upstream.fileURL, "main", second)))
+        #expect(try reading.history(cursor: second, limit: 1).uris == [uri(upstream.fileURL, "main", second)])
+        #expect(await eventually(timeout: .seconds(30)) { stuck.withLock { $0 } != nil })
+    }
+
+    @Test("a repository whose transport git may not use (ext::, fd::, a remote helper, ftp, an upper-case scheme) is a configuration error: notFound without running git", arguments: [
+        "ext::sh -c touch% /tmp/stovepipe-ext", "fd::7", "testgit::/tmp/r", "ftp://example.invalid/r.git",
+        "HTTPS://example.invalid/r.git", "rsync://example.invalid/r.git", "foo+bar://example.invalid/r.git",
+    ])
+    func disallowedTransportRunsNothing(_ repository: String) throws {
+        let fake = try MarkerGit()
+        defer { fake.remove() }
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        #expect(!GitSourceControl.isValidRepository(repository))
+        let git = GitSourceControl(
+            repository: repository, ref: "main", cacheDirectory: cache, gitExecutable: fake.executable, logger: silentLogger)
+        #expect(throws: BackendError.notFound) { try git.latest() }
+        #expect(!fake.ran, "git ran")
+    }
+
+    @Test("the transports git is allowed to use, and local paths, are accepted", arguments: [
+        "https://example.invalid/r.git", "http://example.invalid/r.git", "ssh://example.invalid/r.git",
+        "git+ssh://example.invalid/r.git", "ssh+git://example.invalid/r.git", "git://example.invalid/r.git", "file:///srv/r.git",
+        "deploy@example.invalid:r.git", "[::1]:r.git", "/srv/r.git", "relative/r", "./a:b", "C:/r",
+    ])
+    func allowedTransportsAreAccepted(_ repository: String) {
+        #expect(GitSourceControl.isValidRepository(repository))
+    }
+
+    @Test("a transport git refuses at run time (a url.insteadOf in git's configuration rewriting to ext::) is a final error, not one to retry")
+    func transportRefusedByGitIsFinal() throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let git = try WrappedGit(prelude: """
+            GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=url.ext::false.insteadOf GIT_CONFIG_VALUE_0=file://
+            export GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0
+            """)
+        defer { git.remove() }
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, let detail) = error as? BackendError else { return false }
+            return !retryable && detail.contains("transport")
+        }
     }
 
     @Test("a mirror whose git init was cut short is completed, not taken for a repository that is not one")
@@ -707,7 +859,7 @@ struct GitSourceControlRemoteTests {
             #expect(throws: BackendError.self) { try source.latest() }
         }
         // A hash of the password, in every git command line, would let anyone on the machine test guesses offline.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasSuffix(".git") }.count == 1)
     }
 
     @Test("a token in the user part of an http(s) URL (https://TOKEN:x-oauth-basic@…, https://TOKEN@…) is not in git's arguments either")
@@ -915,7 +1067,7 @@ struct GitRunnerSignalTests {
         }
     }
 
-    @Test("git's output files have no name, so a process that exits or is killed while git runs leaves none behind")
+    @Test("git's output goes to no file, so it takes no file space and a process that exits or is killed while git runs leaves none behind")
     func outputFilesAreAnonymous() throws {
         // The readlinks run in subshells: dash execs a script's last command in place, redirection included.
         let (directory, runner) = try scriptedGit("anonymous-git") {
@@ -925,7 +1077,7 @@ struct GitRunnerSignalTests {
         #expect(try runner.run(["version"]).status == 0)
         for stream in ["stdout", "stderr"] {
             let target = try String(contentsOfFile: "\(directory)/\(stream)", encoding: .utf8)
-            #expect(target.hasSuffix(" (deleted)\n"), "git's \(stream) is \(target)")
+            #expect(!target.hasPrefix("/"), "git's \(stream) is \(target)")
         }
     }
 
@@ -960,5 +1112,49 @@ struct GitRunnerSignalTests {
         // The runner returns only after git has exited, so the trap has written its file by now if it ran.
         let text = (try? String(contentsOfFile: trapped, encoding: .utf8)) ?? ""
         #expect(text == "term\n", "git's SIGTERM trap did not run")
+    }
+}
+
+@Suite("GitRunner output limits")
+struct GitRunnerOutputLimitTests {
+    @Test("a git writing many MiB to stderr (a remote's endless progress) takes no file space and keeps only the start and the end, where git's error is")
+    func stderrFloodIsBounded() throws {
+        let (directory, runner) = try scriptedGit("noisy-git") {
+            """
+            #!/bin/sh
+            echo 'remote: first line' >&2
+            yes 'remote: Counting objects' | head -c 33554432 >&2
+            stat -L -c %s /proc/self/fd/2 > '\($0)/size'
+            echo 'fatal: the remote end hung up unexpectedly' >&2
+            exit 128
+
+            """
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let output = try runner.run(["fetch"])
+        #expect(output.status == 128)
+        #expect(output.stderr.utf8.count <= 64 << 10, "kept \(output.stderr.utf8.count) bytes of stderr")
+        #expect(output.stderr.hasPrefix("remote: first line\n"))
+        #expect(output.stderr.hasSuffix("fatal: the remote end hung up unexpectedly\n"))
+        let size = try String(contentsOfFile: directory + "/size", encoding: .utf8)
+        #expect(size == "0\n", "32 MiB of stderr took \(size) bytes of file space")
+    }
+
+    @Test("a git that prints more than the limit to stdout and keeps running is stopped then, not at the timeout")
+    func stdoutFloodStopsGit() async throws {
+        // SIGTERM ignored, so only the SIGKILL that follows it stops git: the call must wait for that too.
+        let (directory, runner) = try scriptedGit("flooding-git", timeout: .seconds(20)) {
+            "#!/bin/sh\ntrap '' TERM\necho $$ > '\($0)/pid'\nhead -c \(GitRunner.maxOutputBytes + 1) /dev/zero\nexec sleep 60\n"
+        }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(throws: BackendError.unavailable(
+            retryable: false, detail: "git rev-parse printed more than \(GitRunner.maxOutputBytes) bytes")) {
+            try runner.run(["rev-parse"])
+        }
+        let text = try String(contentsOfFile: directory + "/pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = try #require(Int32(text))
+        defer { if isRunning(pid) { kill(pid, SIGKILL) } }
+        #expect(!isRunning(pid), "git outlived the call")
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(pid)"), "git was not reaped before the call returned")
     }
 }

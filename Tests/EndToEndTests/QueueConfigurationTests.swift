@@ -48,6 +48,9 @@ import Testing
         (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r", "ref": "HEAD"}}]}"#, "$.queues[0].source.ref"),
         (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "--upload-pack=touch x", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
         (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "/r\u0000x", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
+        // Transports git is not allowed to use: every fetch would fail until the file is changed.
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "ext::sh -c touch% x", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
+        (#"{"queues": [{"name": "a", "source": {"type": "git", "repository": "ftp://example.invalid/r.git", "ref": "main"}}]}"#, "$.queues[0].source.repository"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": []}}]}"#, "$.queues[0].source.history"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": [3]}}]}"#, "$.queues[0].source.history[0]"),
         (#"{"queues": [{"name": "a", "source": {"type": "static", "history": ["x"]}}, {"name": "a", "source": {"type": "static", "history": ["x"]}}]}"#, "$.queues[1].name"),

@@ -47,86 +47,101 @@ struct GitRunner: Sendable {
         return try run(["-C", directory] + arguments, ceiling: parent, extraEnvironment: extraEnvironment)
     }
 
-    /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout, or its output
-    /// exceeds `maxOutputBytes`.
+    /// Runs `git arguments`; `unavailable` when git cannot start or exceeds the timeout, or its stdout
+    /// exceeds `maxOutputBytes`. Of stderr only the first and last `keptErrorBytes` are kept.
     func run(
         _ arguments: [String], ceiling: String? = nil, extraEnvironment: [String: String] = [:]
     ) throws(BackendError) -> GitOutput {
-        // Output goes to files rather than pipes: a full pipe cannot block git, and nothing has to be
-        // drained concurrently; after a timeout, grandchildren holding the descriptors cannot block us.
-        let outFD = Self.anonymousFile()
-        defer { if outFD >= 0 { close(outFD) } }
-        let errFD = Self.anonymousFile()
-        defer { if errFD >= 0 { close(errFD) } }
-        guard outFD >= 0, errFD >= 0 else {
-            throw .unavailable(retryable: true, detail: "cannot create git output files")
+        // Output goes through channels this thread drains while git runs, keeping a bounded part: a remote that
+        // streams `remote:` lines without end fills neither memory nor the file system, and a full channel never
+        // blocks git for long. Socket pairs rather than pipes: SOCK_CLOEXEC sets close-on-exec atomically, so no
+        // process another thread starts meanwhile holds an end (Swift's Glibc does not import pipe2).
+        var outChannel: [Int32] = [-1, -1]
+        var errChannel: [Int32] = [-1, -1]
+        var exitChannel: [Int32] = [-1, -1]
+        defer { for fd in outChannel + errChannel + exitChannel where fd >= 0 { close(fd) } }
+        let type = Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &outChannel) == 0, socketpair(AF_UNIX, type, 0, &errChannel) == 0,
+            socketpair(AF_UNIX, type, 0, &exitChannel) == 0,
+            fcntl(outChannel[0], F_SETFL, O_NONBLOCK) == 0, fcntl(errChannel[0], F_SETFL, O_NONBLOCK) == 0
+        else {
+            throw .unavailable(retryable: true, detail: "cannot create channels for git's output")
         }
 
         var environment = environment.merging(extraEnvironment) { _, extra in extra }
         // A configured path must itself be a repository, not a directory inside one.
         if let ceiling { environment["GIT_CEILING_DIRECTORIES"] = ceiling }
-        let exit = try spawn(
+        let pid = try spawn(
             arguments: [executable.path] + arguments,
             environment: environment.map { "\($0.key)=\($0.value)" },
-            stdout: outFD,
-            stderr: errFD
+            stdout: outChannel[1],
+            stderr: errChannel[1]
         )
+        // Only git may hold the write ends now.
+        close(outChannel[1])
+        close(errChannel[1])
+        outChannel[1] = -1
+        errChannel[1] = -1
+        // The reaper owns the exit channel from here: it may outlive this call when git cannot be killed (state D), and
+        // its write must not reach a descriptor number this process has reused meanwhile.
+        let exit = ChildExit(pid: pid, readable: exitChannel[0], writable: exitChannel[1])
+        exitChannel = [-1, -1]
+        let reaper = Thread { exit.reap() }
+        reaper.name = "stovepipe.git-reaper"
+        reaper.start()
 
         let subcommand = arguments.first(where: Self.isSubcommand) ?? ""
-        if exit.done.wait(timeout: .now() + Self.dispatchInterval(timeout)) == .timedOut {
-            // git leads its own process group (POSIX_SPAWN_SETPGROUP): signalling the group also stops git's
-            // children (ssh, a remote helper), which a terminated git leaves running.
-            kill(-exit.pid, SIGTERM)
-            if exit.done.wait(timeout: .now() + .seconds(2)) == .timedOut {
-                kill(-exit.pid, SIGKILL)
-                _ = exit.done.wait(timeout: .now() + .seconds(5))
-            }
+        var output = OutputCapture(stdout: outChannel[0], stderr: errChannel[0])
+        switch output.pump(until: exit, deadline: .now + timeout) {
+        case .exited:
+            output.drainAfterExit()
+            if output.overflowed { break }
+            return GitOutput(
+                status: exit.status.withLock { $0 } ?? -1,
+                stdout: String(decoding: output.stdout, as: UTF8.self),
+                stderr: String(decoding: output.stderr, as: UTF8.self)
+            )
+        case .deadline:
+            stop(exit, draining: &output)
             throw .unavailable(retryable: true, detail: "git \(subcommand) timed out")
+        case .overflow:
+            // What follows would be read only to be dropped: stop git now rather than at the timeout.
+            stop(exit, draining: &output)
+        case .failed:
+            stop(exit, draining: &output)
+            throw .unavailable(retryable: true, detail: "cannot read git \(subcommand)'s output")
         }
-        guard let stdout = Self.contents(of: outFD), let stderr = Self.contents(of: errFD) else {
-            throw .unavailable(retryable: false, detail: "git \(subcommand) printed more than \(Self.maxOutputBytes) bytes")
-        }
-        return GitOutput(
-            status: exit.status.withLock { $0 } ?? -1,
-            stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderr, as: UTF8.self)
-        )
+        throw .unavailable(retryable: false, detail: "git \(subcommand) printed more than \(Self.maxOutputBytes) bytes")
     }
 
-    /// The most output of one stream read back from git; every command this service runs prints far less.
+    /// Stops git and its process group: SIGTERM, and SIGKILL 2 s later; waits 5 s more for the exit, draining its
+    /// output meanwhile so that git is never blocked writing while it shuts down.
+    private func stop(_ exit: ChildExit, draining output: inout OutputCapture) {
+        output.discarding = true
+        // git leads its own process group (POSIX_SPAWN_SETPGROUP): signalling the group also stops git's
+        // children (ssh, a remote helper), which a terminated git leaves running.
+        kill(-exit.pid, SIGTERM)
+        if output.pump(until: exit, deadline: .now + .seconds(2)) != .exited {
+            kill(-exit.pid, SIGKILL)
+            _ = output.pump(until: exit, deadline: .now + .seconds(5))
+        }
+    }
+
+    /// The transports git may use (GIT_ALLOW_PROTOCOL, git(1)); GitSourceControl refuses repositories needing another.
+    static let allowedTransports = ["file", "git", "http", "https", "ssh"]
+
+    /// The most stdout read back from git; every command this service runs prints far less.
     static let maxOutputBytes = 16 << 20
 
-    /// A read-write file with no name left in the file system, or -1: unlinked at once, it cannot be left
-    /// behind by a process that exits (or is killed) while git runs.
-    private static func anonymousFile() -> Int32 {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("stovepipe-git-\(UUID().uuidString)").path
-        // O_EXCL and mode 0600: the name is in the shared temporary directory for an instant (open(2)).
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd >= 0 { unlink(path) }
-        return fd
-    }
-
-    /// What was written to `fd` from its start, or nil when that is more than `maxOutputBytes`.
-    private static func contents(of fd: Int32) -> [UInt8]? {
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 << 10)
-        var offset: off_t = 0
-        while true {
-            let count = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return bytes }
-            guard bytes.count + count <= maxOutputBytes else { return nil }
-            bytes.append(contentsOf: chunk[0..<count])
-            offset += off_t(count)
-        }
-    }
+    /// How much of the start, and of the end, of git's stderr is kept: git's error is a line or two at the end,
+    /// after whatever a remote printed.
+    static let keptErrorBytes = 8 << 10
 
     /// Starts `arguments[0]` with stdin /dev/null, the given stdout and stderr, in a new process group, with
-    /// default signal actions and an empty signal mask; a thread of its own reaps it.
+    /// default signal actions and an empty signal mask.
     private func spawn(
         arguments: [String], environment: [String], stdout: Int32, stderr: Int32
-    ) throws(BackendError) -> ChildExit {
+    ) throws(BackendError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         guard posix_spawn_file_actions_init(&actions) == 0 else {
             throw .unavailable(retryable: false, detail: "git could not be started")
@@ -186,12 +201,7 @@ struct GitRunner: Sendable {
             let passing = [EAGAIN, ENOMEM, EMFILE, ENFILE].contains(spawned)
             throw .unavailable(retryable: passing, detail: "git could not be started")
         }
-
-        let exit = ChildExit(pid: pid)
-        let reaper = Thread { exit.reap() }
-        reaper.name = "stovepipe.git-reaper"
-        reaper.start()
-        return exit
+        return pid
     }
 
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
@@ -223,12 +233,6 @@ struct GitRunner: Sendable {
         ["rev-parse", "merge-base", "rev-list", "fetch", "init"].contains(argument)
     }
 
-    private static func dispatchInterval(_ duration: Duration) -> DispatchTimeInterval {
-        let parts = duration.components
-        let nanoseconds = max(0, parts.seconds) * 1_000_000_000 + max(0, parts.attoseconds) / 1_000_000_000
-        return .nanoseconds(Int(clamping: nanoseconds))
-    }
-
     private static func resolveGit() -> String {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for directory in path.split(separator: ":") where !directory.isEmpty {
@@ -256,7 +260,7 @@ struct GitRunner: Sendable {
         environment["GCM_INTERACTIVE"] = "never"
         environment["LC_ALL"] = "C"
         // git's protocol.allow default already refuses ext::; this also pins the transports to the usual four.
-        environment["GIT_ALLOW_PROTOCOL"] = "file:git:http:https:ssh"
+        environment["GIT_ALLOW_PROTOCOL"] = allowedTransports.joined(separator: ":")
         if environment["GIT_SSH_COMMAND"] == nil {
             environment["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
         }
@@ -267,14 +271,24 @@ struct GitRunner: Sendable {
 /// One spawned child and its exit status, which `reap` sets, once, when the child has exited.
 private final class ChildExit: Sendable {
     let pid: pid_t
-    /// Signalled once the child has been reaped.
-    let done = DispatchSemaphore(value: 0)
+    /// Readable once the child has been reaped: `reap` writes a byte to the socket pair's other end.
+    let readable: Int32
+    private let writable: Int32
     /// The exit code, or the signal number for a child a signal ended, as Process.terminationStatus has it.
     let status = Mutex<Int32?>(nil)
 
-    init(pid: pid_t) { self.pid = pid }
+    init(pid: pid_t, readable: Int32, writable: Int32) {
+        self.pid = pid
+        self.readable = readable
+        self.writable = writable
+    }
 
-    /// Blocks until the child exits, records its status and signals `done`.
+    deinit {
+        close(readable)
+        close(writable)
+    }
+
+    /// Blocks until the child exits, records its status and makes `readable` readable.
     func reap() {
         var raw: Int32 = 0
         var reaped: pid_t
@@ -288,6 +302,112 @@ private final class ChildExit: Sendable {
             let signal = raw & 0x7f
             status.withLock { $0 = signal == 0 ? (raw >> 8) & 0xff : signal }
         }
-        done.signal()
+        var byte: UInt8 = 1
+        // One byte into an empty socket buffer: it cannot block or be short.
+        _ = write(writable, &byte, 1)
+    }
+}
+
+/// Reads git's stdout and stderr from the non-blocking read ends of their channels, keeping at most
+/// `GitRunner.maxOutputBytes` of stdout and the first and last `GitRunner.keptErrorBytes` of stderr.
+private struct OutputCapture {
+    enum Outcome { case exited, deadline, overflow, failed }
+
+    /// The read ends not yet at their end; -1 once closed, which poll(2) skips.
+    private var descriptors: [Int32]
+    private(set) var stdout: [UInt8] = []
+    private(set) var overflowed = false
+    private var errorHead: [UInt8] = []
+    private var errorTail: [UInt8] = []
+    private var errorDropped = 0
+    /// Set once git is being stopped: what it prints then is read and dropped.
+    var discarding = false
+    private var buffer = [UInt8](repeating: 0, count: 64 << 10)
+
+    init(stdout: Int32, stderr: Int32) { descriptors = [stdout, stderr] }
+
+    /// stderr as kept: its start, a note of how much was left out, and its end from the first whole line on.
+    var stderr: [UInt8] {
+        guard errorDropped > 0 else { return errorHead + errorTail }
+        var tail = errorTail.suffix(GitRunner.keptErrorBytes)
+        if let newline = tail.firstIndex(of: UInt8(ascii: "\n")) { tail = tail[(newline + 1)...] }
+        let skipped = errorDropped + (errorTail.count - tail.count)
+        return errorHead + Array("\n[\(skipped) bytes of git's output left out]\n".utf8) + tail
+    }
+
+    /// Reads what git prints until it has exited, `deadline` passes, or stdout goes beyond its limit.
+    mutating func pump(until exit: ChildExit, deadline: ContinuousClock.Instant) -> Outcome {
+        while true {
+            let remaining = deadline - .now
+            guard remaining > .zero else { return .deadline }
+            let (seconds, attoseconds) = remaining.components
+            let milliseconds = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            var polled = (descriptors + [exit.readable]).map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let ready = poll(&polled, nfds_t(polled.count), milliseconds)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return .failed
+            }
+            // One read per ready stream and wake-up: a stream that never pauses cannot hold this loop past the deadline.
+            for index in descriptors.indices where polled[index].revents != 0 {
+                readOnce(index)
+                // Once git is being stopped the limit has done its work: what counts then is its exit.
+                if overflowed && !discarding { return .overflow }
+            }
+            if polled[descriptors.count].revents != 0 { return .exited }
+        }
+    }
+
+    /// Reads what git left in the channels when it exited; a child of git that outlives it and still writes is not
+    /// waited for.
+    mutating func drainAfterExit() {
+        // A socket buffer holds at most net.core.wmem_max + rmem_max (a few MiB, socket(7)): more than that can only
+        // come from a descendant still writing.
+        var budget = 16 << 20
+        for index in descriptors.indices {
+            while descriptors[index] >= 0, budget > 0, !overflowed {
+                let count = readOnce(index)
+                guard count > 0 else { break }
+                budget -= count
+            }
+        }
+    }
+
+    /// Reads once from stream `index` (0 stdout, 1 stderr); the bytes read, 0 at its end or when nothing is ready.
+    @discardableResult
+    private mutating func readOnce(_ index: Int) -> Int {
+        let fd = descriptors[index]
+        guard fd >= 0 else { return 0 }
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            // EAGAIN: nothing yet; EINTR: try again on the next wake-up. Anything else ends the stream.
+            if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { descriptors[index] = -1 }
+            return 0
+        }
+        if count == 0 {
+            // The descriptor itself is GitRunner's to close.
+            descriptors[index] = -1
+            return 0
+        }
+        guard !discarding else { return count }
+        let bytes = buffer[0..<count]
+        if index == 0 {
+            guard stdout.count + count <= GitRunner.maxOutputBytes else {
+                overflowed = true
+                return count
+            }
+            stdout.append(contentsOf: bytes)
+        } else {
+            let keep = GitRunner.keptErrorBytes
+            let toHead = min(keep - errorHead.count, count)
+            errorHead.append(contentsOf: bytes.prefix(toHead))
+            errorTail.append(contentsOf: bytes.dropFirst(toHead))
+            if errorTail.count > 2 * keep {
+                let excess = errorTail.count - keep
+                errorTail.removeFirst(excess)
+                errorDropped += excess
+            }
+        }
+        return count
     }
 }

@@ -135,9 +135,44 @@ public final class GitSourceControl: SourceControl {
         return HistoryPage(uris: page, nextCursor: nextCursor)
     }
 
-    /// Whether `repository` is accepted: not empty, no leading `-` (git would take it for an option), no NUL.
+    /// Whether `repository` is accepted: not empty, no leading `-` (git would take it for an option), no NUL, and read
+    /// through a transport git may use (a local path, `file://`, `git://`, `http(s)://`, `ssh://` or scp-like `host:path`).
     public static func isValidRepository(_ repository: String) -> Bool {
-        !repository.isEmpty && !repository.hasPrefix("-") && !repository.utf8.contains(0)
+        repositoryProblem(repository) == nil
+    }
+
+    /// Why `repository` is not accepted, or nil when it is.
+    public static func repositoryProblem(_ repository: String) -> String? {
+        guard !repository.isEmpty, !repository.hasPrefix("-"), !repository.utf8.contains(0) else {
+            return "must not be empty, start with '-' or contain NUL"
+        }
+        let transport = transport(of: repository)
+        guard GitRunner.allowedTransports.contains(transport) else {
+            return "needs git's transport '\(transport)', which stovepipe does not let git use; use a local path, an "
+                + "scp-like host:path, or a URL of \(GitRunner.allowedTransports.map { $0 + "://" }.joined(separator: " "))"
+        }
+        return nil
+    }
+
+    /// The transport git reads `repository` with, as git's transport_get picks it: `<helper>::<address>` names a remote
+    /// helper, `<scheme>://` its scheme (`git+ssh` and `ssh+git` are ssh), an scp-like address is ssh, a path is file.
+    static func transport(of repository: String) -> String {
+        let bytes = Array(repository.utf8)
+        // git's is_urlschemechar: a letter first, then letters, digits, '+', '-' and '.'; case counts, as git compares
+        // the name with GIT_ALLOW_PROTOCOL's as it is.
+        var end = 0
+        while end < bytes.count {
+            let byte = bytes[end]
+            let isLetter = (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+            let isOther = (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || Set("+-.".utf8).contains(byte)
+            guard isLetter || (end > 0 && isOther) else { break }
+            end += 1
+        }
+        let scheme = String(decoding: bytes[..<end], as: UTF8.self)
+        let rest = bytes[end...]
+        if rest.starts(with: "::".utf8) { return scheme }
+        if end > 0, rest.starts(with: "://".utf8) { return ["git+ssh", "ssh+git"].contains(scheme) ? "ssh" : scheme }
+        return isRemote(repository) ? "ssh" : "file"
     }
 
     /// Whether `ref` is accepted: a name `git check-ref-format --allow-onelevel` accepts, of `A-Z a-z 0-9 . _ - /`
@@ -242,25 +277,39 @@ public final class GitSourceControl: SourceControl {
     }
 
     private func ensureMirror(at mirror: String, askedAt asked: ContinuousClock.Instant) throws(BackendError) {
+        // git init makes refs/, HEAD and config before objects/ (git 2.39's setup.c), so a mirror with all three is
+        // complete: reading it needs no turn, and waiting for one would hold every read behind a fetch, which git's
+        // atomic ref updates make safe to read alongside.
+        try Self.prepareCacheDirectory(of: mirror)
+        if Self.isInitialized(mirror) { return }
         try Self.exclusively(on: mirror, until: asked + runner.timeout) { _ throws(BackendError) in
-            // git init writes HEAD before objects/: an init cut short by a crash or the timeout leaves HEAD behind,
-            // and git then takes the directory for no repository at all. Running init again completes it.
-            let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
-            do {
-                // Mirrors of private repositories are readable by no other user.
-                try FileManager.default.createDirectory(
-                    atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
-            }
-            // Another user who made the directory first (the default is under the shared temporary directory)
-            // could read every mirror, or swap one for a repository of theirs.
-            guard Self.isOwnDirectory(parent) else {
-                throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
-            }
-            if ["HEAD", "objects", "refs"].allSatisfy({ FileManager.default.fileExists(atPath: mirror + "/" + $0) }) { return }
+            // An init cut short by a crash or the timeout leaves HEAD without objects/, and git then takes the
+            // directory for no repository at all. Running init again completes it.
+            if Self.isInitialized(mirror) { return }
             let result = try runner.run(["init", "--bare", "--quiet", "--", mirror])
             guard result.status == 0 else { throw failure("init", result) }
+        }
+    }
+
+    /// Whether `git init` of `mirror` has completed.
+    private static func isInitialized(_ mirror: String) -> Bool {
+        ["HEAD", "objects", "refs"].allSatisfy { FileManager.default.fileExists(atPath: mirror + "/" + $0) }
+    }
+
+    /// Creates the cache directory `mirror` is in, unless it exists; `unavailable` when it cannot or another user owns it.
+    private static func prepareCacheDirectory(of mirror: String) throws(BackendError) {
+        let parent = URL(fileURLWithPath: mirror).deletingLastPathComponent().path
+        do {
+            // Mirrors of private repositories are readable by no other user.
+            try FileManager.default.createDirectory(
+                atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .unavailable(retryable: false, detail: "cannot create the git cache directory")
+        }
+        // Another user who made the directory first (the default is under the shared temporary directory)
+        // could read every mirror, or swap one for a repository of theirs.
+        guard isOwnDirectory(parent) else {
+            throw .unavailable(retryable: false, detail: "the git cache directory, or a symlink to it, belongs to another user")
         }
     }
 
@@ -375,6 +424,14 @@ public final class GitSourceControl: SourceControl {
             return .unavailable(
                 retryable: false,
                 detail: "git refuses the repository because another user owns it; add it to safe.directory in the git configuration of the user stovepipe runs as")
+        }
+        // A url.<base>.insteadOf in git's configuration can rewrite an accepted URL to a transport git may not use;
+        // that holds until an operator changes the configuration.
+        if result.stderr.contains("fatal: transport '") && result.stderr.contains("' not allowed") {
+            logger.error("git refuses the repository's transport", metadata: ["git.command": "\(command)"])
+            return .unavailable(
+                retryable: false,
+                detail: "git refuses the repository's transport (a url.<base>.insteadOf in git's configuration may rewrite it); it may use \(GitRunner.allowedTransports.joined(separator: ", ")) only")
         }
         logger.debug("git failed", metadata: ["git.command": "\(command)", "git.status": "\(result.status)"])
         return .unavailable(retryable: true, detail: "git \(command) exited with status \(result.status)")
@@ -525,7 +582,41 @@ public final class GitSourceControl: SourceControl {
             throw .unavailable(retryable: true, detail: "another git command on this repository is still running")
         }
         defer { gate.lock.unlock() }
+        try prepareCacheDirectory(of: mirror)
+        let lock = try lockFile(of: mirror, until: deadline)
+        defer { close(lock) }
         try body(gate)
+    }
+
+    /// An open descriptor of `mirror`'s lock file (`<mirror>.lock` beside it), locked with flock(2), waiting for it
+    /// until `deadline`: other processes sharing the cache directory (replicas on one volume) write the mirror in turn.
+    private static func lockFile(of mirror: String, until deadline: ContinuousClock.Instant) throws(BackendError) -> Int32 {
+        // Beside the mirror, not in it: the lock must exist before the mirror does, while `git init` makes it.
+        // O_NOFOLLOW: the cache directory is this user's, but a link planted in it must not be followed.
+        let fd = open(mirror + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            let passing = [EMFILE, ENFILE, ENOMEM, EINTR].contains(errno)
+            throw .unavailable(retryable: passing, detail: "cannot open the lock file of the git mirror")
+        }
+        // flock(2) waits without a deadline; git itself waits for its lock files by retrying with a growing pause
+        // (lockfile.c), and so does this. Locks belong to open file descriptions: two instances in one process, each
+        // with its own descriptor, exclude each other as two processes do.
+        var pause = Duration.milliseconds(2)
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let failure = errno
+            if failure == EINTR { continue }
+            let remaining = deadline - ContinuousClock.now
+            guard failure == EWOULDBLOCK, remaining > .zero else {
+                close(fd)
+                if failure == EWOULDBLOCK {
+                    throw .unavailable(retryable: true, detail: "another process's git command on this repository is still running")
+                }
+                throw .unavailable(retryable: failure == ENOLCK, detail: "cannot lock the git mirror")
+            }
+            Thread.sleep(forTimeInterval: Double(min(pause, remaining).nanoseconds) / 1e9)
+            pause = min(pause * 2, .milliseconds(100))
+        }
+        return fd
     }
 
     /// Runs `fetch` of `fullRef` on `mirror` alone, unless a fetch of that ref that began at or after `arrived`
