@@ -79,7 +79,9 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             } : nil
             if redriven != nil {
                 count("stovepipe_topic_redriven_total", message.topic)
-                logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
+                logger.info(
+                    "dead letter re-driven by a new publish",
+                    metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
             }
         }
         published(PartitionID(topic: message.topic, key: message.partitionKey))
@@ -263,7 +265,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
         guard let partition else { throw .notFound }
         count("stovepipe_topic_redriven_total", topic)
-        logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)"])
+        logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)", "messagequeue.message_id": "\(messageID)"])
         published(partition)
     }
 
@@ -369,7 +371,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             count("stovepipe_topic_dead_lettered_total", partition.topic)
             logger.info(
                 "message dead-lettered: its last allowed attempt ended without an outcome",
-                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.attempt": "\(head.attempts)"])
+                metadata: [
+                    "messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(head.messageID)",
+                    "messagequeue.attempt": "\(head.attempts)",
+                ])
             return .delivered
         }
 
@@ -403,7 +408,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             (write, counter) = (.postponed(afterMicroseconds: max(delay, .zero).wholeMicroseconds), "stovepipe_topic_postponed_total")
         }
         let topic = delivery.message.topic
-        var metadata: Logger.Metadata = ["messagequeue.topic": "\(topic)", "messagequeue.attempt": "\(delivery.attempt)"]
+        var metadata: Logger.Metadata = [
+            "messagequeue.topic": "\(topic)", "messagequeue.message_id": "\(delivery.message.id)",
+            "messagequeue.attempt": "\(delivery.attempt)",
+        ]
         for attempt in 1...5 {
             do {
                 let current = try database.run { connection in
