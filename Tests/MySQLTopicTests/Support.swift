@@ -18,10 +18,12 @@ final class TopicHarness: Sendable {
     }
 
     /// A new pool on the test database: a broker on its own pool is an independent replica.
-    /// `lockWaitSeconds` sets the pool's lock wait timeouts (the URL's `lock-wait-timeout`).
-    func makePool(maxConnections: Int = 8, lockWaitSeconds: UInt32? = nil) -> MySQLPool {
+    /// `lockWaitSeconds` sets the pool's lock wait timeouts (the URL's `lock-wait-timeout`), `readTimeoutSeconds` its
+    /// read timeout (the URL's `read-timeout`).
+    func makePool(maxConnections: Int = 8, lockWaitSeconds: UInt32? = nil, readTimeoutSeconds: UInt32? = nil) -> MySQLPool {
         var connection = configuration
         if let lockWaitSeconds { connection.lockWaitTimeoutSeconds = lockWaitSeconds }
+        if let readTimeoutSeconds { connection.readTimeoutSeconds = readTimeoutSeconds }
         let pool = MySQLPool(
             connection: connection, configuration: .init(maxConnections: maxConnections, acquireTimeout: .seconds(10)),
             logger: quietLogger)

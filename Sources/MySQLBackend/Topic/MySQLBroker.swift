@@ -412,10 +412,14 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             "messagequeue.topic": "\(topic)", "messagequeue.message_id": "\(delivery.message.id)",
             "messagequeue.attempt": "\(delivery.attempt)",
         ]
+        var failedBefore = false
         for attempt in 1...5 {
             do {
                 let current = try database.run { connection in
-                    try TopicStore.complete(seq: seq, token: token, write, on: connection)
+                    if try TopicStore.complete(seq: seq, token: token, write, on: connection) { return true }
+                    // An earlier try may have committed and lost its OK with the connection (2013 after the commit):
+                    // its write, not another delivery's, is then the one to count.
+                    return try failedBefore && TopicStore.finished(seq: seq, token: token, write, on: connection)
                 }
                 guard current else {
                     logger.info("delivery outcome dropped: the message was redelivered meanwhile", metadata: metadata)
@@ -425,6 +429,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 if case .deadLettered = write { logger.info("message dead-lettered", metadata: metadata) }
                 return
             } catch {
+                failedBefore = true
                 metadata["error"] = "\(error)"
                 Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
             }
