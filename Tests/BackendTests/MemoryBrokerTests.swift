@@ -59,10 +59,10 @@ private func brokerWithAStuckHandler(
 
 @Suite("MemoryBroker specifics")
 struct MemoryBrokerTests {
-    @Test("the line that says a message was dead-lettered names the message")
+    @Test("the warning that says a message was dead-lettered names the message")
     func deadLetterLineNamesTheMessage() async throws {
         let lines = Recorder<String>()
-        let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: lines, logLevel: .info) }
+        let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: lines) }
         let broker = MemoryBroker(policy: RetryPolicy(maxAttempts: 1), workerThreads: 1, logger: logger)
         defer { broker.shutdown() }
         broker.subscribe(topic) { _ in .reject(reason: "never") }

@@ -97,7 +97,7 @@ struct LineRecorder: LogHandler {
     }
 }
 
-/// A logger whose lines at info and above go to `lines`.
-func recordingLogger(_ lines: Recorder<String>) -> Logger {
-    Logger(label: "mysql-topic-tests") { _ in LineRecorder(lines: lines) }
+/// A logger whose lines at `level` and above go to `lines`.
+func recordingLogger(_ lines: Recorder<String>, level: Logger.Level = .info) -> Logger {
+    Logger(label: "mysql-topic-tests") { _ in LineRecorder(lines: lines, logLevel: level) }
 }

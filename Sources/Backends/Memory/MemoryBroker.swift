@@ -231,7 +231,8 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         case .retry where delivery.attempt < policy.maxAttempts:
             logger.debug("delivery will be retried", metadata: metadata)
         case .retry, .reject:
-            logger.info("message dead-lettered", metadata: metadata)
+            // A warning: the message is given up until an operator re-drives it (or it is published again).
+            logger.warning("message dead-lettered", metadata: metadata)
         }
     }
 

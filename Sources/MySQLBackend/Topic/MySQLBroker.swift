@@ -369,7 +369,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
         guard !begun.exhausted else {
             count("stovepipe_topic_dead_lettered_total", partition.topic)
-            logger.info(
+            logger.warning(
                 "message dead-lettered: its last allowed attempt ended without an outcome",
                 metadata: [
                     "messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(head.messageID)",
@@ -426,7 +426,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     return
                 }
                 count(counter, topic)
-                if case .deadLettered = write { logger.info("message dead-lettered", metadata: metadata) }
+                // A warning: the message is given up until an operator re-drives it (or it is published again).
+                if case .deadLettered = write { logger.warning("message dead-lettered", metadata: metadata) }
                 return
             } catch {
                 failedBefore = true
