@@ -379,7 +379,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
 
         condition.lock()
-        state.busy[partition] = BusyPartition(delivery: InFlightDelivery(seq: head.seq, token: token, startedAt: .now))
+        state.busy[partition] = BusyPartition(delivery: InFlightDelivery(seq: head.seq, token: token, messageID: head.messageID, startedAt: .now))
         condition.unlock()
 
         let message = Message(topic: partition.topic, partitionKey: partition.key, id: head.messageID, payload: head.payload)
@@ -712,14 +712,14 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func extendDeliveries() {
         let now = ContinuousClock.now
         var extend: [InFlightDelivery] = []
-        var hung: [PartitionID] = []
+        var hung: [(partition: PartitionID, messageID: String)] = []
         condition.lock()
         for (partition, busy) in state.busy {
             guard let delivery = busy.delivery, !delivery.abandoned else { continue }
             if now - delivery.startedAt > configuration.maxHandlingTime {
                 state.busy[partition]?.delivery?.abandoned = true
                 state.disown(partition)
-                hung.append(partition)
+                hung.append((partition, delivery.messageID))
             } else {
                 extend.append(delivery)
             }
@@ -734,17 +734,17 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     _ = try TopicStore.extendDelivery(
                         seq: delivery.seq, token: delivery.token, visibilityMicroseconds: visibility, on: connection)
                 }
-                for partition in hung {
+                for (partition, _) in hung {
                     try TopicStore.releaseLease(partition, replica: replica, on: connection)
                 }
             }
         } catch {
             databaseFailed(error)
         }
-        for partition in hung {
+        for (partition, messageID) in hung {
             logger.warning(
                 "a handler ran past maxHandlingTime: its partition is released for redelivery elsewhere",
-                metadata: ["messagequeue.topic": "\(partition.topic)"])
+                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(messageID)"])
         }
     }
 
