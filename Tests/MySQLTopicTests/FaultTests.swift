@@ -119,8 +119,13 @@ struct FaultTests {
         }
     }
 
-    @Test("an ack whose OK is lost after it commits (the read times out while the write waits for a row lock) is counted once, not dropped as redelivered")
-    func ackCommittedButItsOKLost() async throws {
+    @Test(
+        "an ack or dead letter whose OK is lost after it commits (the read times out while the write waits for a row lock) is counted once, not dropped as redelivered",
+        arguments: [
+            (DeliveryOutcome.ack, "stovepipe_topic_acked_total", "acked"),
+            (DeliveryOutcome.reject(reason: "never"), "stovepipe_topic_dead_lettered_total", "dead"),
+        ])
+    func outcomeCommittedButItsOKLost(_ outcome: DeliveryOutcome, _ counter: String, _ state: String) async throws {
         try await withHarness { harness in
             let metrics = TestMetrics()
             let lines = Recorder<String>()
@@ -135,7 +140,7 @@ struct FaultTests {
             broker.subscribe(topic) { _ in
                 entered.arrive()
                 release.wait()
-                return .ack
+                return outcome
             }
             try broker.publish(message("job"))
             try broker.start()
@@ -163,10 +168,10 @@ struct FaultTests {
             defer { observer.close() }
             #expect(
                 try await eventually {
-                    try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == "acked"
+                    try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == state
                 })
             let dimensions = [("topic", topic.rawValue)]
-            #expect(await eventually { (try? metrics.expectCounter("stovepipe_topic_acked_total", dimensions).totalValue) == 1 })
+            #expect(await eventually { (try? metrics.expectCounter(counter, dimensions).totalValue) == 1 })
             #expect(!lines.values.contains { $0.hasPrefix("delivery outcome dropped") })
             #expect(entered.arrivals == 1)
         }
