@@ -379,7 +379,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
 
         condition.lock()
-        state.busy[partition] = BusyPartition(delivery: InFlightDelivery(seq: head.seq, token: token, messageID: head.messageID, startedAt: .now))
+        state.busy[partition] = BusyPartition(
+            delivery: InFlightDelivery(seq: head.seq, token: token, messageID: head.messageID, startedAt: .now))
         condition.unlock()
 
         let message = Message(topic: partition.topic, partitionKey: partition.key, id: head.messageID, payload: head.payload)
