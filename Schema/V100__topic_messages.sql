@@ -1,6 +1,7 @@
 -- Topic messages, one row per (topic, message id). A partition's next message is its pending row with the
 -- smallest seq: no high-water mark, so a row whose AUTO_INCREMENT seq is smaller but commits later is still
--- delivered. In flight: delivery_token set and available_at (the visibility deadline) in the future.
+-- delivered. In flight: pending, delivery_token set and available_at (the visibility deadline) in the future. An
+-- acked or dead row keeps the delivery_token of the delivery that finished it.
 CREATE TABLE IF NOT EXISTS topic_messages (
     seq            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     topic          VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,

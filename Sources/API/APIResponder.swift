@@ -202,7 +202,10 @@ public final class APIResponder: HTTPResponder {
                 queue: rawQueue, logMetadata: ["http.request_id": .string(request.requestID)])
         } catch {
             if case .unavailable(let detail) = error {
-                logger.warning("ingest unavailable", metadata: ["http.request_id": "\(request.requestID)", "error": "\(detail)"])
+                // rawQueue is a configured queue here (the check above), so the line names a queue, never arbitrary text.
+                logger.warning(
+                    "ingest unavailable",
+                    metadata: ["http.request_id": "\(request.requestID)", "queue": "\(rawQueue)", "error": "\(detail)"])
             }
             throw Problem(error)
         }

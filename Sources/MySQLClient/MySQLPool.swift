@@ -55,13 +55,16 @@ public final class MySQLPool: Sendable {
     /// `configuration.pingAfterIdle` in nanoseconds, compared with `MySQLConnection.lastUsedNanoseconds`.
     private let pingAfterIdleNanoseconds: Int64
     private let logger: Logger
+    /// Whether the last connect failed, so that a run of failed connects (a server down for minutes) is logged once.
+    private let connectFailing = Atomic<Bool>(false)
 
     /// Makes a pool; no connection is opened until the first lease.
     /// - Parameters:
     ///   - connection: the server and credentials.
     ///   - configuration: limits and timings.
     ///   - observer: told about waits, timeouts, discards and retries, for metrics.
-    ///   - logger: receives debug and info messages; never bound values or passwords.
+    ///   - logger: receives debug and info messages, and a warning when connects start failing; never bound values or
+    ///     passwords.
     public init(
         connection: MySQLConfiguration, configuration: Configuration = Configuration(),
         observer: (any MySQLPoolObserver)? = nil, logger: Logger
@@ -238,8 +241,14 @@ public final class MySQLPool: Sendable {
         } catch {
             _ = core.release(nil, acquiredAfterNanoseconds: nil)
             observer?.connectFailed(code: error.code)
+            if !connectFailing.exchange(true, ordering: .relaxed) {
+                logger.warning(
+                    "mysql connect failed; calls that need a new connection fail until a connect succeeds",
+                    metadata: ["mysql.error.code": "\(error.code.rawValue)"])
+            }
             throw error
         }
+        if connectFailing.exchange(false, ordering: .relaxed) { logger.info("mysql connects again") }
         logger.debug("mysql connection opened", metadata: ["mysql.connection.id": "\(connection.connectionID)"])
         core.withLock { $0.totalOpened += 1 }
         return Slot(connection, retireAtNanoseconds: retireTime())

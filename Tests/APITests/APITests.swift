@@ -51,7 +51,8 @@ struct API {
     let draining = Flag(false)
     let ready = Flag(true)
 
-    init(secret: String? = nil) {
+    /// With `logs`, the responder's own lines (not the controllers') are kept there.
+    init(secret: String? = nil, logs: CapturingLogs? = nil) {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let ingest = IngestController(
             requests: requests, uris: MemoryRequestURIStore(), queues: queues, counter: MemoryCounter(), sources: source,
@@ -65,7 +66,7 @@ struct API {
                 isDraining: { draining.isSet },
                 metrics: { Array("# metrics\n".utf8) },
                 signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }),
-            logger: logger)
+            logger: logs.map { logs in Logger(label: "test", factory: { _ in logs.handler }) } ?? logger)
     }
 
     func call(_ method: String, _ target: String, body: String = "", headers: [(String, String)] = []) -> HTTPResponse {
@@ -151,6 +152,20 @@ extension HTTPResponse {
         #expect(response.headers["Retry-After"] == "1")
         #expect(response.problemType() == "urn:stovepipe:problem:unavailable")
         #expect(!String(decoding: response.body, as: UTF8.self).contains("SELECT"))
+    }
+
+    @Test func unavailableIngestLogsOneWarningNamingItsQueueAndHTTPRequest() throws {
+        let logs = CapturingLogs()
+        let api = API(logs: logs)
+        api.source.failure.withLock { $0 = .unavailable(retryable: true, detail: "git fetch exited with status 128") }
+        let response = api.call("POST", "/queues/demo/main/ingest")
+        #expect(response.status == 503)
+        let warnings = logs.events.withLock { $0 }.filter { $0.message == "ingest unavailable" }
+        #expect(warnings.count == 1)
+        let warning = try #require(warnings.first)
+        // The access line names the route template only: without the queue, nothing says whose source failed.
+        #expect(warning.metadata["queue"] == "demo/main")
+        #expect(warning.metadata["http.request_id"] != nil)
     }
 
     @Test func signatureIsRequiredWhenASecretIsSet() {

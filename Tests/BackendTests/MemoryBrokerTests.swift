@@ -59,6 +59,20 @@ private func brokerWithAStuckHandler(
 
 @Suite("MemoryBroker specifics")
 struct MemoryBrokerTests {
+    @Test("the warning that says a message was dead-lettered names the message")
+    func deadLetterLineNamesTheMessage() async throws {
+        let lines = Recorder<String>()
+        let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: lines) }
+        let broker = MemoryBroker(policy: RetryPolicy(maxAttempts: 1), workerThreads: 1, logger: logger)
+        defer { broker.shutdown() }
+        broker.subscribe(topic) { _ in .reject(reason: "never") }
+        try broker.publish(message("bad-1"))
+        try broker.start()
+        #expect(await eventually { lines.values.contains { $0.hasPrefix("message dead-lettered") } })
+        let deadLettered = lines.values.filter { $0.hasPrefix("message dead-lettered") }
+        #expect(deadLettered.count == 1 && deadLettered.allSatisfy { $0.contains(" messagequeue.message_id=bad-1") }, "\(deadLettered)")
+    }
+
     @Test("an acked id is held for the retention, then may be published again and is delivered again")
     func ackedIDIsReleasedAfterTheRetention() async throws {
         // Long enough that the publish below surely falls within it, even on a loaded machine; the broker

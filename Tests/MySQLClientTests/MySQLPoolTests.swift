@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import MySQLClient
 import Synchronization
 import TestSupport
@@ -434,4 +435,58 @@ struct MySQLPoolOutageTests {
 
     /// The test could not bind a loopback port.
     private struct PortUnavailable: Error {}
+
+    @Test("connects that fail log one warning for the run of failures, and the first connect that succeeds again says so")
+    func failingConnectsAreLoggedOncePerRun() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            // An account that does not exist yet: connects fail (1045) until the test creates it.
+            let user = "obs_\(UInt32.random(in: 0...UInt32.max))"
+            var missing = configuration
+            missing.user = user
+            missing.password = "pw-\(user)"
+            // No default database: the account gets no privileges, only the right to connect.
+            missing.database = nil
+            let lines = Recorder<String>()
+            let logger = Logger(label: "mysql-client-tests") { _ in LineKeeper(lines: lines) }
+            let pool = MySQLPool(connection: missing, configuration: .init(maxConnections: 2), logger: logger)
+            defer { pool.close() }
+            for _ in 0..<3 { #expect(throws: MySQLError.self) { try pool.withConnection { _ in 0 } } }
+            let failing = lines.values.filter { $0.hasPrefix("mysql connect failed") }
+            #expect(failing.count == 1, "\(lines.values)")
+            #expect(failing.first?.contains("mysql.error.code=1045") == true, "\(failing)")
+            #expect(failing.first?.contains(missing.password ?? "") == false)
+
+            let admin = try MySQLConnection(configuration: configuration)
+            defer {
+                try? admin.execute(MySQLQuery(unsafeSQL: "DROP USER IF EXISTS '\(user)'@'%', '\(user)'@'127.0.0.1', '\(user)'@'localhost'"))
+                admin.close()
+            }
+            for host in ["%", "127.0.0.1", "localhost"] {
+                try admin.execute(MySQLQuery(unsafeSQL: "CREATE USER '\(user)'@'\(host)' IDENTIFIED BY 'pw-\(user)'"))
+            }
+            #expect(try pool.withConnection { _ in 1 } == 1)
+            #expect(try pool.withConnection { _ in 1 } == 1)
+            let lines2 = lines.values
+            #expect(lines2.filter { $0.hasPrefix("mysql connects again") }.count == 1, "\(lines2)")
+            #expect(lines2.filter { $0.hasPrefix("mysql connect failed") }.count == 1, "\(lines2)")
+        }
+    }
+}
+
+/// Keeps each line at info or above as its message followed by its metadata as sorted `key=value` fields.
+private struct LineKeeper: LogHandler {
+    let lines: Recorder<String>
+    var logLevel = Logger.Level.info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        let line = ([event.message.description] + merged.map { "\($0.key)=\($0.value)" }.sorted()).joined(separator: " ")
+        lines.append(line)
+    }
 }

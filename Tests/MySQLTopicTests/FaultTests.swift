@@ -95,7 +95,7 @@ struct FaultTests {
                 try holder.query(
                     """
                     SELECT id FROM information_schema.processlist
-                    WHERE db = DATABASE() AND info LIKE \("%SET state = %, delivery_token = NULL, last_error = %")
+                    WHERE db = DATABASE() AND info LIKE \("%SET state = %, last_error = %")
                     """
                 ).first?.uint64(0)
             }
@@ -115,6 +115,64 @@ struct FaultTests {
             let dimensions = [("topic", topic.rawValue)]
             #expect(await eventually { (try? metrics.expectCounter("stovepipe_topic_dead_lettered_total", dimensions).totalValue) == 1 })
             #expect(try broker.stats(topic) == TopicStats(topic: topic, backlog: 0, inFlight: 0, deadLetters: 1, oldestPendingAgeSeconds: nil))
+            #expect(entered.arrivals == 1)
+        }
+    }
+
+    @Test(
+        "an ack or dead letter whose OK is lost after it commits (the read times out while the write waits for a row lock) is counted once, not dropped as redelivered",
+        arguments: [
+            (DeliveryOutcome.ack, "stovepipe_topic_acked_total", "acked"),
+            (DeliveryOutcome.reject(reason: "never"), "stovepipe_topic_dead_lettered_total", "dead"),
+        ])
+    func outcomeCommittedButItsOKLost(_ outcome: DeliveryOutcome, _ counter: String, _ state: String) async throws {
+        try await withHarness { harness in
+            let metrics = TestMetrics()
+            let lines = Recorder<String>()
+            // The client gives up on a read after 1 s; the server keeps waiting for the row lock (30 s) and then commits.
+            let broker = MySQLBroker(
+                pool: harness.makePool(lockWaitSeconds: 30, readTimeoutSeconds: 1), configuration: fastConfiguration(),
+                logger: recordingLogger(lines), metricsFactory: metrics)
+            defer { broker.shutdown() }
+            let entered = Latch()
+            let release = Latch()
+            defer { release.arrive() }
+            broker.subscribe(topic) { _ in
+                entered.arrive()
+                release.wait()
+                return outcome
+            }
+            try broker.publish(message("job"))
+            try broker.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+
+            let holder = try harness.connect()
+            defer { holder.close() }
+            try holder.execute("START TRANSACTION")
+            _ = try holder.query("SELECT seq FROM topic_messages WHERE message_id = 'job' FOR UPDATE")
+            release.arrive()
+            // The first write's client times out and the write is tried again: two of them wait for the lock, and the
+            // first, orphaned on the server, commits once the lock is released; its OK goes to a closed connection.
+            #expect(
+                try await eventually {
+                    try holder.query(
+                        """
+                        SELECT COUNT(*) FROM information_schema.processlist
+                        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE \("%SET state = %finished_at%")
+                        """
+                    ).first?.uint64(0) ?? 0 >= 2
+                })
+            try holder.execute("ROLLBACK")
+
+            let observer = try harness.connect()
+            defer { observer.close() }
+            #expect(
+                try await eventually {
+                    try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == state
+                })
+            let dimensions = [("topic", topic.rawValue)]
+            #expect(await eventually { (try? metrics.expectCounter(counter, dimensions).totalValue) == 1 })
+            #expect(!lines.values.contains { $0.hasPrefix("delivery outcome dropped") })
             #expect(entered.arrivals == 1)
         }
     }

@@ -1,6 +1,7 @@
 import Domain
 import MetricsTestKit
 import MySQLBackend
+import MySQLClient
 import TestSupport
 import Testing
 
@@ -54,6 +55,31 @@ struct MetricsTests {
             #expect(await eventually { (try? metrics.expectGauge("stovepipe_topic_backlog", dimensions).lastValue) == 0 })
             #expect((try? metrics.expectGauge("stovepipe_topic_oldest_pending_age_seconds", dimensions).lastValue) != nil)
             #expect((try? metrics.expectGauge("stovepipe_topic_leases", dimensions).lastValue) != nil)
+        }
+    }
+
+    @Test("the warning that says a message was dead-lettered names the message, whether its handler gave up or its consumer died")
+    func deadLetterLinesNameTheMessage() async throws {
+        try await withHarness { harness in
+            let lines = Recorder<String>()
+            let configuration = fastConfiguration(maxAttempts: 1)
+            // A warning: the message is given up until an operator re-drives it, which a log kept at warning must show.
+            let broker = MySQLBroker(
+                pool: harness.makePool(), configuration: configuration, logger: recordingLogger(lines, level: .warning))
+            defer { broker.shutdown() }
+            broker.subscribe(topic) { _ in .reject(reason: "never") }
+            try broker.publish(message("bad-1"))
+            // Its only attempt began and recorded no outcome, as when its consumer dies: dead-lettered undelivered.
+            try broker.publish(message("orphan-2", key: "other"))
+            let arranger = try harness.connect()
+            defer { arranger.close() }
+            try arranger.execute("UPDATE topic_messages SET attempts = 1 WHERE message_id = 'orphan-2'")
+            try broker.start()
+            #expect(try await eventually { try broker.stats(topic).deadLetters == 2 })
+            #expect(await eventually { lines.values.filter { $0.hasPrefix("message dead-lettered") }.count == 2 })
+            let deadLettered = lines.values.filter { $0.hasPrefix("message dead-lettered") }
+            #expect(deadLettered.contains { $0.contains(" messagequeue.message_id=bad-1") }, "\(deadLettered)")
+            #expect(deadLettered.contains { $0.contains(" messagequeue.message_id=orphan-2") }, "\(deadLettered)")
         }
     }
 }

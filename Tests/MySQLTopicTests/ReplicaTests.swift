@@ -170,6 +170,31 @@ struct ReplicaTests {
         }
     }
 
+    @Test("the warning that a handler ran past maxHandlingTime names the message it is handling")
+    func hungHandlerWarningNamesTheMessage() async throws {
+        try await withHarness { harness in
+            var timings = fastConfiguration(lease: .seconds(1), visibility: .seconds(1))
+            timings.maxHandlingTime = .milliseconds(300)
+            let lines = Recorder<String>()
+            let hung = MySQLBroker(pool: harness.makePool(), configuration: timings, logger: recordingLogger(lines, level: .warning))
+            defer { hung.shutdown() }
+            let entered = Latch()
+            let release = Latch()
+            defer { release.arrive() }
+            hung.subscribe(topic) { _ in
+                entered.arrive()
+                release.wait()
+                return .ack
+            }
+            try hung.publish(message("job-7"))
+            try hung.start()
+            #expect(entered.wait(timeout: .seconds(20)))
+            #expect(await eventually { lines.values.contains { $0.hasPrefix("a handler ran past maxHandlingTime") } })
+            let warning = lines.values.first { $0.hasPrefix("a handler ran past maxHandlingTime") }
+            #expect(warning?.contains(" messagequeue.message_id=job-7") == true, "\(lines.values)")
+        }
+    }
+
     @Test("a handler still running while its broker shuts down keeps its lease and visibility: no other replica redelivers it, its ack is recorded, and idle partitions move at once")
     func shutdownRenewsInFlight() async throws {
         try await withHarness { harness in

@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Logging
 import MySQLBackend
 import MySQLClient
 import Synchronization
@@ -17,10 +18,12 @@ final class TopicHarness: Sendable {
     }
 
     /// A new pool on the test database: a broker on its own pool is an independent replica.
-    /// `lockWaitSeconds` sets the pool's lock wait timeouts (the URL's `lock-wait-timeout`).
-    func makePool(maxConnections: Int = 8, lockWaitSeconds: UInt32? = nil) -> MySQLPool {
+    /// `lockWaitSeconds` sets the pool's lock wait timeouts (the URL's `lock-wait-timeout`), `readTimeoutSeconds` its
+    /// read timeout (the URL's `read-timeout`).
+    func makePool(maxConnections: Int = 8, lockWaitSeconds: UInt32? = nil, readTimeoutSeconds: UInt32? = nil) -> MySQLPool {
         var connection = configuration
         if let lockWaitSeconds { connection.lockWaitTimeoutSeconds = lockWaitSeconds }
+        if let readTimeoutSeconds { connection.readTimeoutSeconds = readTimeoutSeconds }
         let pool = MySQLPool(
             connection: connection, configuration: .init(maxConnections: maxConnections, acquireTimeout: .seconds(10)),
             logger: quietLogger)
@@ -75,4 +78,26 @@ func fastConfiguration(
     MySQLBroker.Configuration(
         retryPolicy: RetryPolicy(maxAttempts: maxAttempts, backoffBase: .milliseconds(2), backoffCap: .milliseconds(10)),
         workerThreads: workers, pollInterval: poll, leaseDuration: lease, visibilityTimeout: visibility)
+}
+
+/// Keeps each line at `logLevel` or above as its message followed by its metadata as sorted `key=value` fields.
+struct LineRecorder: LogHandler {
+    let lines: Recorder<String>
+    var logLevel = Logger.Level.info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        lines.append(([event.message.description] + merged.map { "\($0.key)=\($0.value)" }.sorted()).joined(separator: " "))
+    }
+}
+
+/// A logger whose lines at `level` and above go to `lines`.
+func recordingLogger(_ lines: Recorder<String>, level: Logger.Level = .info) -> Logger {
+    Logger(label: "mysql-topic-tests") { _ in LineRecorder(lines: lines, logLevel: level) }
 }

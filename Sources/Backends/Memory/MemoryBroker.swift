@@ -42,7 +42,9 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else {
             // Published again: a no-op, unless the message was dead-lettered, which the publisher asks to retry.
             if state.redrive(message.topic, messageID: message.id, now: now) {
-                logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
+                logger.info(
+                    "dead letter re-driven by a new publish",
+                    metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
                 condition.broadcast()
             }
             return
@@ -220,7 +222,8 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     // Outside the lock: what happens follows from the outcome, the attempt and the immutable policy alone.
     private func log(_ outcome: DeliveryOutcome, of delivery: Delivery) {
         let metadata: Logger.Metadata = [
-            "messagequeue.topic": "\(delivery.message.topic)", "messagequeue.attempt": "\(delivery.attempt)",
+            "messagequeue.topic": "\(delivery.message.topic)", "messagequeue.message_id": "\(delivery.message.id)",
+            "messagequeue.attempt": "\(delivery.attempt)",
         ]
         switch outcome {
         case .ack, .postpone:
@@ -228,7 +231,8 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         case .retry where delivery.attempt < policy.maxAttempts:
             logger.debug("delivery will be retried", metadata: metadata)
         case .retry, .reject:
-            logger.info("message dead-lettered", metadata: metadata)
+            // A warning: the message is given up until an operator re-drives it (or it is published again).
+            logger.warning("message dead-lettered", metadata: metadata)
         }
     }
 

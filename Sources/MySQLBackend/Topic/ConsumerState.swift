@@ -4,6 +4,8 @@ import Domain
 struct InFlightDelivery: Sendable {
     let seq: UInt64
     let token: UInt64
+    /// For the log lines about it.
+    let messageID: String
     let startedAt: ContinuousClock.Instant
     /// Set once the handler ran past `maxHandlingTime` and the partition was given up.
     var abandoned = false

@@ -79,7 +79,9 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             } : nil
             if redriven != nil {
                 count("stovepipe_topic_redriven_total", message.topic)
-                logger.info("dead letter re-driven by a new publish", metadata: ["messagequeue.topic": "\(message.topic)"])
+                logger.info(
+                    "dead letter re-driven by a new publish",
+                    metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
             }
         }
         published(PartitionID(topic: message.topic, key: message.partitionKey))
@@ -263,7 +265,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
         guard let partition else { throw .notFound }
         count("stovepipe_topic_redriven_total", topic)
-        logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)"])
+        logger.info("dead letter re-driven", metadata: ["messagequeue.topic": "\(topic)", "messagequeue.message_id": "\(messageID)"])
         published(partition)
     }
 
@@ -367,14 +369,18 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         }
         guard !begun.exhausted else {
             count("stovepipe_topic_dead_lettered_total", partition.topic)
-            logger.info(
+            logger.warning(
                 "message dead-lettered: its last allowed attempt ended without an outcome",
-                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.attempt": "\(head.attempts)"])
+                metadata: [
+                    "messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(head.messageID)",
+                    "messagequeue.attempt": "\(head.attempts)",
+                ])
             return .delivered
         }
 
         condition.lock()
-        state.busy[partition] = BusyPartition(delivery: InFlightDelivery(seq: head.seq, token: token, startedAt: .now))
+        state.busy[partition] = BusyPartition(
+            delivery: InFlightDelivery(seq: head.seq, token: token, messageID: head.messageID, startedAt: .now))
         condition.unlock()
 
         let message = Message(topic: partition.topic, partitionKey: partition.key, id: head.messageID, payload: head.payload)
@@ -403,20 +409,29 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             (write, counter) = (.postponed(afterMicroseconds: max(delay, .zero).wholeMicroseconds), "stovepipe_topic_postponed_total")
         }
         let topic = delivery.message.topic
-        var metadata: Logger.Metadata = ["messagequeue.topic": "\(topic)", "messagequeue.attempt": "\(delivery.attempt)"]
+        var metadata: Logger.Metadata = [
+            "messagequeue.topic": "\(topic)", "messagequeue.message_id": "\(delivery.message.id)",
+            "messagequeue.attempt": "\(delivery.attempt)",
+        ]
+        var failedBefore = false
         for attempt in 1...5 {
             do {
                 let current = try database.run { connection in
-                    try TopicStore.complete(seq: seq, token: token, write, on: connection)
+                    if try TopicStore.complete(seq: seq, token: token, write, on: connection) { return true }
+                    // An earlier try may have committed and lost its OK with the connection (2013 after the commit):
+                    // its write, not another delivery's, is then the one to count.
+                    return try failedBefore && TopicStore.finished(seq: seq, token: token, write, on: connection)
                 }
                 guard current else {
                     logger.info("delivery outcome dropped: the message was redelivered meanwhile", metadata: metadata)
                     return
                 }
                 count(counter, topic)
-                if case .deadLettered = write { logger.info("message dead-lettered", metadata: metadata) }
+                // A warning: the message is given up until an operator re-drives it (or it is published again).
+                if case .deadLettered = write { logger.warning("message dead-lettered", metadata: metadata) }
                 return
             } catch {
+                failedBefore = true
                 metadata["error"] = "\(error)"
                 Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
             }
@@ -698,14 +713,14 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     private func extendDeliveries() {
         let now = ContinuousClock.now
         var extend: [InFlightDelivery] = []
-        var hung: [PartitionID] = []
+        var hung: [(partition: PartitionID, messageID: String)] = []
         condition.lock()
         for (partition, busy) in state.busy {
             guard let delivery = busy.delivery, !delivery.abandoned else { continue }
             if now - delivery.startedAt > configuration.maxHandlingTime {
                 state.busy[partition]?.delivery?.abandoned = true
                 state.disown(partition)
-                hung.append(partition)
+                hung.append((partition, delivery.messageID))
             } else {
                 extend.append(delivery)
             }
@@ -720,17 +735,17 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     _ = try TopicStore.extendDelivery(
                         seq: delivery.seq, token: delivery.token, visibilityMicroseconds: visibility, on: connection)
                 }
-                for partition in hung {
+                for (partition, _) in hung {
                     try TopicStore.releaseLease(partition, replica: replica, on: connection)
                 }
             }
         } catch {
             databaseFailed(error)
         }
-        for partition in hung {
+        for (partition, messageID) in hung {
             logger.warning(
                 "a handler ran past maxHandlingTime: its partition is released for redelivery elsewhere",
-                metadata: ["messagequeue.topic": "\(partition.topic)"])
+                metadata: ["messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(messageID)"])
         }
     }
 

@@ -161,12 +161,15 @@ enum TopicStore {
 
     /// Records how a delivery ended, only if it is still the current delivery of its row (fenced by its
     /// token): a delivery that was given up and redelivered elsewhere changes nothing. False in that case.
+    ///
+    /// An acked or dead-lettered row keeps the token of the delivery that finished it (only a pending row with a
+    /// token is in flight), so that `finished` can tell that delivery's own write from another's.
     static func complete(seq: UInt64, token: UInt64, _ write: CompletionWrite, on connection: MySQLConnection) throws(MySQLError) -> Bool {
         let query: MySQLQuery
         switch write {
         case .acked:
             query = """
-                UPDATE topic_messages SET state = \(acked), delivery_token = NULL, finished_at = UTC_TIMESTAMP(6)
+                UPDATE topic_messages SET state = \(acked), finished_at = UTC_TIMESTAMP(6)
                 WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
                 """
         case .retryLater(let after, let reason):
@@ -179,7 +182,7 @@ enum TopicStore {
         case .deadLettered(let reason):
             query = """
                 UPDATE topic_messages
-                SET state = \(dead), delivery_token = NULL, last_error = \(truncated(reason)), finished_at = UTC_TIMESTAMP(6)
+                SET state = \(dead), last_error = \(truncated(reason)), finished_at = UTC_TIMESTAMP(6)
                 WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
                 """
         case .postponed(let after):
@@ -191,6 +194,21 @@ enum TopicStore {
                 """
         }
         return try connection.execute(query).affectedRows > 0
+    }
+
+    /// Whether `write`, an ack or a dead letter, is what the delivery `token` left on row `seq`: an earlier `complete`
+    /// of that delivery committed though its caller saw an error (the connection lost after the commit, 2013). False
+    /// for a retry or a postponement, which leave no token behind, and when another delivery finished the row.
+    static func finished(seq: UInt64, token: UInt64, _ write: CompletionWrite, on connection: MySQLConnection) throws(MySQLError) -> Bool {
+        let state: String
+        switch write {
+        case .acked: state = acked
+        case .deadLettered: state = dead
+        case .retryLater, .postponed: return false
+        }
+        let rows = try connection.query(
+            "SELECT 1 FROM topic_messages WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(state)")
+        return !rows.isEmpty
     }
 
     // MARK: leases
