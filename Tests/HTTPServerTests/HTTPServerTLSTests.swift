@@ -399,6 +399,16 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("TLS 1.2 issues no session ticket (its key would live as long as the process); resumption by session id still works")
+    func noTLS12SessionTickets() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        try withServer(fixture.configuration(certificate)) { port, _ in
+            let output = try fixture.startPython("ticket", port: port, trusting: certificate.certificate).wait()
+            #expect(output.stdoutLines == ["status 200", "ticket False", "resumed True 200"], "\(output.stdout) \(output.stderr)")
+        }
+    }
+
     @Test("soak: 32 TLS connections x 100 keep-alive requests, all answered, none left open")
     func soak() throws {
         let fixture = try TLSFixture()
