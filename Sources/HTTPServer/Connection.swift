@@ -63,6 +63,8 @@ final class Connection: Sendable {
         /// No further request will be served; close once output is flushed.
         var closeAfterResponses = false
         var peerClosed = false
+        /// Input dropped while lingering; past `lingerByteLimit` the connection closes before its deadline.
+        var lingerDiscarded = 0
         var readPaused = false
         var draining = false
         var requestsStarted = 0
@@ -222,7 +224,11 @@ final class Connection: Sendable {
                     case .closed:
                         return
                     case .lingering:
-                        break
+                        lingerDiscarded += count
+                        if lingerDiscarded > connection.context.lingerByteLimit {
+                            actions.close = true
+                            return
+                        }
                     case .open:
                         if !closeAfterResponses {
                             parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
