@@ -30,10 +30,14 @@ static inline long stovepipe_SSL_CTX_set_nonblocking_server_modes(SSL_CTX *conte
 /// The SSL_OP_* constants are built with the function-like macro SSL_OP_BIT, which Swift cannot
 /// import. No renegotiation (a client-triggered CPU cost and a source of SSL_write wanting to
 /// read), no TLS compression (CRIME), and a peer that closes TCP without close_notify reads as end
-/// of stream (HTTP/1.1 frames its own messages, so truncation is detected there).
+/// of stream (HTTP/1.1 frames its own messages, so truncation is detected there). No stateless session
+/// tickets: their key is made with the SSL_CTX and never rotated, so one leak of it would decrypt every
+/// TLS 1.2 session resumed by ticket since start-up or the last reload (no forward secrecy). Resumption
+/// stays, from the server's session cache: by session id in TLS 1.2, by stateful tickets in TLS 1.3.
 static inline uint64_t stovepipe_SSL_CTX_set_server_options(SSL_CTX *context) {
     return SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION
-                                            | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE);
+                                            | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE
+                                            | SSL_OP_NO_TICKET);
 }
 
 /// The ALPN callback of a server that speaks only HTTP/1.1: selects "http/1.1" when the client offers

@@ -63,6 +63,8 @@ final class Connection: Sendable {
         /// No further request will be served; close once output is flushed.
         var closeAfterResponses = false
         var peerClosed = false
+        /// Input dropped while lingering; past `lingerByteLimit` the connection closes before its deadline.
+        var lingerDiscarded = 0
         var readPaused = false
         var draining = false
         var requestsStarted = 0
@@ -181,6 +183,24 @@ final class Connection: Sendable {
             }
         }
 
+        /// Answers the request still arriving when shutdown began 503 and closes (lingering), without
+        /// waiting for the rest of it: no response was promised to a request not yet received, and a
+        /// stalled client would otherwise hold shutdown until its header or body timeout. The 503 tells
+        /// the client the request was not processed, so it may send it again elsewhere (RFC 9110 §15.6.4).
+        mutating func refusePartialRequest(
+            _ connection: Connection, now: UInt64, writer: inout ResponseWriter, actions: inout ConnectionActions
+        ) {
+            closeAfterResponses = true
+            var headers = HTTPHeaders()
+            headers.add("Retry-After", "1")
+            let response = writer.errorResponse(status: 503, message: "server shutting down", extraHeaders: headers)
+            guard send(response, now: now) else {
+                actions.close = true
+                return
+            }
+            process(connection, now: now, writer: &writer, actions: &actions)
+        }
+
         /// Reads until the socket is drained, parsing after every read so buffering stays bounded.
         mutating func readAvailable(
             _ connection: Connection, scratch: UnsafeMutableRawBufferPointer, untilDrained: Bool, now: UInt64,
@@ -204,7 +224,11 @@ final class Connection: Sendable {
                     case .closed:
                         return
                     case .lingering:
-                        break
+                        lingerDiscarded += count
+                        if lingerDiscarded > connection.context.lingerByteLimit {
+                            actions.close = true
+                            return
+                        }
                     case .open:
                         if !closeAfterResponses {
                             parser.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
@@ -354,7 +378,7 @@ final class Connection: Sendable {
     }
 
     /// Gives the connection back to its event loop after a worker held it (worker thread).
-    func returnToLoop() -> ConnectionActions {
+    func returnToLoop(writer: inout ResponseWriter) -> ConnectionActions {
         state.withLock { state in
             var actions = ConnectionActions()
             state.workerWaiting = false
@@ -372,10 +396,12 @@ final class Connection: Sendable {
                 state.loopInterestDisarmed = false
             }
             // Shutdown began while the worker held the connection: what beginDrain skipped.
-            if state.draining, state.isOpen, !state.inFlight, !state.closeAfterResponses,
-                !state.parser.isMidRequest, !state.hasPendingOutput
-            {
-                actions.close = true
+            if state.draining, state.isOpen, !state.inFlight, !state.closeAfterResponses, !state.hasPendingOutput {
+                if state.parser.isMidRequest {
+                    state.refusePartialRequest(self, now: MonotonicClock.now(), writer: &writer, actions: &actions)
+                } else {
+                    actions.close = true
+                }
             }
             return actions
         }
@@ -477,9 +503,11 @@ final class Connection: Sendable {
             guard state.isOpen else { return actions }
             state.draining = true
             // A waiting worker sees `draining` when it gives the connection back.
-            if state.inFlight || state.workerWaiting || state.parser.isMidRequest { return actions }
+            if state.inFlight || state.workerWaiting { return actions }
             if state.hasPendingOutput {
                 state.closeAfterResponses = true
+            } else if state.parser.isMidRequest {
+                state.refusePartialRequest(self, now: MonotonicClock.now(), writer: &writer, actions: &actions)
             } else {
                 actions.close = true
             }

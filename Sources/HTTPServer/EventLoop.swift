@@ -113,6 +113,8 @@ private final class LoopRunner {
     var draining = false
     var stopped = false
     var acceptPaused = false
+    /// Refused connections whose input is read and dropped until they close, by descriptor.
+    var lingeringRefusals: [Int32: RefusalLinger] = [:]
     var writer: ResponseWriter
     /// Answers the requests the responder marks as never blocking, on this thread.
     var inlineWorker: Worker
@@ -169,12 +171,18 @@ private final class LoopRunner {
             if draining && openCount == 0 { break }
         }
         for case let connection? in connections { close(connection) }
+        for fd in Array(lingeringRefusals.keys) { closeRefusal(fd) }
         if !draining { releaseListener() }
     }
 
     // MARK: Connections
 
     func handle(token: UInt64, events: UInt32) {
+        // Connections carry a serial from 1 up in the high half; a refused one lingering carries 0.
+        if token >> 32 == 0 {
+            discardRefusalInput(Int32(truncatingIfNeeded: token))
+            return
+        }
         let fd = Int(token & 0xFFFF_FFFF)
         guard fd < connections.count, let connection = connections[fd], connection.token == token else { return }
         let hangUp = events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
@@ -233,6 +241,7 @@ private final class LoopRunner {
     }
 
     func checkDeadlines(now: UInt64) {
+        for (fd, linger) in lingeringRefusals where now >= linger.deadline { closeRefusal(fd) }
         for case let connection? in connections {
             let actions = connection.checkDeadlines(now: now, writer: &writer)
             perform(actions, for: connection)
@@ -296,7 +305,7 @@ private final class LoopRunner {
         }
     }
 
-    /// Beyond `maxConnections`: a best-effort 503 and an immediate close.
+    /// Beyond `maxConnections`: a best-effort 503, then a lingering close.
     func refuse(fd: Int32, peer: String) {
         // A TLS client could not read a plain-text 503: it only gets the close.
         if context.tls == nil {
@@ -304,8 +313,53 @@ private final class LoopRunner {
                 _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
         }
-        Glibc.close(fd)
         context.observer?.connectionRefused(peer: peer)
+        // RFC 9112 §9.6: closed with the client's request unread, the socket would answer it with a reset, which
+        // can discard the 503 before the client reads it and fails a client still sending its body. So the write
+        // side is shut (the client reads the 503 and end of stream) and input is read and dropped until the client
+        // closes, `lingerTimeout` passes or `lingerByteLimit` bytes came. Beyond `maxLingeringRefusals` at once a
+        // flood of refused connections must not hold descriptors: those are closed at once.
+        guard lingeringRefusals.count < Self.maxLingeringRefusals else {
+            Glibc.close(fd)
+            return
+        }
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+        event.data.u64 = UInt64(UInt32(bitPattern: fd))
+        guard Glibc.shutdown(fd, Int32(SHUT_WR)) == 0, epoll_ctl(loop.epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
+            Glibc.close(fd)
+            return
+        }
+        lingeringRefusals[fd] = RefusalLinger(deadline: MonotonicClock.now() &+ context.lingerTimeout)
+    }
+
+    /// Refused connections lingering at once on one loop.
+    static let maxLingeringRefusals = 256
+
+    /// Reads and drops what a lingering refused connection sent; closes it at end of stream, on an error or
+    /// past the byte limit.
+    func discardRefusalInput(_ fd: Int32) {
+        guard var linger = lingeringRefusals[fd] else { return }
+        while true {
+            let count = recv(fd, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT))
+            if count > 0 {
+                linger.discarded += count
+                if linger.discarded > context.lingerByteLimit { break }
+                continue
+            }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                lingeringRefusals[fd] = linger
+                return
+            }
+            break
+        }
+        closeRefusal(fd)
+    }
+
+    func closeRefusal(_ fd: Int32) {
+        guard lingeringRefusals.removeValue(forKey: fd) != nil else { return }
+        Glibc.close(fd)
     }
 
     func pauseAccepting() {
@@ -354,4 +408,10 @@ private final class LoopRunner {
             }
         }
     }
+}
+
+/// A refused connection that lingers: when it is closed at the latest, and how much of its input was dropped.
+private struct RefusalLinger {
+    let deadline: UInt64
+    var discarded = 0
 }

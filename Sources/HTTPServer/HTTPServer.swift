@@ -119,9 +119,9 @@ public final class HTTPServer: Sendable {
         )
     }
 
-    /// Stops gracefully: stops accepting, closes idle connections, lets in-flight requests finish
-    /// (answered with `Connection: close`), then joins the threads. After `shutdownTimeout` every
-    /// connection is closed and threads get one more second. Safe to call more than once.
+    /// Stops gracefully: stops accepting, closes idle connections, answers requests still arriving 503,
+    /// lets in-flight requests finish (answered with `Connection: close`), then joins the threads. After
+    /// `shutdownTimeout` every connection is closed and threads get one more second. Safe to call more than once.
     public func shutdown() {
         let taken = lifecycle.withLock { state -> Running? in
             guard case .running(let running) = state else {
@@ -254,7 +254,7 @@ struct Worker {
                     continue
                 }
             }
-            if heldConnection && connection.returnToLoop().close { actions.close = true }
+            if heldConnection && connection.returnToLoop(writer: &writer).close { actions.close = true }
             perform(actions, for: connection)
             return
         }

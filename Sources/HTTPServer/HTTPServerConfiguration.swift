@@ -40,7 +40,8 @@ public struct HTTPServerConfiguration: Sendable {
     /// The response to the last request a connection may carry says `Connection: close`.
     public var maxRequestsPerConnection: Int
     /// Connections open at once; a connection accepted beyond it gets a `503` with
-    /// `Connection: close` and `Retry-After: 1` (best effort) and is closed at once.
+    /// `Connection: close` and `Retry-After: 1` (best effort) and is closed, lingering: what it still
+    /// sends is read and dropped for up to 2 s, so its request is not answered with a reset.
     public var maxConnections: Int
     /// The value of the `Server` header on every response.
     public var serverName: String

@@ -19,6 +19,9 @@ final class ServerContext: Sendable {
     let handshakeTimeout: UInt64
     /// How long a closing connection keeps draining input after its last response (RFC 9112 §9.6).
     let lingerTimeout: UInt64
+    /// How much input a lingering connection drops before it closes anyway: twice the largest body, at least 1 MiB,
+    /// so a client still sending a body (after a 413, or refused) finishes and reads the answer.
+    let lingerByteLimit: Int
     /// Input a connection buffers while its request is being handled before it stops reading.
     let pausedReadLimit: Int
     let openConnections = Atomic<Int>(0)
@@ -43,6 +46,8 @@ final class ServerContext: Sendable {
         self.tls = configuration.tls.map(TLSContextStore.init(configuration:))
         self.handshakeTimeout = max(1_000_000, configuration.tls?.handshakeTimeout.nanoseconds ?? 0)
         self.lingerTimeout = min(2_000_000_000, idleTimeout)
+        let (twoBodies, bodiesOverflow) = limits.maxBodyBytes.multipliedReportingOverflow(by: 2)
+        self.lingerByteLimit = bodiesOverflow ? .max : max(1024 * 1024, twoBodies)
         // Limits may be as large as Int allows (`--max-header-bytes 9223372036854775807`): the sum saturates.
         let (lineAndHead, headOverflow) = limits.maxRequestLineBytes.addingReportingOverflow(limits.maxHeaderBytes)
         let (paused, slackOverflow) = lineAndHead.addingReportingOverflow(4096)

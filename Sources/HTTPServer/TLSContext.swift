@@ -24,6 +24,12 @@ final class SSLContext: @unchecked Sendable {
             throw .tlsSetupFailed(reason: OpenSSLErrors.drain())
         }
         _ = stovepipe_SSL_CTX_set_server_options(pointer)
+        // TLS 1.2 suites (TLS 1.3's are set apart and its defaults are all AEAD with forward secrecy): Mozilla's
+        // "intermediate" ECDHE with AES-GCM or ChaCha20-Poly1305 only, so no static-RSA key exchange (no forward
+        // secrecy) and no CBC (Lucky13 and other padding oracles).
+        guard SSL_CTX_set_cipher_list(pointer, SSLContext.tls12CipherSuites) == 1 else {
+            throw .tlsSetupFailed(reason: OpenSSLErrors.drain())
+        }
         _ = stovepipe_SSL_CTX_set_nonblocking_server_modes(pointer)
         stovepipe_SSL_CTX_select_http11(pointer)
         // Without a callback OpenSSL asks for an encrypted key's passphrase on the terminal, which
@@ -61,6 +67,11 @@ final class SSLContext: @unchecked Sendable {
         }
         return context
     }
+
+    /// The TLS 1.2 cipher suites offered, in the server's order of preference.
+    static let tls12CipherSuites =
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+        + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
     /// The validity period of the leaf certificate; nil if OpenSSL cannot decode it.
     var validity: TLSCertificateValidity? {

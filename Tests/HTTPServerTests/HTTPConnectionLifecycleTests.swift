@@ -378,24 +378,54 @@ struct HTTPConnectionShutdownTests {
         #expect(log.all == ["/slow"])
     }
 
-    @Test("shutdown mid-body: the request is completed, answered with close, and shutdown returns")
-    func shutdownMidBody() throws {
-        let observer = RecordingObserver()
+    @Test("shutdown: a partial head and a partial body get 503 and a close at once; the request in flight still finishes")
+    func shutdownPartialRequests() throws {
+        let gate = Gate()
+        let log = PathLog()
+        let responder = ClosureResponder { request in
+            log.append(request.path)
+            if request.path == "/slow" { gate.wait(timeout: .seconds(60)) }
+            return HTTPResponse(status: 200, body: request.body)
+        }
+        // The drain deadline and the header and body timeouts are far beyond the waits below: only closing partial
+        // requests at once lets the two stalled clients see the end of their connection in time.
         let server = Self.makeServer(
-            testConfiguration { $0.shutdownTimeout = .seconds(20) }, responder: echoResponder, observer: observer)
+            testConfiguration {
+                $0.shutdownTimeout = .seconds(60)
+                $0.headerTimeout = .seconds(60)
+                $0.bodyTimeout = .seconds(60)
+            }, responder: responder)
         let port = try server.start()
-        let client = try TestClient(port: port)
-        try client.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
-        #expect(eventually(timeout: .seconds(20)) { observer.opened == 1 })
+        let inFlight = try TestClient(port: port)
+        try inFlight.send(get("/slow"))
+        #expect(eventually(timeout: .seconds(20)) { gate.waiting == 1 })
+        // A complete request with the start of the next head behind it in one write: once the first is answered,
+        // the connection holds a partial head.
+        let midHead = try TestClient(port: port)
+        try midHead.send(get("/first") + "GET /never HTTP/1.1\r\nHost: t\r\n")
+        #expect(try midHead.readResponse(timeout: .seconds(20)).status == 200)
+        // The 100 Continue shows the head was parsed: the connection now waits for the rest of the body.
+        let midBody = try TestClient(port: port)
+        try midBody.send("POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+        #expect(try midBody.readResponse(timeout: .seconds(20)).status == 100)
+        try midBody.send("hello")
+
         let finished = Self.shutDownInBackground(server)
-        #expect(eventually(timeout: .seconds(20)) { (try? TestClient(port: port)) == nil })
-        try client.send("world")
-        let response = try client.readResponse(timeout: .seconds(20))
-        #expect(response.status == 200)
-        #expect(response.bodyText == "helloworld")
-        #expect(response.header("Connection") == "close")
-        #expect(client.waitForClose(timeout: .seconds(20)))
+        for client in [midHead, midBody] {
+            let response = try client.readResponse(timeout: .seconds(10))
+            #expect(response.status == 503)
+            #expect(response.header("Connection") == "close")
+            #expect(response.header("Retry-After") == "1")
+            #expect(client.waitForClose(timeout: .seconds(10)))
+        }
+        #expect(!finished.isSet)
+        gate.release()
+        let answered = try inFlight.readResponse(timeout: .seconds(20))
+        #expect(answered.status == 200)
+        #expect(answered.header("Connection") == "close")
+        #expect(inFlight.waitForClose(timeout: .seconds(20)))
         #expect(eventually(timeout: .seconds(20)) { finished.isSet })
+        #expect(log.all == ["/slow", "/first"])
     }
 
     @Test("shutdown does not wait past its timeout for a client stalled mid-head")

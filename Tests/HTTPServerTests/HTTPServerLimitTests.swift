@@ -357,6 +357,31 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("a client refused beyond the maximum that keeps sending its body still reads the whole 503 (RFC 9112 §9.6)")
+    func refusalSurvivesAClientStillSending() throws {
+        let observer = RecordingObserver()
+        try withServer(testConfiguration { $0.maxConnections = 1 }, observer: observer) { port, _ in
+            let first = try TestClient(port: port)
+            #expect(eventually { observer.opened == 1 })
+            let refused = try TestClient(port: port)
+            #expect(eventually { observer.refused == 1 })
+            // The request arrives after the 503, and the client sends its whole body before it reads, as most do. A
+            // socket already closed answers it with a reset, failing these sends before the client reads the 503.
+            let bodySize = 1024 * 1024
+            try refused.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: \(bodySize)\r\n\r\n")
+            let chunk = [UInt8](repeating: 0x61, count: 64 * 1024)
+            for _ in 0..<(bodySize / chunk.count) {
+                try refused.send(chunk)
+            }
+            let response = try refused.readResponse()
+            #expect(response.status == 503)
+            #expect(response.header("Retry-After") == "1")
+            #expect(refused.waitForClose())
+            try first.send(get("/"))
+            #expect(try first.readResponse().status == 200)
+        }
+    }
+
     static let oneWorkerOneQueueSlot = testConfiguration {
         $0.workerThreads = 1
         $0.workerQueueCapacity = 1

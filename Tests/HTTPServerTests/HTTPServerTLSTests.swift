@@ -382,6 +382,33 @@ struct HTTPServerTLSTests {
         }
     }
 
+    @Test("TLS 1.2 offers only ECDHE with AEAD: static RSA and CBC suites are refused, ECDHE with GCM or ChaCha20 is accepted")
+    func tls12CipherSuites() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        try withServer(fixture.configuration(certificate)) { port, _ in
+            for weak in ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384"] {
+                let output = try fixture.startPython("cipher", port: port, trusting: certificate.certificate, [weak]).wait()
+                let verdict = output.stdoutLines.first ?? ""
+                #expect(verdict.hasPrefix("refused") || verdict.hasPrefix("unavailable"), "\(weak): \(output.stdout) \(output.stderr)")
+            }
+            for strong in ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"] {
+                let output = try fixture.startPython("cipher", port: port, trusting: certificate.certificate, [strong]).wait()
+                #expect(output.stdoutLines == ["accepted \(strong) 200"], "\(output.stdout) \(output.stderr)")
+            }
+        }
+    }
+
+    @Test("TLS 1.2 issues no session ticket (its key would live as long as the process); resumption by session id still works")
+    func noTLS12SessionTickets() throws {
+        let fixture = try TLSFixture()
+        let certificate = try fixture.makeCertificate("127.0.0.1")
+        try withServer(fixture.configuration(certificate)) { port, _ in
+            let output = try fixture.startPython("ticket", port: port, trusting: certificate.certificate).wait()
+            #expect(output.stdoutLines == ["status 200", "ticket False", "resumed True 200"], "\(output.stdout) \(output.stderr)")
+        }
+    }
+
     @Test("soak: 32 TLS connections x 100 keep-alive requests, all answered, none left open")
     func soak() throws {
         let fixture = try TLSFixture()

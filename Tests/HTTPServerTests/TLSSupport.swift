@@ -268,6 +268,32 @@ elif mode == "closed":
     except ssl.SSLEOFError:
         print("no close_notify")
 
+elif mode == "cipher":
+    # extra: an OpenSSL TLS 1.2 cipher list to offer. Then the suite negotiated, or how the server refused.
+    ctx = context(maximum=ssl.TLSVersion.TLSv1_2)
+    try:
+        ctx.set_ciphers(extra[0])
+    except ssl.SSLError as error:
+        print("unavailable", error)
+        sys.exit(0)
+    try:
+        sock = connect(ctx)
+    except ssl.SSLError as error:
+        print("refused", error.reason)
+        sys.exit(0)
+    print("accepted", sock.cipher()[0], request(sock, Reader(sock), "/cipher")[0])
+
+elif mode == "ticket":
+    # A TLS 1.2 session: whether the server issued a session ticket, and whether a second connection resumed it.
+    ctx = context(maximum=ssl.TLSVersion.TLSv1_2)
+    first = connect(ctx)
+    print("status", request(first, Reader(first), "/first")[0])
+    session = first.session
+    print("ticket", session.has_ticket)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    second = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+    print("resumed", second.session_reused, request(second, Reader(second), "/second")[0])
+
 elif mode == "soak":
     connections, per_connection = int(extra[0]), int(extra[1])
     answered, errors, lock = [0], [], threading.Lock()
