@@ -458,7 +458,7 @@ struct MySQLPoolOutageTests {
 
             let admin = try MySQLConnection(configuration: configuration)
             defer {
-                try? admin.execute(MySQLQuery(unsafeSQL: "DROP USER IF EXISTS '\(user)'@'%', '\(user)'@'127.0.0.1', '\(user)'@'localhost'"))
+                _ = try? admin.execute(MySQLQuery(unsafeSQL: "DROP USER IF EXISTS '\(user)'@'%', '\(user)'@'127.0.0.1', '\(user)'@'localhost'"))
                 admin.close()
             }
             for host in ["%", "127.0.0.1", "localhost"] {
