@@ -179,11 +179,11 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// Throws when a migration this binary needs is missing, or a table the schema creates lacks a column it
-    /// declares (or has it with another type family or nullability); call at start-up before serving. Returns the
+    /// declares (or has it with another type family, nullability or collation) or a key; call at start-up before serving. Returns the
     /// applied versions this binary does not know (empty when current): migrations only add, so an older
     /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
     /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
-    ///   and column that differ, or the lookup's error.
+    ///   and column or key that differ, or the lookup's error.
     @discardableResult
     public func requireUpToDate() throws(BackendError) -> [UInt32] {
         let unknown: [UInt32]
@@ -250,6 +250,35 @@ public struct MySQLMigrator: Sendable {
         let type: String
         /// Whether it allows NULL (no NOT NULL in its definition).
         let isNullable: Bool
+        /// The collation its definition names after COLLATE, in lower case; nil when it names none.
+        let collation: String?
+    }
+
+    /// A primary key, unique key or index a schema file declares.
+    struct DeclaredKey: Sendable, Hashable {
+        /// Which of the three it is.
+        enum Kind: Sendable, Hashable {
+            case primary
+            case unique
+            case index
+        }
+
+        /// Which of the three it is.
+        let kind: Kind
+        /// Its name; nil for the primary key.
+        let name: String?
+        /// Its columns, in order.
+        let columns: [String]
+
+        /// How a problem names it, such as "unique key `x` (a, b)".
+        var description: String {
+            let columns = "(\(columns.joined(separator: ", ")))"
+            switch kind {
+            case .primary: return "primary key \(columns)"
+            case .unique: return "unique key `\(name ?? "")` \(columns)"
+            case .index: return "key `\(name ?? "")` \(columns)"
+            }
+        }
     }
 
     /// A table a schema file creates, with its columns in order.
@@ -258,6 +287,8 @@ public struct MySQLMigrator: Sendable {
         let name: String
         /// The columns; keys and constraints are left out.
         let columns: [DeclaredColumn]
+        /// The primary key, unique keys and indexes.
+        let keys: [DeclaredKey]
     }
 
     /// The tables the `CREATE TABLE` statements of `sql` make. Reads this binary's own schema files, whose
@@ -282,6 +313,7 @@ public struct MySQLMigrator: Sendable {
             let name = tokens[index]
             index += 2
             var columns: [DeclaredColumn] = []
+            var keys: [DeclaredKey] = []
             var definition: [String] = []
             var depth = 0
             while index < tokens.count {
@@ -291,8 +323,15 @@ public struct MySQLMigrator: Sendable {
                     if definition.count >= 2, !constraints.contains(definition[0].uppercased()) {
                         let upper = definition.map { $0.uppercased() }
                         let notNull = zip(upper, upper.dropFirst()).contains { $0 == "NOT" && $1 == "NULL" }
+                        let collation = upper.firstIndex(of: "COLLATE").flatMap { at in
+                            at + 1 < definition.count ? definition[at + 1].lowercased() : nil
+                        }
                         columns.append(
-                            DeclaredColumn(name: definition[0], type: definition[1].lowercased(), isNullable: !notNull))
+                            DeclaredColumn(
+                                name: definition[0], type: definition[1].lowercased(), isNullable: !notNull,
+                                collation: collation))
+                    } else if let key = declaredKey(definition) {
+                        keys.append(key)
                     }
                     definition = []
                     if token == ")" { break }
@@ -301,9 +340,37 @@ public struct MySQLMigrator: Sendable {
                 if token == "(" { depth += 1 } else if token == ")" { depth -= 1 }
                 definition.append(token)
             }
-            tables.append(DeclaredTable(name: name, columns: columns))
+            tables.append(DeclaredTable(name: name, columns: columns, keys: keys))
         }
         return tables
+    }
+
+    /// The key a definition such as `UNIQUE KEY name (a, b)` declares; nil for a column or another constraint.
+    private static func declaredKey(_ definition: [String]) -> DeclaredKey? {
+        guard let open = definition.firstIndex(of: "("), open > 0 else { return nil }
+        let words = definition[..<open].map { $0.uppercased() }
+        let kind: DeclaredKey.Kind
+        switch words.first {
+        case "PRIMARY": kind = .primary
+        case "UNIQUE": kind = .unique
+        case "KEY", "INDEX": kind = .index
+        default: return nil
+        }
+        let name = kind == .primary || ["KEY", "INDEX", "UNIQUE"].contains(words[open - 1]) ? nil : definition[open - 1]
+        // The column list up to its closing parenthesis; a prefix length such as `c(10)` is left out.
+        var columns: [String] = []
+        var depth = 0
+        for token in definition[(open + 1)...] {
+            if token == "(" {
+                depth += 1
+            } else if token == ")" {
+                if depth == 0 { break }
+                depth -= 1
+            } else if depth == 0 && token != "," && !["ASC", "DESC"].contains(token.uppercased()) {
+                columns.append(token)
+            }
+        }
+        return DeclaredKey(kind: kind, name: name, columns: columns)
     }
 
     /// Words (backquotes removed), `(`, `)`, `,` and `;`; comments and string literals are skipped.
@@ -364,19 +431,19 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// How `table` in the database differs from its declaration, as the rest of a sentence that names the table
-    /// (" does not exist", ": column `x` is missing", ...); nil when it has every declared column as declared.
+    /// (" does not exist", ": column `x` is missing", ...); nil when it has every declared column and key as declared.
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
         let rows = try connection.query(
             """
-            SELECT column_name, data_type, is_nullable FROM information_schema.columns
+            SELECT column_name, data_type, is_nullable, collation_name FROM information_schema.columns
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             """)
         guard !rows.isEmpty else { return " does not exist" }
-        var found: [String: (type: String, isNullable: Bool)] = [:]
+        var found: [String: (type: String, isNullable: Bool, collation: String?)] = [:]
         for row in rows {
             guard let name = row.string(0), let type = row.string(1) else { continue }
             // Column names are not case-sensitive in MariaDB (Identifier Case-sensitivity).
-            found[name.lowercased()] = (type.lowercased(), row.string(2) == "YES")
+            found[name.lowercased()] = (type.lowercased(), row.string(2) == "YES", row.string(3)?.lowercased())
         }
         for column in table.columns {
             guard let actual = found[column.name.lowercased()] else { return ": column `\(column.name)` is missing" }
@@ -387,6 +454,39 @@ public struct MySQLMigrator: Sendable {
                 return ": column `\(column.name)` \(actual.isNullable ? "allows NULL" : "is NOT NULL"), where Schema/ "
                     + "declares it \(column.isNullable ? "NULL" : "NOT NULL")"
             }
+            // The collation decides equality in keys and lookups: a _ci one makes git://h/A and git://h/a one URI.
+            if let declared = column.collation, actual.collation != declared {
+                return ": column `\(column.name)` has collation \(actual.collation ?? "none"), where Schema/ declares \(declared)"
+            }
+        }
+        return try keyProblem(of: table, on: connection)
+    }
+
+    /// The first key of `table` that the database lacks, as the rest of a sentence; nil when it has them all. A key
+    /// counts as there when an index has its columns in order (a primary key: the primary key; a unique key: a
+    /// unique index), whatever its name.
+    private static func keyProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
+        guard !table.keys.isEmpty else { return nil }
+        let rows = try connection.query(
+            """
+            SELECT index_name, column_name, non_unique FROM information_schema.statistics
+            WHERE table_schema = DATABASE() AND table_name = \(table.name)
+            ORDER BY index_name, seq_in_index
+            """)
+        var indexes: [String: (columns: [String], isUnique: Bool)] = [:]
+        for row in rows {
+            guard let name = row.string(0), let column = row.string(1) else { continue }
+            indexes[name, default: ([], row.int64(2) == 0)].columns.append(column.lowercased())
+        }
+        for key in table.keys {
+            let columns = key.columns.map { $0.lowercased() }
+            let present: Bool
+            switch key.kind {
+            case .primary: present = indexes["PRIMARY"]?.columns == columns
+            case .unique: present = indexes.values.contains { $0.isUnique && $0.columns == columns }
+            case .index: present = indexes.values.contains { $0.columns == columns }
+            }
+            if !present { return ": \(key.description) is missing" }
         }
         return nil
     }

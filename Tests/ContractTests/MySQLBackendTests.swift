@@ -297,6 +297,82 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("start-up and migrate refuse a key column whose collation is not Schema/'s, as a case-insensitive one")
+    func changedCollation() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            // utf8mb4_general_ci compares without case: git://h/A and git://h/a would be one request_uris key.
+            try storage.pool.withConnection {
+                try $0.execute(
+                    "ALTER TABLE request_uris MODIFY uri VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL")
+            }
+            #expect(try storage.migrator.status() == .current)
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains(
+                    "table `request_uris` (migration 2): column `uri` has collation utf8mb4_general_ci, where Schema/ declares utf8mb4_bin"
+                ) == true, "\(problem ?? "nil")")
+
+            // A table made by hand before migrate, with the right columns but the wrong collation, is not recorded.
+            try storage.pool.withConnection { connection in
+                try connection.execute("DROP TABLE request_uris")
+                try connection.execute("DELETE FROM schema_migrations WHERE version = \(UInt32(2))")
+                let sql = MySQLMigrator.migrations[1].sql.replacingOccurrences(
+                    of: "uri        VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+                    with: "uri        VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                try #require(sql != MySQLMigrator.migrations[1].sql)
+                try connection.executeScript(unsafeSQL: sql)
+            }
+            let migrateProblem = shapeProblem { () throws(BackendError) in try storage.migrator.migrate() }
+            #expect(
+                migrateProblem?.contains("table `request_uris`: column `uri` has collation utf8mb4_unicode_ci") == true,
+                "\(migrateProblem ?? "nil")")
+            #expect(try storage.migrator.status() == .behind(pending: [2]))
+        }
+    }
+
+    @Test("start-up refuses a schema table whose primary key, unique key or index was dropped or changed")
+    func changedKeys() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            func startUpProblem() -> String? {
+                shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            }
+            // Without it a second ingest of one commit is no longer a duplicate (1062).
+            try alter("ALTER TABLE request_uris DROP PRIMARY KEY")
+            let primary = startUpProblem()
+            #expect(
+                primary?.contains("table `request_uris` (migration 2): primary key (queue, uri) is missing") == true,
+                "\(primary ?? "nil")")
+            try alter("ALTER TABLE request_uris ADD PRIMARY KEY (queue, uri)")
+            #expect(startUpProblem() == nil)
+
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_id, ADD KEY topic_messages_id (topic, message_id)")
+            let unique = startUpProblem()
+            #expect(
+                unique?.contains("table `topic_messages` (migration 100): unique key `topic_messages_id` (topic, message_id) is missing")
+                    == true, "\(unique ?? "nil")")
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_id, ADD UNIQUE KEY topic_messages_id (topic, message_id)")
+            #expect(startUpProblem() == nil)
+
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_head")
+            let index = startUpProblem()
+            #expect(
+                index?.contains("table `topic_messages` (migration 100): key `topic_messages_head` (topic, state, partition_key, seq) is missing")
+                    == true, "\(index ?? "nil")")
+            // Another name for the same columns serves as well.
+            try alter("ALTER TABLE topic_messages ADD KEY head_by_hand (topic, state, partition_key, seq)")
+            #expect(startUpProblem() == nil)
+        }
+    }
+
     @Test("a migration that runs longer than the pool's read timeout finishes")
     func slowMigration() async throws {
         try await withEmptyDatabase { configuration in
@@ -404,7 +480,7 @@ struct MySQLMigratorTests {
 
 @Suite("MySQL schema declarations")
 struct MySQLSchemaDeclarationTests {
-    @Test("every migration's table and columns are read from its schema file, keys and comments left out")
+    @Test("every migration's table, columns and keys are read from its schema file, comments left out")
     func declaredTables() {
         let tables = MySQLMigrator.migrations.flatMap { MySQLMigrator.declaredTables(in: $0.sql) }
         #expect(tables.map(\.name) == MySQLMigrator.migrations.map(\.name))
@@ -413,8 +489,19 @@ struct MySQLSchemaDeclarationTests {
             requests?.columns.map(\.name) == [
                 "queue", "n", "uri", "state", "build_strategy", "base_uri", "version", "created_at", "updated_at",
             ])
-        #expect(requests?.columns.first { $0.name == "base_uri" } == .init(name: "base_uri", type: "varchar", isNullable: true))
-        #expect(requests?.columns.first { $0.name == "n" } == .init(name: "n", type: "bigint", isNullable: false))
+        #expect(
+            requests?.columns.first { $0.name == "base_uri" }
+                == .init(name: "base_uri", type: "varchar", isNullable: true, collation: "utf8mb4_bin"))
+        #expect(requests?.columns.first { $0.name == "n" } == .init(name: "n", type: "bigint", isNullable: false, collation: nil))
+        #expect(requests?.keys == [.init(kind: .primary, name: nil, columns: ["queue", "n"])])
+        #expect(
+            tables.first { $0.name == "topic_messages" }?.keys == [
+                .init(kind: .primary, name: nil, columns: ["seq"]),
+                .init(kind: .unique, name: "topic_messages_id", columns: ["topic", "message_id"]),
+                .init(kind: .index, name: "topic_messages_head", columns: ["topic", "state", "partition_key", "seq"]),
+                .init(kind: .index, name: "topic_messages_finished", columns: ["state", "finished_at"]),
+                .init(kind: .index, name: "topic_messages_delivery", columns: ["delivery_token"]),
+            ])
         let bookkeeping = MySQLMigrator.declaredTables(in: MySQLMigrator.bookkeepingSQL)
         #expect(bookkeeping.map { $0.columns.map(\.name) } == [["version", "name", "created_at", "updated_at"]])
         #expect(MySQLMigrator.declaredTables(in: "DO SLEEP(1)").isEmpty)
@@ -603,5 +690,16 @@ struct MySQLErrorTranslationTests {
                     detail: "mysql unavailable (error 2026: TLS could not be set up or the server's certificate was refused)"))
         #expect(translate(.unknownDatabase) == .unavailable(retryable: false, detail: "mysql error 1049: unknown database"))
         #expect(translate(.accessDenied) == .unavailable(retryable: false, detail: "mysql error 1045: access denied (user or password)"))
+    }
+}
+
+/// The detail of the non-retryable `unavailable` that `body` throws; nil when it succeeds, "unexpected ..." for another error.
+func shapeProblem(_ body: () throws(BackendError) -> Void) -> String? {
+    do throws(BackendError) {
+        try body()
+        return nil
+    } catch {
+        guard case .unavailable(false, let detail) = error else { return "unexpected \(error)" }
+        return detail
     }
 }
