@@ -95,7 +95,12 @@ public struct MySQLMigrator: Sendable {
             return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
                 // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
-                try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
+                // Only when it is missing: CREATE TABLE IF NOT EXISTS needs the CREATE privilege and a writable
+                // server even when the table exists, and a migrate with nothing to apply should need neither.
+                if try !Self.bookkeepingListed(connection) {
+                    try Self.runScript(
+                        Self.bookkeepingSQL, on: connection, failing: "mysql: creating the bookkeeping table `schema_migrations`")
+                }
                 try Self.requireBookkeepingShape(connection)
                 let applied = try Self.appliedVersions(connection)
                 var newlyApplied: [UInt32] = []
@@ -157,16 +162,23 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
-            let exists = try connection.query(
-                """
-                SELECT COUNT(*) FROM information_schema.tables
-                WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
-                """)
-            guard exists.first?.int64(0) == 1 else {
+            guard try Self.bookkeepingListed(connection) else {
                 // Only when no table is found: a URL without a database finds none either (readiness probes
                 // call this, so a current schema costs no extra round trip).
                 try Self.requireDatabase(connection)
-                return []
+                // information_schema lists only the tables the user holds a privilege on: reading the table tells
+                // a user who may not read it from a database never migrated, which `migrate` would not help.
+                do throws(MySQLError) {
+                    return try Self.appliedVersions(connection)
+                } catch {
+                    guard error.code == .noSuchTable else {
+                        guard error.code == .tableAccessDenied else { throw error }
+                        throw Self.accessDenied(
+                            "schema_migrations", error,
+                            needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
+                    }
+                    return []
+                }
             }
             return try Self.appliedVersions(connection)
         }
@@ -215,18 +227,41 @@ public struct MySQLMigrator: Sendable {
     }
 
     private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
+        try runScript(migration.sql, on: connection, failing: "mysql migration \(migration.version) (\(migration.name))")
+    }
+
+    /// Runs this binary's own DDL `sql`; a failure other than a lock conflict is unavailable, its detail starting
+    /// with `what` and ending with the server's message.
+    private static func runScript(_ sql: String, on connection: MySQLConnection, failing what: String) throws {
         do throws(MySQLError) {
-            try connection.executeScript(unsafeSQL: migration.sql)
+            try connection.executeScript(unsafeSQL: sql)
         } catch {
             // Deadlocks and lock waits go to the retry as they are. The script is this binary's own DDL with no
             // bound values, so the server's message is safe to pass on, and it names what failed.
             guard !error.code.isTransient,
                 case .unavailable(let retryable, let detail) = MySQLErrorTranslation.backendError(error)
             else { throw error }
-            throw BackendError.unavailable(
-                retryable: retryable,
-                detail: "mysql migration \(migration.version) (\(migration.name)) failed: \(detail): \(error.message)")
+            throw BackendError.unavailable(retryable: retryable, detail: "\(what) failed: \(detail): \(error.message)")
         }
+    }
+
+    /// Whether information_schema lists `schema_migrations` in the current database, which it does only when the
+    /// table exists and the user holds a privilege on it.
+    private static func bookkeepingListed(_ connection: MySQLConnection) throws -> Bool {
+        let count = try connection.query(
+            """
+            SELECT COUNT(*) FROM information_schema.tables
+            WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
+            """)
+        return count.first?.int64(0) == 1
+    }
+
+    /// The error for a table the user may not read (1142); the server's message names the user, table and command,
+    /// and `needs` says what to grant.
+    private static func accessDenied(_ table: String, _ error: MySQLError, needs: String) -> BackendError {
+        .unavailable(
+            retryable: false,
+            detail: "mysql: table `\(table)`: \(error.message) (error \(error.code.rawValue)): grant the user \(needs)")
     }
 
     // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
@@ -237,7 +272,7 @@ public struct MySQLMigrator: Sendable {
         }
     }
 
-    private static func appliedVersions(_ connection: MySQLConnection) throws -> Set<UInt32> {
+    private static func appliedVersions(_ connection: MySQLConnection) throws(MySQLError) -> Set<UInt32> {
         let rows = try connection.query("SELECT version FROM schema_migrations")
         return Set(rows.compactMap { $0.uint64(0).flatMap(UInt32.init(exactly:)) })
     }
@@ -438,7 +473,20 @@ public struct MySQLMigrator: Sendable {
             SELECT column_name, data_type, is_nullable, collation_name FROM information_schema.columns
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             """)
-        guard !rows.isEmpty else { return " does not exist" }
+        guard !rows.isEmpty else {
+            // information_schema hides the columns of a table the user holds no privilege on: ask the table itself,
+            // so that such a user is not told to restore or create a table that is there.
+            do throws(MySQLError) {
+                _ = try connection.query("SELECT 1 FROM \(identifier: table.name) LIMIT 0")
+            } catch {
+                guard error.code == .noSuchTable else {
+                    guard error.code == .tableAccessDenied else { throw error }
+                    let needs = table.name == "schema_migrations" ? "SELECT on it" : "SELECT, INSERT, UPDATE and DELETE on it"
+                    throw accessDenied(table.name, error, needs: needs)
+                }
+            }
+            return " does not exist"
+        }
         var found: [String: (type: String, isNullable: Bool, collation: String?)] = [:]
         for row in rows {
             guard let name = row.string(0), let type = row.string(1) else { continue }

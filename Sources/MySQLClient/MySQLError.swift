@@ -20,6 +20,9 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let syntaxError = Self(rawValue: 1064)
     /// ER_NO_SUCH_TABLE: the table does not exist.
     public static let noSuchTable = Self(rawValue: 1146)
+    /// ER_TABLEACCESS_DENIED_ERROR: the user lacks the privilege the statement needs on a table (also answered for a
+    /// table that does not exist when the user holds no privilege on the database, so as not to reveal it).
+    public static let tableAccessDenied = Self(rawValue: 1142)
     /// ER_QUERY_INTERRUPTED: the statement was killed; the connection itself survives.
     public static let queryInterrupted = Self(rawValue: 1317)
     /// ER_SERVER_SHUTDOWN: the server is shutting down.
@@ -117,6 +120,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         case .unknownDatabase: "unknown database"
         case .serverShutdown: "the server is shutting down"
         case .readOnly: "the server is read-only (a replica, or a former primary after a failover)"
+        case .tableAccessDenied: "the user lacks a privilege on a table"
         case .lockWaitTimeout: "lock wait timeout"
         case .deadlock: "deadlock"
         case .connectionKilled: "connection killed"
