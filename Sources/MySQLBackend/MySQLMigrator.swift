@@ -575,7 +575,14 @@ public struct MySQLMigrator: Sendable {
                 "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
         } while granted == 0 && remaining > 0
         if granted == 0 {
-            throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
+            // A migrate killed while the server still runs its statement (an ALTER, which does not notice the client
+            // is gone) holds the lock until that statement ends: name the session so the operator can look at it.
+            let holder = try? connection.query(
+                "SELECT IS_USED_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))").first?.uint64(0)
+            let session = holder.map { " (connection \($0): SHOW PROCESSLIST shows what it runs)" } ?? ""
+            throw BackendError.unavailable(
+                retryable: true,
+                detail: "mysql: another migrator holds the schema lock\(session); waited \(timeoutSeconds) s")
         }
         guard granted == 1 else {
             // NULL is an error, not a wait that ran out: MariaDB answers NULL when the GET_LOCK query is killed
