@@ -98,13 +98,16 @@ public struct MySQLMigrator: Sendable {
                 // Only when it is missing: CREATE TABLE IF NOT EXISTS needs the CREATE privilege and a writable
                 // server even when the table exists, and a migrate with nothing to apply should need neither.
                 if try !Self.bookkeepingListed(connection) {
+                    try Self.requireWritable(connection, pending: migrations.map(\.version))
                     try Self.runScript(
                         Self.bookkeepingSQL, on: connection, failing: "mysql: creating the bookkeeping table `schema_migrations`")
                 }
                 try Self.requireBookkeepingShape(connection)
                 let applied = try Self.appliedVersions(connection)
+                let pending = migrations.filter { !applied.contains($0.version) }
+                if !pending.isEmpty { try Self.requireWritable(connection, pending: pending.map(\.version)) }
                 var newlyApplied: [UInt32] = []
-                for migration in migrations where !applied.contains(migration.version) {
+                for migration in pending {
                     try Self.apply(migration, on: connection)
                     // CREATE TABLE IF NOT EXISTS keeps a table of that name whatever its columns, with only a note
                     // (1050), so the migration is recorded only once its tables have the columns it declares.
@@ -243,6 +246,17 @@ public struct MySQLMigrator: Sendable {
             else { throw error }
             throw BackendError.unavailable(retryable: retryable, detail: "\(what) failed: \(detail): \(error.message)")
         }
+    }
+
+    /// Throws when the server is read-only, as a replica is, whatever the user's privileges: a user that may write
+    /// to it anyway (READ_ONLY ADMIN or SUPER) would diverge the replica from its primary, and the primary's own
+    /// `schema_migrations` row for a version would then stop replication with a duplicate key (1062).
+    private static func requireWritable(_ connection: MySQLConnection, pending: [UInt32]) throws {
+        guard try connection.query("SELECT @@GLOBAL.read_only").first?.int64(0) == 1 else { return }
+        throw BackendError.unavailable(
+            retryable: false,
+            detail: "mysql: the server is read-only (read_only is ON), as a replica is: run `stovepipe migrate` against the "
+                + "primary; migrations \(pending) are pending, none was applied")
     }
 
     /// Whether information_schema lists `schema_migrations` in the current database, which it does only when the
