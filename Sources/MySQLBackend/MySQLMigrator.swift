@@ -484,8 +484,10 @@ public struct MySQLMigrator: Sendable {
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
         let rows = try connection.query(
             """
-            SELECT column_name, data_type, is_nullable, collation_name FROM information_schema.columns
+            SELECT column_name, data_type, is_nullable, collation_name, column_default, extra
+            FROM information_schema.columns
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
+            ORDER BY ordinal_position
             """)
         guard !rows.isEmpty else {
             // information_schema hides the columns of a table the user holds no privilege on: ask the table itself,
@@ -520,6 +522,19 @@ public struct MySQLMigrator: Sendable {
             if let declared = column.collation, actual.collation != declared {
                 return ": column `\(column.name)` has collation \(actual.collation ?? "none"), where Schema/ declares \(declared)"
             }
+        }
+        // A column this binary does not know (a newer release's, as after a rollback) is fine unless an insert that
+        // leaves it out fails: NOT NULL without a default fails every insert in strict mode (1364). MariaDB's
+        // column_default is NULL only when there is no default (DEFAULT NULL reads 'NULL').
+        let declared = Set(table.columns.map { $0.name.lowercased() })
+        for row in rows {
+            guard let name = row.string(0), !declared.contains(name.lowercased()), row.string(2) == "NO",
+                row.string(4) == nil
+            else { continue }
+            let extra = row.string(5)?.lowercased() ?? ""
+            if extra.contains("auto_increment") || extra.contains("generated") { continue }
+            return ": column `\(name)` is NOT NULL without a default and not in Schema/ (a newer release's?): every "
+                + "insert of this binary would fail; give it a default, or run the release that added it"
         }
         return try keyProblem(of: table, on: connection)
     }

@@ -381,6 +381,43 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("an older binary serves a newer schema's added columns, unless its inserts could not fill one")
+    func rollbackOntoAddedColumns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            // A newer release's migrations, which this binary does not know.
+            try alter(
+                """
+                INSERT INTO schema_migrations (version, name) VALUES (5, 'newer');
+                ALTER TABLE requests ADD COLUMN note TEXT NULL, ADD COLUMN priority INT NOT NULL DEFAULT 0,
+                    ADD COLUMN tag VARCHAR(20) AS (LEFT(uri, 20)) VIRTUAL;
+                CREATE TABLE newer_table (id INT NOT NULL PRIMARY KEY) ENGINE=InnoDB
+                """)
+            #expect(try storage.migrator.requireUpToDate() == [5])
+            let id = RequestID(queue: try QueueName("app/main"), number: 1)
+            let request = Request(id: id, uri: SourceURI("git://app/main/1"), createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try storage.requests.create(request)
+
+            // Every insert of this binary would fail with 1364 (strict mode: no default for the column).
+            try alter("ALTER TABLE requests ADD COLUMN owner VARCHAR(40) NOT NULL")
+            let second = Request(
+                id: RequestID(queue: try QueueName("app/main"), number: 2), uri: SourceURI("git://app/main/2"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            #expect(throws: BackendError.self) { try storage.requests.create(second) }
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains("table `requests` (migration 1): column `owner` is NOT NULL without a default") == true,
+                "\(problem ?? "nil")")
+            try alter("ALTER TABLE requests ALTER COLUMN owner SET DEFAULT ''")
+            #expect(try storage.migrator.requireUpToDate() == [5])
+        }
+    }
+
     @Test("a migration that runs longer than the pool's read timeout finishes")
     func slowMigration() async throws {
         try await withEmptyDatabase { configuration in
