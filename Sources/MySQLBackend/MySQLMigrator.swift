@@ -301,6 +301,15 @@ public struct MySQLMigrator: Sendable {
         let isNullable: Bool
         /// The collation its definition names after COLLATE, in lower case; nil when it names none.
         let collation: String?
+        /// The number in parentheses after the type (a length, or fractional-second digits); nil when there is none.
+        let size: UInt64?
+        /// Whether its definition says UNSIGNED.
+        let isUnsigned: Bool
+
+        /// The type as information_schema's column_type spells it, without an integer's display width.
+        var typeText: String {
+            type + (size.map { "(\($0))" } ?? "") + (isUnsigned ? " unsigned" : "")
+        }
     }
 
     /// A primary key, unique key or index a schema file declares.
@@ -375,10 +384,11 @@ public struct MySQLMigrator: Sendable {
                         let collation = upper.firstIndex(of: "COLLATE").flatMap { at in
                             at + 1 < definition.count ? definition[at + 1].lowercased() : nil
                         }
+                        let size = definition.count > 3 && definition[2] == "(" ? UInt64(definition[3]) : nil
                         columns.append(
                             DeclaredColumn(
                                 name: definition[0], type: definition[1].lowercased(), isNullable: !notNull,
-                                collation: collation))
+                                collation: collation, size: size, isUnsigned: upper.contains("UNSIGNED")))
                     } else if let key = declaredKey(definition) {
                         keys.append(key)
                     }
@@ -484,7 +494,8 @@ public struct MySQLMigrator: Sendable {
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
         let rows = try connection.query(
             """
-            SELECT column_name, data_type, is_nullable, collation_name, column_default, extra
+            SELECT column_name, data_type, is_nullable, collation_name, column_default, extra, column_type,
+                character_maximum_length, datetime_precision
             FROM information_schema.columns
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             ORDER BY ordinal_position
@@ -503,11 +514,14 @@ public struct MySQLMigrator: Sendable {
             }
             return " does not exist"
         }
-        var found: [String: (type: String, isNullable: Bool, collation: String?)] = [:]
+        var found: [String: FoundColumn] = [:]
         for row in rows {
             guard let name = row.string(0), let type = row.string(1) else { continue }
             // Column names are not case-sensitive in MariaDB (Identifier Case-sensitivity).
-            found[name.lowercased()] = (type.lowercased(), row.string(2) == "YES", row.string(3)?.lowercased())
+            found[name.lowercased()] = FoundColumn(
+                type: type.lowercased(), isNullable: row.string(2) == "YES", collation: row.string(3)?.lowercased(),
+                columnType: row.string(6)?.lowercased() ?? type.lowercased(), maximumLength: row.uint64(7),
+                fractionalDigits: row.uint64(8))
         }
         for column in table.columns {
             guard let actual = found[column.name.lowercased()] else { return ": column `\(column.name)` is missing" }
@@ -517,6 +531,9 @@ public struct MySQLMigrator: Sendable {
             if actual.isNullable != column.isNullable {
                 return ": column `\(column.name)` \(actual.isNullable ? "allows NULL" : "is NOT NULL"), where Schema/ "
                     + "declares it \(column.isNullable ? "NULL" : "NOT NULL")"
+            }
+            if !holdsEveryValue(of: column, in: actual) {
+                return ": column `\(column.name)` is \(actual.columnType), narrower than Schema/'s \(column.typeText)"
             }
             // The collation decides equality in keys and lookups: a _ci one makes git://h/A and git://h/a one URI.
             if let declared = column.collation, actual.collation != declared {
@@ -537,6 +554,51 @@ public struct MySQLMigrator: Sendable {
                 + "insert of this binary would fail; give it a default, or run the release that added it"
         }
         return try keyProblem(of: table, on: connection)
+    }
+
+    /// A column as information_schema.columns describes it.
+    private struct FoundColumn {
+        /// data_type, such as `varchar`.
+        let type: String
+        /// is_nullable is YES.
+        let isNullable: Bool
+        /// collation_name in lower case; nil for a column without one.
+        let collation: String?
+        /// column_type, such as `bigint(20) unsigned`.
+        let columnType: String
+        /// character_maximum_length: characters of a text column, bytes of a binary one.
+        let maximumLength: UInt64?
+        /// datetime_precision.
+        let fractionalDigits: UInt64?
+    }
+
+    /// Whether `found` holds every value `declared` does, so that strict mode refuses no write the schema allows
+    /// (1406 for a longer string, 1264 for a larger number) and no fraction of a second is dropped; a wider
+    /// column does. `declared` and `found` are of one type family.
+    private static func holdsEveryValue(of declared: DeclaredColumn, in found: FoundColumn) -> Bool {
+        switch typeFamily(declared.type) {
+        case "integer":
+            let bits: [String: Int] = [
+                "tinyint": 8, "bool": 8, "boolean": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32, "bigint": 64,
+            ]
+            guard let wanted = bits[declared.type], let have = bits[found.type] else { return true }
+            let foundUnsigned = found.columnType.contains("unsigned")
+            // A signed column holds an unsigned one's values only with a bit more; an unsigned one no negative value.
+            if declared.isUnsigned == foundUnsigned { return have >= wanted }
+            return declared.isUnsigned && have > wanted
+        case "text", "binary":
+            let capacities: [String: UInt64] = [
+                "tinytext": 255, "tinyblob": 255, "text": 65_535, "blob": 65_535, "mediumtext": 16_777_215,
+                "mediumblob": 16_777_215, "longtext": 4_294_967_295, "longblob": 4_294_967_295,
+            ]
+            guard let wanted = declared.size ?? capacities[declared.type], let have = found.maximumLength else { return true }
+            return have >= wanted
+        case "date-time":
+            guard declared.type != "date", let have = found.fractionalDigits else { return true }
+            return have >= (declared.size ?? 0)
+        default:
+            return true
+        }
     }
 
     /// The first key of `table` that the database lacks, as the rest of a sentence; nil when it has them all. A key

@@ -381,6 +381,44 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("start-up refuses a column narrowed by hand (length, integer range, fractional seconds); a wider one serves")
+    func narrowedColumns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func startUpProblem(after sql: String) throws -> String? {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+                return shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            }
+            let cases: [(sql: String, problem: String?)] = [
+                // Strict mode refuses a longer URI (1406): every ingest of one would fail.
+                ("ALTER TABLE requests MODIFY uri VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+                 "table `requests` (migration 1): column `uri` is varchar(100), narrower than Schema/'s varchar(512)"),
+                ("ALTER TABLE requests MODIFY uri VARCHAR(1024) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL", nil),
+                ("ALTER TABLE requests MODIFY n INT UNSIGNED NOT NULL",
+                 "table `requests` (migration 1): column `n` is int(10) unsigned, narrower than Schema/'s bigint unsigned"),
+                ("ALTER TABLE requests MODIFY n BIGINT NOT NULL",
+                 "table `requests` (migration 1): column `n` is bigint(20), narrower than Schema/'s bigint unsigned"),
+                ("ALTER TABLE requests MODIFY n BIGINT UNSIGNED NOT NULL", nil),
+                ("ALTER TABLE topic_messages MODIFY attempts BIGINT NOT NULL DEFAULT 0", nil),
+                ("ALTER TABLE topic_messages MODIFY payload BLOB NOT NULL",
+                 "table `topic_messages` (migration 100): column `payload` is blob, narrower than Schema/'s mediumblob"),
+                ("ALTER TABLE topic_messages MODIFY payload LONGBLOB NOT NULL", nil),
+                ("ALTER TABLE queues MODIFY created_at DATETIME NOT NULL",
+                 "table `queues` (migration 3): column `created_at` is datetime, narrower than Schema/'s datetime(6)"),
+            ]
+            for (sql, expected) in cases {
+                let problem = try startUpProblem(after: sql)
+                if let expected {
+                    #expect(problem?.contains(expected) == true, "\(sql): \(problem ?? "nil")")
+                } else {
+                    #expect(problem == nil, "\(sql)")
+                }
+            }
+        }
+    }
+
     @Test("an older binary serves a newer schema's added columns, unless its inserts could not fill one")
     func rollbackOntoAddedColumns() async throws {
         try await withEmptyDatabase { configuration in
@@ -536,8 +574,12 @@ struct MySQLSchemaDeclarationTests {
             ])
         #expect(
             requests?.columns.first { $0.name == "base_uri" }
-                == .init(name: "base_uri", type: "varchar", isNullable: true, collation: "utf8mb4_bin"))
-        #expect(requests?.columns.first { $0.name == "n" } == .init(name: "n", type: "bigint", isNullable: false, collation: nil))
+                == .init(
+                    name: "base_uri", type: "varchar", isNullable: true, collation: "utf8mb4_bin", size: 512, isUnsigned: false))
+        #expect(
+            requests?.columns.first { $0.name == "n" }
+                == .init(name: "n", type: "bigint", isNullable: false, collation: nil, size: nil, isUnsigned: true))
+        #expect(requests?.columns.first { $0.name == "created_at" }?.typeText == "datetime(6)")
         #expect(requests?.keys == [.init(kind: .primary, name: nil, columns: ["queue", "n"])])
         #expect(
             tables.first { $0.name == "topic_messages" }?.keys == [
