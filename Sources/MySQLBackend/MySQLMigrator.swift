@@ -347,6 +347,8 @@ public struct MySQLMigrator: Sendable {
         let columns: [DeclaredColumn]
         /// The primary key, unique keys and indexes.
         let keys: [DeclaredKey]
+        /// The storage engine its options name after ENGINE, such as `InnoDB`; nil when they name none.
+        let engine: String?
     }
 
     /// The tables the `CREATE TABLE` statements of `sql` make. Reads this binary's own schema files, whose
@@ -399,7 +401,13 @@ public struct MySQLMigrator: Sendable {
                 if token == "(" { depth += 1 } else if token == ")" { depth -= 1 }
                 definition.append(token)
             }
-            tables.append(DeclaredTable(name: name, columns: columns, keys: keys))
+            var engine: String?
+            var option = index
+            while option + 1 < tokens.count, tokens[option] != ";", tokens[option].uppercased() != "CREATE" {
+                if tokens[option].uppercased() == "ENGINE" { engine = tokens[option + 1] }
+                option += 1
+            }
+            tables.append(DeclaredTable(name: name, columns: columns, keys: keys, engine: engine))
         }
         return tables
     }
@@ -552,6 +560,17 @@ public struct MySQLMigrator: Sendable {
             if extra.contains("auto_increment") || extra.contains("generated") { continue }
             return ": column `\(name)` is NOT NULL without a default and not in Schema/ (a newer release's?): every "
                 + "insert of this binary would fail; give it a default, or run the release that added it"
+        }
+        // Only InnoDB has the transactions and row locks the stores rely on; another engine ignores them silently.
+        if let engine = table.engine {
+            let found = try connection.query(
+                """
+                SELECT engine FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = \(table.name)
+                """
+            ).first?.string(0)
+            if let found, found.lowercased() != engine.lowercased() {
+                return ": its engine is \(found), where Schema/ declares \(engine)"
+            }
         }
         return try keyProblem(of: table, on: connection)
     }

@@ -419,6 +419,22 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("start-up refuses a schema table moved to another engine, which has no transactions or row locks")
+    func changedEngine() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues ENGINE=MyISAM") }
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains("table `queues` (migration 3): its engine is MyISAM, where Schema/ declares InnoDB") == true,
+                "\(problem ?? "nil")")
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues ENGINE=InnoDB") }
+            #expect(shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() } == nil)
+        }
+    }
+
     @Test("an older binary serves a newer schema's added columns, unless its inserts could not fill one")
     func rollbackOntoAddedColumns() async throws {
         try await withEmptyDatabase { configuration in
@@ -581,6 +597,7 @@ struct MySQLSchemaDeclarationTests {
                 == .init(name: "n", type: "bigint", isNullable: false, collation: nil, size: nil, isUnsigned: true))
         #expect(requests?.columns.first { $0.name == "created_at" }?.typeText == "datetime(6)")
         #expect(requests?.keys == [.init(kind: .primary, name: nil, columns: ["queue", "n"])])
+        #expect(tables.allSatisfy { $0.engine == "InnoDB" })
         #expect(
             tables.first { $0.name == "topic_messages" }?.keys == [
                 .init(kind: .primary, name: nil, columns: ["seq"]),
