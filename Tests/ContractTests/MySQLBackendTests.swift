@@ -419,6 +419,22 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("migrations whose DDL ran but were not recorded (a migrate killed in between) re-run and are recorded")
+    func unrecordedDDLReruns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            // MySQL DDL commits on its own (implicit commit), so a process or connection killed after a migration's
+            // DDL leaves it unrecorded: every schema file must run again without error on its own result.
+            try storage.pool.withConnection { try $0.execute("DELETE FROM schema_migrations") }
+            let all = MySQLMigrator.migrations.map(\.version)
+            #expect(try storage.migrator.status() == .behind(pending: all))
+            #expect(try storage.migrator.migrate() == all)
+            #expect(try storage.migrator.requireUpToDate() == [])
+        }
+    }
+
     @Test("start-up refuses a schema table moved to another engine, which has no transactions or row locks")
     func changedEngine() async throws {
         try await withEmptyDatabase { configuration in
