@@ -193,8 +193,8 @@ public struct MySQLMigrator: Sendable {
         return unknown.isEmpty ? .current : .ahead(unknown: unknown)
     }
 
-    /// Throws when a migration this binary needs is missing, or a table the schema creates lacks a column it
-    /// declares (or has it with another type family, nullability or collation) or a key; call at start-up before serving. Returns the
+    /// Throws when a migration this binary needs is missing, or a table the schema creates differs from its
+    /// declaration (see `shapeProblem`) or may not be read; call at start-up before serving. Returns the
     /// applied versions this binary does not know (empty when current): migrations only add, so an older
     /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
     /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
@@ -498,7 +498,9 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// How `table` in the database differs from its declaration, as the rest of a sentence that names the table
-    /// (" does not exist", ": column `x` is missing", ...); nil when it has every declared column and key as declared.
+    /// (" does not exist", ": column `x` is missing", ...): a declared column missing or of another type family,
+    /// nullability or collation, or narrower; a column not declared that inserts cannot leave out; another engine;
+    /// a declared key missing. Nil when none of these; throws when the user may not read the table.
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
         let rows = try connection.query(
             """
