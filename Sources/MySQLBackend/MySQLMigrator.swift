@@ -165,25 +165,25 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
-            guard try Self.bookkeepingListed(connection) else {
+            if try !Self.bookkeepingListed(connection) {
                 // Only when no table is found: a URL without a database finds none either (readiness probes
                 // call this, so a current schema costs no extra round trip).
                 try Self.requireDatabase(connection)
-                // information_schema lists only the tables the user holds a privilege on: reading the table tells
-                // a user who may not read it from a database never migrated, which `migrate` would not help.
-                do throws(MySQLError) {
-                    return try Self.appliedVersions(connection)
-                } catch {
-                    guard error.code == .noSuchTable else {
-                        guard error.code == .tableAccessDenied else { throw error }
-                        throw Self.accessDenied(
-                            "schema_migrations", error,
-                            needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
-                    }
-                    return []
-                }
             }
-            return try Self.appliedVersions(connection)
+            // information_schema lists only the tables the user holds a privilege on, and one it lists may still
+            // not be readable: reading the table tells a user who may not read it from a database never migrated,
+            // which `migrate` would not help.
+            do throws(MySQLError) {
+                return try Self.appliedVersions(connection)
+            } catch {
+                guard error.code == .noSuchTable else {
+                    guard error.code == .tableAccessDenied else { throw error }
+                    throw Self.accessDenied(
+                        "schema_migrations", error,
+                        needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
+                }
+                return []
+            }
         }
         let known = Set(migrations.map(\.version))
         // Behind wins: a migration this binary needs is missing, whatever newer ones are there too.
@@ -270,12 +270,12 @@ public struct MySQLMigrator: Sendable {
         return count.first?.int64(0) == 1
     }
 
-    /// The error for a table the user may not read (1142); the server's message names the user, table and command,
-    /// and `needs` says what to grant.
+    /// The error for a table the user may not read (1142); `needs` says what to grant. Not the server's message:
+    /// a prepared statement's execution error is withheld (it may quote bound values).
     private static func accessDenied(_ table: String, _ error: MySQLError, needs: String) -> BackendError {
         .unavailable(
             retryable: false,
-            detail: "mysql: table `\(table)`: \(error.message) (error \(error.code.rawValue)): grant the user \(needs)")
+            detail: "mysql: table `\(table)`: SELECT denied to this user (error \(error.code.rawValue)): grant the user \(needs)")
     }
 
     // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
@@ -502,6 +502,18 @@ public struct MySQLMigrator: Sendable {
     /// nullability or collation, or narrower; a column not declared that inserts cannot leave out; another engine;
     /// a declared key missing. Nil when none of these; throws when the user may not read the table.
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
+        // information_schema lists the columns of a table the user holds any privilege on, and none of one it holds
+        // none on: reading the table tells a missing table from one the user may not read, which every store needs.
+        do throws(MySQLError) {
+            _ = try connection.query("SELECT 1 FROM \(identifier: table.name) LIMIT 0")
+        } catch {
+            guard error.code == .noSuchTable else {
+                guard error.code == .tableAccessDenied else { throw error }
+                let needs = table.name == "schema_migrations" ? "SELECT on it" : "SELECT, INSERT, UPDATE and DELETE on it"
+                throw accessDenied(table.name, error, needs: needs)
+            }
+            return " does not exist"
+        }
         let rows = try connection.query(
             """
             SELECT column_name, data_type, is_nullable, collation_name, column_default, extra, column_type,
@@ -510,20 +522,7 @@ public struct MySQLMigrator: Sendable {
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             ORDER BY ordinal_position
             """)
-        guard !rows.isEmpty else {
-            // information_schema hides the columns of a table the user holds no privilege on: ask the table itself,
-            // so that such a user is not told to restore or create a table that is there.
-            do throws(MySQLError) {
-                _ = try connection.query("SELECT 1 FROM \(identifier: table.name) LIMIT 0")
-            } catch {
-                guard error.code == .noSuchTable else {
-                    guard error.code == .tableAccessDenied else { throw error }
-                    let needs = table.name == "schema_migrations" ? "SELECT on it" : "SELECT, INSERT, UPDATE and DELETE on it"
-                    throw accessDenied(table.name, error, needs: needs)
-                }
-            }
-            return " does not exist"
-        }
+        guard !rows.isEmpty else { return " does not exist" }
         var found: [String: FoundColumn] = [:]
         for row in rows {
             guard let name = row.string(0), let type = row.string(1) else { continue }

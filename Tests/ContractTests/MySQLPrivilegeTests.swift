@@ -37,10 +37,15 @@ struct MySQLPrivilegeTests {
 
             let bookkeeping = await offPoolProblem { () throws(BackendError) in _ = try serving.migrator.status() }
             #expect(bookkeeping?.contains("table `schema_migrations`") == true, "\(bookkeeping ?? "nil")")
-            #expect(bookkeeping?.contains("SELECT command denied") == true, "\(bookkeeping ?? "nil")")
+            #expect(bookkeeping?.contains("SELECT denied") == true, "\(bookkeeping ?? "nil")")
             #expect(bookkeeping?.contains("pending") == false, "\(bookkeeping ?? "nil")")
             let startUp = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
             #expect(startUp == bookkeeping)
+            // A privilege other than SELECT lists the table in information_schema; reading it is still refused.
+            try await Self.admin(root) { try $0.execute("GRANT INSERT ON app.schema_migrations TO 'app'@'127.0.0.1'") }
+            let listed = await offPoolProblem { () throws(BackendError) in _ = try serving.migrator.status() }
+            #expect(listed?.contains("table `schema_migrations`") == true, "\(listed ?? "nil")")
+            #expect(listed?.contains("SELECT denied") == true, "\(listed ?? "nil")")
 
             try await Self.admin(root) { connection in
                 try connection.execute("GRANT SELECT ON app.schema_migrations TO 'app'@'127.0.0.1'")
@@ -49,8 +54,16 @@ struct MySQLPrivilegeTests {
             #expect(try await offPool { try serving.migrator.status() } == .current)
             let table = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
             #expect(table?.contains("table `counters`") == true, "\(table ?? "nil")")
-            #expect(table?.contains("SELECT command denied") == true, "\(table ?? "nil")")
+            #expect(table?.contains("SELECT denied") == true, "\(table ?? "nil")")
             #expect(table?.contains("does not exist") == false, "\(table ?? "nil")")
+            // Writes without reads: information_schema lists every column, and every read would fail.
+            try await Self.admin(root) { connection in
+                try connection.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON app.counters TO 'app'@'127.0.0.1'")
+                try connection.execute("REVOKE SELECT ON app.requests FROM 'app'@'127.0.0.1'")
+            }
+            let unreadable = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(unreadable?.contains("table `requests`") == true, "\(unreadable ?? "nil")")
+            #expect(unreadable?.contains("SELECT denied") == true, "\(unreadable ?? "nil")")
         }
     }
 
