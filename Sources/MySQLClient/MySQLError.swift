@@ -52,6 +52,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let userLimitReached = Self(rawValue: 1226)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.
     public static let accessDenied = Self(rawValue: 1045)
+    /// ER_DBACCESS_DENIED_ERROR: the user connected but holds no privilege on the database it names.
+    public static let databaseAccessDenied = Self(rawValue: 1044)
     /// ER_BAD_DB_ERROR: the database named in the URL does not exist.
     public static let unknownDatabase = Self(rawValue: 1049)
     /// CR_SOCKET_CREATE_ERROR: the client could not create a socket.
@@ -117,6 +119,7 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         case .tooManyConnections: "the server has too many connections"
         case .tooManyUserConnections, .userLimitReached: "the user has too many connections or reached a resource limit"
         case .accessDenied: "access denied (user or password)"
+        case .databaseAccessDenied: "access denied to the database (the user holds no privilege on it)"
         case .unknownDatabase: "unknown database"
         case .serverShutdown: "the server is shutting down"
         case .readOnly: "the server is read-only (a replica, or a former primary after a failover)"

@@ -810,6 +810,10 @@ struct MySQLErrorTranslationTests {
                     detail: "mysql unavailable (error 2026: TLS could not be set up or the server's certificate was refused)"))
         #expect(translate(.unknownDatabase) == .unavailable(retryable: false, detail: "mysql error 1049: unknown database"))
         #expect(translate(.accessDenied) == .unavailable(retryable: false, detail: "mysql error 1045: access denied (user or password)"))
+        // A user with a right password but no privilege on the URL's database (a grant on another one, or none yet).
+        #expect(
+            translate(.databaseAccessDenied)
+                == .unavailable(retryable: false, detail: "mysql error 1044: access denied to the database (the user holds no privilege on it)"))
     }
 }
 
