@@ -100,7 +100,8 @@ public struct MySQLMigrator: Sendable {
                 if try !Self.bookkeepingListed(connection) {
                     try Self.requireWritable(connection, pending: migrations.map(\.version))
                     try Self.runScript(
-                        Self.bookkeepingSQL, on: connection, failing: "mysql: creating the bookkeeping table `schema_migrations`")
+                        Self.bookkeepingSQL, on: connection,
+                        failing: "mysql: creating the bookkeeping table `schema_migrations`")
                 }
                 try Self.requireBookkeepingShape(connection)
                 let applied = try Self.appliedVersions(connection)
@@ -275,7 +276,8 @@ public struct MySQLMigrator: Sendable {
     private static func accessDenied(_ table: String, _ error: MySQLError, needs: String) -> BackendError {
         .unavailable(
             retryable: false,
-            detail: "mysql: table `\(table)`: SELECT denied to this user (error \(error.code.rawValue)): grant the user \(needs)")
+            detail: "mysql: table `\(table)`: SELECT denied to this user (error \(error.code.rawValue)): "
+                + "grant the user \(needs)")
     }
 
     // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
@@ -546,7 +548,8 @@ public struct MySQLMigrator: Sendable {
             }
             // The collation decides equality in keys and lookups: a _ci one makes git://h/A and git://h/a one URI.
             if let declared = column.collation, actual.collation != declared {
-                return ": column `\(column.name)` has collation \(actual.collation ?? "none"), where Schema/ declares \(declared)"
+                return ": column `\(column.name)` has collation \(actual.collation ?? "none"), where Schema/ declares "
+                    + declared
             }
         }
         // A column this binary does not know (a newer release's, as after a rollback) is fine unless an insert that
@@ -599,7 +602,8 @@ public struct MySQLMigrator: Sendable {
         switch typeFamily(declared.type) {
         case "integer":
             let bits: [String: Int] = [
-                "tinyint": 8, "bool": 8, "boolean": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32, "bigint": 64,
+                "tinyint": 8, "bool": 8, "boolean": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32,
+                "bigint": 64,
             ]
             guard let wanted = bits[declared.type], let have = bits[found.type] else { return true }
             let foundUnsigned = found.columnType.contains("unsigned")
@@ -611,7 +615,9 @@ public struct MySQLMigrator: Sendable {
                 "tinytext": 255, "tinyblob": 255, "text": 65_535, "blob": 65_535, "mediumtext": 16_777_215,
                 "mediumblob": 16_777_215, "longtext": 4_294_967_295, "longblob": 4_294_967_295,
             ]
-            guard let wanted = declared.size ?? capacities[declared.type], let have = found.maximumLength else { return true }
+            guard let wanted = declared.size ?? capacities[declared.type], let have = found.maximumLength else {
+                return true
+            }
             return have >= wanted
         case "date-time":
             guard declared.type != "date", let have = found.fractionalDigits else { return true }
