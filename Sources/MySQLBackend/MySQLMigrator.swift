@@ -95,11 +95,20 @@ public struct MySQLMigrator: Sendable {
             return try Self.withLock(connection, timeoutSeconds: lockTimeout) {
                 // DDL commits implicitly in MySQL, so each migration is recorded right after it succeeds;
                 // the schema files use IF NOT EXISTS so a migration interrupted before its record re-runs safely.
-                try connection.executeScript(unsafeSQL: Self.bookkeepingSQL)
+                // Only when it is missing: CREATE TABLE IF NOT EXISTS needs the CREATE privilege and a writable
+                // server even when the table exists, and a migrate with nothing to apply should need neither.
+                if try !Self.bookkeepingListed(connection) {
+                    try Self.requireWritable(connection, pending: migrations.map(\.version))
+                    try Self.runScript(
+                        Self.bookkeepingSQL, on: connection,
+                        failing: "mysql: creating the bookkeeping table `schema_migrations`")
+                }
                 try Self.requireBookkeepingShape(connection)
                 let applied = try Self.appliedVersions(connection)
+                let pending = migrations.filter { !applied.contains($0.version) }
+                if !pending.isEmpty { try Self.requireWritable(connection, pending: pending.map(\.version)) }
                 var newlyApplied: [UInt32] = []
-                for migration in migrations where !applied.contains(migration.version) {
+                for migration in pending {
                     try Self.apply(migration, on: connection)
                     // CREATE TABLE IF NOT EXISTS keeps a table of that name whatever its columns, with only a note
                     // (1050), so the migration is recorded only once its tables have the columns it declares.
@@ -157,18 +166,25 @@ public struct MySQLMigrator: Sendable {
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
         let applied = try database.run { connection -> Set<UInt32> in
-            let exists = try connection.query(
-                """
-                SELECT COUNT(*) FROM information_schema.tables
-                WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
-                """)
-            guard exists.first?.int64(0) == 1 else {
+            if try !Self.bookkeepingListed(connection) {
                 // Only when no table is found: a URL without a database finds none either (readiness probes
                 // call this, so a current schema costs no extra round trip).
                 try Self.requireDatabase(connection)
+            }
+            // information_schema lists only the tables the user holds a privilege on, and one it lists may still
+            // not be readable: reading the table tells a user who may not read it from a database never migrated,
+            // which `migrate` would not help.
+            do throws(MySQLError) {
+                return try Self.appliedVersions(connection)
+            } catch {
+                guard error.code == .noSuchTable else {
+                    guard error.code == .tableAccessDenied else { throw error }
+                    throw Self.accessDenied(
+                        "schema_migrations", error,
+                        needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
+                }
                 return []
             }
-            return try Self.appliedVersions(connection)
         }
         let known = Set(migrations.map(\.version))
         // Behind wins: a migration this binary needs is missing, whatever newer ones are there too.
@@ -178,12 +194,12 @@ public struct MySQLMigrator: Sendable {
         return unknown.isEmpty ? .current : .ahead(unknown: unknown)
     }
 
-    /// Throws when a migration this binary needs is missing, or a table the schema creates lacks a column it
-    /// declares (or has it with another type family or nullability); call at start-up before serving. Returns the
+    /// Throws when a migration this binary needs is missing, or a table the schema creates differs from its
+    /// declaration (see `shapeProblem`) or may not be read; call at start-up before serving. Returns the
     /// applied versions this binary does not know (empty when current): migrations only add, so an older
     /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
     /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
-    ///   and column that differ, or the lookup's error.
+    ///   and column or key that differ, or the lookup's error.
     @discardableResult
     public func requireUpToDate() throws(BackendError) -> [UInt32] {
         let unknown: [UInt32]
@@ -215,18 +231,53 @@ public struct MySQLMigrator: Sendable {
     }
 
     private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
+        try runScript(migration.sql, on: connection, failing: "mysql migration \(migration.version) (\(migration.name))")
+    }
+
+    /// Runs this binary's own DDL `sql`; a failure other than a lock conflict is unavailable, its detail starting
+    /// with `what` and ending with the server's message.
+    private static func runScript(_ sql: String, on connection: MySQLConnection, failing what: String) throws {
         do throws(MySQLError) {
-            try connection.executeScript(unsafeSQL: migration.sql)
+            try connection.executeScript(unsafeSQL: sql)
         } catch {
             // Deadlocks and lock waits go to the retry as they are. The script is this binary's own DDL with no
             // bound values, so the server's message is safe to pass on, and it names what failed.
             guard !error.code.isTransient,
                 case .unavailable(let retryable, let detail) = MySQLErrorTranslation.backendError(error)
             else { throw error }
-            throw BackendError.unavailable(
-                retryable: retryable,
-                detail: "mysql migration \(migration.version) (\(migration.name)) failed: \(detail): \(error.message)")
+            throw BackendError.unavailable(retryable: retryable, detail: "\(what) failed: \(detail): \(error.message)")
         }
+    }
+
+    /// Throws when the server is read-only, as a replica is, whatever the user's privileges: a user that may write
+    /// to it anyway (READ_ONLY ADMIN or SUPER) would diverge the replica from its primary, and the primary's own
+    /// `schema_migrations` row for a version would then stop replication with a duplicate key (1062).
+    private static func requireWritable(_ connection: MySQLConnection, pending: [UInt32]) throws {
+        guard try connection.query("SELECT @@GLOBAL.read_only").first?.int64(0) == 1 else { return }
+        throw BackendError.unavailable(
+            retryable: false,
+            detail: "mysql: the server is read-only (read_only is ON), as a replica is: run `stovepipe migrate` against the "
+                + "primary; migrations \(pending) are pending, none was applied")
+    }
+
+    /// Whether information_schema lists `schema_migrations` in the current database, which it does only when the
+    /// table exists and the user holds a privilege on it.
+    private static func bookkeepingListed(_ connection: MySQLConnection) throws -> Bool {
+        let count = try connection.query(
+            """
+            SELECT COUNT(*) FROM information_schema.tables
+            WHERE table_schema = DATABASE() AND table_name = \("schema_migrations")
+            """)
+        return count.first?.int64(0) == 1
+    }
+
+    /// The error for a table the user may not read (1142); `needs` says what to grant. Not the server's message:
+    /// a prepared statement's execution error is withheld (it may quote bound values).
+    private static func accessDenied(_ table: String, _ error: MySQLError, needs: String) -> BackendError {
+        .unavailable(
+            retryable: false,
+            detail: "mysql: table `\(table)`: SELECT denied to this user (error \(error.code.rawValue)): "
+                + "grant the user \(needs)")
     }
 
     // Without a database the lock name is NULL (GET_LOCK answers NULL at once) and no table is found.
@@ -237,7 +288,7 @@ public struct MySQLMigrator: Sendable {
         }
     }
 
-    private static func appliedVersions(_ connection: MySQLConnection) throws -> Set<UInt32> {
+    private static func appliedVersions(_ connection: MySQLConnection) throws(MySQLError) -> Set<UInt32> {
         let rows = try connection.query("SELECT version FROM schema_migrations")
         return Set(rows.compactMap { $0.uint64(0).flatMap(UInt32.init(exactly:)) })
     }
@@ -250,6 +301,44 @@ public struct MySQLMigrator: Sendable {
         let type: String
         /// Whether it allows NULL (no NOT NULL in its definition).
         let isNullable: Bool
+        /// The collation its definition names after COLLATE, in lower case; nil when it names none.
+        let collation: String?
+        /// The number in parentheses after the type (a length, or fractional-second digits); nil when there is none.
+        let size: UInt64?
+        /// Whether its definition says UNSIGNED.
+        let isUnsigned: Bool
+
+        /// The type as information_schema's column_type spells it, without an integer's display width.
+        var typeText: String {
+            type + (size.map { "(\($0))" } ?? "") + (isUnsigned ? " unsigned" : "")
+        }
+    }
+
+    /// A primary key, unique key or index a schema file declares.
+    struct DeclaredKey: Sendable, Hashable {
+        /// Which of the three it is.
+        enum Kind: Sendable, Hashable {
+            case primary
+            case unique
+            case index
+        }
+
+        /// Which of the three it is.
+        let kind: Kind
+        /// Its name; nil for the primary key.
+        let name: String?
+        /// Its columns, in order.
+        let columns: [String]
+
+        /// How a problem names it, such as "unique key `x` (a, b)".
+        var description: String {
+            let columns = "(\(columns.joined(separator: ", ")))"
+            switch kind {
+            case .primary: return "primary key \(columns)"
+            case .unique: return "unique key `\(name ?? "")` \(columns)"
+            case .index: return "key `\(name ?? "")` \(columns)"
+            }
+        }
     }
 
     /// A table a schema file creates, with its columns in order.
@@ -258,6 +347,10 @@ public struct MySQLMigrator: Sendable {
         let name: String
         /// The columns; keys and constraints are left out.
         let columns: [DeclaredColumn]
+        /// The primary key, unique keys and indexes.
+        let keys: [DeclaredKey]
+        /// The storage engine its options name after ENGINE, such as `InnoDB`; nil when they name none.
+        let engine: String?
     }
 
     /// The tables the `CREATE TABLE` statements of `sql` make. Reads this binary's own schema files, whose
@@ -282,6 +375,7 @@ public struct MySQLMigrator: Sendable {
             let name = tokens[index]
             index += 2
             var columns: [DeclaredColumn] = []
+            var keys: [DeclaredKey] = []
             var definition: [String] = []
             var depth = 0
             while index < tokens.count {
@@ -291,8 +385,16 @@ public struct MySQLMigrator: Sendable {
                     if definition.count >= 2, !constraints.contains(definition[0].uppercased()) {
                         let upper = definition.map { $0.uppercased() }
                         let notNull = zip(upper, upper.dropFirst()).contains { $0 == "NOT" && $1 == "NULL" }
+                        let collation = upper.firstIndex(of: "COLLATE").flatMap { at in
+                            at + 1 < definition.count ? definition[at + 1].lowercased() : nil
+                        }
+                        let size = definition.count > 3 && definition[2] == "(" ? UInt64(definition[3]) : nil
                         columns.append(
-                            DeclaredColumn(name: definition[0], type: definition[1].lowercased(), isNullable: !notNull))
+                            DeclaredColumn(
+                                name: definition[0], type: definition[1].lowercased(), isNullable: !notNull,
+                                collation: collation, size: size, isUnsigned: upper.contains("UNSIGNED")))
+                    } else if let key = declaredKey(definition) {
+                        keys.append(key)
                     }
                     definition = []
                     if token == ")" { break }
@@ -301,9 +403,43 @@ public struct MySQLMigrator: Sendable {
                 if token == "(" { depth += 1 } else if token == ")" { depth -= 1 }
                 definition.append(token)
             }
-            tables.append(DeclaredTable(name: name, columns: columns))
+            var engine: String?
+            var option = index
+            while option + 1 < tokens.count, tokens[option] != ";", tokens[option].uppercased() != "CREATE" {
+                if tokens[option].uppercased() == "ENGINE" { engine = tokens[option + 1] }
+                option += 1
+            }
+            tables.append(DeclaredTable(name: name, columns: columns, keys: keys, engine: engine))
         }
         return tables
+    }
+
+    /// The key a definition such as `UNIQUE KEY name (a, b)` declares; nil for a column or another constraint.
+    private static func declaredKey(_ definition: [String]) -> DeclaredKey? {
+        guard let open = definition.firstIndex(of: "("), open > 0 else { return nil }
+        let words = definition[..<open].map { $0.uppercased() }
+        let kind: DeclaredKey.Kind
+        switch words.first {
+        case "PRIMARY": kind = .primary
+        case "UNIQUE": kind = .unique
+        case "KEY", "INDEX": kind = .index
+        default: return nil
+        }
+        let name = kind == .primary || ["KEY", "INDEX", "UNIQUE"].contains(words[open - 1]) ? nil : definition[open - 1]
+        // The column list up to its closing parenthesis; a prefix length such as `c(10)` is left out.
+        var columns: [String] = []
+        var depth = 0
+        for token in definition[(open + 1)...] {
+            if token == "(" {
+                depth += 1
+            } else if token == ")" {
+                if depth == 0 { break }
+                depth -= 1
+            } else if depth == 0 && token != "," && !["ASC", "DESC"].contains(token.uppercased()) {
+                columns.append(token)
+            }
+        }
+        return DeclaredKey(kind: kind, name: name, columns: columns)
     }
 
     /// Words (backquotes removed), `(`, `)`, `,` and `;`; comments and string literals are skipped.
@@ -364,19 +500,39 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// How `table` in the database differs from its declaration, as the rest of a sentence that names the table
-    /// (" does not exist", ": column `x` is missing", ...); nil when it has every declared column as declared.
+    /// (" does not exist", ": column `x` is missing", ...): a declared column missing or of another type family,
+    /// nullability or collation, or narrower; a column not declared that inserts cannot leave out; another engine;
+    /// a declared key missing. Nil when none of these; throws when the user may not read the table.
     private static func shapeProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
+        // information_schema lists the columns of a table the user holds any privilege on, and none of one it holds
+        // none on: reading the table tells a missing table from one the user may not read, which every store needs.
+        do throws(MySQLError) {
+            _ = try connection.query("SELECT 1 FROM \(identifier: table.name) LIMIT 0")
+        } catch {
+            guard error.code == .noSuchTable else {
+                guard error.code == .tableAccessDenied else { throw error }
+                let needs = table.name == "schema_migrations" ? "SELECT on it" : "SELECT, INSERT, UPDATE and DELETE on it"
+                throw accessDenied(table.name, error, needs: needs)
+            }
+            return " does not exist"
+        }
         let rows = try connection.query(
             """
-            SELECT column_name, data_type, is_nullable FROM information_schema.columns
+            SELECT column_name, data_type, is_nullable, collation_name, column_default, extra, column_type,
+                character_maximum_length, datetime_precision
+            FROM information_schema.columns
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
+            ORDER BY ordinal_position
             """)
         guard !rows.isEmpty else { return " does not exist" }
-        var found: [String: (type: String, isNullable: Bool)] = [:]
+        var found: [String: FoundColumn] = [:]
         for row in rows {
             guard let name = row.string(0), let type = row.string(1) else { continue }
             // Column names are not case-sensitive in MariaDB (Identifier Case-sensitivity).
-            found[name.lowercased()] = (type.lowercased(), row.string(2) == "YES")
+            found[name.lowercased()] = FoundColumn(
+                type: type.lowercased(), isNullable: row.string(2) == "YES", collation: row.string(3)?.lowercased(),
+                columnType: row.string(6)?.lowercased() ?? type.lowercased(), maximumLength: row.uint64(7),
+                fractionalDigits: row.uint64(8))
         }
         for column in table.columns {
             guard let actual = found[column.name.lowercased()] else { return ": column `\(column.name)` is missing" }
@@ -387,6 +543,115 @@ public struct MySQLMigrator: Sendable {
                 return ": column `\(column.name)` \(actual.isNullable ? "allows NULL" : "is NOT NULL"), where Schema/ "
                     + "declares it \(column.isNullable ? "NULL" : "NOT NULL")"
             }
+            if !holdsEveryValue(of: column, in: actual) {
+                return ": column `\(column.name)` is \(actual.columnType), narrower than Schema/'s \(column.typeText)"
+            }
+            // The collation decides equality in keys and lookups: a _ci one makes git://h/A and git://h/a one URI.
+            if let declared = column.collation, actual.collation != declared {
+                return ": column `\(column.name)` has collation \(actual.collation ?? "none"), where Schema/ declares "
+                    + declared
+            }
+        }
+        // A column this binary does not know (a newer release's, as after a rollback) is fine unless an insert that
+        // leaves it out fails: NOT NULL without a default fails every insert in strict mode (1364). MariaDB's
+        // column_default is NULL only when there is no default (DEFAULT NULL reads 'NULL').
+        let declared = Set(table.columns.map { $0.name.lowercased() })
+        for row in rows {
+            guard let name = row.string(0), !declared.contains(name.lowercased()), row.string(2) == "NO",
+                row.string(4) == nil
+            else { continue }
+            let extra = row.string(5)?.lowercased() ?? ""
+            if extra.contains("auto_increment") || extra.contains("generated") { continue }
+            return ": column `\(name)` is NOT NULL without a default and not in Schema/ (a newer release's?): every "
+                + "insert of this binary would fail; give it a default, or run the release that added it"
+        }
+        // Only InnoDB has the transactions and row locks the stores rely on; another engine ignores them silently.
+        if let engine = table.engine {
+            let found = try connection.query(
+                """
+                SELECT engine FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = \(table.name)
+                """
+            ).first?.string(0)
+            if let found, found.lowercased() != engine.lowercased() {
+                return ": its engine is \(found), where Schema/ declares \(engine)"
+            }
+        }
+        return try keyProblem(of: table, on: connection)
+    }
+
+    /// A column as information_schema.columns describes it.
+    private struct FoundColumn {
+        /// data_type, such as `varchar`.
+        let type: String
+        /// is_nullable is YES.
+        let isNullable: Bool
+        /// collation_name in lower case; nil for a column without one.
+        let collation: String?
+        /// column_type, such as `bigint(20) unsigned`.
+        let columnType: String
+        /// character_maximum_length: characters of a text column, bytes of a binary one.
+        let maximumLength: UInt64?
+        /// datetime_precision.
+        let fractionalDigits: UInt64?
+    }
+
+    /// Whether `found` holds every value `declared` does, so that strict mode refuses no write the schema allows
+    /// (1406 for a longer string, 1264 for a larger number) and no fraction of a second is dropped; a wider
+    /// column does. `declared` and `found` are of one type family.
+    private static func holdsEveryValue(of declared: DeclaredColumn, in found: FoundColumn) -> Bool {
+        switch typeFamily(declared.type) {
+        case "integer":
+            let bits: [String: Int] = [
+                "tinyint": 8, "bool": 8, "boolean": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32,
+                "bigint": 64,
+            ]
+            guard let wanted = bits[declared.type], let have = bits[found.type] else { return true }
+            let foundUnsigned = found.columnType.contains("unsigned")
+            // A signed column holds an unsigned one's values only with a bit more; an unsigned one no negative value.
+            if declared.isUnsigned == foundUnsigned { return have >= wanted }
+            return declared.isUnsigned && have > wanted
+        case "text", "binary":
+            let capacities: [String: UInt64] = [
+                "tinytext": 255, "tinyblob": 255, "text": 65_535, "blob": 65_535, "mediumtext": 16_777_215,
+                "mediumblob": 16_777_215, "longtext": 4_294_967_295, "longblob": 4_294_967_295,
+            ]
+            guard let wanted = declared.size ?? capacities[declared.type], let have = found.maximumLength else {
+                return true
+            }
+            return have >= wanted
+        case "date-time":
+            guard declared.type != "date", let have = found.fractionalDigits else { return true }
+            return have >= (declared.size ?? 0)
+        default:
+            return true
+        }
+    }
+
+    /// The first key of `table` that the database lacks, as the rest of a sentence; nil when it has them all. A key
+    /// counts as there when an index has its columns in order (a primary key: the primary key; a unique key: a
+    /// unique index), whatever its name.
+    private static func keyProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
+        guard !table.keys.isEmpty else { return nil }
+        let rows = try connection.query(
+            """
+            SELECT index_name, column_name, non_unique FROM information_schema.statistics
+            WHERE table_schema = DATABASE() AND table_name = \(table.name)
+            ORDER BY index_name, seq_in_index
+            """)
+        var indexes: [String: (columns: [String], isUnique: Bool)] = [:]
+        for row in rows {
+            guard let name = row.string(0), let column = row.string(1) else { continue }
+            indexes[name, default: ([], row.int64(2) == 0)].columns.append(column.lowercased())
+        }
+        for key in table.keys {
+            let columns = key.columns.map { $0.lowercased() }
+            let present: Bool
+            switch key.kind {
+            case .primary: present = indexes["PRIMARY"]?.columns == columns
+            case .unique: present = indexes.values.contains { $0.isUnique && $0.columns == columns }
+            case .index: present = indexes.values.contains { $0.columns == columns }
+            }
+            if !present { return ": \(key.description) is missing" }
         }
         return nil
     }
@@ -427,7 +692,14 @@ public struct MySQLMigrator: Sendable {
                 "SELECT GET_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), \(wait))").first?.int64(0)
         } while granted == 0 && remaining > 0
         if granted == 0 {
-            throw BackendError.unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock")
+            // A migrate killed while the server still runs its statement (an ALTER, which does not notice the client
+            // is gone) holds the lock until that statement ends: name the session so the operator can look at it.
+            let holder = try? connection.query(
+                "SELECT IS_USED_LOCK(CONCAT(\(lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))").first?.uint64(0)
+            let session = holder.map { " (connection \($0): SHOW PROCESSLIST shows what it runs)" } ?? ""
+            throw BackendError.unavailable(
+                retryable: true,
+                detail: "mysql: another migrator holds the schema lock\(session); waited \(timeoutSeconds) s")
         }
         guard granted == 1 else {
             // NULL is an error, not a wait that ran out: MariaDB answers NULL when the GET_LOCK query is killed

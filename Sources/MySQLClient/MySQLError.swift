@@ -20,6 +20,9 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let syntaxError = Self(rawValue: 1064)
     /// ER_NO_SUCH_TABLE: the table does not exist.
     public static let noSuchTable = Self(rawValue: 1146)
+    /// ER_TABLEACCESS_DENIED_ERROR: the user lacks the privilege the statement needs on a table (also answered for a
+    /// table that does not exist when the user holds no privilege on the database, so as not to reveal it).
+    public static let tableAccessDenied = Self(rawValue: 1142)
     /// ER_QUERY_INTERRUPTED: the statement was killed; the connection itself survives.
     public static let queryInterrupted = Self(rawValue: 1317)
     /// ER_SERVER_SHUTDOWN: the server is shutting down.
@@ -58,6 +61,8 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let userLimitReached = Self(rawValue: 1226)
     /// ER_ACCESS_DENIED_ERROR: wrong user or password.
     public static let accessDenied = Self(rawValue: 1045)
+    /// ER_DBACCESS_DENIED_ERROR: the user connected but holds no privilege on the database it names.
+    public static let databaseAccessDenied = Self(rawValue: 1044)
     /// ER_BAD_DB_ERROR: the database named in the URL does not exist.
     public static let unknownDatabase = Self(rawValue: 1049)
     /// CR_SOCKET_CREATE_ERROR: the client could not create a socket.
@@ -123,9 +128,11 @@ public struct MySQLErrorCode: RawRepresentable, Hashable, Sendable, CustomString
         case .tooManyConnections: "the server has too many connections"
         case .tooManyUserConnections, .userLimitReached: "the user has too many connections or reached a resource limit"
         case .accessDenied: "access denied (user or password)"
+        case .databaseAccessDenied: "access denied to the database (the user holds no privilege on it)"
         case .unknownDatabase: "unknown database"
         case .serverShutdown: "the server is shutting down"
         case .readOnly: "the server is read-only (a replica, or a former primary after a failover)"
+        case .tableAccessDenied: "the user lacks a privilege on a table"
         case .lockWaitTimeout: "lock wait timeout"
         case .deadlock: "deadlock"
         case .connectionKilled: "connection killed"

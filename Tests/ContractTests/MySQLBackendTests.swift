@@ -147,6 +147,7 @@ struct MySQLMigratorTests {
             let got = try holder.query(
                 "SELECT GET_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)), 5)")
             #expect(got.first?.int64(0) == 1)
+            let holderID = try #require(try holder.query("SELECT CONNECTION_ID()").first?.uint64(0))
             let pool = MySQLPool(connection: configuration, logger: silentLogger)
             defer { pool.close() }
             let migrator = MySQLMigrator(pool: pool, lockTimeoutSeconds: 1, logger: silentLogger)
@@ -154,11 +155,14 @@ struct MySQLMigratorTests {
                 try migrator.migrate()
                 Issue.record("migrate ran while another session held the lock")
             } catch {
-                guard case .unavailable(let retryable, _) = error else {
+                guard case .unavailable(let retryable, let detail) = error else {
                     Issue.record("expected unavailable, got \(error)")
                     return
                 }
                 #expect(retryable)
+                // A migrate killed while the server still runs its statement (an ALTER) holds the lock until that
+                // ends: the operator needs the session to look for.
+                #expect(detail.contains("waited 1 s") && detail.contains("connection \(holderID)"), "\(detail)")
             }
             _ = try holder.query("SELECT RELEASE_LOCK(CONCAT(\(MySQLMigrator.lockPrefix), LEFT(SHA2(DATABASE(), 256), 40)))")
             #expect(try migrator.migrate() == MySQLMigrator.migrations.map(\.version))
@@ -232,7 +236,11 @@ struct MySQLMigratorTests {
                 try migrator.migrate()
                 Issue.record("migrate ran while another session held the lock")
             } catch {
-                #expect(error == .unavailable(retryable: true, detail: "mysql: another migrator holds the schema lock"))
+                guard case .unavailable(true, let detail) = error else {
+                    Issue.record("expected unavailable and retryable, got \(error)")
+                    return
+                }
+                #expect(detail.hasPrefix("mysql: another migrator holds the schema lock"), "\(detail)")
                 #expect(ContinuousClock.now - started >= .seconds(5))
             }
         }
@@ -294,6 +302,189 @@ struct MySQLMigratorTests {
             try storage.pool.withConnection { try $0.execute("DROP TABLE counters") }
             let missing = startUpProblem()
             #expect(missing?.contains("table `counters` (migration 4) does not exist") == true, "\(missing ?? "nil")")
+        }
+    }
+
+    @Test("start-up and migrate refuse a key column whose collation is not Schema/'s, as a case-insensitive one")
+    func changedCollation() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            // utf8mb4_general_ci compares without case: git://h/A and git://h/a would be one request_uris key.
+            try storage.pool.withConnection {
+                try $0.execute(
+                    "ALTER TABLE request_uris MODIFY uri VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL")
+            }
+            #expect(try storage.migrator.status() == .current)
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains(
+                    "table `request_uris` (migration 2): column `uri` has collation utf8mb4_general_ci, where Schema/ declares utf8mb4_bin"
+                ) == true, "\(problem ?? "nil")")
+
+            // A table made by hand before migrate, with the right columns but the wrong collation, is not recorded.
+            try storage.pool.withConnection { connection in
+                try connection.execute("DROP TABLE request_uris")
+                try connection.execute("DELETE FROM schema_migrations WHERE version = \(UInt32(2))")
+                let sql = MySQLMigrator.migrations[1].sql.replacingOccurrences(
+                    of: "uri        VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+                    with: "uri        VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                try #require(sql != MySQLMigrator.migrations[1].sql)
+                try connection.executeScript(unsafeSQL: sql)
+            }
+            let migrateProblem = shapeProblem { () throws(BackendError) in try storage.migrator.migrate() }
+            #expect(
+                migrateProblem?.contains("table `request_uris`: column `uri` has collation utf8mb4_unicode_ci") == true,
+                "\(migrateProblem ?? "nil")")
+            #expect(try storage.migrator.status() == .behind(pending: [2]))
+        }
+    }
+
+    @Test("start-up refuses a schema table whose primary key, unique key or index was dropped or changed")
+    func changedKeys() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            func startUpProblem() -> String? {
+                shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            }
+            // Without it a second ingest of one commit is no longer a duplicate (1062).
+            try alter("ALTER TABLE request_uris DROP PRIMARY KEY")
+            let primary = startUpProblem()
+            #expect(
+                primary?.contains("table `request_uris` (migration 2): primary key (queue, uri) is missing") == true,
+                "\(primary ?? "nil")")
+            try alter("ALTER TABLE request_uris ADD PRIMARY KEY (queue, uri)")
+            #expect(startUpProblem() == nil)
+
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_id, ADD KEY topic_messages_id (topic, message_id)")
+            let unique = startUpProblem()
+            #expect(
+                unique?.contains("table `topic_messages` (migration 100): unique key `topic_messages_id` (topic, message_id) is missing")
+                    == true, "\(unique ?? "nil")")
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_id, ADD UNIQUE KEY topic_messages_id (topic, message_id)")
+            #expect(startUpProblem() == nil)
+
+            try alter("ALTER TABLE topic_messages DROP INDEX topic_messages_head")
+            let index = startUpProblem()
+            #expect(
+                index?.contains("table `topic_messages` (migration 100): key `topic_messages_head` (topic, state, partition_key, seq) is missing")
+                    == true, "\(index ?? "nil")")
+            // Another name for the same columns serves as well.
+            try alter("ALTER TABLE topic_messages ADD KEY head_by_hand (topic, state, partition_key, seq)")
+            #expect(startUpProblem() == nil)
+        }
+    }
+
+    @Test("start-up refuses a column narrowed by hand (length, integer range, fractional seconds); a wider one serves")
+    func narrowedColumns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func startUpProblem(after sql: String) throws -> String? {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+                return shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            }
+            let cases: [(sql: String, problem: String?)] = [
+                // Strict mode refuses a longer URI (1406): every ingest of one would fail.
+                ("ALTER TABLE requests MODIFY uri VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+                 "table `requests` (migration 1): column `uri` is varchar(100), narrower than Schema/'s varchar(512)"),
+                ("ALTER TABLE requests MODIFY uri VARCHAR(1024) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL", nil),
+                ("ALTER TABLE requests MODIFY n INT UNSIGNED NOT NULL",
+                 "table `requests` (migration 1): column `n` is int(10) unsigned, narrower than Schema/'s bigint unsigned"),
+                ("ALTER TABLE requests MODIFY n BIGINT NOT NULL",
+                 "table `requests` (migration 1): column `n` is bigint(20), narrower than Schema/'s bigint unsigned"),
+                ("ALTER TABLE requests MODIFY n BIGINT UNSIGNED NOT NULL", nil),
+                ("ALTER TABLE topic_messages MODIFY attempts BIGINT NOT NULL DEFAULT 0", nil),
+                ("ALTER TABLE topic_messages MODIFY payload BLOB NOT NULL",
+                 "table `topic_messages` (migration 100): column `payload` is blob, narrower than Schema/'s mediumblob"),
+                ("ALTER TABLE topic_messages MODIFY payload LONGBLOB NOT NULL", nil),
+                ("ALTER TABLE queues MODIFY created_at DATETIME NOT NULL",
+                 "table `queues` (migration 3): column `created_at` is datetime, narrower than Schema/'s datetime(6)"),
+            ]
+            for (sql, expected) in cases {
+                let problem = try startUpProblem(after: sql)
+                if let expected {
+                    #expect(problem?.contains(expected) == true, "\(sql): \(problem ?? "nil")")
+                } else {
+                    #expect(problem == nil, "\(sql)")
+                }
+            }
+        }
+    }
+
+    @Test("migrations whose DDL ran but were not recorded (a migrate killed in between) re-run and are recorded")
+    func unrecordedDDLReruns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            // MySQL DDL commits on its own (implicit commit), so a process or connection killed after a migration's
+            // DDL leaves it unrecorded: every schema file must run again without error on its own result.
+            try storage.pool.withConnection { try $0.execute("DELETE FROM schema_migrations") }
+            let all = MySQLMigrator.migrations.map(\.version)
+            #expect(try storage.migrator.status() == .behind(pending: all))
+            #expect(try storage.migrator.migrate() == all)
+            #expect(try storage.migrator.requireUpToDate() == [])
+        }
+    }
+
+    @Test("start-up refuses a schema table moved to another engine, which has no transactions or row locks")
+    func changedEngine() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues ENGINE=MyISAM") }
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains("table `queues` (migration 3): its engine is MyISAM, where Schema/ declares InnoDB") == true,
+                "\(problem ?? "nil")")
+            try storage.pool.withConnection { try $0.execute("ALTER TABLE queues ENGINE=InnoDB") }
+            #expect(shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() } == nil)
+        }
+    }
+
+    @Test("an older binary serves a newer schema's added columns, unless its inserts could not fill one")
+    func rollbackOntoAddedColumns() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            // A newer release's migrations, which this binary does not know.
+            try alter(
+                """
+                INSERT INTO schema_migrations (version, name) VALUES (5, 'newer');
+                ALTER TABLE requests ADD COLUMN note TEXT NULL, ADD COLUMN priority INT NOT NULL DEFAULT 0,
+                    ADD COLUMN tag VARCHAR(20) AS (LEFT(uri, 20)) VIRTUAL;
+                CREATE TABLE newer_table (id INT NOT NULL PRIMARY KEY) ENGINE=InnoDB
+                """)
+            #expect(try storage.migrator.requireUpToDate() == [5])
+            let id = RequestID(queue: try QueueName("app/main"), number: 1)
+            let request = Request(id: id, uri: SourceURI("git://app/main/1"), createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            try storage.requests.create(request)
+
+            // Every insert of this binary would fail with 1364 (strict mode: no default for the column).
+            try alter("ALTER TABLE requests ADD COLUMN owner VARCHAR(40) NOT NULL")
+            let second = Request(
+                id: RequestID(queue: try QueueName("app/main"), number: 2), uri: SourceURI("git://app/main/2"),
+                createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            #expect(throws: BackendError.self) { try storage.requests.create(second) }
+            let problem = shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            #expect(
+                problem?.contains("table `requests` (migration 1): column `owner` is NOT NULL without a default") == true,
+                "\(problem ?? "nil")")
+            try alter("ALTER TABLE requests ALTER COLUMN owner SET DEFAULT ''")
+            #expect(try storage.migrator.requireUpToDate() == [5])
         }
     }
 
@@ -404,7 +595,7 @@ struct MySQLMigratorTests {
 
 @Suite("MySQL schema declarations")
 struct MySQLSchemaDeclarationTests {
-    @Test("every migration's table and columns are read from its schema file, keys and comments left out")
+    @Test("every migration's table, columns and keys are read from its schema file, comments left out")
     func declaredTables() {
         let tables = MySQLMigrator.migrations.flatMap { MySQLMigrator.declaredTables(in: $0.sql) }
         #expect(tables.map(\.name) == MySQLMigrator.migrations.map(\.name))
@@ -413,8 +604,24 @@ struct MySQLSchemaDeclarationTests {
             requests?.columns.map(\.name) == [
                 "queue", "n", "uri", "state", "build_strategy", "base_uri", "version", "created_at", "updated_at",
             ])
-        #expect(requests?.columns.first { $0.name == "base_uri" } == .init(name: "base_uri", type: "varchar", isNullable: true))
-        #expect(requests?.columns.first { $0.name == "n" } == .init(name: "n", type: "bigint", isNullable: false))
+        #expect(
+            requests?.columns.first { $0.name == "base_uri" }
+                == .init(
+                    name: "base_uri", type: "varchar", isNullable: true, collation: "utf8mb4_bin", size: 512, isUnsigned: false))
+        #expect(
+            requests?.columns.first { $0.name == "n" }
+                == .init(name: "n", type: "bigint", isNullable: false, collation: nil, size: nil, isUnsigned: true))
+        #expect(requests?.columns.first { $0.name == "created_at" }?.typeText == "datetime(6)")
+        #expect(requests?.keys == [.init(kind: .primary, name: nil, columns: ["queue", "n"])])
+        #expect(tables.allSatisfy { $0.engine == "InnoDB" })
+        #expect(
+            tables.first { $0.name == "topic_messages" }?.keys == [
+                .init(kind: .primary, name: nil, columns: ["seq"]),
+                .init(kind: .unique, name: "topic_messages_id", columns: ["topic", "message_id"]),
+                .init(kind: .index, name: "topic_messages_head", columns: ["topic", "state", "partition_key", "seq"]),
+                .init(kind: .index, name: "topic_messages_finished", columns: ["state", "finished_at"]),
+                .init(kind: .index, name: "topic_messages_delivery", columns: ["delivery_token"]),
+            ])
         let bookkeeping = MySQLMigrator.declaredTables(in: MySQLMigrator.bookkeepingSQL)
         #expect(bookkeeping.map { $0.columns.map(\.name) } == [["version", "name", "created_at", "updated_at"]])
         #expect(MySQLMigrator.declaredTables(in: "DO SLEEP(1)").isEmpty)
@@ -664,5 +871,20 @@ struct MySQLErrorTranslationTests {
                     detail: "mysql unavailable (error 2026: TLS could not be set up or the server's certificate was refused)"))
         #expect(translate(.unknownDatabase) == .unavailable(retryable: false, detail: "mysql error 1049: unknown database"))
         #expect(translate(.accessDenied) == .unavailable(retryable: false, detail: "mysql error 1045: access denied (user or password)"))
+        // A user with a right password but no privilege on the URL's database (a grant on another one, or none yet).
+        #expect(
+            translate(.databaseAccessDenied)
+                == .unavailable(retryable: false, detail: "mysql error 1044: access denied to the database (the user holds no privilege on it)"))
+    }
+}
+
+/// The detail of the non-retryable `unavailable` that `body` throws; nil when it succeeds, "unexpected ..." for another error.
+func shapeProblem(_ body: () throws(BackendError) -> Void) -> String? {
+    do throws(BackendError) {
+        try body()
+        return nil
+    } catch {
+        guard case .unavailable(false, let detail) = error else { return "unexpected \(error)" }
+        return detail
     }
 }

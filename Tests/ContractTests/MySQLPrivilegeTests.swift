@@ -1,0 +1,162 @@
+import Domain
+import Foundation
+import MySQLBackend
+import MySQLClient
+import TestSupport
+import Testing
+
+/// Users with fewer privileges than `migrate` or `serve` need, as a production deployment's users may be.
+@Suite("MySQL schema checks and users without privileges", .enabled(if: privateServerSuitesRun), .serialized)
+struct MySQLPrivilegeTests {
+    @Test("a serving user that may not read schema_migrations or a table is told so, not that migrations are pending")
+    func servingUserWithoutPrivileges() async throws {
+        try await withPrivateServer { server, url in
+            let root = try Self.root(server)
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE DATABASE app CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                try connection.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-password'")
+            }
+            var owner = try MySQLConfiguration(url: url)
+            owner.database = "app"
+            let migrating = MySQLStorage(configuration: owner, logger: silentLogger)
+            defer { migrating.close() }
+            _ = try await offPool { try migrating.migrator.migrate() }
+            // The application's tables, one by one, but not the bookkeeping: GRANT ... ON app.* cannot leave one out.
+            let tables = ["requests", "request_uris", "queues", "counters", "topic_messages", "topic_partitions", "topic_replicas"]
+            try await Self.admin(root) { connection in
+                for table in tables {
+                    try connection.execute(
+                        MySQLQuery(unsafeSQL: "GRANT SELECT, INSERT, UPDATE, DELETE ON app.\(table) TO 'app'@'127.0.0.1'"))
+                }
+            }
+            var app = owner
+            app.user = "app"
+            app.password = "app-password"
+            let serving = MySQLStorage(configuration: app, logger: silentLogger)
+            defer { serving.close() }
+
+            let bookkeeping = await offPoolProblem { () throws(BackendError) in _ = try serving.migrator.status() }
+            #expect(bookkeeping?.contains("table `schema_migrations`") == true, "\(bookkeeping ?? "nil")")
+            #expect(bookkeeping?.contains("SELECT denied") == true, "\(bookkeeping ?? "nil")")
+            #expect(bookkeeping?.contains("pending") == false, "\(bookkeeping ?? "nil")")
+            let startUp = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(startUp == bookkeeping)
+            // A privilege other than SELECT lists the table in information_schema; reading it is still refused.
+            try await Self.admin(root) { try $0.execute("GRANT INSERT ON app.schema_migrations TO 'app'@'127.0.0.1'") }
+            let listed = await offPoolProblem { () throws(BackendError) in _ = try serving.migrator.status() }
+            #expect(listed?.contains("table `schema_migrations`") == true, "\(listed ?? "nil")")
+            #expect(listed?.contains("SELECT denied") == true, "\(listed ?? "nil")")
+
+            try await Self.admin(root) { connection in
+                try connection.execute("GRANT SELECT ON app.schema_migrations TO 'app'@'127.0.0.1'")
+                try connection.execute("REVOKE ALL PRIVILEGES ON app.counters FROM 'app'@'127.0.0.1'")
+            }
+            #expect(try await offPool { try serving.migrator.status() } == .current)
+            let table = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(table?.contains("table `counters`") == true, "\(table ?? "nil")")
+            #expect(table?.contains("SELECT denied") == true, "\(table ?? "nil")")
+            #expect(table?.contains("does not exist") == false, "\(table ?? "nil")")
+            // Writes without reads: information_schema lists every column, and every read would fail.
+            try await Self.admin(root) { connection in
+                try connection.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON app.counters TO 'app'@'127.0.0.1'")
+                try connection.execute("REVOKE SELECT ON app.requests FROM 'app'@'127.0.0.1'")
+            }
+            let unreadable = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(unreadable?.contains("table `requests`") == true, "\(unreadable ?? "nil")")
+            #expect(unreadable?.contains("SELECT denied") == true, "\(unreadable ?? "nil")")
+        }
+    }
+
+    @Test("migrate by a user without CREATE names the privilege and creates nothing; needs none on a current schema; refuses a read-only server")
+    func migratingUserWithoutCreate() async throws {
+        try await withPrivateServer { server, url in
+            let root = try Self.root(server)
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE DATABASE app CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                try connection.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-password'")
+                try connection.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'app'@'127.0.0.1'")
+            }
+            var owner = try MySQLConfiguration(url: url)
+            owner.database = "app"
+            var app = owner
+            app.user = "app"
+            app.password = "app-password"
+            let dmlOnly = MySQLStorage(configuration: app, logger: silentLogger)
+            defer { dmlOnly.close() }
+
+            let refused = await offPoolProblem { () throws(BackendError) in _ = try dmlOnly.migrator.migrate() }
+            #expect(refused?.contains("schema_migrations") == true, "\(refused ?? "nil")")
+            #expect(refused?.contains("CREATE command denied") == true, "\(refused ?? "nil")")
+            let created = try await Self.admin(root) { connection in
+                try connection.query("SHOW TABLES FROM app").compactMap { $0.string(0) }
+            }
+            #expect(created.isEmpty)
+
+            let migrating = MySQLStorage(configuration: owner, logger: silentLogger)
+            defer { migrating.close() }
+            _ = try await offPool { try migrating.migrator.migrate() }
+            // A deployment that runs migrate with the application's own user before every start: nothing to do.
+            #expect(try await offPool { try dmlOnly.migrator.migrate() } == [])
+
+            // A replica (read_only) refuses DDL from a user without READ_ONLY ADMIN; when nothing is pending, none is sent.
+            try await Self.admin(root) { try $0.execute(MySQLQuery(unsafeSQL: "SET GLOBAL read_only = 1")) }
+            #expect(try await offPool { try dmlOnly.migrator.migrate() } == [])
+            try await Self.admin(root) { connection in
+                try connection.execute("DELETE FROM app.schema_migrations WHERE version = 102")
+                try connection.execute("DROP TABLE app.topic_replicas")
+            }
+            let readOnly = await offPoolProblem { () throws(BackendError) in _ = try dmlOnly.migrator.migrate() }
+            #expect(readOnly?.contains("read-only") == true, "\(readOnly ?? "nil")")
+            #expect(readOnly?.contains("[102]") == true, "\(readOnly ?? "nil")")
+            // A user that may write to a read-only server (READ_ONLY ADMIN, which ALL PRIVILEGES grants) is refused
+            // too: DDL and a version row written to a replica diverge it from its primary, and the primary's own
+            // row for that version would stop replication with a duplicate key (1062).
+            let privileged = await offPoolProblem { () throws(BackendError) in _ = try migrating.migrator.migrate() }
+            #expect(privileged == readOnly)
+            let left = try await Self.admin(root) { connection in
+                (
+                    try connection.query("SELECT COUNT(*) FROM app.schema_migrations WHERE version = 102").first?.int64(0),
+                    try connection.query("SHOW TABLES FROM app LIKE 'topic_replicas'").count
+                )
+            }
+            #expect(left.0 == 0 && left.1 == 0, "\(left)")
+            try await Self.admin(root) { try $0.execute(MySQLQuery(unsafeSQL: "SET GLOBAL read_only = 0")) }
+            #expect(try await offPool { try migrating.migrator.migrate() } == [102])
+        }
+    }
+
+    private static func root(_ server: PrivateServer) throws -> MySQLConfiguration {
+        // Root over the private socket: the test user may not grant.
+        try MySQLConfiguration(url: "mysql://root@/?socket=\(server.directory.path)/sock")
+    }
+
+    @discardableResult
+    private static func admin<Result: Sendable>(
+        _ root: MySQLConfiguration, _ body: @escaping @Sendable (MySQLConnection) throws -> Result
+    ) async throws -> Result {
+        try await offPool {
+            let connection = try MySQLConnection(configuration: root)
+            defer { connection.close() }
+            return try body(connection)
+        }
+    }
+}
+
+/// The detail of the `unavailable` that `body` throws, run off the cooperative pool; nil when it succeeds.
+private func offPoolProblem(
+    retryable: Bool = false, _ body: @escaping @Sendable () throws(BackendError) -> Void
+) async -> String? {
+    do {
+        return try await offPool { () -> String? in
+            do throws(BackendError) {
+                try body()
+                return nil
+            } catch {
+                guard case .unavailable(retryable, let detail) = error else { return "unexpected \(error)" }
+                return detail
+            }
+        }
+    } catch {
+        return "unexpected \(error)"
+    }
+}
