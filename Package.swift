@@ -118,7 +118,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // Waiting helpers and the live MySQL test database, shared by the test targets.
-        .target(name: "TestSupport", dependencies: ["MySQLClient"], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(
+            name: "TestSupport", dependencies: ["MySQLClient", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "DomainTests",
             dependencies: ["Domain", "Backends", .product(name: "MetricsTestKit", package: "swift-metrics")],

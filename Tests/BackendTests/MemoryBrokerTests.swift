@@ -19,30 +19,13 @@ private final class Seen: Sendable {
     var values: [String] { ids.withLock { $0 } }
 }
 
-/// Keeps each warning (or worse) as its message followed by its metadata as sorted `key=value` fields.
-private struct WarningRecorder: LogHandler {
-    let warnings: Recorder<String>
-    var logLevel = Logger.Level.warning
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let fields = (event.metadata ?? [:]).map { "\($0.key)=\($0.value)" }.sorted()
-        warnings.append(([event.message.description] + fields).joined(separator: " "))
-    }
-}
-
 /// A started two-worker broker whose handler blocks on message "stuck" until `release` (at most 60 s), and hands
 /// any other delivery to `other` with the broker; returns once "stuck" is in its handler.
 private func brokerWithAStuckHandler(
     warnings: Recorder<String>, release: Latch,
     other: @escaping @Sendable (MemoryBroker, Delivery) -> DeliveryOutcome = { _, _ in .ack }
 ) throws -> MemoryBroker {
-    let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: warnings) }
+    let logger = Logger(label: "memory-broker-tests") { _ in LineRecorder(lines: warnings, logLevel: .warning) }
     let broker = MemoryBroker(workerThreads: 2, logger: logger)
     let stuck = Latch()
     broker.subscribe(topic) { delivery in
@@ -62,7 +45,7 @@ struct MemoryBrokerTests {
     @Test("the warning that says a message was dead-lettered names the message")
     func deadLetterLineNamesTheMessage() async throws {
         let lines = Recorder<String>()
-        let logger = Logger(label: "memory-broker-tests") { _ in WarningRecorder(warnings: lines) }
+        let logger = Logger(label: "memory-broker-tests") { _ in LineRecorder(lines: lines, logLevel: .warning) }
         let broker = MemoryBroker(policy: RetryPolicy(maxAttempts: 1), workerThreads: 1, logger: logger)
         defer { broker.shutdown() }
         broker.subscribe(topic) { _ in .reject(reason: "never") }

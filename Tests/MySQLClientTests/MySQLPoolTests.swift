@@ -447,7 +447,7 @@ struct MySQLPoolOutageTests {
             // No default database: the account gets no privileges, only the right to connect.
             missing.database = nil
             let lines = Recorder<String>()
-            let logger = Logger(label: "mysql-client-tests") { _ in LineKeeper(lines: lines) }
+            let logger = Logger(label: "mysql-client-tests") { _ in LineRecorder(lines: lines) }
             let pool = MySQLPool(connection: missing, configuration: .init(maxConnections: 2), logger: logger)
             defer { pool.close() }
             for _ in 0..<3 { #expect(throws: MySQLError.self) { try pool.withConnection { _ in 0 } } }
@@ -470,23 +470,5 @@ struct MySQLPoolOutageTests {
             #expect(lines2.filter { $0.hasPrefix("mysql connects again") }.count == 1, "\(lines2)")
             #expect(lines2.filter { $0.hasPrefix("mysql connect failed") }.count == 1, "\(lines2)")
         }
-    }
-}
-
-/// Keeps each line at info or above as its message followed by its metadata as sorted `key=value` fields.
-private struct LineKeeper: LogHandler {
-    let lines: Recorder<String>
-    var logLevel = Logger.Level.info
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        let line = ([event.message.description] + merged.map { "\($0.key)=\($0.value)" }.sorted()).joined(separator: " ")
-        lines.append(line)
     }
 }

@@ -80,23 +80,6 @@ func fastConfiguration(
         workerThreads: workers, pollInterval: poll, leaseDuration: lease, visibilityTimeout: visibility)
 }
 
-/// Keeps each line at `logLevel` or above as its message followed by its metadata as sorted `key=value` fields.
-struct LineRecorder: LogHandler {
-    let lines: Recorder<String>
-    var logLevel = Logger.Level.info
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        lines.append(([event.message.description] + merged.map { "\($0.key)=\($0.value)" }.sorted()).joined(separator: " "))
-    }
-}
-
 /// A logger whose lines at `level` and above go to `lines`.
 func recordingLogger(_ lines: Recorder<String>, level: Logger.Level = .info) -> Logger {
     Logger(label: "mysql-topic-tests") { _ in LineRecorder(lines: lines, logLevel: level) }
