@@ -154,8 +154,8 @@ public final class APIResponder: HTTPResponder {
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
         switch route {
         case .ingest(let queue): return try ingest(queue, request)
-        case .request(let id): return try getRequest(id)
-        case .queue(let name): return try getQueue(name)
+        case .request(let id): return try getRequest(id, request.headers)
+        case .queue(let name): return try getQueue(name, request.headers)
         case .queueRequests(let name): return try listRequests(name, query: request.query)
         case .healthz:
             if dependencies.isDraining() {
@@ -213,7 +213,7 @@ public final class APIResponder: HTTPResponder {
         return response
     }
 
-    private func getRequest(_ rawID: String) throws -> HTTPResponse {
+    private func getRequest(_ rawID: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
         let id: RequestID
         do { id = try RequestID(parsing: rawID) } catch { throw Problem(error) }
         let found: Request
@@ -222,7 +222,7 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "no request '\(id)'")
         }
-        return json(200, found)
+        return Self.conditional(found.jsonBytes, tag: EntityTag.of(found), headers)
     }
 
     private func configuredQueue(_ rawName: String) throws -> QueueName {
@@ -232,19 +232,32 @@ public final class APIResponder: HTTPResponder {
         return name
     }
 
-    private func getQueue(_ rawName: String) throws -> HTTPResponse {
+    private func getQueue(_ rawName: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
         let name = try configuredQueue(rawName)
         let queue: Queue
+        let version: UInt64
         do {
             queue = try dependencies.queues.get(name)
+            version = queue.version
         } catch .notFound {
             // Configured but never ingested: the queue exists, with no request and no green commit yet, as its
-            // request list (200, empty) says too.
+            // request list (200, empty) says too. Version 0: the row ingest creates starts at 1.
             queue = Queue(name: name)
+            version = 0
         } catch {
             throw Problem(error, notFound: "queue '\(name)' not found")
         }
-        return json(200, QueueBody(queue))
+        return Self.conditional(QueueBody(queue).jsonBytes, tag: EntityTag.ofQueue(version: version), headers)
+    }
+
+    /// A 200 of `body` with its strong `tag`, or 304 when `headers`' If-None-Match matches the tag (RFC 9110 §13.1.2).
+    private static func conditional(_ body: @autoclosure () -> [UInt8], tag: String, _ headers: HTTPHeaders) -> HTTPResponse {
+        if EntityTag.noneMatch(headers, matches: tag) {
+            // RFC 9110 §15.4.5: no content, and the ETag the 200 would have had (Date comes from the server, Vary
+            // from CORS); the client keeps the Content-Type it has.
+            return HTTPResponse(status: 304, headers: HTTPHeaders([("ETag", tag)]))
+        }
+        return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json"), ("ETag", tag)]), body: body())
     }
 
     private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {
