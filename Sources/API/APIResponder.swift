@@ -39,6 +39,8 @@ public struct APIDependencies: Sendable {
     public var metrics: @Sendable () -> [UInt8]
     /// When set, ingest requires a valid signature.
     public var signature: SignatureVerifier?
+    /// When set, browser pages of the origins it allows may read the API (CORS); nil sends no CORS fields.
+    public var cors: CORSPolicy?
 
     /// Groups the dependencies.
     public init(
@@ -46,7 +48,7 @@ public struct APIDependencies: Sendable {
         isConfigured: @escaping @Sendable (QueueName) -> Bool, broker: (any MessageBroker)? = nil,
         topics: [TopicName] = [.process], readiness: @escaping @Sendable () -> [ReadinessCheck] = { [] },
         isDraining: @escaping @Sendable () -> Bool = { false }, metrics: @escaping @Sendable () -> [UInt8] = { [] },
-        signature: SignatureVerifier? = nil
+        signature: SignatureVerifier? = nil, cors: CORSPolicy? = nil
     ) {
         self.ingest = ingest
         self.requests = requests
@@ -58,6 +60,7 @@ public struct APIDependencies: Sendable {
         self.isDraining = isDraining
         self.metrics = metrics
         self.signature = signature
+        self.cors = cors
     }
 }
 
@@ -88,9 +91,12 @@ public final class APIResponder: HTTPResponder {
         let started = BootClock.nanoseconds()
         var template = RouteTemplate.unmatched
         var response: HTTPResponse
+        /// The route's methods, for a CORS preflight; read only when CORS is on.
+        var methods: [String]?
         do {
             let route = try Route.match(rawPath: request.rawPath)
             template = route.template
+            if dependencies.cors != nil { methods = route.handledMethods }
             response = route.handles(request.method)
                 ? try handle(route, request) : try Self.answerUnhandled(request.method, allowing: route.allowedMethods)
         } catch let failure as Route.Failure {
@@ -102,6 +108,7 @@ public final class APIResponder: HTTPResponder {
                 "unexpected error", metadata: ["http.request_id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
+        dependencies.cors?.apply(to: &response, request: request, methods: methods)
         let elapsed = BootClock.nanoseconds() - started
         let method = request.method
         let status = response.status

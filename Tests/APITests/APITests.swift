@@ -51,7 +51,7 @@ struct API {
     let draining = Flag(false)
     let ready = Flag(true)
 
-    init(secret: String? = nil) {
+    init(secret: String? = nil, cors: CORSPolicy? = nil) {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let ingest = IngestController(
             requests: requests, uris: MemoryRequestURIStore(), queues: queues, counter: MemoryCounter(), sources: source,
@@ -64,7 +64,7 @@ struct API {
                 readiness: { [ReadinessCheck(name: "database", ok: ready.isSet, detail: "down")] },
                 isDraining: { draining.isSet },
                 metrics: { Array("# metrics\n".utf8) },
-                signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }),
+                signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }, cors: cors),
             logger: logger)
     }
 
