@@ -229,7 +229,7 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "no request '\(id)'")
         }
-        return Self.conditional(found.jsonBytes, tag: EntityTag.of(found), headers)
+        return Self.conditional(found.jsonBytes, tag: ConditionalRead.tag(of: found), headers)
     }
 
     private func configuredQueue(_ rawName: String) throws -> QueueName {
@@ -254,17 +254,18 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "queue '\(name)' not found")
         }
-        return Self.conditional(QueueBody(queue).jsonBytes, tag: EntityTag.ofQueue(version: version), headers)
+        return Self.conditional(QueueBody(queue).jsonBytes, tag: ConditionalRead.tag(ofQueueVersion: version), headers)
     }
 
     /// A 200 of `body` with its strong `tag`, or 304 when `headers`' If-None-Match matches the tag (RFC 9110 §13.1.2).
-    private static func conditional(_ body: @autoclosure () -> [UInt8], tag: String, _ headers: HTTPHeaders) -> HTTPResponse {
-        if EntityTag.noneMatch(headers, matches: tag) {
+    private static func conditional(_ body: @autoclosure () -> [UInt8], tag: EntityTag, _ headers: HTTPHeaders) -> HTTPResponse {
+        if ConditionalRead.noneMatch(headers, matches: tag) {
             // RFC 9110 §15.4.5: no content, and the ETag the 200 would have had (Date comes from the server, Vary
             // from CORS); the client keeps the Content-Type it has.
-            return HTTPResponse(status: 304, headers: HTTPHeaders([("ETag", tag)]))
+            return HTTPResponse(status: 304, entityTag: tag)
         }
-        return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json"), ("ETag", tag)]), body: body())
+        // The tag goes as numbers, which the server writes: no text and no header list of its own per request.
+        return HTTPResponse(status: 200, headers: jsonHeaders, body: body(), entityTag: tag)
     }
 
     private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {

@@ -88,6 +88,9 @@ extension HTTPResponse {
 
     var contentType: String? { headers["Content-Type"] }
 
+    /// The `ETag` the server writes for this response.
+    var etag: String? { entityTag?.text }
+
     /// Checks the problem+json shape and returns the problem's type URN.
     func problemType(sourceLocation: SourceLocation = #_sourceLocation) -> String? {
         #expect(contentType == "application/problem+json", sourceLocation: sourceLocation)

@@ -106,7 +106,7 @@ import Testing
     /// (RFC 9110 §15.4.5).
     @Test func errorsAndNotModifiedCarryTheFields() throws {
         let api = try api([Self.dashboard])
-        let tag = try #require(api.call("GET", Self.requestPath).headers["ETag"])
+        let tag = try #require(api.call("GET", Self.requestPath).etag)
         let notModified = api.call("GET", Self.requestPath, headers: [("Origin", Self.dashboard), ("If-None-Match", tag)])
         #expect(notModified.status == 304)
         #expect(notModified.headers["Access-Control-Allow-Origin"] == Self.dashboard)

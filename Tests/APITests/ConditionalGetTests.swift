@@ -16,7 +16,7 @@ import Testing
         #expect(api.call("POST", "/queues/demo/main/ingest").status == 202)
         let response = api.call("GET", Self.requestPath)
         #expect(response.status == 200)
-        let tag = try #require(response.headers["ETag"])
+        let tag = try #require(response.etag)
         return (api, tag)
     }
 
@@ -24,12 +24,12 @@ import Testing
         let (api, tag) = try ingested()
         // RFC 9110 §8.8.3: a strong tag is a quoted string without the W/ prefix.
         #expect(tag.hasPrefix("\"") && tag.hasSuffix("\"") && tag.count >= 3, "\(tag)")
-        #expect(api.call("HEAD", Self.requestPath).headers["ETag"] == tag)
-        #expect(api.call("GET", Self.requestPath).headers["ETag"] == tag, "the same record, the same tag")
+        #expect(api.call("HEAD", Self.requestPath).etag == tag)
+        #expect(api.call("GET", Self.requestPath).etag == tag, "the same record, the same tag")
         let queue = api.call("GET", Self.queuePath)
-        let queueTag = try #require(queue.headers["ETag"])
+        let queueTag = try #require(queue.etag)
         #expect(queueTag.hasPrefix("\"") && queueTag.hasSuffix("\""), "\(queueTag)")
-        #expect(api.call("HEAD", Self.queuePath).headers["ETag"] == queueTag)
+        #expect(api.call("HEAD", Self.queuePath).etag == queueTag)
     }
 
     @Test(arguments: ["GET", "HEAD"])
@@ -39,7 +39,7 @@ import Testing
             let response = api.call(method, Self.requestPath, headers: [("If-None-Match", condition)])
             #expect(response.status == 304, "\(condition)")
             #expect(response.body.isEmpty, "\(condition)")
-            #expect(response.headers["ETag"] == tag, "\(condition)")
+            #expect(response.etag == tag, "\(condition)")
         }
         // A list may come as several field lines (RFC 9110 §5.3).
         let split = api.call(method, Self.requestPath, headers: [("If-None-Match", "\"other\""), ("if-none-match", tag)])
@@ -53,7 +53,7 @@ import Testing
             let response = api.call("GET", Self.requestPath, headers: [("If-None-Match", condition)])
             #expect(response.status == 200, "\(condition)")
             #expect(response.body == plain.body, "\(condition)")
-            #expect(response.headers["ETag"] == tag, "\(condition)")
+            #expect(response.etag == tag, "\(condition)")
         }
     }
 
@@ -82,7 +82,7 @@ import Testing
         let response = api.call("GET", Self.requestPath, headers: [("If-None-Match", tag)])
         #expect(response.status == 200)
         #expect(response.json["state"] as? String == "processing")
-        let newTag = try #require(response.headers["ETag"])
+        let newTag = try #require(response.etag)
         #expect(newTag != tag)
         #expect(api.call("GET", Self.requestPath, headers: [("If-None-Match", newTag)]).status == 304)
     }
@@ -96,7 +96,7 @@ import Testing
         try first.requests.create(Request(id: id, uri: SourceURI("git://demo/c1"), createdAt: created))
         let second = API()
         try second.requests.create(Request(id: id, uri: SourceURI("git://demo/c2"), createdAt: created + 60))
-        let tag = try #require(first.call("GET", Self.requestPath).headers["ETag"])
+        let tag = try #require(first.call("GET", Self.requestPath).etag)
         let response = second.call("GET", Self.requestPath, headers: [("If-None-Match", tag)])
         #expect(response.status == 200)
         #expect(response.json["uri"] as? String == "git://demo/c2")
@@ -108,17 +108,17 @@ import Testing
         let api = API()
         let empty = api.call("GET", Self.queuePath)
         #expect(empty.status == 200)
-        let emptyTag = try #require(empty.headers["ETag"])
+        let emptyTag = try #require(empty.etag)
         #expect(api.call("GET", Self.queuePath, headers: [("If-None-Match", emptyTag)]).status == 304)
         #expect(api.call("POST", "/queues/demo/main/ingest").status == 202)
         let response = api.call("GET", Self.queuePath, headers: [("If-None-Match", emptyTag)])
         #expect(response.status == 200)
         #expect(response.json["latest_request_id"] as? String == "request/demo/main/1")
-        let tag = try #require(response.headers["ETag"])
+        let tag = try #require(response.etag)
         #expect(tag != emptyTag)
         let notModified = api.call("HEAD", Self.queuePath, headers: [("If-None-Match", tag)])
         #expect(notModified.status == 304)
-        #expect(notModified.headers["ETag"] == tag)
+        #expect(notModified.etag == tag)
     }
 
     /// RFC 9110 §13.2.1: a condition is evaluated only where the answer would otherwise be 2xx; `*` matches only a
@@ -139,7 +139,7 @@ import Testing
         for path in ["/queues/demo/main/requests", "/healthz", "/topics"] {
             let response = api.call("GET", path, headers: [("If-None-Match", "*")])
             #expect(response.status == 200, "\(path)")
-            #expect(response.headers["ETag"] == nil, "\(path)")
+            #expect(response.etag == nil, "\(path)")
         }
     }
 }
