@@ -39,6 +39,8 @@ public struct APIDependencies: Sendable {
     public var metrics: @Sendable () -> [UInt8]
     /// When set, ingest requires a valid signature.
     public var signature: SignatureVerifier?
+    /// When set, browser pages of the origins it allows may read the API (CORS); nil sends no CORS fields.
+    public var cors: CORSPolicy?
 
     /// Groups the dependencies.
     public init(
@@ -46,7 +48,7 @@ public struct APIDependencies: Sendable {
         isConfigured: @escaping @Sendable (QueueName) -> Bool, broker: (any MessageBroker)? = nil,
         topics: [TopicName] = [.process], readiness: @escaping @Sendable () -> [ReadinessCheck] = { [] },
         isDraining: @escaping @Sendable () -> Bool = { false }, metrics: @escaping @Sendable () -> [UInt8] = { [] },
-        signature: SignatureVerifier? = nil
+        signature: SignatureVerifier? = nil, cors: CORSPolicy? = nil
     ) {
         self.ingest = ingest
         self.requests = requests
@@ -58,6 +60,7 @@ public struct APIDependencies: Sendable {
         self.isDraining = isDraining
         self.metrics = metrics
         self.signature = signature
+        self.cors = cors
     }
 }
 
@@ -88,9 +91,12 @@ public final class APIResponder: HTTPResponder {
         let started = BootClock.nanoseconds()
         var template = RouteTemplate.unmatched
         var response: HTTPResponse
+        /// The route's methods, for a CORS preflight; read only when CORS is on.
+        var methods: [String]?
         do {
             let route = try Route.match(rawPath: request.rawPath)
             template = route.template
+            if dependencies.cors != nil { methods = route.handledMethods }
             response = route.handles(request.method)
                 ? try handle(route, request) : try Self.answerUnhandled(request.method, allowing: route.allowedMethods)
         } catch let failure as Route.Failure {
@@ -102,6 +108,7 @@ public final class APIResponder: HTTPResponder {
                 "unexpected error", metadata: ["http.request_id": "\(request.requestID)", "http.route": "\(template.label)"])
             response = Problem.internalError.response()
         }
+        dependencies.cors?.apply(to: &response, request: request, methods: methods)
         let elapsed = BootClock.nanoseconds() - started
         let method = request.method
         let status = response.status
@@ -154,8 +161,8 @@ public final class APIResponder: HTTPResponder {
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
         switch route {
         case .ingest(let queue): return try ingest(queue, request)
-        case .request(let id): return try getRequest(id)
-        case .queue(let name): return try getQueue(name)
+        case .request(let id): return try getRequest(id, request.headers)
+        case .queue(let name): return try getQueue(name, request.headers)
         case .queueRequests(let name): return try listRequests(name, query: request.query)
         case .healthz:
             if dependencies.isDraining() {
@@ -216,7 +223,7 @@ public final class APIResponder: HTTPResponder {
         return response
     }
 
-    private func getRequest(_ rawID: String) throws -> HTTPResponse {
+    private func getRequest(_ rawID: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
         let id: RequestID
         do { id = try RequestID(parsing: rawID) } catch { throw Problem(error) }
         let found: Request
@@ -225,7 +232,7 @@ public final class APIResponder: HTTPResponder {
         } catch {
             throw Problem(error, notFound: "no request '\(id)'")
         }
-        return json(200, found)
+        return Self.conditional(found.jsonBytes, tag: ConditionalRead.tag(of: found), headers)
     }
 
     private func configuredQueue(_ rawName: String) throws -> QueueName {
@@ -235,19 +242,33 @@ public final class APIResponder: HTTPResponder {
         return name
     }
 
-    private func getQueue(_ rawName: String) throws -> HTTPResponse {
+    private func getQueue(_ rawName: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
         let name = try configuredQueue(rawName)
         let queue: Queue
+        let version: UInt64
         do {
             queue = try dependencies.queues.get(name)
+            version = queue.version
         } catch .notFound {
             // Configured but never ingested: the queue exists, with no request and no green commit yet, as its
-            // request list (200, empty) says too.
+            // request list (200, empty) says too. Version 0: the row ingest creates starts at 1.
             queue = Queue(name: name)
+            version = 0
         } catch {
             throw Problem(error, notFound: "queue '\(name)' not found")
         }
-        return json(200, QueueBody(queue))
+        return Self.conditional(QueueBody(queue).jsonBytes, tag: ConditionalRead.tag(ofQueueVersion: version), headers)
+    }
+
+    /// A 200 of `body` with its strong `tag`, or 304 when `headers`' If-None-Match matches the tag (RFC 9110 §13.1.2).
+    private static func conditional(_ body: @autoclosure () -> [UInt8], tag: EntityTag, _ headers: HTTPHeaders) -> HTTPResponse {
+        if ConditionalRead.noneMatch(headers, matches: tag) {
+            // RFC 9110 §15.4.5: no content, and the ETag the 200 would have had (Date comes from the server, Vary
+            // from CORS); the client keeps the Content-Type it has.
+            return HTTPResponse(status: 304, entityTag: tag)
+        }
+        // The tag goes as numbers, which the server writes: no text and no header list of its own per request.
+        return HTTPResponse(status: 200, headers: jsonHeaders, body: body(), entityTag: tag)
     }
 
     private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {

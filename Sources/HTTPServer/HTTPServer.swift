@@ -318,7 +318,8 @@ struct Worker {
             || context.draining.load(ordering: .relaxed)
         let bytes = writer.serialize(
             status: response.status, headers: response.headers, body: response.body, close: closes,
-            version: item.parsed.request.version, requestID: requestID, omitBody: item.parsed.isHead
+            version: item.parsed.request.version, requestID: requestID, omitBody: item.parsed.isHead,
+            entityTag: response.entityTag
         )
         let actions = connection.complete(response: bytes, closes: closes, writer: &writer)
         lastClockReading = MonotonicClock.now()

@@ -103,16 +103,92 @@ public struct HTTPResponse: Sendable {
     public var headers: HTTPHeaders
     /// The body; omitted on the wire for HEAD, 204 and 304.
     public var body: [UInt8]
+    /// Sent as the `ETag` field, written by the server without building its text; nil sends none.
+    public var entityTag: EntityTag?
     /// Run on the worker once the response has been handed to the connection (sent, queued or dropped with a
     /// closed one): bookkeeping such as the request's log line and metrics, which then does not delay it.
     public var afterSend: (@Sendable () -> Void)?
 
     /// Makes a response.
-    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], afterSend: (@Sendable () -> Void)? = nil) {
+    public init(
+        status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], entityTag: EntityTag? = nil,
+        afterSend: (@Sendable () -> Void)? = nil
+    ) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.entityTag = entityTag
         self.afterSend = afterSend
+    }
+}
+
+/// A strong entity tag (RFC 9110 §8.8.3) of one or two numbers, `"<hex>"` or `"<hex>-<hex>"` in lower-case
+/// hexadecimal: a response carries it as numbers and the server writes the text straight into the response bytes.
+public struct EntityTag: Sendable, Equatable {
+    /// The first number.
+    public let first: UInt64
+    /// The second number, after a `-`; nil for a one-number tag.
+    public let second: UInt64?
+
+    /// Makes a tag.
+    public init(_ first: UInt64, _ second: UInt64? = nil) {
+        self.first = first
+        self.second = second
+    }
+
+    /// The tag as sent, quotes included.
+    public var text: String {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { buffer in
+            String(decoding: UnsafeBufferPointer(start: buffer.baseAddress, count: write(to: buffer)), as: UTF8.self)
+        }
+    }
+
+    /// Whether `opaqueTag`, an opaque-tag with its quotes, spells this tag.
+    public func matches(_ opaqueTag: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard opaqueTag.count == length else { return false }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { buffer in
+            let count = write(to: buffer)
+            return opaqueTag.elementsEqual(UnsafeBufferPointer(start: buffer.baseAddress, count: count))
+        }
+    }
+
+    /// The bytes of the tag's text.
+    var length: Int {
+        // Two numbers and nothing more: every response carries this, so it stays small to copy.
+        guard let second else { return 2 + Self.hexDigits(first) }
+        return 3 + Self.hexDigits(first) + Self.hexDigits(second)
+    }
+
+    /// Writes the tag's `length` bytes at the start of `buffer`; returns their count, 0 when they do not fit.
+    func write(to buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        let length = self.length
+        guard let start = buffer.baseAddress, buffer.count >= length else { return 0 }
+        let firstDigits = Self.hexDigits(first)
+        start.initialize(to: UInt8(ascii: "\""))
+        Self.writeHex(first, digits: firstDigits, to: start + 1)
+        if let second {
+            start[1 + firstDigits] = UInt8(ascii: "-")
+            Self.writeHex(second, digits: length - 3 - firstDigits, to: start + 2 + firstDigits)
+        }
+        start[length - 1] = UInt8(ascii: "\"")
+        return length
+    }
+
+    @inline(__always)
+    private static func hexDigits(_ value: UInt64) -> Int { max(1, (64 - value.leadingZeroBitCount + 3) / 4) }
+
+    /// Writes the `digits` lowest hexadecimal digits of `value` at `destination`, most significant first.
+    @inline(__always)
+    private static func writeHex(_ value: UInt64, digits: Int, to destination: UnsafeMutablePointer<UInt8>) {
+        let alphabet: StaticString = "0123456789abcdef"
+        let table = alphabet.utf8Start
+        var rest = value
+        var index = digits
+        while index > 0 {
+            index -= 1
+            destination[index] = table[Int(truncatingIfNeeded: rest & 0xF)]
+            rest >>= 4
+        }
     }
 }
 

@@ -19,9 +19,10 @@ struct ResponseWriter {
     ///   - close: Say `Connection: close`; otherwise HTTP/1.0 clients get `Connection: keep-alive`.
     ///   - requestID: Sent as `X-Request-ID` unless `headers` already has one.
     ///   - omitBody: For HEAD: send the headers, Content-Length included, but no body (RFC 9110 §9.3.2).
+    ///   - entityTag: Sent as `ETag` after `headers`.
     mutating func serialize(
         status: Int, headers: HTTPHeaders, body: [UInt8], close: Bool, version: HTTPVersion,
-        requestID: String?, omitBody: Bool
+        requestID: String?, omitBody: Bool, entityTag: EntityTag? = nil
     ) -> [UInt8] {
         refreshDateLine()
         let reason = Self.reasonPhrase(status)
@@ -56,6 +57,7 @@ struct ResponseWriter {
         if !hasServer { size += serverLine.count }
         size += dateLine.count
         if let ownRequestID { size += "X-Request-ID: ".utf8.count + ownRequestID.utf8.count + 2 }
+        if let entityTag { size += "ETag: ".utf8.count + entityTag.length + 2 }
         if bodyAllowed { size += "Content-Length: ".utf8.count + ByteCursor.decimalLength(body.count) + 2 }
         size += (connectionLine?.utf8CodeUnitCount ?? 0) + 2
         if sendsBody { size += body.count }
@@ -72,6 +74,11 @@ struct ResponseWriter {
                 out.write(string: field.name)
                 out.write(": ")
                 out.write(string: field.value)
+                out.write("\r\n")
+            }
+            if let entityTag {
+                out.write("ETag: ")
+                out.write(entityTag)
                 out.write("\r\n")
             }
             if !hasServer { out.write(serverLine) }
@@ -263,6 +270,10 @@ private struct ByteCursor {
 
     mutating func write(_ bytes: [UInt8]) {
         written += rest.initialize(fromContentsOf: bytes)
+    }
+
+    mutating func write(_ tag: EntityTag) {
+        written += tag.write(to: rest)
     }
 
     mutating func write(string text: String) {

@@ -23,6 +23,8 @@ struct ServeConfiguration: Sendable {
     var gitTimeout: Duration = .seconds(30)
     var mysqlPoolSize = 16
     var mysqlMaxLifetime: Duration? = .seconds(1800)
+    /// The origins whose pages may read the API; nil sends no CORS fields.
+    var cors: CORSPolicy?
 
     static let defaultGitCacheDirectory = NSTemporaryDirectory() + "stovepipe-git-mirrors"
 }
@@ -90,7 +92,7 @@ final class Application: Sendable {
                 ingest: ingest, requests: storage.requests, queues: storage.queues,
                 isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
                 readiness: readiness, isDraining: { draining.isSet }, metrics: scrape,
-                signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }),
+                signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }, cors: configuration.cors),
             logger: logger.with(component: "http"))
         server = HTTPServer(
             configuration: configuration.http, responder: responder, logger: logger.with(component: "http"), observer: HTTPMetrics())

@@ -1,3 +1,4 @@
+import API
 import ArgumentParser
 import CEpoll
 import Domain
@@ -30,7 +31,12 @@ struct Stovepipe: ParsableCommand {
             parsed = type(of: command)
             // ArgumentParser takes an option given twice at its last value. Neither is more plainly meant than the
             // other (as with a secret and a secret file together), so `--mysql-url A ... --mysql-url B` is refused.
-            let repeatable: Set<String> = parsed == Topics.List.self ? ["--topic"] : []
+            let repeatable: Set<String> =
+                switch parsed {
+                case is Topics.List.Type: ["--topic"]
+                case is Serve.Type: ["--cors-allow-origin"]
+                default: []
+                }
             if let repeated = repeatedOption(in: CommandLine.arguments.dropFirst(), repeatable: repeatable) {
                 throw ValidationError("\(repeated) is given more than once: give it once")
             }
@@ -171,6 +177,8 @@ struct Serve: ParsableCommand {
     var mysqlMaxLifetimeSeconds = 1800
     @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")
     var gitCacheDirectory: String?
+    @Option(help: "Let browser pages from this origin (scheme://host[:port], or * for any) read the API: CORS; repeatable (env STOVEPIPE_CORS_ALLOW_ORIGIN, comma-separated). (default: none, no CORS fields)")
+    var corsAllowOrigin: [String] = []
     @OptionGroup var logging: LoggingOptions
 
     /// "(default: N)" for an HTTP setting's help, read from the server's own defaults so that the two cannot differ.
@@ -255,6 +263,7 @@ struct Serve: ParsableCommand {
         }
         if let gitCacheDirectory { configuration.gitCacheDirectory = gitCacheDirectory }
         configuration.http = try httpConfiguration(environment: environment)
+        configuration.cors = try corsPolicy(environment: environment)
 
         let application = try Application(configuration: configuration, logger: logger) {
             var buffer: [UInt8] = []
@@ -313,6 +322,25 @@ struct Serve: ParsableCommand {
             logger.warning(
                 "TLS certificate not valid yet: clients that verify it refuse to connect",
                 metadata: ["not_before": "\(instant(validity.notBefore))"])
+        }
+    }
+
+    /// The CORS policy of `--cors-allow-origin`, else of `STOVEPIPE_CORS_ALLOW_ORIGIN` (comma-separated); nil when
+    /// neither is given. A value that is not an origin or `*`, an empty one included, is refused naming it.
+    private func corsPolicy(environment: [String: String]) throws -> CORSPolicy? {
+        let (values, source): ([String], String)
+        if !corsAllowOrigin.isEmpty {
+            (values, source) = (corsAllowOrigin, "--cors-allow-origin")
+        } else if let variable = environment["STOVEPIPE_CORS_ALLOW_ORIGIN"] {
+            let items = variable.split(separator: ",", omittingEmptySubsequences: false)
+            (values, source) = (items.map { $0.trimmingCharacters(in: .whitespaces) }, "STOVEPIPE_CORS_ALLOW_ORIGIN")
+        } else {
+            return nil
+        }
+        do {
+            return try CORSPolicy(allowing: values)
+        } catch {
+            throw ValidationError("\(source) \(error)")
         }
     }
 

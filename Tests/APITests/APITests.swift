@@ -52,7 +52,7 @@ struct API {
     let ready = Flag(true)
 
     /// With `logs`, the responder's own lines (not the controllers') are kept there.
-    init(secret: String? = nil, logs: CapturingLogs? = nil) {
+    init(secret: String? = nil, cors: CORSPolicy? = nil, logs: CapturingLogs? = nil) {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let ingest = IngestController(
             requests: requests, uris: MemoryRequestURIStore(), queues: queues, counter: MemoryCounter(), sources: source,
@@ -65,7 +65,7 @@ struct API {
                 readiness: { [ReadinessCheck(name: "database", ok: ready.isSet, detail: "down")] },
                 isDraining: { draining.isSet },
                 metrics: { Array("# metrics\n".utf8) },
-                signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }),
+                signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }, cors: cors),
             logger: logs.map { logs in Logger(label: "test", factory: { _ in logs.handler }) } ?? logger)
     }
 
@@ -88,6 +88,9 @@ extension HTTPResponse {
     }
 
     var contentType: String? { headers["Content-Type"] }
+
+    /// The `ETag` the server writes for this response.
+    var etag: String? { entityTag?.text }
 
     /// Checks the problem+json shape and returns the problem's type URN.
     func problemType(sourceLocation: SourceLocation = #_sourceLocation) -> String? {

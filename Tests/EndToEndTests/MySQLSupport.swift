@@ -87,7 +87,7 @@ struct Finished {
 
 /// Runs the `stovepipe` binary with `arguments` to completion; output goes through files, so neither pipe
 /// can fill up and stall it.
-func runStovepipe(_ arguments: [String], timeout seconds: Double = 60) throws -> Finished {
+func runStovepipe(_ arguments: [String], environment: [String: String] = [:], timeout seconds: Double = 60) throws -> Finished {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-run-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -104,7 +104,7 @@ func runStovepipe(_ arguments: [String], timeout seconds: Double = 60) throws ->
     let process = Process()
     process.executableURL = RunningServer.binary
     process.arguments = arguments
-    process.environment = RunningServer.environment()
+    process.environment = RunningServer.environment(environment)
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = outHandle
     process.standardError = errHandle

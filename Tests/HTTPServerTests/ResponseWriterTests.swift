@@ -24,6 +24,29 @@ struct ResponseWriterTests {
         #expect(!response.contains("Connection:"))
     }
 
+    @Test("an entity tag is written as the ETag field, in hexadecimal, on a 200 and a bodiless 304 alike")
+    func entityTag() {
+        var writer = ResponseWriter(serverName: "s")
+        for (tag, expected) in [
+            (EntityTag(0), #""0""#), (EntityTag(0x1f, 0x692c_2220), #""1f-692c2220""#),
+            (EntityTag(.max, .max), #""ffffffffffffffff-ffffffffffffffff""#), (EntityTag(10, 0), #""a-0""#),
+        ] {
+            #expect(tag.text == expected)
+            #expect(Array(expected.utf8).withUnsafeBufferPointer { tag.matches($0) })
+            #expect(!Array((expected + " ").utf8).withUnsafeBufferPointer { tag.matches($0) })
+            for status in [200, 304] {
+                // serialize asserts that it wrote exactly the bytes it sized.
+                let response = text(
+                    writer.serialize(
+                        status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: Array("{}".utf8),
+                        close: false, version: .http11, requestID: "r", omitBody: false, entityTag: tag))
+                #expect(response.contains("\r\nContent-Type: application/json\r\nETag: \(expected)\r\nServer: s\r\n"), "\(response)")
+                #expect(response.hasSuffix(status == 200 ? "\r\n\r\n{}" : "\r\n\r\n"), "\(response)")
+            }
+        }
+        #expect(!Array(#""1""#.utf8).withUnsafeBufferPointer { EntityTag(2).matches($0) })
+    }
+
     @Test("a response is exactly its status line, fields and body, sized in bytes")
     func exactBytes() {
         var writer = ResponseWriter(serverName: "s")
