@@ -10,9 +10,25 @@ public enum SourceConfig: Sendable, Equatable {
     case git(repository: String, ref: String)
 }
 
-/// The SourceControl of every configured queue, built once from configuration.
+/// The SourceControl of every configured queue, built from configuration, and grown by each reload.
 public struct SourceControlRegistry: SourceControlFactory {
-    private let controls: [QueueName: any SourceControl]
+    private let controls: [QueueName: (source: SourceConfig, control: any SourceControl)]
+    private let gitCacheDirectory: String
+    private let gitTimeout: Duration
+    private let logger: Logger
+
+    /// A queue given another source than the one it has in this registry.
+    public struct SourceChanged: Error, CustomStringConvertible {
+        /// The queue.
+        public let queue: QueueName
+        /// What changed, in words that never hold a repository URL (it may carry a password).
+        public let change: String
+
+        public var description: String {
+            "queue '\(queue)': its source changed (\(change)); a queue keeps its source while the process runs: restart to "
+                + "change it, or give the new source a new queue name"
+        }
+    }
 
     /// Builds a SourceControl per queue; git remotes are mirrored under `gitCacheDirectory`.
     public init(
@@ -21,26 +37,64 @@ public struct SourceControlRegistry: SourceControlFactory {
         gitTimeout: Duration = .seconds(10),
         logger: Logger
     ) {
-        var controls: [QueueName: any SourceControl] = [:]
-        for (queue, source) in sources {
-            switch source {
-            case .staticHistory(let uris):
-                controls[queue] = StaticSourceControl(uris)
-            case .git(let repository, let ref):
-                var queueLogger = logger
-                queueLogger[metadataKey: "queue"] = "\(queue)"
-                controls[queue] = GitSourceControl(
-                    repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout,
-                    logger: queueLogger
-                )
-            }
-        }
+        self.gitCacheDirectory = gitCacheDirectory
+        self.gitTimeout = gitTimeout
+        self.logger = logger
+        var controls: [QueueName: (source: SourceConfig, control: any SourceControl)] = [:]
+        for (queue, source) in sources { controls[queue] = (source, Self.control(queue, source, gitCacheDirectory, gitTimeout, logger)) }
         self.controls = controls
+    }
+
+    private init(_ base: SourceControlRegistry, controls: [QueueName: (source: SourceConfig, control: any SourceControl)]) {
+        self.gitCacheDirectory = base.gitCacheDirectory
+        self.gitTimeout = base.gitTimeout
+        self.logger = base.logger
+        self.controls = controls
+    }
+
+    private static func control(
+        _ queue: QueueName, _ source: SourceConfig, _ gitCacheDirectory: String, _ gitTimeout: Duration, _ logger: Logger
+    ) -> any SourceControl {
+        switch source {
+        case .staticHistory(let uris):
+            return StaticSourceControl(uris)
+        case .git(let repository, let ref):
+            var queueLogger = logger
+            queueLogger[metadataKey: "queue"] = "\(queue)"
+            // Set up lazily: nothing runs git until the queue is first used.
+            return GitSourceControl(
+                repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout, logger: queueLogger)
+        }
+    }
+
+    /// This registry with a SourceControl for every queue of `sources` it lacks. A queue it has keeps its SourceControl
+    /// (a git mirror and its fetches), removed from the configuration or not, so that work in flight for it finishes;
+    /// a queue given another source is refused, the first in `sources` order named.
+    public func adding(_ sources: [(QueueName, SourceConfig)]) throws(SourceChanged) -> SourceControlRegistry {
+        var controls = self.controls
+        for (queue, source) in sources {
+            if let known = controls[queue] {
+                guard known.source == source else { throw SourceChanged(queue: queue, change: Self.change(from: known.source, to: source)) }
+                continue
+            }
+            controls[queue] = (source, Self.control(queue, source, gitCacheDirectory, gitTimeout, logger))
+        }
+        return SourceControlRegistry(self, controls: controls)
+    }
+
+    private static func change(from old: SourceConfig, to new: SourceConfig) -> String {
+        switch (old, new) {
+        case (.git(let oldRepository, _), .git(let newRepository, _)) where oldRepository != newRepository: return "its repository"
+        case (.git, .git): return "its ref"
+        case (.staticHistory, .staticHistory): return "its static history"
+        case (.git, .staticHistory): return "git to static"
+        case (.staticHistory, .git): return "static to git"
+        }
     }
 
     /// The SourceControl of `queue`; `notFound` when it is not configured.
     public func sourceControl(for queue: QueueName) throws(BackendError) -> any SourceControl {
-        guard let control = controls[queue] else { throw .notFound }
+        guard let control = controls[queue]?.control else { throw .notFound }
         return control
     }
 }
