@@ -12,7 +12,9 @@ public enum SourceConfig: Sendable, Equatable {
 
 /// The SourceControl of every configured queue, built from configuration, and grown by each reload.
 public struct SourceControlRegistry: SourceControlFactory {
-    private let controls: [QueueName: (source: SourceConfig, control: any SourceControl)]
+    private let controls: [QueueName: any SourceControl]
+    // Apart from the controls: a lookup then copies no source.
+    private let sources: [QueueName: SourceConfig]
     private let gitCacheDirectory: String
     private let gitTimeout: Duration
     private let logger: Logger
@@ -40,16 +42,18 @@ public struct SourceControlRegistry: SourceControlFactory {
         self.gitCacheDirectory = gitCacheDirectory
         self.gitTimeout = gitTimeout
         self.logger = logger
-        var controls: [QueueName: (source: SourceConfig, control: any SourceControl)] = [:]
-        for (queue, source) in sources { controls[queue] = (source, Self.control(queue, source, gitCacheDirectory, gitTimeout, logger)) }
+        var controls: [QueueName: any SourceControl] = [:]
+        for (queue, source) in sources { controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger) }
         self.controls = controls
+        self.sources = sources
     }
 
-    private init(_ base: SourceControlRegistry, controls: [QueueName: (source: SourceConfig, control: any SourceControl)]) {
+    private init(_ base: SourceControlRegistry, controls: [QueueName: any SourceControl], sources: [QueueName: SourceConfig]) {
         self.gitCacheDirectory = base.gitCacheDirectory
         self.gitTimeout = base.gitTimeout
         self.logger = base.logger
         self.controls = controls
+        self.sources = sources
     }
 
     private static func control(
@@ -71,15 +75,16 @@ public struct SourceControlRegistry: SourceControlFactory {
     /// (a git mirror and its fetches), removed from the configuration or not, so that work in flight for it finishes;
     /// a queue given another source is refused, the first in `sources` order named.
     public func adding(_ sources: [(QueueName, SourceConfig)]) throws(SourceChanged) -> SourceControlRegistry {
-        var controls = self.controls
+        var (controls, known) = (self.controls, self.sources)
         for (queue, source) in sources {
-            if let known = controls[queue] {
-                guard known.source == source else { throw SourceChanged(queue: queue, change: Self.change(from: known.source, to: source)) }
+            if let old = known[queue] {
+                guard old == source else { throw SourceChanged(queue: queue, change: Self.change(from: old, to: source)) }
                 continue
             }
-            controls[queue] = (source, Self.control(queue, source, gitCacheDirectory, gitTimeout, logger))
+            controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger)
+            known[queue] = source
         }
-        return SourceControlRegistry(self, controls: controls)
+        return SourceControlRegistry(self, controls: controls, sources: known)
     }
 
     private static func change(from old: SourceConfig, to new: SourceConfig) -> String {
@@ -94,7 +99,7 @@ public struct SourceControlRegistry: SourceControlFactory {
 
     /// The SourceControl of `queue`; `notFound` when it is not configured.
     public func sourceControl(for queue: QueueName) throws(BackendError) -> any SourceControl {
-        guard let control = controls[queue]?.control else { throw .notFound }
+        guard let control = controls[queue] else { throw .notFound }
         return control
     }
 }
