@@ -19,7 +19,7 @@ struct Stovepipe: ParsableCommand {
 
     /// Parses the arguments and runs the command they name, `serve` with SIGHUP held from the start.
     static func main() {
-        // SIGHUP reloads the certificate once `serve` has its handler; before that its default action would
+        // SIGHUP reloads the configuration once `serve` has its handler; before that its default action would
         // end the process. Held before any thread starts, it stays blocked on every thread (pthread_sigmask:
         // threads inherit the mask), so one that comes during start-up waits for the handler. Other commands
         // get the mask they started with back before they run, and with it SIGHUP's default action.
