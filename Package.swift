@@ -34,7 +34,8 @@ let package = Package(
             dependencies: ["Domain", "Conditions", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        // A condition variable whose timed waits run on CLOCK_MONOTONIC, for the threads of every layer.
+        // A condition variable whose timed waits run on CLOCK_MONOTONIC, and a lock-free swappable reference, for the
+        // threads of every layer.
         .target(name: "Conditions", swiftSettings: strict),
         // epoll, eventfd and accept4 for HTTPServer, malloc_trim for the executable (Glibc does not export them).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),

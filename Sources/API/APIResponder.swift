@@ -20,13 +20,28 @@ public struct ReadinessCheck: Sendable, Equatable {
     }
 }
 
+/// What a configuration reload replaces as a whole. A request reads it once, so one in flight during a reload
+/// finishes with the configuration it started with.
+public struct ReloadableSettings: Sendable {
+    /// Whether a queue is configured (a queue that is not is unknown even if rows exist).
+    public var isConfigured: @Sendable (QueueName) -> Bool
+    /// When set, ingest requires a valid signature.
+    public var signature: SignatureVerifier?
+
+    /// Groups the settings.
+    public init(isConfigured: @escaping @Sendable (QueueName) -> Bool, signature: SignatureVerifier? = nil) {
+        self.isConfigured = isConfigured
+        self.signature = signature
+    }
+}
+
 /// What the API reads and calls; the executable wires it.
 public struct APIDependencies: Sendable {
     public var ingest: IngestController
     public var requests: any RequestStore
     public var queues: any QueueStore
-    /// Whether a queue is configured (a queue that is not is unknown even if rows exist).
-    public var isConfigured: @Sendable (QueueName) -> Bool
+    /// The configured queues and the ingest signature in force now, read once by each request that needs them.
+    public var settings: @Sendable () -> ReloadableSettings
     /// The topic system, for `/topics`; nil hides those endpoints' data.
     public var broker: (any MessageBroker)?
     /// The topics `/topics` reports on.
@@ -37,12 +52,30 @@ public struct APIDependencies: Sendable {
     public var isDraining: @Sendable () -> Bool
     /// The Prometheus text exposition for `/metrics`.
     public var metrics: @Sendable () -> [UInt8]
-    /// When set, ingest requires a valid signature.
-    public var signature: SignatureVerifier?
     /// When set, browser pages of the origins it allows may read the API (CORS); nil sends no CORS fields.
     public var cors: CORSPolicy?
 
-    /// Groups the dependencies.
+    /// Groups the dependencies, with settings that a reload may replace.
+    public init(
+        ingest: IngestController, requests: any RequestStore, queues: any QueueStore,
+        settings: @escaping @Sendable () -> ReloadableSettings, broker: (any MessageBroker)? = nil,
+        topics: [TopicName] = [.process], readiness: @escaping @Sendable () -> [ReadinessCheck] = { [] },
+        isDraining: @escaping @Sendable () -> Bool = { false }, metrics: @escaping @Sendable () -> [UInt8] = { [] },
+        cors: CORSPolicy? = nil
+    ) {
+        self.ingest = ingest
+        self.requests = requests
+        self.queues = queues
+        self.settings = settings
+        self.broker = broker
+        self.topics = topics
+        self.readiness = readiness
+        self.isDraining = isDraining
+        self.metrics = metrics
+        self.cors = cors
+    }
+
+    /// Groups the dependencies, with settings that never change.
     public init(
         ingest: IngestController, requests: any RequestStore, queues: any QueueStore,
         isConfigured: @escaping @Sendable (QueueName) -> Bool, broker: (any MessageBroker)? = nil,
@@ -50,17 +83,10 @@ public struct APIDependencies: Sendable {
         isDraining: @escaping @Sendable () -> Bool = { false }, metrics: @escaping @Sendable () -> [UInt8] = { [] },
         signature: SignatureVerifier? = nil, cors: CORSPolicy? = nil
     ) {
-        self.ingest = ingest
-        self.requests = requests
-        self.queues = queues
-        self.isConfigured = isConfigured
-        self.broker = broker
-        self.topics = topics
-        self.readiness = readiness
-        self.isDraining = isDraining
-        self.metrics = metrics
-        self.signature = signature
-        self.cors = cors
+        let settings = ReloadableSettings(isConfigured: isConfigured, signature: signature)
+        self.init(
+            ingest: ingest, requests: requests, queues: queues, settings: { settings }, broker: broker, topics: topics,
+            readiness: readiness, isDraining: isDraining, metrics: metrics, cors: cors)
     }
 }
 
@@ -187,8 +213,9 @@ public final class APIResponder: HTTPResponder {
     }
 
     private func ingest(_ rawQueue: String, _ request: HTTPRequest) throws -> HTTPResponse {
+        let settings = dependencies.settings()
         let signatures = SignatureVerifier.headerNames.compactMap { request.headers[$0] }
-        if let verifier = dependencies.signature {
+        if let verifier = settings.signature {
             guard let header = signatures.first, verifier.verify(header: header, body: request.body) else {
                 throw Problem(status: 401, slug: "bad-signature", title: "Unauthorized",
                     detail: "missing or wrong X-Stovepipe-Signature-256 (sha256=<hex HMAC-SHA256 of the body>)",
@@ -200,7 +227,7 @@ public final class APIResponder: HTTPResponder {
                 throw Problem.badRequest("invalid-body", "the body must be empty or a JSON object")
             }
         }
-        if let name = try? QueueName(rawQueue), !dependencies.isConfigured(name) {
+        if let name = try? QueueName(rawQueue), !settings.isConfigured(name) {
             throw Problem(IngestError.unknownQueue(name))
         }
         let result: IngestResult
@@ -238,7 +265,7 @@ public final class APIResponder: HTTPResponder {
     private func configuredQueue(_ rawName: String) throws -> QueueName {
         let name: QueueName
         do { name = try QueueName(rawName) } catch { throw Problem(error) }
-        guard dependencies.isConfigured(name) else { throw Problem(IngestError.unknownQueue(name)) }
+        guard dependencies.settings().isConfigured(name) else { throw Problem(IngestError.unknownQueue(name)) }
         return name
     }
 

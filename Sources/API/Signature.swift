@@ -1,17 +1,31 @@
 import COpenSSL
 
-/// Verifies webhook signatures: `sha256=<hex HMAC-SHA256(secret, raw body)>`.
+/// Verifies webhook signatures: `sha256=<hex HMAC-SHA256(secret, raw body)>`, under any of one or more secrets.
 public struct SignatureVerifier: Sendable {
-    private let secret: [UInt8]
+    /// The first signs; with none, nothing verifies.
+    private let secrets: [[UInt8]]
 
     /// The header names accepted, ours first, then GitHub's (same format).
     public static let headerNames = ["X-Stovepipe-Signature-256", "X-Hub-Signature-256"]
 
     /// A verifier for `secret`.
-    public init(secret: [UInt8]) { self.secret = secret }
+    public init(secret: [UInt8]) { self.secrets = [secret] }
 
-    /// HMAC-SHA256 of `body` under the secret, through libcrypto.
-    public func mac(_ body: [UInt8]) -> [UInt8] {
+    /// A verifier that accepts a signature by any of `secrets` (during a rotation, the old and the new), each checked
+    /// once; with none it accepts no signature.
+    public init(secrets: [[UInt8]]) {
+        var distinct: [[UInt8]] = []
+        for secret in secrets where !distinct.contains(secret) { distinct.append(secret) }
+        self.secrets = distinct
+    }
+
+    /// How many different secrets are accepted.
+    public var secretCount: Int { secrets.count }
+
+    /// HMAC-SHA256 of `body` under the first secret, through libcrypto.
+    public func mac(_ body: [UInt8]) -> [UInt8] { secrets.first.map { Self.mac(body, secret: $0) } ?? [] }
+
+    private static func mac(_ body: [UInt8], secret: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         let ok = secret.withUnsafeBytes { key in
@@ -34,16 +48,22 @@ public struct SignatureVerifier: Sendable {
         }.joined()
     }
 
-    /// True when `header` is `sha256=` and the hex HMAC of `body`, compared in constant time.
+    /// True when `header` is `sha256=` and the hex HMAC of `body` under one of the secrets, compared in constant time.
     public func verify(header: String?, body: [UInt8]) -> Bool {
         guard let header, header.hasPrefix("sha256=") else { return false }
         guard let given = Self.decodeHex(header.utf8.dropFirst(7)) else { return false }
-        let expected = mac(body)
-        guard !expected.isEmpty, given.count == expected.count else { return false }
-        // CRYPTO_memcmp takes time independent of the contents, so the comparison leaks no prefix length.
-        return given.withUnsafeBytes { a in
-            expected.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+        // Every secret is tried, a match or not, so the time taken does not tell which one matched.
+        var matched = false
+        for secret in secrets {
+            let expected = Self.mac(body, secret: secret)
+            guard !expected.isEmpty, given.count == expected.count else { continue }
+            // CRYPTO_memcmp takes time independent of the contents, so the comparison leaks no prefix length.
+            let equal = given.withUnsafeBytes { a in
+                expected.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+            }
+            matched = matched || equal
         }
+        return matched
     }
 
     private static func decodeHex(_ text: Substring.UTF8View) -> [UInt8]? {

@@ -1,5 +1,6 @@
 import API
 import Backends
+import Conditions
 import Domain
 import Foundation
 import HTTPServer
@@ -11,7 +12,8 @@ struct ServeConfiguration: Sendable {
     var http = HTTPServerConfiguration()
     var mysqlURL: String?
     var queues: QueueConfiguration
-    var ingestSecret: String?
+    /// The secrets an ingest may be signed with; nil takes unsigned ingests.
+    var ingestSecrets: [String]?
     var retryPolicy = RetryPolicy()
     /// Threads consuming the `process` topic; 0 makes a publish-only replica (MySQL topic only), whose
     /// messages the replicas with consumers process.
@@ -41,6 +43,8 @@ final class Application: Sendable {
     private let draining = DrainFlag()
     private let consumerRunning = DrainFlag()
     private let closers: [@Sendable () -> Void]
+    /// Replaces the queues and the ingest secrets in force.
+    let reloader: ConfigurationReloader
 
     /// Builds every part from `configuration`; nothing listens or runs until `start`.
     init(configuration: ServeConfiguration, logger: Logger, metrics: @escaping @Sendable () -> [UInt8] = { [] }) throws {
@@ -60,13 +64,16 @@ final class Application: Sendable {
         for entry in configuration.queues.entries { sources[entry.name] = entry.source }
         let registry = SourceControlRegistry(
             sources, gitCacheDirectory: configuration.gitCacheDirectory, gitTimeout: configuration.gitTimeout, logger: logger)
-        let configured = Set(sources.keys)
+        let live = SwappableReference(
+            LiveConfiguration(queues: configuration.queues, registry: registry, secrets: configuration.ingestSecrets))
+        reloader = ConfigurationReloader(live: live)
 
         let ingest = IngestController(
             requests: storage.requests, uris: storage.uris, queues: storage.queues, counter: storage.counter,
-            sources: registry, publisher: storage.broker, logger: logger.with(component: "ingest"))
+            sources: CurrentSources(live: live), publisher: storage.broker, logger: logger.with(component: "ingest"))
         let process = ProcessController(
-            requests: storage.requests, queues: storage.queues, sources: registry, logger: logger.with(component: "process"))
+            requests: storage.requests, queues: storage.queues, sources: CurrentSources(live: live),
+            logger: logger.with(component: "process"))
         let consumes = configuration.consumerThreads > 0
         self.consumes = consumes
         if consumes {
@@ -90,9 +97,8 @@ final class Application: Sendable {
         let responder = APIResponder(
             dependencies: APIDependencies(
                 ingest: ingest, requests: storage.requests, queues: storage.queues,
-                isConfigured: { configured.contains($0) }, broker: storage.broker, topics: [.process],
-                readiness: readiness, isDraining: { draining.isSet }, metrics: scrape,
-                signature: configuration.ingestSecret.map { SignatureVerifier(secret: Array($0.utf8)) }, cors: configuration.cors),
+                settings: { live.load().settings }, broker: storage.broker, topics: [.process],
+                readiness: readiness, isDraining: { draining.isSet }, metrics: scrape, cors: configuration.cors),
             logger: logger.with(component: "http"))
         server = HTTPServer(
             configuration: configuration.http, responder: responder, logger: logger.with(component: "http"), observer: HTTPMetrics())

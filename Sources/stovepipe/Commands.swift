@@ -20,7 +20,7 @@ struct Stovepipe: ParsableCommand {
 
     /// Parses the arguments and runs the command they name, `serve` with SIGHUP held from the start.
     static func main() {
-        // SIGHUP reloads the certificate once `serve` has its handler; before that its default action would
+        // SIGHUP reloads the configuration once `serve` has its handler; before that its default action would
         // end the process. Held before any thread starts, it stays blocked on every thread (pthread_sigmask:
         // threads inherit the mask), so one that comes during start-up waits for the handler. Other commands
         // get the mask they started with back before they run, and with it SIGHUP's default action.
@@ -127,11 +127,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free one.") var port = 8080
     @Option(help: "mysql://USER[:PASS]@HOST[:PORT]/DB (env STOVEPIPE_MYSQL_URL); in-memory when absent.")
     var mysqlURL: String?
-    @Option(help: "The queues file (env STOVEPIPE_QUEUES); a demo queue demo/main when absent.")
+    @Option(help: "The queues file (env STOVEPIPE_QUEUES), read again on SIGHUP; a demo queue demo/main when absent.")
     var queues: String?
-    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret, one trailing line break dropped (env STOVEPIPE_INGEST_SECRET); other users see it in ps.")
+    @Option(help: "Require HMAC-SHA256 signed ingest bodies with this secret, or with any of its lines (env STOVEPIPE_INGEST_SECRET); other users see it in ps.")
     var ingestSecret: String?
-    @Option(help: "Read the ingest secret from this file at start-up, one trailing newline dropped (env STOVEPIPE_INGEST_SECRET_FILE).")
+    @Option(help: "Read the ingest secrets from this file, one per line, at start-up and on SIGHUP (env STOVEPIPE_INGEST_SECRET_FILE).")
     var ingestSecretFile: String?
     @Option(help: "HTTP worker threads (handlers may block on storage), 1...4096. (default: twice the cores, at least 4: \(HTTPServerConfiguration.defaultWorkerThreads) here)")
     var workers: Int?
@@ -207,7 +207,8 @@ struct Serve: ParsableCommand {
         ]
         MetricsSystem.bootstrap(DescribedMetricsFactory(factory))
 
-        var configuration = ServeConfiguration(queues: try loadQueues(environment["STOVEPIPE_QUEUES"]))
+        let queuesFile = try queuesPath(environment["STOVEPIPE_QUEUES"])
+        var configuration = ServeConfiguration(queues: try loadQueues(queuesFile))
         // Parsing a large queues file leaves its freed pages in glibc's heap below what the queues keep (a 60,000-queue
         // file: 410 MB resident); malloc_trim(3) hands them back to the system once, before the server starts.
         _ = malloc_trim(0)
@@ -218,7 +219,8 @@ struct Serve: ParsableCommand {
         }
         // Checked here, before anything starts, so that a bad URL is refused as the setting it came from.
         _ = try mysqlConfiguration(flag: mysqlURL, environment: environment)
-        configuration.ingestSecret = try resolveIngestSecret(environment: environment)
+        let (ingestSecrets, ingestSecretsFile) = try resolveIngestSecrets(environment: environment)
+        configuration.ingestSecrets = ingestSecrets
         if ingestSecret != nil {
             logger.warning(
                 """
@@ -273,20 +275,34 @@ struct Serve: ParsableCommand {
             return buffer
         }
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
-        if configuration.http.tls != nil {
-            // Certificate rotation without a restart: new connections get the reloaded files.
+        let reloads = ReloadMetrics()
+        let hasTLS = configuration.http.tls != nil
+        if queuesFile != nil || ingestSecretsFile != nil || hasTLS {
+            // Changes without a restart: each file is read and checked whole, and replaces what is in force only if it
+            // can be used; one that cannot leaves the others to reload.
             signals.onEvery(SIGHUP) {
-                do {
-                    try application.reloadTLS()
-                    logger.notice("TLS certificate reloaded")
-                    Self.warnIfOutsideValidity(application.tlsCertificateValidity, logger: logger)
-                } catch {
-                    logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+                if let queuesFile { Self.reloadQueues(queuesFile, into: application, reloads: reloads, logger: logger) }
+                if let ingestSecretsFile {
+                    Self.reloadIngestSecrets(ingestSecretsFile, into: application, reloads: reloads, logger: logger)
+                }
+                if hasTLS {
+                    // Certificate rotation: new connections get the reloaded files.
+                    do {
+                        try application.reloadTLS()
+                        reloads.record(.tls, ok: true)
+                        logger.notice("TLS certificate reloaded")
+                        Self.warnIfOutsideValidity(application.tlsCertificateValidity, logger: logger)
+                    } catch {
+                        reloads.record(.tls, ok: false)
+                        logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         } else {
             // SIGHUP's default action ends the process with no drain; a hang-up or a reload habit must not.
-            signals.onEvery(SIGHUP) { logger.notice("SIGHUP ignored: nothing to reload without TLS") }
+            signals.onEvery(SIGHUP) {
+                logger.notice("SIGHUP ignored: nothing to reload without --queues, --ingest-secret-file or TLS")
+            }
         }
         let boundPort = try application.start()
         Self.warnIfOutsideValidity(application.tlsCertificateValidity, logger: logger)
@@ -344,6 +360,52 @@ struct Serve: ParsableCommand {
         }
     }
 
+    /// Reads the queues file at `path` again and swaps it in whole, or keeps the queues in force and says why.
+    private static func reloadQueues(_ path: String, into application: Application, reloads: ReloadMetrics, logger: Logger) {
+        let changes: QueueChanges
+        do {
+            let queues = try QueueConfiguration.load(path: path)
+            do {
+                changes = try application.reloader.replaceQueues(with: queues)
+            } catch {
+                throw QueueConfiguration.Invalid(place: path, problem: error.description)
+            }
+        } catch {
+            reloads.record(.queues, ok: false)
+            logger.error(
+                "queues reload failed; keeping the queues in force", metadata: ["file": "\(path)", "error": "\(error)"])
+            return
+        }
+        // As at start-up: parsing a large file leaves freed pages in glibc's heap that malloc_trim(3) hands back.
+        _ = malloc_trim(0)
+        reloads.record(.queues, ok: true)
+        logger.notice(
+            "queues reloaded",
+            metadata: [
+                "file": "\(path)", "queues": "\(application.reloader.live.load().queues.entries.count)",
+                "added": "\(changes.added.map(\.rawValue).joined(separator: ","))",
+                "removed": "\(changes.removed.map(\.rawValue).joined(separator: ","))",
+            ])
+    }
+
+    /// Reads the ingest secret file at `path` again and swaps its secrets in, or keeps those in force and says why;
+    /// the log names the file and counts the secrets, never shows one.
+    private static func reloadIngestSecrets(_ path: String, into application: Application, reloads: ReloadMetrics, logger: Logger) {
+        let secrets: [String]
+        do {
+            secrets = try readIngestSecrets(path: path)
+        } catch {
+            reloads.record(.ingestSecret, ok: false)
+            logger.error(
+                "ingest secret reload failed; keeping the secrets in force", metadata: ["file": "\(path)", "error": "\(error)"])
+            return
+        }
+        let changed = application.reloader.replaceSecrets(with: secrets)
+        reloads.record(.ingestSecret, ok: true)
+        logger.notice(
+            "ingest secrets reloaded", metadata: ["file": "\(path)", "secrets": "\(secrets.count)", "changed": "\(changed)"])
+    }
+
     /// The longest wait between redeliveries `--topic-backoff-cap-ms` may ask for: a day.
     private static let maxTopicBackoffMs = 86_400_000
 
@@ -359,36 +421,36 @@ struct Serve: ParsableCommand {
     /// The largest ingest secret file read: a secret is some dozens of bytes, so more is a wrong path.
     private static let maxIngestSecretFileBytes = 4096
 
-    /// The ingest secret from --ingest-secret or --ingest-secret-file (or their environment variables), nil when none
-    /// is set; both set, an empty or blank secret, or a file that cannot be read is a usage error.
-    private func resolveIngestSecret(environment: [String: String]) throws -> String? {
+    /// The ingest secrets from --ingest-secret or --ingest-secret-file (or their environment variables), nil when none
+    /// is set, with the file's path when they came from one (it is read again on SIGHUP); both set, no secret (empty or
+    /// blank), or a file that cannot be read is a usage error.
+    private func resolveIngestSecrets(environment: [String: String]) throws -> (secrets: [String]?, file: String?) {
         let secret = ingestSecret ?? environment["STOVEPIPE_INGEST_SECRET"]
         let file = ingestSecretFile ?? environment["STOVEPIPE_INGEST_SECRET_FILE"]
         switch (secret, file) {
         case (nil, nil):
-            return nil
+            return (nil, nil)
         case (let given?, nil):
-            // A Kubernetes secret made from a file reaches the environment with the file's last line break, as the
-            // file itself would: the same one "\n" or "\r\n" is dropped.
-            let secret = String(decoding: Self.withoutLastLineBreak(Array(given.utf8)), as: UTF8.self)
+            // A Kubernetes secret made from a file reaches the environment with the file's line breaks, as the file
+            // itself would: it is read by the same rules.
+            let secrets = Self.ingestSecrets(in: Array(given.utf8))
             // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish: treated as no secret it
             // would accept unsigned ingests, and a blank key is no secret either.
-            guard !secret.allSatisfy(\.isWhitespace) else {
+            guard !secrets.isEmpty else {
                 throw ValidationError(
                     "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
             }
-            return secret
+            return (secrets, nil)
         case (nil, let path?):
             guard !path.isEmpty else {
                 throw ValidationError(
                     "the ingest secret file is set but empty: unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE, or give a path")
             }
-            let secret = try Self.readIngestSecret(path: path)
-            guard !secret.allSatisfy(\.isWhitespace) else {
-                throw ValidationError(
-                    "the ingest secret is set but empty or blank in \(path): put a secret in it, or unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE")
+            do {
+                return (try Self.readIngestSecrets(path: path), path)
+            } catch {
+                throw ValidationError(error.description)
             }
-            return secret
         case (.some, .some):
             // Neither is more plainly meant than the other: taking one would verify with a secret the sender may not use.
             throw ValidationError(
@@ -396,14 +458,18 @@ struct Serve: ParsableCommand {
         }
     }
 
-    /// The text of the ingest secret file at `path` without one trailing "\n" or "\r\n" (which editors and `echo`
-    /// add); errors name the path and the reason, never the content.
-    private static func readIngestSecret(path: String) throws -> String {
-        func failure(_ reason: String) -> ArgumentParser.ValidationError {
-            ValidationError("cannot read the ingest secret file \(path): \(reason)")
+    /// Why the ingest secret file cannot be used; names the path and the reason, never the content.
+    struct IngestSecretFileProblem: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The secrets of the ingest secret file at `path`, one per line (see `ingestSecrets(in:)`).
+    static func readIngestSecrets(path: String) throws(IngestSecretFileProblem) -> [String] {
+        func failure(_ reason: String) -> IngestSecretFileProblem {
+            IngestSecretFileProblem(description: "cannot read the ingest secret file \(path): \(reason)")
         }
         let limit = Self.maxIngestSecretFileBytes
-        var bytes: [UInt8]
+        let bytes: [UInt8]
         do throws(BoundedFile.Failure) {
             bytes = try BoundedFile.read(path, maxBytes: limit, regularFileOnly: true)
         } catch {
@@ -414,29 +480,42 @@ struct Serve: ParsableCommand {
             case .grewPastLimit: throw failure("has more than \(limit) bytes")
             }
         }
-        bytes = withoutLastLineBreak(bytes)
         // The HMAC key is the secret's UTF-8: bytes that are not UTF-8 would be replaced, and the key would differ from the file.
-        guard let secret = String(validating: bytes, as: UTF8.self) else { throw failure("not UTF-8 text") }
-        return secret
-    }
-
-    /// `bytes` without one trailing "\n" or "\r\n", which editors and `echo` add to a secret's file.
-    private static func withoutLastLineBreak(_ bytes: [UInt8]) -> [UInt8] {
-        var bytes = bytes
-        if bytes.last == UInt8(ascii: "\n") {
-            bytes.removeLast()
-            if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+        guard String(validating: bytes, as: UTF8.self) != nil else { throw failure("not UTF-8 text") }
+        let secrets = ingestSecrets(in: bytes)
+        guard !secrets.isEmpty else {
+            throw IngestSecretFileProblem(
+                description: "the ingest secret is set but empty or blank in \(path): put a secret in it, or unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE")
         }
-        return bytes
+        return secrets
     }
 
-    private func loadQueues(_ fromEnvironment: String?) throws -> QueueConfiguration {
-        guard let path = queues ?? fromEnvironment else { return try QueueConfiguration.demo() }
+    /// The secrets in `bytes`, one per line: a line ends at "\n" or "\r\n" (which editors and `echo` add, and which are
+    /// not part of the secret; the last line may have none), a blank line is skipped, every other byte is the secret's.
+    /// A file of one line, with or without its line break, is the one secret it always was.
+    static func ingestSecrets(in bytes: [UInt8]) -> [String] {
+        var secrets: [String] = []
+        for var line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            if line.last == UInt8(ascii: "\r"), line.endIndex < bytes.endIndex { line.removeLast() }
+            let secret = String(decoding: line, as: UTF8.self)
+            if !secret.allSatisfy(\.isWhitespace), !secrets.contains(secret) { secrets.append(secret) }
+        }
+        return secrets
+    }
+
+    /// The queues file from --queues or STOVEPIPE_QUEUES, nil for the demo queue; set but empty is a usage error.
+    private func queuesPath(_ fromEnvironment: String?) throws -> String? {
+        guard let path = queues ?? fromEnvironment else { return nil }
         // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for the demo queue.
         guard !path.isEmpty else {
             throw ValidationError(
                 "the queues file is set but empty: unset --queues and STOVEPIPE_QUEUES for the demo queue, or give a path")
         }
+        return path
+    }
+
+    private func loadQueues(_ path: String?) throws -> QueueConfiguration {
+        guard let path else { return try QueueConfiguration.demo() }
         do {
             return try QueueConfiguration.load(path: path)
         } catch {

@@ -155,3 +155,27 @@ struct InstrumentedCounter: Domain.Counter {
         try nextTimer.time { () throws(BackendError) in try base.next(queue: queue, domain: domain) }
     }
 }
+
+/// SIGHUP reloads by file and result, as `stovepipe_config_reloads_total`.
+struct ReloadMetrics: Sendable {
+    /// A file SIGHUP reads again; the raw value is its `file` label.
+    enum File: String, CaseIterable {
+        case queues
+        case ingestSecret = "ingest_secret"
+        case tls
+    }
+
+    // Every file and result from the start, at 0: a series that first appears at 1 is lost to rate() and increase().
+    private let counters: [String: Metrics.Counter] = Dictionary(
+        uniqueKeysWithValues: File.allCases.flatMap { file in
+            ["ok", "failed"].map { result in
+                ("\(file.rawValue) \(result)",
+                 Metrics.Counter(label: "stovepipe_config_reloads_total", dimensions: [("file", file.rawValue), ("result", result)]))
+            }
+        })
+
+    /// Counts one reload of `file`.
+    func record(_ file: File, ok: Bool) {
+        counters["\(file.rawValue) \(ok ? "ok" : "failed")"]?.increment()
+    }
+}

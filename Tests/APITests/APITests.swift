@@ -53,6 +53,14 @@ struct API {
 
     /// With `logs`, the responder's own lines (not the controllers') are kept there.
     init(secret: String? = nil, cors: CORSPolicy? = nil, logs: CapturingLogs? = nil) {
+        let settings = ReloadableSettings(
+            isConfigured: { MovableSource.configured.contains($0.rawValue) },
+            signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) })
+        self.init(settings: { settings }, cors: cors, logs: logs)
+    }
+
+    /// With the reloadable settings read from `settings` on every request.
+    init(settings: @escaping @Sendable () -> ReloadableSettings, cors: CORSPolicy? = nil, logs: CapturingLogs? = nil) {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let ingest = IngestController(
             requests: requests, uris: MemoryRequestURIStore(), queues: queues, counter: MemoryCounter(), sources: source,
@@ -60,12 +68,10 @@ struct API {
         let (draining, ready) = (self.draining, self.ready)
         responder = APIResponder(
             dependencies: APIDependencies(
-                ingest: ingest, requests: requests, queues: queues,
-                isConfigured: { MovableSource.configured.contains($0.rawValue) },
+                ingest: ingest, requests: requests, queues: queues, settings: settings,
                 readiness: { [ReadinessCheck(name: "database", ok: ready.isSet, detail: "down")] },
                 isDraining: { draining.isSet },
-                metrics: { Array("# metrics\n".utf8) },
-                signature: secret.map { SignatureVerifier(secret: Array($0.utf8)) }, cors: cors),
+                metrics: { Array("# metrics\n".utf8) }, cors: cors),
             logger: logs.map { logs in Logger(label: "test", factory: { _ in logs.handler }) } ?? logger)
     }
 
@@ -192,6 +198,41 @@ extension HTTPResponse {
         let verifier = SignatureVerifier(secret: Array("Jefe".utf8))
         #expect(verifier.signature(for: Array("what do ya want for nothing?".utf8))
             == "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    /// During a rotation both secrets sign: each is checked, and only a whole HMAC by one of them passes.
+    @Test func aVerifierOfSeveralSecretsAcceptsASignatureByAnyOfThem() {
+        let body = Array(#"{"after": "abc"}"#.utf8)
+        let (old, new) = (Array("old-secret".utf8), Array("new-secret".utf8))
+        let both = SignatureVerifier(secrets: [old, new])
+        #expect(both.secretCount == 2)
+        #expect(both.verify(header: SignatureVerifier(secret: old).signature(for: body), body: body))
+        #expect(both.verify(header: SignatureVerifier(secret: new).signature(for: body), body: body))
+        #expect(!both.verify(header: SignatureVerifier(secret: Array("other".utf8)).signature(for: body), body: body))
+        #expect(!both.verify(header: SignatureVerifier(secret: old + [10] + new).signature(for: body), body: body))
+        #expect(!both.verify(header: nil, body: body))
+        #expect(both.signature(for: body) == SignatureVerifier(secret: old).signature(for: body), "signs with the first")
+        #expect(SignatureVerifier(secrets: [old, old]).secretCount == 1, "a secret given twice is checked once")
+    }
+
+    /// A request reads the reloadable settings once: one whose ingest straddles a reload is signed and routed by the
+    /// same configuration, never the secret of one and the queues of the other.
+    @Test func anIngestReadsTheReloadableSettingsOnce() {
+        let reads = Mutex(0)
+        let first = ReloadableSettings(
+            isConfigured: { $0.rawValue == "demo/main" }, signature: SignatureVerifier(secret: Array("first".utf8)))
+        let second = ReloadableSettings(isConfigured: { _ in false }, signature: SignatureVerifier(secret: Array("second".utf8)))
+        let api = API(settings: {
+            reads.withLock { count in
+                count += 1
+                return count % 2 == 1 ? first : second
+            }
+        })
+        let body = "{}"
+        let signature = SignatureVerifier(secret: Array("first".utf8)).signature(for: Array(body.utf8))
+        let response = api.call("POST", "/queues/demo/main/ingest", body: body, headers: [("X-Stovepipe-Signature-256", signature)])
+        #expect(response.status == 202, "\(String(decoding: response.body, as: UTF8.self))")
+        #expect(reads.withLock { $0 } == 1)
     }
 
     @Test func wrongMethodIs405WithAllow() {

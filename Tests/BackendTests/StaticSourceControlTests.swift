@@ -81,4 +81,34 @@ struct SourceControlRegistryTests {
         #expect(throws: BackendError.notFound) { try git.latest() }
         #expect(throws: BackendError.notFound) { try registry.sourceControl(for: QueueName("other/main")) }
     }
+
+    /// A reload adds queues; a known queue keeps its SourceControl (its mirror), removed from the file or not, and may
+    /// not change source.
+    @Test func addingKeepsKnownQueuesAndRefusesAChangedSource() throws {
+        let (kept, added) = (try QueueName("kept/main"), try QueueName("added/main"))
+        let git = SourceConfig.git(repository: "/srv/git/app", ref: "refs/heads/main")
+        let history = SourceConfig.staticHistory([SourceURI("git://h/c1")])
+        let registry = SourceControlRegistry([kept: git], logger: silentLogger)
+        let grown = try registry.adding([(added, history)])
+        let keptControl = try registry.sourceControl(for: kept) as? GitSourceControl
+        #expect(keptControl != nil)
+        #expect(try grown.sourceControl(for: kept) as? GitSourceControl === keptControl)
+        #expect(try grown.sourceControl(for: added).latest() == SourceURI("git://h/c1"))
+        #expect(throws: BackendError.notFound) { try registry.sourceControl(for: added) }
+        let again = try grown.adding([(added, history)])
+        #expect(try again.sourceControl(for: kept) as? GitSourceControl === keptControl, "removed from the file, still kept")
+
+        for (changed, words) in [
+            (SourceConfig.git(repository: "/srv/git/other", ref: "refs/heads/main"), "its repository"),
+            (.git(repository: "/srv/git/app", ref: "refs/heads/next"), "its ref"),
+            (.staticHistory([SourceURI("git://h/c1")]), "git to static"),
+        ] {
+            #expect {
+                try grown.adding([(added, history), (kept, changed)])
+            } throws: { error in
+                (error as? SourceControlRegistry.SourceChanged)?.description.hasPrefix("queue 'kept/main': its source changed (\(words))")
+                    == true
+            }
+        }
+    }
 }

@@ -243,7 +243,7 @@ import Glibc
             try #require(readIt, "the server never read its queues file")
             kill(process.processIdentifier, SIGHUP)
         }
-        #expect(eventually { server.log.contains("SIGHUP ignored") }, "the early SIGHUP was not handled: \(server.log)")
+        #expect(eventually { server.log.contains("queues reloaded") }, "the early SIGHUP was not handled: \(server.log)")
         #expect(try http("GET", "/healthz", port: server.port).status == 200)
         #expect(server.terminate() == 0, "still shuts down gracefully")
     }

@@ -14,10 +14,14 @@ private func secretFile(_ contents: [UInt8]) throws -> String {
 }
 
 extension EndToEndTests {
-    /// Docker and Kubernetes secrets are files, and an editor or `echo` ends one with a line break: exactly one
-    /// "\n" or "\r\n" is not part of the secret, anything else is, whether the file is read or its content reaches the
-    /// environment (a Kubernetes secret made from a file, given as STOVEPIPE_INGEST_SECRET).
-    @Test(arguments: [("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush\n")], [false, true])
+    /// Docker and Kubernetes secrets are files, and an editor or `echo` ends one with a line break: "\n" or "\r\n" ends a
+    /// secret's line and is not part of it, a blank line is no secret, anything else is, and every line is a secret (a
+    /// rotation lists the old and the new one), whether the file is read or its content reaches the environment (a
+    /// Kubernetes secret made from a file, given as STOVEPIPE_INGEST_SECRET).
+    @Test(arguments: [
+        ("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush"), ("old\nhush\n", "hush"),
+        ("old\r\n\n \t\nhush", "hush"),
+    ], [false, true])
     func anIngestSecretFromAFileSignsIngestsWithoutItsLastLineBreak(_ file: (String, String), viaEnvironment: Bool) throws {
         let (contents, secret) = file
         let repository = try TemporaryRepository()

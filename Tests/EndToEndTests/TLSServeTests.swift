@@ -28,6 +28,20 @@ private func subject(port: Int, trusting bundle: String) throws -> String? {
     return log.split(separator: "\n").first { $0.contains("subject:") }.map { String($0.split(separator: "subject:").last ?? "").trimmingCharacters(in: .whitespaces) }
 }
 
+/// The value of `stovepipe_config_reloads_total{file="tls",result=...}` read over HTTPS with curl; nil if it is absent.
+private func tlsReloads(_ result: String, port: Int, trusting bundle: String) throws -> Double? {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["curl", "-sS", "--max-time", "10", "--cacert", bundle, "https://127.0.0.1:\(port)/metrics"]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return try PrometheusExposition(text).value("stovepipe_config_reloads_total", ["file": "tls", "result": result])
+}
+
 @Suite(.serialized) struct TLSServeTests {
     @Test func tlsFlagsServeHTTPSAndSIGHUPReloadsTheCertificate() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-e2e-tls-\(UUID().uuidString)")
@@ -55,14 +69,18 @@ private func subject(port: Int, trusting bundle: String) throws -> String? {
         try files.removeItem(atPath: path("live.key"))
         try files.copyItem(atPath: path("second.crt"), toPath: path("live.crt"))
         try files.copyItem(atPath: path("second.key"), toPath: path("live.key"))
+        #expect(try tlsReloads("ok", port: server.port, trusting: path("both.pem")) == 0)
         kill(server.process.processIdentifier, SIGHUP)
         #expect(try eventually { try subject(port: server.port, trusting: path("both.pem")) == "CN=second" })
+        #expect(try eventually { try tlsReloads("ok", port: server.port, trusting: path("both.pem")) == 1 })
 
-        // A reload that fails is logged and keeps the certificate in use.
+        // A reload that fails is logged and counted, and keeps the certificate in use.
         try Data("not a key".utf8).write(to: URL(fileURLWithPath: path("live.key")))
         kill(server.process.processIdentifier, SIGHUP)
         #expect(eventually { server.log.contains("TLS reload failed") }, "\(server.log)")
         #expect(try subject(port: server.port, trusting: path("both.pem")) == "CN=second")
+        #expect(try eventually { try tlsReloads("failed", port: server.port, trusting: path("both.pem")) == 1 })
+        #expect(try tlsReloads("ok", port: server.port, trusting: path("both.pem")) == 1)
         #expect(server.terminate() == 0)
     }
 

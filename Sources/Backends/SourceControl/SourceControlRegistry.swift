@@ -10,9 +10,27 @@ public enum SourceConfig: Sendable, Equatable {
     case git(repository: String, ref: String)
 }
 
-/// The SourceControl of every configured queue, built once from configuration.
+/// The SourceControl of every configured queue, built from configuration, and grown by each reload.
 public struct SourceControlRegistry: SourceControlFactory {
     private let controls: [QueueName: any SourceControl]
+    // Apart from the controls: a lookup then copies no source.
+    private let sources: [QueueName: SourceConfig]
+    private let gitCacheDirectory: String
+    private let gitTimeout: Duration
+    private let logger: Logger
+
+    /// A queue given another source than the one it has in this registry.
+    public struct SourceChanged: Error, CustomStringConvertible {
+        /// The queue.
+        public let queue: QueueName
+        /// What changed, in words that never hold a repository URL (it may carry a password).
+        public let change: String
+
+        public var description: String {
+            "queue '\(queue)': its source changed (\(change)); a queue keeps its source while the process runs: restart to "
+                + "change it, or give the new source a new queue name"
+        }
+    }
 
     /// Builds a SourceControl per queue; git remotes are mirrored under `gitCacheDirectory`.
     public init(
@@ -21,21 +39,62 @@ public struct SourceControlRegistry: SourceControlFactory {
         gitTimeout: Duration = .seconds(10),
         logger: Logger
     ) {
+        self.gitCacheDirectory = gitCacheDirectory
+        self.gitTimeout = gitTimeout
+        self.logger = logger
         var controls: [QueueName: any SourceControl] = [:]
-        for (queue, source) in sources {
-            switch source {
-            case .staticHistory(let uris):
-                controls[queue] = StaticSourceControl(uris)
-            case .git(let repository, let ref):
-                var queueLogger = logger
-                queueLogger[metadataKey: "queue"] = "\(queue)"
-                controls[queue] = GitSourceControl(
-                    repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout,
-                    logger: queueLogger
-                )
-            }
-        }
+        for (queue, source) in sources { controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger) }
         self.controls = controls
+        self.sources = sources
+    }
+
+    private init(_ base: SourceControlRegistry, controls: [QueueName: any SourceControl], sources: [QueueName: SourceConfig]) {
+        self.gitCacheDirectory = base.gitCacheDirectory
+        self.gitTimeout = base.gitTimeout
+        self.logger = base.logger
+        self.controls = controls
+        self.sources = sources
+    }
+
+    private static func control(
+        _ queue: QueueName, _ source: SourceConfig, _ gitCacheDirectory: String, _ gitTimeout: Duration, _ logger: Logger
+    ) -> any SourceControl {
+        switch source {
+        case .staticHistory(let uris):
+            return StaticSourceControl(uris)
+        case .git(let repository, let ref):
+            var queueLogger = logger
+            queueLogger[metadataKey: "queue"] = "\(queue)"
+            // Set up lazily: nothing runs git until the queue is first used.
+            return GitSourceControl(
+                repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout, logger: queueLogger)
+        }
+    }
+
+    /// This registry with a SourceControl for every queue of `sources` it lacks. A queue it has keeps its SourceControl
+    /// (a git mirror and its fetches), removed from the configuration or not, so that work in flight for it finishes;
+    /// a queue given another source is refused, the first in `sources` order named.
+    public func adding(_ sources: [(QueueName, SourceConfig)]) throws(SourceChanged) -> SourceControlRegistry {
+        var (controls, known) = (self.controls, self.sources)
+        for (queue, source) in sources {
+            if let old = known[queue] {
+                guard old == source else { throw SourceChanged(queue: queue, change: Self.change(from: old, to: source)) }
+                continue
+            }
+            controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger)
+            known[queue] = source
+        }
+        return SourceControlRegistry(self, controls: controls, sources: known)
+    }
+
+    private static func change(from old: SourceConfig, to new: SourceConfig) -> String {
+        switch (old, new) {
+        case (.git(let oldRepository, _), .git(let newRepository, _)) where oldRepository != newRepository: return "its repository"
+        case (.git, .git): return "its ref"
+        case (.staticHistory, .staticHistory): return "its static history"
+        case (.git, .staticHistory): return "git to static"
+        case (.staticHistory, .git): return "static to git"
+        }
     }
 
     /// The SourceControl of `queue`; `notFound` when it is not configured.
