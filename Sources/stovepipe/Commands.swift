@@ -440,6 +440,7 @@ struct Serve: ParsableCommand {
                 throw ValidationError(
                     "the ingest secret is set but empty or blank: unset --ingest-secret and STOVEPIPE_INGEST_SECRET, or give a secret")
             }
+            if let problem = Self.severalSecretsProblem(secrets) { throw ValidationError("the ingest secret: \(problem)") }
             return (secrets, nil)
         case (nil, let path?):
             guard !path.isEmpty else {
@@ -487,7 +488,23 @@ struct Serve: ParsableCommand {
             throw IngestSecretFileProblem(
                 description: "the ingest secret is set but empty or blank in \(path): put a secret in it, or unset --ingest-secret-file and STOVEPIPE_INGEST_SECRET_FILE")
         }
+        if let problem = severalSecretsProblem(secrets) { throw failure(problem) }
         return secrets
+    }
+
+    /// The shortest secret accepted among several: 128 bits, the least an HMAC key should carry (NIST SP 800-107 §5.3.4).
+    static let minimumSecretBytesAmongSeveral = 16
+
+    /// Why `secrets`, read one per line, cannot be used, or nil. One secret may be as short as before; among several, a
+    /// short one is refused: a secret wrapped over lines (`openssl rand -base64 48` writes 64 characters a line) would
+    /// otherwise become its lines, each a key, the last perhaps of a few characters that anyone could guess.
+    static func severalSecretsProblem(_ secrets: [String]) -> String? {
+        guard secrets.count > 1 else { return nil }
+        for (index, secret) in secrets.enumerated() where secret.utf8.count < minimumSecretBytesAmongSeveral {
+            return "secret \(index + 1) of \(secrets.count) (one per line) has \(secret.utf8.count) bytes; with several "
+                + "secrets each needs at least \(minimumSecretBytesAmongSeveral): write a wrapped secret on one line"
+        }
+        return nil
     }
 
     /// The secrets in `bytes`, one per line: a line ends at "\n" or "\r\n" (which editors and `echo` add, and which are

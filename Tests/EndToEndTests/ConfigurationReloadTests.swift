@@ -160,7 +160,7 @@ private func reloads(_ file: String, _ result: String, port: Int) throws -> Doub
         let queues = directory.appendingPathComponent("queues.json")
         try Data(staticQueues(["app/main"]).utf8).write(to: queues)
         let secretFile = directory.appendingPathComponent("secret")
-        let (old, new) = ("s3cret-old-7f3a", "s3cret-new-91c4")
+        let (old, new) = ("s3cret-old-7f3a-0c1d", "s3cret-new-91c4-5e6f")
         try Data("\(old)\n".utf8).write(to: secretFile)
         let server = try RunningServer(arguments: ["--queues", queues.path, "--ingest-secret-file", secretFile.path])
         func status(signedWith secret: String?) throws -> Int {
@@ -197,6 +197,7 @@ private func reloads(_ file: String, _ result: String, port: Int) throws -> Doub
         (Optional(" \n\t\r\n"), "is set but empty or blank in $FILE"),
         (nil, "cannot read the ingest secret file $FILE: No such file or directory"),
         (Optional(String(repeating: "h", count: 4097)), "is 4097 bytes; at most 4096 are read"),
+        (Optional("s3cret-kept-and-long\nshort\n"), "secret 2 of 2 (one per line) has 5 bytes"),
     ])
     func anIngestSecretFileThatCannotBeUsedOnReloadKeepsTheSecrets(_ contents: String?, _ problem: String) throws {
         let directory = try scratchDirectory()

@@ -19,8 +19,9 @@ extension EndToEndTests {
     /// rotation lists the old and the new one), whether the file is read or its content reaches the environment (a
     /// Kubernetes secret made from a file, given as STOVEPIPE_INGEST_SECRET).
     @Test(arguments: [
-        ("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush"), ("old\nhush\n", "hush"),
-        ("old\r\n\n \t\nhush", "hush"),
+        ("hush\n", "hush"), ("hush\r\n", "hush"), ("hush", "hush"), (" hush\n\n", " hush"),
+        ("old-secret-of-16+\nhush-hush-hush-hush\n", "hush-hush-hush-hush"),
+        ("old-secret-of-16+\r\n\n \t\nhush-hush-hush-hush", "hush-hush-hush-hush"),
     ], [false, true])
     func anIngestSecretFromAFileSignsIngestsWithoutItsLastLineBreak(_ file: (String, String), viaEnvironment: Bool) throws {
         let (contents, secret) = file
@@ -65,6 +66,11 @@ extension EndToEndTests {
         (Array(repeating: UInt8(ascii: "h"), count: 4097), ["--ingest-secret-file", "$FILE"], [:],
          "cannot read the ingest secret file $FILE: is 4097 bytes; at most 4096 are read"),
         ([0x68, 0xFF, 0x68], ["--ingest-secret-file", "$FILE"], [:], "cannot read the ingest secret file $FILE: not UTF-8 text"),
+        // A secret wrapped over two lines would be two keys, the second guessable.
+        (Array("hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh\nhh==\n".utf8), ["--ingest-secret-file", "$FILE"], [:],
+         "cannot read the ingest secret file $FILE: secret 2 of 2 (one per line) has 4 bytes; with several secrets each needs at least 16"),
+        (Array("hush".utf8), [], ["STOVEPIPE_INGEST_SECRET": "hhhhhhhhhhhhhhhhhhhh\nhushhush"],
+         "the ingest secret: secret 2 of 2 (one per line) has 8 bytes"),
     ])
     func aMissingUnreadableEmptyOrSecondIngestSecretIsAUsageError(
         _ contents: [UInt8], _ arguments: [String], _ environment: [String: String], _ message: String
