@@ -108,6 +108,24 @@ struct ConnectionResourceTests {
         #expect(server.terminate() == 0)
     }
 
+    @Test("an open files limit below --max-connections is named at start-up, as the point where connections wait unaccepted")
+    func openFilesLimitBelowMaxConnectionsIsWarned() throws {
+        var limit = rlimit()
+        try #require(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        // The server raises its soft limit to this hard one, which a child inherits; unlimited leaves nothing to test.
+        try #require(limit.rlim_max < 1 << 30, "no finite open files limit to exceed")
+        let tooMany = try RunningServer(arguments: ["--max-connections", String(limit.rlim_max)])
+        // Lines reach the file from the log's writer thread: waited for, not read at once.
+        #expect(eventually { tooMany.log.contains("WARNING stovepipe: the open files limit is below") }, "\(tooMany.log)")
+        #expect(tooMany.terminate() == 0)
+        let fits = try RunningServer(arguments: ["--max-connections", "100"])
+        // The line after the check: once it is written, a warning would have been too.
+        #expect(try http("GET", "/healthz", port: fits.port).status == 200)
+        #expect(eventually { fits.log.contains("http.route=/healthz") })
+        #expect(!fits.log.contains("open files limit"), "\(fits.log)")
+        #expect(fits.terminate() == 0)
+    }
+
     @Test("out of descriptors, accepting backs off instead of spinning, and recovers once some are free")
     func acceptUnderDescriptorExhaustion() throws {
         let server = try RunningServer(arguments: [])
