@@ -113,6 +113,9 @@ private final class LoopRunner {
     var draining = false
     var stopped = false
     var acceptPaused = false
+    /// Failed accepts since the last one that worked, and when the first of them failed (monotonic nanoseconds).
+    var acceptFailures = 0
+    var acceptFailingSince: UInt64 = 0
     /// Refused connections whose input is read and dropped until they close, by descriptor.
     var lingeringRefusals: [Int32: RefusalLinger] = [:]
     var writer: ResponseWriter
@@ -255,11 +258,26 @@ private final class LoopRunner {
         for _ in 0..<128 {
             guard let accepted = Sockets.accept(loop.listenFD) else { return }
             guard let (fd, peer) = accepted else {
-                // EMFILE and friends: stop polling the listener for a tick instead of spinning on it.
+                // EMFILE and friends: stop polling the listener for a tick instead of spinning on it. Logged once
+                // per stretch of failures, which lasts as long as descriptors are short: not once per tick.
                 let code = errno
-                context.logger.info("accept failed; pausing accepts", metadata: ["errno": "\(code)"])
+                context.observer?.acceptFailed(errno: code)
+                if acceptFailures == 0 {
+                    acceptFailingSince = MonotonicClock.now()
+                    context.logger.info(
+                        "accept failed; pausing accepts, retrying every tick until one works",
+                        metadata: ["errno": "\(code)", "error": "\(String(cString: strerror(code)))"])
+                }
+                acceptFailures += 1
                 pauseAccepting()
                 return
+            }
+            if acceptFailures > 0 {
+                let paused = MonotonicClock.elapsed(since: acceptFailingSince, now: MonotonicClock.now())
+                context.logger.info(
+                    "accepting again",
+                    metadata: ["failed_accepts": "\(acceptFailures)", "paused.ms": "\(paused / 1_000_000)"])
+                acceptFailures = 0
             }
             if draining {
                 Glibc.close(fd)

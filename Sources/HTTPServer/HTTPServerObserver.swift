@@ -6,6 +6,8 @@ public protocol HTTPServerObserver: Sendable {
     func connectionClosed(peer: String)
     /// A connection was accepted beyond `maxConnections`, answered 503 and closed.
     func connectionRefused(peer: String)
+    /// accept(2) failed with `errno` (out of descriptors or memory); the loop stops accepting for a tick.
+    func acceptFailed(errno: Int32)
     /// A client broke the protocol; the server answered `error.status` where it could (not inside a
     /// TLS handshake) and closed the connection.
     func protocolError(_ error: HTTPProtocolError)
@@ -28,6 +30,8 @@ extension HTTPServerObserver {
     public func connectionClosed(peer: String) {}
     /// Does nothing.
     public func connectionRefused(peer: String) {}
+    /// Does nothing.
+    public func acceptFailed(errno: Int32) {}
     /// Does nothing.
     public func protocolError(_ error: HTTPProtocolError) {}
     /// Does nothing.

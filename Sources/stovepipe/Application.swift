@@ -114,7 +114,30 @@ final class Application: Sendable {
             // that consume share the partitions among themselves and none is left to this one.
             logger.notice("topic consumer off (--consumer-threads 0): replicas with consumers process what this one publishes")
         }
-        return try server.start()
+        let port = try server.start()
+        warnIfOpenFilesLimitIsBelowMaxConnections()
+        return port
+    }
+
+    /// Descriptors the server holds besides client connections: the listener, event loops and workers, MySQL
+    /// connections, git's pipes, files. A rough allowance: the warning is about an order of magnitude, not a count.
+    static let descriptorsBesidesConnections = 256
+
+    /// Past the open files limit accept(2) fails (EMFILE): new connections wait in the backlog unanswered, which is
+    /// worse than the 503 that `--max-connections` gives, so a limit that comes first is said once, at start-up.
+    private func warnIfOpenFilesLimitIsBelowMaxConnections() {
+        var limit = rlimit()
+        // Read after start(), which raised the soft limit to the hard one; RLIM_INFINITY is all ones.
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return }
+        let maxConnections = configuration.http.maxConnections
+        let (needed, overflow) = maxConnections.addingReportingOverflow(Self.descriptorsBesidesConnections)
+        guard overflow || UInt64(needed) > UInt64(limit.rlim_cur) else { return }
+        logger.warning(
+            "the open files limit is below --max-connections: past it new connections wait unaccepted instead of being refused 503; raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
+            metadata: [
+                "open_files_limit": "\(limit.rlim_cur)", "max_connections": "\(maxConnections)",
+                "descriptors_besides_connections": "\(Self.descriptorsBesidesConnections)",
+            ])
     }
 
     /// Reads the TLS certificate and key files again for new connections; throws and keeps the

@@ -9,6 +9,7 @@ struct HTTPMetrics: HTTPServerObserver {
     private let closed = Metrics.Counter(label: "stovepipe_http_connections_closed_total")
     private let refused = Metrics.Counter(label: "stovepipe_http_connections_refused_total")
     private let shed = Metrics.Counter(label: "stovepipe_http_requests_shed_total")
+    private let acceptFailures = Metrics.Counter(label: "stovepipe_http_accept_failures_total")
     private let open = OpenConnections(gauge: Metrics.Gauge(label: "stovepipe_http_open_connections"))
     // Every kind from the start, at 0: a series that first appears at 1 is lost to rate() and increase().
     private let protocolErrors = Dictionary(
@@ -30,6 +31,8 @@ struct HTTPMetrics: HTTPServerObserver {
     func connectionRefused(peer: String) { refused.increment() }
 
     func requestShed() { shed.increment() }
+
+    func acceptFailed(errno: Int32) { acceptFailures.increment() }
 
     func protocolError(_ error: HTTPProtocolError) { protocolErrors[error]?.increment() }
 }

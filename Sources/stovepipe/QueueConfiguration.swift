@@ -57,58 +57,86 @@ struct QueueConfiguration: Sendable, Equatable {
 
     /// Parses and validates a queues document.
     static func parse(_ data: Data) throws(Invalid) -> QueueConfiguration {
-        let root: Any
+        // Decoded in place, not through JSONSerialization: its tree of Foundation objects took 36 times the file's
+        // size at its peak (2.1 GB for a file near the limit), the decoder a few times.
         do {
-            root = try JSONSerialization.jsonObject(with: data)
+            return try JSONDecoder().decode(Document.self, from: data).configuration
+        } catch let error as Invalid {
+            throw error
         } catch {
-            let detail = (error as NSError).userInfo["NSDebugDescription"] as? String ?? "not valid JSON"
-            throw Invalid(place: "$", problem: "not valid JSON (\(detail))")
+            throw Invalid(place: "$", problem: "not valid JSON (\(syntaxProblem(data) ?? "\(error)"))")
         }
-        guard let object = root as? [String: Any] else { throw Invalid(place: "$", problem: "must be a JSON object") }
-        guard let queues = object["queues"] as? [Any] else {
-            throw Invalid(place: "$.queues", problem: "must be an array of queues")
-        }
-        // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for a server that answers 404 to
-        // every ingest.
-        guard !queues.isEmpty else { throw Invalid(place: "$.queues", problem: "is empty: list at least one queue") }
-        var entries: [Entry] = []
-        var seen: Set<QueueName> = []
-        for (index, item) in queues.enumerated() {
-            let place = "$.queues[\(index)]"
-            guard let queue = item as? [String: Any] else { throw Invalid(place: place, problem: "must be an object") }
-            guard let rawName = ownedString(queue["name"]) else {
-                throw Invalid(place: "\(place).name", problem: "must be a string")
-            }
-            let name: QueueName
-            do { name = try QueueName(rawName) } catch { throw Invalid(place: "\(place).name", problem: error.description) }
-            guard seen.insert(name).inserted else {
-                throw Invalid(place: "\(place).name", problem: "queue '\(name)' is configured twice")
-            }
-            entries.append(Entry(name: name, source: try source(queue["source"], place: "\(place).source")))
-        }
-        return QueueConfiguration(entries: entries)
     }
 
-    /// `value` as a string of its own, or nil when it is not a string.
-    private static func ownedString(_ value: Any?) -> String? {
-        // On Linux a String cast from a JSONSerialization value keeps the whole parsed document alive (32 MB for a
-        // file of 10,000 queues, kept while the server runs); a copy of its bytes does not.
-        guard let string = value as? String else { return nil }
-        return String(decoding: Array(string.utf8), as: UTF8.self)
+    /// Where and why `data` is not JSON, as JSONSerialization says it ("Invalid value around character 8."): the
+    /// decoder only says that it is not. Only for a document that failed, on the way to stopping start-up.
+    private static func syntaxProblem(_ data: Data) -> String? {
+        do {
+            _ = try JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed)
+            return nil
+        } catch {
+            return (error as NSError).userInfo["NSDebugDescription"] as? String
+        }
     }
 
-    private static func source(_ value: Any?, place: String) throws(Invalid) -> SourceConfig {
-        guard let source = value as? [String: Any] else { throw Invalid(place: place, problem: "must be an object") }
-        switch source["type"] as? String {
+    /// Any key of a JSON object.
+    private struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+        init(_ name: String) { stringValue = name }
+    }
+
+    /// The whole document, validated while it is decoded; decoding throws `Invalid`.
+    private struct Document: Decodable {
+        let configuration: QueueConfiguration
+
+        init(from decoder: any Decoder) throws {
+            guard let object = try? decoder.container(keyedBy: Key.self) else {
+                throw Invalid(place: "$", problem: "must be a JSON object")
+            }
+            guard var queues = try? object.nestedUnkeyedContainer(forKey: Key("queues")) else {
+                throw Invalid(place: "$.queues", problem: "must be an array of queues")
+            }
+            // Like an empty STOVEPIPE_MYSQL_URL, more likely a template's gap than a wish for a server that answers
+            // 404 to every ingest.
+            guard !queues.isAtEnd else { throw Invalid(place: "$.queues", problem: "is empty: list at least one queue") }
+            var entries: [Entry] = []
+            var seen: Set<QueueName> = []
+            while !queues.isAtEnd {
+                let place = "$.queues[\(queues.currentIndex)]"
+                guard let queue = try? queues.superDecoder().container(keyedBy: Key.self) else {
+                    throw Invalid(place: place, problem: "must be an object")
+                }
+                guard let rawName = try? queue.decode(String.self, forKey: Key("name")) else {
+                    throw Invalid(place: "\(place).name", problem: "must be a string")
+                }
+                let name: QueueName
+                do { name = try QueueName(rawName) } catch { throw Invalid(place: "\(place).name", problem: error.description) }
+                guard seen.insert(name).inserted else {
+                    throw Invalid(place: "\(place).name", problem: "queue '\(name)' is configured twice")
+                }
+                let source = try? queue.nestedContainer(keyedBy: Key.self, forKey: Key("source"))
+                entries.append(Entry(name: name, source: try QueueConfiguration.source(source, place: "\(place).source")))
+            }
+            configuration = QueueConfiguration(entries: entries)
+        }
+    }
+
+    private static func source(_ value: KeyedDecodingContainer<Key>?, place: String) throws(Invalid) -> SourceConfig {
+        guard let source = value else { throw Invalid(place: place, problem: "must be an object") }
+        func string(_ key: String) -> String? { try? source.decode(String.self, forKey: Key(key)) }
+        switch string("type") {
         case "git":
-            guard let repository = ownedString(source["repository"]), !repository.isEmpty else {
+            guard let repository = string("repository"), !repository.isEmpty else {
                 throw Invalid(place: "\(place).repository", problem: "must be a non-empty string (a path or URL)")
             }
             // What GitSourceControl would refuse to hand to git, leaving a queue that answers 404 forever.
             if let problem = GitSourceControl.repositoryProblem(repository) {
                 throw Invalid(place: "\(place).repository", problem: problem)
             }
-            guard let ref = ownedString(source["ref"]), !ref.isEmpty else {
+            guard let ref = string("ref"), !ref.isEmpty else {
                 throw Invalid(place: "\(place).ref", problem: "must be a non-empty string such as refs/heads/main")
             }
             guard GitSourceControl.isValidRef(ref) else {
@@ -123,12 +151,13 @@ struct QueueConfiguration: Sendable, Equatable {
             }
             return .git(repository: repository, ref: ref)
         case "static":
-            guard let history = source["history"] as? [Any], !history.isEmpty else {
+            guard var history = try? source.nestedUnkeyedContainer(forKey: Key("history")), !history.isAtEnd else {
                 throw Invalid(place: "\(place).history", problem: "must be a non-empty array of URIs, newest first")
             }
             var uris: [SourceURI] = []
-            for (index, item) in history.enumerated() {
-                guard let uri = ownedString(item), !uri.isEmpty else {
+            while !history.isAtEnd {
+                let index = history.currentIndex
+                guard let uri = try? history.decode(String.self), !uri.isEmpty else {
                     throw Invalid(place: "\(place).history[\(index)]", problem: "must be a non-empty string")
                 }
                 if let problem = SourceURI.storageProblem(uri) {

@@ -108,6 +108,24 @@ struct ConnectionResourceTests {
         #expect(server.terminate() == 0)
     }
 
+    @Test("an open files limit below --max-connections is named at start-up, as the point where connections wait unaccepted")
+    func openFilesLimitBelowMaxConnectionsIsWarned() throws {
+        var limit = rlimit()
+        try #require(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        // The server raises its soft limit to this hard one, which a child inherits; unlimited leaves nothing to test.
+        try #require(limit.rlim_max < 1 << 30, "no finite open files limit to exceed")
+        let tooMany = try RunningServer(arguments: ["--max-connections", String(limit.rlim_max)])
+        // Lines reach the file from the log's writer thread: waited for, not read at once.
+        #expect(eventually { tooMany.log.contains("WARNING stovepipe: the open files limit is below") }, "\(tooMany.log)")
+        #expect(tooMany.terminate() == 0)
+        let fits = try RunningServer(arguments: ["--max-connections", "100"])
+        // The line after the check: once it is written, a warning would have been too.
+        #expect(try http("GET", "/healthz", port: fits.port).status == 200)
+        #expect(eventually { fits.log.contains("http.route=/healthz") })
+        #expect(!fits.log.contains("open files limit"), "\(fits.log)")
+        #expect(fits.terminate() == 0)
+    }
+
     @Test("out of descriptors, accepting backs off instead of spinning, and recovers once some are free")
     func acceptUnderDescriptorExhaustion() throws {
         let server = try RunningServer(arguments: [])
@@ -134,12 +152,19 @@ struct ConnectionResourceTests {
         let used = Double(cpuTicks(of: pid) - before) / Double(sysconf(Int32(_SC_CLK_TCK)))
         #expect(used < window / 4, "the server used \(used) s of CPU in \(window) s while out of descriptors")
         #expect(server.log.contains("pausing accepts"), "accept never ran out of descriptors")
+        // The window spans more than one tick (1 s here), so accept failed again and again, but the log says so once
+        // for the whole stretch.
+        let pauses = server.log.split(separator: "\n").filter { $0.contains("pausing accepts") }
+        #expect(pauses.count == 1, "\(pauses)")
 
         for fd in clients { close(fd) }
         clients = []
         #expect(
             eventually(within: 30) { (try? http("GET", "/healthz", port: server.port).status) == 200 },
             "no answer once descriptors were free again")
+        // Once accepting works again the log says so; the metric counts every failure.
+        #expect(server.log.contains("accepting again"), "no line once accepting worked again")
+        #expect((metric("stovepipe_http_accept_failures_total", port: server.port) ?? 0) >= 2)
         #expect(server.terminate() == 0)
     }
 }

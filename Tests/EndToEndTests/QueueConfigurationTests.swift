@@ -161,6 +161,29 @@ import Testing
         }
     }
 
+    @Test("a large queues file is read with a peak of memory a few times its size, not dozens")
+    func aLargeFileIsReadInBoundedMemory() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("stovepipe-queues-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 100,000 static queues of six URIs: 20 MB, a third of the limit.
+        var document = #"{"queues": ["#
+        for queue in 0..<100_000 {
+            if queue > 0 { document += "," }
+            let history = (0..<6).map { #""git://big/q\#(queue)/c\#($0)""# }.joined(separator: ",")
+            document += #"{"name": "big/q\#(queue)", "source": {"type": "static", "history": [\#(history)]}}"#
+        }
+        document += "]}"
+        try Data(document.utf8).write(to: URL(fileURLWithPath: path))
+        let server = try RunningServer(arguments: ["--queues", path])
+        let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+        let peakLine = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+        let peakKiB = try #require(peakLine.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) })
+        // The parsed document as Foundation objects took 36 times the file (743 MB here), enough to kill a server
+        // with a memory limit near what it needs once running; decoded in place it takes a few times the file.
+        #expect(peakKiB * 1024 < document.utf8.count * 12, "peak resident memory \(peakKiB) KiB for a file of \(document.utf8.count) bytes")
+        #expect(server.terminate() == 0)
+    }
+
     @Test func demoQueueIsValid() throws {
         #expect(try QueueConfiguration.demo().entries.map(\.name.rawValue) == ["demo/main"])
     }
