@@ -5,24 +5,30 @@ import Testing
 import Glibc
 #endif
 
-/// Runs a helper program found on PATH with an argument vector; returns its exit status and stderr.
+/// Runs a helper program found on PATH with an argument vector; returns its exit status and stderr, and its stdout
+/// when `keepingOutput` (else it goes nowhere).
 @discardableResult
-private func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, stderr: String) {
+private func run(_ name: String, _ arguments: [String], keepingOutput: Bool = false) throws
+    -> (status: Int32, stderr: String, stdout: String)
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = [name] + arguments
     let errors = Pipe()
     process.standardError = errors
-    process.standardOutput = FileHandle.nullDevice
+    // Both pipes read at once would need two readers; the helpers here print little on the stream not kept.
+    let output = keepingOutput ? Pipe() : nil
+    process.standardOutput = output ?? FileHandle.nullDevice
     try process.run()
-    let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let printed = output.map { String(decoding: $0.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) } ?? ""
+    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
-    return (process.terminationStatus, output)
+    return (process.terminationStatus, stderr, printed)
 }
 
 /// The subject curl saw on a fresh HTTPS connection to /healthz, or nil if the request failed.
 private func subject(port: Int, trusting bundle: String) throws -> String? {
-    let (status, log) = try run(
+    let (status, log, _) = try run(
         "curl", ["-sS", "-v", "--max-time", "10", "-o", "/dev/null", "--cacert", bundle, "https://127.0.0.1:\(port)/healthz"])
     guard status == 0 else { return nil }
     return log.split(separator: "\n").first { $0.contains("subject:") }.map { String($0.split(separator: "subject:").last ?? "").trimmingCharacters(in: .whitespaces) }
@@ -30,15 +36,9 @@ private func subject(port: Int, trusting bundle: String) throws -> String? {
 
 /// The value of `stovepipe_config_reloads_total{file="tls",result=...}` read over HTTPS with curl; nil if it is absent.
 private func tlsReloads(_ result: String, port: Int, trusting bundle: String) throws -> Double? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["curl", "-sS", "--max-time", "10", "--cacert", bundle, "https://127.0.0.1:\(port)/metrics"]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
+    let text = try run(
+        "curl", ["-sS", "--max-time", "10", "--cacert", bundle, "https://127.0.0.1:\(port)/metrics"], keepingOutput: true
+    ).stdout
     return try PrometheusExposition(text).value("stovepipe_config_reloads_total", ["file": "tls", "result": result])
 }
 
