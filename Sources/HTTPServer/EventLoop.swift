@@ -245,9 +245,24 @@ private final class LoopRunner {
 
     func checkDeadlines(now: UInt64) {
         for (fd, linger) in lingeringRefusals where now >= linger.deadline { closeRefusal(fd) }
+        shedExpiredRequests(now: now)
         for case let connection? in connections {
             let actions = connection.checkDeadlines(now: now, writer: &writer)
             perform(actions, for: connection)
+        }
+    }
+
+    /// Answers 503 this loop's queued requests that waited past the queue timeout, so the timeout holds while
+    /// every worker is busy. Taken out of the queue under its lock, none can also be taken by a worker.
+    func shedExpiredRequests(now: UInt64) {
+        let queueTimeout = context.queueTimeout
+        let loop = self.loop
+        let expired = context.pool.remove { item in
+            item.connection.loop === loop && MonotonicClock.elapsed(since: item.receivedAt, now: now) > queueTimeout
+        }
+        for item in expired {
+            context.observer?.requestShed()
+            perform(item.answerShed(context: context, writer: &writer), for: item.connection)
         }
     }
 

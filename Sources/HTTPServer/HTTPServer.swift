@@ -225,9 +225,7 @@ struct Worker {
     private mutating func shed(_ item: consuming WorkItem) {
         observer.requestShed()
         let connection = item.connection
-        let closes = !item.parsed.keepAlive || item.isLastOnConnection || context.draining.load(ordering: .relaxed)
-        let bytes = writer.shedResponse(close: closes, version: item.parsed.request.version, omitBody: item.parsed.isHead)
-        perform(connection.complete(response: bytes, closes: closes, writer: &writer), for: connection)
+        perform(item.answerShed(context: context, writer: &writer), for: connection)
     }
 
     mutating func handle(_ first: consuming WorkItem) {
@@ -348,6 +346,16 @@ struct Worker {
             }
             return
         }
+    }
+}
+
+extension WorkItem {
+    /// Answers this request 503 with Retry-After, without the responder, because it waited in the queue past the
+    /// queue timeout; the connection stays open unless the request ends it.
+    func answerShed(context: ServerContext, writer: inout ResponseWriter) -> ConnectionActions {
+        let closes = !parsed.keepAlive || isLastOnConnection || context.draining.load(ordering: .relaxed)
+        let bytes = writer.shedResponse(close: closes, version: parsed.request.version, omitBody: parsed.isHead)
+        return connection.complete(response: bytes, closes: closes, writer: &writer)
     }
 }
 

@@ -17,8 +17,8 @@ public struct HTTPServerConfiguration: Sendable {
     /// Complete requests that may wait for a worker; beyond it a request is answered 503 and its
     /// connection closed.
     public var workerQueueCapacity: Int
-    /// A request that waited in the worker queue longer than this is answered 503 with `Retry-After: 1` by the
-    /// worker that takes it, without the responder; its connection stays open.
+    /// A request that waits in the worker queue longer than this is answered 503 with `Retry-After: 1` within about
+    /// a second (its event loop's tick), even while every worker is busy, without the responder; its connection stays open.
     public var queueTimeout: Duration
     /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
     public var listenBacklog: Int

@@ -111,6 +111,27 @@ final class WorkerPool<Item: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Removes the queued items `selects` picks and returns them in queue order; the others keep theirs.
+    func remove(where selects: (Item) -> Bool) -> [Item] {
+        lock.lock()
+        defer { lock.unlock() }
+        var removed: [Item] = []
+        var kept = 0
+        for offset in 0..<count {
+            let index = (head + offset) % ring.count
+            guard let item = ring[index] else { continue }
+            ring[index] = nil
+            if selects(item) {
+                removed.append(item)
+            } else {
+                ring[(head + kept) % ring.count] = item
+                kept += 1
+            }
+        }
+        count = kept
+        return removed
+    }
+
     /// Workers waiting for an item.
     var idleWorkers: Int {
         lock.lock()

@@ -496,6 +496,45 @@ struct HTTPServerLimitTests {
         }
     }
 
+    @Test("a queued request is shed once it passes the queue timeout even while every worker stays blocked")
+    func queueTimeoutWhileWorkersBlocked() throws {
+        let gate = Gate()
+        let observer = RecordingObserver()
+        let handled = Mutex<[String]>([])
+        let responder = ClosureResponder { request in
+            handled.withLock { $0.append(request.path) }
+            if request.path == "/block" { gate.wait() }
+            return HTTPResponse(status: 200)
+        }
+        let configuration = testConfiguration {
+            $0.workerThreads = 1
+            $0.queueTimeout = .milliseconds(500)
+        }
+        try withServer(configuration, responder: responder, observer: observer) { port, _ in
+            defer { gate.release() }
+            let busy = try TestClient(port: port)
+            try busy.send(get("/block"))
+            #expect(eventually { gate.waiting == 1 })
+            let stale = try TestClient(port: port)
+            try stale.send(get("/stale"))
+            // The only worker stays blocked: the 503 must come without it, within a tick or so of the deadline.
+            let response = try stale.readResponse(timeout: .milliseconds(500) + .seconds(2))
+            #expect(response.status == 503)
+            #expect(response.header("Retry-After") == "1")
+            #expect(response.header("Connection") == nil)
+            #expect(observer.shed == 1)
+            #expect(handled.withLock { $0 } == ["/block"])
+            gate.release()
+            #expect(try busy.readResponse().status == 200)
+            // The shed request left the queue: the freed worker takes the next request, never the shed one.
+            try stale.send(get("/again"))
+            #expect(try stale.readResponse().status == 200)
+            #expect(handled.withLock { $0 } == ["/block", "/again"])
+            #expect(observer.shed == 1)
+            #expect(!observer.completed.contains(503))
+        }
+    }
+
     @Test("a client that resets mid-body does not disturb the server")
     func resetMidBody() throws {
         let observer = RecordingObserver()

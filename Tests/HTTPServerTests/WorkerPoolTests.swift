@@ -54,6 +54,23 @@ struct WorkerPoolTests {
         #expect(!pool.submit(4))
         #expect(eventually { log.exited.withLock { $0 } == 1 })
     }
+
+    @Test("removing selected items frees their slots and keeps the rest in order, across the ring's wrap")
+    func removeWhere() {
+        let pool = WorkerPool<Int>(capacity: 4)
+        let waiter = WorkerWaiter()
+        for item in 1...3 { #expect(pool.submit(item)) }
+        #expect(pool.take(waiter) == 1)
+        #expect(pool.submit(4))
+        #expect(pool.submit(5))
+        #expect(pool.remove { $0.isMultiple(of: 2) } == [2, 4])
+        #expect(pool.remove { _ in false } == [])
+        #expect(pool.submit(6))
+        #expect(pool.submit(7))
+        #expect(!pool.submit(8))
+        #expect((0..<4).map { _ in pool.take(waiter) } == [3, 5, 6, 7])
+        pool.stop()
+    }
 }
 
 @Suite("Worker pool: workers waiting on keep-alive connections")
