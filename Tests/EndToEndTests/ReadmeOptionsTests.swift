@@ -40,7 +40,6 @@ import Testing
             } else if inEntry, line.hasPrefix("   ") {
                 entries[entries.count - 1] += " " + line.trimmingCharacters(in: .whitespaces)
             } else {
-                // `-h, --help`, a blank line or the next section.
                 inEntry = false
             }
         }
