@@ -137,7 +137,7 @@ struct Serve: ParsableCommand {
     var workers: Int?
     @Option(help: "Event-loop threads that read and write sockets, 1...256. (default: one per two cores, 1 or 2: \(HTTPServerConfiguration.defaultEventLoopThreads) here)")
     var eventLoops: Int?
-    @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself; 0 never. (default: 1)")
+    @Option(help: "Milliseconds a worker with nothing queued waits for a keep-alive connection's next request itself, 0...1000; 0 never. (default: 1)")
     var workerKeepAliveWaitMs: Double?
     @Option(help: "Most open connections; a connection beyond it is answered 503 and closed. \(Self.defaultText(\.maxConnections))")
     var maxConnections: Int?
@@ -165,7 +165,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Deliveries of a message before it is dead-lettered.") var topicMaxAttempts = 10
     @Option(help: "Milliseconds before the first redelivery of a failed message; doubles per attempt.")
     var topicBackoffBaseMs = 200
-    @Option(help: "Most milliseconds between redeliveries.") var topicBackoffCapMs = 60_000
+    @Option(help: "Most milliseconds between redeliveries, at most 86400000 (a day).") var topicBackoffCapMs = 60_000
     @Option(help: "Seconds a partition lease lasts without renewal (MySQL topic): a dead replica's work moves after it.")
     var topicLeaseSeconds: Double = 15
     @Option(help: "Seconds after which a delivery whose consumer died is redelivered (MySQL topic).")
@@ -173,7 +173,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
     var topicPollIntervalMs = 200
     @Option(help: "Most MySQL connections this process opens, 1...1024.") var mysqlPoolSize = 16
-    @Option(help: "Seconds after which a MySQL connection is closed and opened anew when next used, so that a failover or a DNS change reaches every connection; 0 keeps connections open.")
+    @Option(help: "Seconds after which a MySQL connection is closed and opened anew when next used, so that a failover or a DNS change reaches every connection, at most 86400; 0 keeps connections open.")
     var mysqlMaxLifetimeSeconds = 1800
     @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")
     var gitCacheDirectory: String?

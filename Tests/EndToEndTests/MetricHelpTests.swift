@@ -25,33 +25,79 @@ import Testing
     /// the first by its suffix (`stovepipe_http_connections_total`, `_closed_total`); such a suffix is resolved to
     /// the one name in `known` that a prefix of the cell's first name and the suffix make, or else reported.
     static func readmeMetricNames(known: Set<String>) throws -> (names: Set<String>, unresolved: [String]) {
+        let (rows, unresolved) = try readmeMetricRows(known: known)
+        return (Set(rows.flatMap(\.names)), unresolved)
+    }
+
+    /// The label names the README's metrics table gives each family: in the second cell, each name comes before its
+    /// values (`outcome: minted, ...`) or its note in parentheses (`route (template, ...)`), several separated by `;`
+    /// when they have values and by `,` when they have none.
+    static func readmeMetricLabels(known: Set<String>) throws -> [String: Set<String>] {
+        var labels: [String: Set<String>] = [:]
+        for row in try readmeMetricRows(known: known).rows {
+            var outside = ""
+            var depth = 0
+            for character in row.labelCell {
+                if character == "(" { depth += 1 } else if character == ")" { depth -= 1 } else if depth == 0 { outside.append(character) }
+            }
+            var names: Set<String> = []
+            for part in outside.split(separator: ";") {
+                let items = part.contains(":") ? [part.prefix { $0 != ":" }] : part.split(separator: ",")
+                for item in items {
+                    let name = item.trimmingCharacters(in: .whitespaces)
+                    if !name.isEmpty { names.insert(name) }
+                }
+            }
+            for name in row.names { labels[name] = names }
+        }
+        return labels
+    }
+
+    /// The label names of each stovepipe_* family's series in `exposition`, a histogram's `le` left out.
+    static func exportedLabels(_ exposition: String) throws -> [String: Set<String>] {
+        let families = stovepipeFamilies(exposition)
+        var labels: [String: Set<String>] = [:]
+        for sample in try PrometheusExposition(exposition).samples where sample.name.hasPrefix("stovepipe_") {
+            let family = families.contains(sample.name)
+                ? sample.name
+                : ["_bucket", "_sum", "_count"].first { sample.name.hasSuffix($0) }.map { String(sample.name.dropLast($0.count)) } ?? sample.name
+            labels[family, default: []].formUnion(sample.labels.keys.filter { $0 != "le" })
+        }
+        return labels
+    }
+
+    /// Each row of the README's metrics table: the families its first cell names and its labels cell.
+    private static func readmeMetricRows(known: Set<String>) throws -> (rows: [(names: [String], labelCell: String)], unresolved: [String]) {
         let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("README.md")
         let lines = try String(contentsOf: readme, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
         guard let start = lines.firstIndex(where: { $0.hasPrefix("### Metrics (`GET /metrics`") }) else {
             return ([], ["no metrics section in README.md"])
         }
-        var names: Set<String> = []
+        var rows: [(names: [String], labelCell: String)] = []
         var unresolved: [String] = []
         for line in lines[(start + 1)...].prefix(while: { !$0.hasPrefix("#") }) where line.hasPrefix("| `") {
-            let cell = line.split(separator: "|").first ?? ""
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false)
+            let cell = cells.dropFirst().first ?? ""
             let tokens = cell.split(separator: "`", omittingEmptySubsequences: false).enumerated()
                 .filter { $0.offset % 2 == 1 }.map { String($0.element) }
             guard let first = tokens.first, first.hasPrefix("stovepipe_") else {
                 unresolved.append(String(line))
                 continue
             }
+            var names: [String] = []
             for token in tokens {
                 if token.hasPrefix("stovepipe_") {
-                    names.insert(token)
+                    names.append(token)
                     continue
                 }
                 let candidates = first.indices.filter { first[$0] == "_" }.map { String(first[..<$0]) + token }
                     .filter(known.contains)
-                if candidates.count == 1, let name = candidates.first { names.insert(name) } else { unresolved.append(token) }
+                if candidates.count == 1, let name = candidates.first { names.append(name) } else { unresolved.append(token) }
             }
+            rows.append((names, cells.count > 2 ? String(cells[2]) : ""))
         }
-        return (names, unresolved)
+        return (rows, unresolved)
     }
 
     /// The README's metrics table is the source of the help texts: the two name the same families.
@@ -93,6 +139,10 @@ import Testing
         #expect(mysqlOnly == [], "in the table, not exported without MySQL either")
         let help = Self.helpTexts(metrics)
         for family in families { #expect(help[family] == MetricHelp.texts[family].map(Self.escaped), "\(family)") }
+        let documented = try Self.readmeMetricLabels(known: table)
+        for (family, labels) in try Self.exportedLabels(metrics) {
+            #expect(documented[family] == labels, "\(family): README \(documented[family] ?? []), exported \(labels)")
+        }
         #expect(server.terminate() == 0)
     }
 

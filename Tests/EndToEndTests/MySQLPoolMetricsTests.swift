@@ -150,7 +150,8 @@ extension PrometheusExposition {
         "stovepipe_topic_dead_lettered_total": "counter", "stovepipe_topic_postponed_total": "counter",
         "stovepipe_topic_redriven_total": "counter", "stovepipe_topic_backlog": "gauge", "stovepipe_topic_in_flight": "gauge",
         "stovepipe_topic_dead_letters": "gauge", "stovepipe_topic_oldest_pending_age_seconds": "gauge",
-        "stovepipe_topic_leases": "gauge",
+        "stovepipe_topic_leases": "gauge", "stovepipe_http_accept_failures_total": "counter",
+        "stovepipe_config_reloads_total": "counter",
     ]
 
     @Test func everyDocumentedFamilyIsExportedFromTheStartInTextFormat004() async throws {
@@ -194,6 +195,11 @@ extension PrometheusExposition {
         for (name, type) in types where type == "counter" { #expect(name.hasSuffix("_total"), "\(name)") }
         #expect(helpLineProblems(text) == [])
         #expect(stovepipeFamilies(text) == Set(MetricHelp.texts.keys), "every family of the help table is made, and no other")
+        let documentedLabels = try MetricHelpTests.readmeMetricLabels(known: Set(MetricHelp.texts.keys))
+        let exportedLabels = try MetricHelpTests.exportedLabels(text)
+        for name in Self.documented.keys {
+            #expect(exportedLabels[name] == documentedLabels[name], "\(name): README \(documentedLabels[name] ?? []), exported \(exportedLabels[name] ?? [])")
+        }
         // Each histogram series: `le` increasing to +Inf, counts never falling, +Inf equal to _count.
         for (name, type) in types where type == "histogram" {
             for count in exposition.samples(named: name + "_count") {
