@@ -126,9 +126,11 @@ import Testing
         let server = try RunningServer(arguments: [])
         #expect(try http("GET", "/queues/demo/main", port: server.port).status == 200)
         var metrics = ""
+        // The request's counter and histogram are made one after the other once it is answered: wait for both.
         #expect(try eventually {
             metrics = try http("GET", "/metrics", port: server.port).text
             return metrics.contains("# TYPE stovepipe_http_requests_total counter\n")
+                && metrics.contains("# TYPE stovepipe_http_request_duration_seconds histogram\n")
         })
         let families = stovepipeFamilies(metrics)
         #expect(families.count >= 14, "\(metrics)")
