@@ -450,19 +450,8 @@ struct HTTPServerLimitTests {
 
     @Test("a request that waited in the worker queue past the queue timeout gets 503 unhandled and keeps its connection")
     func queueTimeout() throws {
-        let gate = Gate()
-        let observer = RecordingObserver()
-        let handled = Mutex<[String]>([])
-        let responder = ClosureResponder { request in
-            handled.withLock { $0.append(request.path) }
-            if request.path == "/block" { gate.wait() }
-            return HTTPResponse(status: 200)
-        }
-        let configuration = testConfiguration {
-            $0.workerThreads = 1
-            $0.queueTimeout = .milliseconds(500)
-        }
-        try withServer(configuration, responder: responder, observer: observer) { port, _ in
+        let (gate, observer, handled) = (Gate(), RecordingObserver(), HandledPaths())
+        try withOneGatedWorker(gate: gate, observer: observer, handled: handled) { port in
             let busy = try TestClient(port: port)
             try busy.send(get("/block"))
             #expect(eventually { gate.waiting == 1 })
@@ -492,25 +481,14 @@ struct HTTPServerLimitTests {
                 try client.send(get("/again"))
                 #expect(try client.readResponse().status == 200)
             }
-            #expect(handled.withLock { $0 } == ["/block", "/fresh", "/again", "/again"])
+            #expect(handled.paths == ["/block", "/fresh", "/again", "/again"])
         }
     }
 
     @Test("a queued request is shed once it passes the queue timeout even while every worker stays blocked")
     func queueTimeoutWhileWorkersBlocked() throws {
-        let gate = Gate()
-        let observer = RecordingObserver()
-        let handled = Mutex<[String]>([])
-        let responder = ClosureResponder { request in
-            handled.withLock { $0.append(request.path) }
-            if request.path == "/block" { gate.wait() }
-            return HTTPResponse(status: 200)
-        }
-        let configuration = testConfiguration {
-            $0.workerThreads = 1
-            $0.queueTimeout = .milliseconds(500)
-        }
-        try withServer(configuration, responder: responder, observer: observer) { port, _ in
+        let (gate, observer, handled) = (Gate(), RecordingObserver(), HandledPaths())
+        try withOneGatedWorker(gate: gate, observer: observer, handled: handled) { port in
             defer { gate.release() }
             let busy = try TestClient(port: port)
             try busy.send(get("/block"))
@@ -523,13 +501,13 @@ struct HTTPServerLimitTests {
             #expect(response.header("Retry-After") == "1")
             #expect(response.header("Connection") == nil)
             #expect(observer.shed == 1)
-            #expect(handled.withLock { $0 } == ["/block"])
+            #expect(handled.paths == ["/block"])
             gate.release()
             #expect(try busy.readResponse().status == 200)
             // The shed request left the queue: the freed worker takes the next request, never the shed one.
             try stale.send(get("/again"))
             #expect(try stale.readResponse().status == 200)
-            #expect(handled.withLock { $0 } == ["/block", "/again"])
+            #expect(handled.paths == ["/block", "/again"])
             #expect(observer.shed == 1)
             #expect(!observer.completed.contains(503))
         }
@@ -679,4 +657,29 @@ struct HTTPServerShutdownTests {
         server.shutdown()
         server.shutdown()
     }
+}
+
+/// The paths a responder was asked for, in order.
+private final class HandledPaths: Sendable {
+    private let storage = Mutex<[String]>([])
+
+    func append(_ path: String) { storage.withLock { $0.append(path) } }
+    var paths: [String] { storage.withLock { $0 } }
+}
+
+/// Runs `body` against a server with one worker and a 500 ms queue timeout whose responder records each path in
+/// `handled` and blocks on `/block` until `gate` opens.
+private func withOneGatedWorker(
+    gate: Gate, observer: RecordingObserver, handled: HandledPaths, _ body: (Int) throws -> Void
+) throws {
+    let responder = ClosureResponder { request in
+        handled.append(request.path)
+        if request.path == "/block" { gate.wait() }
+        return HTTPResponse(status: 200)
+    }
+    let configuration = testConfiguration {
+        $0.workerThreads = 1
+        $0.queueTimeout = .milliseconds(500)
+    }
+    try withServer(configuration, responder: responder, observer: observer) { port, _ in try body(port) }
 }
