@@ -1,6 +1,7 @@
 @testable import Backends
 import Domain
 import Foundation
+import Logging
 import Synchronization
 import TestSupport
 import Testing
@@ -43,8 +44,8 @@ private struct FetchCountingGit {
         directory = try makeScratchDirectory("counting-git")
         let script = """
             #!/bin/sh
-            # GitRunner runs `git -C <directory> <command> ...`.
-            if [ "$3" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
+            # GitRunner runs `git -c <option> -c <option> -C <directory> <command> ...`.
+            if [ "$7" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
             exec '\(realGit)' "$@"
 
             """
@@ -90,6 +91,68 @@ private func isRunning(_ pid: Int32) -> Bool {
         let close = stat.lastIndex(of: ")")
     else { return false }
     return !stat[stat.index(after: close)...].hasPrefix(" Z")
+}
+
+/// A remote mirrored once, whose mirror keeps every fetch's pack and finds two packs too many, so that the next fetch
+/// makes `gc --auto` repack; its `pre-auto-gc` hook records whether the mirror's lock is held whenever gc runs.
+private struct HousekeepingSetup {
+    let upstream: ScratchRepository
+    let cache: String
+    /// A second path to the cache directory, as another replica has: an instance using it keeps its own schedule.
+    let alias: String
+    let mirror: String
+    let scratch: String
+
+    init() throws {
+        upstream = try ScratchRepository()
+        cache = try makeScratchDirectory("cache")
+        alias = cache + "-alias"
+        scratch = try makeScratchDirectory("gc-hook")
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        try upstream.commit("one")
+        _ = try GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger).latest()
+        let name = try #require(FileManager.default.contentsOfDirectory(atPath: cache).first { $0.hasSuffix(".git") })
+        mirror = cache + "/" + name
+        for (key, value) in [("gc.auto", "1"), ("gc.autoPackLimit", "1"), ("transfer.unpackLimit", "1")] {
+            try runGit(["-C", mirror, "config", key, value])
+        }
+        try runGit(["-C", mirror, "repack", "-d", "-q"])
+        try FileManager.default.createDirectory(atPath: mirror + "/objects/info", withIntermediateDirectories: true)
+        try WrappedGit.install(
+            "#!/bin/sh\nif flock -n '\(mirror).lock' true; then echo unlocked; else echo locked; fi >> '\(scratch)/runs'\n",
+            at: mirror + "/hooks/pre-auto-gc", in: scratch)
+    }
+
+    /// A source reading the mirror through `alias`.
+    func source(logger: Logger) -> GitSourceControl {
+        GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: alias, logger: logger)
+    }
+
+    /// One line per gc run so far: whether the mirror's lock was held (`locked`) or not.
+    var gcRuns: [String] {
+        ((try? String(contentsOfFile: scratch + "/runs", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// The mirror's pack files.
+    func packs() throws -> Int {
+        try FileManager.default.contentsOfDirectory(atPath: mirror + "/objects/pack").filter { $0.hasSuffix(".pack") }.count
+    }
+
+    func remove() {
+        upstream.remove()
+        for path in [alias, cache, scratch] { try? FileManager.default.removeItem(atPath: path) }
+    }
+}
+
+/// The processes (pids) whose working directory is `directory`.
+private func processes(workingIn directory: String) -> [String] {
+    guard let resolved = realpath(directory, nil) else { return [] }
+    let target = String(cString: resolved)
+    free(resolved)
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.filter { Int32($0) != nil }.filter { pid in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) == target
+    }
 }
 
 @Suite("GitSourceControl on a local repository")
@@ -504,7 +567,7 @@ struct GitSourceControlRemoteTests {
     ])
     func scpLikeAddressesAreRemote(_ address: String, _ remote: Bool) throws {
         // Fetches fail at once: no ssh connection is tried, only the address git was given is recorded.
-        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "$8" >> "$(dirname "$0")/urls"; exit 128"#)
+        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "${12}" >> "$(dirname "$0")/urls"; exit 128"#)
         defer { git.remove() }
         let cache = try makeScratchDirectory("cache")
         defer { try? FileManager.default.removeItem(atPath: cache) }
@@ -610,6 +673,42 @@ struct GitSourceControlRemoteTests {
         let pid = try #require(Int32(text))
         defer { if isRunning(pid) { kill(pid, SIGKILL) } }
         #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
+    }
+
+    @Test("git's automatic gc after a fetch is not detached: it runs in the call under the mirror's lock, and a gc that fails leaves no gc.log and fails no call")
+    func automaticGCIsNotDetached() async throws {
+        let setup = try HousekeepingSetup()
+        defer { setup.remove() }
+        // gc's last step, writing the commit-graph, fails on a lock it finds taken: a detached gc writes that to gc.log.
+        #expect(FileManager.default.createFile(atPath: setup.mirror + "/objects/info/commit-graph.lock", contents: nil))
+        let head = try setup.upstream.commit("two")
+        let lines = Recorder<String>()
+        let git = setup.source(logger: Logger(label: "git") { _ in LineRecorder(lines: lines, logLevel: .debug) })
+
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", head))
+        // A detached gc works on in the mirror after the call; once nothing does, whatever ran there has finished.
+        #expect(await eventually { processes(workingIn: setup.mirror).isEmpty })
+        #expect(!FileManager.default.fileExists(atPath: setup.mirror + "/gc.log"), "gc ran detached, outside the call's lock and timeout")
+        #expect(setup.gcRuns == ["locked"])
+        #expect(lines.values.contains { $0.hasPrefix("git housekeeping failed") }, "\(lines.values)")
+    }
+
+    @Test("housekeeping after a fetch repacks a mirror that needs it before the call returns, at most once per mirror per interval")
+    func housekeepingRepacksAtABoundedRate() throws {
+        let setup = try HousekeepingSetup()
+        defer { setup.remove() }
+        let git = setup.source(logger: silentLogger)
+
+        let second = try setup.upstream.commit("two")
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", second))
+        #expect(try setup.packs() == 1, "the two packs were not repacked into one")
+        #expect(setup.gcRuns == ["locked"])
+
+        // Another fetch soon after leaves the repacking to a later one.
+        let third = try setup.upstream.commit("three")
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", third))
+        #expect(try setup.packs() == 2)
+        #expect(setup.gcRuns == ["locked"])
     }
 
     @Test("two instances reaching one cache directory by different paths, as replicas sharing a volume do, never fetch into a mirror at once")
@@ -773,8 +872,9 @@ struct GitSourceControlRemoteTests {
         // the timeout kills it: what a crash or a timeout in the middle of `git init` leaves behind.
         let git = try WrappedGit(prelude: """
             marker="$(dirname "$0")/interrupted"
-            if [ "$1" = init ] && [ ! -e "$marker" ]; then
-                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$5/objects"; exec sleep 30
+            # GitRunner runs `git -c <option> -c <option> init --bare --quiet -- <mirror>`.
+            if [ "$5" = init ] && [ ! -e "$marker" ]; then
+                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$9/objects"; exec sleep 30
             fi
             """)
         defer { git.remove() }

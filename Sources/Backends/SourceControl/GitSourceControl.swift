@@ -328,7 +328,7 @@ public final class GitSourceControl: SourceControl {
     private func fetch(
         url: String, credentials: [String: String], into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
     ) throws(BackendError) {
-        try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
+        try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { gate throws(BackendError) in
             removeStaleLocks(in: mirror)
             let fetch = { () throws(BackendError) -> GitOutput in
                 try self.runner.run(in: mirror, [
@@ -344,7 +344,42 @@ public final class GitSourceControl: SourceControl {
                 if Self.isMissingOnRemote(result.stderr) { throw .notFound }
                 throw failure("fetch", result)
             }
+            housekeepIfDue(in: mirror, gate: gate)
         }
+    }
+
+    /// The least time between two housekeeping runs of one mirror in this process.
+    static let housekeepingInterval = Duration.seconds(600)
+
+    /// Runs `git gc --auto` on `mirror`, which `gate` holds, unless it ran in this process less than
+    /// `housekeepingInterval` ago; its outcome is logged, never thrown: the fetch it follows has succeeded.
+    private func housekeepIfDue(in mirror: String, gate: MirrorGate) {
+        // The fetches' own automatic gc is off (GitRunner.maintenanceOptions), as a detached one escapes the timeout,
+        // the group kill and the lock; this one runs in the foreground under all three. gc --auto does nothing until
+        // loose objects or packs pass its thresholds (git-gc(1)), and the interval bounds even that check.
+        let started = ContinuousClock.now
+        if let last = gate.lastHousekeeping, started - last < Self.housekeepingInterval { return }
+        gate.lastHousekeeping = started
+        let result: GitOutput
+        do {
+            result = try runner.run(in: mirror, ["gc", "--auto", "--quiet"])
+        } catch {
+            logger.warning("git housekeeping failed", metadata: ["git.command": "gc", "git.error": "\(error)"])
+            return
+        }
+        let elapsed = (ContinuousClock.now - started).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        guard result.status == 0 else {
+            // gc talks to no remote, so its errors name the mirror's files, never a URL's credentials.
+            let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("fatal: ") || $0.hasPrefix("error: ") }
+            logger.warning(
+                "git housekeeping failed",
+                metadata: [
+                    "git.command": "gc", "git.status": "\(result.status)", "git.error": "\(line.map { String($0.prefix(300)) } ?? "")",
+                ])
+            return
+        }
+        logger.debug("git housekeeping done", metadata: ["git.command": "gc", "git.duration_seconds": "\(seconds)"])
     }
 
     /// Deletes the mirror's refs that keep `fullRef` from being written, and says whether there were any: a ref named
@@ -623,20 +658,22 @@ public final class GitSourceControl: SourceControl {
     /// has succeeded meanwhile: callers queued behind one fetch share the next instead of taking turns.
     private static func fetchingOnce(
         _ fullRef: String, into mirror: String, since arrived: ContinuousClock.Instant, until deadline: ContinuousClock.Instant,
-        _ fetch: () throws(BackendError) -> Void
+        _ fetch: (MirrorGate) throws(BackendError) -> Void
     ) throws(BackendError) {
         try exclusively(on: mirror, until: deadline) { gate throws(BackendError) in
             if let started = gate.lastFetchStarted[fullRef], started >= arrived { return }
             let started = ContinuousClock.now
-            try fetch()
+            try fetch(gate)
             gate.lastFetchStarted[fullRef] = started
         }
     }
 }
 
-/// Serialises the git commands that write one mirror and remembers when each ref's last successful fetch began.
-// @unchecked Sendable: `lastFetchStarted` is only read or written while `lock` is held.
+/// Serialises the git commands that write one mirror and remembers when each ref's last successful fetch began, and
+/// when its last housekeeping did.
+// @unchecked Sendable: `lastFetchStarted` and `lastHousekeeping` are only read or written while `lock` is held.
 private final class MirrorGate: @unchecked Sendable {
     let lock = NSLock()
     var lastFetchStarted: [String: ContinuousClock.Instant] = [:]
+    var lastHousekeeping: ContinuousClock.Instant?
 }
