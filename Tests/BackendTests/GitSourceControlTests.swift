@@ -711,6 +711,49 @@ struct GitSourceControlRemoteTests {
         #expect(setup.gcRuns == ["locked"])
     }
 
+    @Test("what a remote prints, which git relays as `remote:` lines, does not steer how a failed fetch is classified", arguments: [
+        "couldn't find remote ref refs/heads/main", "fatal: repository 'x' not found",
+        "fatal: 'x' does not appear to be a git repository", "fatal: not a git repository",
+        "fatal: detected dubious ownership in repository at 'x'", "fatal: transport 'ext' not allowed",
+    ])
+    func remoteMessagesDoNotSteerClassification(_ phrase: String) throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // upload-pack runs this instead of pack-objects (uploadpack.packObjectsHook, honoured from the global
+        // configuration only): it prints `phrase`, which git relays over the side band, and fails. Protocol v0 relays
+        // it even to a quiet fetch.
+        let git = try WrappedGit(prelude: #"GIT_CONFIG_GLOBAL="$(dirname "$0")/config"; export GIT_CONFIG_GLOBAL"#)
+        defer { git.remove() }
+        try Data(phrase.utf8).write(to: URL(fileURLWithPath: git.directory + "/phrase"))
+        try WrappedGit.install(
+            "#!/bin/sh\ncat '\(git.directory)/phrase' >&2\necho >&2\nexit 1\n", at: git.directory + "/pack-objects", in: git.directory)
+        try Data("[uploadpack]\n\tpackObjectsHook = \(git.directory)/pack-objects\n[protocol]\n\tversion = 0\n".utf8)
+            .write(to: URL(fileURLWithPath: git.directory + "/config"))
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+    }
+
+    @Test("a missing ref or repository is told by git's own message, not by a remote's words in it (`fatal: remote error:`)")
+    func missingOnRemoteReadsGitsOwnMessages() {
+        #expect(GitSourceControl.isMissingOnRemote("fatal: couldn't find remote ref refs/heads/nope\n"))
+        #expect(GitSourceControl.isMissingOnRemote(
+            "fatal: '/srv/x' does not appear to be a git repository\nfatal: Could not read from remote repository.\n"))
+        #expect(GitSourceControl.isMissingOnRemote("fatal: repository 'https://git.example.com/x/' not found\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("fatal: remote error: couldn't find remote ref refs/heads/main\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("fatal: remote error: repository 'x' not found\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("remote: fatal: couldn't find remote ref refs/heads/main\rfatal: early EOF\n"))
+    }
+
     @Test("two instances reaching one cache directory by different paths, as replicas sharing a volume do, never fetch into a mirror at once")
     func replicasSharingACacheSerialiseFetches() async throws {
         let upstream = try ScratchRepository()

@@ -411,12 +411,28 @@ public final class GitSourceControl: SourceControl {
     }
 
     /// Whether a failed fetch's stderr says the remote has no such ref or no such repository, which no retry mends.
-    private static func isMissingOnRemote(_ stderr: String) -> Bool {
-        // git's own messages (LC_ALL=C): fetch-pack's for a ref the remote does not advertise; upload-pack's
-        // enter_repo failure, relayed over file:// and ssh; remote-curl's for an HTTP 404 (http.c's HTTP_MISSING_TARGET).
-        // A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays retryable.
-        stderr.contains("couldn't find remote ref") || stderr.contains("does not appear to be a git repository")
-            || (stderr.contains("fatal: repository '") && stderr.contains("' not found"))
+    static func isMissingOnRemote(_ stderr: String) -> Bool {
+        // git's own messages (LC_ALL=C): fetch's for a ref the remote does not advertise; upload-pack's enter_repo
+        // failure, whose stderr is git's own over file:// and ssh; remote-curl's for an HTTP 404 (http.c's
+        // HTTP_MISSING_TARGET). A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays
+        // retryable.
+        gitLines(stderr).contains { line in
+            line.hasPrefix("fatal: couldn't find remote ref ")
+                || (line.hasPrefix("fatal: '") && line.hasSuffix("' does not appear to be a git repository"))
+                || (line.hasPrefix("fatal: repository '") && line.hasSuffix("' not found"))
+        }
+    }
+
+    /// The lines of `stderr` that are git's own words, which classifying a failure reads: not the ones whose words a
+    /// remote chooses.
+    static func gitLines(_ stderr: String) -> [Substring] {
+        // git relays what a remote sends on the side band as lines it starts with "remote: " (sideband.c's
+        // DISPLAY_PREFIX), ending a line at '\r' as at '\n'; a remote's ERR packet becomes "fatal: remote error: <its
+        // text>" (connect.c). A remote, hostile or not, could otherwise print "couldn't find remote ref" and turn a
+        // retryable failure into a missing ref.
+        stderr.split(whereSeparator: \.isNewline).filter { line in
+            !line.hasPrefix("remote:") && !line.hasPrefix("fatal: remote error:")
+        }
     }
 
     /// Removes the `*.lock` files of `mirror` (at its top and under `refs/`) older than any git this service runs can
@@ -450,11 +466,12 @@ public final class GitSourceControl: SourceControl {
     /// `notFound` when the directory is not a repository, else `unavailable`; logs the exit status only
     /// (never stderr, which may echo a URL with credentials).
     private func failure(_ command: String, _ result: GitOutput) -> BackendError {
+        let lines = Self.gitLines(result.stderr)
         // LC_ALL=C keeps this message in English; git has no distinct exit status for it.
-        if result.stderr.contains("not a git repository") { return .notFound }
+        if lines.contains(where: { $0.hasPrefix("fatal: not a git repository") }) { return .notFound }
         // git 2.35.2 and later refuse a repository another user owns (safe.directory, git-config(1)); that holds until
         // an operator acts, so retrying cannot help.
-        if result.stderr.contains("detected dubious ownership") {
+        if lines.contains(where: { $0.hasPrefix("fatal: detected dubious ownership") }) {
             logger.error("git refuses the repository: another user owns it", metadata: ["git.command": "\(command)"])
             return .unavailable(
                 retryable: false,
@@ -462,7 +479,7 @@ public final class GitSourceControl: SourceControl {
         }
         // A url.<base>.insteadOf in git's configuration can rewrite an accepted URL to a transport git may not use;
         // that holds until an operator changes the configuration.
-        if result.stderr.contains("fatal: transport '") && result.stderr.contains("' not allowed") {
+        if lines.contains(where: { $0.hasPrefix("fatal: transport '") && $0.hasSuffix("' not allowed") }) {
             logger.error("git refuses the repository's transport", metadata: ["git.command": "\(command)"])
             return .unavailable(
                 retryable: false,
