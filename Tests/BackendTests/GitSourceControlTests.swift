@@ -123,9 +123,10 @@ private struct HousekeepingSetup {
             at: mirror + "/hooks/pre-auto-gc", in: scratch)
     }
 
-    /// A source reading the mirror through `alias`.
-    func source(logger: Logger) -> GitSourceControl {
-        GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: alias, logger: logger)
+    /// A source reading the mirror through `alias`, whose housekeeping runs `runs` records (true: succeeded).
+    func source(logger: Logger, runs: Recorder<Bool>) -> GitSourceControl {
+        GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: alias, logger: logger, onHousekeeping: { runs.append($0) })
     }
 
     /// One line per gc run so far: whether the mirror's lock was held (`locked`) or not.
@@ -683,7 +684,8 @@ struct GitSourceControlRemoteTests {
         #expect(FileManager.default.createFile(atPath: setup.mirror + "/objects/info/commit-graph.lock", contents: nil))
         let head = try setup.upstream.commit("two")
         let lines = Recorder<String>()
-        let git = setup.source(logger: Logger(label: "git") { _ in LineRecorder(lines: lines, logLevel: .debug) })
+        let runs = Recorder<Bool>()
+        let git = setup.source(logger: Logger(label: "git") { _ in LineRecorder(lines: lines, logLevel: .debug) }, runs: runs)
 
         #expect(try git.latest() == uri(setup.upstream.fileURL, "main", head))
         // A detached gc works on in the mirror after the call; once nothing does, whatever ran there has finished.
@@ -691,24 +693,28 @@ struct GitSourceControlRemoteTests {
         #expect(!FileManager.default.fileExists(atPath: setup.mirror + "/gc.log"), "gc ran detached, outside the call's lock and timeout")
         #expect(setup.gcRuns == ["locked"])
         #expect(lines.values.contains { $0.hasPrefix("git housekeeping failed") }, "\(lines.values)")
+        #expect(runs.values == [false])
     }
 
     @Test("housekeeping after a fetch repacks a mirror that needs it before the call returns, at most once per mirror per interval")
     func housekeepingRepacksAtABoundedRate() throws {
         let setup = try HousekeepingSetup()
         defer { setup.remove() }
-        let git = setup.source(logger: silentLogger)
+        let runs = Recorder<Bool>()
+        let git = setup.source(logger: silentLogger, runs: runs)
 
         let second = try setup.upstream.commit("two")
         #expect(try git.latest() == uri(setup.upstream.fileURL, "main", second))
         #expect(try setup.packs() == 1, "the two packs were not repacked into one")
         #expect(setup.gcRuns == ["locked"])
+        #expect(runs.values == [true])
 
         // Another fetch soon after leaves the repacking to a later one.
         let third = try setup.upstream.commit("three")
         #expect(try git.latest() == uri(setup.upstream.fileURL, "main", third))
         #expect(try setup.packs() == 2)
         #expect(setup.gcRuns == ["locked"])
+        #expect(runs.values == [true])
     }
 
     @Test("what a remote prints, which git relays as `remote:` lines, does not steer how a failed fetch is classified", arguments: [

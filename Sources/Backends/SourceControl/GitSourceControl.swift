@@ -20,6 +20,7 @@ public final class GitSourceControl: SourceControl {
     private let uriPrefix: String
     private let runner: GitRunner
     private let logger: Logger
+    private let onHousekeeping: @Sendable (_ succeeded: Bool) -> Void
 
     private enum Location {
         case local(path: String)
@@ -32,15 +33,18 @@ public final class GitSourceControl: SourceControl {
     /// The longest page `history` returns.
     public static let maxPageSize = 1000
 
-    /// Reads `ref` of `repository` (a local path or URL), mirroring remotes under `cacheDirectory`.
+    /// Reads `ref` of `repository` (a local path or URL), mirroring remotes under `cacheDirectory`; `onHousekeeping`
+    /// hears whether each housekeeping run of a mirror succeeded.
     /// An invalid ref or repository makes every call `notFound` without running git.
     public init(
         repository: String, ref: String, cacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors",
-        timeout: Duration = .seconds(10), gitExecutable: String? = nil, logger: Logger
+        timeout: Duration = .seconds(10), gitExecutable: String? = nil, logger: Logger,
+        onHousekeeping: @escaping @Sendable (_ succeeded: Bool) -> Void = { _ in }
     ) {
         self.repository = repository
         self.ref = ref
         self.logger = logger
+        self.onHousekeeping = onHousekeeping
         runner = GitRunner(executable: gitExecutable, timeout: timeout)
         fullRef = Self.isValidRef(ref) ? (ref.hasPrefix("refs/") ? ref : "refs/heads/\(ref)") : nil
         uriPrefix = Self.uriPrefix(repository: repository, ref: ref)
@@ -365,6 +369,7 @@ public final class GitSourceControl: SourceControl {
             result = try runner.run(in: mirror, ["gc", "--auto", "--quiet"])
         } catch {
             logger.warning("git housekeeping failed", metadata: ["git.command": "gc", "git.error": "\(error)"])
+            onHousekeeping(false)
             return
         }
         let elapsed = (ContinuousClock.now - started).components
@@ -377,9 +382,11 @@ public final class GitSourceControl: SourceControl {
                 metadata: [
                     "git.command": "gc", "git.status": "\(result.status)", "git.error": "\(line.map { String($0.prefix(300)) } ?? "")",
                 ])
+            onHousekeeping(false)
             return
         }
         logger.debug("git housekeeping done", metadata: ["git.command": "gc", "git.duration_seconds": "\(seconds)"])
+        onHousekeeping(true)
     }
 
     /// Deletes the mirror's refs that keep `fullRef` from being written, and says whether there were any: a ref named
