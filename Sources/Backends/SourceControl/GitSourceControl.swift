@@ -372,8 +372,6 @@ public final class GitSourceControl: SourceControl {
             onHousekeeping(false)
             return
         }
-        let elapsed = (ContinuousClock.now - started).components
-        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         guard result.status == 0 else {
             // gc talks to no remote, so its errors name the mirror's files, never a URL's credentials.
             let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("fatal: ") || $0.hasPrefix("error: ") }
@@ -385,6 +383,8 @@ public final class GitSourceControl: SourceControl {
             onHousekeeping(false)
             return
         }
+        let elapsed = (ContinuousClock.now - started).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         logger.debug("git housekeeping done", metadata: ["git.command": "gc", "git.duration_seconds": "\(seconds)"])
         onHousekeeping(true)
     }
