@@ -62,8 +62,10 @@ final class Application: Sendable {
 
         var sources: [QueueName: SourceConfig] = [:]
         for entry in configuration.queues.entries { sources[entry.name] = entry.source }
+        let housekeeping = GitHousekeepingMetrics()
         let registry = SourceControlRegistry(
-            sources, gitCacheDirectory: configuration.gitCacheDirectory, gitTimeout: configuration.gitTimeout, logger: logger)
+            sources, gitCacheDirectory: configuration.gitCacheDirectory, gitTimeout: configuration.gitTimeout, logger: logger,
+            onGitHousekeeping: { housekeeping.record(succeeded: $0) })
         let live = SwappableReference(
             LiveConfiguration(queues: configuration.queues, registry: registry, secrets: configuration.ingestSecrets))
         reloader = ConfigurationReloader(live: live)

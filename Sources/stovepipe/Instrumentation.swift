@@ -182,3 +182,15 @@ struct ReloadMetrics: Sendable {
         counters["\(file.rawValue) \(ok ? "ok" : "failed")"]?.increment()
     }
 }
+
+/// Housekeeping runs of git mirrors (`git gc --auto` after a fetch) by result, as `stovepipe_git_housekeeping_total`.
+struct GitHousekeepingMetrics: Sendable {
+    // Both results from the start, at 0, as for the reloads.
+    private let ok = Metrics.Counter(label: "stovepipe_git_housekeeping_total", dimensions: [("result", "ok")])
+    private let failed = Metrics.Counter(label: "stovepipe_git_housekeeping_total", dimensions: [("result", "failed")])
+
+    /// Counts one run.
+    func record(succeeded: Bool) {
+        (succeeded ? ok : failed).increment()
+    }
+}

@@ -43,6 +43,8 @@ enum MetricHelp {
         "stovepipe_topic_dead_letters": "MySQL topic state: dead letters, by topic.",
         "stovepipe_topic_oldest_pending_age_seconds": "MySQL topic state: age of the oldest pending message, by topic.",
         "stovepipe_topic_leases": "MySQL topic state: partitions this replica leases, by topic.",
+        "stovepipe_git_housekeeping_total":
+            "Housekeeping runs of git mirrors (git gc --auto after a fetch), by result (failed: git failed or timed out).",
         "stovepipe_config_reloads_total":
             "Reloads on SIGHUP, by file (queues, ingest_secret, tls) and result (ok, failed: the configuration in force is kept).",
     ]

@@ -1,6 +1,7 @@
 @testable import Backends
 import Domain
 import Foundation
+import Logging
 import Synchronization
 import TestSupport
 import Testing
@@ -43,8 +44,8 @@ private struct FetchCountingGit {
         directory = try makeScratchDirectory("counting-git")
         let script = """
             #!/bin/sh
-            # GitRunner runs `git -C <directory> <command> ...`.
-            if [ "$3" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
+            # GitRunner runs `git -c <option> -c <option> -C <directory> <command> ...`.
+            if [ "$7" = fetch ]; then echo fetch >> '\(directory)/fetches'; \(onFetch); fi
             exec '\(realGit)' "$@"
 
             """
@@ -90,6 +91,69 @@ private func isRunning(_ pid: Int32) -> Bool {
         let close = stat.lastIndex(of: ")")
     else { return false }
     return !stat[stat.index(after: close)...].hasPrefix(" Z")
+}
+
+/// A remote mirrored once, whose mirror keeps every fetch's pack and finds two packs too many, so that the next fetch
+/// makes `gc --auto` repack; its `pre-auto-gc` hook records whether the mirror's lock is held whenever gc runs.
+private struct HousekeepingSetup {
+    let upstream: ScratchRepository
+    let cache: String
+    /// A second path to the cache directory, as another replica has: an instance using it keeps its own schedule.
+    let alias: String
+    let mirror: String
+    let scratch: String
+
+    init() throws {
+        upstream = try ScratchRepository()
+        cache = try makeScratchDirectory("cache")
+        alias = cache + "-alias"
+        scratch = try makeScratchDirectory("gc-hook")
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: cache)
+        try upstream.commit("one")
+        _ = try GitSourceControl(repository: upstream.fileURL, ref: "main", cacheDirectory: cache, logger: silentLogger).latest()
+        let name = try #require(FileManager.default.contentsOfDirectory(atPath: cache).first { $0.hasSuffix(".git") })
+        mirror = cache + "/" + name
+        for (key, value) in [("gc.auto", "1"), ("gc.autoPackLimit", "1"), ("transfer.unpackLimit", "1")] {
+            try runGit(["-C", mirror, "config", key, value])
+        }
+        try runGit(["-C", mirror, "repack", "-d", "-q"])
+        try FileManager.default.createDirectory(atPath: mirror + "/objects/info", withIntermediateDirectories: true)
+        try WrappedGit.install(
+            "#!/bin/sh\nif flock -n '\(mirror).lock' true; then echo unlocked; else echo locked; fi >> '\(scratch)/runs'\n",
+            at: mirror + "/hooks/pre-auto-gc", in: scratch)
+    }
+
+    /// A source reading the mirror through `alias`, whose housekeeping runs `runs` records (true: succeeded).
+    func source(logger: Logger, runs: Recorder<Bool>) -> GitSourceControl {
+        GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: alias, logger: logger, onHousekeeping: { runs.append($0) })
+    }
+
+    /// One line per gc run so far: whether the mirror's lock was held (`locked`) or not.
+    var gcRuns: [String] {
+        ((try? String(contentsOfFile: scratch + "/runs", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// The mirror's pack files.
+    func packs() throws -> Int {
+        try FileManager.default.contentsOfDirectory(atPath: mirror + "/objects/pack").filter { $0.hasSuffix(".pack") }.count
+    }
+
+    func remove() {
+        upstream.remove()
+        for path in [alias, cache, scratch] { try? FileManager.default.removeItem(atPath: path) }
+    }
+}
+
+/// The processes (pids) whose working directory is `directory`.
+private func processes(workingIn directory: String) -> [String] {
+    guard let resolved = realpath(directory, nil) else { return [] }
+    let target = String(cString: resolved)
+    free(resolved)
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.filter { Int32($0) != nil }.filter { pid in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) == target
+    }
 }
 
 @Suite("GitSourceControl on a local repository")
@@ -504,7 +568,7 @@ struct GitSourceControlRemoteTests {
     ])
     func scpLikeAddressesAreRemote(_ address: String, _ remote: Bool) throws {
         // Fetches fail at once: no ssh connection is tried, only the address git was given is recorded.
-        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "$8" >> "$(dirname "$0")/urls"; exit 128"#)
+        let git = try FetchCountingGit(onFetch: #"printf '%s\n' "${12}" >> "$(dirname "$0")/urls"; exit 128"#)
         defer { git.remove() }
         let cache = try makeScratchDirectory("cache")
         defer { try? FileManager.default.removeItem(atPath: cache) }
@@ -610,6 +674,90 @@ struct GitSourceControlRemoteTests {
         let pid = try #require(Int32(text))
         defer { if isRunning(pid) { kill(pid, SIGKILL) } }
         #expect(await eventually(timeout: .seconds(5)) { !isRunning(pid) }, "ssh outlived the timed-out fetch")
+    }
+
+    @Test("git's automatic gc after a fetch is not detached: it runs in the call under the mirror's lock, and a gc that fails leaves no gc.log and fails no call")
+    func automaticGCIsNotDetached() async throws {
+        let setup = try HousekeepingSetup()
+        defer { setup.remove() }
+        // gc's last step, writing the commit-graph, fails on a lock it finds taken: a detached gc writes that to gc.log.
+        #expect(FileManager.default.createFile(atPath: setup.mirror + "/objects/info/commit-graph.lock", contents: nil))
+        let head = try setup.upstream.commit("two")
+        let lines = Recorder<String>()
+        let runs = Recorder<Bool>()
+        let git = setup.source(logger: Logger(label: "git") { _ in LineRecorder(lines: lines, logLevel: .debug) }, runs: runs)
+
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", head))
+        // A detached gc works on in the mirror after the call; once nothing does, whatever ran there has finished.
+        #expect(await eventually { processes(workingIn: setup.mirror).isEmpty })
+        #expect(!FileManager.default.fileExists(atPath: setup.mirror + "/gc.log"), "gc ran detached, outside the call's lock and timeout")
+        #expect(setup.gcRuns == ["locked"])
+        #expect(lines.values.contains { $0.hasPrefix("git housekeeping failed") }, "\(lines.values)")
+        #expect(runs.values == [false])
+    }
+
+    @Test("housekeeping after a fetch repacks a mirror that needs it before the call returns, at most once per mirror per interval")
+    func housekeepingRepacksAtABoundedRate() throws {
+        let setup = try HousekeepingSetup()
+        defer { setup.remove() }
+        let runs = Recorder<Bool>()
+        let git = setup.source(logger: silentLogger, runs: runs)
+
+        let second = try setup.upstream.commit("two")
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", second))
+        #expect(try setup.packs() == 1, "the two packs were not repacked into one")
+        #expect(setup.gcRuns == ["locked"])
+        #expect(runs.values == [true])
+
+        // Another fetch soon after leaves the repacking to a later one.
+        let third = try setup.upstream.commit("three")
+        #expect(try git.latest() == uri(setup.upstream.fileURL, "main", third))
+        #expect(try setup.packs() == 2)
+        #expect(setup.gcRuns == ["locked"])
+        #expect(runs.values == [true])
+    }
+
+    @Test("what a remote prints, which git relays as `remote:` lines, does not steer how a failed fetch is classified", arguments: [
+        "couldn't find remote ref refs/heads/main", "fatal: repository 'x' not found",
+        "fatal: 'x' does not appear to be a git repository", "fatal: not a git repository",
+        "fatal: detected dubious ownership in repository at 'x'", "fatal: transport 'ext' not allowed",
+    ])
+    func remoteMessagesDoNotSteerClassification(_ phrase: String) throws {
+        let upstream = try ScratchRepository()
+        defer { upstream.remove() }
+        try upstream.commit("one")
+        let cache = try makeScratchDirectory("cache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // upload-pack runs this instead of pack-objects (uploadpack.packObjectsHook, honoured from the global
+        // configuration only): it prints `phrase`, which git relays over the side band, and fails. Protocol v0 relays
+        // it even to a quiet fetch.
+        let git = try WrappedGit(prelude: #"GIT_CONFIG_GLOBAL="$(dirname "$0")/config"; export GIT_CONFIG_GLOBAL"#)
+        defer { git.remove() }
+        try Data(phrase.utf8).write(to: URL(fileURLWithPath: git.directory + "/phrase"))
+        try WrappedGit.install(
+            "#!/bin/sh\ncat '\(git.directory)/phrase' >&2\necho >&2\nexit 1\n", at: git.directory + "/pack-objects", in: git.directory)
+        try Data("[uploadpack]\n\tpackObjectsHook = \(git.directory)/pack-objects\n[protocol]\n\tversion = 0\n".utf8)
+            .write(to: URL(fileURLWithPath: git.directory + "/config"))
+        let source = GitSourceControl(
+            repository: upstream.fileURL, ref: "main", cacheDirectory: cache, gitExecutable: git.executable, logger: silentLogger)
+
+        #expect {
+            try source.latest()
+        } throws: { error in
+            guard case .unavailable(let retryable, _) = error as? BackendError else { return false }
+            return retryable
+        }
+    }
+
+    @Test("a missing ref or repository is told by git's own message, not by a remote's words in it (`fatal: remote error:`)")
+    func missingOnRemoteReadsGitsOwnMessages() {
+        #expect(GitSourceControl.isMissingOnRemote("fatal: couldn't find remote ref refs/heads/nope\n"))
+        #expect(GitSourceControl.isMissingOnRemote(
+            "fatal: '/srv/x' does not appear to be a git repository\nfatal: Could not read from remote repository.\n"))
+        #expect(GitSourceControl.isMissingOnRemote("fatal: repository 'https://git.example.com/x/' not found\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("fatal: remote error: couldn't find remote ref refs/heads/main\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("fatal: remote error: repository 'x' not found\n"))
+        #expect(!GitSourceControl.isMissingOnRemote("remote: fatal: couldn't find remote ref refs/heads/main\rfatal: early EOF\n"))
     }
 
     @Test("two instances reaching one cache directory by different paths, as replicas sharing a volume do, never fetch into a mirror at once")
@@ -773,8 +921,9 @@ struct GitSourceControlRemoteTests {
         // the timeout kills it: what a crash or a timeout in the middle of `git init` leaves behind.
         let git = try WrappedGit(prelude: """
             marker="$(dirname "$0")/interrupted"
-            if [ "$1" = init ] && [ ! -e "$marker" ]; then
-                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$5/objects"; exec sleep 30
+            # GitRunner runs `git -c <option> -c <option> init --bare --quiet -- <mirror>`.
+            if [ "$5" = init ] && [ ! -e "$marker" ]; then
+                touch "$marker"; "$(dirname "$0")/git" "$@" && rm -rf "$9/objects"; exec sleep 30
             fi
             """)
         defer { git.remove() }

@@ -72,7 +72,7 @@ struct GitRunner: Sendable {
         // A configured path must itself be a repository, not a directory inside one.
         if let ceiling { environment["GIT_CEILING_DIRECTORIES"] = ceiling }
         let pid = try spawn(
-            arguments: [executable.path] + arguments,
+            arguments: [executable.path] + Self.maintenanceOptions(for: arguments) + arguments,
             environment: environment.map { "\($0.key)=\($0.value)" },
             stdout: outChannel[1],
             stderr: errChannel[1]
@@ -125,6 +125,15 @@ struct GitRunner: Sendable {
             kill(-exit.pid, SIGKILL)
             _ = output.pump(until: exit, deadline: .now + .seconds(5))
         }
+    }
+
+    /// Options that keep every git this runner starts in the foreground, where the timeout, the process-group kill and
+    /// the caller's mirror lock reach it: a fetch starts no automatic gc or maintenance (git-gc(1) `gc.auto`,
+    /// git-maintenance(1) `maintenance.auto`), and a `gc` does not detach (`gc.autoDetach`, whose default daemonizes
+    /// `gc --auto` in a new session); GitSourceControl runs `gc --auto` itself after a fetch.
+    static func maintenanceOptions(for arguments: [String]) -> [String] {
+        if arguments.first(where: isSubcommand) == "gc" { return ["-c", "gc.autoDetach=false", "-c", "maintenance.auto=false"] }
+        return ["-c", "gc.auto=0", "-c", "maintenance.auto=false"]
     }
 
     /// The transports git may use (GIT_ALLOW_PROTOCOL, git(1)); GitSourceControl refuses repositories needing another.
@@ -230,7 +239,7 @@ struct GitRunner: Sendable {
     }
 
     private static func isSubcommand(_ argument: String) -> Bool {
-        ["rev-parse", "merge-base", "rev-list", "fetch", "init"].contains(argument)
+        ["rev-parse", "merge-base", "rev-list", "fetch", "init", "gc"].contains(argument)
     }
 
     private static func resolveGit() -> String {

@@ -20,6 +20,7 @@ public final class GitSourceControl: SourceControl {
     private let uriPrefix: String
     private let runner: GitRunner
     private let logger: Logger
+    private let onHousekeeping: @Sendable (_ succeeded: Bool) -> Void
 
     private enum Location {
         case local(path: String)
@@ -32,15 +33,18 @@ public final class GitSourceControl: SourceControl {
     /// The longest page `history` returns.
     public static let maxPageSize = 1000
 
-    /// Reads `ref` of `repository` (a local path or URL), mirroring remotes under `cacheDirectory`.
+    /// Reads `ref` of `repository` (a local path or URL), mirroring remotes under `cacheDirectory`; `onHousekeeping`
+    /// hears whether each housekeeping run of a mirror succeeded.
     /// An invalid ref or repository makes every call `notFound` without running git.
     public init(
         repository: String, ref: String, cacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors",
-        timeout: Duration = .seconds(10), gitExecutable: String? = nil, logger: Logger
+        timeout: Duration = .seconds(10), gitExecutable: String? = nil, logger: Logger,
+        onHousekeeping: @escaping @Sendable (_ succeeded: Bool) -> Void = { _ in }
     ) {
         self.repository = repository
         self.ref = ref
         self.logger = logger
+        self.onHousekeeping = onHousekeeping
         runner = GitRunner(executable: gitExecutable, timeout: timeout)
         fullRef = Self.isValidRef(ref) ? (ref.hasPrefix("refs/") ? ref : "refs/heads/\(ref)") : nil
         uriPrefix = Self.uriPrefix(repository: repository, ref: ref)
@@ -328,7 +332,7 @@ public final class GitSourceControl: SourceControl {
     private func fetch(
         url: String, credentials: [String: String], into mirror: String, fullRef: String, askedAt asked: ContinuousClock.Instant
     ) throws(BackendError) {
-        try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { () throws(BackendError) in
+        try Self.fetchingOnce(fullRef, into: mirror, since: asked, until: asked + runner.timeout) { gate throws(BackendError) in
             removeStaleLocks(in: mirror)
             let fetch = { () throws(BackendError) -> GitOutput in
                 try self.runner.run(in: mirror, [
@@ -344,7 +348,45 @@ public final class GitSourceControl: SourceControl {
                 if Self.isMissingOnRemote(result.stderr) { throw .notFound }
                 throw failure("fetch", result)
             }
+            housekeepIfDue(in: mirror, gate: gate)
         }
+    }
+
+    /// The least time between two housekeeping runs of one mirror in this process.
+    static let housekeepingInterval = Duration.seconds(600)
+
+    /// Runs `git gc --auto` on `mirror`, which `gate` holds, unless it ran in this process less than
+    /// `housekeepingInterval` ago; its outcome is logged, never thrown: the fetch it follows has succeeded.
+    private func housekeepIfDue(in mirror: String, gate: MirrorGate) {
+        // The fetches' own automatic gc is off (GitRunner.maintenanceOptions), as a detached one escapes the timeout,
+        // the group kill and the lock; this one runs in the foreground under all three. gc --auto does nothing until
+        // loose objects or packs pass its thresholds (git-gc(1)), and the interval bounds even that check.
+        let started = ContinuousClock.now
+        if let last = gate.lastHousekeeping, started - last < Self.housekeepingInterval { return }
+        gate.lastHousekeeping = started
+        let result: GitOutput
+        do {
+            result = try runner.run(in: mirror, ["gc", "--auto", "--quiet"])
+        } catch {
+            logger.warning("git housekeeping failed", metadata: ["git.command": "gc", "git.error": "\(error)"])
+            onHousekeeping(false)
+            return
+        }
+        guard result.status == 0 else {
+            // gc talks to no remote, so its errors name the mirror's files, never a URL's credentials.
+            let line = result.stderr.split(separator: "\n").first { $0.hasPrefix("fatal: ") || $0.hasPrefix("error: ") }
+            logger.warning(
+                "git housekeeping failed",
+                metadata: [
+                    "git.command": "gc", "git.status": "\(result.status)", "git.error": "\(line.map { String($0.prefix(300)) } ?? "")",
+                ])
+            onHousekeeping(false)
+            return
+        }
+        let elapsed = (ContinuousClock.now - started).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        logger.debug("git housekeeping done", metadata: ["git.command": "gc", "git.duration_seconds": "\(seconds)"])
+        onHousekeeping(true)
     }
 
     /// Deletes the mirror's refs that keep `fullRef` from being written, and says whether there were any: a ref named
@@ -376,12 +418,28 @@ public final class GitSourceControl: SourceControl {
     }
 
     /// Whether a failed fetch's stderr says the remote has no such ref or no such repository, which no retry mends.
-    private static func isMissingOnRemote(_ stderr: String) -> Bool {
-        // git's own messages (LC_ALL=C): fetch-pack's for a ref the remote does not advertise; upload-pack's
-        // enter_repo failure, relayed over file:// and ssh; remote-curl's for an HTTP 404 (http.c's HTTP_MISSING_TARGET).
-        // A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays retryable.
-        stderr.contains("couldn't find remote ref") || stderr.contains("does not appear to be a git repository")
-            || (stderr.contains("fatal: repository '") && stderr.contains("' not found"))
+    static func isMissingOnRemote(_ stderr: String) -> Bool {
+        // git's own messages (LC_ALL=C): fetch's for a ref the remote does not advertise; upload-pack's enter_repo
+        // failure, whose stderr is git's own over file:// and ssh; remote-curl's for an HTTP 404 (http.c's
+        // HTTP_MISSING_TARGET). A refused connection, DNS or TLS failure, or an HTTP 5xx prints none of them and stays
+        // retryable.
+        gitLines(stderr).contains { line in
+            line.hasPrefix("fatal: couldn't find remote ref ")
+                || (line.hasPrefix("fatal: '") && line.hasSuffix("' does not appear to be a git repository"))
+                || (line.hasPrefix("fatal: repository '") && line.hasSuffix("' not found"))
+        }
+    }
+
+    /// The lines of `stderr` that are git's own words, which classifying a failure reads: not the ones whose words a
+    /// remote chooses.
+    static func gitLines(_ stderr: String) -> [Substring] {
+        // git relays what a remote sends on the side band as lines it starts with "remote: " (sideband.c's
+        // DISPLAY_PREFIX), ending a line at '\r' as at '\n'; a remote's ERR packet becomes "fatal: remote error: <its
+        // text>" (connect.c). A remote, hostile or not, could otherwise print "couldn't find remote ref" and turn a
+        // retryable failure into a missing ref.
+        stderr.split(whereSeparator: \.isNewline).filter { line in
+            !line.hasPrefix("remote:") && !line.hasPrefix("fatal: remote error:")
+        }
     }
 
     /// Removes the `*.lock` files of `mirror` (at its top and under `refs/`) older than any git this service runs can
@@ -415,11 +473,12 @@ public final class GitSourceControl: SourceControl {
     /// `notFound` when the directory is not a repository, else `unavailable`; logs the exit status only
     /// (never stderr, which may echo a URL with credentials).
     private func failure(_ command: String, _ result: GitOutput) -> BackendError {
+        let lines = Self.gitLines(result.stderr)
         // LC_ALL=C keeps this message in English; git has no distinct exit status for it.
-        if result.stderr.contains("not a git repository") { return .notFound }
+        if lines.contains(where: { $0.hasPrefix("fatal: not a git repository") }) { return .notFound }
         // git 2.35.2 and later refuse a repository another user owns (safe.directory, git-config(1)); that holds until
         // an operator acts, so retrying cannot help.
-        if result.stderr.contains("detected dubious ownership") {
+        if lines.contains(where: { $0.hasPrefix("fatal: detected dubious ownership") }) {
             logger.error("git refuses the repository: another user owns it", metadata: ["git.command": "\(command)"])
             return .unavailable(
                 retryable: false,
@@ -427,7 +486,7 @@ public final class GitSourceControl: SourceControl {
         }
         // A url.<base>.insteadOf in git's configuration can rewrite an accepted URL to a transport git may not use;
         // that holds until an operator changes the configuration.
-        if result.stderr.contains("fatal: transport '") && result.stderr.contains("' not allowed") {
+        if lines.contains(where: { $0.hasPrefix("fatal: transport '") && $0.hasSuffix("' not allowed") }) {
             logger.error("git refuses the repository's transport", metadata: ["git.command": "\(command)"])
             return .unavailable(
                 retryable: false,
@@ -623,20 +682,22 @@ public final class GitSourceControl: SourceControl {
     /// has succeeded meanwhile: callers queued behind one fetch share the next instead of taking turns.
     private static func fetchingOnce(
         _ fullRef: String, into mirror: String, since arrived: ContinuousClock.Instant, until deadline: ContinuousClock.Instant,
-        _ fetch: () throws(BackendError) -> Void
+        _ fetch: (MirrorGate) throws(BackendError) -> Void
     ) throws(BackendError) {
         try exclusively(on: mirror, until: deadline) { gate throws(BackendError) in
             if let started = gate.lastFetchStarted[fullRef], started >= arrived { return }
             let started = ContinuousClock.now
-            try fetch()
+            try fetch(gate)
             gate.lastFetchStarted[fullRef] = started
         }
     }
 }
 
-/// Serialises the git commands that write one mirror and remembers when each ref's last successful fetch began.
-// @unchecked Sendable: `lastFetchStarted` is only read or written while `lock` is held.
+/// Serialises the git commands that write one mirror and remembers when each ref's last successful fetch began, and
+/// when its last housekeeping did.
+// @unchecked Sendable: `lastFetchStarted` and `lastHousekeeping` are only read or written while `lock` is held.
 private final class MirrorGate: @unchecked Sendable {
     let lock = NSLock()
     var lastFetchStarted: [String: ContinuousClock.Instant] = [:]
+    var lastHousekeeping: ContinuousClock.Instant?
 }

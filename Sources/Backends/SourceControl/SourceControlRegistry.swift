@@ -17,6 +17,7 @@ public struct SourceControlRegistry: SourceControlFactory {
     private let sources: [QueueName: SourceConfig]
     private let gitCacheDirectory: String
     private let gitTimeout: Duration
+    private let onGitHousekeeping: @Sendable (_ succeeded: Bool) -> Void
     private let logger: Logger
 
     /// A queue given another source than the one it has in this registry.
@@ -32,18 +33,23 @@ public struct SourceControlRegistry: SourceControlFactory {
         }
     }
 
-    /// Builds a SourceControl per queue; git remotes are mirrored under `gitCacheDirectory`.
+    /// Builds a SourceControl per queue; git remotes are mirrored under `gitCacheDirectory`, and `onGitHousekeeping`
+    /// hears whether each housekeeping run of a mirror succeeded.
     public init(
         _ sources: [QueueName: SourceConfig],
         gitCacheDirectory: String = NSTemporaryDirectory() + "stovepipe-git-mirrors",
         gitTimeout: Duration = .seconds(10),
-        logger: Logger
+        logger: Logger,
+        onGitHousekeeping: @escaping @Sendable (_ succeeded: Bool) -> Void = { _ in }
     ) {
         self.gitCacheDirectory = gitCacheDirectory
         self.gitTimeout = gitTimeout
+        self.onGitHousekeeping = onGitHousekeeping
         self.logger = logger
         var controls: [QueueName: any SourceControl] = [:]
-        for (queue, source) in sources { controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger) }
+        for (queue, source) in sources {
+            controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger, onGitHousekeeping)
+        }
         self.controls = controls
         self.sources = sources
     }
@@ -51,13 +57,15 @@ public struct SourceControlRegistry: SourceControlFactory {
     private init(_ base: SourceControlRegistry, controls: [QueueName: any SourceControl], sources: [QueueName: SourceConfig]) {
         self.gitCacheDirectory = base.gitCacheDirectory
         self.gitTimeout = base.gitTimeout
+        self.onGitHousekeeping = base.onGitHousekeeping
         self.logger = base.logger
         self.controls = controls
         self.sources = sources
     }
 
     private static func control(
-        _ queue: QueueName, _ source: SourceConfig, _ gitCacheDirectory: String, _ gitTimeout: Duration, _ logger: Logger
+        _ queue: QueueName, _ source: SourceConfig, _ gitCacheDirectory: String, _ gitTimeout: Duration, _ logger: Logger,
+        _ onGitHousekeeping: @escaping @Sendable (_ succeeded: Bool) -> Void
     ) -> any SourceControl {
         switch source {
         case .staticHistory(let uris):
@@ -67,7 +75,8 @@ public struct SourceControlRegistry: SourceControlFactory {
             queueLogger[metadataKey: "queue"] = "\(queue)"
             // Set up lazily: nothing runs git until the queue is first used.
             return GitSourceControl(
-                repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout, logger: queueLogger)
+                repository: repository, ref: ref, cacheDirectory: gitCacheDirectory, timeout: gitTimeout, logger: queueLogger,
+                onHousekeeping: onGitHousekeeping)
         }
     }
 
@@ -81,7 +90,7 @@ public struct SourceControlRegistry: SourceControlFactory {
                 guard old == source else { throw SourceChanged(queue: queue, change: Self.change(from: old, to: source)) }
                 continue
             }
-            controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger)
+            controls[queue] = Self.control(queue, source, gitCacheDirectory, gitTimeout, logger, onGitHousekeeping)
             known[queue] = source
         }
         return SourceControlRegistry(self, controls: controls, sources: known)
