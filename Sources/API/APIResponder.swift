@@ -46,7 +46,8 @@ public struct APIDependencies: Sendable {
     public var broker: (any MessageBroker)?
     /// The topics `/topics` reports on.
     public var topics: [TopicName]
-    /// The dependency checks of `/readyz`.
+    /// The dependency checks of `/readyz`, which the event loop answers: must not block (a `ReadinessMonitor`'s
+    /// `current` runs blocking checks on a thread of its own).
     public var readiness: @Sendable () -> [ReadinessCheck]
     /// True once shutdown began: `/healthz` and `/readyz` answer 503.
     public var isDraining: @Sendable () -> Bool
@@ -160,11 +161,12 @@ public final class APIResponder: HTTPResponder {
         requestLineHandler.log(level: .info, message: "request", sortedFields: fields)
     }
 
-    /// `/healthz` and `/metrics` block on nothing, so the event loop answers them: liveness checks and scrapes keep
-    /// working when every worker waits on storage and the worker queue is full, which is when they are needed.
+    /// `/healthz`, `/readyz` (from results checked off the loop) and `/metrics` block on nothing, so the event loop
+    /// answers them: probes and scrapes keep working when every worker waits on storage and the worker queue is full,
+    /// which is when they are needed.
     public func respondsInline(method: String, rawPath: String) -> Bool {
         // A scrape renders a few hundred series (under a millisecond here), once per scrape interval.
-        (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/metrics")
+        (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/readyz" || rawPath == "/metrics")
     }
 
     /// The problem of a request whose path matches no route.
