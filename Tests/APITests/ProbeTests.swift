@@ -137,3 +137,76 @@ func eventually(_ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+/// Stores whose every call fails as with a database that does not answer.
+final class UnavailableStore: RequestStore, QueueStore {
+    static let failure = BackendError.unavailable(retryable: true, detail: "mysql unavailable (error 2013)")
+
+    func create(_ request: Request) throws(BackendError) { throw Self.failure }
+    func get(_ id: RequestID) throws(BackendError) -> Request { throw Self.failure }
+    func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) { throw Self.failure }
+    func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] { throw Self.failure }
+    func create(_ queue: Queue) throws(BackendError) { throw Self.failure }
+    func get(_ name: QueueName) throws(BackendError) -> Queue { throw Self.failure }
+    func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) { throw Self.failure }
+}
+
+@Suite struct UnavailableReadTests {
+    static func call(_ responder: APIResponder, _ target: String) -> HTTPResponse {
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let request = HTTPRequest(
+            method: "GET", target: target, path: String(parts[0]), query: parts.count > 1 ? String(parts[1]) : "",
+            requestID: "probe-1")
+        let response = responder.respond(to: request)
+        response.afterSend?()
+        return response
+    }
+
+    @Test(arguments: [
+        ("/requests/request/demo/main/7", "/requests/{id}", "request/demo/main/7"),
+        ("/queues/demo/main", "/queues/{queue}", nil),
+        ("/queues/demo/main/requests?limit=5&note=c2VjcmV0", "/queues/{queue}/requests", nil),
+    ])
+    func aReadStorageCannotAnswerLogsOneWarning(_ target: String, _ route: String, _ requestID: String?) throws {
+        let logs = CapturingLogs()
+        let store = UnavailableStore()
+        let ingest = IngestController(
+            requests: store, uris: MemoryRequestURIStore(), queues: store, counter: MemoryCounter(),
+            sources: MovableSource(), publisher: NullPublisher(),
+            logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let responder = APIResponder(
+            dependencies: APIDependencies(
+                ingest: ingest, requests: store, queues: store, isConfigured: { $0.rawValue == "demo/main" }),
+            logger: Logger(label: "test", factory: { _ in logs.handler }))
+        let response = Self.call(responder, target)
+        #expect(response.status == 503)
+        let warnings = logs.events.withLock { $0 }.filter { $0.message == "storage unavailable" }
+        #expect(warnings.count == 1)
+        let warning = try #require(warnings.first)
+        #expect(warning.metadata["http.request_id"] == "probe-1")
+        #expect(warning.metadata["http.route"] == .string(route))
+        #expect(warning.metadata["queue"] == "demo/main")
+        #expect(warning.metadata["request.id"] == requestID.map { .string($0) })
+        #expect(warning.metadata["error"] == "mysql unavailable (error 2013)")
+        // The query (a cursor, a limit) is the client's: never logged.
+        #expect(!"\(warning.metadata)".contains("c2VjcmV0"))
+        #expect(!"\(warning.metadata)".contains("limit"))
+    }
+
+    @Test func aRequestOfAQueueNotConfiguredIsLoggedWithoutItsId() throws {
+        let logs = CapturingLogs()
+        let store = UnavailableStore()
+        let ingest = IngestController(
+            requests: store, uris: MemoryRequestURIStore(), queues: store, counter: MemoryCounter(),
+            sources: MovableSource(), publisher: NullPublisher(),
+            logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let responder = APIResponder(
+            dependencies: APIDependencies(ingest: ingest, requests: store, queues: store, isConfigured: { _ in false }),
+            logger: Logger(label: "test", factory: { _ in logs.handler }))
+        #expect(Self.call(responder, "/requests/request/anything-at-all/1").status == 503)
+        let warning = try #require(logs.events.withLock { $0 }.first { $0.message == "storage unavailable" })
+        // Any client can name any queue in an id: only a configured one is logged.
+        #expect(warning.metadata["queue"] == nil)
+        #expect(warning.metadata["request.id"] == nil)
+        #expect(!"\(warning.metadata)".contains("anything-at-all"))
+    }
+}
