@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "API",
             dependencies: [
-                "Domain", "HTTPServer", "COpenSSL",
+                "Domain", "HTTPServer", "COpenSSL", "Conditions",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],

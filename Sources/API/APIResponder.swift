@@ -46,7 +46,8 @@ public struct APIDependencies: Sendable {
     public var broker: (any MessageBroker)?
     /// The topics `/topics` reports on.
     public var topics: [TopicName]
-    /// The dependency checks of `/readyz`.
+    /// The dependency checks of `/readyz`, which the event loop answers: must not block (a `ReadinessMonitor`'s
+    /// `current` runs blocking checks on a thread of its own).
     public var readiness: @Sendable () -> [ReadinessCheck]
     /// True once shutdown began: `/healthz` and `/readyz` answer 503.
     public var isDraining: @Sendable () -> Bool
@@ -160,11 +161,12 @@ public final class APIResponder: HTTPResponder {
         requestLineHandler.log(level: .info, message: "request", sortedFields: fields)
     }
 
-    /// `/healthz` and `/metrics` block on nothing, so the event loop answers them: liveness checks and scrapes keep
-    /// working when every worker waits on storage and the worker queue is full, which is when they are needed.
+    /// `/healthz`, `/readyz` (from results checked off the loop) and `/metrics` block on nothing, so the event loop
+    /// answers them: probes and scrapes keep working when every worker waits on storage and the worker queue is full,
+    /// which is when they are needed.
     public func respondsInline(method: String, rawPath: String) -> Bool {
         // A scrape renders a few hundred series (under a millisecond here), once per scrape interval.
-        (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/metrics")
+        (method == "GET" || method == "HEAD") && (rawPath == "/healthz" || rawPath == "/readyz" || rawPath == "/metrics")
     }
 
     /// The problem of a request whose path matches no route.
@@ -187,9 +189,9 @@ public final class APIResponder: HTTPResponder {
     private func handle(_ route: Route, _ request: HTTPRequest) throws -> HTTPResponse {
         switch route {
         case .ingest(let queue): return try ingest(queue, request)
-        case .request(let id): return try getRequest(id, request.headers)
-        case .queue(let name): return try getQueue(name, request.headers)
-        case .queueRequests(let name): return try listRequests(name, query: request.query)
+        case .request(let id): return try getRequest(id, request.headers, requestID: request.requestID)
+        case .queue(let name): return try getQueue(name, request.headers, requestID: request.requestID)
+        case .queueRequests(let name): return try listRequests(name, query: request.query, requestID: request.requestID)
         case .healthz:
             if dependencies.isDraining() {
                 return json(503, StatusBody(status: "draining"))
@@ -250,13 +252,20 @@ public final class APIResponder: HTTPResponder {
         return response
     }
 
-    private func getRequest(_ rawID: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
+    private func getRequest(_ rawID: String, _ headers: HTTPHeaders, requestID: String) throws -> HTTPResponse {
         let id: RequestID
         do { id = try RequestID(parsing: rawID) } catch { throw Problem(error) }
         let found: Request
         do {
             found = try dependencies.requests.get(id)
         } catch {
+            if case .unavailable(_, let detail) = error {
+                // Any client can name any queue in an id: the line names it only if it is configured.
+                let configured = dependencies.settings().isConfigured(id.queue)
+                logUnavailable(
+                    detail, route: .request, requestID: requestID, queue: configured ? id.queue : nil,
+                    request: configured ? id : nil)
+            }
             throw Problem(error, notFound: "no request '\(id)'")
         }
         return Self.conditional(found.jsonBytes, tag: ConditionalRead.tag(of: found), headers)
@@ -269,7 +278,7 @@ public final class APIResponder: HTTPResponder {
         return name
     }
 
-    private func getQueue(_ rawName: String, _ headers: HTTPHeaders) throws -> HTTPResponse {
+    private func getQueue(_ rawName: String, _ headers: HTTPHeaders, requestID: String) throws -> HTTPResponse {
         let name = try configuredQueue(rawName)
         let queue: Queue
         let version: UInt64
@@ -282,9 +291,25 @@ public final class APIResponder: HTTPResponder {
             queue = Queue(name: name)
             version = 0
         } catch {
+            if case .unavailable(_, let detail) = error {
+                logUnavailable(detail, route: .queue, requestID: requestID, queue: name)
+            }
             throw Problem(error, notFound: "queue '\(name)' not found")
         }
         return Self.conditional(QueueBody(queue).jsonBytes, tag: ConditionalRead.tag(ofQueueVersion: version), headers)
+    }
+
+    /// Logs a read that storage could not answer (answered 503) as ingest logs one: a warning with the HTTP request's
+    /// id, the route template, a configured queue (and request id), and the error, whose detail carries no SQL values.
+    private func logUnavailable(
+        _ detail: String, route: RouteTemplate, requestID: String, queue: QueueName?, request: RequestID? = nil
+    ) {
+        var metadata: Logger.Metadata = [
+            "http.request_id": "\(requestID)", "http.route": "\(route.label)", "error": "\(detail)",
+        ]
+        if let queue { metadata["queue"] = "\(queue)" }
+        if let request { metadata["request.id"] = "\(request)" }
+        logger.warning("storage unavailable", metadata: metadata)
     }
 
     /// A 200 of `body` with its strong `tag`, or 304 when `headers`' If-None-Match matches the tag (RFC 9110 §13.1.2).
@@ -298,7 +323,7 @@ public final class APIResponder: HTTPResponder {
         return HTTPResponse(status: 200, headers: jsonHeaders, body: body(), entityTag: tag)
     }
 
-    private func listRequests(_ rawName: String, query: String) throws -> HTTPResponse {
+    private func listRequests(_ rawName: String, query: String, requestID: String) throws -> HTTPResponse {
         let name = try configuredQueue(rawName)
         guard let items = PercentDecoding.queryItems(query) else {
             throw Problem.badRequest("invalid-query", "the query has a malformed percent-escape")
@@ -324,6 +349,10 @@ public final class APIResponder: HTTPResponder {
             // One extra row tells whether another page exists without a second query.
             page = try dependencies.requests.list(queue: name, before: before, limit: limit + 1)
         } catch {
+            if case .unavailable(_, let detail) = error {
+                // Not the query: its cursor and limit are the client's text.
+                logUnavailable(detail, route: .queueRequests, requestID: requestID, queue: name)
+            }
             throw Problem(error, notFound: "queue '\(name)' has no requests")
         }
         let shown = Array(page.prefix(limit))

@@ -43,6 +43,7 @@ final class Application: Sendable {
     private let draining = DrainFlag()
     private let consumerRunning = DrainFlag()
     private let closers: [@Sendable () -> Void]
+    private let storageReadiness: ReadinessMonitor
     /// Replaces the queues and the ingest secrets in force.
     let reloader: ConfigurationReloader
 
@@ -82,14 +83,16 @@ final class Application: Sendable {
             process.subscribe(to: storage.broker)
         }
 
-        let storageReadiness = storage.readiness
+        // Storage is checked on the monitor's thread: /readyz is answered on the event loop, from its latest results.
+        let storageReadiness = ReadinessMonitor(name: storage.readinessName, check: storage.readiness)
+        self.storageReadiness = storageReadiness
         let consumerRunning = self.consumerRunning
         let readiness: @Sendable () -> [ReadinessCheck] = {
             let consumer =
                 consumes
                 ? ReadinessCheck(name: "topic consumer", ok: consumerRunning.isSet, detail: consumerRunning.isSet ? "" : "not running")
                 : ReadinessCheck(name: "topic consumer", ok: true, detail: "off: this replica only publishes")
-            return storageReadiness() + [consumer]
+            return storageReadiness.current() + [consumer]
         }
         let refreshGauges = storage.refreshGauges
         let scrape: @Sendable () -> [UInt8] = {
@@ -108,6 +111,8 @@ final class Application: Sendable {
 
     /// Starts the topic consumer (unless this replica only publishes), then the listener; returns the bound port.
     func start() throws -> Int {
+        // Waits up to its timeout for the first results, so /readyz is not 503 for want of a check once listening.
+        storageReadiness.start()
         if consumes {
             try broker.start()
             consumerRunning.set()
@@ -160,6 +165,8 @@ final class Application: Sendable {
         let deadline = ContinuousClock.now + configuration.http.shutdownTimeout + .seconds(1)
         draining.set()
         server.shutdown()
+        // Before storage closes: no check runs on a closed pool.
+        storageReadiness.stop()
         broker.shutdown(waitingUntil: deadline)
         consumerRunning.clear()
         for close in closers { close() }
@@ -193,7 +200,10 @@ struct Storage: Sendable {
     var queues: any QueueStore
     var counter: any Counter
     var broker: any MessageBroker
+    /// The readiness checks of storage; may block.
     var readiness: @Sendable () -> [ReadinessCheck]
+    /// The check `/readyz` reports failing when they do not finish in time.
+    var readinessName: String
     /// Brings gauges that are read rather than pushed (pool sizes) up to date before a scrape.
     var refreshGauges: @Sendable () -> Void = {}
     var closers: [@Sendable () -> Void]
@@ -208,7 +218,7 @@ struct Storage: Sendable {
         return Storage(
             requests: MemoryRequestStore(), uris: MemoryRequestURIStore(), queues: MemoryQueueStore(), counter: MemoryCounter(),
             broker: broker,
-            readiness: { [ReadinessCheck(name: "storage", ok: true, detail: "in memory")] },
+            readiness: { [ReadinessCheck(name: "storage", ok: true, detail: "in memory")] }, readinessName: "storage",
             closers: [])
     }
 }

@@ -125,6 +125,7 @@ extension Storage {
                     return [ReadinessCheck(name: "database", ok: false, detail: "the database does not answer")]
                 }
             },
+            readinessName: "database",
             refreshGauges: {
                 let statistics = pool.statistics
                 gauges.inUse.record(statistics.inUse)

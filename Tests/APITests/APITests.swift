@@ -483,9 +483,9 @@ extension HTTPResponse {
 }
 
 @Suite struct OperationalRouteTests {
-    @Test func onlyTheLivenessCheckAndTheScrapeAreAnsweredOnTheEventLoop() {
+    @Test func onlyTheProbesAndTheScrapeAreAnsweredOnTheEventLoop() {
         let responder = API().responder
-        for path in ["/healthz", "/metrics"] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
             #expect(responder.respondsInline(method: "GET", rawPath: path), "\(path)")
             #expect(responder.respondsInline(method: "HEAD", rawPath: path), "\(path)")
             // OPTIONS and methods the server does not recognise get the same answers as on any other route.
@@ -494,7 +494,7 @@ extension HTTPResponse {
             }
         }
         // Everything that may touch storage or the topic goes to the workers.
-        for path in ["/readyz", "/requests/request/q/1", "/queues/q", "/topics", "/healthz/x", "/Healthz", "/metrics/x"] {
+        for path in ["/requests/request/q/1", "/queues/q", "/topics", "/healthz/x", "/Healthz", "/metrics/x", "/readyz/x"] {
             #expect(!responder.respondsInline(method: "GET", rawPath: path), "\(path)")
         }
     }
