@@ -199,4 +199,49 @@ struct FaultTests {
             #expect((stats.backlog, stats.inFlight) == (lost.state == "pending" ? 1 : 0, 0))
         }
     }
+
+    @Test("a message dead-lettered for its used-up attempts whose OK is lost after it commits is counted and logged once")
+    func exhaustedDeadLetterCommittedButItsOKLost() async throws {
+        try await withHarness { harness in
+            let metrics = TestMetrics()
+            let lines = Recorder<String>()
+            let broker = MySQLBroker(
+                pool: harness.makePool(lockWaitSeconds: 30, readTimeoutSeconds: 1), configuration: fastConfiguration(maxAttempts: 3),
+                logger: recordingLogger(lines), metricsFactory: metrics)
+            defer { broker.shutdown() }
+            let entered = Latch()
+            broker.subscribe(topic) { _ in
+                entered.arrive()
+                return .ack
+            }
+            try broker.publish(message("job"))
+            // Its last allowed attempt began and never recorded an outcome.
+            _ = try harness.query("UPDATE topic_messages SET attempts = 3 WHERE message_id = 'job'")
+
+            let holder = try harness.connect()
+            defer { holder.close() }
+            try holder.execute("START TRANSACTION")
+            _ = try holder.query("SELECT seq FROM topic_messages WHERE message_id = 'job' FOR UPDATE")
+            try broker.start()
+            // The dead letter's client times out and it is tried again: two wait for the lock, and the first, orphaned
+            // on the server, commits once the lock is released; its OK goes to a closed connection.
+            #expect(
+                try await eventually {
+                    try holder.query(
+                        """
+                        SELECT COUNT(*) FROM information_schema.processlist
+                        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE \("%SET m.state = %")
+                        """
+                    ).first?.uint64(0) ?? 0 >= 2
+                })
+            try holder.execute("ROLLBACK")
+
+            #expect(try await eventually { try broker.stats(topic).deadLetters == 1 })
+            let dimensions = [("topic", topic.rawValue)]
+            #expect(await eventually { (try? metrics.expectCounter("stovepipe_topic_dead_lettered_total", dimensions).totalValue) == 1 })
+            #expect(await eventually { lines.values.contains { $0.hasPrefix("message dead-lettered: its last allowed attempt") } })
+            #expect(lines.values.filter { $0.hasPrefix("message dead-lettered") }.count == 1, "\(lines.values)")
+            #expect(entered.arrivals == 0)
+        }
+    }
 }

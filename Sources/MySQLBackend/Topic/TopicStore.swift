@@ -131,15 +131,17 @@ enum TopicStore {
     }
 
     /// Dead-letters the head `seq` instead of delivering it again, fenced as `beginDelivery` is (pending,
-    /// due, still `attempts`, `replica`'s lease); the attempt count stays. False when any of that fails.
+    /// due, still `attempts`, `replica`'s lease); the attempt count stays, and `token` is left for `finished` to find.
+    /// False when any of that fails.
     static func deadLetterUndelivered(
-        seq: UInt64, attempts: Int, of partition: PartitionID, replica: String, reason: String, on connection: MySQLConnection
+        seq: UInt64, attempts: Int, token: UInt64, of partition: PartitionID, replica: String, reason: String,
+        on connection: MySQLConnection
     ) throws(MySQLError) -> Bool {
         let result = try connection.execute(
             """
             UPDATE topic_messages m
             JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
-            SET m.state = \(dead), m.delivery_token = NULL, m.last_error = \(truncated(reason)),
+            SET m.state = \(dead), m.delivery_token = \(token), m.last_error = \(truncated(reason)),
                 m.finished_at = UTC_TIMESTAMP(6)
             WHERE m.seq = \(seq) AND m.state = \(pending) AND m.attempts = \(attempts) AND m.available_at <= UTC_TIMESTAMP(6)
               AND p.topic = \(partition.topic.rawValue) AND p.partition_key = \(partition.key) AND p.owner = \(replica)
