@@ -1,7 +1,8 @@
 -- Topic messages, one row per (topic, message id). A partition's next message is its pending row with the
 -- smallest seq: no high-water mark, so a row whose AUTO_INCREMENT seq is smaller but commits later is still
--- delivered. In flight: pending, delivery_token set and available_at (the visibility deadline) in the future. An
--- acked or dead row keeps the delivery_token of the delivery that finished it.
+-- delivered. In flight: pending, delivery_token set, finished_at NULL and available_at (the visibility deadline) in the
+-- future. Every outcome keeps the delivery_token of the delivery that wrote it and sets finished_at, also on a row left
+-- pending (retried or postponed) until its next delivery begins.
 CREATE TABLE IF NOT EXISTS topic_messages (
     seq            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     topic          VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,

@@ -116,6 +116,9 @@ private final class LoopRunner {
     /// Failed accepts since the last one that worked, and when the first of them failed (monotonic nanoseconds).
     var acceptFailures = 0
     var acceptFailingSince: UInt64 = 0
+    /// A descriptor held in reserve on /dev/null, -1 while not held: out of descriptors, closing it lets accept(2)
+    /// take a waiting connection to answer it 503, instead of leaving it unanswered in the backlog.
+    var spareFD: Int32
     /// Refused connections whose input is read and dropped until they close, by descriptor.
     var lingeringRefusals: [Int32: RefusalLinger] = [:]
     var writer: ResponseWriter
@@ -135,6 +138,7 @@ private final class LoopRunner {
         var headers = HTTPHeaders()
         headers.add("Retry-After", "1")
         self.refusal = writer.errorResponse(status: 503, message: "too many connections", extraHeaders: headers)
+        self.spareFD = Self.openSpare()
     }
 
     deinit {
@@ -175,6 +179,8 @@ private final class LoopRunner {
         }
         for case let connection? in connections { close(connection) }
         for fd in Array(lingeringRefusals.keys) { closeRefusal(fd) }
+        if spareFD >= 0 { Glibc.close(spareFD) }
+        spareFD = -1
         if !draining { releaseListener() }
     }
 
@@ -273,17 +279,22 @@ private final class LoopRunner {
         for _ in 0..<128 {
             guard let accepted = Sockets.accept(loop.listenFD) else { return }
             guard let (fd, peer) = accepted else {
-                // EMFILE and friends: stop polling the listener for a tick instead of spinning on it. Logged once
-                // per stretch of failures, which lasts as long as descriptors are short: not once per tick.
+                // Out of descriptors, the spare answers the waiting connection 503; without one, and on other errors,
+                // the loop stops polling the listener for a tick instead of spinning on it. Logged once per stretch
+                // of failures, which lasts as long as descriptors are short: not once per tick.
                 let code = errno
+                let outOfDescriptors = code == EMFILE || code == ENFILE
                 context.observer?.acceptFailed(errno: code)
                 if acceptFailures == 0 {
                     acceptFailingSince = MonotonicClock.now()
                     context.logger.info(
-                        "accept failed; pausing accepts, retrying every tick until one works",
+                        outOfDescriptors && spareFD >= 0
+                            ? "accept failed; answering new connections 503 with a reserved descriptor until one works"
+                            : "accept failed; pausing accepts, retrying every tick until one works",
                         metadata: ["errno": "\(code)", "error": "\(String(cString: strerror(code)))"])
                 }
                 acceptFailures += 1
+                if outOfDescriptors && refuseWithSpareDescriptor() { continue }
                 pauseAccepting()
                 return
             }
@@ -366,6 +377,39 @@ private final class LoopRunner {
         lingeringRefusals[fd] = RefusalLinger(deadline: MonotonicClock.now() &+ context.lingerTimeout)
     }
 
+    /// Out of descriptors: frees the spare, accepts one waiting connection in its place, answers it and closes it,
+    /// then takes the spare back (the technique of libev, libuv and nginx). False when there is no spare, or accept
+    /// failed again (another thread took the freed descriptor): the caller pauses accepting then.
+    func refuseWithSpareDescriptor() -> Bool {
+        guard spareFD >= 0 else { return false }
+        Glibc.close(spareFD)
+        spareFD = -1
+        defer { spareFD = Self.openSpare() }
+        // Nil: nothing waits any more (another loop took it).
+        guard let accepted = Sockets.accept(loop.listenFD) else { return true }
+        guard let (fd, _) = accepted else { return false }
+        // Unlike `refuse`, no lingering close: that would hold the descriptor the spare needs back. Input that came
+        // already is read first, since closing with unread input sends a reset that can discard the 503 (RFC 9112
+        // §9.6); a request still on its way can still meet that reset.
+        for _ in 0..<4 {
+            let count = recv(fd, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT))
+            guard count > 0 || (count < 0 && errno == EINTR) else { break }
+        }
+        // A TLS client could not read a plain-text 503: it only gets the close.
+        if context.tls == nil {
+            refusal.withUnsafeBytes { bytes in
+                _ = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+        }
+        Glibc.close(fd)
+        return true
+    }
+
+    /// The descriptor `refuseWithSpareDescriptor` frees; -1 if even that cannot be opened.
+    static func openSpare() -> Int32 {
+        open("/dev/null", O_RDONLY | O_CLOEXEC)
+    }
+
     /// Refused connections lingering at once on one loop.
     static let maxLingeringRefusals = 256
 
@@ -402,6 +446,7 @@ private final class LoopRunner {
     }
 
     func resumeAccepting() {
+        if spareFD < 0 { spareFD = Self.openSpare() }
         var event = epoll_event()
         event.events = EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue
         event.data.u64 = EventLoop.listenToken

@@ -6,7 +6,7 @@ public protocol HTTPServerObserver: Sendable {
     func connectionClosed(peer: String)
     /// A connection was accepted beyond `maxConnections`, answered 503 and closed.
     func connectionRefused(peer: String)
-    /// accept(2) failed with `errno` (out of descriptors or memory); the loop stops accepting for a tick.
+    /// accept(2) failed with `errno`; out of descriptors the connection still gets a 503, else accepting pauses.
     func acceptFailed(errno: Int32)
     /// A client broke the protocol; the server answered `error.status` where it could (not inside a
     /// TLS handshake) and closed the connection.

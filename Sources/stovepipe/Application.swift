@@ -130,8 +130,9 @@ final class Application: Sendable {
     /// connections, git's pipes, files. A rough allowance: the warning is about an order of magnitude, not a count.
     static let descriptorsBesidesConnections = 256
 
-    /// Past the open files limit accept(2) fails (EMFILE): new connections wait in the backlog unanswered, which is
-    /// worse than the 503 that `--max-connections` gives, so a limit that comes first is said once, at start-up.
+    /// Past the open files limit accept(2) fails (EMFILE): new connections get a 503 through a reserved descriptor,
+    /// but nothing else can open a file, socket or MySQL connection either, so a limit that comes first is said once,
+    /// at start-up.
     private func warnIfOpenFilesLimitIsBelowMaxConnections() {
         var limit = rlimit()
         // Read after start(), which raised the soft limit to the hard one; RLIM_INFINITY is all ones.
@@ -140,7 +141,7 @@ final class Application: Sendable {
         let (needed, overflow) = maxConnections.addingReportingOverflow(Self.descriptorsBesidesConnections)
         guard overflow || UInt64(needed) > UInt64(limit.rlim_cur) else { return }
         logger.warning(
-            "the open files limit is below --max-connections: past it new connections wait unaccepted instead of being refused 503; raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
+            "the open files limit is below --max-connections: past it new connections are refused 503 and the server cannot open files, sockets or MySQL connections; raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
             metadata: [
                 "open_files_limit": "\(limit.rlim_cur)", "max_connections": "\(maxConnections)",
                 "descriptors_besides_connections": "\(Self.descriptorsBesidesConnections)",

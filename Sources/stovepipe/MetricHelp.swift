@@ -14,7 +14,7 @@ enum MetricHelp {
         "stovepipe_http_requests_shed_total":
             "Requests refused because the worker queue was full, or because they waited in it longer than --queue-timeout (503).",
         "stovepipe_http_accept_failures_total":
-            "Failed accepts of new connections (out of descriptors or memory); accepting pauses for a tick after each.",
+            "Failed accepts of new connections (out of descriptors or memory); out of descriptors each is answered 503 through a reserved descriptor, otherwise accepting pauses for a tick.",
         "stovepipe_http_protocol_errors_total": "Malformed or over-limit requests, by parser error.",
         "stovepipe_ingest_total": "Ingest controller calls, by outcome.",
         "stovepipe_ingest_duration_seconds": "Ingest controller time, by outcome.",

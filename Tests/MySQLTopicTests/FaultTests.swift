@@ -119,13 +119,33 @@ struct FaultTests {
         }
     }
 
+    /// An outcome whose OK is lost: what its write leaves, and how to find that write waiting in the process list.
+    struct LostOK: Sendable, CustomTestStringConvertible {
+        var outcome: DeliveryOutcome
+        var counter: String
+        /// The row's state at the end; a retried message is delivered again, and acked then.
+        var state: String
+        var deliveries: Int
+        /// A LIKE pattern for the outcome's UPDATE, and for no other statement the delivery runs.
+        var statement: String
+        var testDescription: String { "\(outcome)" }
+    }
+
     @Test(
-        "an ack or dead letter whose OK is lost after it commits (the read times out while the write waits for a row lock) is counted once, not dropped as redelivered",
+        "an outcome whose OK is lost after it commits (the read times out while the write waits for a row lock) is counted once, not dropped as redelivered",
         arguments: [
-            (DeliveryOutcome.ack, "stovepipe_topic_acked_total", "acked"),
-            (DeliveryOutcome.reject(reason: "never"), "stovepipe_topic_dead_lettered_total", "dead"),
+            LostOK(outcome: .ack, counter: "stovepipe_topic_acked_total", state: "acked", deliveries: 1, statement: "%SET state = %finished_at%"),
+            LostOK(
+                outcome: .reject(reason: "never"), counter: "stovepipe_topic_dead_lettered_total", state: "dead", deliveries: 1,
+                statement: "%SET state = %finished_at%"),
+            LostOK(
+                outcome: .retry(reason: "later"), counter: "stovepipe_topic_retried_total", state: "acked", deliveries: 2,
+                statement: "%last_error = %available_at = %"),
+            LostOK(
+                outcome: .postpone(.seconds(3600)), counter: "stovepipe_topic_postponed_total", state: "pending", deliveries: 1,
+                statement: "%GREATEST(attempts, 1) - 1%"),
         ])
-    func outcomeCommittedButItsOKLost(_ outcome: DeliveryOutcome, _ counter: String, _ state: String) async throws {
+    func outcomeCommittedButItsOKLost(_ lost: LostOK) async throws {
         try await withHarness { harness in
             let metrics = TestMetrics()
             let lines = Recorder<String>()
@@ -137,10 +157,10 @@ struct FaultTests {
             let entered = Latch()
             let release = Latch()
             defer { release.arrive() }
-            broker.subscribe(topic) { _ in
+            broker.subscribe(topic) { delivery in
                 entered.arrive()
                 release.wait()
-                return outcome
+                return delivery.attempt == 1 ? lost.outcome : .ack
             }
             try broker.publish(message("job"))
             try broker.start()
@@ -158,7 +178,7 @@ struct FaultTests {
                     try holder.query(
                         """
                         SELECT COUNT(*) FROM information_schema.processlist
-                        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE \("%SET state = %finished_at%")
+                        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE \(lost.statement)
                         """
                     ).first?.uint64(0) ?? 0 >= 2
                 })
@@ -168,12 +188,60 @@ struct FaultTests {
             defer { observer.close() }
             #expect(
                 try await eventually {
-                    try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == state
+                    try observer.query("SELECT state FROM topic_messages WHERE message_id = 'job'").first?.string(0) == lost.state
                 })
             let dimensions = [("topic", topic.rawValue)]
-            #expect(await eventually { (try? metrics.expectCounter(counter, dimensions).totalValue) == 1 })
+            #expect(await eventually { (try? metrics.expectCounter(lost.counter, dimensions).totalValue) == 1 })
             #expect(!lines.values.contains { $0.hasPrefix("delivery outcome dropped") })
-            #expect(entered.arrivals == 1)
+            #expect(entered.arrivals == lost.deliveries)
+            // A postponed row keeps the delivery's token, yet waits: it is not in flight.
+            let stats = try broker.stats(topic)
+            #expect((stats.backlog, stats.inFlight) == (lost.state == "pending" ? 1 : 0, 0))
+        }
+    }
+
+    @Test("a message dead-lettered for its used-up attempts whose OK is lost after it commits is counted and logged once")
+    func exhaustedDeadLetterCommittedButItsOKLost() async throws {
+        try await withHarness { harness in
+            let metrics = TestMetrics()
+            let lines = Recorder<String>()
+            let broker = MySQLBroker(
+                pool: harness.makePool(lockWaitSeconds: 30, readTimeoutSeconds: 1), configuration: fastConfiguration(maxAttempts: 3),
+                logger: recordingLogger(lines), metricsFactory: metrics)
+            defer { broker.shutdown() }
+            let entered = Latch()
+            broker.subscribe(topic) { _ in
+                entered.arrive()
+                return .ack
+            }
+            try broker.publish(message("job"))
+            // Its last allowed attempt began and never recorded an outcome.
+            _ = try harness.query("UPDATE topic_messages SET attempts = 3 WHERE message_id = 'job'")
+
+            let holder = try harness.connect()
+            defer { holder.close() }
+            try holder.execute("START TRANSACTION")
+            _ = try holder.query("SELECT seq FROM topic_messages WHERE message_id = 'job' FOR UPDATE")
+            try broker.start()
+            // The dead letter's client times out and it is tried again: two wait for the lock, and the first, orphaned
+            // on the server, commits once the lock is released; its OK goes to a closed connection.
+            #expect(
+                try await eventually {
+                    try holder.query(
+                        """
+                        SELECT COUNT(*) FROM information_schema.processlist
+                        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE \("%SET m.state = %")
+                        """
+                    ).first?.uint64(0) ?? 0 >= 2
+                })
+            try holder.execute("ROLLBACK")
+
+            #expect(try await eventually { try broker.stats(topic).deadLetters == 1 })
+            let dimensions = [("topic", topic.rawValue)]
+            #expect(await eventually { (try? metrics.expectCounter("stovepipe_topic_dead_lettered_total", dimensions).totalValue) == 1 })
+            #expect(await eventually { lines.values.contains { $0.hasPrefix("message dead-lettered: its last allowed attempt") } })
+            #expect(lines.values.filter { $0.hasPrefix("message dead-lettered") }.count == 1, "\(lines.values)")
+            #expect(entered.arrivals == 0)
         }
     }
 }

@@ -333,6 +333,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         let maxAttempts = configuration.retryPolicy.maxAttempts
         let token = UInt64.random(in: 1...UInt64(Int64.max))
         let begun: (head: PartitionHead?, began: Bool, exhausted: Bool, owner: String?)
+        // Set before the dead letter is written: if that fails, it may have committed all the same.
+        var exhaustedHead: PartitionHead?
         do {
             begun = try database.run { connection in
                 guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, false, nil) }
@@ -341,12 +343,12 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 // retry there would have dead-lettered it): delivered again and again, a message that kills its
                 // consumer would hold its partition forever.
                 let exhausted = head.attempts >= maxAttempts
+                if exhausted { exhaustedHead = head }
                 let began =
                     exhausted
                     ? try TopicStore.deadLetterUndelivered(
-                        seq: head.seq, attempts: head.attempts, of: partition, replica: replica,
-                        reason: "attempt \(head.attempts) of \(maxAttempts) ended without an outcome: its consumer died or hung",
-                        on: connection)
+                        seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replica,
+                        reason: Self.exhaustedReason(head, maxAttempts: maxAttempts), on: connection)
                     : try TopicStore.beginDelivery(
                         seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replica,
                         visibilityMicroseconds: visibility, on: connection)
@@ -355,7 +357,11 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             }
         } catch {
             databaseFailed(error)
-            return .failed
+            guard let head = exhaustedHead,
+                deadLetterExhaustedAgain(head, of: partition, token: token, maxAttempts: maxAttempts)
+            else { return .failed }
+            deadLetteredExhausted(head, of: partition)
+            return .delivered
         }
         guard let head = begun.head else { return .empty }
         guard head.dueInMicroseconds <= 0 else { return .notDue(.microseconds(head.dueInMicroseconds)) }
@@ -368,13 +374,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             return .delivered
         }
         guard !begun.exhausted else {
-            count("stovepipe_topic_dead_lettered_total", partition.topic)
-            logger.warning(
-                "message dead-lettered: its last allowed attempt ended without an outcome",
-                metadata: [
-                    "messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(head.messageID)",
-                    "messagequeue.attempt": "\(head.attempts)",
-                ])
+            deadLetteredExhausted(head, of: partition)
             return .delivered
         }
 
@@ -389,6 +389,42 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         let outcome = handler(delivery)
         record(outcome, of: delivery, seq: head.seq, token: token)
         return .delivered
+    }
+
+    private static func exhaustedReason(_ head: PartitionHead, maxAttempts: Int) -> String {
+        "attempt \(head.attempts) of \(maxAttempts) ended without an outcome: its consumer died or hung"
+    }
+
+    /// Tries again the dead letter of a head whose attempts are used up, after the first write failed; true once it is
+    /// written, also when that first write committed though its OK was lost with the connection (2013 after the commit).
+    private func deadLetterExhaustedAgain(_ head: PartitionHead, of partition: PartitionID, token: UInt64, maxAttempts: Int) -> Bool {
+        for attempt in 1...4 {
+            Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
+            do {
+                return try database.run { connection in
+                    if try TopicStore.deadLetterUndelivered(
+                        seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replicaID,
+                        reason: Self.exhaustedReason(head, maxAttempts: maxAttempts), on: connection)
+                    {
+                        return true
+                    }
+                    return try TopicStore.finished(seq: head.seq, token: token, .deadLettered(reason: ""), on: connection)
+                }
+            } catch {
+                continue
+            }
+        }
+        return false
+    }
+
+    private func deadLetteredExhausted(_ head: PartitionHead, of partition: PartitionID) {
+        count("stovepipe_topic_dead_lettered_total", partition.topic)
+        logger.warning(
+            "message dead-lettered: its last allowed attempt ended without an outcome",
+            metadata: [
+                "messagequeue.topic": "\(partition.topic)", "messagequeue.message_id": "\(head.messageID)",
+                "messagequeue.attempt": "\(head.attempts)",
+            ])
     }
 
     /// Writes the outcome, retrying a failing database a few times; if it never succeeds, the message is

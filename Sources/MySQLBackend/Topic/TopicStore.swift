@@ -122,7 +122,7 @@ enum TopicStore {
             """
             UPDATE topic_messages m
             JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
-            SET m.attempts = m.attempts + 1, m.delivery_token = \(token),
+            SET m.attempts = m.attempts + 1, m.delivery_token = \(token), m.finished_at = NULL,
                 m.available_at = UTC_TIMESTAMP(6) + INTERVAL \(visibilityMicroseconds) MICROSECOND
             WHERE m.seq = \(seq) AND m.state = \(pending) AND m.attempts = \(attempts) AND m.available_at <= UTC_TIMESTAMP(6)
               AND p.topic = \(partition.topic.rawValue) AND p.partition_key = \(partition.key) AND p.owner = \(replica)
@@ -131,15 +131,17 @@ enum TopicStore {
     }
 
     /// Dead-letters the head `seq` instead of delivering it again, fenced as `beginDelivery` is (pending,
-    /// due, still `attempts`, `replica`'s lease); the attempt count stays. False when any of that fails.
+    /// due, still `attempts`, `replica`'s lease); the attempt count stays, and `token` is left for `finished` to find.
+    /// False when any of that fails.
     static func deadLetterUndelivered(
-        seq: UInt64, attempts: Int, of partition: PartitionID, replica: String, reason: String, on connection: MySQLConnection
+        seq: UInt64, attempts: Int, token: UInt64, of partition: PartitionID, replica: String, reason: String,
+        on connection: MySQLConnection
     ) throws(MySQLError) -> Bool {
         let result = try connection.execute(
             """
             UPDATE topic_messages m
             JOIN topic_partitions p ON p.topic = m.topic AND p.partition_key = m.partition_key
-            SET m.state = \(dead), m.delivery_token = NULL, m.last_error = \(truncated(reason)),
+            SET m.state = \(dead), m.delivery_token = \(token), m.last_error = \(truncated(reason)),
                 m.finished_at = UTC_TIMESTAMP(6)
             WHERE m.seq = \(seq) AND m.state = \(pending) AND m.attempts = \(attempts) AND m.available_at <= UTC_TIMESTAMP(6)
               AND p.topic = \(partition.topic.rawValue) AND p.partition_key = \(partition.key) AND p.owner = \(replica)
@@ -154,7 +156,7 @@ enum TopicStore {
         let result = try connection.execute(
             """
             UPDATE topic_messages SET available_at = UTC_TIMESTAMP(6) + INTERVAL \(visibilityMicroseconds) MICROSECOND
-            WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
+            WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending) AND finished_at IS NULL
             """)
         return result.affectedRows > 0
     }
@@ -162,52 +164,56 @@ enum TopicStore {
     /// Records how a delivery ended, only if it is still the current delivery of its row (fenced by its
     /// token): a delivery that was given up and redelivered elsewhere changes nothing. False in that case.
     ///
-    /// An acked or dead-lettered row keeps the token of the delivery that finished it (only a pending row with a
-    /// token is in flight), so that `finished` can tell that delivery's own write from another's.
+    /// Every outcome keeps the token of the delivery that wrote it and sets `finished_at`: a pending row is in flight
+    /// only while `finished_at` is NULL (a retried or postponed one waits with it set, until `beginDelivery` clears
+    /// it), so that `finished` can tell that delivery's own write from another's and no write applies twice.
     static func complete(seq: UInt64, token: UInt64, _ write: CompletionWrite, on connection: MySQLConnection) throws(MySQLError) -> Bool {
         let query: MySQLQuery
         switch write {
         case .acked:
             query = """
                 UPDATE topic_messages SET state = \(acked), finished_at = UTC_TIMESTAMP(6)
-                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
+                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending) AND finished_at IS NULL
                 """
         case .retryLater(let after, let reason):
             query = """
                 UPDATE topic_messages
-                SET delivery_token = NULL, last_error = \(truncated(reason)),
+                SET finished_at = UTC_TIMESTAMP(6), last_error = \(truncated(reason)),
                     available_at = UTC_TIMESTAMP(6) + INTERVAL \(after) MICROSECOND
-                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
+                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending) AND finished_at IS NULL
                 """
         case .deadLettered(let reason):
             query = """
                 UPDATE topic_messages
                 SET state = \(dead), last_error = \(truncated(reason)), finished_at = UTC_TIMESTAMP(6)
-                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
+                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending) AND finished_at IS NULL
                 """
         case .postponed(let after):
             query = """
                 UPDATE topic_messages
-                SET delivery_token = NULL, attempts = GREATEST(attempts, 1) - 1,
+                SET finished_at = UTC_TIMESTAMP(6), attempts = GREATEST(attempts, 1) - 1,
                     available_at = UTC_TIMESTAMP(6) + INTERVAL \(after) MICROSECOND
-                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending)
+                WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(pending) AND finished_at IS NULL
                 """
         }
         return try connection.execute(query).affectedRows > 0
     }
 
-    /// Whether `write`, an ack or a dead letter, is what the delivery `token` left on row `seq`: an earlier `complete`
-    /// of that delivery committed though its caller saw an error (the connection lost after the commit, 2013). False
-    /// for a retry or a postponement, which leave no token behind, and when another delivery finished the row.
+    /// Whether `write` is what the delivery `token` left on row `seq`: an earlier `complete` of that delivery committed
+    /// though its caller saw an error (the connection lost after the commit, 2013). False when another delivery
+    /// finished the row, or began since (a retried or postponed row then carries the new delivery's token).
     static func finished(seq: UInt64, token: UInt64, _ write: CompletionWrite, on connection: MySQLConnection) throws(MySQLError) -> Bool {
         let state: String
         switch write {
         case .acked: state = acked
         case .deadLettered: state = dead
-        case .retryLater, .postponed: return false
+        case .retryLater, .postponed: state = pending
         }
         let rows = try connection.query(
-            "SELECT 1 FROM topic_messages WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(state)")
+            """
+            SELECT 1 FROM topic_messages
+            WHERE seq = \(seq) AND delivery_token = \(token) AND state = \(state) AND finished_at IS NOT NULL
+            """)
         return !rows.isEmpty
     }
 
@@ -332,7 +338,7 @@ enum TopicStore {
               (SELECT COUNT(*) FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(pending)),
               (SELECT COUNT(*) FROM topic_messages
                WHERE delivery_token IS NOT NULL AND topic = \(topic.rawValue) AND state = \(pending)
-                 AND available_at > UTC_TIMESTAMP(6)),
+                 AND finished_at IS NULL AND available_at > UTC_TIMESTAMP(6)),
               (SELECT COUNT(*) FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(dead)),
               (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(m.enqueued_at), UTC_TIMESTAMP(6))
                FROM (SELECT MIN(seq) AS head FROM topic_messages WHERE topic = \(topic.rawValue) AND state = \(pending)
