@@ -25,8 +25,9 @@ enum MySQLErrorTranslation {
         return .unavailable(retryable: false, detail: "mysql error \(code)")
     }
 
-    /// Codes after which the same call may succeed later: lock conflicts that outlived the retries, a server that is
-    /// full or going down, and a statement the server stopped rather than refused.
+    /// Codes after which the same call may succeed later: lock conflicts the pool did not run again (a lock wait
+    /// timeout, or a deadlock past its retries), a server that is full or going down, and a statement the server
+    /// stopped rather than refused.
     private static func isRetryable(_ code: MySQLErrorCode) -> Bool {
         // Stopped, not refused: KILL QUERY by an operator or a shutdown (1317), a statement time limit on a loaded
         // server (MariaDB's max_statement_time 1969, MySQL's max_execution_time 3024), a table altered under the

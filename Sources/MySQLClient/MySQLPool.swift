@@ -23,7 +23,8 @@ public final class MySQLPool: Sendable {
         /// A connection open for longer than this (less up to 1/40 of it, drawn per connection, so that connections
         /// opened together do not all reconnect together) is closed instead of being handed out; nil keeps them.
         public var maxLifetime: Duration?
-        /// How many times `transaction` runs its body when it fails with a deadlock or lock wait timeout.
+        /// The most times `transaction` runs its body when it fails with a deadlock or lock wait timeout (see
+        /// `LockConflictRetry` for which of them run again).
         public var transactionAttempts: Int
         /// The prepared-statement cache size of each connection.
         public var statementCacheCapacity: Int
@@ -54,6 +55,9 @@ public final class MySQLPool: Sendable {
     private let reportAcquired: (@Sendable (Int64) -> Void)?
     /// `configuration.pingAfterIdle` in nanoseconds, compared with `MySQLConnection.lastUsedNanoseconds`.
     private let pingAfterIdleNanoseconds: Int64
+    /// How long a `withinLockWait` call may have run and still start again after a deadlock: the sessions' lock wait
+    /// timeout, or, where the server keeps its own, the read timeout, which then ends a longer wait first.
+    private let lockWaitBudgetNanoseconds: Int64
     private let logger: Logger
     /// Whether the last connect failed, so that a run of failed connects (a server down for minutes) is logged once.
     private let connectFailing = Atomic<Bool>(false)
@@ -62,7 +66,7 @@ public final class MySQLPool: Sendable {
     /// - Parameters:
     ///   - connection: the server and credentials.
     ///   - configuration: limits and timings.
-    ///   - observer: told about waits, timeouts, discards and retries, for metrics.
+    ///   - observer: told about waits, timeouts, discards, retries and lock conflicts not retried, for metrics.
     ///   - logger: receives debug and info messages, and a warning when connects start failing; never bound values or
     ///     passwords.
     public init(
@@ -79,6 +83,8 @@ public final class MySQLPool: Sendable {
             self.reportAcquired = nil
         }
         self.pingAfterIdleNanoseconds = configuration.pingAfterIdle.saturatingNanoseconds
+        self.lockWaitBudgetNanoseconds =
+            Int64(connection.lockWaitTimeoutSeconds ?? connection.readTimeoutSeconds) * 1_000_000_000
         var logger = logger
         logger[metadataKey: "mysql.server"] = "\(connection.host ?? connection.socketPath ?? "")"
         self.logger = logger
@@ -272,32 +278,59 @@ public final class MySQLPool: Sendable {
         return connection.isUsable && !connection.isInTransaction
     }
 
-    /// Runs `body` in a transaction on a leased connection, retrying the whole transaction on deadlock (1213)
-    /// or lock wait timeout (1205) up to `transactionAttempts` times in all.
-    /// - Throws: as `withConnection`, and the last error once the attempts are used up.
-    @discardableResult
-    public func transaction<Result: Sendable>(_ body: (MySQLConnection) throws -> Result) throws -> Result {
-        try retryingLockConflicts { try withConnection { connection in try connection.withTransaction(body) } }
+    /// Which lock conflicts a call runs again, and for how long.
+    public enum LockConflictRetry: Sendable, Hashable {
+        /// For calls someone is waiting on: a deadlock (1213) is run again, up to `transactionAttempts` runs, but only
+        /// while the call has run for less than one lock wait timeout; a lock wait timeout (1205) ends the call at once,
+        /// since the lock's holder has already kept it that long.
+        case withinLockWait
+        /// For background work that may wait longer: deadlocks and lock wait timeouts alike are run again, up to
+        /// `transactionAttempts` runs in all.
+        case upToAttempts
     }
 
-    /// Runs `body` on a leased connection outside a transaction, running it again on deadlock (1213) or lock wait
-    /// timeout (1205) up to `transactionAttempts` times in all; retries are counted and reported as `transaction`'s.
-    /// - Throws: as `withConnection`, and the last error once the attempts are used up.
+    /// Runs `body` in a transaction on a leased connection, running the whole transaction again after a lock conflict
+    /// as `lockConflicts` allows.
+    /// - Throws: as `withConnection`, and the lock conflict that was not run again.
+    @discardableResult
+    public func transaction<Result: Sendable>(
+        lockConflicts: LockConflictRetry = .withinLockWait, _ body: (MySQLConnection) throws -> Result
+    ) throws -> Result {
+        try retrying(lockConflicts) { try withConnection { connection in try connection.withTransaction(body) } }
+    }
+
+    /// Runs `body` on a leased connection outside a transaction, running it again after a lock conflict as
+    /// `lockConflicts` allows; retries are counted and reported as `transaction`'s.
+    /// - Throws: as `withConnection`, and the lock conflict that was not run again.
     @discardableResult
     public func withConnectionRetryingLockConflicts<Result: Sendable>(
-        _ body: (MySQLConnection) throws -> Result
+        lockConflicts: LockConflictRetry = .withinLockWait, _ body: (MySQLConnection) throws -> Result
     ) throws -> Result {
-        try retryingLockConflicts { try withConnection(body) }
+        try retrying(lockConflicts) { try withConnection(body) }
     }
 
-    /// Calls `run` until it succeeds, fails otherwise than with a lock conflict, or has been called
-    /// `transactionAttempts` times.
-    private func retryingLockConflicts<Result>(_ run: () throws -> Result) throws -> Result {
+    /// Calls `run` until it succeeds, fails otherwise than with a lock conflict, or fails with one that `policy`
+    /// does not run again; that last one is reported to the observer and logged.
+    private func retrying<Result>(_ policy: LockConflictRetry, _ run: () throws -> Result) throws -> Result {
+        let start = BootClock.nanoseconds()
         var attempt = 1
         while true {
             do {
                 return try run()
-            } catch let error as MySQLError where error.code.isTransient && attempt < configuration.transactionAttempts {
+            } catch let error as MySQLError where error.code.isTransient {
+                let elapsed = BootClock.nanoseconds() &- start
+                guard attempt < configuration.transactionAttempts,
+                    policy == .upToAttempts || (error.code == .deadlock && elapsed < lockWaitBudgetNanoseconds)
+                else {
+                    observer?.lockConflictFailed(code: error.code)
+                    logger.debug(
+                        "mysql lock conflict not retried",
+                        metadata: [
+                            "mysql.error.code": "\(error.code.rawValue)", "mysql.attempt": "\(attempt)",
+                            "mysql.elapsed": "\(Duration.nanoseconds(elapsed))",
+                        ])
+                    throw error
+                }
                 core.withLock { $0.totalTransactionRetries += 1 }
                 observer?.transactionRetried(code: error.code)
                 logger.debug(
@@ -396,6 +429,9 @@ public protocol MySQLPoolObserver: Sendable {
     func connectionDiscarded(code: MySQLErrorCode)
     /// A transaction, or a statement outside one, is being run again after `code` (deadlock or lock wait timeout).
     func transactionRetried(code: MySQLErrorCode)
+    /// A transaction, or a statement outside one, failed with `code` (deadlock or lock wait timeout) and is not run
+    /// again: its `LockConflictRetry` does not allow it, or its attempts are used up.
+    func lockConflictFailed(code: MySQLErrorCode)
     /// Opening a new connection failed with `code` (no server: 2002, 2003; refused: 1040, an access error).
     func connectFailed(code: MySQLErrorCode)
 }
@@ -411,6 +447,8 @@ extension MySQLPoolObserver {
     public func connectionDiscarded(code: MySQLErrorCode) {}
     /// Does nothing.
     public func transactionRetried(code: MySQLErrorCode) {}
+    /// Does nothing.
+    public func lockConflictFailed(code: MySQLErrorCode) {}
     /// Does nothing.
     public func connectFailed(code: MySQLErrorCode) {}
 }

@@ -29,7 +29,7 @@ enum MetricHelp {
         "stovepipe_mysql_pool_discarded_total": "MySQL pool trouble: connections discarded after an error.",
         "stovepipe_mysql_transaction_retries_total": "MySQL pool trouble: transactions and statements retried on a deadlock or lock wait timeout (1213, 1205).",
         "stovepipe_mysql_errors_total":
-            "MySQL errors seen by the pool, by code: failed connects, discarded connections, retried transactions and statements, acquire timeouts (90001).",
+            "MySQL errors seen by the pool, by code: failed connects, discarded connections, lock conflicts of transactions and statements (retried or not), acquire timeouts (90001).",
         "stovepipe_topic_published_total": "MySQL topic traffic: messages published, by topic.",
         "stovepipe_topic_delivered_total": "MySQL topic traffic: deliveries to a handler, by topic.",
         "stovepipe_topic_acked_total": "MySQL topic traffic: deliveries acknowledged, by topic.",

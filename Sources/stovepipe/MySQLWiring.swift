@@ -6,7 +6,8 @@ import Metrics
 import MySQLBackend
 import MySQLClient
 
-/// Pool events as swift-metrics: acquire wait, timeouts, discards, retries and failed connects by a bounded code set.
+/// Pool events as swift-metrics: acquire wait, timeouts, discards, retries, lock conflicts not retried and failed
+/// connects by a bounded code set.
 ///
 /// The handles are made once: every lease reports its wait, and making a handle per event costs a
 /// factory lookup under the factory's lock on each store call.
@@ -51,6 +52,10 @@ struct PoolMetrics: MySQLPoolObserver {
 
     func transactionRetried(code: MySQLErrorCode) {
         retries.increment()
+        countError(code)
+    }
+
+    func lockConflictFailed(code: MySQLErrorCode) {
         countError(code)
     }
 

@@ -112,7 +112,8 @@ extension PrometheusExposition {
         #expect(recovered, "requests did not recover after the kill")
 
         // Every discard counts its MySQL error code, and only pool events count: at rest the error total is
-        // exactly discards plus retries plus acquire timeouts, and a connection-loss code moved.
+        // exactly discards plus retries plus acquire timeouts (no lock conflict ends a call here), and a
+        // connection-loss code moved.
         let balanced = try await eventually {
             let metrics = try scrape(server)
             let events = (metrics.value(discarded) ?? -1) + (metrics.value(retries) ?? -1) + (metrics.value(timeouts) ?? -1)
@@ -128,6 +129,44 @@ extension PrometheusExposition {
         let inUse = final.value(connections, ["state": "in_use"]) ?? -1
         let idle = final.value(connections, ["state": "idle"]) ?? -1
         #expect(inUse >= 0 && idle >= 0 && inUse + idle <= Double(poolSize))
+        #expect(server.terminate() == 0, "\(server.log)")
+    }
+
+    @Test func ingestBehindALockedCounterAnswers503AfterOneLockWaitCountedUnretried() async throws {
+        let setup = try MigratedQueueSetup()
+        defer { setup.remove() }
+        try setup.repository.commit("one")
+        let url = setup.database.url + (setup.database.url.contains("?") ? "&" : "?") + "lock-wait-timeout=2"
+        let server = try RunningServer(arguments: ["--mysql-url", url, "--queues", setup.queues.path])
+        // The first ingest makes the queue's request counter row; the second needs its next value.
+        #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
+        try setup.repository.commit("two")
+
+        // Another session holds the counter's row, as an operator's open transaction would.
+        var configuration = setup.database.server
+        configuration.database = setup.database.name
+        let holder = try MySQLConnection(configuration: configuration)
+        defer { holder.close() }
+        try holder.execute("START TRANSACTION")
+        let held = try holder.query(
+            "SELECT value FROM counters WHERE queue = \("app/main") AND domain = \("request") FOR UPDATE")
+        try #require(held.count == 1)
+
+        let before = try scrape(server)
+        let started = ContinuousClock.now
+        let blocked = try http("POST", "/queues/app/main/ingest", port: server.port)
+        let elapsed = ContinuousClock.now - started
+        #expect(blocked.status == 503, "\(blocked.text)")
+        #expect(blocked.headers["retry-after"] == "1")
+        // One 2 s lock wait, not three; a generous margin for a loaded machine.
+        #expect(elapsed < .seconds(4), "\(elapsed)")
+        let after = try scrape(server)
+        #expect((after.mysqlErrorsByCode["1205"] ?? 0) - (before.mysqlErrorsByCode["1205"] ?? 0) == 1)
+        #expect(after.value(retries) == before.value(retries))
+        #expect(server.log.contains("1205: lock wait timeout"), "\(server.log)")
+
+        try holder.execute("ROLLBACK")
+        #expect(try http("POST", "/queues/app/main/ingest", port: server.port).status == 202)
         #expect(server.terminate() == 0, "\(server.log)")
     }
 }

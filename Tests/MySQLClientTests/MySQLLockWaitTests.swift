@@ -1,5 +1,6 @@
 import Foundation
 import MySQLClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -59,6 +60,105 @@ struct MySQLLockWaitTests {
             #expect(error.code == .lockWaitTimeout)
             try holder.executeScript(unsafeSQL: "UNLOCK TABLES")
         }
+    }
+
+    @Test("a transaction behind another session's row lock fails with 1205 after one lock wait, not run again")
+    func transactionNotRetriedAfterLockWait() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let holder = try Self.holderOfOneRow(configuration)
+            defer { holder.close() }
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT version FROM t WHERE id = 1 FOR UPDATE")
+            let observer = RecordingObserver()
+            let pool = Self.pool(configuration, lockWaitSeconds: 2, observer: observer)
+            defer { pool.close() }
+            let runs = Mutex(0)
+            let started = ContinuousClock.now
+            let error = #expect(throws: MySQLError.self) {
+                try pool.transaction { connection in
+                    runs.withLock { $0 += 1 }
+                    try connection.execute("UPDATE t SET version = \(3) WHERE id = \(1)")
+                }
+            }
+            #expect(error?.code == .lockWaitTimeout)
+            // One lock wait of 2 s, not three; a generous margin for a loaded machine.
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(runs.withLock { $0 } == 1)
+            #expect(pool.statistics.totalTransactionRetries == 0)
+            #expect(observer.retried.withLock { $0 }.isEmpty)
+            #expect(observer.failed.withLock { $0 } == [.lockWaitTimeout])
+            try holder.executeScript(unsafeSQL: "ROLLBACK")
+        }
+    }
+
+    @Test("background work (upToAttempts) runs a transaction again after 1205 until its attempts are used up")
+    func upToAttemptsRetriesLockWaits() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let holder = try Self.holderOfOneRow(configuration)
+            defer { holder.close() }
+            try holder.executeScript(unsafeSQL: "START TRANSACTION; SELECT version FROM t WHERE id = 1 FOR UPDATE")
+            let observer = RecordingObserver()
+            let pool = Self.pool(configuration, lockWaitSeconds: 1, attempts: 2, observer: observer)
+            defer { pool.close() }
+            let runs = Mutex(0)
+            let error = #expect(throws: MySQLError.self) {
+                try pool.transaction(lockConflicts: .upToAttempts) { connection in
+                    runs.withLock { $0 += 1 }
+                    try connection.execute("UPDATE t SET version = \(3) WHERE id = \(1)")
+                }
+            }
+            #expect(error?.code == .lockWaitTimeout)
+            #expect(runs.withLock { $0 } == 2)
+            #expect(pool.statistics.totalTransactionRetries == 1)
+            #expect(observer.retried.withLock { $0 } == [.lockWaitTimeout])
+            #expect(observer.failed.withLock { $0 } == [.lockWaitTimeout])
+            try holder.executeScript(unsafeSQL: "ROLLBACK")
+        }
+    }
+
+    @Test("a deadlock is run again only while the call has run for less than one lock wait")
+    func deadlockRetriedWithinOneLockWait() async throws {
+        try await LiveDatabase.withFreshDatabase { configuration in
+            let observer = RecordingObserver()
+            let pool = Self.pool(configuration, lockWaitSeconds: 1, observer: observer)
+            defer { pool.close() }
+            // A deadlock reported at once is run again, as InnoDB's victim usually succeeds at once.
+            let quickRuns = Mutex(0)
+            try pool.transaction { _ in
+                let run = quickRuns.withLock { value in
+                    value += 1
+                    return value
+                }
+                if run == 1 { throw MySQLError(code: .deadlock, message: "deadlock") }
+            }
+            #expect(quickRuns.withLock { $0 } == 2)
+            #expect(observer.retried.withLock { $0 } == [.deadlock])
+            // One reported after the call has spent a whole lock wait is not: the call answers instead.
+            let lateRuns = Mutex(0)
+            let error = #expect(throws: MySQLError.self) {
+                try pool.transaction { connection in
+                    lateRuns.withLock { $0 += 1 }
+                    _ = try connection.query(MySQLQuery(unsafeSQL: "SELECT SLEEP(1.2)"))
+                    throw MySQLError(code: .deadlock, message: "deadlock")
+                }
+            }
+            #expect(error?.code == .deadlock)
+            #expect(lateRuns.withLock { $0 } == 1)
+            #expect(observer.retried.withLock { $0 } == [.deadlock])
+            #expect(observer.failed.withLock { $0 } == [.deadlock])
+        }
+    }
+
+    /// A one-connection pool on `configuration` with `lockWaitSeconds` lock waits, a 10 s read timeout and `attempts`
+    /// transaction attempts.
+    private static func pool(
+        _ configuration: MySQLConfiguration, lockWaitSeconds: UInt32, attempts: Int = 3, observer: RecordingObserver
+    ) -> MySQLPool {
+        var configuration = configuration
+        configuration.readTimeoutSeconds = 10
+        configuration.lockWaitTimeoutSeconds = lockWaitSeconds
+        return MySQLPool(
+            connection: configuration, configuration: .init(maxConnections: 1, transactionAttempts: attempts), observer: observer,
+            logger: quietLogger)
     }
 
     /// Another session, with table `t` holding the row (1, 1).

@@ -9,6 +9,7 @@ import Testing
 final class RecordingObserver: MySQLPoolObserver {
     let discarded = Mutex<[MySQLErrorCode]>([])
     let retried = Mutex<[MySQLErrorCode]>([])
+    let failed = Mutex<[MySQLErrorCode]>([])
     let acquired = Mutex(0)
     let timedOut = Mutex(0)
 
@@ -16,6 +17,7 @@ final class RecordingObserver: MySQLPoolObserver {
     func acquireTimedOut(wait: Duration) { timedOut.withLock { $0 += 1 } }
     func connectionDiscarded(code: MySQLErrorCode) { discarded.withLock { $0.append(code) } }
     func transactionRetried(code: MySQLErrorCode) { retried.withLock { $0.append(code) } }
+    func lockConflictFailed(code: MySQLErrorCode) { failed.withLock { $0.append(code) } }
 }
 
 /// Records each lease's wait through the `Duration` requirement, which the pool reaches by the default

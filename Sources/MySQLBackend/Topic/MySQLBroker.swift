@@ -20,7 +20,10 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     // stored property is immutable and Sendable.
     private let condition = MonotonicCondition()
     private var state = ConsumerState()
+    /// For the calls of publishers and operators, who wait for the answer: a lock wait timeout is not run again.
     private let database: MySQLDatabase
+    /// For the broker's own threads, which may wait: lock wait timeouts are run again too, up to the pool's attempts.
+    private let background: MySQLDatabase
     /// The broker's timings and retry policy.
     public let configuration: Configuration
     /// This broker's identity in the lease and replica tables: `configuration.replicaID` or a fresh one.
@@ -52,6 +55,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.database = MySQLDatabase(pool: pool)
+        self.background = MySQLDatabase(pool: pool, lockConflicts: .upToAttempts)
         self.metrics = metricsFactory ?? MetricsSystem.factory
         self.configuration = configuration
         self.replicaID = configuration.replicaID ?? Self.makeReplicaID()
@@ -146,7 +150,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         for topic in subscribedTopics() {
             for label in Self.topicCounterLabels { _ = counter(label, topic) }
         }
-        let live = try database.run { connection in
+        let live = try background.run { connection in
             try TopicStore.heartbeat(replica: replicaID, on: connection)
             return try TopicStore.liveReplicaCount(windowMicroseconds: configuration.leaseDuration.wholeMicroseconds, on: connection)
         }
@@ -239,7 +243,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                 metadata: ["broker.threads_running": "\(handlersLeft)"])
         }
         do {
-            try database.run { connection in
+            try background.run { connection in
                 try TopicStore.releaseAllLeases(replica: replicaID, on: connection)
                 try TopicStore.removeReplica(replicaID, on: connection)
             }
@@ -336,7 +340,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         // Set before the dead letter is written: if that fails, it may have committed all the same.
         var exhaustedHead: PartitionHead?
         do {
-            begun = try database.run { connection in
+            begun = try background.run { connection in
                 guard let head = try TopicStore.head(of: partition, on: connection) else { return (nil, false, false, nil) }
                 guard head.dueInMicroseconds <= 0 else { return (head, false, false, replica) }
                 // The last delivery the policy allows began and recorded no outcome (its consumer died or hung; a
@@ -452,7 +456,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         var failedBefore = false
         for attempt in 1...5 {
             do {
-                let current = try database.run { connection in
+                let current = try background.run { connection in
                     if try TopicStore.complete(seq: seq, token: token, write, on: connection) { return true }
                     // An earlier try may have committed and lost its OK with the connection (2013 after the commit):
                     // its write, not another delivery's, is then the one to count.
@@ -532,7 +536,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         for topic in subscribedTopics() {
             let partitions: [PartitionWithWork]
             do {
-                partitions = try database.run { connection in try TopicStore.partitionsWithWork(topic, on: connection) }
+                partitions = try background.run { connection in try TopicStore.partitionsWithWork(topic, on: connection) }
                 databaseRecovered()
             } catch {
                 databaseFailed(error)
@@ -609,13 +613,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         let lease = configuration.leaseDuration.wholeMicroseconds
         var acquired: [PartitionID] = []
         do {
-            try database.run { connection in
+            try background.run { connection in
                 for partition in plan.release {
                     try TopicStore.releaseLease(partition, replica: replica, on: connection)
                 }
             }
             for (partition, needsRow) in plan.acquire {
-                let taken = try database.run { connection in
+                let taken = try background.run { connection in
                     if needsRow { try TopicStore.ensurePartitionRow(partition, on: connection) }
                     return try TopicStore.acquireLease(partition, replica: replica, leaseMicroseconds: lease, on: connection)
                 }
@@ -642,7 +646,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         guard !running else { return }
         // Stopping: the renewals for the handlers still running would keep these alive until the last one ends.
         do {
-            try database.run { connection in
+            try background.run { connection in
                 for partition in acquired { try TopicStore.releaseLease(partition, replica: replica, on: connection) }
             }
         } catch {
@@ -660,7 +664,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         condition.unlock()
         // The leases apart from the replica row: a heartbeat stuck behind a lock on that row must not cost them.
         do {
-            try database.run { connection in
+            try background.run { connection in
                 try TopicStore.renewLeases(replica: replica, leaseMicroseconds: lease, on: connection)
             }
             databaseRecovered()
@@ -668,7 +672,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             databaseFailed(error)
         }
         do {
-            let live = try database.run { connection in
+            let live = try background.run { connection in
                 // A stopping replica takes no more partitions: while its last handlers finish it is not counted
                 // as live, so the others' fair shares cover the partitions it gives up.
                 if stopping {
@@ -703,7 +707,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
 
         if !idle.isEmpty {
             do {
-                try database.run { connection in
+                try background.run { connection in
                     for partition in idle { try TopicStore.releaseLease(partition, replica: replica, on: connection) }
                 }
             } catch {
@@ -766,7 +770,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         let replica = replicaID
         let visibility = configuration.visibilityTimeout.wholeMicroseconds
         do {
-            try database.run { connection in
+            try background.run { connection in
                 for delivery in extend {
                     _ = try TopicStore.extendDelivery(
                         seq: delivery.seq, token: delivery.token, visibilityMicroseconds: visibility, on: connection)
@@ -793,13 +797,13 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         do {
             var deleted: UInt64 = 0
             for _ in 0..<20 {
-                let count = try database.run { connection in
+                let count = try background.run { connection in
                     try TopicStore.deleteAcked(olderThanMicroseconds: retention, limit: batch, on: connection)
                 }
                 deleted += count
                 if count < UInt64(batch) { break }
             }
-            try database.run { connection in try TopicStore.removeSilentReplicas(silenceMicroseconds: silence, on: connection) }
+            try background.run { connection in try TopicStore.removeSilentReplicas(silenceMicroseconds: silence, on: connection) }
             if deleted > 0 { logger.debug("acked messages deleted", metadata: ["broker.deleted": "\(deleted)"]) }
         } catch {
             databaseFailed(error)
