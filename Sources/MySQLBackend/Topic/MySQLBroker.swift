@@ -405,7 +405,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
         for attempt in 1...4 {
             Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
             do {
-                return try database.run { connection in
+                return try background.run { connection in
                     if try TopicStore.deadLetterUndelivered(
                         seq: head.seq, attempts: head.attempts, token: token, of: partition, replica: replicaID,
                         reason: Self.exhaustedReason(head, maxAttempts: maxAttempts), on: connection)
