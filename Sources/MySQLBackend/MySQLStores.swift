@@ -36,6 +36,8 @@ public final class MySQLRequestStore: RequestStore {
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        // A new version changes the row, so affected rows count the match even without CLIENT_FOUND_ROWS.
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         let matched = try database.run { connection in
             let result = try connection.execute(
                 """
@@ -44,16 +46,7 @@ public final class MySQLRequestStore: RequestStore {
                     base_uri = \(request.baseURI?.rawValue), updated_at = \(request.updatedAt), version = \(newVersion)
                 WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
                 """)
-            if result.affectedRows > 0 { return true }
-            // MySQL counts changed rows unless CLIENT_FOUND_ROWS is set: a write of identical values
-            // (possible only when newVersion == oldVersion) reports 0, so look before calling it a miss.
-            guard oldVersion == newVersion else { return false }
-            let rows = try connection.query(
-                """
-                SELECT 1 FROM requests
-                WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
-                """)
-            return !rows.isEmpty
+            return result.affectedRows > 0
         }
         guard matched else { throw .versionMismatch }
     }
@@ -199,6 +192,8 @@ public final class MySQLQueueStore: QueueStore {
     }
 
     public func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        // See MySQLRequestStore.update: the new version makes every match a changed row.
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         let matched = try database.run { connection in
             let result = try connection.execute(
                 """
@@ -208,12 +203,7 @@ public final class MySQLQueueStore: QueueStore {
                     last_green_request_id = \(queue.lastGreenRequestID?.description), version = \(newVersion)
                 WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)
                 """)
-            if result.affectedRows > 0 { return true }
-            // See MySQLRequestStore.update: without CLIENT_FOUND_ROWS an identical write reports 0 rows.
-            guard oldVersion == newVersion else { return false }
-            let rows = try connection.query(
-                "SELECT 1 FROM queues WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)")
-            return !rows.isEmpty
+            return result.affectedRows > 0
         }
         guard matched else { throw .versionMismatch }
     }

@@ -630,7 +630,7 @@ struct MySQLSchemaDeclarationTests {
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)
 struct MySQLStoreTests {
-    @Test("without CLIENT_FOUND_ROWS an update that changes nothing still matches its version")
+    @Test("without CLIENT_FOUND_ROWS an update of identical fields still matches its version, which it advances")
     func updateWithoutFoundRows() async throws {
         try await withEmptyDatabase { configuration in
             let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
@@ -647,12 +647,14 @@ struct MySQLStoreTests {
                 id: RequestID(queue: queueName, number: 1), uri: SourceURI("git://q/1"),
                 createdAt: Date(timeIntervalSince1970: 1_700_000_000))
             try requests.create(request)
-            try requests.update(request, oldVersion: 1, newVersion: 1)
-            #expect(throws: BackendError.versionMismatch) { try requests.update(request, oldVersion: 2, newVersion: 2) }
+            try requests.update(request, oldVersion: 1, newVersion: 2)
+            #expect(try requests.get(request.id).version == 2)
+            #expect(throws: BackendError.versionMismatch) { try requests.update(request, oldVersion: 1, newVersion: 2) }
             let queue = Queue(name: queueName)
             try queues.create(queue)
-            try queues.update(queue, oldVersion: 1, newVersion: 1)
-            #expect(throws: BackendError.versionMismatch) { try queues.update(queue, oldVersion: 7, newVersion: 7) }
+            try queues.update(queue, oldVersion: 1, newVersion: 2)
+            #expect(try queues.get(queueName).version == 2)
+            #expect(throws: BackendError.versionMismatch) { try queues.update(queue, oldVersion: 7, newVersion: 8) }
         }
     }
 
