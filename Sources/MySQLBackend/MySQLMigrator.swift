@@ -627,21 +627,22 @@ public struct MySQLMigrator: Sendable {
         }
     }
 
-    /// The first key of `table` that the database lacks, as the rest of a sentence; nil when it has them all. A key
-    /// counts as there when an index has its columns in order (a primary key: the primary key; a unique key: a
-    /// unique index), whatever its name.
+    /// The first key of `table` that the database lacks, or the first unique key it has that Schema/ does not
+    /// imply, as the rest of a sentence; nil when neither. A key counts as there when an index has its columns in
+    /// order (a primary key: the primary key; a unique key: a unique index), whatever its name.
     private static func keyProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
-        guard !table.keys.isEmpty else { return nil }
         let rows = try connection.query(
             """
-            SELECT index_name, column_name, non_unique FROM information_schema.statistics
+            SELECT index_name, column_name, non_unique, sub_part FROM information_schema.statistics
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             ORDER BY index_name, seq_in_index
             """)
         var indexes: [String: (columns: [String], isUnique: Bool)] = [:]
         for row in rows {
             guard let name = row.string(0), let column = row.string(1) else { continue }
-            indexes[name, default: ([], row.int64(2) == 0)].columns.append(column.lowercased())
+            // A prefix of a column (sub_part) is not the column: values that share the prefix collide on it.
+            let part = row.uint64(3).map { "\(column.lowercased())(\($0))" } ?? column.lowercased()
+            indexes[name, default: ([], row.int64(2) == 0)].columns.append(part)
         }
         for key in table.keys {
             let columns = key.columns.map { $0.lowercased() }
@@ -652,6 +653,16 @@ public struct MySQLMigrator: Sendable {
             case .index: present = indexes.values.contains { $0.columns == columns }
             }
             if !present { return ": \(key.description) is missing" }
+        }
+        // The stores read a duplicate entry (1062) as a second create of one row. Rows equal on a superset of a declared
+        // key's columns are equal on that key, so such a unique index only repeats it; any other makes a 1062 that is not.
+        let declaredUnique = table.keys.filter { $0.kind != .index }.map { Set($0.columns.map { $0.lowercased() }) }
+        for (name, index) in indexes.sorted(by: { $0.key < $1.key }) where index.isUnique {
+            let columns = Set(index.columns)
+            if declaredUnique.contains(where: { $0.isSubset(of: columns) }) { continue }
+            return ": unique key `\(name)` (\(index.columns.joined(separator: ", "))) is not in Schema/, so a duplicate "
+                + "on it would be taken for a second create of one row; drop it (ALTER TABLE `\(table.name)` DROP INDEX "
+                + "`\(name)`)"
         }
         return nil
     }

@@ -11,15 +11,19 @@ public final class MySQLRequestStore: RequestStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "requests", key: "PRIMARY", columns: ["queue", "n"])
+
     public func create(_ request: Request) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                """
-                INSERT INTO requests (queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at)
-                VALUES (\(request.queue.rawValue), \(request.id.number), \(request.uri.rawValue),
-                        \(request.state.rawValue), \(request.buildStrategy.rawValue), \(request.baseURI?.rawValue),
-                        \(request.version), \(request.createdAt), \(request.updatedAt))
-                """)
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    """
+                    INSERT INTO requests (queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at)
+                    VALUES (\(request.queue.rawValue), \(request.id.number), \(request.uri.rawValue),
+                            \(request.state.rawValue), \(request.buildStrategy.rawValue), \(request.baseURI?.rawValue),
+                            \(request.version), \(request.createdAt), \(request.updatedAt))
+                    """)
+            }
         }
     }
 
@@ -113,10 +117,14 @@ public final class MySQLRequestURIStore: RequestURIStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "request_uris", key: "PRIMARY", columns: ["queue", "uri"])
+
     public func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                "INSERT INTO request_uris (queue, uri, request_n) VALUES (\(queue.rawValue), \(uri.rawValue), \(id.number))")
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    "INSERT INTO request_uris (queue, uri, request_n) VALUES (\(queue.rawValue), \(uri.rawValue), \(id.number))")
+            }
         }
     }
 
@@ -162,14 +170,18 @@ public final class MySQLQueueStore: QueueStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "queues", key: "PRIMARY", columns: ["name"])
+
     public func create(_ queue: Queue) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                """
-                INSERT INTO queues (name, latest_request_id, last_green_uri, last_green_request_id, version)
-                VALUES (\(queue.name.rawValue), \(queue.latestRequestID?.description), \(queue.lastGreenURI?.rawValue),
-                        \(queue.lastGreenRequestID?.description), \(queue.version))
-                """)
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    """
+                    INSERT INTO queues (name, latest_request_id, last_green_uri, last_green_request_id, version)
+                    VALUES (\(queue.name.rawValue), \(queue.latestRequestID?.description), \(queue.lastGreenURI?.rawValue),
+                            \(queue.lastGreenRequestID?.description), \(queue.version))
+                    """)
+            }
         }
     }
 
