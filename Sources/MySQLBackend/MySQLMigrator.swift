@@ -201,7 +201,8 @@ public struct MySQLMigrator: Sendable {
 
     /// The codes of a user the server refuses: a wrong password (1045; 1698 for a socket-authenticated user that is
     /// not the OS user), no privilege on the database (1044) or a table (1142) or column (1143) of it, or one the
-    /// statement needs (1227). Privileges revoked while serving answer these on open connections and new ones alike.
+    /// statement needs (1227). A table grant revoked while serving is refused on open connections from their next
+    /// statement (1142), a database grant only on new ones (1044; MySQL manual, "When Privilege Changes Take Effect").
     private static let permissionCodes: Set<MySQLErrorCode> = [
         .accessDenied, .databaseAccessDenied, .tableAccessDenied, MySQLErrorCode(rawValue: 1143),
         MySQLErrorCode(rawValue: 1227), MySQLErrorCode(rawValue: 1698),
@@ -231,13 +232,14 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// Throws when a migration this binary needs is missing, or a table the schema creates differs from its
-    /// declaration (see `shapeProblem`) or may not be read; call at start-up before serving. Returns the
-    /// applied versions this binary does not know (empty when current): migrations only add, so an older
-    /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
+    /// declaration (see `shapeProblem`) or may not be read, or, with `checkingWrites`, written as `serve` writes it;
+    /// call at start-up before serving. Returns the applied versions this binary does not know (empty when
+    /// current): migrations only add, so an older release keeps working on a newer schema, as during a rolling
+    /// deploy or a rollback. `migrate` passes false: its user may hold DDL privileges only.
     /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
-    ///   and column or key that differ, or the lookup's error.
+    ///   and column or key that differ, or the privilege missing, or the lookup's error.
     @discardableResult
-    public func requireUpToDate() throws(BackendError) -> [UInt32] {
+    public func requireUpToDate(checkingWrites: Bool = true) throws(BackendError) -> [UInt32] {
         let unknown: [UInt32]
         switch try status() {
         case .current:
@@ -263,6 +265,7 @@ public struct MySQLMigrator: Sendable {
                         + "another application's table, rename it, delete version \(migration.version) from "
                         + "schema_migrations and run `stovepipe migrate`")
             }
+            guard checkingWrites else { return }
             try Self.requireWritePrivileges(
                 on: migrations.flatMap { Self.declaredTables(in: $0.sql) }, connection: connection, logger: logger)
         }
