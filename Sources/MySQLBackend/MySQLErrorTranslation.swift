@@ -50,3 +50,46 @@ enum MySQLErrorTranslation {
         .unavailable(retryable: false, detail: "mysql: a \(table) row does not decode")
     }
 }
+
+/// The unique key whose duplicate entry (1062) a store's write takes as "the row exists".
+struct ExpectedDuplicate: Sendable {
+    /// The table written.
+    let table: String
+    /// The key's name, `PRIMARY` for the primary key.
+    let key: String
+    /// The key's columns.
+    let columns: [String]
+
+    /// Whether the 1062 `error` came from this key, or from a unique index that only repeats it (one whose whole
+    /// columns include all of the key's: rows equal on them are equal on the key). True as well when the server's
+    /// message named no key (another language): the start-up check refuses unique keys that Schema/ does not imply.
+    func matches(_ error: MySQLError, on connection: MySQLConnection) throws(MySQLError) -> Bool {
+        guard let named = error.duplicateKey else { return true }
+        // MySQL 8.0.19 and later name the key `table.key`.
+        let name = named.hasPrefix(table + ".") ? String(named.dropFirst(table.count + 1)) : named
+        if name == key { return true }
+        let rows = try connection.query(
+            """
+            SELECT column_name, sub_part FROM information_schema.statistics
+            WHERE table_schema = DATABASE() AND table_name = \(table) AND index_name = \(name) AND non_unique = 0
+            """)
+        let whole = Set(rows.compactMap { $0.uint64(1) == nil ? $0.string(0)?.lowercased() : nil })
+        return !rows.isEmpty && Set(columns).isSubset(of: whole)
+    }
+
+    /// Runs `write` on `connection`; a duplicate entry from this key is rethrown for the caller's `duplicate`, one
+    /// from another unique key becomes a final `unavailable` that names the key (never the value).
+    func guarding<Result>(
+        _ connection: MySQLConnection, _ write: (MySQLConnection) throws(MySQLError) -> Result
+    ) throws -> Result {
+        do throws(MySQLError) {
+            return try write(connection)
+        } catch {
+            guard error.code == .duplicateEntry, try !matches(error, on: connection) else { throw error }
+            throw BackendError.unavailable(
+                retryable: false,
+                detail: "mysql: a write to `\(table)` collided with unique key `\(error.duplicateKey ?? "")` (error 1062), "
+                    + "which Schema/ does not define: it is not a second create of one row; drop the key")
+        }
+    }
+}

@@ -29,6 +29,16 @@ public enum MySQLSchemaStatus: Sendable, Equatable {
     case ahead(unknown: [UInt32])
 }
 
+/// What a readiness probe learns of the database.
+public enum MySQLProbe: Sendable, Equatable {
+    /// The database answered with its schema's status.
+    case answered(MySQLSchemaStatus)
+    /// The server refused the user: a wrong password, or no privilege on the database or on `schema_migrations`.
+    case permissionDenied
+    /// The database did not answer, or failed otherwise.
+    case unavailable
+}
+
 /// Applies the schema in `Schema/*.sql` and records it in `schema_migrations`.
 ///
 /// A named lock (GET_LOCK, per database) serialises migrators, so two replicas that start together apply each
@@ -165,24 +175,51 @@ public struct MySQLMigrator: Sendable {
 
     /// Compares the applied versions with this binary's migrations.
     public func status() throws(BackendError) -> MySQLSchemaStatus {
-        let applied = try database.run { connection -> Set<UInt32> in
+        do {
+            return try untranslatedStatus()
+        } catch let error as MySQLError where error.code == .tableAccessDenied {
+            // information_schema lists only the tables the user holds a privilege on, and one it lists may still
+            // not be readable: reading the table tells a user who may not read it from a database never migrated,
+            // which `migrate` would not help.
+            throw Self.accessDenied(
+                "schema_migrations", error, needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
+        } catch {
+            throw MySQLErrorTranslation.backendError(error)
+        }
+    }
+
+    /// The schema's status for a readiness probe, telling a user the server refuses from a database that does not answer.
+    public func probe() -> MySQLProbe {
+        do {
+            return .answered(try untranslatedStatus())
+        } catch let error as MySQLError where Self.permissionCodes.contains(error.code) {
+            return .permissionDenied
+        } catch {
+            return .unavailable
+        }
+    }
+
+    /// The codes of a user the server refuses: a wrong password (1045; 1698 for a socket-authenticated user that is
+    /// not the OS user), no privilege on the database (1044) or a table (1142) or column (1143) of it, or one the
+    /// statement needs (1227). A table grant revoked while serving is refused on open connections from their next
+    /// statement (1142), a database grant only on new ones (1044; MySQL manual, "When Privilege Changes Take Effect").
+    private static let permissionCodes: Set<MySQLErrorCode> = [
+        .accessDenied, .databaseAccessDenied, .tableAccessDenied, MySQLErrorCode(rawValue: 1143),
+        MySQLErrorCode(rawValue: 1227), MySQLErrorCode(rawValue: 1698),
+    ]
+
+    /// `status` with the errors of the client and the server as they are.
+    private func untranslatedStatus() throws -> MySQLSchemaStatus {
+        let applied = try pool.withConnectionRetryingLockConflicts { connection -> Set<UInt32> in
             if try !Self.bookkeepingListed(connection) {
                 // Only when no table is found: a URL without a database finds none either (readiness probes
                 // call this, so a current schema costs no extra round trip).
                 try Self.requireDatabase(connection)
             }
-            // information_schema lists only the tables the user holds a privilege on, and one it lists may still
-            // not be readable: reading the table tells a user who may not read it from a database never migrated,
-            // which `migrate` would not help.
             do throws(MySQLError) {
                 return try Self.appliedVersions(connection)
             } catch {
-                guard error.code == .noSuchTable else {
-                    guard error.code == .tableAccessDenied else { throw error }
-                    throw Self.accessDenied(
-                        "schema_migrations", error,
-                        needs: "SELECT on it (or, if `stovepipe migrate` never ran on this database, run it)")
-                }
+                guard error.code == .noSuchTable else { throw error }
                 return []
             }
         }
@@ -195,13 +232,14 @@ public struct MySQLMigrator: Sendable {
     }
 
     /// Throws when a migration this binary needs is missing, or a table the schema creates differs from its
-    /// declaration (see `shapeProblem`) or may not be read; call at start-up before serving. Returns the
-    /// applied versions this binary does not know (empty when current): migrations only add, so an older
-    /// release keeps working on a newer schema, as during a rolling deploy or a rollback.
+    /// declaration (see `shapeProblem`) or may not be read, or, with `checkingWrites`, written as `serve` writes it;
+    /// call at start-up before serving. Returns the applied versions this binary does not know (empty when
+    /// current): migrations only add, so an older release keeps working on a newer schema, as during a rolling
+    /// deploy or a rollback. `migrate` passes false: its user may hold DDL privileges only.
     /// - Throws: `BackendError.unavailable(retryable: false, ...)` naming the pending versions or the first table
-    ///   and column or key that differ, or the lookup's error.
+    ///   and column or key that differ, or the privilege missing, or the lookup's error.
     @discardableResult
-    public func requireUpToDate() throws(BackendError) -> [UInt32] {
+    public func requireUpToDate(checkingWrites: Bool = true) throws(BackendError) -> [UInt32] {
         let unknown: [UInt32]
         switch try status() {
         case .current:
@@ -215,6 +253,7 @@ public struct MySQLMigrator: Sendable {
         }
         // Here and in migrate only, not in `status`: readiness probes call that, and this reads every table's columns.
         let migrations = migrations
+        let logger = logger
         try database.run { connection in
             try Self.requireBookkeepingShape(connection)
             for migration in migrations {
@@ -226,8 +265,79 @@ public struct MySQLMigrator: Sendable {
                         + "another application's table, rename it, delete version \(migration.version) from "
                         + "schema_migrations and run `stovepipe migrate`")
             }
+            guard checkingWrites else { return }
+            try Self.requireWritePrivileges(
+                on: migrations.flatMap { Self.declaredTables(in: $0.sql) }, connection: connection, logger: logger)
         }
         return unknown
+    }
+
+    /// The writes `serve` makes to each table of this binary's schema; the bookkeeping is only read. SELECT on
+    /// every table is checked by `shapeProblem`.
+    static let writesNeeded: [String: [String]] = [
+        "requests": ["INSERT", "UPDATE"], "request_uris": ["INSERT", "UPDATE"], "queues": ["INSERT", "UPDATE"],
+        "counters": ["INSERT", "UPDATE"], "topic_messages": ["INSERT", "UPDATE", "DELETE"],
+        "topic_partitions": ["INSERT", "UPDATE"], "topic_replicas": ["INSERT", "UPDATE", "DELETE"],
+    ]
+
+    /// Throws when the user lacks a privilege of `writesNeeded` on one of `tables`, naming it.
+    ///
+    /// The server is asked, not the grant tables read: EXPLAIN of an INSERT, UPDATE or DELETE checks the statement's
+    /// privileges as running it would (global, database, including patterns such as `app\_%`, table, and the
+    /// default role's) and writes nothing. Only 1142, a table-level refusal, which the server answers only when the
+    /// user holds the privilege on no column of the table either, refuses; anything it cannot tell is a warning.
+    private static func requireWritePrivileges(
+        on tables: [DeclaredTable], connection: MySQLConnection, logger: Logger
+    ) throws {
+        for table in tables {
+            guard let writes = writesNeeded[table.name], let column = table.columns.first?.name else { continue }
+            for privilege in writes {
+                let statement: MySQLQuery
+                switch privilege {
+                case "INSERT": statement = "EXPLAIN INSERT INTO \(identifier: table.name) (\(identifier: column)) VALUES (NULL)"
+                case "UPDATE":
+                    statement = "EXPLAIN UPDATE \(identifier: table.name) SET \(identifier: column) = \(identifier: column) WHERE FALSE"
+                default: statement = "EXPLAIN DELETE FROM \(identifier: table.name) WHERE FALSE"
+                }
+                do throws(MySQLError) {
+                    _ = try connection.query(statement)
+                } catch {
+                    // A read-only server (1290) refuses every write whatever the grants: nothing more to learn.
+                    if error.code == .readOnly {
+                        logger.warning(
+                            "mysql: the server is read-only (a replica?); the user's write privileges were not checked")
+                        return
+                    }
+                    if error.isConnectionBroken || error.code.isTransient { throw error }
+                    if error.code == .tableAccessDenied {
+                        let account = try? connection.query("SELECT CURRENT_USER(), DATABASE()").first
+                        throw writeDenied(
+                            privilege, table: table.name, writes: writes, user: account?.string(0),
+                            database: account?.string(1))
+                    }
+                    logger.warning(
+                        "mysql: could not check the user's write privileges; serving",
+                        metadata: ["mysql.table": "\(table.name)", "mysql.privilege": "\(privilege)", "mysql.error": "\(error.code)"])
+                }
+            }
+        }
+    }
+
+    /// The start-up error for a write privilege the user lacks; names the account (never its password) and database.
+    private static func writeDenied(
+        _ privilege: String, table: String, writes: [String], user: String?, database: String?
+    ) -> BackendError {
+        // CURRENT_USER() is user@host, the account the server matched (the host may be a pattern such as %).
+        let account = user.map { text -> String in
+            guard let at = text.lastIndex(of: "@") else { return "'\(text)'" }
+            return "'\(text[..<at])'@'\(text[text.index(after: at)...])'"
+        } ?? "this user"
+        let grant = (["SELECT"] + writes).joined(separator: ", ")
+        return .unavailable(
+            retryable: false,
+            detail: "mysql: table `\(table)`: \(privilege) denied to \(account) (error 1142), so every write to it would "
+                + "fail: grant the user \(grant) on it (GRANT \(grant) ON `\(database ?? "DATABASE")`.`\(table)` TO "
+                + "\(account)), or SELECT, INSERT, UPDATE, DELETE on the database")
     }
 
     private static func apply(_ migration: MySQLMigration, on connection: MySQLConnection) throws {
@@ -627,21 +737,22 @@ public struct MySQLMigrator: Sendable {
         }
     }
 
-    /// The first key of `table` that the database lacks, as the rest of a sentence; nil when it has them all. A key
-    /// counts as there when an index has its columns in order (a primary key: the primary key; a unique key: a
-    /// unique index), whatever its name.
+    /// The first key of `table` that the database lacks, or the first unique key it has that Schema/ does not
+    /// imply, as the rest of a sentence; nil when neither. A key counts as there when an index has its columns in
+    /// order (a primary key: the primary key; a unique key: a unique index), whatever its name.
     private static func keyProblem(of table: DeclaredTable, on connection: MySQLConnection) throws -> String? {
-        guard !table.keys.isEmpty else { return nil }
         let rows = try connection.query(
             """
-            SELECT index_name, column_name, non_unique FROM information_schema.statistics
+            SELECT index_name, column_name, non_unique, sub_part FROM information_schema.statistics
             WHERE table_schema = DATABASE() AND table_name = \(table.name)
             ORDER BY index_name, seq_in_index
             """)
         var indexes: [String: (columns: [String], isUnique: Bool)] = [:]
         for row in rows {
             guard let name = row.string(0), let column = row.string(1) else { continue }
-            indexes[name, default: ([], row.int64(2) == 0)].columns.append(column.lowercased())
+            // A prefix of a column (sub_part) is not the column: values that share the prefix collide on it.
+            let part = row.uint64(3).map { "\(column.lowercased())(\($0))" } ?? column.lowercased()
+            indexes[name, default: ([], row.int64(2) == 0)].columns.append(part)
         }
         for key in table.keys {
             let columns = key.columns.map { $0.lowercased() }
@@ -652,6 +763,16 @@ public struct MySQLMigrator: Sendable {
             case .index: present = indexes.values.contains { $0.columns == columns }
             }
             if !present { return ": \(key.description) is missing" }
+        }
+        // The stores read a duplicate entry (1062) as a second create of one row. Rows equal on a superset of a declared
+        // key's columns are equal on that key, so such a unique index only repeats it; any other makes a 1062 that is not.
+        let declaredUnique = table.keys.filter { $0.kind != .index }.map { Set($0.columns.map { $0.lowercased() }) }
+        for (name, index) in indexes.sorted(by: { $0.key < $1.key }) where index.isUnique {
+            let columns = Set(index.columns)
+            if declaredUnique.contains(where: { $0.isSubset(of: columns) }) { continue }
+            return ": unique key `\(name)` (\(index.columns.joined(separator: ", "))) is not in Schema/, so a duplicate "
+                + "on it would be taken for a second create of one row; drop it (ALTER TABLE `\(table.name)` DROP INDEX "
+                + "`\(name)`)"
         }
         return nil
     }

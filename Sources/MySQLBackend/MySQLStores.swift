@@ -11,15 +11,19 @@ public final class MySQLRequestStore: RequestStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "requests", key: "PRIMARY", columns: ["queue", "n"])
+
     public func create(_ request: Request) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                """
-                INSERT INTO requests (queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at)
-                VALUES (\(request.queue.rawValue), \(request.id.number), \(request.uri.rawValue),
-                        \(request.state.rawValue), \(request.buildStrategy.rawValue), \(request.baseURI?.rawValue),
-                        \(request.version), \(request.createdAt), \(request.updatedAt))
-                """)
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    """
+                    INSERT INTO requests (queue, n, uri, state, build_strategy, base_uri, version, created_at, updated_at)
+                    VALUES (\(request.queue.rawValue), \(request.id.number), \(request.uri.rawValue),
+                            \(request.state.rawValue), \(request.buildStrategy.rawValue), \(request.baseURI?.rawValue),
+                            \(request.version), \(request.createdAt), \(request.updatedAt))
+                    """)
+            }
         }
     }
 
@@ -36,6 +40,8 @@ public final class MySQLRequestStore: RequestStore {
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        // A new version changes the row, so affected rows count the match even without CLIENT_FOUND_ROWS.
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         let matched = try database.run { connection in
             let result = try connection.execute(
                 """
@@ -44,16 +50,7 @@ public final class MySQLRequestStore: RequestStore {
                     base_uri = \(request.baseURI?.rawValue), updated_at = \(request.updatedAt), version = \(newVersion)
                 WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
                 """)
-            if result.affectedRows > 0 { return true }
-            // MySQL counts changed rows unless CLIENT_FOUND_ROWS is set: a write of identical values
-            // (possible only when newVersion == oldVersion) reports 0, so look before calling it a miss.
-            guard oldVersion == newVersion else { return false }
-            let rows = try connection.query(
-                """
-                SELECT 1 FROM requests
-                WHERE queue = \(request.queue.rawValue) AND n = \(request.id.number) AND version = \(oldVersion)
-                """)
-            return !rows.isEmpty
+            return result.affectedRows > 0
         }
         guard matched else { throw .versionMismatch }
     }
@@ -120,10 +117,14 @@ public final class MySQLRequestURIStore: RequestURIStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "request_uris", key: "PRIMARY", columns: ["queue", "uri"])
+
     public func create(queue: QueueName, uri: SourceURI, id: RequestID) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                "INSERT INTO request_uris (queue, uri, request_n) VALUES (\(queue.rawValue), \(uri.rawValue), \(id.number))")
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    "INSERT INTO request_uris (queue, uri, request_n) VALUES (\(queue.rawValue), \(uri.rawValue), \(id.number))")
+            }
         }
     }
 
@@ -169,14 +170,18 @@ public final class MySQLQueueStore: QueueStore {
         database = MySQLDatabase(pool: pool)
     }
 
+    private static let primaryKey = ExpectedDuplicate(table: "queues", key: "PRIMARY", columns: ["name"])
+
     public func create(_ queue: Queue) throws(BackendError) {
         try database.run(duplicate: .alreadyExists) { connection in
-            try connection.execute(
-                """
-                INSERT INTO queues (name, latest_request_id, last_green_uri, last_green_request_id, version)
-                VALUES (\(queue.name.rawValue), \(queue.latestRequestID?.description), \(queue.lastGreenURI?.rawValue),
-                        \(queue.lastGreenRequestID?.description), \(queue.version))
-                """)
+            try Self.primaryKey.guarding(connection) { connection throws(MySQLError) in
+                try connection.execute(
+                    """
+                    INSERT INTO queues (name, latest_request_id, last_green_uri, last_green_request_id, version)
+                    VALUES (\(queue.name.rawValue), \(queue.latestRequestID?.description), \(queue.lastGreenURI?.rawValue),
+                            \(queue.lastGreenRequestID?.description), \(queue.version))
+                    """)
+            }
         }
     }
 
@@ -199,6 +204,8 @@ public final class MySQLQueueStore: QueueStore {
     }
 
     public func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        // See MySQLRequestStore.update: the new version makes every match a changed row.
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         let matched = try database.run { connection in
             let result = try connection.execute(
                 """
@@ -208,12 +215,7 @@ public final class MySQLQueueStore: QueueStore {
                     last_green_request_id = \(queue.lastGreenRequestID?.description), version = \(newVersion)
                 WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)
                 """)
-            if result.affectedRows > 0 { return true }
-            // See MySQLRequestStore.update: without CLIENT_FOUND_ROWS an identical write reports 0 rows.
-            guard oldVersion == newVersion else { return false }
-            let rows = try connection.query(
-                "SELECT 1 FROM queues WHERE name = \(queue.name.rawValue) AND version = \(oldVersion)")
-            return !rows.isEmpty
+            return result.affectedRows > 0
         }
         guard matched else { throw .versionMismatch }
     }

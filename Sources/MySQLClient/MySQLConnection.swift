@@ -310,7 +310,9 @@ public final class MySQLConnection {
         let code = MySQLErrorCode(rawValue: mysql_errno(mysql))
         let sqlState = mysql_sqlstate(mysql).map { String(cString: $0) } ?? "HY000"
         let message = mysql_error(mysql).map { String(cString: $0) } ?? ""
-        return MySQLError(code: code, sqlState: sqlState.isEmpty ? "HY000" : sqlState, message: message)
+        let key = code == .duplicateEntry ? MySQLError.duplicateKeyName(inServerMessage: message) : nil
+        return MySQLError(
+            code: code, sqlState: sqlState.isEmpty ? "HY000" : sqlState, message: message, duplicateKey: key)
     }
 
     private static func applyOptions(_ configuration: MySQLConfiguration, to mysql: UnsafeMutablePointer<MYSQL>)

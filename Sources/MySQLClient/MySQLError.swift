@@ -179,12 +179,16 @@ public struct MySQLError: Error, Hashable, Sendable, CustomStringConvertible, Cu
     public let sqlState: String
     /// A human-readable explanation without bound values or secrets.
     public let message: String
+    /// For ER_DUP_ENTRY, the unique key the server's message names (the message itself is withheld: it quotes the
+    /// value); nil for other codes, or when the message names none (see `duplicateKeyName(inServerMessage:)`).
+    public let duplicateKey: String?
 
     /// Makes an error; `message` must not contain bound values or secrets.
-    public init(code: MySQLErrorCode, sqlState: String = "HY000", message: String) {
+    public init(code: MySQLErrorCode, sqlState: String = "HY000", message: String, duplicateKey: String? = nil) {
         self.code = code
         self.sqlState = sqlState
         self.message = message
+        self.duplicateKey = duplicateKey
     }
 
     /// True when the connection that raised this error must be discarded.
@@ -205,6 +209,28 @@ public struct MySQLError: Error, Hashable, Sendable, CustomStringConvertible, Cu
     static let poolClosed = Self(code: .poolClosed, message: "the pool is closed")
 
     static let connectionClosed = Self(code: .connectionClosed, message: "the connection is closed")
+
+    /// The key named at the end of an ER_DUP_ENTRY message (`... for key 'NAME'`); nil when it names none.
+    public static func duplicateKeyName(inServerMessage message: String) -> String? {
+        // ER_DUP_ENTRY is "Duplicate entry '%-.192T' for key '%-.192s'" (MariaDB's errmsg-utf8.txt; MySQL 8.0.19 and
+        // later write the key as table.key). The value comes first and may hold any text, the marker included, but
+        // the key is last: the marker's last occurrence is the one before it. A message in another language
+        // (lc_messages) has no such marker and names no key here.
+        let prefix = Array("Duplicate entry '".utf8)
+        let marker = Array("' for key '".utf8)
+        let bytes = Array(message.utf8)
+        guard bytes.count > prefix.count + marker.count, bytes.starts(with: prefix), bytes.last == UInt8(ascii: "'")
+        else { return nil }
+        var start = bytes.count - 1 - marker.count
+        while start >= prefix.count {
+            if bytes[start..<start + marker.count].elementsEqual(marker) {
+                let name = bytes[(start + marker.count)..<(bytes.count - 1)]
+                return name.isEmpty ? nil : String(decoding: name, as: UTF8.self)
+            }
+            start -= 1
+        }
+        return nil
+    }
 
     /// The text shown instead of a server message that may quote bound values.
     static func withheldMessage(for code: MySQLErrorCode) -> String {

@@ -166,7 +166,10 @@ final class PreparedStatement {
         let serverMessage = mysql_stmt_error(handle).map { String(cString: $0) } ?? ""
         let isClientCode = (2000..<3000).contains(code.rawValue) || (5000..<6000).contains(code.rawValue)
         let message = withholdServerMessage && !isClientCode ? MySQLError.withheldMessage(for: code) : serverMessage
-        return MySQLError(code: code, sqlState: sqlState.isEmpty ? "HY000" : sqlState, message: message)
+        // Only the key's name is kept of the message: the stores tell the duplicate they expect from another key's.
+        let key = code == .duplicateEntry ? MySQLError.duplicateKeyName(inServerMessage: serverMessage) : nil
+        return MySQLError(
+            code: code, sqlState: sqlState.isEmpty ? "HY000" : sqlState, message: message, duplicateKey: key)
     }
 }
 

@@ -110,23 +110,24 @@ extension Storage {
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
             broker: broker,
             readiness: {
-                do {
-                    switch try migrator.status() {
-                    case .current:
-                        return [ReadinessCheck(name: "database", ok: true), ReadinessCheck(name: "schema", ok: true)]
-                    case .ahead:
-                        // Migrations only add: during a rolling deploy the replicas of the older release keep serving.
-                        return [
-                            ReadinessCheck(name: "database", ok: true),
-                            ReadinessCheck(name: "schema", ok: true, detail: "the database is newer than this binary"),
-                        ]
-                    case .behind(let pending):
-                        return [
-                            ReadinessCheck(name: "database", ok: true),
-                            ReadinessCheck(name: "schema", ok: false, detail: "\(pending.count) migrations pending; run stovepipe migrate"),
-                        ]
-                    }
-                } catch {
+                switch migrator.probe() {
+                case .answered(.current):
+                    return [ReadinessCheck(name: "database", ok: true), ReadinessCheck(name: "schema", ok: true)]
+                case .answered(.ahead):
+                    // Migrations only add: during a rolling deploy the replicas of the older release keep serving.
+                    return [
+                        ReadinessCheck(name: "database", ok: true),
+                        ReadinessCheck(name: "schema", ok: true, detail: "the database is newer than this binary"),
+                    ]
+                case .answered(.behind(let pending)):
+                    return [
+                        ReadinessCheck(name: "database", ok: true),
+                        ReadinessCheck(name: "schema", ok: false, detail: "\(pending.count) migrations pending; run stovepipe migrate"),
+                    ]
+                case .permissionDenied:
+                    // Fixed words: the body is public, and the user and database names are the operator's to read in logs.
+                    return [ReadinessCheck(name: "database", ok: false, detail: "permission denied (the database refuses this service's user)")]
+                case .unavailable:
                     return [ReadinessCheck(name: "database", ok: false, detail: "the database does not answer")]
                 }
             },

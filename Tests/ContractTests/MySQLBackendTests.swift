@@ -381,6 +381,48 @@ struct MySQLMigratorTests {
         }
     }
 
+    @Test("start-up refuses a unique key Schema/ does not define, naming it; one that contains a declared key serves")
+    func extraUniqueKeys() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            func startUpProblem() -> String? {
+                shapeProblem { () throws(BackendError) in try storage.migrator.requireUpToDate() }
+            }
+            // A 1062 from such a key would be taken for a second create of one request, URI or message.
+            try alter("ALTER TABLE requests ADD UNIQUE KEY by_state (state)")
+            let state = startUpProblem()
+            #expect(
+                state?.contains("table `requests` (migration 1): unique key `by_state` (state) is not in Schema/") == true,
+                "\(state ?? "nil")")
+            #expect(state?.contains("DROP INDEX `by_state`") == true, "\(state ?? "nil")")
+            try alter("ALTER TABLE requests DROP INDEX by_state")
+            #expect(startUpProblem() == nil)
+
+            try alter("ALTER TABLE request_uris ADD UNIQUE KEY by_time (created_at)")
+            let time = startUpProblem()
+            #expect(
+                time?.contains("table `request_uris` (migration 2): unique key `by_time` (created_at) is not in Schema/")
+                    == true, "\(time ?? "nil")")
+            try alter("ALTER TABLE request_uris DROP INDEX by_time")
+
+            // Only a prefix of a declared key's column: two URIs that share the prefix would collide.
+            try alter("ALTER TABLE request_uris ADD UNIQUE KEY uri_prefix (queue, uri(20))")
+            let prefix = startUpProblem()
+            #expect(prefix?.contains("unique key `uri_prefix` (queue, uri(20)) is not in Schema/") == true, "\(prefix ?? "nil")")
+            try alter("ALTER TABLE request_uris DROP INDEX uri_prefix")
+
+            // Rows equal on a superset of a declared key's columns are equal on the key: a duplicate on it is one on the key.
+            try alter("ALTER TABLE request_uris ADD UNIQUE KEY wider (uri, request_n, queue)")
+            try alter("ALTER TABLE topic_messages ADD UNIQUE KEY same_columns (topic, message_id)")
+            #expect(startUpProblem() == nil)
+        }
+    }
+
     @Test("start-up refuses a column narrowed by hand (length, integer range, fractional seconds); a wider one serves")
     func narrowedColumns() async throws {
         try await withEmptyDatabase { configuration in
@@ -630,7 +672,7 @@ struct MySQLSchemaDeclarationTests {
 
 @Suite("MySQL stores beyond the contract", .enabled(if: mysqlSuitesRun), .serialized)
 struct MySQLStoreTests {
-    @Test("without CLIENT_FOUND_ROWS an update that changes nothing still matches its version")
+    @Test("without CLIENT_FOUND_ROWS an update of identical fields still matches its version, which it advances")
     func updateWithoutFoundRows() async throws {
         try await withEmptyDatabase { configuration in
             let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
@@ -647,13 +689,96 @@ struct MySQLStoreTests {
                 id: RequestID(queue: queueName, number: 1), uri: SourceURI("git://q/1"),
                 createdAt: Date(timeIntervalSince1970: 1_700_000_000))
             try requests.create(request)
-            try requests.update(request, oldVersion: 1, newVersion: 1)
-            #expect(throws: BackendError.versionMismatch) { try requests.update(request, oldVersion: 2, newVersion: 2) }
+            try requests.update(request, oldVersion: 1, newVersion: 2)
+            #expect(try requests.get(request.id).version == 2)
+            #expect(throws: BackendError.versionMismatch) { try requests.update(request, oldVersion: 1, newVersion: 2) }
             let queue = Queue(name: queueName)
             try queues.create(queue)
-            try queues.update(queue, oldVersion: 1, newVersion: 1)
-            #expect(throws: BackendError.versionMismatch) { try queues.update(queue, oldVersion: 7, newVersion: 7) }
+            try queues.update(queue, oldVersion: 1, newVersion: 2)
+            #expect(try queues.get(queueName).version == 2)
+            #expect(throws: BackendError.versionMismatch) { try queues.update(queue, oldVersion: 7, newVersion: 8) }
         }
+    }
+
+    @Test("a 1062 from a unique key added by hand after start-up is unavailable, not a duplicate create, and never quotes the value")
+    func duplicateOnUnexpectedKey() async throws {
+        try await withEmptyDatabase { configuration in
+            let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            func alter(_ sql: String) throws {
+                try storage.pool.withConnection { try $0.executeScript(unsafeSQL: sql) }
+            }
+            let queue = try QueueName("q")
+            func request(_ number: UInt64) -> Request {
+                Request(
+                    id: RequestID(queue: queue, number: number), uri: SourceURI("git://q/secret-\(number)"),
+                    createdAt: Date(timeIntervalSince1970: 1_700_000_000))
+            }
+            try storage.requests.create(request(1))
+            // The primary key's duplicate is still the create's signal.
+            #expect(throws: BackendError.alreadyExists) { try storage.requests.create(request(1)) }
+
+            try alter("ALTER TABLE requests ADD UNIQUE KEY by_state (state)")
+            let requestProblem = shapeProblem { () throws(BackendError) in try storage.requests.create(request(2)) }
+            #expect(requestProblem?.contains("unique key `by_state`") == true, "\(requestProblem ?? "nil")")
+            #expect(requestProblem?.contains("queued") == false, "\(requestProblem ?? "nil")")
+            #expect(throws: BackendError.notFound) { try storage.requests.get(request(2).id) }
+            #expect(throws: BackendError.alreadyExists) { try storage.requests.create(request(1)) }
+
+            try storage.requestURIs.create(queue: queue, uri: SourceURI("git://q/a"), id: request(1).id)
+            try alter("ALTER TABLE request_uris ADD UNIQUE KEY by_request (request_n)")
+            let uriProblem = shapeProblem { () throws(BackendError) in
+                try storage.requestURIs.create(queue: queue, uri: SourceURI("git://q/secret-b"), id: request(1).id)
+            }
+            #expect(uriProblem?.contains("unique key `by_request`") == true, "\(uriProblem ?? "nil")")
+            #expect(uriProblem?.contains("secret") == false, "\(uriProblem ?? "nil")")
+            #expect(throws: BackendError.alreadyExists) {
+                try storage.requestURIs.create(queue: queue, uri: SourceURI("git://q/a"), id: request(1).id)
+            }
+
+            try storage.queues.create(Queue(name: queue))
+            try alter("ALTER TABLE queues ADD UNIQUE KEY by_version (version)")
+            let other = try QueueName("r")
+            let queueProblem = shapeProblem { () throws(BackendError) in try storage.queues.create(Queue(name: other)) }
+            #expect(queueProblem?.contains("unique key `by_version`") == true, "\(queueProblem ?? "nil")")
+
+            // A publish of an existing message id is a no-op; one colliding on another key is an error, not that no-op.
+            func message(_ id: String, key: String) -> Message {
+                Message(topic: .process, partitionKey: key, id: id, payload: Array("secret".utf8))
+            }
+            let published = try storage.pool.withConnection { connection in
+                (
+                    try TopicStore.insert(message("m1", key: "p1"), on: connection),
+                    try TopicStore.insert(message("m1", key: "p1"), on: connection)
+                )
+            }
+            #expect(published == (true, false))
+            try alter("ALTER TABLE topic_messages ADD UNIQUE KEY one_per_partition (partition_key)")
+            let collision = #expect(throws: MySQLError.self) {
+                try storage.pool.withConnection { try TopicStore.insert(message("m2", key: "p1"), on: $0) }
+            }
+            #expect(collision?.code == .duplicateEntry)
+            #expect(collision?.duplicateKey == "one_per_partition")
+            #expect(collision.map { String(reflecting: $0).contains("secret") || String(reflecting: $0).contains("p1") } == false)
+            #expect(try storage.pool.withConnection { try TopicStore.insert(message("m1", key: "p1"), on: $0) } == false)
+        }
+    }
+
+    @Test("the key of a duplicate entry is read from the end of the server's message, whatever the value holds")
+    func duplicateKeyName() {
+        #expect(MySQLError.duplicateKeyName(inServerMessage: "Duplicate entry 'q-1' for key 'PRIMARY'") == "PRIMARY")
+        // MySQL 8.0.19 and later qualify the key with its table.
+        #expect(
+            MySQLError.duplicateKeyName(inServerMessage: "Duplicate entry 'q-1' for key 'requests.PRIMARY'")
+                == "requests.PRIMARY")
+        // A value can quote anything, the words of the message included; the key is the message's last quoted part.
+        #expect(
+            MySQLError.duplicateKeyName(inServerMessage: "Duplicate entry 'x' for key 'PRIMARY'-by_state' for key 'by_state'")
+                == "by_state")
+        // Another language (lc_messages), or a cut message: not known, rather than guessed.
+        #expect(MySQLError.duplicateKeyName(inServerMessage: "Doppelter Eintrag 'q-1' für Schlüssel 'PRIMARY'") == nil)
+        #expect(MySQLError.duplicateKeyName(inServerMessage: "Duplicate entry 'q-1' for key 'PRIM") == nil)
     }
 
     @Test("a row the domain cannot decode is unavailable, not retryable")

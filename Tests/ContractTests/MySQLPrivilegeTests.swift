@@ -67,6 +67,140 @@ struct MySQLPrivilegeTests {
         }
     }
 
+    @Test("start-up refuses a user that may read but not write, naming the privilege; grants through a wildcard or a role serve")
+    func servingUserWithoutWritePrivileges() async throws {
+        try await withPrivateServer { server, url in
+            let root = try Self.root(server)
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE DATABASE app_1 CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                try connection.execute("CREATE USER 'reader'@'127.0.0.1' IDENTIFIED BY 'reader-password'")
+                try connection.execute("GRANT SELECT ON app_1.* TO 'reader'@'127.0.0.1'")
+            }
+            var owner = try MySQLConfiguration(url: url)
+            owner.database = "app_1"
+            let migrating = MySQLStorage(configuration: owner, logger: silentLogger)
+            defer { migrating.close() }
+            _ = try await offPool { try migrating.migrator.migrate() }
+            var reader = owner
+            reader.user = "reader"
+            reader.password = "reader-password"
+            let serving = MySQLStorage(configuration: reader, logger: silentLogger)
+            defer { serving.close() }
+
+            #expect(try await offPool { try serving.migrator.status() } == .current)
+            let refused = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(refused?.contains("table `requests`") == true, "\(refused ?? "nil")")
+            #expect(refused?.contains("INSERT denied") == true, "\(refused ?? "nil")")
+            #expect(refused?.contains("'reader'@'127.0.0.1'") == true, "\(refused ?? "nil")")
+            #expect(refused?.contains("reader-password") == false, "\(refused ?? "nil")")
+            // `migrate` checks the shape only: its user may hold DDL privileges and none on the application's rows.
+            #expect(try await offPool { try serving.migrator.requireUpToDate(checkingWrites: false) } == [])
+
+            // Table by table: the first privilege a table lacks is named.
+            try await Self.admin(root) { connection in
+                try connection.execute("GRANT INSERT, UPDATE ON app_1.requests TO 'reader'@'127.0.0.1'")
+                try connection.execute("GRANT INSERT ON app_1.request_uris TO 'reader'@'127.0.0.1'")
+            }
+            let update = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(update?.contains("table `request_uris`") == true, "\(update ?? "nil")")
+            #expect(update?.contains("UPDATE denied") == true, "\(update ?? "nil")")
+
+            // A read-only server (a replica) refuses every write whatever the grants: nothing to learn, nothing refused.
+            try await Self.admin(root) { try $0.execute(MySQLQuery(unsafeSQL: "SET GLOBAL read_only = 1")) }
+            let readOnly = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(readOnly == nil, "\(readOnly ?? "nil")")
+            try await Self.admin(root) { try $0.execute(MySQLQuery(unsafeSQL: "SET GLOBAL read_only = 0")) }
+
+            // The server's answer, not a reading of the grants: a pattern grant (`app\_%`) does not add to an exact one
+            // for app_1 (the server uses the most specific database row only), so the user still may not write...
+            try await Self.admin(root) { connection in
+                try connection.execute(MySQLQuery(unsafeSQL: #"GRANT INSERT, UPDATE, DELETE ON `app\_%`.* TO 'reader'@'127.0.0.1'"#))
+            }
+            let shadowed = await offPoolProblem { () throws(BackendError) in try serving.migrator.requireUpToDate() }
+            #expect(shadowed?.contains("UPDATE denied") == true, "\(shadowed ?? "nil")")
+            let queue = try QueueName("q")
+            let write = await offPoolProblem { () throws(BackendError) in try serving.queues.create(Queue(name: queue)) }
+            #expect(write?.contains("1142") == true, "\(write ?? "nil")")
+            // ...while a user whose only grant is the pattern's may, and serves.
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE USER 'patterned'@'127.0.0.1' IDENTIFIED BY 'patterned-password'")
+                try connection.execute(
+                    MySQLQuery(unsafeSQL: #"GRANT SELECT, INSERT, UPDATE, DELETE ON `app\_%`.* TO 'patterned'@'127.0.0.1'"#))
+            }
+            var patterned = owner
+            patterned.user = "patterned"
+            patterned.password = "patterned-password"
+            let withPattern = MySQLStorage(configuration: patterned, logger: silentLogger)
+            defer { withPattern.close() }
+            let wildcard = await offPoolProblem { () throws(BackendError) in try withPattern.migrator.requireUpToDate() }
+            #expect(wildcard == nil, "\(wildcard ?? "nil")")
+            try await offPool { try withPattern.queues.create(Queue(name: queue)) }
+
+            // A default role's privileges are the user's from its first statement on.
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE ROLE writer")
+                try connection.execute("GRANT INSERT, UPDATE, DELETE ON app_1.* TO writer")
+                try connection.execute("CREATE USER 'roled'@'127.0.0.1' IDENTIFIED BY 'roled-password'")
+                try connection.execute("GRANT SELECT ON app_1.* TO 'roled'@'127.0.0.1'")
+                try connection.execute("GRANT writer TO 'roled'@'127.0.0.1'")
+                try connection.execute(MySQLQuery(unsafeSQL: "SET DEFAULT ROLE writer FOR 'roled'@'127.0.0.1'"))
+            }
+            var roled = owner
+            roled.user = "roled"
+            roled.password = "roled-password"
+            let withRole = MySQLStorage(configuration: roled, logger: silentLogger)
+            defer { withRole.close() }
+            let role = await offPoolProblem { () throws(BackendError) in try withRole.migrator.requireUpToDate() }
+            #expect(role == nil, "\(role ?? "nil")")
+        }
+    }
+
+    @Test("readiness of a user whose privileges were revoked while serving says permission denied, naming no user or database")
+    func readinessAfterRevoke() async throws {
+        try await withPrivateServer { server, url in
+            let root = try Self.root(server)
+            try await Self.admin(root) { connection in
+                try connection.execute("CREATE DATABASE app CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                try connection.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-password'")
+            }
+            var owner = try MySQLConfiguration(url: url)
+            owner.database = "app"
+            let migrating = MySQLStorage(configuration: owner, logger: silentLogger)
+            defer { migrating.close() }
+            _ = try await offPool { try migrating.migrator.migrate() }
+            // A table grant: its revoke holds for open sessions from their next statement, while a database grant's
+            // holds only from their next USE (MySQL manual, "When Privilege Changes Take Effect").
+            try await Self.admin(root) { try $0.execute("GRANT SELECT ON app.schema_migrations TO 'app'@'127.0.0.1'") }
+            var app = owner
+            app.user = "app"
+            app.password = "app-password"
+            let serving = MySQLStorage(configuration: app, logger: silentLogger)
+            defer { serving.close() }
+            #expect(try await offPool { serving.migrator.probe() } == .answered(.current))
+
+            // On the pooled connection: the read of schema_migrations is refused (1142).
+            try await Self.admin(root) { try $0.execute("REVOKE SELECT ON app.schema_migrations FROM 'app'@'127.0.0.1'") }
+            #expect(try await offPool { serving.migrator.probe() } == .permissionDenied)
+            // On a new connection: the server refuses the database itself (1044).
+            let fresh = MySQLStorage(configuration: app, logger: silentLogger)
+            defer { fresh.close() }
+            #expect(try await offPool { fresh.migrator.probe() } == .permissionDenied)
+            // A wrong password (1045) as well; a server that is gone is not a permission problem.
+            var wrong = app
+            wrong.password = "not-the-password"
+            let denied = MySQLStorage(configuration: wrong, logger: silentLogger)
+            defer { denied.close() }
+            #expect(try await offPool { denied.migrator.probe() } == .permissionDenied)
+            var nowhere = app
+            nowhere.host = "127.0.0.1"
+            nowhere.port = 1
+            nowhere.socketPath = nil
+            let gone = MySQLStorage(configuration: nowhere, logger: silentLogger)
+            defer { gone.close() }
+            #expect(try await offPool { gone.migrator.probe() } == .unavailable)
+        }
+    }
+
     @Test("migrate by a user without CREATE names the privilege and creates nothing; needs none on a current schema; refuses a read-only server")
     func migratingUserWithoutCreate() async throws {
         try await withPrivateServer { server, url in

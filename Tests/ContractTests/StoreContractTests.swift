@@ -104,6 +104,25 @@ struct RequestStoreContractTests {
         }
     }
 
+    @Test("an update that does not advance the version is refused as final and changes nothing", arguments: allFixtures)
+    func updateMustAdvanceVersion(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let original = request(try queueName("q"), 1)
+            try backend.stores.requests.create(original)
+            var changed = original
+            changed.state = .succeeded
+            changed.updatedAt = later
+            // A strong ETag derives from the version: a write that keeps it would leave a cached body looking fresh.
+            for newVersion: UInt64 in [1, 0] {
+                let refused = refusal { () throws(BackendError) in
+                    try backend.stores.requests.update(changed, oldVersion: 1, newVersion: newVersion)
+                }
+                #expect(refused == .some(.unavailable(retryable: false, detail: versionNotAdvanced)), "\(newVersion)")
+            }
+            #expect(try backend.stores.requests.get(original.id) == original)
+        }
+    }
+
     @Test("list is newest first by n (numerically), honours before and limit, one queue only", arguments: allFixtures)
     func listOrdering(_ fixture: any BackendFixture) async throws {
         try await withBackend(fixture) { backend in
@@ -326,6 +345,34 @@ struct QueueStoreContractTests {
             #expect(throws: BackendError.versionMismatch) { try backend.stores.queues.update(missing, oldVersion: 1, newVersion: 2) }
             #expect(throws: BackendError.notFound) { try backend.stores.queues.get(try queueName("ghost")) }
         }
+    }
+    @Test("an update that does not advance the version is refused as final and changes nothing", arguments: allFixtures)
+    func updateMustAdvanceVersion(_ fixture: any BackendFixture) async throws {
+        try await withBackend(fixture) { backend in
+            let name = try queueName("team/main")
+            try backend.stores.queues.create(Queue(name: name, version: 3))
+            let changed = Queue(name: name, lastGreenURI: SourceURI("git://x/c2"), version: 3)
+            for newVersion: UInt64 in [3, 2] {
+                let refused = refusal { () throws(BackendError) in
+                    try backend.stores.queues.update(changed, oldVersion: 3, newVersion: newVersion)
+                }
+                #expect(refused == .some(.unavailable(retryable: false, detail: versionNotAdvanced)), "\(newVersion)")
+            }
+            #expect(try backend.stores.queues.get(name) == Queue(name: name, version: 3))
+        }
+    }
+}
+
+/// The detail both backends give an update whose new version is not above the old one.
+private let versionNotAdvanced = "an update must advance the version (newVersion > oldVersion)"
+
+/// The error `body` throws; nil when it succeeds.
+private func refusal(_ body: () throws(BackendError) -> Void) -> BackendError? {
+    do throws(BackendError) {
+        try body()
+        return nil
+    } catch {
+        return error
     }
 }
 

@@ -21,6 +21,7 @@ public final class MemoryRequestStore: RequestStore {
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         try rows.withLock { rows throws(BackendError) in
             guard var stored = rows[request.id], stored.version == oldVersion else { throw .versionMismatch }
             stored.state = request.state
@@ -108,6 +109,7 @@ public final class MemoryQueueStore: QueueStore {
     }
 
     public func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
+        guard newVersion > oldVersion else { throw .versionNotAdvanced }
         try rows.withLock { rows throws(BackendError) in
             guard let stored = rows[queue.name], stored.version == oldVersion else { throw .versionMismatch }
             var updated = queue

@@ -19,3 +19,10 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension BackendError {
+    /// An update whose new version is not above the old one: a caller's mistake, refused before any write, never
+    /// retried. A version that stays would keep a strong ETag derived from it while the record changes.
+    public static let versionNotAdvanced = BackendError.unavailable(
+        retryable: false, detail: "an update must advance the version (newVersion > oldVersion)")
+}

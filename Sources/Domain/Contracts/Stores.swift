@@ -6,6 +6,7 @@ public protocol RequestStore: Sendable {
     func get(_ id: RequestID) throws(BackendError) -> Request
     /// Writes the mutable fields (state, strategy, base URI, updatedAt) and sets the version to `newVersion`
     /// only if the stored version equals `oldVersion`; any miss, a missing row included, is `versionMismatch`.
+    /// `newVersion` must be above `oldVersion`: otherwise `BackendError.versionNotAdvanced` and nothing is written.
     func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError)
     /// A queue's requests newest first by n, those with n below `before` when given, at most `limit`.
     func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request]
@@ -27,7 +28,8 @@ public protocol QueueStore: Sendable {
     func create(_ queue: Queue) throws(BackendError)
     /// Reads one queue; `notFound` when it was never stored.
     func get(_ name: QueueName) throws(BackendError) -> Queue
-    /// Writes every field but the name if the stored version equals `oldVersion`, else `versionMismatch`.
+    /// Writes every field but the name if the stored version equals `oldVersion`, else `versionMismatch`;
+    /// `newVersion` must be above `oldVersion`, as for requests.
     func update(_ queue: Queue, oldVersion: UInt64, newVersion: UInt64) throws(BackendError)
 }
 

@@ -50,9 +50,13 @@ enum TopicStore {
 
     // MARK: publishing
 
-    /// Inserts `message` as pending at the tail of its partition; false when (topic, id) already exists.
+    /// The key whose duplicate makes a publish of an existing (topic, message id) a no-op.
+    static let messageKey = ExpectedDuplicate(table: "topic_messages", key: "topic_messages_id", columns: ["topic", "message_id"])
+
+    /// Inserts `message` as pending at the tail of its partition; false when (topic, id) already exists. A duplicate
+    /// on another unique key (one added by hand) is thrown as it is, never taken for that no-op.
     static func insert(_ message: Message, on connection: MySQLConnection) throws(MySQLError) -> Bool {
-        do {
+        do throws(MySQLError) {
             // A plain INSERT (not INSERT IGNORE, which would also turn a too-long value into a silent
             // truncation): ER_DUP_ENTRY on (topic, message_id) is the idempotent no-op.
             try connection.execute(
@@ -63,7 +67,8 @@ enum TopicStore {
                         \(pending), 0, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))
                 """)
             return true
-        } catch MySQLErrorCode.duplicateEntry {
+        } catch {
+            guard error.code == .duplicateEntry, try messageKey.matches(error, on: connection) else { throw error }
             return false
         }
     }
