@@ -232,4 +232,90 @@ struct MemoryBrokerTests {
         })
         #expect(!seen.values.contains("behind"))
     }
+
+    @Test("bursts on many partitions, with retries and postponements, reach idle workers: every message is handled once, in order")
+    func burstsOnManyPartitions() async throws {
+        let broker = MemoryBroker(
+            policy: RetryPolicy(maxAttempts: 5, backoffBase: .milliseconds(1), backoffCap: .milliseconds(5)), workerThreads: 8,
+            logger: silentLogger
+        )
+        defer { broker.shutdown() }
+        let partitions = 64
+        let perPartition = 20
+        let acked = Recorder<String>()
+        let overlaps = Recorder<String>()
+        let inFlight = Mutex<Set<String>>([])
+        let postponed = Mutex<Set<String>>([])
+        broker.subscribe(topic) { delivery in
+            let message = delivery.message
+            guard inFlight.withLock({ $0.insert(message.partitionKey).inserted }) else {
+                overlaps.append(message.id)
+                return .ack
+            }
+            defer { _ = inFlight.withLock { $0.remove(message.partitionKey) } }
+            let number = Int(message.id.split(separator: "/").last ?? "") ?? 0
+            // Some wait for a backoff, some postpone once: their partitions become deliverable again only by time.
+            if number % 7 == 0 && delivery.attempt == 1 { return .retry(reason: "once") }
+            if number % 11 == 0 && postponed.withLock({ $0.insert(message.id).inserted }) { return .postpone(.milliseconds(1)) }
+            acked.append(message.id)
+            return .ack
+        }
+        try broker.start()
+        // Four publishers; each publishes a burst, then waits for everything published so far to be handled, so
+        // the workers fall idle between bursts and every burst has to wake them.
+        let published = Latch()
+        let failures = Recorder<String>()
+        let publishersDone = Latch()
+        for publisher in 0..<4 {
+            Thread {
+                defer { publishersDone.arrive() }
+                for burst in 0..<(perPartition / 4) {
+                    for round in 0..<4 {
+                        for partition in stride(from: publisher, to: partitions, by: 4) {
+                            let id = "p\(partition)/\(burst * 4 + round)"
+                            do { try broker.publish(message(id, key: "p\(partition)")) } catch { failures.append("\(id): \(error)") }
+                            published.arrive()
+                        }
+                    }
+                    let target = published.arrivals
+                    let deadline = ContinuousClock.now + .seconds(60)
+                    while acked.count < target && ContinuousClock.now < deadline { usleep(500) }
+                }
+            }.start()
+        }
+        #expect(publishersDone.wait(for: 4, timeout: .seconds(120)))
+        #expect(await eventually(timeout: .seconds(60)) { acked.count >= partitions * perPartition })
+        #expect(failures.values.isEmpty, "\(failures.values)")
+        #expect(overlaps.values.isEmpty, "\(overlaps.values)")
+        #expect(acked.count == partitions * perPartition)
+        let ids = acked.values
+        #expect(Set(ids).count == ids.count, "a message was handled twice")
+        for partition in 0..<partitions {
+            let order = ids.filter { $0.hasPrefix("p\(partition)/") }
+            #expect(order == (0..<perPartition).map { "p\(partition)/\($0)" }, "partition \(partition)")
+        }
+    }
+
+    @Test("retries of several partitions falling due together are delivered in parallel, one worker each")
+    func retriesFallingDueTogetherRunInParallel() async throws {
+        let workers = 4
+        let broker = MemoryBroker(
+            policy: RetryPolicy(maxAttempts: 3, backoffBase: .milliseconds(20), backoffCap: .milliseconds(20)),
+            workerThreads: workers, logger: silentLogger
+        )
+        defer { broker.shutdown() }
+        let secondAttempts = Latch()
+        let sawAll = Recorder<Bool>()
+        broker.subscribe(topic) { delivery in
+            guard delivery.attempt > 1 else { return .retry(reason: "later") }
+            // Each waits for the others: only a wake-up reaching every idle worker lets all of them return true.
+            secondAttempts.arrive()
+            sawAll.append(secondAttempts.wait(for: workers, timeout: .seconds(20)))
+            return .ack
+        }
+        for index in 0..<workers { try broker.publish(message("m\(index)", key: "k\(index)")) }
+        try broker.start()
+        #expect(await eventually(timeout: .seconds(60)) { sawAll.count == workers })
+        #expect(sawAll.values == Array(repeating: true, count: workers))
+    }
 }
