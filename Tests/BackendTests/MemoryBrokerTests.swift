@@ -261,25 +261,24 @@ struct MemoryBrokerTests {
             return .ack
         }
         try broker.start()
-        // Four publishers; each publishes a burst, then waits for everything published so far to be handled, so
-        // the workers fall idle between bursts and every burst has to wake them.
-        let published = Latch()
+        // Four publishers publish each burst together; none starts the next burst before every message of this one
+        // is handled, so the workers fall idle between bursts and every burst has to wake them.
+        let publishers = 4
+        let burstSize = partitions * perPartition / 5
         let failures = Recorder<String>()
         let publishersDone = Latch()
-        for publisher in 0..<4 {
+        for publisher in 0..<publishers {
             Thread {
                 defer { publishersDone.arrive() }
-                for burst in 0..<(perPartition / 4) {
-                    for round in 0..<4 {
-                        for partition in stride(from: publisher, to: partitions, by: 4) {
-                            let id = "p\(partition)/\(burst * 4 + round)"
+                let deadline = ContinuousClock.now + .seconds(60)
+                for burst in 0..<5 {
+                    for round in 0..<(perPartition / 5) {
+                        for partition in stride(from: publisher, to: partitions, by: publishers) {
+                            let id = "p\(partition)/\(burst * perPartition / 5 + round)"
                             do { try broker.publish(message(id, key: "p\(partition)")) } catch { failures.append("\(id): \(error)") }
-                            published.arrive()
                         }
                     }
-                    let target = published.arrivals
-                    let deadline = ContinuousClock.now + .seconds(60)
-                    while acked.count < target && ContinuousClock.now < deadline { usleep(500) }
+                    while acked.count < (burst + 1) * burstSize && ContinuousClock.now < deadline { usleep(500) }
                 }
             }.start()
         }
@@ -317,5 +316,37 @@ struct MemoryBrokerTests {
         try broker.start()
         #expect(await eventually(timeout: .seconds(60)) { sawAll.count == workers })
         #expect(sawAll.values == Array(repeating: true, count: workers))
+    }
+
+    @Test("a postponed message is delivered when due although the worker waiting for it was woken for other work")
+    func dueMessageWhileItsWaiterIsBusy() async throws {
+        // Two idle workers: one waits for the postponed message's due time, the other without a timeout. A publish
+        // wakes one of them, whichever pthread_cond_signal picks; when it picks the first, the postponed message
+        // is left to the other, which has to be woken for it. Repeated, as the pick is not the broker's to make.
+        for trial in 0..<10 {
+            let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+            defer { broker.shutdown() }
+            let postponed = Mutex(false)
+            let dueAgain = Latch()
+            let sawIt = Recorder<Bool>()
+            broker.subscribe(topic) { delivery in
+                switch delivery.message.id {
+                case "due":
+                    if postponed.withLock({ done in defer { done = true }; return !done }) { return .postpone(.milliseconds(100)) }
+                    dueAgain.arrive()
+                default:
+                    // Holds its worker until the postponed message is delivered again.
+                    sawIt.append(dueAgain.wait(timeout: .seconds(10)))
+                }
+                return .ack
+            }
+            try broker.start()
+            try broker.publish(message("due", key: "due"))
+            // The postponement is recorded under the lock, which the worker keeps until it waits again.
+            #expect(try await eventually { try broker.stats(topic).inFlight == 0 && postponed.withLock { $0 } })
+            try broker.publish(message("other", key: "other"))
+            #expect(await eventually { sawIt.count == 1 })
+            #expect(sawIt.values == [true], "trial \(trial): the postponed message waited for the other handler")
+        }
     }
 }
