@@ -232,4 +232,121 @@ struct MemoryBrokerTests {
         })
         #expect(!seen.values.contains("behind"))
     }
+
+    @Test("bursts on many partitions, with retries and postponements, reach idle workers: every message is handled once, in order")
+    func burstsOnManyPartitions() async throws {
+        let broker = MemoryBroker(
+            policy: RetryPolicy(maxAttempts: 5, backoffBase: .milliseconds(1), backoffCap: .milliseconds(5)), workerThreads: 8,
+            logger: silentLogger
+        )
+        defer { broker.shutdown() }
+        let partitions = 64
+        let perPartition = 20
+        let acked = Recorder<String>()
+        let overlaps = Recorder<String>()
+        let inFlight = Mutex<Set<String>>([])
+        let postponed = Mutex<Set<String>>([])
+        broker.subscribe(topic) { delivery in
+            let message = delivery.message
+            guard inFlight.withLock({ $0.insert(message.partitionKey).inserted }) else {
+                overlaps.append(message.id)
+                return .ack
+            }
+            defer { _ = inFlight.withLock { $0.remove(message.partitionKey) } }
+            let number = Int(message.id.split(separator: "/").last ?? "") ?? 0
+            // Some wait for a backoff, some postpone once: their partitions become deliverable again only by time.
+            if number % 7 == 0 && delivery.attempt == 1 { return .retry(reason: "once") }
+            if number % 11 == 0 && postponed.withLock({ $0.insert(message.id).inserted }) { return .postpone(.milliseconds(1)) }
+            acked.append(message.id)
+            return .ack
+        }
+        try broker.start()
+        // Four publishers publish each burst together; none starts the next burst before every message of this one
+        // is handled, so the workers fall idle between bursts and every burst has to wake them.
+        let publishers = 4
+        let burstSize = partitions * perPartition / 5
+        let failures = Recorder<String>()
+        let publishersDone = Latch()
+        for publisher in 0..<publishers {
+            Thread {
+                defer { publishersDone.arrive() }
+                let deadline = ContinuousClock.now + .seconds(60)
+                for burst in 0..<5 {
+                    for round in 0..<(perPartition / 5) {
+                        for partition in stride(from: publisher, to: partitions, by: publishers) {
+                            let id = "p\(partition)/\(burst * perPartition / 5 + round)"
+                            do { try broker.publish(message(id, key: "p\(partition)")) } catch { failures.append("\(id): \(error)") }
+                        }
+                    }
+                    while acked.count < (burst + 1) * burstSize && ContinuousClock.now < deadline { usleep(500) }
+                }
+            }.start()
+        }
+        #expect(publishersDone.wait(for: 4, timeout: .seconds(120)))
+        #expect(await eventually(timeout: .seconds(60)) { acked.count >= partitions * perPartition })
+        #expect(failures.values.isEmpty, "\(failures.values)")
+        #expect(overlaps.values.isEmpty, "\(overlaps.values)")
+        #expect(acked.count == partitions * perPartition)
+        let ids = acked.values
+        #expect(Set(ids).count == ids.count, "a message was handled twice")
+        for partition in 0..<partitions {
+            let order = ids.filter { $0.hasPrefix("p\(partition)/") }
+            #expect(order == (0..<perPartition).map { "p\(partition)/\($0)" }, "partition \(partition)")
+        }
+    }
+
+    @Test("retries of several partitions falling due together are delivered in parallel, one worker each")
+    func retriesFallingDueTogetherRunInParallel() async throws {
+        let workers = 4
+        let broker = MemoryBroker(
+            policy: RetryPolicy(maxAttempts: 3, backoffBase: .milliseconds(20), backoffCap: .milliseconds(20)),
+            workerThreads: workers, logger: silentLogger
+        )
+        defer { broker.shutdown() }
+        let secondAttempts = Latch()
+        let sawAll = Recorder<Bool>()
+        broker.subscribe(topic) { delivery in
+            guard delivery.attempt > 1 else { return .retry(reason: "later") }
+            // Each waits for the others: only a wake-up reaching every idle worker lets all of them return true.
+            secondAttempts.arrive()
+            sawAll.append(secondAttempts.wait(for: workers, timeout: .seconds(20)))
+            return .ack
+        }
+        for index in 0..<workers { try broker.publish(message("m\(index)", key: "k\(index)")) }
+        try broker.start()
+        #expect(await eventually(timeout: .seconds(60)) { sawAll.count == workers })
+        #expect(sawAll.values == Array(repeating: true, count: workers))
+    }
+
+    @Test("a postponed message is delivered when due although the worker waiting for it was woken for other work")
+    func dueMessageWhileItsWaiterIsBusy() async throws {
+        // Two idle workers: one waits for the postponed message's due time, the other without a timeout. A publish
+        // wakes one of them, whichever pthread_cond_signal picks; when it picks the first, the postponed message
+        // is left to the other, which has to be woken for it. Repeated, as the pick is not the broker's to make.
+        for trial in 0..<10 {
+            let broker = MemoryBroker(workerThreads: 2, logger: silentLogger)
+            defer { broker.shutdown() }
+            let postponed = Mutex(false)
+            let dueAgain = Latch()
+            let sawIt = Recorder<Bool>()
+            broker.subscribe(topic) { delivery in
+                switch delivery.message.id {
+                case "due":
+                    if postponed.withLock({ done in defer { done = true }; return !done }) { return .postpone(.milliseconds(100)) }
+                    dueAgain.arrive()
+                default:
+                    // Holds its worker until the postponed message is delivered again.
+                    sawIt.append(dueAgain.wait(timeout: .seconds(10)))
+                }
+                return .ack
+            }
+            try broker.start()
+            try broker.publish(message("due", key: "due"))
+            // The postponement is recorded under the lock, which the worker keeps until it waits again.
+            #expect(try await eventually { try broker.stats(topic).inFlight == 0 && postponed.withLock { $0 } })
+            try broker.publish(message("other", key: "other"))
+            #expect(await eventually { sawIt.count == 1 })
+            #expect(sawIt.values == [true], "trial \(trial): the postponed message waited for the other handler")
+        }
+    }
 }

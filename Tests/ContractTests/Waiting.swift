@@ -24,9 +24,7 @@ func onThreads(
 
 /// Runs blocking work (MySQL, subprocesses) on its own Foundation thread, off Swift's cooperative pool.
 func offPool<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
-    }
+    try await onOwnThread(body)
 }
 
 /// Runs `body` against a MariaDB of its own (see `PrivateServer.start`), which is stopped and removed afterwards,

@@ -21,13 +21,7 @@ extension LiveDatabase {
 
 /// Runs blocking work on a new thread, so the MySQL C calls never block Swift's cooperative pool.
 func onThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            continuation.resume(with: Swift.Result { try body() })
-        }
-        thread.name = "mysql-test"
-        thread.start()
-    }
+    try await onOwnThread(named: "mysql-test", body)
 }
 
 /// Starts `body` on a new thread now; `join` waits for its result.

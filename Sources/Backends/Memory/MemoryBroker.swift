@@ -12,6 +12,15 @@ public import Logging
 public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     // @unchecked Sendable: every mutable stored property (`state`) is read and written only while holding
     // `condition`'s lock; the other stored properties are immutable and Sendable.
+    //
+    // Waking: while the broker runs, only idle workers wait on `condition` (shutdown waits only once stopped). A
+    // worker waits only after finding nothing deliverable, and then until the earliest due head, if any. A change that
+    // makes a head deliverable wakes one worker (`signal`): a publish or redrive whose message is the deliverable head
+    // of its partition. A worker that took a delivery wakes one more if some head is left that no waiting worker's
+    // timeout will look at by its due time: that covers heads freed or requeued by a recorded outcome (the recording
+    // worker looks first, but may take another delivery), and several retries falling due together (the worker whose
+    // timeout ran takes one and passes the rest on). So a deliverable head never waits while a worker idles without a
+    // wake-up coming. `broadcast` stays where every waiter must look: subscribe, shutdown, a worker exiting.
     private let condition = MonotonicCondition()
     private var state = BrokerState()
     private let policy: RetryPolicy
@@ -41,16 +50,16 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         state.releaseAckedHolds(upTo: now)
         guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else {
             // Published again: a no-op, unless the message was dead-lettered, which the publisher asks to retry.
-            if state.redrive(message.topic, messageID: message.id, now: now) {
+            if state.redrive(message.topic, messageID: message.id, now: now) != nil {
                 logger.info(
                     "dead letter re-driven by a new publish",
                     metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
-                condition.broadcast()
+                wakeOne(for: message, now: now)
             }
             return
         }
         state.enqueue(message, now: now)
-        condition.broadcast()
+        wakeOne(for: message, now: now)
     }
 
     /// Registers the handler of `topic`, replacing any earlier one.
@@ -74,7 +83,7 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
             state.phase = .running
         }
         for index in 0..<workerThreads {
-            let thread = Thread { [self] in workerLoop() }
+            let thread = Thread { [self] in workerLoop(index) }
             thread.name = "memory-broker-\(index)"
             state.runningWorkers += 1
             state.workers.append(thread)
@@ -138,8 +147,9 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
     public func redrive(_ topic: TopicName, messageID: String) throws(BackendError) {
         condition.lock()
         defer { condition.unlock() }
-        guard state.redrive(topic, messageID: messageID, now: .now) else { throw .notFound }
-        condition.broadcast()
+        let now = ContinuousClock.now
+        guard let message = state.redrive(topic, messageID: messageID, now: now) else { throw .notFound }
+        wakeOne(for: message, now: now)
     }
 
     /// Waiting and in-flight counts, dead letters, and the age of the oldest waiting or in-flight message
@@ -163,7 +173,7 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         )
     }
 
-    private func workerLoop() {
+    private func workerLoop(_ index: Int) {
         condition.lock()
         while state.phase == .running {
             let now = ContinuousClock.now
@@ -171,22 +181,41 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
                 let delivery = state.beginDelivery(of: key)
             else {
                 if let due = state.earliestDue() {
+                    state.waitingUntil[index] = due
                     condition.wait(for: due - now)
+                    state.waitingUntil[index] = nil
                 } else {
                     condition.wait()
                 }
                 continue
             }
+            wakeAnotherForUncoveredHeads()
             condition.unlock()
             let outcome = handler(delivery)
             log(outcome, of: delivery)
             condition.lock()
+            // No wake-up: this worker looks for a deliverable head itself before it waits again.
             record(outcome, of: delivery, in: key)
-            condition.broadcast()
         }
         state.runningWorkers -= 1
         condition.broadcast()
         condition.unlock()
+    }
+
+    // Called with the lock held, after `message` was enqueued.
+    private func wakeOne(for message: Message, now: ContinuousClock.Instant) {
+        // A waiting worker found nothing deliverable; only a head that is deliverable now changes that for one of them
+        // (a message behind another waits for the worker recording the one in front).
+        if state.isDeliverableHead(message, now: now) { condition.signal() }
+    }
+
+    // Called with the lock held, by a worker that took a delivery and will not look again until its handler returns.
+    private func wakeAnotherForUncoveredHeads() {
+        guard let due = state.earliestDue(), !state.waitingUntil.values.contains(where: { $0 <= due }) else { return }
+        // pthread_cond_signal(3) unblocks at least one waiting worker, which looks and either takes a head (and comes
+        // here in turn) or waits until the earliest due head; with no worker waiting, every worker is either in a
+        // handler or about to look.
+        condition.signal()
     }
 
     // Called with the lock held.
@@ -283,6 +312,8 @@ private struct BrokerState {
     /// Workers whose handler is inside `shutdown()`, waiting for the other workers to exit.
     var workersInShutdown = 0
     var nextSequence: UInt64 = 0
+    /// The timeouts of the workers waiting for a due head, by worker index: each looks again by then, if not sooner.
+    var waitingUntil: [Int: ContinuousClock.Instant] = [:]
 
     /// Keeps the acked `id` held until `releaseAt`; an id is re-published only after its release, so no
     /// older hold of it is still queued.
@@ -305,14 +336,14 @@ private struct BrokerState {
         }
     }
 
-    /// Moves the dead letter `messageID` to the tail of its partition with a fresh attempt count; false when
-    /// `topic` has none. The id stays held: it moves from the dead-letter set back to the partition.
-    mutating func redrive(_ topic: TopicName, messageID: String, now: ContinuousClock.Instant) -> Bool {
+    /// Moves the dead letter `messageID` to the tail of its partition with a fresh attempt count and returns it; nil
+    /// when `topic` has none. The id stays held: it moves from the dead-letter set back to the partition.
+    mutating func redrive(_ topic: TopicName, messageID: String, now: ContinuousClock.Instant) -> Message? {
         guard let index = deadLetters[topic]?.firstIndex(where: { $0.message.id == messageID }),
             let dead = deadLetters[topic]?.remove(at: index)
-        else { return false }
+        else { return nil }
         enqueue(dead.message, now: now)
-        return true
+        return dead.message
     }
 
     mutating func enqueue(_ message: Message, now: ContinuousClock.Instant) {
@@ -320,6 +351,15 @@ private struct BrokerState {
         let entry = Entry(message: message, attemptsMade: 0, dueAt: now, enqueuedAt: now, sequence: nextSequence)
         partitions[PartitionKey(topic: message.topic, key: message.partitionKey), default: Partition()]
             .entries.append(entry)
+    }
+
+    /// Whether `message` is the due head of an idle partition with a handler: deliverable now.
+    func isDeliverableHead(_ message: Message, now: ContinuousClock.Instant) -> Bool {
+        guard handlers[message.topic] != nil,
+            let partition = partitions[PartitionKey(topic: message.topic, key: message.partitionKey)], !partition.busy,
+            let head = partition.entries.first
+        else { return false }
+        return head.message.id == message.id && head.dueAt <= now
     }
 
     /// The idle partition with a handler whose head is due, oldest head first.

@@ -1,47 +1,76 @@
 public import Domain
 import Synchronization
 
-/// Requests in a dictionary: the embedded default and the contract suites' reference.
+/// Requests per queue in arrays ordered by n: the embedded default and the contract suites' reference.
 public final class MemoryRequestStore: RequestStore {
-    private let rows = Mutex<[RequestID: Request]>([:])
+    // Ascending n, so that a page of `list` is a binary search for `before` and a copy of `limit` rows, whatever the
+    // queue's size; a counter hands out n in ascending order, so a create is nearly always an append.
+    private let queues = Mutex<[QueueName: [Request]]>([:])
 
     /// Makes an empty store.
     public init() {}
 
     public func create(_ request: Request) throws(BackendError) {
-        try rows.withLock { rows throws(BackendError) in
-            guard rows[request.id] == nil else { throw .alreadyExists }
-            rows[request.id] = request
+        try queues.withLock { queues throws(BackendError) in
+            let index = Self.firstIndex(notBelow: request.id.number, in: queues[request.queue] ?? [])
+            if let rows = queues[request.queue], index < rows.count, rows[index].id.number == request.id.number {
+                throw .alreadyExists
+            }
+            queues[request.queue, default: []].insert(request, at: index)
         }
     }
 
     public func get(_ id: RequestID) throws(BackendError) -> Request {
-        guard let request = rows.withLock({ $0[id] }) else { throw .notFound }
+        let request = queues.withLock { queues -> Request? in
+            guard let index = Self.find(id, in: queues) else { return nil }
+            return queues[id.queue]?[index]
+        }
+        guard let request else { throw .notFound }
         return request
     }
 
     public func update(_ request: Request, oldVersion: UInt64, newVersion: UInt64) throws(BackendError) {
         guard newVersion > oldVersion else { throw .versionNotAdvanced }
-        try rows.withLock { rows throws(BackendError) in
-            guard var stored = rows[request.id], stored.version == oldVersion else { throw .versionMismatch }
+        try queues.withLock { queues throws(BackendError) in
+            guard let index = Self.find(request.id, in: queues), var stored = queues[request.queue]?[index],
+                stored.version == oldVersion
+            else { throw .versionMismatch }
             stored.state = request.state
             stored.buildStrategy = request.buildStrategy
             stored.baseURI = request.baseURI
             stored.updatedAt = request.updatedAt
             stored.version = newVersion
-            rows[request.id] = stored
+            queues[request.queue]?[index] = stored
         }
     }
 
     public func list(queue: QueueName, before: UInt64?, limit: Int) throws(BackendError) -> [Request] {
-        return rows.withLock { rows in
-            rows.values
-                // Without `before` no bound at all: UInt64.max as one would leave out the request numbered UInt64.max.
-                .filter { request in request.queue == queue && before.map { request.id.number < $0 } ?? true }
-                .sorted { $0.id.number > $1.id.number }
-                .prefix(max(limit, 0))
-                .map { $0 }
+        return queues.withLock { queues in
+            guard limit > 0, let rows = queues[queue] else { return [] }
+            // Without `before` no bound at all: UInt64.max as one would leave out the request numbered UInt64.max.
+            let end = before.map { Self.firstIndex(notBelow: $0, in: rows) } ?? rows.count
+            return Array(rows[max(0, end - limit)..<end].reversed())
         }
+    }
+
+    /// The index of `id` in its queue's rows, if stored.
+    private static func find(_ id: RequestID, in queues: [QueueName: [Request]]) -> Int? {
+        guard let rows = queues[id.queue] else { return nil }
+        let index = firstIndex(notBelow: id.number, in: rows)
+        return index < rows.count && rows[index].id.number == id.number ? index : nil
+    }
+
+    /// The first index of ascending `rows` whose n is `number` or more; `rows.count` when there is none.
+    private static func firstIndex(notBelow number: UInt64, in rows: [Request]) -> Int {
+        // The common case, a create of the queue's newest n, without a search.
+        if let last = rows.last, last.id.number < number { return rows.count }
+        var low = 0
+        var high = rows.count
+        while low < high {
+            let middle = low + (high - low) / 2
+            if rows[middle].id.number < number { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 }
 
