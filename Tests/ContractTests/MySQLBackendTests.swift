@@ -967,7 +967,7 @@ struct MySQLErrorTranslationTests {
         #expect(!detail.contains("nobody"))
     }
 
-    @Test("a server refusing a connection for the user's connection limit (1226) is unavailable and retryable")
+    @Test("a server refusing a connection for the user's connection limit (1226) is unavailable and retryable", .enabled(if: mysqlSuitesRun))
     func userConnectionLimit() async throws {
         guard let fixture = MySQLFixture.fromEnvironment() else {
             throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
