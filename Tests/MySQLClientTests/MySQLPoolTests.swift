@@ -438,7 +438,9 @@ struct MySQLPoolOutageTests {
     /// The test could not bind a loopback port.
     private struct PortUnavailable: Error {}
 
-    @Test("connects that fail log one warning for the run of failures, and the first connect that succeeds again says so")
+    @Test(
+        "connects that fail log one warning for the run of failures, and the first connect that succeeds again says so",
+        .enabled(if: LiveDatabase.shouldRun))
     func failingConnectsAreLoggedOncePerRun() async throws {
         try await LiveDatabase.withFreshDatabase { configuration in
             // An account that does not exist yet: connects fail (1045) until the test creates it.
