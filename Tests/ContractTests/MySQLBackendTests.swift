@@ -20,7 +20,7 @@ private func withEmptyDatabase<Result: Sendable>(
         throw FixtureUnavailable("STOVEPIPE_TEST_MYSQL_URL is not set")
     }
     let base = try fixture.baseConfiguration()
-    return try await runOnThread {
+    return try await offPool {
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let admin = try MySQLConnection(configuration: base)
         try admin.execute("CREATE DATABASE \(identifier: name) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -28,13 +28,6 @@ private func withEmptyDatabase<Result: Sendable>(
         var configuration = base
         configuration.database = name
         return try body(configuration)
-    }
-}
-
-/// Runs blocking MySQL work on its own thread, off Swift's cooperative pool.
-private func runOnThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
     }
 }
 
@@ -211,7 +204,7 @@ struct MySQLMigratorTests {
         let configuration = base
         let noDatabase = BackendError.unavailable(
             retryable: false, detail: "mysql: no database selected: the URL must name one (mysql://USER@HOST/DATABASE)")
-        try await runOnThread {
+        try await offPool {
             let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
             defer { storage.close() }
             #expect(throws: noDatabase) { try storage.migrator.migrate() }
@@ -956,7 +949,7 @@ struct MySQLErrorTranslationTests {
         let storage = MySQLStorage(configuration: configuration, logger: silentLogger)
         defer { storage.close() }
         let id = RequestID(queue: try QueueName("q"), number: 1)
-        let error = try await runOnThread { () -> BackendError? in
+        let error = try await offPool { () -> BackendError? in
             backendError { () throws(BackendError) in _ = try storage.requests.get(id) }
         }
         guard case .unavailable(let retryable, let detail)? = error else {
@@ -975,7 +968,7 @@ struct MySQLErrorTranslationTests {
         let base = try fixture.baseConfiguration()
         // A per-user limit, as managed databases and shared servers set it: no global setting changes.
         let user = "limited_" + UUID().uuidString.prefix(8).lowercased()
-        let error = try await runOnThread { () -> BackendError? in
+        let error = try await offPool { () -> BackendError? in
             let admin = try MySQLConnection(configuration: base)
             defer { admin.close() }
             try admin.execute(MySQLQuery(unsafeSQL: "CREATE USER '\(user)'@'127.0.0.1' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 1"))

@@ -3,20 +3,24 @@ import TestSupport
 import Synchronization
 import Testing
 
-/// Runs `body(i)` for i in 0..<count, each on its own Foundation thread, released together; waits for all
-/// until `timeout` and returns whether they all finished.
+/// Runs `body(i)` for i in 0..<count, each on a thread of its own as part of the calling test, released together;
+/// waits for all until `timeout` and returns whether they all finished.
 func onThreads(
     _ count: Int, timeout: Duration = .seconds(10), _ body: @escaping @Sendable (Int) -> Void
 ) async -> Bool {
     let start = Latch()
     let done = Latch()
     for index in 0..<count {
-        let thread = Thread {
+        // A task inherits the test's task locals, so an expectation failing in `body` is the test's (from a bare
+        // Thread it is «unknown» test's, and the test passes). Not awaited: a body that never returns leaves
+        // `finished` false instead of hanging the test.
+        let executor = ThreadExecutor(name: "on-threads-\(index)")
+        Task(executorPreference: executor) {
+            defer { executor.finish() }
             _ = start.wait(for: 1, timeout: .seconds(10))
             body(index)
             done.arrive()
         }
-        thread.start()
     }
     start.arrive()
     return await eventually(timeout: timeout) { done.arrivals == count }

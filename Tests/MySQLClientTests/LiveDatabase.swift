@@ -24,14 +24,19 @@ func onThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result)
     try await onOwnThread(named: "mysql-test", body)
 }
 
-/// Starts `body` on a new thread now; `join` waits for its result.
+/// Starts `body` on a new thread now, as part of the calling test; `join` waits for its result.
 final class BackgroundWork<Result: Sendable>: Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
 
     init(_ body: @escaping @Sendable () throws -> Result) {
-        let thread = Thread { self.finish(Swift.Result { try body() }) }
-        thread.start()
+        // A task started here inherits the test's task locals, so an expectation failing in `body` is the test's
+        // (from a bare Thread it is «unknown» test's, and the test passes); its executor owns the thread.
+        let executor = ThreadExecutor(name: "mysql-test-background")
+        Task(executorPreference: executor) {
+            defer { executor.finish() }
+            self.finish(Swift.Result { try body() })
+        }
     }
 
     private func finish(_ result: Swift.Result<Result, any Error>) {

@@ -12,6 +12,16 @@ struct OnThreadTests {
         }
     }
 
+    @Test("an expectation failing in background work started inside onThread is recorded against the test")
+    func backgroundFailuresBelongToTheTest() async throws {
+        await withKnownIssue {
+            try await onThread {
+                let work = BackgroundWork { #expect(Bool(false), "recorded inside BackgroundWork") }
+                try work.join()
+            }
+        }
+    }
+
     @Test("blocking work runs on threads of its own: more at once than the cooperative pool has threads")
     func workRunsOffTheCooperativePool() async throws {
         let count = ProcessInfo.processInfo.activeProcessorCount + 2
