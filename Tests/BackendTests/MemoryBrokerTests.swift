@@ -318,6 +318,25 @@ struct MemoryBrokerTests {
         #expect(sawAll.values == Array(repeating: true, count: workers))
     }
 
+    @Test("a dead letter re-driven by a publish that names another partition key is delivered in its own partition")
+    func redriveByPublishWithAnotherKeyWakesAWorker() async throws {
+        let broker = MemoryBroker(policy: RetryPolicy(maxAttempts: 1), workerThreads: 1, logger: silentLogger)
+        defer { broker.shutdown() }
+        let deliveries = Recorder<String>()
+        broker.subscribe(topic) { delivery in
+            deliveries.append("\(delivery.message.id)@\(delivery.message.partitionKey)#\(delivery.attempt)")
+            return deliveries.count == 1 ? .reject(reason: "first") : .ack
+        }
+        try broker.start()
+        try broker.publish(message("x", key: "a"))
+        #expect(try await eventually { try broker.deadLetters(topic, limit: 10).count == 1 })
+        // The worker now waits without a timeout: only a wake-up from this publish can bring it to the re-driven
+        // message, which goes back to the dead letter's partition ("a"), not to the one this publish names.
+        try broker.publish(message("x", key: "b"))
+        #expect(await eventually(timeout: .seconds(10)) { deliveries.count == 2 })
+        #expect(deliveries.values == ["x@a#1", "x@a#1"])
+    }
+
     @Test("a postponed message is delivered when due although the worker waiting for it was woken for other work")
     func dueMessageWhileItsWaiterIsBusy() async throws {
         // Two idle workers: one waits for the postponed message's due time, the other without a timeout. A publish

@@ -50,11 +50,12 @@ public final class MemoryBroker: MessageBroker, @unchecked Sendable {
         state.releaseAckedHolds(upTo: now)
         guard state.heldIDs[message.topic, default: []].insert(message.id).inserted else {
             // Published again: a no-op, unless the message was dead-lettered, which the publisher asks to retry.
-            if state.redrive(message.topic, messageID: message.id, now: now) != nil {
+            // The dead letter goes back as it was stored, to its own partition: this publish may name another key.
+            if let redriven = state.redrive(message.topic, messageID: message.id, now: now) {
                 logger.info(
                     "dead letter re-driven by a new publish",
                     metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
-                wakeOne(for: message, now: now)
+                wakeOne(for: redriven, now: now)
             }
             return
         }
