@@ -70,6 +70,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
     /// holds its id (pending, or acked within `ackedRetention`), except that a dead-lettered id is re-driven.
     public func publish(_ message: Message) throws(BackendError) {
         let inserted = try database.run { connection in try TopicStore.insert(message, on: connection) }
+        var redrivenPartition: PartitionID?
         if inserted {
             count("stovepipe_topic_published_total", message.topic)
         } else {
@@ -81,6 +82,7 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
             let redriven = dead ? try database.transaction { connection in
                 try TopicStore.redrive(message.topic, messageID: message.id, on: connection)
             } : nil
+            redrivenPartition = redriven
             if redriven != nil {
                 count("stovepipe_topic_redriven_total", message.topic)
                 logger.info(
@@ -88,7 +90,8 @@ public final class MySQLBroker: MessageBroker, @unchecked Sendable {
                     metadata: ["messagequeue.topic": "\(message.topic)", "messagequeue.message_id": "\(message.id)"])
             }
         }
-        published(PartitionID(topic: message.topic, key: message.partitionKey))
+        // A re-driven dead letter returns to its own partition, which a publish naming another key does not name.
+        published(redrivenPartition ?? PartitionID(topic: message.topic, key: message.partitionKey))
     }
 
     /// Inserts `message` on `connection`, inside the caller's transaction if one is open, so a message can be
