@@ -284,6 +284,10 @@ private final class LoopRunner {
                 // of failures, which lasts as long as descriptors are short: not once per tick.
                 let code = errno
                 let outOfDescriptors = code == EMFILE || code == ENFILE
+                // accept(2) takes a descriptor number before it looks for a connection (Linux's __sys_accept4_file),
+                // so a full table fails it with nothing waiting, as on the pass after a refusal: no connection failed,
+                // and the listener, level-triggered, wakes the loop again when one comes.
+                if outOfDescriptors && !listenerHasWaitingConnection() { return }
                 context.observer?.acceptFailed(errno: code)
                 if acceptFailures == 0 {
                     acceptFailingSince = MonotonicClock.now()
@@ -403,6 +407,12 @@ private final class LoopRunner {
         }
         Glibc.close(fd)
         return true
+    }
+
+    /// Whether a connection waits on the listener now, without accepting it.
+    func listenerHasWaitingConnection() -> Bool {
+        var request = pollfd(fd: loop.listenFD, events: Int16(POLLIN), revents: 0)
+        return poll(&request, 1, 0) > 0 && request.revents & Int16(POLLIN) != 0
     }
 
     /// The descriptor `refuseWithSpareDescriptor` frees; -1 if even that cannot be opened.
