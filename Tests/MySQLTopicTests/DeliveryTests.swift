@@ -129,6 +129,40 @@ struct DeliveryTests {
         }
     }
 
+    @Test("a publish that re-drives a dead letter while naming another partition key wakes the dead letter's partition")
+    func redrivingPublishWakesTheDeadLettersPartition() async throws {
+        try await withHarness { harness in
+            // A minute-long poll: only the local wake-up can deliver the re-driven message within the deadline below.
+            let broker = harness.makeBroker(fastConfiguration(poll: .seconds(60)))
+            let seen = Recorder<Seen>()
+            let entered = Latch()
+            let release = Latch()
+            // Opened however the test ends, so the shutdown never waits on a blocked handler.
+            defer { release.arrive() }
+            broker.subscribe(topic) { delivery in
+                if delivery.message.id == "hold" {
+                    entered.arrive()
+                    release.wait()
+                    return .ack
+                }
+                let first = !seen.values.contains { $0.id == delivery.message.id }
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return first ? .reject(reason: "not yet") : .ack
+            }
+            try broker.start()
+            try broker.publish(message("doomed", key: "a"))
+            #expect(try await eventually { try broker.deadLetters(topic, limit: 10).map(\.message.id) == ["doomed"] })
+            // Partition "b" is this replica's and busy: a wake-up for it hands it to no worker and asks for no poll.
+            try broker.publish(message("hold", key: "b"))
+            #expect(entered.wait(timeout: .seconds(20)))
+
+            try broker.publish(message("doomed", key: "b"))
+            #expect(await eventually(timeout: .seconds(10)) { seen.values.count == 2 })
+            #expect(seen.values == [Seen(id: "doomed", attempt: 1), Seen(id: "doomed", attempt: 1)])
+            #expect(try broker.deadLetters(topic, limit: 10).isEmpty)
+        }
+    }
+
     @Test("a message published by another replica is picked up by the next poll")
     func remotePublishIsPolled() async throws {
         try await withHarness { harness in
