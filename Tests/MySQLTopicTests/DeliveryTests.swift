@@ -129,6 +129,40 @@ struct DeliveryTests {
         }
     }
 
+    @Test("a publish that re-drives a dead letter while naming another partition key wakes the dead letter's partition")
+    func redrivingPublishWakesTheDeadLettersPartition() async throws {
+        try await withHarness { harness in
+            // A minute-long poll: only the local wake-up can deliver the re-driven message within the deadline below.
+            let broker = harness.makeBroker(fastConfiguration(poll: .seconds(60)))
+            let seen = Recorder<Seen>()
+            let entered = Latch()
+            let release = Latch()
+            // Opened however the test ends, so the shutdown never waits on a blocked handler.
+            defer { release.arrive() }
+            broker.subscribe(topic) { delivery in
+                if delivery.message.id == "hold" {
+                    entered.arrive()
+                    release.wait()
+                    return .ack
+                }
+                let first = !seen.values.contains { $0.id == delivery.message.id }
+                seen.append(Seen(id: delivery.message.id, attempt: delivery.attempt))
+                return first ? .reject(reason: "not yet") : .ack
+            }
+            try broker.start()
+            try broker.publish(message("doomed", key: "a"))
+            #expect(try await eventually { try broker.deadLetters(topic, limit: 10).map(\.message.id) == ["doomed"] })
+            // Partition "b" is this replica's and busy: a wake-up for it hands it to no worker and asks for no poll.
+            try broker.publish(message("hold", key: "b"))
+            #expect(entered.wait(timeout: .seconds(20)))
+
+            try broker.publish(message("doomed", key: "b"))
+            #expect(await eventually(timeout: .seconds(10)) { seen.values.count == 2 })
+            #expect(seen.values == [Seen(id: "doomed", attempt: 1), Seen(id: "doomed", attempt: 1)])
+            #expect(try broker.deadLetters(topic, limit: 10).isEmpty)
+        }
+    }
+
     @Test("a message published by another replica is picked up by the next poll")
     func remotePublishIsPolled() async throws {
         try await withHarness { harness in
@@ -278,20 +312,22 @@ struct DeliveryTests {
 
     @Test("a database that cannot be reached is unavailable and retryable, and the error names no value")
     func unreachableDatabase() async throws {
-        var configuration = try LiveDatabase.baseConfiguration()
-        configuration.port = 1
-        configuration.connectTimeoutSeconds = 2
-        let pool = MySQLPool(connection: configuration, logger: quietLogger)
-        defer { pool.close() }
-        let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
-        let error = try #require(throws: BackendError.self) { try broker.publish(message("secret-id-42")) }
-        guard case .unavailable(let retryable, let detail) = error else {
-            Issue.record("expected unavailable, got \(error)")
-            return
+        try await offPool {
+            var configuration = try LiveDatabase.baseConfiguration()
+            configuration.port = 1
+            configuration.connectTimeoutSeconds = 2
+            let pool = MySQLPool(connection: configuration, logger: quietLogger)
+            defer { pool.close() }
+            let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
+            let error = try #require(throws: BackendError.self) { try broker.publish(message("secret-id-42")) }
+            guard case .unavailable(let retryable, let detail) = error else {
+                Issue.record("expected unavailable, got \(error)")
+                return
+            }
+            #expect(retryable)
+            #expect(!detail.contains("secret-id-42"))
+            #expect(throws: BackendError.self) { try broker.start() }
         }
-        #expect(retryable)
-        #expect(!detail.contains("secret-id-42"))
-        #expect(throws: BackendError.self) { try broker.start() }
     }
 }
 
@@ -299,36 +335,40 @@ struct DeliveryTests {
 struct SchemaTests {
     @Test("the migrator creates the topic tables, and the broker works on a migrated database")
     func migratorCreatesTopicTables() async throws {
-        let configuration = try TopicTestDatabase.create(withTopicTables: false)
-        defer { TopicTestDatabase.drop(configuration) }
-        let pool = MySQLPool(connection: configuration, logger: quietLogger)
-        defer { pool.close() }
-        let migrator = MySQLMigrator(pool: pool, logger: quietLogger)
-        let applied = try migrator.migrate()
-        #expect(applied.contains(100) && applied.contains(101) && applied.contains(102))
-        try migrator.requireUpToDate()
+        try await offPool {
+            let configuration = try TopicTestDatabase.create(withTopicTables: false)
+            defer { TopicTestDatabase.drop(configuration) }
+            let pool = MySQLPool(connection: configuration, logger: quietLogger)
+            defer { pool.close() }
+            let migrator = MySQLMigrator(pool: pool, logger: quietLogger)
+            let applied = try migrator.migrate()
+            #expect(applied.contains(100) && applied.contains(101) && applied.contains(102))
+            try migrator.requireUpToDate()
 
-        let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
-        defer { broker.shutdown() }
-        let seen = Recorder<String>()
-        broker.subscribe(topic) { delivery in
-            seen.append(delivery.message.id)
-            return .ack
+            let broker = MySQLBroker(pool: pool, configuration: fastConfiguration(), logger: quietLogger)
+            defer { broker.shutdown() }
+            let seen = Recorder<String>()
+            broker.subscribe(topic) { delivery in
+                seen.append(delivery.message.id)
+                return .ack
+            }
+            try broker.start()
+            try broker.publish(message("migrated"))
+            #expect(await eventually { seen.values == ["migrated"] })
         }
-        try broker.start()
-        try broker.publish(message("migrated"))
-        #expect(await eventually { seen.values == ["migrated"] })
     }
 
     @Test("the schema statements can be applied twice")
     func schemaIsIdempotent() async throws {
-        let configuration = try TopicTestDatabase.create()
-        defer { TopicTestDatabase.drop(configuration) }
-        let connection = try MySQLConnection(configuration: configuration)
-        defer { connection.close() }
-        for statement in MySQLBroker.schema { try connection.executeScript(unsafeSQL: statement) }
-        let tables = try connection.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name")
-        #expect(tables.compactMap { $0.string(0) } == ["topic_messages", "topic_partitions", "topic_replicas"])
+        try await offPool {
+            let configuration = try TopicTestDatabase.create()
+            defer { TopicTestDatabase.drop(configuration) }
+            let connection = try MySQLConnection(configuration: configuration)
+            defer { connection.close() }
+            for statement in MySQLBroker.schema { try connection.executeScript(unsafeSQL: statement) }
+            let tables = try connection.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name")
+            #expect(tables.compactMap { $0.string(0) } == ["topic_messages", "topic_partitions", "topic_replicas"])
+        }
     }
 }

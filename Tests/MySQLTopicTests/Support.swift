@@ -7,7 +7,7 @@ import Synchronization
 import TestSupport
 
 /// A fresh database with the topic tables, and the pools and brokers a test makes on it; `tearDown` shuts
-/// the brokers down, closes the pools and drops the database.
+/// the brokers down, closes the pools and drops the database. Its calls block: make them in `withHarness`'s body.
 final class TopicHarness: Sendable {
     let configuration: MySQLConfiguration
     private let pools = Recorder<MySQLPool>()
@@ -57,11 +57,31 @@ final class TopicHarness: Sendable {
     }
 }
 
-/// Runs `body` with a fresh harness and tears it down afterwards.
-func withHarness(_ body: (TopicHarness) async throws -> Void) async throws {
-    let harness = try TopicHarness()
-    defer { harness.tearDown() }
-    try await body(harness)
+/// Runs `body` with a fresh harness and tears it down afterwards, all off Swift's cooperative pool (see `offPool`).
+func withHarness(_ body: @escaping @Sendable (TopicHarness) async throws -> Void) async throws {
+    try await offPool {
+        let harness = try TopicHarness()
+        defer { harness.tearDown() }
+        try await body(harness)
+    }
+}
+
+/// Runs `body` as part of the calling task on a thread of its own, off Swift's cooperative pool: the tests' MySQL
+/// calls, broker calls and thread joins block, and `eventually` polls on the thread it runs on.
+func offPool<Result: Sendable>(_ body: @escaping @Sendable () async throws -> Result) async throws -> Result {
+    // The task prefers an executor owning the thread (SE-0417): `body`, and every nonisolated async function it awaits
+    // (`eventually`, `Task.sleep`), resume there, not on the cooperative pool. In the calling task, `body` keeps the
+    // task's locals, through which Swift Testing records a failing expectation against the running test. Child tasks
+    // (async let, task groups) inherit the preference and share the one thread, so they must not wait for each other.
+    let executor = ThreadExecutor(name: "topic-test")
+    defer { executor.finish() }
+    return try await withTaskExecutorPreference(executor) { try await runOnPreferredExecutor(body) }
+}
+
+/// Runs `body` on the task's preferred executor: a @concurrent function runs there (SE-0417), never on an actor.
+@concurrent
+private func runOnPreferredExecutor<Result: Sendable>(_ body: @Sendable () async throws -> Result) async throws -> Result {
+    try await body()
 }
 
 let topic = TopicName("process-test")
