@@ -38,6 +38,8 @@ private func connections(_ admin: MySQLConnection, database: String) throws -> I
         configuration.mysqlPoolSize = poolSize
         let logger = Logger(label: "readiness-test", factory: { _ in SwiftLogNoOpLogHandler() })
         let storage = try Storage.mysql(url: url, configuration, logger: logger)
+        // For a requirement that fails; closing again after the test's own close does nothing.
+        defer { for close in storage.closers { close() } }
 
         let saturated = DrainFlag()
         // Each finished check: whether it started with every connection held, and what it found.
@@ -50,6 +52,7 @@ private func connections(_ admin: MySQLConnection, database: String) throws -> I
             return checks
         }
         monitor.start(waitingAtMost: .zero)
+        defer { monitor.stop() }
         func databaseOk(_ checks: [ReadinessCheck]) -> Bool { checks.contains { $0.name == "database" && $0.ok } }
         #expect(await eventually { databaseOk(monitor.current()) }, "\(monitor.current())")
 
@@ -59,6 +62,8 @@ private func connections(_ admin: MySQLConnection, database: String) throws -> I
         var sessionConfiguration = database.server
         sessionConfiguration.database = database.name
         let lockHolder = try MySQLConnection(configuration: sessionConfiguration)
+        // Ending the session lets the holders go, should a requirement fail before the test does.
+        defer { lockHolder.close() }
         let admin = try MySQLConnection(configuration: database.server)
         defer { admin.close() }
         try lockHolder.execute("START TRANSACTION")
