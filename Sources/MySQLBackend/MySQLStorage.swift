@@ -22,17 +22,17 @@ public final class MySQLStorage: Sendable {
     /// The migrator's probe on `readinessPool`.
     private let readinessMigrator: MySQLMigrator
 
-    /// How long a readiness probe waits for its connection: only a probe still running when the next starts (which the
-    /// one monitoring thread never does) would wait, and then it should fail within a readiness monitor's 2 s timeout.
-    public static let readinessAcquireTimeout: Duration = .seconds(1)
+    // Probes come one at a time from the readiness monitor's thread and never wait; one that did would fail within
+    // the monitor's 2 s timeout.
+    private static let readinessAcquireTimeout: Duration = .seconds(1)
 
     /// Makes the pools (no connection opens yet) and the stores on the shared one.
     ///
     /// Sets CLIENT_FOUND_ROWS (`reportsMatchedRows`) so a version-guarded UPDATE counts the row it matched.
     /// - Parameters:
     ///   - configuration: the server, credentials and database.
-    ///   - poolConfiguration: limits and timings of the shared pool; `readinessPool` takes its lifetime and idle ping,
-    ///     with one connection and `readinessAcquireTimeout`.
+    ///   - poolConfiguration: limits and timings of the shared pool; `readinessPool` takes them but has one connection
+    ///     and a 1 s acquire timeout.
     ///   - observer: pool events for metrics; of `readinessPool` only its errors, so that waits and acquire timeouts
     ///     describe the shared pool.
     ///   - logger: for the pools and the migrator.
@@ -59,9 +59,7 @@ public final class MySQLStorage: Sendable {
         readinessMigrator = MySQLMigrator(pool: readinessPool, logger: readinessLogger)
     }
 
-    /// Whether the database answers this user and the schema is current, asked on `readinessPool`'s connection: a
-    /// saturated shared pool does not fail it. A connection-level error discards the connection; the next probe opens
-    /// a new one.
+    /// `migrator.probe()` on `readinessPool`'s connection, so a saturated shared pool does not fail it.
     public func probeReadiness() -> MySQLProbe {
         readinessMigrator.probe()
     }
