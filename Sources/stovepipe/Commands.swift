@@ -172,7 +172,7 @@ struct Serve: ParsableCommand {
     var topicVisibilitySeconds: Double = 15
     @Option(help: "Milliseconds between polls for work published by other replicas (MySQL topic).")
     var topicPollIntervalMs = 200
-    @Option(help: "Most MySQL connections this process opens, 1...1024.") var mysqlPoolSize = 16
+    @Option(help: "MySQL connections the stores and topic share, 1...1024; readiness opens 1 more.") var mysqlPoolSize = 16
     @Option(help: "Seconds after which a MySQL connection is closed and opened anew when next used, so that a failover or a DNS change reaches every connection, at most 86400; 0 keeps connections open.")
     var mysqlMaxLifetimeSeconds = 1800
     @Option(help: "Where private mirrors of remote git repositories are kept. (default: \(ServeConfiguration.defaultGitCacheDirectory))")

@@ -23,13 +23,13 @@ enum MetricHelp {
         "stovepipe_process_swept_total":
             "Older requests still accepted that a newer request superseded when it started processing (not by a delivery of their own).",
         "stovepipe_store_operation_duration_seconds": "Time of every store and counter call, by store and operation.",
-        "stovepipe_mysql_pool_connections": "MySQL pool connections at scrape time, by state (in_use, idle).",
-        "stovepipe_mysql_pool_acquire_wait_seconds": "Time to get a connection from the MySQL pool.",
+        "stovepipe_mysql_pool_connections": "Connections of the stores' MySQL pool at scrape time, by state (in_use, idle).",
+        "stovepipe_mysql_pool_acquire_wait_seconds": "Time to get a connection from the stores' MySQL pool.",
         "stovepipe_mysql_pool_acquire_timeouts_total": "MySQL pool trouble: waits for a connection that timed out.",
         "stovepipe_mysql_pool_discarded_total": "MySQL pool trouble: connections discarded after an error.",
         "stovepipe_mysql_transaction_retries_total": "MySQL pool trouble: transactions and statements retried on a deadlock or lock wait timeout (1213, 1205).",
         "stovepipe_mysql_errors_total":
-            "MySQL errors seen by the pool, by code: failed connects, discarded connections, lock conflicts of transactions and statements (retried or not), acquire timeouts (90001).",
+            "MySQL errors seen by the pools, by code: failed connects, discarded connections, lock conflicts of transactions and statements (retried or not), acquire timeouts (90001).",
         "stovepipe_topic_published_total": "MySQL topic traffic: messages published, by topic.",
         "stovepipe_topic_delivered_total": "MySQL topic traffic: deliveries to a handler, by topic.",
         "stovepipe_topic_acked_total": "MySQL topic traffic: deliveries acknowledged, by topic.",

@@ -65,7 +65,8 @@ struct PoolMetrics: MySQLPoolObserver {
 }
 
 extension Storage {
-    /// MySQL stores on one pool; refuses a database whose schema is older than this binary.
+    /// MySQL stores on one pool, readiness on a connection of its own; refuses a database whose schema is older than
+    /// this binary.
     static func mysql(url: String, _ configuration: ServeConfiguration, logger: Logger) throws -> Storage {
         let connection: MySQLConfiguration
         do {
@@ -91,7 +92,6 @@ extension Storage {
         }
         logger.notice("storage is MySQL", metadata: ["database": "\(connection.redactedURL)"])
         let pool = storage.pool
-        let migrator = storage.migrator
         let gauges = (
             inUse: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "in_use")]),
             idle: Metrics.Gauge(label: "stovepipe_mysql_pool_connections", dimensions: [("state", "idle")])
@@ -109,8 +109,9 @@ extension Storage {
         return Storage(
             requests: storage.requests, uris: storage.requestURIs, queues: storage.queues, counter: storage.counter,
             broker: broker,
+            // On a connection of its own: a pool saturated by a burst is busy, not unready (the gauges show it).
             readiness: {
-                switch migrator.probe() {
+                switch storage.probeReadiness() {
                 case .answered(.current):
                     return [ReadinessCheck(name: "database", ok: true), ReadinessCheck(name: "schema", ok: true)]
                 case .answered(.ahead):

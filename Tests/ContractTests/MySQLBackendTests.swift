@@ -940,6 +940,53 @@ private struct RetryRecorder: MySQLPoolObserver {
     func connectionDiscarded(code: MySQLErrorCode) { discardedCodes.append(code) }
 }
 
+/// Counts the pool events an observer is told of, by kind.
+private struct EventCounter: MySQLPoolObserver {
+    let acquired = Recorder<Int64>()
+    let timedOut = Recorder<Duration>()
+    let discarded = Recorder<MySQLErrorCode>()
+
+    func connectionAcquired(waitNanoseconds: Int64) { acquired.append(waitNanoseconds) }
+    func acquireTimedOut(wait: Duration) { timedOut.append(wait) }
+    func connectionDiscarded(code: MySQLErrorCode) { discarded.append(code) }
+}
+
+@Suite("MySQL readiness probe", .enabled(if: mysqlSuitesRun), .serialized)
+struct MySQLReadinessProbeTests {
+    @Test("the probe answers on a connection of its own while the stores' pool is saturated; a killed one is discarded, counted and replaced by the next probe")
+    func ownConnection() async throws {
+        try await withEmptyDatabase { configuration in
+            let events = EventCounter()
+            let storage = MySQLStorage(
+                configuration: configuration, poolConfiguration: MySQLPool.Configuration(maxConnections: 1),
+                observer: events, logger: silentLogger)
+            defer { storage.close() }
+            try storage.migrator.migrate()
+            #expect(storage.probeReadiness() == .answered(.current))
+            // The stores' only connection is leased while the probe runs.
+            let during = try storage.pool.withConnection { _ in storage.probeReadiness() }
+            #expect(during == .answered(.current))
+            #expect(storage.pool.statistics.totalAcquireTimeouts == 0)
+            // The observer hears the readiness connection's errors, not its leases.
+            #expect(events.acquired.count == Int(storage.pool.statistics.totalAcquired))
+            #expect(storage.readinessPool.configuration.maxConnections == 1)
+            #expect(storage.readinessPool.configuration.acquireTimeout < .seconds(2))
+
+            let id = try storage.readinessPool.withConnection { $0.connectionID }
+            let admin = try MySQLConnection(configuration: configuration)
+            defer { admin.close() }
+            try admin.execute("KILL CONNECTION \(id)")
+            #expect(storage.probeReadiness() == .unavailable)
+            #expect(storage.readinessPool.statistics.totalDiscarded == 1)
+            #expect(events.discarded.count == 1)
+            #expect(storage.probeReadiness() == .answered(.current))
+            #expect(storage.readinessPool.statistics.totalOpened == 2)
+            #expect(storage.pool.statistics.totalDiscarded == 0)
+            #expect(events.timedOut.count == 0)
+        }
+    }
+}
+
 @Suite("MySQL backend error translation")
 struct MySQLErrorTranslationTests {
     @Test("an unreachable server is unavailable and retryable, within the connect timeout")

@@ -176,28 +176,28 @@ struct MySQLPrivilegeTests {
             app.password = "app-password"
             let serving = MySQLStorage(configuration: app, logger: silentLogger)
             defer { serving.close() }
-            #expect(try await offPool { serving.migrator.probe() } == .answered(.current))
+            #expect(try await offPool { serving.probeReadiness() } == .answered(.current))
 
-            // On the pooled connection: the read of schema_migrations is refused (1142).
+            // On the connection the first probe opened: the read of schema_migrations is refused (1142).
             try await Self.admin(root) { try $0.execute("REVOKE SELECT ON app.schema_migrations FROM 'app'@'127.0.0.1'") }
-            #expect(try await offPool { serving.migrator.probe() } == .permissionDenied)
+            #expect(try await offPool { serving.probeReadiness() } == .permissionDenied)
             // On a new connection: the server refuses the database itself (1044).
             let fresh = MySQLStorage(configuration: app, logger: silentLogger)
             defer { fresh.close() }
-            #expect(try await offPool { fresh.migrator.probe() } == .permissionDenied)
+            #expect(try await offPool { fresh.probeReadiness() } == .permissionDenied)
             // A wrong password (1045) as well; a server that is gone is not a permission problem.
             var wrong = app
             wrong.password = "not-the-password"
             let denied = MySQLStorage(configuration: wrong, logger: silentLogger)
             defer { denied.close() }
-            #expect(try await offPool { denied.migrator.probe() } == .permissionDenied)
+            #expect(try await offPool { denied.probeReadiness() } == .permissionDenied)
             var nowhere = app
             nowhere.host = "127.0.0.1"
             nowhere.port = 1
             nowhere.socketPath = nil
             let gone = MySQLStorage(configuration: nowhere, logger: silentLogger)
             defer { gone.close() }
-            #expect(try await offPool { gone.migrator.probe() } == .unavailable)
+            #expect(try await offPool { gone.probeReadiness() } == .unavailable)
         }
     }
 
